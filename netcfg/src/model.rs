@@ -1,0 +1,166 @@
+//! Desired host state, in netcfg's own terms. The agent builds these from its validated config;
+//! netcfg never sees TOML.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+/// How a network forwards guest traffic, with libvirt's meanings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Guests reach the outside through masquerade.
+    Nat,
+    /// Guests are forwarded to the outside without address translation.
+    Routed,
+    /// Guests reach only the host and each other.
+    Isolated,
+    /// Layer 2 onto host ports; the agent adds no forwarding rules.
+    Bridge,
+}
+
+impl Mode {
+    pub fn forwards(self) -> bool {
+        matches!(self, Mode::Nat | Mode::Routed)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Nat => "nat",
+            Mode::Routed => "routed",
+            Mode::Isolated => "isolated",
+            Mode::Bridge => "bridge",
+        }
+    }
+}
+
+/// Services the agent serves on a network; the firewall opens exactly these to guests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Services {
+    pub dhcp: bool,
+    pub tftp: bool,
+    /// HTTP boot port, when HTTP boot is on.
+    pub http_port: Option<u16>,
+    /// DNS (53/udp+tcp) is accepted from guests, as libvirt does, so a resolver on the host works.
+    pub dns: bool,
+}
+
+/// One guest network: a bridge the agent owns, with its address and firewall rules.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NetworkSpec {
+    /// The config's network name (recorded as the owner mark).
+    pub name: String,
+    pub mode: Mode,
+    /// Bridge device name (validated: 1..=15 bytes, no '/', whitespace or ':').
+    pub bridge: String,
+    /// Gateway address on the bridge, with the subnet prefix. None for a pure L2 bridge.
+    pub address: Option<Ipv4Net>,
+    pub stp: bool,
+    /// Bridge forward delay in seconds (libvirt's default is 0).
+    pub forward_delay: u32,
+    /// Pinned bridge MAC (a bridge without one takes its first port's MAC and changes later).
+    pub mac: [u8; 6],
+    pub mtu: Option<u32>,
+    /// mode = bridge only: host ports to enslave.
+    pub interfaces: Vec<String>,
+    pub services: Services,
+}
+
+impl NetworkSpec {
+    pub fn subnet(&self) -> Option<Ipv4Net> {
+        self.address.map(|a| a.trunc())
+    }
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        self.address.map(|a| a.addr())
+    }
+}
+
+/// Everything the agent wants the host to look like.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Desired {
+    pub networks: Vec<NetworkSpec>,
+    /// Host-wide kernel settings from `[sysctl]`, key in dotted form ("vm.max_map_count").
+    pub sysctls: BTreeMap<String, String>,
+    /// `[vhost_net] experimental_zcopytx`, when configured.
+    pub vhost_zcopytx: Option<bool>,
+}
+
+/// Where the agent reads and writes on this host.
+///
+/// Every file outside `/proc/sys/net` and netlink lives under `root` so tests (and image builds)
+/// never touch the machine's own files. `/proc/sys/net/*` is per network namespace and always
+/// real; other sysctls (vm.*, kernel.*) are host-wide and therefore go under `root` too.
+#[derive(Debug, Clone)]
+pub struct Host {
+    pub root: PathBuf,
+    /// State directory as configured (absolute path inside `root`).
+    pub state_dir: PathBuf,
+}
+
+impl Host {
+    pub fn new(root: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
+        Host { root: root.into(), state_dir: state_dir.into() }
+    }
+
+    /// Map an absolute host path under the root prefix.
+    pub fn path(&self, abs: impl AsRef<Path>) -> PathBuf {
+        let abs = abs.as_ref();
+        let rel = abs.strip_prefix("/").unwrap_or(abs);
+        self.root.join(rel)
+    }
+
+    /// The state directory, under the root prefix.
+    pub fn state_path(&self) -> PathBuf {
+        self.path(&self.state_dir)
+    }
+
+    /// Path of a sysctl's /proc file: net.* is always the real (namespaced) /proc/sys; the rest
+    /// is host-wide and goes under the root prefix.
+    pub fn sysctl_path(&self, key: &str) -> PathBuf {
+        let rel: PathBuf = key.split('.').collect();
+        let real = Path::new("/proc/sys").join(&rel);
+        if key.starts_with("net.") {
+            real
+        } else {
+            self.path(real)
+        }
+    }
+}
+
+/// Locally administered, stable MAC derived from a name (52:54:00 is QEMU's OUI, as libvirt uses).
+pub fn derived_mac(name: &str) -> [u8; 6] {
+    // FNV-1a: stable across releases and platforms, unlike std's hasher.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    [0x52, 0x54, 0x00, (h >> 16) as u8, (h >> 8) as u8, h as u8]
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_mac_is_stable_and_local_qemu_prefix() {
+        let a = derived_mac("default");
+        assert_eq!(a, derived_mac("default"));
+        assert_ne!(a, derived_mac("lab"));
+        assert_eq!(&a[..3], &[0x52, 0x54, 0x00]);
+    }
+
+    #[test]
+    fn sysctl_paths_keep_net_real_and_root_the_rest() {
+        let h = Host::new("/tmp/r", "/var/lib/hostagent");
+        assert_eq!(h.sysctl_path("net.ipv4.ip_forward"), Path::new("/proc/sys/net/ipv4/ip_forward"));
+        assert_eq!(h.sysctl_path("vm.max_map_count"), Path::new("/tmp/r/proc/sys/vm/max_map_count"));
+        assert_eq!(h.state_path(), Path::new("/tmp/r/var/lib/hostagent"));
+    }
+}

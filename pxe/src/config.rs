@@ -1,0 +1,97 @@
+//! pxe's own configuration types. The agent builds these from its validated config; pxe never
+//! sees TOML. Every value here has already been checked (addresses inside the subnet, range not
+//! covering the gateway, unique static hosts, boot paths relative and inside the root).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use serde::Serialize;
+
+pub type Mac = [u8; 6];
+
+/// A static reservation: this MAC always gets this address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaticHost {
+    pub mac: Mac,
+    pub ip: Ipv4Addr,
+    /// Hostname handed out in option 12.
+    pub name: Option<String>,
+    /// Per-host boot file (relative to the boot root), wins over the firmware default.
+    pub boot: Option<String>,
+    /// Per-host iPXE script (relative to the boot root), wins over the network's script.
+    pub script: Option<String>,
+}
+
+/// Which file each kind of client is handed. Paths are relative to `root`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BootConfig {
+    /// Served by TFTP and HTTP, read-only.
+    pub root: PathBuf,
+    /// For legacy BIOS PXE ROMs (option 93 = 0 or absent).
+    pub bios: Option<String>,
+    /// For x86-64 UEFI PXE (option 93 = 7 or 9).
+    pub uefi: Option<String>,
+    /// For arm64 UEFI PXE (option 93 = 11).
+    pub arm64: Option<String>,
+    /// For clients already running iPXE (option 175 or user class "iPXE"): ends the chainload.
+    pub script: Option<String>,
+    /// HTTP boot port: enables the HTTP server, UEFI HTTP boot and http:// URLs for iPXE.
+    pub http_port: Option<u16>,
+}
+
+/// One network's DHCP service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DhcpConfig {
+    /// The config's network name (used in logs, lease file names and status).
+    pub network: String,
+    /// Device the server binds to (the bridge).
+    pub interface: String,
+    /// The host's address on that network: server identifier, next-server, default router.
+    pub server_ip: Ipv4Addr,
+    pub subnet: Ipv4Net,
+    /// Inclusive dynamic range.
+    pub range_start: Ipv4Addr,
+    pub range_end: Ipv4Addr,
+    pub lease_time: Duration,
+    /// Option 3; None on isolated/bridge networks where the host does not route.
+    pub router: Option<Ipv4Addr>,
+    /// Option 6.
+    pub dns: Vec<Ipv4Addr>,
+    /// Option 15.
+    pub domain: Option<String>,
+    /// Option 26.
+    pub mtu: Option<u16>,
+    pub hosts: Vec<StaticHost>,
+    pub boot: Option<BootConfig>,
+    /// Where this network's lease journal lives (a file under state_dir).
+    pub lease_file: PathBuf,
+}
+
+/// Where TFTP/HTTP listen and what they serve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileServiceConfig {
+    pub network: String,
+    pub listen: Ipv4Addr,
+    pub root: PathBuf,
+}
+
+/// Bounds on what a TFTP client may negotiate (RFC 2348/7440 options are clamped, not refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TftpLimits {
+    pub max_blksize: u16,
+    pub max_windowsize: u16,
+    pub max_transfers: usize,
+    pub retries: u32,
+}
+
+impl Default for TftpLimits {
+    fn default() -> Self {
+        TftpLimits { max_blksize: 8192, max_windowsize: 64, max_transfers: 512, retries: 5 }
+    }
+}
+
+pub fn format_mac(mac: &Mac) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}

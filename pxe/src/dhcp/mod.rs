@@ -1,0 +1,9 @@
+//! DHCPv4: wire (guarded decode/encode), classify (what firmware asks), policy (which boot file or
+//! URL), pool (allocation over the durable lease store), server (sockets, RFC 2131 §4.1 delivery,
+//! group commit).
+
+pub mod classify;
+pub mod policy;
+pub mod pool;
+pub mod server;
+pub mod wire;

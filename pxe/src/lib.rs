@@ -1,0 +1,9 @@
+//! hostagent's network-boot services: DHCPv4 with durable leases and firmware-aware boot
+//! replies, TFTP and HTTP boot over one read-only root.
+
+pub mod config;
+pub mod dhcp;
+pub mod http;
+pub mod leases;
+pub mod saferoot;
+pub mod tftp;
