@@ -1,4 +1,9 @@
-//! The hostagent binary's library half: config loading and validation, the daemon, the control
-//! socket. Kept as a library so unit tests and fuzz targets can reach it.
+//! The hostagent binary's library half: CLI, config loading and validation, host commands, the
+//! daemon and its control socket. A library so unit tests and fuzz targets can reach it.
 
+pub mod cli;
 pub mod config;
+pub mod control;
+pub mod daemon;
+pub mod hostcmd;
+pub mod logging;

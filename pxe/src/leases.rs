@@ -1,7 +1,292 @@
-//! (being written)
+//! Durable DHCP leases: an append-only, checksummed journal under state_dir with an in-memory
+//! index.
+//!
+//! - `stage` updates the index at once (so the allocator sees the lease immediately and never
+//!   hands the address to anyone else) and appends the encoded record to a pending batch.
+//! - `flush` writes the batch with one write and one fdatasync: the DHCP server flushes once per
+//!   batch of packets and sends that batch's ACKs only after `flush` returned Ok (group commit).
+//! - If `flush` fails (disk full, I/O error) the file is cut back to its last durable length and
+//!   the batch is dropped. The index keeps the failed batch's leases: an address that was
+//!   promised in memory stays reserved for that client until it expires, which is the safe
+//!   direction (never given to two clients); the client gets no ACK and retries.
+//! - Replay reads records until the first torn or corrupt one and truncates the file there.
+//! - Compaction writes the live set to `<journal>.tmp`, fsyncs, renames over the journal and
+//!   fsyncs the directory; until the rename the old journal is complete.
+
+mod codec;
+mod journal;
+
+use std::collections::HashMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::config::Mac;
+pub(crate) use codec::truncate_hostname;
+use journal::Journal;
+
+/// A client's lease (also what `dhcp::pool` hands out).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Lease {
+    pub mac: Mac,
+    pub ip: Ipv4Addr,
+    /// Unix seconds.
+    pub expires: u64,
+    pub hostname: Option<String>,
+}
+
+/// One journal entry. Later records override earlier ones on replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// Granted or renewed: `mac` holds `ip` until `expires`; any other holder of `ip` loses it.
+    Lease(Lease),
+    /// The client gave the address back.
+    Release { mac: Mac, ip: Ipv4Addr },
+    /// A client found the address in use (DHCPDECLINE): nobody gets it before `until`.
+    Decline { ip: Ipv4Addr, until: u64 },
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LeaseError {
     #[error("lease journal {path}: {source}")]
-    Io { path: std::path::PathBuf, source: std::io::Error },
+    Io { path: PathBuf, source: io::Error },
+    #[error(
+        "lease journal {path}: disk full (ENOSPC): the lease could not be made durable, so it is \
+         not acknowledged; free space on the filesystem holding {}",
+        path.parent().map(|p| p.display().to_string()).unwrap_or_default()
+    )]
+    DiskFull { path: PathBuf },
+    #[error("lease journal {path}: not a hostagent lease journal (bad header); move the file away or set another state_dir")]
+    NotAJournal { path: PathBuf },
+    #[error("lease journal {path}: format version {found} is not supported (this hostagent reads version {supported})")]
+    Version { path: PathBuf, found: u32, supported: u32 },
+}
+
+impl LeaseError {
+    pub(crate) fn io(path: &Path, source: io::Error) -> LeaseError {
+        match source.raw_os_error() {
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => LeaseError::DiskFull { path: path.to_path_buf() },
+            _ => LeaseError::Io { path: path.to_path_buf(), source },
+        }
+    }
+
+    /// True when the failure is lack of space (worth a distinct alert).
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, LeaseError::DiskFull { .. })
+    }
+}
+
+/// What replay found.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct LoadReport {
+    /// Valid records replayed.
+    pub records: usize,
+    /// Bytes cut off the end (a torn append after a crash, or everything from a corrupt record on).
+    pub dropped_bytes: u64,
+    /// Set when the cut was caused by a corrupt record rather than a torn tail; the dropped bytes
+    /// are saved next to the journal as `<journal>.dropped`.
+    pub corruption: Option<String>,
+    /// Whether open rewrote the journal to its live set.
+    pub compacted: bool,
+}
+
+/// The replayed state: who holds what, and which addresses are quarantined.
+#[derive(Debug, Default, Clone)]
+pub struct LeaseIndex {
+    by_mac: HashMap<Mac, Lease>,
+    by_ip: HashMap<Ipv4Addr, Mac>,
+    quarantine: HashMap<Ipv4Addr, u64>,
+}
+
+impl LeaseIndex {
+    pub fn apply(&mut self, record: &Record) {
+        match record {
+            Record::Lease(lease) => {
+                if let Some(old) = self.by_mac.get(&lease.mac) {
+                    if old.ip != lease.ip {
+                        self.by_ip.remove(&old.ip);
+                    }
+                }
+                if let Some(other) = self.by_ip.insert(lease.ip, lease.mac) {
+                    if other != lease.mac {
+                        self.by_mac.remove(&other);
+                    }
+                }
+                self.quarantine.remove(&lease.ip);
+                self.by_mac.insert(lease.mac, lease.clone());
+            }
+            Record::Release { mac, ip } => {
+                if self.by_mac.get(mac).is_some_and(|l| l.ip == *ip) {
+                    self.by_mac.remove(mac);
+                    self.by_ip.remove(ip);
+                }
+            }
+            Record::Decline { ip, until } => {
+                if let Some(mac) = self.by_ip.remove(ip) {
+                    self.by_mac.remove(&mac);
+                }
+                self.quarantine.insert(*ip, *until);
+            }
+        }
+    }
+
+    pub fn by_mac(&self, mac: &Mac) -> Option<&Lease> {
+        self.by_mac.get(mac)
+    }
+
+    pub fn by_ip(&self, ip: Ipv4Addr) -> Option<&Lease> {
+        self.by_ip.get(&ip).and_then(|mac| self.by_mac.get(mac))
+    }
+
+    /// Until when `ip` is quarantined (may be in the past until someone lifts it).
+    pub fn quarantined_until(&self, ip: Ipv4Addr) -> Option<u64> {
+        self.quarantine.get(&ip).copied()
+    }
+
+    /// Forgets an expired quarantine (in memory only; compaction then leaves it out).
+    pub fn lift_quarantine(&mut self, ip: Ipv4Addr) {
+        self.quarantine.remove(&ip);
+    }
+
+    /// Every lease known, expired or not (one per client).
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.by_mac.values()
+    }
+
+    pub fn quarantined(&self) -> impl Iterator<Item = (Ipv4Addr, u64)> + '_ {
+        self.quarantine.iter().map(|(ip, until)| (*ip, *until))
+    }
+
+    /// The records that rebuild this index.
+    fn live_records(&self) -> impl Iterator<Item = Record> + '_ {
+        self.by_mac
+            .values()
+            .map(|l| Record::Lease(l.clone()))
+            .chain(self.quarantined().map(|(ip, until)| Record::Decline { ip, until }))
+    }
+
+    fn live_count(&self) -> usize {
+        self.by_mac.len() + self.quarantine.len()
+    }
+}
+
+/// Compact when the journal holds this many times more bytes than its live set…
+const COMPACT_RATIO: u64 = 4;
+/// …and is at least this big (small journals are not worth rewriting).
+const COMPACT_MIN_BYTES: u64 = 1 << 20;
+/// Upper estimate of one encoded lease record, for the ratio.
+const RECORD_ESTIMATE: u64 = 48;
+
+/// The journal plus its index.
+pub struct LeaseStore {
+    journal: Journal,
+    index: LeaseIndex,
+}
+
+impl LeaseStore {
+    /// Opens or creates the journal at `path` (parent directory created 0700, file 0600), replays
+    /// it and compacts it when most of it is dead records.
+    pub fn open(path: &Path) -> Result<(LeaseStore, LoadReport), LeaseError> {
+        let (journal, records, mut report) = Journal::open(path)?;
+        let mut index = LeaseIndex::default();
+        for record in &records {
+            index.apply(record);
+        }
+        let mut store = LeaseStore { journal, index };
+        if store.compaction_due() {
+            store.compact()?;
+            report.compacted = true;
+        }
+        Ok((store, report))
+    }
+
+    pub fn index(&self) -> &LeaseIndex {
+        &self.index
+    }
+
+    pub fn index_mut(&mut self) -> &mut LeaseIndex {
+        &mut self.index
+    }
+
+    /// Applies `record` to the index now and queues it for the next `flush`.
+    pub fn stage(&mut self, record: Record) {
+        self.index.apply(&record);
+        self.journal.stage(&record);
+    }
+
+    pub fn has_pending(&self) -> bool {
+        self.journal.has_pending()
+    }
+
+    /// Makes every staged record durable (one write + one fdatasync). On Err nothing of the batch
+    /// may be acknowledged; see the module docs for what the index keeps.
+    pub fn flush(&mut self) -> Result<(), LeaseError> {
+        self.journal.flush()
+    }
+
+    /// Journal size in bytes, including the pending batch.
+    pub fn journal_len(&self) -> u64 {
+        self.journal.len()
+    }
+
+    pub fn compaction_due(&self) -> bool {
+        let live = self.index.live_count() as u64 * RECORD_ESTIMATE;
+        let len = self.journal.len();
+        len > COMPACT_MIN_BYTES && len > COMPACT_RATIO * live
+    }
+
+    /// Rewrites the journal to the live set. Flushes first; fails (leaving the old journal in
+    /// place) if that flush or the rewrite fails.
+    pub fn compact(&mut self) -> Result<(), LeaseError> {
+        self.journal.flush()?;
+        self.journal.compact(self.index.live_records())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(mac: u8, ip: u8, expires: u64) -> Record {
+        Record::Lease(Lease { mac: [2, 0, 0, 0, 0, mac], ip: Ipv4Addr::new(10, 0, 0, ip), expires, hostname: None })
+    }
+
+    #[test]
+    fn later_lease_on_an_address_evicts_the_earlier_holder() {
+        let mut index = LeaseIndex::default();
+        index.apply(&lease(1, 10, 100));
+        index.apply(&lease(2, 10, 200));
+        assert!(index.by_mac(&[2, 0, 0, 0, 0, 1]).is_none());
+        assert_eq!(index.by_ip(Ipv4Addr::new(10, 0, 0, 10)).map(|l| l.mac[5]), Some(2));
+    }
+
+    #[test]
+    fn moving_a_client_frees_its_old_address() {
+        let mut index = LeaseIndex::default();
+        index.apply(&lease(1, 10, 100));
+        index.apply(&lease(1, 11, 100));
+        assert!(index.by_ip(Ipv4Addr::new(10, 0, 0, 10)).is_none());
+        assert_eq!(index.leases().count(), 1);
+    }
+
+    #[test]
+    fn release_of_someone_elses_address_is_ignored() {
+        let mut index = LeaseIndex::default();
+        index.apply(&lease(1, 10, 100));
+        index.apply(&Record::Release { mac: [2, 0, 0, 0, 0, 9], ip: Ipv4Addr::new(10, 0, 0, 10) });
+        assert!(index.by_ip(Ipv4Addr::new(10, 0, 0, 10)).is_some());
+        index.apply(&Record::Release { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 10) });
+        assert!(index.by_ip(Ipv4Addr::new(10, 0, 0, 10)).is_none());
+    }
+
+    #[test]
+    fn decline_drops_the_lease_and_quarantines() {
+        let mut index = LeaseIndex::default();
+        index.apply(&lease(1, 10, 100));
+        index.apply(&Record::Decline { ip: Ipv4Addr::new(10, 0, 0, 10), until: 500 });
+        assert!(index.by_mac(&[2, 0, 0, 0, 0, 1]).is_none());
+        assert_eq!(index.quarantined_until(Ipv4Addr::new(10, 0, 0, 10)), Some(500));
+    }
 }

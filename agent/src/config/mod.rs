@@ -1,1 +1,41 @@
-//! (being written)
+//! hostagent's configuration: TOML file → checked `Model` → netcfg/pxe types.
+//!
+//! Layers, kept apart so the file format can change without the rest of the agent noticing:
+//! - `wire`: serde types mirroring the file, with positions (`toml::Spanned`);
+//! - `validate` (+ `checks`, `units`): every rule, all problems collected with positions and hints;
+//! - `model`: the validated config the agent uses;
+//! - `convert`: model → `netcfg::Desired`, `pxe::config::DhcpConfig`, file services.
+
+mod checks;
+mod convert;
+mod error;
+mod model;
+mod toml_error;
+mod units;
+mod validate;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::path::Path;
+
+pub use convert::host_resolvers;
+pub use error::{ConfigError, Diagnostic};
+pub use model::{Dhcp, DhcpDefaults, Mode, Model, Network, Pxe, StaticHost, DEFAULT_LEASE_TIME, DEFAULT_STATE_DIR, MIN_LEASE_TIME};
+pub use units::parse_duration;
+
+/// Reads and checks a config file. Nothing on the host is touched.
+pub fn load(path: &Path) -> Result<Model, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable { path: path.to_path_buf(), source })?;
+    parse(&text, path)
+}
+
+/// Checks config text; `path` is used in messages and recorded as `Model::source`.
+pub fn parse(text: &str, path: &Path) -> Result<Model, ConfigError> {
+    let locate = |problems: Vec<error::Problem>| {
+        ConfigError::Invalid(problems.into_iter().map(|p| error::Diagnostic::locate(path, text, p)).collect())
+    };
+    let file: wire::File = toml::from_str(text).map_err(|e| locate(vec![toml_error::problem(&e, text)]))?;
+    validate::validate(file, text, path).map_err(locate)
+}

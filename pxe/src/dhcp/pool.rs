@@ -1,24 +1,36 @@
 //! Address allocation for one network over the durable lease store.
 //!
-//! API CONTRACT (being implemented; the DHCP server is written against exactly this):
+//! API CONTRACT (the DHCP server is written against exactly this):
 //! - `Pool::open(PoolConfig) -> Result<Pool, LeaseError>`: replays the journal.
 //! - `offer(mac, requested, now) -> Option<Ipv4Addr>`: address to offer (static reservation first,
 //!   then the client's current/previous lease, then the requested address if free, then the lowest
-//!   free address). Held in memory for a short time so two DISCOVERs never get the same offer.
-//!   None = pool exhausted.
+//!   never-used address, then the address whose other-client lease expired longest ago). Held in
+//!   memory for `OFFER_HOLD_SECS` so two DISCOVERs never get the same offer. None = exhausted.
 //! - `request(mac, ip, hostname, now) -> Result<Lease, Nak>`: staged lease (index updated at once,
 //!   record appended to the pending batch; durable only after `flush`).
 //! - `release(mac, ip)`, `decline(mac, ip, now)` (quarantined), `renew` is `request`.
-//! - `flush() -> Result<(), LeaseError>`: write pending records + fdatasync (one per batch).
-//! - `leases() -> Vec<Lease>`.
+//! - `flush() -> Result<(), LeaseError>`: write pending records + fdatasync (one per batch). Send
+//!   the batch's ACKs only after it returned Ok.
+//! - `leases() -> Vec<Lease>`, `lease_for(mac)`, `stats(now)`.
+//!
+//! `now` is always unix seconds (`unix_now()`), passed in so tests control time.
 
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::config::Mac;
+use crate::config::{format_mac, Mac};
+use crate::leases::{LeaseStore, LoadReport, Record};
+
+pub use crate::leases::{Lease, LeaseError};
+
+/// How long an offered address stays promised to the client it was offered to.
+pub const OFFER_HOLD_SECS: u64 = 30;
+/// How long nobody gets an address after a client declined it (found it in use).
+pub const DECLINE_QUARANTINE_SECS: u64 = 600;
 
 #[derive(Debug, Clone)]
 pub struct PoolConfig {
@@ -33,15 +45,6 @@ pub struct PoolConfig {
     pub journal: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Lease {
-    pub mac: Mac,
-    pub ip: Ipv4Addr,
-    /// Unix seconds.
-    pub expires: u64,
-    pub hostname: Option<String>,
-}
-
 /// Why a REQUEST is refused (answered with DHCPNAK).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Nak {
@@ -53,6 +56,433 @@ pub enum Nak {
     Reserved(Ipv4Addr),
     #[error("{0} is outside the dynamic range")]
     OutOfRange(Ipv4Addr),
+    /// The client has a static reservation and asked for something else; the NAK makes it start
+    /// over and be offered its reservation.
+    #[error("client is reserved {reserved}, not {requested}")]
+    NotItsReservation { requested: Ipv4Addr, reserved: Ipv4Addr },
 }
 
-pub use crate::leases::LeaseError;
+/// Occupancy of the dynamic range (for status output).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PoolStats {
+    /// Addresses in the dynamic range minus reservations and the server's own.
+    pub dynamic: u64,
+    /// Unexpired leases (including reservations).
+    pub active: usize,
+    /// Expired leases still remembered (their address goes back to the same client first).
+    pub expired: usize,
+    pub quarantined: usize,
+    /// Offers held for clients that have not requested yet.
+    pub offered: usize,
+    /// Dynamic addresses a new client could get now (never used, released or expired).
+    pub free: u64,
+}
+
+/// Current time in unix seconds.
+pub fn unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Hold {
+    mac: Mac,
+    until: u64,
+}
+
+/// Addresses with no lease, quarantine, hold or reservation, lowest first, without keeping a set
+/// the size of the range: everything at or above `cursor` is unexamined, and an address below it
+/// that becomes free again goes into `returned`. Entries are checked when taken (lazy removal), so
+/// marking an address free that is taken again meanwhile is harmless.
+#[derive(Debug, Default)]
+struct FreeList {
+    cursor: u64,
+    end: u64,
+    returned: BTreeSet<u32>,
+}
+
+impl FreeList {
+    fn new(start: u32, end: u32) -> FreeList {
+        FreeList { cursor: start as u64, end: end as u64, returned: BTreeSet::new() }
+    }
+
+    fn mark_free(&mut self, ip: u32) {
+        if (ip as u64) < self.cursor {
+            self.returned.insert(ip);
+        }
+    }
+
+    fn take_lowest(&mut self, is_free: impl Fn(u32) -> bool) -> Option<u32> {
+        while let Some(ip) = self.returned.pop_first() {
+            if is_free(ip) {
+                return Some(ip);
+            }
+        }
+        while self.cursor <= self.end {
+            let ip = self.cursor as u32;
+            self.cursor += 1;
+            if is_free(ip) {
+                return Some(ip);
+            }
+        }
+        None
+    }
+}
+
+pub struct Pool {
+    cfg: PoolConfig,
+    /// Dynamic range, inclusive, as integers.
+    start: u32,
+    end: u32,
+    store: LeaseStore,
+    load_report: LoadReport,
+    reserved_by_mac: HashMap<Mac, Ipv4Addr>,
+    reserved_by_ip: HashMap<Ipv4Addr, Mac>,
+    free: FreeList,
+    /// (expires, ip) of every lease on a dynamic address: once expired, these are handed to other
+    /// clients oldest first, and only when no never-used address is left.
+    by_expiry: BTreeSet<(u64, u32)>,
+    holds: HashMap<Ipv4Addr, Hold>,
+    hold_by_mac: HashMap<Mac, Ipv4Addr>,
+    /// Holds in the order they end (all last the same time, so a queue suffices).
+    hold_queue: VecDeque<(u64, Ipv4Addr)>,
+    /// (until, ip) of quarantines, to lift them when they end.
+    quarantine_queue: BTreeSet<(u64, u32)>,
+}
+
+impl Pool {
+    pub fn open(cfg: PoolConfig) -> Result<Pool, LeaseError> {
+        let (store, load_report) = LeaseStore::open(&cfg.journal)?;
+        if load_report.dropped_bytes > 0 || load_report.compacted {
+            tracing::warn!(network = %cfg.network, report = ?load_report, "lease journal repaired on load");
+        }
+        let start = u32::from(cfg.range_start);
+        let end = u32::from(cfg.range_end);
+        let mut pool = Pool {
+            start,
+            end,
+            store,
+            load_report,
+            reserved_by_mac: cfg.reservations.iter().copied().collect(),
+            reserved_by_ip: cfg.reservations.iter().map(|(mac, ip)| (*ip, *mac)).collect(),
+            free: FreeList::new(start, end),
+            by_expiry: BTreeSet::new(),
+            holds: HashMap::new(),
+            hold_by_mac: HashMap::new(),
+            hold_queue: VecDeque::new(),
+            quarantine_queue: BTreeSet::new(),
+            cfg,
+        };
+        let dynamic: Vec<(u64, u32)> = pool
+            .store
+            .index()
+            .leases()
+            .filter(|l| pool.is_dynamic(l.ip))
+            .map(|l| (l.expires, u32::from(l.ip)))
+            .collect();
+        pool.by_expiry.extend(dynamic);
+        let quarantined: Vec<(u64, u32)> =
+            pool.store.index().quarantined().map(|(ip, until)| (until, u32::from(ip))).collect();
+        pool.quarantine_queue.extend(quarantined);
+        Ok(pool)
+    }
+
+    pub fn network(&self) -> &str {
+        &self.cfg.network
+    }
+
+    /// What replaying the journal found (records, bytes cut off).
+    pub fn load_report(&self) -> &LoadReport {
+        &self.load_report
+    }
+
+    /// The address to offer `mac`, held for it for `OFFER_HOLD_SECS`; None when nothing is free.
+    pub fn offer(&mut self, mac: Mac, requested: Option<Ipv4Addr>, now: u64) -> Option<Ipv4Addr> {
+        self.expire(now);
+        if let Some(ip) = self.reserved_by_mac.get(&mac) {
+            return Some(*ip);
+        }
+        let previous = self.store.index().by_mac(&mac).map(|l| l.ip);
+        let held = self.hold_by_mac.get(&mac).copied();
+        let preferred = [previous, held, requested];
+        if let Some(ip) = preferred.into_iter().flatten().find(|ip| self.available_to(&mac, *ip, now)) {
+            self.hold(mac, ip, now);
+            return Some(ip);
+        }
+        let mut free = std::mem::take(&mut self.free);
+        let fresh = free.take_lowest(|ip| self.unused(Ipv4Addr::from(ip)));
+        self.free = free;
+        let ip = match fresh {
+            Some(ip) => Ipv4Addr::from(ip),
+            None => self.oldest_expired(now)?,
+        };
+        self.hold(mac, ip, now);
+        Some(ip)
+    }
+
+    /// Grants (or renews) `ip` to `mac` and stages the lease; durable after `flush`.
+    pub fn request(&mut self, mac: Mac, ip: Ipv4Addr, hostname: Option<&str>, now: u64) -> Result<Lease, Nak> {
+        self.expire(now);
+        let subnet = self.cfg.subnet;
+        if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
+            return Err(Nak::WrongNetwork(ip));
+        }
+        match (self.reserved_by_ip.get(&ip), self.reserved_by_mac.get(&mac)) {
+            (Some(owner), _) if *owner != mac => return Err(Nak::Reserved(ip)),
+            (Some(_), _) => {} // its own reservation, wherever it lies
+            (None, Some(reserved)) => return Err(Nak::NotItsReservation { requested: ip, reserved: *reserved }),
+            (None, None) => {
+                if ip == self.cfg.server_ip {
+                    return Err(Nak::Taken(ip));
+                }
+                if !self.in_range(ip) {
+                    return Err(Nak::OutOfRange(ip));
+                }
+                if !self.available_to(&mac, ip, now) {
+                    return Err(Nak::Taken(ip));
+                }
+            }
+        }
+        let previous = self.store.index().by_mac(&mac);
+        let hostname = match hostname {
+            Some(h) if !h.is_empty() => Some(crate::leases::truncate_hostname(h).to_string()),
+            _ => previous.filter(|p| p.ip == ip).and_then(|p| p.hostname.clone()),
+        };
+        let expires = now.saturating_add(self.cfg.lease_time.as_secs());
+        let lease = Lease { mac, ip, expires, hostname };
+        self.drop_hold_of(&mac);
+        self.stage(Record::Lease(lease.clone()));
+        Ok(lease)
+    }
+
+    /// The client gave `ip` back. Returns whether it held it (anything else is ignored).
+    pub fn release(&mut self, mac: Mac, ip: Ipv4Addr) -> bool {
+        self.drop_hold_of(&mac);
+        if self.store.index().by_mac(&mac).is_some_and(|l| l.ip == ip) {
+            self.stage(Record::Release { mac, ip });
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The client found `ip` in use: quarantine it and forget the client's lease on it. Only
+    /// honoured from the client the address was offered or leased to, so nobody can quarantine
+    /// addresses at will. Returns whether it was honoured.
+    pub fn decline(&mut self, mac: Mac, ip: Ipv4Addr, now: u64) -> bool {
+        self.expire(now);
+        let leased = self.store.index().by_ip(ip).is_some_and(|l| l.mac == mac);
+        let offered = self.holds.get(&ip).is_some_and(|h| h.mac == mac);
+        if !(leased || offered) {
+            return false;
+        }
+        self.drop_hold_of(&mac);
+        if self.reserved_by_ip.contains_key(&ip) {
+            // Quarantining a reservation would not stop it being offered to its owner again.
+            tracing::warn!(network = %self.cfg.network, %ip, mac = %format_mac(&mac), "reserved address declined: something else uses it");
+            return false;
+        }
+        let until = now.saturating_add(DECLINE_QUARANTINE_SECS);
+        tracing::warn!(network = %self.cfg.network, %ip, mac = %format_mac(&mac), until, "address declined, quarantined");
+        self.stage(Record::Decline { ip, until });
+        true
+    }
+
+    /// Makes everything staged durable (one write + one fdatasync), then compacts the journal if
+    /// it has grown mostly dead. On Err, send none of this batch's ACKs.
+    pub fn flush(&mut self) -> Result<(), LeaseError> {
+        self.store.flush()?;
+        if self.store.compaction_due() {
+            // The batch is already durable; a failed compaction leaves the old journal in place.
+            if let Err(e) = self.store.compact() {
+                tracing::warn!(network = %self.cfg.network, error = %e, "lease journal compaction failed");
+            }
+        }
+        Ok(())
+    }
+
+    /// Rewrites the journal to its live set now (flushing first).
+    pub fn compact(&mut self) -> Result<(), LeaseError> {
+        self.store.compact()
+    }
+
+    /// Journal size in bytes (including the unflushed batch).
+    pub fn journal_len(&self) -> u64 {
+        self.store.journal_len()
+    }
+
+    /// Whether records are staged but not yet flushed.
+    pub fn has_pending(&self) -> bool {
+        self.store.has_pending()
+    }
+
+    /// Unexpired leases by the system clock.
+    pub fn leases(&self) -> Vec<Lease> {
+        self.leases_at(unix_now())
+    }
+
+    /// Leases unexpired at `now`, sorted by address.
+    pub fn leases_at(&self, now: u64) -> Vec<Lease> {
+        let mut v: Vec<Lease> = self.store.index().leases().filter(|l| l.expires > now).cloned().collect();
+        v.sort_by_key(|l| l.ip);
+        v
+    }
+
+    /// The client's lease, expired or not.
+    pub fn lease_for(&self, mac: &Mac) -> Option<Lease> {
+        self.store.index().by_mac(mac).cloned()
+    }
+
+    pub fn stats(&self, now: u64) -> PoolStats {
+        let index = self.store.index();
+        let mut stats = PoolStats::default();
+        let mut occupied = std::collections::HashSet::new();
+        for l in index.leases() {
+            if l.expires > now {
+                stats.active += 1;
+                occupied.insert(l.ip);
+            } else {
+                stats.expired += 1;
+            }
+        }
+        for (ip, until) in index.quarantined() {
+            if until > now {
+                stats.quarantined += 1;
+                occupied.insert(ip);
+            }
+        }
+        for (ip, hold) in &self.holds {
+            if hold.until > now {
+                stats.offered += 1;
+                occupied.insert(*ip);
+            }
+        }
+        let range = if self.end >= self.start { (self.end - self.start) as u64 + 1 } else { 0 };
+        let excluded = self
+            .reserved_by_ip
+            .keys()
+            .copied()
+            .chain(std::iter::once(self.cfg.server_ip))
+            .filter(|ip| self.in_range(*ip))
+            .collect::<std::collections::HashSet<_>>()
+            .len() as u64;
+        stats.dynamic = range - excluded;
+        let busy = occupied.iter().filter(|ip| self.is_dynamic(**ip)).count() as u64;
+        stats.free = stats.dynamic.saturating_sub(busy);
+        stats
+    }
+
+    fn in_range(&self, ip: Ipv4Addr) -> bool {
+        (self.start..=self.end).contains(&u32::from(ip))
+    }
+
+    /// In the range and neither reserved nor the server's own address.
+    fn is_dynamic(&self, ip: Ipv4Addr) -> bool {
+        self.in_range(ip) && ip != self.cfg.server_ip && !self.reserved_by_ip.contains_key(&ip)
+    }
+
+    /// A dynamic address with no lease at all, no quarantine and no hold.
+    fn unused(&self, ip: Ipv4Addr) -> bool {
+        self.is_dynamic(ip)
+            && self.store.index().by_ip(ip).is_none()
+            && self.store.index().quarantined_until(ip).is_none()
+            && !self.holds.contains_key(&ip)
+    }
+
+    /// Whether `mac` may have the dynamic address `ip` now.
+    fn available_to(&self, mac: &Mac, ip: Ipv4Addr, now: u64) -> bool {
+        let index = self.store.index();
+        self.is_dynamic(ip)
+            && index.quarantined_until(ip).is_none_or(|until| until <= now)
+            && self.holds.get(&ip).is_none_or(|h| h.mac == *mac || h.until <= now)
+            && index.by_ip(ip).is_none_or(|l| l.mac == *mac || l.expires <= now)
+    }
+
+    /// The address whose lease (of another client) expired longest ago and is not held.
+    fn oldest_expired(&self, now: u64) -> Option<Ipv4Addr> {
+        self.by_expiry
+            .iter()
+            .take_while(|(expires, _)| *expires <= now)
+            .map(|(_, ip)| Ipv4Addr::from(*ip))
+            .find(|ip| !self.holds.contains_key(ip))
+    }
+
+    fn hold(&mut self, mac: Mac, ip: Ipv4Addr, now: u64) {
+        if self.hold_by_mac.get(&mac) != Some(&ip) {
+            self.drop_hold_of(&mac);
+        }
+        let until = now.saturating_add(OFFER_HOLD_SECS);
+        self.holds.insert(ip, Hold { mac, until });
+        self.hold_by_mac.insert(mac, ip);
+        self.hold_queue.push_back((until, ip));
+    }
+
+    fn drop_hold_of(&mut self, mac: &Mac) {
+        if let Some(ip) = self.hold_by_mac.remove(mac) {
+            if self.holds.get(&ip).is_some_and(|h| h.mac == *mac) {
+                self.holds.remove(&ip);
+                self.free.mark_free(u32::from(ip));
+            }
+        }
+    }
+
+    /// Ends holds and quarantines whose time is up, returning their addresses to the free list.
+    fn expire(&mut self, now: u64) {
+        while let Some(&(until, ip)) = self.hold_queue.front() {
+            if until > now {
+                break;
+            }
+            self.hold_queue.pop_front();
+            if let Some(hold) = self.holds.get(&ip).copied() {
+                if hold.until == until {
+                    self.holds.remove(&ip);
+                    if self.hold_by_mac.get(&hold.mac) == Some(&ip) {
+                        self.hold_by_mac.remove(&hold.mac);
+                    }
+                    self.free.mark_free(u32::from(ip));
+                }
+            }
+        }
+        while let Some(&(until, ip)) = self.quarantine_queue.first() {
+            if until > now {
+                break;
+            }
+            self.quarantine_queue.pop_first();
+            let ip = Ipv4Addr::from(ip);
+            if self.store.index().quarantined_until(ip) == Some(until) {
+                self.store.index_mut().lift_quarantine(ip);
+                self.free.mark_free(u32::from(ip));
+            }
+        }
+    }
+
+    /// Stages `record`, keeping the allocator's structures in step with the index.
+    fn stage(&mut self, record: Record) {
+        let (ip, mac) = match &record {
+            Record::Lease(l) => (l.ip, Some(l.mac)),
+            Record::Release { mac, ip } => (*ip, Some(*mac)),
+            Record::Decline { ip, .. } => (*ip, None),
+        };
+        let mut touched = vec![ip];
+        if let Some(old) = mac.and_then(|m| self.store.index().by_mac(&m)) {
+            touched.push(old.ip);
+        }
+        for ip in &touched {
+            if let Some(l) = self.store.index().by_ip(*ip) {
+                self.by_expiry.remove(&(l.expires, u32::from(*ip)));
+            }
+        }
+        self.store.stage(record);
+        for ip in touched {
+            let index = self.store.index();
+            if let Some(l) = index.by_ip(ip) {
+                if self.is_dynamic(ip) {
+                    self.by_expiry.insert((l.expires, u32::from(ip)));
+                }
+            } else if let Some(until) = index.quarantined_until(ip) {
+                self.quarantine_queue.insert((until, u32::from(ip)));
+            } else {
+                self.free.mark_free(u32::from(ip));
+            }
+        }
+    }
+}

@@ -1,0 +1,129 @@
+//! Turns a toml/serde error (syntax, unknown key, missing key, wrong type) into a problem with a
+//! hint saying what to write. serde's messages have a stable shape ("unknown field `x`, expected
+//! one of `a`, `b`"), which is all we rely on; anything else is passed through unchanged.
+
+use super::error::Problem;
+
+pub(crate) fn problem(e: &toml::de::Error, text: &str) -> Problem {
+    let span = e.span().unwrap_or(0..0);
+    let message = e.message().trim();
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        let (key, valid) = unknown_field(rest);
+        let mut hint = if valid.is_empty() {
+            "this table takes no keys; remove this line".to_string()
+        } else {
+            format!("valid keys here: {}", valid.join(", "))
+        };
+        if let Some(close) = closest(&key, &valid) {
+            hint = format!("did you mean `{close}`? {hint}");
+        }
+        return Problem::new(span, format!("unknown key `{key}`")).hint(hint);
+    }
+    if let Some(rest) = message.strip_prefix("missing field ") {
+        let key = rest.trim_matches('`');
+        let example = key_example(key).unwrap_or_else(|| format!("{key} = ..."));
+        return Problem::new(span, format!("missing key `{key}` in this table")).hint(format!("add {example}"));
+    }
+    let hint = match key_at(text, span.start).and_then(|k| key_example(&k).map(|ex| (k, ex))) {
+        Some((_, example)) => format!("write it like {example}"),
+        None if message.starts_with("invalid type") || message.starts_with("invalid value") => {
+            "check the value's type: strings are quoted, numbers and true/false are not".to_string()
+        }
+        None => "fix the TOML syntax here (see https://toml.io/en/v1.0.0)".to_string(),
+    };
+    // serde names Rust types ("i64"); users write TOML.
+    let message = message.replace("expected i64", "expected an integer");
+    Problem::new(span, message).hint(hint)
+}
+
+/// "`foo`, expected one of `a`, `b`" → ("foo", ["a", "b"]).
+fn unknown_field(rest: &str) -> (String, Vec<String>) {
+    let mut quoted = rest.split('`').skip(1).step_by(2).map(str::to_string);
+    let key = quoted.next().unwrap_or_default();
+    (key, quoted.collect())
+}
+
+/// The valid key nearest to a typo, if it is close enough to be a likely typo.
+fn closest<'a>(key: &str, valid: &'a [String]) -> Option<&'a str> {
+    valid
+        .iter()
+        .map(|v| (edit_distance(key, v), v))
+        .filter(|(d, v)| *d <= 2.max(v.len() / 4))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v.as_str())
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+/// The key of a `key = value` line whose value starts at `offset`.
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
+    let key = line.trim_end().strip_suffix('=')?.trim();
+    Some(key.trim_matches('"').to_string())
+}
+
+/// How each key is written, for hints.
+fn key_example(key: &str) -> Option<String> {
+    let example = match key {
+        "state_dir" => "state_dir = \"/var/lib/hostagent\"",
+        "experimental_zcopytx" => "experimental_zcopytx = true",
+        "name" => "name = \"default\"",
+        "mode" => "mode = \"nat\" (nat, routed, isolated or bridge)",
+        "bridge" => "bridge = \"virbr0\"",
+        "address" => "address = \"192.168.122.1/24\"",
+        "stp" => "stp = true",
+        "forward_delay" => "forward_delay = 0 (seconds)",
+        "mac" => "mac = \"52:54:00:d6:29:4c\"",
+        "mtu" => "mtu = 1500",
+        "interfaces" => "interfaces = [\"eth1\"]",
+        "range" => "range = \"192.168.122.2-192.168.122.254\"",
+        "lease_time" => "lease_time = \"12h\"",
+        "dns" => "dns = [\"192.0.2.53\"]",
+        "domain" => "domain = \"lab.example\"",
+        "ip" => "ip = \"192.168.122.10\"",
+        "root" => "root = \"/var/lib/hostagent/boot\"",
+        "bios" => "bios = \"undionly.kpxe\"",
+        "uefi" => "uefi = \"ipxe.efi\"",
+        "arm64" => "arm64 = \"ipxe-arm64.efi\"",
+        "script" => "script = \"boot.ipxe\"",
+        "boot" => "boot = \"custom.kpxe\"",
+        "http_port" => "http_port = 8069",
+        k if k.contains('.') => "\"vm.max_map_count\" = 262144 (an integer or a string)",
+        _ => return None,
+    };
+    Some(example.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn typo_suggestions_are_close_only() {
+        let valid: Vec<String> = ["name", "mode", "bridge", "address"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(closest("adress", &valid), Some("address"));
+        assert_eq!(closest("brigde", &valid), Some("bridge"));
+        assert_eq!(closest("zzzzzz", &valid), None);
+    }
+
+    #[test]
+    fn key_at_finds_the_key_of_a_value() {
+        let text = "a = 1\n  mtu = \"x\"\n";
+        assert_eq!(key_at(text, text.find('"').expect("quote")), Some("mtu".to_string()));
+        assert_eq!(key_at(text, 0), None);
+    }
+}

@@ -1,0 +1,89 @@
+//! `hostagent run`: apply the host config, serve DHCP/TFTP/HTTP on every network that asks for
+//! them, answer the control socket, reload on SIGHUP, stop cleanly on SIGTERM/SIGINT.
+
+pub mod services;
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::cli::Cli;
+use crate::config::Model;
+use crate::{control, hostcmd};
+use services::Services;
+
+pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
+    let model = hostcmd::load(cli)?;
+    let host = hostcmd::host_for(cli, &model);
+    hostcmd::apply_model(&host, &model).await.context("applying the host config")?;
+
+    let services = Arc::new(tokio::sync::Mutex::new(Services::default()));
+    let errors = services.lock().await.reconcile(&model, &cli.root).await;
+    if !errors.is_empty() {
+        services.lock().await.stop_all().await;
+        let text: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
+        anyhow::bail!("could not start the boot services:\n  {}", text.join("\n  "));
+    }
+
+    let state = Arc::new(control::DaemonState::new(model.clone(), services.clone()));
+    let control = control::serve(&cli.root, state.clone()).await.context("control socket")?;
+    tracing::info!(config = %cli.config.display(), networks = model.networks.len(), "hostagent running");
+
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut current: Model = model;
+    loop {
+        tokio::select! {
+            _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
+            _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
+            _ = hup.recv() => {
+                match reload(cli, &current, &services).await {
+                    Ok(new) => {
+                        state.set_model(new.clone()).await;
+                        current = new;
+                    }
+                    Err(e) => tracing::error!("reload failed, keeping the running config: {e:#}"),
+                }
+            }
+        }
+    }
+
+    control.shutdown().await;
+    services.lock().await.stop_all().await;
+    if down_on_exit {
+        let host = hostcmd::host_for(cli, &current);
+        match netcfg::apply::teardown(&host).await {
+            Ok(report) => tracing::info!("down on exit: {report}"),
+            Err(e) => {
+                tracing::error!("down on exit: {e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// SIGHUP: read the config again; a bad one is reported and the running one kept. Otherwise the
+/// host is brought to the new config and only servers whose settings changed are restarted.
+async fn reload(cli: &Cli, current: &Model, services: &services::Shared) -> Result<Model> {
+    let new = hostcmd::load(cli).context("SIGHUP: the new config is invalid")?;
+    if new.state_dir != current.state_dir {
+        anyhow::bail!(
+            "state_dir changed from {} to {}: restart the daemon to move its state",
+            current.state_dir.display(),
+            new.state_dir.display()
+        );
+    }
+    let host = hostcmd::host_for(cli, &new);
+    let n = hostcmd::apply_model(&host, &new).await?;
+    let errors = services.lock().await.reconcile(&new, &cli.root).await;
+    for e in &errors {
+        tracing::error!("{e:#}");
+    }
+    tracing::info!(host_changes = n, server_errors = errors.len(), "SIGHUP: config reloaded");
+    Ok(new)
+}

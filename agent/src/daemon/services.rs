@@ -1,0 +1,232 @@
+//! The per-network boot services the daemon runs, and how a new config is reconciled with them:
+//! only the servers whose settings changed are restarted.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use pxe::config::{DhcpConfig, FileServiceConfig, TftpLimits};
+use pxe::dhcp::server::{DhcpHandle, DhcpServer};
+use pxe::http::HttpServer;
+use pxe::saferoot::SafeRoot;
+use pxe::tftp::TftpServer;
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Model;
+
+/// A file server (TFTP or HTTP) running as a task, stopped through its watch channel.
+struct FileTask {
+    addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+    stats: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
+}
+
+impl FileTask {
+    async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+}
+
+/// What one network asks for; compared across reloads to decide what to restart.
+#[derive(Clone, PartialEq)]
+struct Wanted {
+    dhcp: Option<DhcpConfig>,
+    files: Option<(FileServiceConfig, Option<u16>)>,
+}
+
+struct Running {
+    wanted: Wanted,
+    dhcp: Option<DhcpHandle>,
+    tftp: Option<FileTask>,
+    http: Option<FileTask>,
+}
+
+#[derive(Default)]
+pub struct Services {
+    networks: BTreeMap<String, Running>,
+}
+
+#[derive(Serialize)]
+pub struct ServiceStatus {
+    pub network: String,
+    pub dhcp: Option<serde_json::Value>,
+    pub tftp: Option<serde_json::Value>,
+    pub http: Option<serde_json::Value>,
+}
+
+#[derive(Serialize)]
+pub struct NetworkLeases {
+    pub network: String,
+    pub leases: Vec<pxe::dhcp::pool::Lease>,
+}
+
+fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
+    let mut out: BTreeMap<String, Wanted> = model
+        .networks
+        .iter()
+        .map(|n| (n.name.clone(), Wanted { dhcp: None, files: None }))
+        .collect();
+    for d in model.dhcp_configs(root) {
+        if let Some(w) = out.get_mut(&d.network) {
+            w.dhcp = Some(d);
+        }
+    }
+    for (f, port) in model.file_services(root) {
+        if let Some(w) = out.get_mut(&f.network) {
+            w.files = Some((f, port));
+        }
+    }
+    out
+}
+
+impl Services {
+    /// Bring the running servers in line with `model`: stop what is gone, restart what changed,
+    /// start what is new. Errors starting one network's servers are collected, not fatal to the
+    /// others.
+    pub async fn reconcile(&mut self, model: &Model, root: &Path) -> Vec<anyhow::Error> {
+        let wanted = wanted_from(model, root);
+        let mut errors = Vec::new();
+        let names: Vec<String> = self.networks.keys().cloned().collect();
+        for name in names {
+            let keep = wanted.get(&name).is_some_and(|w| self.networks.get(&name).is_some_and(|r| &r.wanted == w));
+            if !keep {
+                if let Some(r) = self.networks.remove(&name) {
+                    tracing::info!(network = %name, "stopping servers (settings changed or network removed)");
+                    stop_running(r).await;
+                }
+            }
+        }
+        for (name, w) in wanted {
+            if self.networks.contains_key(&name) {
+                continue;
+            }
+            match start(&name, &w).await {
+                Ok(r) => {
+                    self.networks.insert(name, r);
+                }
+                Err(e) => errors.push(e.context(format!("network {name}: starting its servers"))),
+            }
+        }
+        errors
+    }
+
+    pub async fn stop_all(&mut self) {
+        for (_, r) in std::mem::take(&mut self.networks) {
+            stop_running(r).await;
+        }
+    }
+
+    pub fn status(&self) -> Vec<ServiceStatus> {
+        self.networks
+            .iter()
+            .map(|(name, r)| ServiceStatus {
+                network: name.clone(),
+                dhcp: r.dhcp.as_ref().map(|h| {
+                    let mut v = serde_json::to_value(h.stats().snapshot()).unwrap_or_default();
+                    if let (Some(obj), Some(cfg)) = (v.as_object_mut(), &r.wanted.dhcp) {
+                        obj.insert("interface".into(), cfg.interface.clone().into());
+                    }
+                    v
+                }),
+                tftp: r.tftp.as_ref().map(file_status),
+                http: r.http.as_ref().map(file_status),
+            })
+            .collect()
+    }
+
+    pub fn leases(&self) -> Vec<NetworkLeases> {
+        self.networks
+            .iter()
+            .filter_map(|(name, r)| {
+                r.dhcp.as_ref().map(|h| NetworkLeases { network: name.clone(), leases: h.leases() })
+            })
+            .collect()
+    }
+}
+
+fn file_status(t: &FileTask) -> serde_json::Value {
+    let mut v = (t.stats)();
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("listen".into(), t.addr.to_string().into());
+    }
+    v
+}
+
+async fn stop_running(r: Running) {
+    if let Some(d) = r.dhcp {
+        // The DHCP server is a blocking thread: joining it must not stall the runtime.
+        let _ = tokio::task::spawn_blocking(move || d.stop()).await;
+    }
+    if let Some(t) = r.tftp {
+        t.stop().await;
+    }
+    if let Some(h) = r.http {
+        h.stop().await;
+    }
+}
+
+async fn start(name: &str, w: &Wanted) -> Result<Running> {
+    let mut running = Running { wanted: w.clone(), dhcp: None, tftp: None, http: None };
+    // Half-started networks are stopped again: never leave a TFTP server running whose DHCP
+    // partner failed to bind.
+    if let Err(e) = start_into(name, w, &mut running).await {
+        stop_running(running).await;
+        return Err(e);
+    }
+    Ok(running)
+}
+
+async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()> {
+    if let Some((files, http_port)) = &w.files {
+        let root = SafeRoot::new(&files.root)
+            .with_context(|| format!("boot root {}", files.root.display()))?;
+        let addr = SocketAddr::from((files.listen, 69));
+        let tftp = TftpServer::bind(addr, root, TftpLimits::default())
+            .await
+            .with_context(|| format!("TFTP on {addr}"))?;
+        let (tx, rx) = watch::channel(false);
+        let stats = tftp.stats();
+        let addr = tftp.local_addr();
+        tracing::info!(network = %name, %addr, root = %files.root.display(), "TFTP serving");
+        running.tftp = Some(FileTask {
+            addr,
+            stop: tx,
+            task: tokio::spawn(tftp.run(rx)),
+            stats: Box::new(move || serde_json::to_value(stats.snapshot()).unwrap_or_default()),
+        });
+        if let Some(port) = http_port {
+            let addr = SocketAddr::from((files.listen, *port));
+            let root = SafeRoot::new(&files.root)
+                .with_context(|| format!("boot root {}", files.root.display()))?;
+            let http = HttpServer::bind(addr, root).await.with_context(|| format!("HTTP on {addr}"))?;
+            let (tx, rx) = watch::channel(false);
+            let stats = http.stats();
+            let addr = http.local_addr();
+            tracing::info!(network = %name, %addr, "HTTP boot serving");
+            running.http = Some(FileTask {
+                addr,
+                stop: tx,
+                task: tokio::spawn(http.run(rx)),
+                stats: Box::new(move || serde_json::to_value(stats.snapshot()).unwrap_or_default()),
+            });
+        }
+    }
+    if let Some(cfg) = &w.dhcp {
+        let cfg = cfg.clone();
+        let handle = tokio::task::spawn_blocking(move || DhcpServer::start(cfg))
+            .await
+            .context("DHCP start task")?
+            .map_err(|e| anyhow::anyhow!("DHCP: {e}"))?;
+        tracing::info!(network = %name, "DHCP serving");
+        running.dhcp = Some(handle);
+    }
+    Ok(())
+}
+
+pub type Shared = Arc<tokio::sync::Mutex<Services>>;

@@ -1,0 +1,113 @@
+//! The one-shot host commands: check, plan, apply, down.
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use netcfg::check::{CheckResult, Status};
+use netcfg::Host;
+
+use crate::cli::Cli;
+use crate::config::{self, Model};
+
+/// Load and validate the config; a config error is printed as-is (it already names file:line:col).
+pub fn load(cli: &Cli) -> Result<Model> {
+    config::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+pub fn host_for(cli: &Cli, model: &Model) -> Host {
+    Host::new(&cli.root, &model.state_dir)
+}
+
+pub async fn check(cli: &Cli, json: bool) -> Result<ExitCode> {
+    // The config is optional for `check`: without one we still validate the host itself.
+    let model = if cli.config.exists() { Some(load(cli)?) } else { None };
+    let host = match &model {
+        Some(m) => host_for(cli, m),
+        None => Host::new(&cli.root, "/var/lib/hostagent"),
+    };
+    let results = netcfg::check::check(&host);
+    let failed = results.iter().any(|r| r.status == Status::Fail);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&results)?);
+    } else {
+        for r in &results {
+            print_check(r);
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn print_check(r: &CheckResult) {
+    let tag = match r.status {
+        Status::Pass => "PASS",
+        Status::Warn => "WARN",
+        Status::Fail => "FAIL",
+    };
+    println!("{tag:<5} {:<28} {}", r.name, r.detail);
+    if r.status != Status::Pass && !r.hint.is_empty() {
+        println!("      hint: {}", r.hint);
+    }
+}
+
+pub async fn plan(cli: &Cli, json: bool) -> Result<ExitCode> {
+    let model = load(cli)?;
+    let host = host_for(cli, &model);
+    let desired = model.desired();
+    let plan = netcfg::plan::plan(&host, &desired)
+        .await
+        .context("reading the host's current state")?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&plan)?);
+    } else if plan.actions.is_empty() {
+        println!("nothing to change: the host matches {}", cli.config.display());
+    } else {
+        println!(
+            "hostagent apply would make {} change{} for {}:",
+            plan.actions.len(),
+            if plan.actions.len() == 1 { "" } else { "s" },
+            cli.config.display()
+        );
+        for (i, a) in plan.actions.iter().enumerate() {
+            println!("  {:>2}. {a}", i + 1);
+        }
+    }
+    Ok(if plan.actions.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+/// Plan and apply; shared by `apply` and `run`.
+pub async fn apply_model(host: &Host, model: &Model) -> Result<usize> {
+    let desired = model.desired();
+    let plan = netcfg::plan::plan(host, &desired)
+        .await
+        .context("reading the host's current state")?;
+    if plan.actions.is_empty() {
+        tracing::info!("host already matches the config: nothing to change");
+        return Ok(0);
+    }
+    for a in &plan.actions {
+        tracing::info!(action = %a, "apply");
+    }
+    let n = plan.actions.len();
+    netcfg::apply::apply(host, &desired, &plan).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(n)
+}
+
+pub async fn apply(cli: &Cli) -> Result<ExitCode> {
+    let model = load(cli)?;
+    let host = host_for(cli, &model);
+    let n = apply_model(&host, &model).await?;
+    if n == 0 {
+        println!("nothing to change: the host matches {}", cli.config.display());
+    } else {
+        println!("applied {n} change{}", if n == 1 { "" } else { "s" });
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn down(cli: &Cli) -> Result<ExitCode> {
+    let model = load(cli)?;
+    let host = host_for(cli, &model);
+    let report = netcfg::apply::teardown(&host).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{report}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,423 @@
+//! The agent's ruleset as data, built from the desired networks with libvirt's meanings.
+//!
+//! Each rule renders two ways: as `nft -f` script text (what we load) and as the JSON expression
+//! list `nft -j list table` prints back for it (what observe compares against), so a rule deleted,
+//! added or changed by hand inside our table is noticed.
+//!
+//! What libvirt does and we copy, per network:
+//! - input: accept the services the agent serves to guests (DHCP, TFTP, HTTP boot, DNS). Accepts
+//!   only, no drop: libvirt leaves the rest of the host's input policy alone. Note that an accept
+//!   in our table does not override a drop in another table (every base chain on a hook sees the
+//!   packet; any drop wins), so a host firewall that drops input still has to open these itself.
+//!   Because nothing here drops, TFTP's data transfer (server replies from an ephemeral port) needs
+//!   no conntrack helper.
+//! - output: accept DHCP replies to the guests (udp dport 68), as libvirt's OUTPUT rule.
+//! - forward, in libvirt's chain order (cross, then in, then out, for all networks): traffic
+//!   within one bridge is accepted (all modes but `bridge`); nat accepts replies into the subnet,
+//!   routed accepts anything into the subnet; nat and routed accept the subnet's traffic out of
+//!   the bridge; everything else forwarded to or from the bridge is rejected (icmp
+//!   port-unreachable, libvirt's REJECT default). That also rejects traffic between two of our
+//!   networks, as libvirt does.
+//! - postrouting (nat only): masquerade the subnet towards anything outside it, except multicast
+//!   224.0.0.0/24 and the limited broadcast; tcp/udp get source ports 1024-65535.
+//! - mode = bridge: no rules at all (layer 2 only).
+//!
+//! Not here: libvirt also adds a tc `action csum` filter so DHCP replies reach vhost-net guests
+//! with full UDP checksums. This kernel has neither act_csum nor cls_u32 ("Failed to load TC action
+//! module"), so the agent's DHCP server computes full checksums in software instead.
+
+use ipnet::Ipv4Net;
+use serde_json::{json, Value};
+
+use crate::model::{Desired, Mode, NetworkSpec};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// One match expression of a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Match {
+    Iifname(String),
+    Oifname(String),
+    Saddr(Ipv4Net),
+    Daddr(Ipv4Net),
+    DaddrNot(Ipv4Net),
+    Dport(Proto, u16),
+    L4proto(Proto),
+    /// `ct state established,related`: replies to connections the guests opened.
+    CtReplies,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Accept,
+    Return,
+    /// `reject with icmpx type port-unreachable` (libvirt's REJECT, for IPv4 and IPv6 alike).
+    Reject,
+    /// Masquerade, optionally with a source port range.
+    Masquerade(Option<(u16, u16)>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub matches: Vec<Match>,
+    pub verdict: Verdict,
+    /// Says which network and purpose the rule serves; shown by `nft list` and compared by observe.
+    pub comment: String,
+}
+
+/// A base chain of the agent's table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub name: &'static str,
+    /// "filter" or "nat".
+    pub kind: &'static str,
+    pub hook: &'static str,
+    /// Priority as written in the script ("filter", "srcnat") and its number as nft lists it.
+    pub priority: (&'static str, i64),
+    pub rules: Vec<Rule>,
+}
+
+/// The whole table's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ruleset {
+    pub chains: Vec<Chain>,
+}
+
+/// Keep comment text plain: it is written inside a quoted nft string, which has no escapes.
+fn plain(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
+}
+
+fn rule(matches: Vec<Match>, verdict: Verdict, net: &NetworkSpec, purpose: &str) -> Rule {
+    Rule {
+        matches,
+        verdict,
+        comment: format!("{}: {purpose}", plain(&net.name)),
+    }
+}
+
+/// Rules accepting the agent's services from guests on this network's bridge.
+fn input_rules(net: &NetworkSpec) -> Vec<Rule> {
+    let iif = || Match::Iifname(net.bridge.clone());
+    let accept = |proto, port, purpose: &str| {
+        rule(
+            vec![iif(), Match::Dport(proto, port)],
+            Verdict::Accept,
+            net,
+            purpose,
+        )
+    };
+    let s = &net.services;
+    let mut rules = Vec::new();
+    if s.dhcp {
+        rules.push(accept(Proto::Udp, 67, "dhcp"));
+    }
+    if s.tftp {
+        rules.push(accept(Proto::Udp, 69, "tftp"));
+    }
+    if let Some(port) = s.http_port {
+        rules.push(accept(Proto::Tcp, port, "http boot"));
+    }
+    if s.dns {
+        rules.push(accept(Proto::Udp, 53, "dns"));
+        rules.push(accept(Proto::Tcp, 53, "dns"));
+    }
+    rules
+}
+
+fn output_rules(net: &NetworkSpec) -> Vec<Rule> {
+    if !net.services.dhcp {
+        return Vec::new();
+    }
+    let m = vec![
+        Match::Oifname(net.bridge.clone()),
+        Match::Dport(Proto::Udp, 68),
+    ];
+    vec![rule(m, Verdict::Accept, net, "dhcp replies")]
+}
+
+/// libvirt's FWX: guests on the same bridge talk freely (bridged frames the host routes back).
+fn cross_rules(net: &NetworkSpec) -> Vec<Rule> {
+    let m = vec![
+        Match::Iifname(net.bridge.clone()),
+        Match::Oifname(net.bridge.clone()),
+    ];
+    vec![rule(m, Verdict::Accept, net, "within bridge")]
+}
+
+/// libvirt's FWI: what may be forwarded into the bridge, then reject the rest.
+fn in_rules(net: &NetworkSpec) -> Vec<Rule> {
+    let oif = || Match::Oifname(net.bridge.clone());
+    let mut rules = Vec::new();
+    match (net.mode, net.subnet()) {
+        (Mode::Nat, Some(subnet)) => rules.push(rule(
+            vec![oif(), Match::Daddr(subnet), Match::CtReplies],
+            Verdict::Accept,
+            net,
+            "replies in",
+        )),
+        (Mode::Routed, Some(subnet)) => rules.push(rule(
+            vec![oif(), Match::Daddr(subnet)],
+            Verdict::Accept,
+            net,
+            "routed in",
+        )),
+        _ => {}
+    }
+    rules.push(rule(vec![oif()], Verdict::Reject, net, "reject in"));
+    rules
+}
+
+/// libvirt's FWO: what guests may send out of the bridge, then reject the rest.
+fn out_rules(net: &NetworkSpec) -> Vec<Rule> {
+    let iif = || Match::Iifname(net.bridge.clone());
+    let mut rules = Vec::new();
+    if let (true, Some(subnet)) = (net.mode.forwards(), net.subnet()) {
+        rules.push(rule(
+            vec![iif(), Match::Saddr(subnet)],
+            Verdict::Accept,
+            net,
+            "guests out",
+        ));
+    }
+    rules.push(rule(vec![iif()], Verdict::Reject, net, "reject out"));
+    rules
+}
+
+/// libvirt's masquerade set for a nat network.
+fn nat_rules(net: &NetworkSpec) -> Vec<Rule> {
+    let Some(subnet) = net.subnet() else {
+        return Vec::new();
+    };
+    let multicast: Ipv4Net =
+        Ipv4Net::new([224, 0, 0, 0].into(), 24).expect("constant prefix is valid");
+    let broadcast: Ipv4Net =
+        Ipv4Net::new([255, 255, 255, 255].into(), 32).expect("constant prefix is valid");
+    let outside = || vec![Match::Saddr(subnet), Match::DaddrNot(subnet)];
+    let with = |mut m: Vec<Match>, extra: Match| {
+        m.push(extra);
+        m
+    };
+    vec![
+        rule(
+            vec![Match::Saddr(subnet), Match::Daddr(multicast)],
+            Verdict::Return,
+            net,
+            "no nat multicast",
+        ),
+        rule(
+            vec![Match::Saddr(subnet), Match::Daddr(broadcast)],
+            Verdict::Return,
+            net,
+            "no nat broadcast",
+        ),
+        rule(
+            with(outside(), Match::L4proto(Proto::Tcp)),
+            Verdict::Masquerade(Some((1024, 65535))),
+            net,
+            "masquerade",
+        ),
+        rule(
+            with(outside(), Match::L4proto(Proto::Udp)),
+            Verdict::Masquerade(Some((1024, 65535))),
+            net,
+            "masquerade",
+        ),
+        rule(outside(), Verdict::Masquerade(None), net, "masquerade"),
+    ]
+}
+
+impl Ruleset {
+    pub fn build(desired: &Desired) -> Ruleset {
+        // mode = bridge is layer 2 only: no rule of any kind mentions its bridge.
+        let l3: Vec<&NetworkSpec> = desired
+            .networks
+            .iter()
+            .filter(|n| n.mode != Mode::Bridge)
+            .collect();
+        let all =
+            |f: fn(&NetworkSpec) -> Vec<Rule>| l3.iter().flat_map(|n| f(n)).collect::<Vec<Rule>>();
+        let mut forward = all(cross_rules);
+        forward.extend(all(in_rules));
+        forward.extend(all(out_rules));
+        let nat = l3
+            .iter()
+            .filter(|n| n.mode == Mode::Nat)
+            .flat_map(|n| nat_rules(n))
+            .collect();
+        Ruleset {
+            chains: vec![
+                Chain {
+                    name: "input",
+                    kind: "filter",
+                    hook: "input",
+                    priority: ("filter", 0),
+                    rules: all(input_rules),
+                },
+                Chain {
+                    name: "output",
+                    kind: "filter",
+                    hook: "output",
+                    priority: ("filter", 0),
+                    rules: all(output_rules),
+                },
+                Chain {
+                    name: "forward",
+                    kind: "filter",
+                    hook: "forward",
+                    priority: ("filter", 0),
+                    rules: forward,
+                },
+                Chain {
+                    name: "postrouting",
+                    kind: "nat",
+                    hook: "postrouting",
+                    priority: ("srcnat", 100),
+                    rules: nat,
+                },
+            ],
+        }
+    }
+
+    /// The chains as nft script text (the body of `table inet hostagent { ... }`).
+    pub fn body(&self) -> String {
+        let mut out = String::new();
+        for chain in &self.chains {
+            out.push_str(&format!("\tchain {} {{\n", chain.name));
+            out.push_str(&format!(
+                "\t\ttype {} hook {} priority {}; policy accept;\n",
+                chain.kind, chain.hook, chain.priority.0
+            ));
+            for r in &chain.rules {
+                out.push_str(&format!("\t\t{}\n", r.text()));
+            }
+            out.push_str("\t}\n");
+        }
+        out
+    }
+}
+
+fn addr_text(net: &Ipv4Net) -> String {
+    if net.prefix_len() == 32 {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+/// How `nft -j` prints an address match's right-hand side: a plain string for a host address.
+fn addr_json(net: &Ipv4Net) -> Value {
+    if net.prefix_len() == 32 {
+        json!(net.addr().to_string())
+    } else {
+        json!({"prefix": {"addr": net.network().to_string(), "len": net.prefix_len()}})
+    }
+}
+
+fn matcher(op: &str, left: Value, right: Value) -> Value {
+    json!({"match": {"op": op, "left": left, "right": right}})
+}
+
+fn ip_field(field: &str) -> Value {
+    json!({"payload": {"protocol": "ip", "field": field}})
+}
+
+impl Match {
+    fn text(&self) -> String {
+        match self {
+            Match::Iifname(n) => format!("iifname \"{n}\""),
+            Match::Oifname(n) => format!("oifname \"{n}\""),
+            Match::Saddr(a) => format!("ip saddr {}", addr_text(a)),
+            Match::Daddr(a) => format!("ip daddr {}", addr_text(a)),
+            Match::DaddrNot(a) => format!("ip daddr != {}", addr_text(a)),
+            Match::Dport(p, port) => format!("{} dport {port}", p.as_str()),
+            Match::L4proto(p) => format!("meta l4proto {}", p.as_str()),
+            Match::CtReplies => "ct state established,related".to_string(),
+        }
+    }
+
+    fn json(&self) -> Value {
+        match self {
+            Match::Iifname(n) => matcher("==", json!({"meta": {"key": "iifname"}}), json!(n)),
+            Match::Oifname(n) => matcher("==", json!({"meta": {"key": "oifname"}}), json!(n)),
+            Match::Saddr(a) => matcher("==", ip_field("saddr"), addr_json(a)),
+            Match::Daddr(a) => matcher("==", ip_field("daddr"), addr_json(a)),
+            Match::DaddrNot(a) => matcher("!=", ip_field("daddr"), addr_json(a)),
+            Match::Dport(p, port) => matcher(
+                "==",
+                json!({"payload": {"protocol": p.as_str(), "field": "dport"}}),
+                json!(port),
+            ),
+            Match::L4proto(p) => {
+                matcher("==", json!({"meta": {"key": "l4proto"}}), json!(p.as_str()))
+            }
+            Match::CtReplies => matcher(
+                "in",
+                json!({"ct": {"key": "state"}}),
+                json!(["established", "related"]),
+            ),
+        }
+    }
+}
+
+impl Verdict {
+    fn text(&self) -> String {
+        match self {
+            Verdict::Accept => "accept".into(),
+            Verdict::Return => "return".into(),
+            Verdict::Reject => "reject with icmpx type port-unreachable".into(),
+            Verdict::Masquerade(None) => "masquerade".into(),
+            Verdict::Masquerade(Some((lo, hi))) => format!("masquerade to :{lo}-{hi}"),
+        }
+    }
+
+    fn json(&self) -> Value {
+        match self {
+            Verdict::Accept => json!({"accept": null}),
+            Verdict::Return => json!({"return": null}),
+            Verdict::Reject => json!({"reject": {"type": "icmpx", "expr": "port-unreachable"}}),
+            Verdict::Masquerade(None) => json!({"masquerade": null}),
+            Verdict::Masquerade(Some((lo, hi))) => {
+                json!({"masquerade": {"port": {"range": [lo, hi]}}})
+            }
+        }
+    }
+}
+
+impl Rule {
+    pub fn text(&self) -> String {
+        let mut parts: Vec<String> = self.matches.iter().map(Match::text).collect();
+        parts.push(self.verdict.text());
+        parts.push(format!("comment \"{}\"", self.comment));
+        parts.join(" ")
+    }
+
+    /// The rule's `expr` array as `nft -j list` prints it.
+    pub fn expr_json(&self) -> Value {
+        let mut exprs: Vec<Value> = self.matches.iter().map(Match::json).collect();
+        exprs.push(self.verdict.json());
+        Value::Array(exprs)
+    }
+}

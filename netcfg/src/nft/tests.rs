@@ -1,0 +1,576 @@
+//! render() unit tests (no root), then root tests that load the rules into the real kernel inside
+//! a fresh network namespace.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::model::{Mode, NetworkSpec, Services};
+
+fn net(name: &str, mode: Mode, bridge: &str, address: Option<&str>) -> NetworkSpec {
+    NetworkSpec {
+        name: name.into(),
+        mode,
+        bridge: bridge.into(),
+        address: address.map(|a| a.parse().expect("test address")),
+        stp: false,
+        forward_delay: 0,
+        mac: crate::derived_mac(name),
+        mtu: None,
+        interfaces: vec![],
+        services: Services {
+            dhcp: true,
+            tftp: true,
+            http_port: Some(8069),
+            dns: true,
+        },
+    }
+}
+
+fn desired(networks: Vec<NetworkSpec>) -> Desired {
+    Desired {
+        networks,
+        sysctls: BTreeMap::new(),
+        vhost_zcopytx: None,
+    }
+}
+
+fn one(mode: Mode) -> Desired {
+    let address = if mode == Mode::Bridge {
+        None
+    } else {
+        Some("10.77.0.1/24")
+    };
+    desired(vec![net("lab", mode, "br-lab", address)])
+}
+
+/// The rule lines of one chain in a rendered script, comments stripped.
+fn chain_rules(script: &str, chain: &str) -> Vec<String> {
+    let mut lines = script
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != format!("chain {chain} {{"));
+    lines.next();
+    lines
+        .skip(1) // the `type ... hook ...` line
+        .take_while(|l| *l != "}")
+        .map(|l| l.split(" comment ").next().unwrap_or(l).to_string())
+        .collect()
+}
+
+#[test]
+fn nat_accepts_guests_out_and_replies_in_and_masquerades_like_libvirt() {
+    let s = render(&one(Mode::Nat));
+    assert_eq!(
+        chain_rules(&s, "forward"),
+        [
+            "iifname \"br-lab\" oifname \"br-lab\" accept",
+            "oifname \"br-lab\" ip daddr 10.77.0.0/24 ct state established,related accept",
+            "oifname \"br-lab\" reject with icmpx type port-unreachable",
+            "iifname \"br-lab\" ip saddr 10.77.0.0/24 accept",
+            "iifname \"br-lab\" reject with icmpx type port-unreachable",
+        ]
+    );
+    assert_eq!(
+        chain_rules(&s, "postrouting"),
+        [
+            "ip saddr 10.77.0.0/24 ip daddr 224.0.0.0/24 return",
+            "ip saddr 10.77.0.0/24 ip daddr 255.255.255.255 return",
+            "ip saddr 10.77.0.0/24 ip daddr != 10.77.0.0/24 meta l4proto tcp masquerade to :1024-65535",
+            "ip saddr 10.77.0.0/24 ip daddr != 10.77.0.0/24 meta l4proto udp masquerade to :1024-65535",
+            "ip saddr 10.77.0.0/24 ip daddr != 10.77.0.0/24 masquerade",
+        ]
+    );
+}
+
+#[test]
+fn routed_accepts_new_traffic_into_the_subnet_and_never_masquerades() {
+    let s = render(&one(Mode::Routed));
+    let fwd = chain_rules(&s, "forward");
+    assert!(
+        fwd.contains(&"oifname \"br-lab\" ip daddr 10.77.0.0/24 accept".to_string()),
+        "{fwd:?}"
+    );
+    assert!(
+        fwd.contains(&"iifname \"br-lab\" ip saddr 10.77.0.0/24 accept".to_string()),
+        "{fwd:?}"
+    );
+    assert!(
+        !s.contains("ct state"),
+        "routed needs no conntrack match:\n{s}"
+    );
+    assert!(chain_rules(&s, "postrouting").is_empty());
+    assert!(!s.contains("masquerade"));
+}
+
+#[test]
+fn isolated_forwards_only_within_its_bridge() {
+    let s = render(&one(Mode::Isolated));
+    assert_eq!(
+        chain_rules(&s, "forward"),
+        [
+            "iifname \"br-lab\" oifname \"br-lab\" accept",
+            "oifname \"br-lab\" reject with icmpx type port-unreachable",
+            "iifname \"br-lab\" reject with icmpx type port-unreachable",
+        ]
+    );
+    assert!(chain_rules(&s, "postrouting").is_empty());
+    // The host's own services stay reachable from isolated guests.
+    assert!(
+        chain_rules(&s, "input").contains(&"iifname \"br-lab\" udp dport 67 accept".to_string())
+    );
+}
+
+#[test]
+fn bridge_mode_gets_no_rules_at_all() {
+    let s = render(&one(Mode::Bridge));
+    assert!(
+        !s.contains("br-lab"),
+        "bridge mode must not appear in any rule:\n{s}"
+    );
+    for chain in ["input", "output", "forward", "postrouting"] {
+        assert!(chain_rules(&s, chain).is_empty(), "{chain} has rules:\n{s}");
+    }
+}
+
+#[test]
+fn input_opens_exactly_the_services_served() {
+    let all = render(&one(Mode::Nat));
+    assert_eq!(
+        chain_rules(&all, "input"),
+        [
+            "iifname \"br-lab\" udp dport 67 accept",
+            "iifname \"br-lab\" udp dport 69 accept",
+            "iifname \"br-lab\" tcp dport 8069 accept",
+            "iifname \"br-lab\" udp dport 53 accept",
+            "iifname \"br-lab\" tcp dport 53 accept",
+        ]
+    );
+    assert_eq!(
+        chain_rules(&all, "output"),
+        ["oifname \"br-lab\" udp dport 68 accept"]
+    );
+
+    let mut d = one(Mode::Nat);
+    d.networks[0].services = Services {
+        dhcp: false,
+        tftp: false,
+        http_port: Some(8080),
+        dns: false,
+    };
+    let s = render(&d);
+    assert_eq!(
+        chain_rules(&s, "input"),
+        ["iifname \"br-lab\" tcp dport 8080 accept"]
+    );
+    assert!(
+        chain_rules(&s, "output").is_empty(),
+        "no dhcp, no dhcp-reply rule:\n{s}"
+    );
+
+    d.networks[0].services = Services::default();
+    assert!(chain_rules(&render(&d), "input").is_empty());
+}
+
+#[test]
+fn several_networks_each_get_their_rules_in_libvirt_chain_order() {
+    let d = desired(vec![
+        net("a", Mode::Nat, "br-a", Some("10.1.0.1/24")),
+        net("b", Mode::Routed, "br-b", Some("10.2.0.1/24")),
+        net("c", Mode::Isolated, "br-c", Some("10.3.0.1/24")),
+        net("d", Mode::Bridge, "br-d", None),
+    ]);
+    let s = render(&d);
+    let fwd = chain_rules(&s, "forward");
+    // cross (all networks), then in (all), then out (all): as libvirt's FWX, FWI, FWO chains.
+    assert_eq!(
+        fwd,
+        [
+            "iifname \"br-a\" oifname \"br-a\" accept",
+            "iifname \"br-b\" oifname \"br-b\" accept",
+            "iifname \"br-c\" oifname \"br-c\" accept",
+            "oifname \"br-a\" ip daddr 10.1.0.0/24 ct state established,related accept",
+            "oifname \"br-a\" reject with icmpx type port-unreachable",
+            "oifname \"br-b\" ip daddr 10.2.0.0/24 accept",
+            "oifname \"br-b\" reject with icmpx type port-unreachable",
+            "oifname \"br-c\" reject with icmpx type port-unreachable",
+            "iifname \"br-a\" ip saddr 10.1.0.0/24 accept",
+            "iifname \"br-a\" reject with icmpx type port-unreachable",
+            "iifname \"br-b\" ip saddr 10.2.0.0/24 accept",
+            "iifname \"br-b\" reject with icmpx type port-unreachable",
+            "iifname \"br-c\" reject with icmpx type port-unreachable",
+        ]
+    );
+    let nat = chain_rules(&s, "postrouting");
+    assert_eq!(nat.len(), 5);
+    assert!(
+        nat.iter().all(|r| r.starts_with("ip saddr 10.1.0.0/24 ")),
+        "only the nat network: {nat:?}"
+    );
+    for br in ["br-a", "br-b", "br-c"] {
+        assert_eq!(
+            chain_rules(&s, "input")
+                .iter()
+                .filter(|r| r.contains(br))
+                .count(),
+            5,
+            "{br}"
+        );
+    }
+    assert!(!s.contains("br-d"));
+}
+
+#[test]
+fn rules_carry_the_network_name_as_comment() {
+    let s = render(&one(Mode::Nat));
+    assert!(
+        s.contains("iifname \"br-lab\" udp dport 67 accept comment \"lab: dhcp\""),
+        "{s}"
+    );
+}
+
+#[test]
+fn fingerprint_is_in_the_table_comment_and_follows_the_desired_state() {
+    let base = one(Mode::Nat);
+    let fp = fingerprint(&base);
+    assert_eq!(fp.len(), 16);
+    assert!(render(&base).contains(&format!("comment \"hostagent {fp}\"")));
+    assert_eq!(
+        fp,
+        fingerprint(&base.clone()),
+        "same state, same fingerprint"
+    );
+
+    let mut changes = Vec::new();
+    let mut d = base.clone();
+    d.networks[0].mode = Mode::Routed;
+    changes.push(d);
+    let mut d = base.clone();
+    d.networks[0].address = Some("10.78.0.1/24".parse().expect("addr"));
+    changes.push(d);
+    let mut d = base.clone();
+    d.networks[0].services.http_port = Some(8070);
+    changes.push(d);
+    let mut d = base.clone();
+    d.networks[0].bridge = "br-other".into();
+    changes.push(d);
+    let mut d = base.clone();
+    d.networks
+        .push(net("more", Mode::Isolated, "br-more", Some("10.9.0.1/24")));
+    changes.push(d);
+    for d in changes {
+        assert_ne!(fingerprint(&d), fp, "{:?}", d.networks);
+    }
+}
+
+#[test]
+fn script_replaces_only_our_table_in_one_batch() {
+    let s = render(&one(Mode::Nat));
+    assert!(s.starts_with(
+        "add table inet hostagent\ndelete table inet hostagent\ntable inet hostagent {\n"
+    ));
+    // No flush/delete of anything but our table.
+    assert!(!s.contains("flush"));
+    assert_eq!(s.matches("delete").count(), 1);
+    assert_eq!(s.matches("table ").count(), 3);
+}
+
+#[test]
+fn unquotable_bridge_names_are_refused_before_nft_runs() {
+    let mut d = one(Mode::Nat);
+    d.networks[0].bridge = "br\"x".into();
+    assert!(matches!(check_names(&d), Err(Error::NftName(_))));
+    d.networks[0].bridge = "br-lab.10".into();
+    assert!(check_names(&d).is_ok());
+}
+
+#[test]
+fn fingerprint_is_read_from_the_table_comment_only() {
+    let text = "table inet hostagent {\n\tcomment \"hostagent 00ff\"\n\tchain input {\n";
+    assert_eq!(parse_fingerprint(text).as_deref(), Some("00ff"));
+    let chain_comment = "table inet hostagent {\n\tchain input {\n\t\tcomment \"hostagent 11\"\n";
+    assert_eq!(parse_fingerprint(chain_comment), None);
+}
+
+#[test]
+fn expected_state_differs_only_from_a_different_listing() {
+    let d = one(Mode::Nat);
+    let e = expected(&d);
+    assert!(matches(&e, &d));
+    let mut fewer = e.clone();
+    fewer.rules.remove(3);
+    assert!(!matches(&fewer, &d));
+    let mut other_fp = e.clone();
+    other_fp.fingerprint = Some("0".into());
+    assert!(!matches(&other_fp, &d));
+    assert!(!matches(&NftObserved::default(), &d));
+}
+
+/// Root tests: a fresh network namespace per test. The test's thread enters it (setns affects
+/// only the calling thread, and the `nft` processes it spawns inherit it), then leaves it again.
+mod root {
+    use super::*;
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::process::Command;
+
+    struct TestNs {
+        name: String,
+        home: Option<OwnedFd>,
+    }
+
+    fn open(path: &str) -> OwnedFd {
+        std::fs::File::open(path)
+            .unwrap_or_else(|e| panic!("open {path}: {e}"))
+            .into()
+    }
+
+    impl TestNs {
+        fn new(tag: &str) -> TestNs {
+            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let name = format!("nc{}-{n}-{tag}", std::process::id() % 100000);
+            let st = Command::new("ip")
+                .args(["netns", "add", &name])
+                .status()
+                .expect("spawn ip");
+            assert!(st.success(), "ip netns add {name} (these tests need root)");
+            TestNs { name, home: None }
+        }
+
+        /// Run a command inside the namespace (from outside, via `ip netns exec`).
+        fn exec(&self, argv: &[&str], stdin: Option<&str>) -> std::process::Output {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", &self.name]).args(argv);
+            c.stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = c.spawn().expect("spawn ip netns exec");
+            if let Some(mut pipe) = child.stdin.take() {
+                use std::io::Write;
+                let _ = pipe.write_all(stdin.unwrap_or("").as_bytes());
+            }
+            child.wait_with_output().expect("wait")
+        }
+
+        /// Move this thread into the namespace until drop.
+        fn enter(&mut self) {
+            let home = open("/proc/thread-self/ns/net");
+            let target = open(&format!("/run/netns/{}", self.name));
+            // SAFETY: setns(2) on fds we own; affects only this thread.
+            let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            self.home = Some(home);
+        }
+    }
+
+    impl Drop for TestNs {
+        fn drop(&mut self) {
+            if let Some(home) = self.home.take() {
+                // SAFETY: back to the namespace this thread started in.
+                unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) };
+            }
+            let _ = Command::new("ip")
+                .args(["netns", "del", &self.name])
+                .status();
+        }
+    }
+
+    fn all_modes() -> Vec<(&'static str, Desired)> {
+        let mixed = desired(vec![
+            net("a", Mode::Nat, "br-a", Some("10.1.0.1/24")),
+            net("b", Mode::Routed, "br-b", Some("10.2.0.1/24")),
+            net("c", Mode::Isolated, "br-c", Some("10.3.0.1/24")),
+            net("d", Mode::Bridge, "br-d", None),
+        ]);
+        vec![
+            ("nat", one(Mode::Nat)),
+            ("routed", one(Mode::Routed)),
+            ("isolated", one(Mode::Isolated)),
+            ("bridge", one(Mode::Bridge)),
+            ("mixed", mixed),
+            ("empty", Desired::default()),
+        ]
+    }
+
+    #[test]
+    fn rendered_rules_pass_nft_check_mode_for_every_mode() {
+        let ns = TestNs::new("nftc");
+        for (mode, d) in all_modes() {
+            let out = ns.exec(&["nft", "-c", "-f", "-"], Some(&render(&d)));
+            assert!(
+                out.status.success(),
+                "{mode}: nft -c rejected:\n{}\n{}",
+                String::from_utf8_lossy(&out.stderr),
+                render(&d)
+            );
+        }
+        // Check mode really checks: a broken rule is refused.
+        let bad = render(&one(Mode::Nat)).replace("masquerade to", "masquerade too");
+        assert!(!ns
+            .exec(&["nft", "-c", "-f", "-"], Some(&bad))
+            .status
+            .success());
+    }
+
+    #[test]
+    fn replaced_table_reads_back_as_matching_for_every_mode() {
+        let mut ns = TestNs::new("nftr");
+        ns.enter();
+        for (mode, d) in all_modes() {
+            replace(&d).unwrap_or_else(|e| panic!("{mode}: {e}"));
+            let seen = observe().expect("observe");
+            assert!(seen.present);
+            assert_eq!(seen.fingerprint, Some(fingerprint(&d)), "{mode}");
+            assert_eq!(
+                seen.differences(&d),
+                Vec::<String>::new(),
+                "{mode}: {seen:#?}"
+            );
+            // And the same listing does not match a different desired state.
+            let other = if mode == "nat" {
+                one(Mode::Routed)
+            } else {
+                one(Mode::Nat)
+            };
+            assert!(!matches(&seen, &other), "{mode}");
+        }
+    }
+
+    #[test]
+    fn hand_edits_inside_our_table_are_noticed() {
+        let mut ns = TestNs::new("nftt");
+        ns.enter();
+        let d = one(Mode::Nat);
+        let nft = |script: &str| run_nft(&["-f", "-"], Some(script), "test").expect("nft");
+
+        replace(&d).expect("replace");
+        assert!(matches(&observe().expect("observe"), &d));
+
+        // A rule added by hand.
+        nft("add rule inet hostagent forward iifname \"eth9\" accept\n");
+        let seen = observe().expect("observe");
+        assert!(!matches(&seen, &d));
+        assert!(
+            seen.differences(&d)
+                .iter()
+                .any(|l| l.contains("chain forward")),
+            "{:?}",
+            seen.differences(&d)
+        );
+
+        // A rule deleted by hand (by handle, as an admin would).
+        replace(&d).expect("replace");
+        let listing = run_nft(
+            &["-a", "list", "chain", "inet", "hostagent", "postrouting"],
+            None,
+            "list",
+        )
+        .expect("list")
+        .stdout;
+        let handle = listing
+            .lines()
+            .find(|l| l.contains("masquerade") && !l.contains("l4proto"))
+            .and_then(|l| l.rsplit("# handle ").next())
+            .map(|h| h.trim().to_string())
+            .expect("handle of the plain masquerade rule");
+        nft(&format!(
+            "delete rule inet hostagent postrouting handle {handle}\n"
+        ));
+        assert!(!matches(&observe().expect("observe"), &d));
+
+        // A rule changed in place, keeping its comment.
+        replace(&d).expect("replace");
+        let listing = run_nft(
+            &["-a", "list", "chain", "inet", "hostagent", "input"],
+            None,
+            "list",
+        )
+        .expect("list")
+        .stdout;
+        let handle = listing
+            .lines()
+            .find(|l| l.contains("dport 67"))
+            .and_then(|l| l.rsplit("# handle ").next())
+            .map(|h| h.trim().to_string())
+            .expect("handle of the dhcp rule");
+        nft(&format!(
+            "replace rule inet hostagent input handle {handle} iifname \"br-lab\" udp dport 6700 accept comment \"lab: dhcp\"\n"
+        ));
+        assert!(!matches(&observe().expect("observe"), &d));
+
+        // A set added to our table.
+        replace(&d).expect("replace");
+        nft("add set inet hostagent extra { type ipv4_addr; }\n");
+        let seen = observe().expect("observe");
+        assert_eq!(seen.others, ["set extra"]);
+        assert!(!matches(&seen, &d));
+
+        replace(&d).expect("replace");
+        assert!(
+            matches(&observe().expect("observe"), &d),
+            "replace repairs the table"
+        );
+    }
+
+    #[test]
+    fn other_tables_survive_replace_and_delete_and_delete_is_idempotent() {
+        let mut ns = TestNs::new("nftd");
+        ns.enter();
+        assert!(!observe().expect("observe absent").present);
+        delete().expect("delete when absent is a no-op");
+
+        let foreign = "table inet foreign {\n chain input { type filter hook input priority 0; policy accept; tcp dport 22 accept; }\n}\n";
+        run_nft(&["-f", "-"], Some(foreign), "test").expect("foreign table");
+        let d = one(Mode::Nat);
+        replace(&d).expect("replace");
+        replace(&d).expect("replace again");
+        delete().expect("delete");
+        assert!(!observe().expect("observe").present);
+        delete().expect("second delete");
+        let tables = run_nft(&["list", "tables"], None, "list")
+            .expect("list")
+            .stdout;
+        assert_eq!(tables.trim(), "table inet foreign");
+        let rules = run_nft(&["list", "table", "inet", "foreign"], None, "list")
+            .expect("list")
+            .stdout;
+        assert!(rules.contains("tcp dport 22 accept"), "{rules}");
+    }
+
+    #[test]
+    fn failed_replace_keeps_the_old_table_and_reports_nft_stderr_verbatim() {
+        let mut ns = TestNs::new("nftf");
+        ns.enter();
+        let d = one(Mode::Nat);
+        replace(&d).expect("replace");
+        // A script that fails on its last statement: nft must refuse the whole batch.
+        let bad = format!(
+            "{}add rule inet hostagent forward bogus accept\n",
+            render(&one(Mode::Routed))
+        );
+        let err = run_nft(&["-f", "-"], Some(&bad), "replace table inet hostagent")
+            .expect_err("bad rule");
+        match &err {
+            Error::NftCommand { stderr, .. } => {
+                assert!(
+                    stderr.contains("Error:") && stderr.contains("bogus"),
+                    "{stderr}"
+                )
+            }
+            other => panic!("unexpected error {other:?}"),
+        }
+        assert!(
+            err.to_string().contains("bogus"),
+            "Display carries nft's message: {err}"
+        );
+        assert!(
+            matches(&observe().expect("observe"), &d),
+            "old table intact after a failed batch"
+        );
+    }
+
+    #[test]
+    fn nft_version_is_reported() {
+        let v = nft_available().expect("nft --version");
+        assert!(v.starts_with("nftables v"), "{v}");
+    }
+}

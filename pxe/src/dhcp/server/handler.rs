@@ -1,0 +1,375 @@
+//! The socket-free core of the server: one client message in, at most one reply out, over the
+//! pool. Durability is the caller's business: a reply with `needs_flush` may only be sent after
+//! `Pool::flush` returned Ok for the batch it belongs to.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crate::config::{format_mac, DhcpConfig, StaticHost};
+use crate::dhcp::classify::{classify, ClientKind};
+use crate::dhcp::policy::{boot_reply, BootReply};
+use crate::dhcp::pool::{Nak, Pool};
+use crate::dhcp::wire::{opt, ClientMessage, DropReason, MessageType, ReplyMessage};
+
+use super::delivery::Destination;
+use super::DhcpStats;
+
+/// One reply, where it goes, and whether it waits for the batch's fsync.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub reply: ReplyMessage,
+    pub dest: Destination,
+    /// Client's option 57 (the encoder clamps it to ≥ 576).
+    pub max_message_size: u16,
+    /// An ACK for a lease: send only after the batch was flushed.
+    pub needs_flush: bool,
+    /// Log line to print once the reply is actually sent.
+    pub event: Option<LeaseEvent>,
+}
+
+/// What to log for a lease event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseEvent {
+    pub what: &'static str,
+    pub mac: String,
+    pub ip: Ipv4Addr,
+    pub hostname: Option<String>,
+    pub kind: ClientKind,
+    pub boot: Option<String>,
+    pub detail: Option<String>,
+}
+
+impl LeaseEvent {
+    pub fn log(&self, network: &str) {
+        tracing::info!(
+            network,
+            event = self.what,
+            mac = %self.mac,
+            ip = %self.ip,
+            hostname = self.hostname.as_deref().unwrap_or("-"),
+            kind = %self.kind,
+            boot = self.boot.as_deref().unwrap_or("-"),
+            detail = self.detail.as_deref().unwrap_or(""),
+            "dhcp {}", self.what
+        );
+    }
+}
+
+/// How often the "pool exhausted" warning may repeat.
+const EXHAUSTED_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// Answers client messages for one network.
+pub struct Handler {
+    cfg: DhcpConfig,
+    pool: Pool,
+    stats: std::sync::Arc<DhcpStats>,
+    last_exhausted_warning: Option<Instant>,
+    exhausted_suppressed: u64,
+}
+
+impl Handler {
+    pub fn new(cfg: DhcpConfig, pool: Pool, stats: std::sync::Arc<DhcpStats>) -> Handler {
+        Handler { cfg, pool, stats, last_exhausted_warning: None, exhausted_suppressed: 0 }
+    }
+
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    pub fn pool_mut(&mut self) -> &mut Pool {
+        &mut self.pool
+    }
+
+    pub fn stats(&self) -> &DhcpStats {
+        &self.stats
+    }
+
+    pub fn config(&self) -> &DhcpConfig {
+        &self.cfg
+    }
+
+    /// Decode and answer one packet. Malformed packets are counted and dropped.
+    pub fn handle_packet(&mut self, bytes: &[u8], now: u64) -> Option<Outgoing> {
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        match crate::dhcp::wire::decode(bytes) {
+            Ok(msg) => self.handle(&msg, now),
+            Err(reason) => {
+                self.stats.count_drop(reason);
+                tracing::debug!(network = %self.cfg.network, reason = reason.as_str(), "dropped DHCP packet");
+                None
+            }
+        }
+    }
+
+    /// Answer one decoded client message (RFC 2131 §4.3).
+    pub fn handle(&mut self, msg: &ClientMessage, now: u64) -> Option<Outgoing> {
+        match msg.msg_type {
+            MessageType::Discover => self.discover(msg, now),
+            MessageType::Request => self.request(msg, now),
+            MessageType::Release => {
+                self.release(msg);
+                None
+            }
+            MessageType::Decline => {
+                self.decline(msg, now);
+                None
+            }
+            MessageType::Inform => self.inform(msg),
+            // decode() refuses server message types already.
+            MessageType::Offer | MessageType::Ack | MessageType::Nak => None,
+        }
+    }
+
+    fn static_host(&self, mac: &[u8; 6]) -> Option<&StaticHost> {
+        self.cfg.hosts.iter().find(|h| &h.mac == mac)
+    }
+
+    fn is_ours(&self, server_id: Option<Ipv4Addr>) -> bool {
+        server_id.is_none_or(|id| id == self.cfg.server_ip)
+    }
+
+    fn discover(&mut self, msg: &ClientMessage, now: u64) -> Option<Outgoing> {
+        let Some(ip) = self.pool.offer(msg.chaddr, msg.requested_ip, now) else {
+            self.exhausted(msg);
+            return None;
+        };
+        self.stats.offers.fetch_add(1, Ordering::Relaxed);
+        let kind = classify(msg);
+        let (reply, _) = self.lease_reply(MessageType::Offer, msg, ip, kind);
+        Some(self.outgoing(msg, reply, false, None))
+    }
+
+    fn exhausted(&mut self, msg: &ClientMessage) {
+        self.stats.exhausted.fetch_add(1, Ordering::Relaxed);
+        let due = self.last_exhausted_warning.is_none_or(|t| t.elapsed() >= EXHAUSTED_WARN_EVERY);
+        if due {
+            tracing::warn!(
+                network = %self.cfg.network,
+                mac = %format_mac(&msg.chaddr),
+                suppressed = self.exhausted_suppressed,
+                "DHCP pool exhausted: no address to offer (range {}-{})",
+                self.cfg.range_start,
+                self.cfg.range_end
+            );
+            self.last_exhausted_warning = Some(Instant::now());
+            self.exhausted_suppressed = 0;
+        } else {
+            self.exhausted_suppressed += 1;
+        }
+    }
+
+    /// RFC 2131 §4.3.2: SELECTING (server id + requested ip), INIT-REBOOT (requested ip, no
+    /// server id, no ciaddr), RENEWING/REBINDING (ciaddr, no requested ip).
+    fn request(&mut self, msg: &ClientMessage, now: u64) -> Option<Outgoing> {
+        if !self.is_ours(msg.server_id) {
+            // The client chose another server's offer; ours lapses on its own.
+            tracing::debug!(network = %self.cfg.network, mac = %format_mac(&msg.chaddr), "client chose another server");
+            return None;
+        }
+        let ip = match (msg.server_id, msg.requested_ip, msg.ciaddr) {
+            (Some(_), Some(ip), _) => ip,
+            (None, Some(ip), Ipv4Addr::UNSPECIFIED) => ip,
+            (None, _, ciaddr) if !ciaddr.is_unspecified() => ciaddr,
+            _ => {
+                self.stats.count_drop(DropReason::BadRequestState);
+                return None;
+            }
+        };
+        let kind = classify(msg);
+        let hostname = self.static_host(&msg.chaddr).and_then(|h| h.name.clone()).or_else(|| msg.hostname.clone());
+        match self.pool.request(msg.chaddr, ip, hostname.as_deref(), now) {
+            Ok(lease) => {
+                self.stats.acks.fetch_add(1, Ordering::Relaxed);
+                let (reply, boot) = self.lease_reply(MessageType::Ack, msg, lease.ip, kind);
+                let event = LeaseEvent {
+                    what: "ack",
+                    mac: format_mac(&msg.chaddr),
+                    ip: lease.ip,
+                    hostname: lease.hostname.clone().or(hostname),
+                    kind,
+                    boot: boot.map(|b| b.file),
+                    detail: None,
+                };
+                Some(self.outgoing(msg, reply, true, Some(event)))
+            }
+            Err(nak) => {
+                self.stats.naks.fetch_add(1, Ordering::Relaxed);
+                let event = LeaseEvent {
+                    what: "nak",
+                    mac: format_mac(&msg.chaddr),
+                    ip,
+                    hostname,
+                    kind,
+                    boot: None,
+                    detail: Some(nak.to_string()),
+                };
+                Some(self.nak(msg, &nak, event))
+            }
+        }
+    }
+
+    fn release(&mut self, msg: &ClientMessage) {
+        if !self.is_ours(msg.server_id) || msg.ciaddr.is_unspecified() {
+            return;
+        }
+        self.stats.releases.fetch_add(1, Ordering::Relaxed);
+        let held = self.pool.release(msg.chaddr, msg.ciaddr);
+        let detail = (!held).then(|| "not this client's lease: ignored".to_string());
+        self.event("release", msg, msg.ciaddr, detail).log(&self.cfg.network);
+    }
+
+    fn decline(&mut self, msg: &ClientMessage, now: u64) {
+        let Some(ip) = msg.requested_ip else { return };
+        if !self.is_ours(msg.server_id) {
+            return;
+        }
+        self.stats.declines.fetch_add(1, Ordering::Relaxed);
+        let detail = if self.pool.decline(msg.chaddr, ip, now) {
+            "address in use: quarantined"
+        } else {
+            "not offered or leased to this client: ignored"
+        };
+        self.event("decline", msg, ip, Some(detail.into())).log(&self.cfg.network);
+    }
+
+    /// DHCPINFORM: configuration only, no lease, no yiaddr (RFC 2131 §4.3.5).
+    fn inform(&mut self, msg: &ClientMessage) -> Option<Outgoing> {
+        if msg.ciaddr.is_unspecified() {
+            self.stats.count_drop(DropReason::BadRequestState);
+            return None;
+        }
+        self.stats.informs.fetch_add(1, Ordering::Relaxed);
+        let kind = classify(msg);
+        let (mut reply, _) = self.lease_reply(MessageType::Ack, msg, Ipv4Addr::UNSPECIFIED, kind);
+        reply.options.retain(|(c, _)| ![opt::LEASE_TIME, opt::RENEWAL_T1, opt::REBINDING_T2].contains(c));
+        Some(self.outgoing(msg, reply, false, None))
+    }
+
+    fn event(&self, what: &'static str, msg: &ClientMessage, ip: Ipv4Addr, detail: Option<String>) -> LeaseEvent {
+        LeaseEvent {
+            what,
+            mac: format_mac(&msg.chaddr),
+            ip,
+            hostname: self.static_host(&msg.chaddr).and_then(|h| h.name.clone()).or_else(|| msg.hostname.clone()),
+            kind: classify(msg),
+            boot: None,
+            detail,
+        }
+    }
+
+    /// An OFFER or ACK for `yiaddr`, with network and boot options in the client's preferred order.
+    fn lease_reply(
+        &self,
+        msg_type: MessageType,
+        msg: &ClientMessage,
+        yiaddr: Ipv4Addr,
+        kind: ClientKind,
+    ) -> (ReplyMessage, Option<BootReply>) {
+        let cfg = &self.cfg;
+        let host = self.static_host(&msg.chaddr);
+        let boot = boot_reply(&kind, cfg.boot.as_ref(), host, cfg.server_ip, msg.client_uuid.as_deref());
+        if boot.is_none() && kind != ClientKind::Plain {
+            tracing::debug!(network = %cfg.network, mac = %format_mac(&msg.chaddr), kind = %kind,
+                "no boot file configured for this kind of client: address only");
+        }
+        let lease = cfg.lease_time.as_secs().min(u32::MAX as u64) as u32;
+
+        // Options the client cannot do without come first: the encoder drops what does not fit.
+        let mut required: Vec<(u8, Vec<u8>)> = vec![(opt::SERVER_ID, cfg.server_ip.octets().to_vec())];
+        required.push((opt::LEASE_TIME, lease.to_be_bytes().to_vec()));
+        required.push((opt::RENEWAL_T1, (lease / 2).to_be_bytes().to_vec()));
+        required.push((opt::REBINDING_T2, ((lease as u64 * 7 / 8) as u32).to_be_bytes().to_vec()));
+        required.push((opt::SUBNET_MASK, cfg.subnet.netmask().octets().to_vec()));
+        if let Some(router) = cfg.router {
+            required.push((opt::ROUTER, router.octets().to_vec()));
+        }
+
+        let mut extra: Vec<(u8, Vec<u8>)> = vec![(opt::BROADCAST_ADDR, cfg.subnet.broadcast().octets().to_vec())];
+        if !cfg.dns.is_empty() {
+            extra.push((opt::DNS, cfg.dns.iter().flat_map(|a| a.octets()).collect()));
+        }
+        if let Some(domain) = &cfg.domain {
+            extra.push((opt::DOMAIN_NAME, domain.as_bytes().to_vec()));
+        }
+        if let Some(name) = host.and_then(|h| h.name.as_ref()) {
+            extra.push((opt::HOSTNAME, name.as_bytes().to_vec()));
+        }
+        if let Some(mtu) = cfg.mtu {
+            extra.push((opt::MTU, mtu.to_be_bytes().to_vec()));
+        }
+        if let Some(b) = &boot {
+            // Boot options matter more to firmware than DNS: put them right after the basics.
+            let mut boot_opts = vec![];
+            if let Some(vc) = b.vendor_class {
+                boot_opts.push((opt::VENDOR_CLASS, vc.as_bytes().to_vec()));
+            }
+            if let Some(vo) = &b.vendor_options {
+                boot_opts.push((opt::VENDOR_SPECIFIC, vo.clone()));
+            }
+            boot_opts.push((opt::TFTP_SERVER_NAME, b.server_name.as_bytes().to_vec()));
+            boot_opts.push((opt::BOOTFILE_NAME, b.file.as_bytes().to_vec()));
+            if let Some(uuid) = &b.client_uuid {
+                boot_opts.push((opt::CLIENT_UUID, uuid.clone()));
+            }
+            required.extend(boot_opts);
+        }
+        // Honour the parameter request list's order among the optional ones.
+        let prl = &msg.param_request_list;
+        extra.sort_by_key(|(code, _)| prl.iter().position(|c| c == code).unwrap_or(usize::MAX));
+        required.extend(extra);
+
+        let file = boot.as_ref().map(|b| b.file.as_bytes().to_vec()).unwrap_or_default();
+        let reply = ReplyMessage {
+            msg_type,
+            xid: msg.xid,
+            broadcast: msg.broadcast,
+            ciaddr: msg.ciaddr,
+            yiaddr,
+            siaddr: boot.as_ref().map_or(Ipv4Addr::UNSPECIFIED, |b| b.siaddr),
+            giaddr: msg.giaddr,
+            chaddr: msg.chaddr,
+            sname: Vec::new(),
+            file,
+            options: required,
+        };
+        (reply, boot)
+    }
+
+    fn nak(&self, msg: &ClientMessage, nak: &Nak, event: LeaseEvent) -> Outgoing {
+        let reply = ReplyMessage {
+            msg_type: MessageType::Nak,
+            xid: msg.xid,
+            // RFC 2131 §4.3.2: a NAK through a relay asks the relay to broadcast it.
+            broadcast: !msg.giaddr.is_unspecified(),
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: msg.giaddr,
+            chaddr: msg.chaddr,
+            sname: Vec::new(),
+            file: Vec::new(),
+            options: vec![
+                (opt::SERVER_ID, self.cfg.server_ip.octets().to_vec()),
+                (opt::MESSAGE, nak.to_string().into_bytes()),
+            ],
+        };
+        Outgoing {
+            dest: Destination::for_reply(msg, &reply),
+            max_message_size: msg.max_message_size.unwrap_or(0),
+            reply,
+            needs_flush: false,
+            event: Some(event),
+        }
+    }
+
+    fn outgoing(&self, msg: &ClientMessage, reply: ReplyMessage, needs_flush: bool, event: Option<LeaseEvent>) -> Outgoing {
+        Outgoing {
+            dest: Destination::for_reply(msg, &reply),
+            max_message_size: msg.max_message_size.unwrap_or(0),
+            reply,
+            needs_flush,
+            event,
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! On-disk encoding of the lease journal.
+//!
+//! ```text
+//! file    = header record*
+//! header  = "HAGLEASE" (8 bytes) version (u32 LE, currently 1)
+//! record  = len (u32 LE, payload length) crc (u32 LE, CRC-32/IEEE over len bytes + payload) payload
+//! payload = 1 mac[6] ip[4] expires(u64 LE, unix s) hostname_len(u8) hostname(UTF-8)   -- Lease
+//!         | 2 mac[6] ip[4]                                                            -- Release
+//!         | 3 ip[4] until(u64 LE, unix s)                                             -- Decline
+//! ```
+//!
+//! Every record carries its own length and checksum, so replay can tell a complete record from a
+//! torn or corrupted one without trusting anything after it. Binary and fixed-layout because the
+//! DHCP server appends one record per ACK at tens of thousands per second.
+
+use std::net::Ipv4Addr;
+
+use super::{Lease, Record};
+use crate::config::Mac;
+
+pub(crate) const MAGIC: &[u8; 8] = b"HAGLEASE";
+pub(crate) const VERSION: u32 = 1;
+pub(crate) const HEADER_LEN: usize = 12;
+/// No valid payload is longer (a lease with a 255-byte hostname is 276); a larger length field
+/// means corruption, and refusing it keeps a flipped bit from making replay skip megabytes.
+const MAX_PAYLOAD: usize = 512;
+const FRAME_LEN: usize = 8;
+
+const KIND_LEASE: u8 = 1;
+const KIND_RELEASE: u8 = 2;
+const KIND_DECLINE: u8 = 3;
+
+pub(crate) fn header() -> [u8; HEADER_LEN] {
+    let mut h = [0u8; HEADER_LEN];
+    h[..8].copy_from_slice(MAGIC);
+    h[8..].copy_from_slice(&VERSION.to_le_bytes());
+    h
+}
+
+/// Appends one framed record to `out`.
+pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(&[0u8; FRAME_LEN]);
+    match record {
+        Record::Lease(lease) => {
+            out.push(KIND_LEASE);
+            out.extend_from_slice(&lease.mac);
+            out.extend_from_slice(&lease.ip.octets());
+            out.extend_from_slice(&lease.expires.to_le_bytes());
+            let name = lease.hostname.as_deref().map(truncate_hostname).unwrap_or("");
+            out.push(name.len() as u8);
+            out.extend_from_slice(name.as_bytes());
+        }
+        Record::Release { mac, ip } => {
+            out.push(KIND_RELEASE);
+            out.extend_from_slice(mac);
+            out.extend_from_slice(&ip.octets());
+        }
+        Record::Decline { ip, until } => {
+            out.push(KIND_DECLINE);
+            out.extend_from_slice(&ip.octets());
+            out.extend_from_slice(&until.to_le_bytes());
+        }
+    }
+    let len = (out.len() - start - FRAME_LEN) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32(&out[start..start + 4], &out[start + FRAME_LEN..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// Longest prefix of `name` that fits the one-byte length field, cut on a char boundary.
+pub(crate) fn truncate_hostname(name: &str) -> &str {
+    let mut end = name.len().min(255);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Decoded {
+    Record(Record, usize),
+    /// The buffer ends inside this record (a torn append).
+    Incomplete,
+    /// Length out of bounds, checksum mismatch or malformed payload.
+    Corrupt(&'static str),
+}
+
+/// Decodes the record at the start of `buf`.
+pub(crate) fn decode(buf: &[u8]) -> Decoded {
+    if buf.len() < FRAME_LEN {
+        return Decoded::Incomplete;
+    }
+    let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
+    if len == 0 || len > MAX_PAYLOAD {
+        return Decoded::Corrupt("record length out of bounds");
+    }
+    let Some(payload) = buf.get(FRAME_LEN..FRAME_LEN + len) else {
+        return Decoded::Incomplete;
+    };
+    let crc = u32::from_le_bytes([buf[4], buf[5], buf[6], buf[7]]);
+    if crc != crc32(&buf[..4], payload) {
+        return Decoded::Corrupt("checksum mismatch");
+    }
+    match decode_payload(payload) {
+        Some(record) => Decoded::Record(record, FRAME_LEN + len),
+        None => Decoded::Corrupt("malformed record payload"),
+    }
+}
+
+fn decode_payload(p: &[u8]) -> Option<Record> {
+    let (&kind, rest) = p.split_first()?;
+    let mut r = Reader(rest);
+    let record = match kind {
+        KIND_LEASE => {
+            let mac = r.mac()?;
+            let ip = r.ip()?;
+            let expires = r.u64()?;
+            let name_len = r.take(1)?[0] as usize;
+            let name = std::str::from_utf8(r.take(name_len)?).ok()?;
+            let hostname = (!name.is_empty()).then(|| name.to_string());
+            Record::Lease(Lease { mac, ip, expires, hostname })
+        }
+        KIND_RELEASE => Record::Release { mac: r.mac()?, ip: r.ip()? },
+        KIND_DECLINE => Record::Decline { ip: r.ip()?, until: r.u64()? },
+        _ => return None,
+    };
+    // Trailing bytes mean a writer we do not understand: not ours to guess at.
+    r.0.is_empty().then_some(record)
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Some(head)
+    }
+    fn mac(&mut self) -> Option<Mac> {
+        self.take(6)?.try_into().ok()
+    }
+    fn ip(&mut self) -> Option<Ipv4Addr> {
+        let b: [u8; 4] = self.take(4)?.try_into().ok()?;
+        Some(Ipv4Addr::from(b))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+}
+
+const CRC_TABLE: [u32; 256] = crc_table();
+
+const fn crc_table() -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut c = i as u32;
+        let mut k = 0;
+        while k < 8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            k += 1;
+        }
+        table[i] = c;
+        i += 1;
+    }
+    table
+}
+
+/// CRC-32/IEEE over `a` followed by `b`.
+pub(crate) fn crc32(a: &[u8], b: &[u8]) -> u32 {
+    let mut c = !0u32;
+    for &byte in a.iter().chain(b) {
+        c = CRC_TABLE[((c ^ byte as u32) & 0xff) as usize] ^ (c >> 8);
+    }
+    !c
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lease(name: Option<&str>) -> Record {
+        Record::Lease(Lease {
+            mac: [2, 0, 0, 0, 0, 7],
+            ip: Ipv4Addr::new(10, 0, 0, 7),
+            expires: 1_700_000_000,
+            hostname: name.map(str::to_string),
+        })
+    }
+
+    #[test]
+    fn crc32_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"1234", b"56789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn every_kind_round_trips() {
+        let records = [
+            lease(Some("guest-1")),
+            lease(None),
+            Record::Release { mac: [1, 2, 3, 4, 5, 6], ip: Ipv4Addr::new(10, 0, 0, 9) },
+            Record::Decline { ip: Ipv4Addr::new(10, 0, 0, 10), until: 42 },
+        ];
+        for record in records {
+            let mut buf = Vec::new();
+            encode(&record, &mut buf);
+            assert_eq!(decode(&buf), Decoded::Record(record, buf.len()));
+        }
+    }
+
+    #[test]
+    fn long_hostname_is_cut_on_a_char_boundary() {
+        let name = "é".repeat(200); // 400 bytes
+        let mut buf = Vec::new();
+        encode(&lease(Some(&name)), &mut buf);
+        let Decoded::Record(Record::Lease(l), _) = decode(&buf) else { panic!("not a lease") };
+        let stored = l.hostname.unwrap_or_default();
+        assert_eq!(stored.len(), 254);
+        assert!(name.starts_with(&stored));
+    }
+
+    #[test]
+    fn any_flipped_bit_is_detected() {
+        let mut buf = Vec::new();
+        encode(&lease(Some("x")), &mut buf);
+        for i in 0..buf.len() * 8 {
+            let mut bad = buf.clone();
+            bad[i / 8] ^= 1 << (i % 8);
+            assert!(
+                !matches!(decode(&bad), Decoded::Record(..)),
+                "flip of bit {i} went unnoticed"
+            );
+        }
+    }
+}

@@ -1,0 +1,209 @@
+//! The journal file: replay with truncation to the valid prefix, group-committed appends,
+//! compaction by write-new-then-rename.
+
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+use super::codec::{self, Decoded, HEADER_LEN};
+use super::{LeaseError, LoadReport, Record};
+
+pub(crate) struct Journal {
+    path: PathBuf,
+    file: File,
+    /// Bytes known to be on stable storage: everything before this is valid records.
+    durable_len: u64,
+    /// Encoded records staged since the last flush.
+    pending: Vec<u8>,
+}
+
+impl Journal {
+    /// Opens (creating if needed) the journal and replays it. A torn or corrupt tail is cut off
+    /// so that later appends are not hidden behind it.
+    pub(crate) fn open(path: &Path) -> Result<(Journal, Vec<Record>, LoadReport), LeaseError> {
+        let io_err = |source| LeaseError::io(path, source);
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| LeaseError::io(dir, e))?;
+        }
+        // A leftover .tmp is a compaction killed before its rename: the journal itself is still
+        // complete, the copy is not trusted.
+        let tmp = tmp_path(path);
+        match fs::remove_file(&tmp) {
+            Ok(()) => tracing::warn!(path = %tmp.display(), "removed unfinished lease compaction"),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LeaseError::io(&tmp, e)),
+        }
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_err)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes).map_err(io_err)?;
+
+        let mut report = LoadReport::default();
+        let mut records = Vec::new();
+        if bytes.len() < HEADER_LEN {
+            // Empty, or killed while writing the header of a new journal.
+            if bytes[..] != codec::header()[..bytes.len()] {
+                return Err(LeaseError::NotAJournal { path: path.to_path_buf() });
+            }
+            report.dropped_bytes = bytes.len() as u64;
+            file.set_len(0).map_err(io_err)?;
+            file.write_all_at(&codec::header(), 0).map_err(io_err)?;
+            file.sync_all().map_err(io_err)?;
+            sync_dir(path)?;
+            let journal = Journal { path: path.to_path_buf(), file, durable_len: HEADER_LEN as u64, pending: Vec::new() };
+            return Ok((journal, records, report));
+        }
+        if &bytes[..8] != codec::MAGIC {
+            return Err(LeaseError::NotAJournal { path: path.to_path_buf() });
+        }
+        let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+        if version != codec::VERSION {
+            return Err(LeaseError::Version { path: path.to_path_buf(), found: version, supported: codec::VERSION });
+        }
+
+        let mut pos = HEADER_LEN;
+        let mut corrupt = None;
+        while pos < bytes.len() {
+            match codec::decode(&bytes[pos..]) {
+                Decoded::Record(record, used) => {
+                    records.push(record);
+                    pos += used;
+                }
+                Decoded::Incomplete => break,
+                Decoded::Corrupt(why) => {
+                    corrupt = Some(why);
+                    break;
+                }
+            }
+        }
+        report.records = records.len();
+        report.dropped_bytes = (bytes.len() - pos) as u64;
+        if report.dropped_bytes > 0 {
+            if let Some(why) = corrupt {
+                // Keep what we cut for a post-mortem; a torn tail after a crash is normal and
+                // not worth a file, a corrupt record in the middle is not.
+                let saved = with_suffix(path, ".dropped");
+                if let Err(e) = fs::write(&saved, &bytes[pos..]) {
+                    tracing::warn!(path = %saved.display(), error = %e, "could not save the dropped journal tail");
+                }
+                report.corruption = Some(why.to_string());
+            }
+            tracing::warn!(
+                path = %path.display(),
+                offset = pos,
+                dropped_bytes = report.dropped_bytes,
+                reason = corrupt.unwrap_or("torn record at the end"),
+                "lease journal: loaded the valid prefix, cutting off the rest"
+            );
+            file.set_len(pos as u64).map_err(io_err)?;
+            file.sync_all().map_err(io_err)?;
+        }
+        let journal = Journal { path: path.to_path_buf(), file, durable_len: pos as u64, pending: Vec::new() };
+        Ok((journal, records, report))
+    }
+
+    pub(crate) fn stage(&mut self, record: &Record) {
+        codec::encode(record, &mut self.pending);
+    }
+
+    pub(crate) fn has_pending(&self) -> bool {
+        !self.pending.is_empty()
+    }
+
+    /// Length of the file once the pending batch is written.
+    pub(crate) fn len(&self) -> u64 {
+        self.durable_len + self.pending.len() as u64
+    }
+
+    /// Writes the pending batch with one write and one fdatasync. On failure the file is cut back
+    /// to its last durable length (so a half-written record never turns valid later) and the
+    /// batch is discarded: the caller must not acknowledge anything in it.
+    pub(crate) fn flush(&mut self) -> Result<(), LeaseError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let result = self
+            .file
+            .write_all_at(&self.pending, self.durable_len)
+            .and_then(|()| self.file.sync_data());
+        match result {
+            Ok(()) => {
+                self.durable_len += self.pending.len() as u64;
+                self.pending.clear();
+                Ok(())
+            }
+            Err(e) => {
+                let lost = self.pending.len();
+                self.pending.clear();
+                // Best effort: if even this fails the next open still stops at the torn record,
+                // since every record is checksummed.
+                if let Err(te) = self.file.set_len(self.durable_len).and_then(|()| self.file.sync_data()) {
+                    tracing::warn!(path = %self.path.display(), error = %te, "could not cut back a failed journal write");
+                }
+                tracing::error!(path = %self.path.display(), error = %e, bytes = lost, "lease journal write failed; batch not acknowledged");
+                Err(LeaseError::io(&self.path, e))
+            }
+        }
+    }
+
+    /// Replaces the journal with one holding exactly `live`. The old journal stays complete and
+    /// authoritative until the rename, so a kill at any point loses nothing. Requires an empty
+    /// pending batch (call after a successful flush).
+    pub(crate) fn compact(&mut self, live: impl Iterator<Item = Record>) -> Result<(), LeaseError> {
+        debug_assert!(self.pending.is_empty());
+        let tmp = tmp_path(&self.path);
+        let mut buf = codec::header().to_vec();
+        for record in live {
+            codec::encode(&record, &mut buf);
+        }
+        let written = (|| {
+            let mut f =
+                OpenOptions::new().read(true).write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            f.write_all(&buf)?;
+            f.sync_all()?;
+            Ok::<File, io::Error>(f)
+        })();
+        let new_file = match written {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                return Err(LeaseError::io(&tmp, e));
+            }
+        };
+        fs::rename(&tmp, &self.path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            LeaseError::io(&self.path, e)
+        })?;
+        sync_dir(&self.path)?;
+        // The handle we wrote through is now the journal.
+        self.file = new_file;
+        self.durable_len = buf.len() as u64;
+        Ok(())
+    }
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    with_suffix(path, ".tmp")
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+/// Makes a create or rename in the journal's directory durable.
+fn sync_dir(path: &Path) -> Result<(), LeaseError> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LeaseError::io(dir, e))
+}

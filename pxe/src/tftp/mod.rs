@@ -1,0 +1,218 @@
+//! Read-only TFTP server on tokio: RFC 1350 with options (RFC 2347), blksize (2348),
+//! timeout/tsize (2349) and windowsize (7440).
+//!
+//! - Each read runs in its own task on its own UDP socket (the server TID: listen address,
+//!   ephemeral port), so a slow client never holds up another.
+//! - Write requests are answered with ERROR 2 (access violation): this server never writes.
+//! - Only `octet` mode is served; `netascii` (and `mail`) get ERROR 0. PXE firmware, iPXE,
+//!   curl and atftp all use octet; serving netascii as octet would silently hand a text
+//!   client the wrong line endings, so it is refused rather than half-served.
+//! - At most `limits.max_transfers` transfers at once; past that a request gets ERROR 0
+//!   "server busy" (a PXE ROM retries).
+//! - Requests, DATA and ERROR replies to garbage are kept small and one-for-one: a spoofed
+//!   source gains no amplification beyond one error packet per malformed request.
+//! - Shutdown: when the watch turns true the listener stops and `run` returns; transfers still
+//!   in flight are cut (their tasks are aborted) without a final ERROR packet.
+
+mod packet;
+mod transfer;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use tokio::net::UdpSocket;
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+use crate::config::TftpLimits;
+use crate::saferoot::SafeRoot;
+use packet::{ERR_ACCESS, ERR_ILLEGAL_OP, ERR_UNDEFINED};
+
+pub use transfer::{negotiate, Negotiated};
+
+/// Retransmission timeout when the client does not negotiate one (RFC 2349 `timeout`).
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Counters, shared with whoever reports status.
+#[derive(Debug, Default)]
+pub struct TftpStats {
+    /// RRQ and WRQ packets received (well-formed or not).
+    pub requests: AtomicU64,
+    /// Transfers whose last block was acknowledged.
+    pub completed: AtomicU64,
+    /// Requests answered with an error before any data: refused paths, missing files, writes,
+    /// non-octet modes, malformed requests, server busy.
+    pub refused: AtomicU64,
+    /// Transfers that failed on the server's side: gave up after retries, or I/O errors.
+    pub errors: AtomicU64,
+    /// File bytes the clients acknowledged (retransmissions are not counted twice).
+    pub bytes_sent: AtomicU64,
+    /// Transfers the client ended with an ERROR packet (normal after a PXE tsize probe).
+    pub client_aborts: AtomicU64,
+    /// Of `errors`: transfers abandoned because the client stopped acknowledging.
+    pub timeouts: AtomicU64,
+    /// Of `refused`: requests turned away because `max_transfers` were running.
+    pub busy: AtomicU64,
+    /// Transfers running now.
+    pub active: AtomicUsize,
+}
+
+/// A point-in-time copy of [`TftpStats`] for status output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct TftpStatsSnapshot {
+    pub requests: u64,
+    pub completed: u64,
+    pub refused: u64,
+    pub errors: u64,
+    pub bytes_sent: u64,
+    pub client_aborts: u64,
+    pub timeouts: u64,
+    pub busy: u64,
+    pub active: usize,
+}
+
+impl TftpStats {
+    pub fn snapshot(&self) -> TftpStatsSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        TftpStatsSnapshot {
+            requests: get(&self.requests),
+            completed: get(&self.completed),
+            refused: get(&self.refused),
+            errors: get(&self.errors),
+            bytes_sent: get(&self.bytes_sent),
+            client_aborts: get(&self.client_aborts),
+            timeouts: get(&self.timeouts),
+            busy: get(&self.busy),
+            active: self.active.load(Ordering::Relaxed),
+        }
+    }
+}
+
+pub struct TftpServer {
+    socket: UdpSocket,
+    local: SocketAddr,
+    root: Arc<SafeRoot>,
+    limits: TftpLimits,
+    stats: Arc<TftpStats>,
+    default_timeout: Duration,
+}
+
+impl TftpServer {
+    /// Binds the listen socket. Fails if the address is not (yet) on this host.
+    pub async fn bind(
+        addr: SocketAddr,
+        root: SafeRoot,
+        limits: TftpLimits,
+    ) -> std::io::Result<TftpServer> {
+        let socket = UdpSocket::bind(addr).await?;
+        let local = socket.local_addr()?;
+        Ok(TftpServer {
+            socket,
+            local,
+            root: Arc::new(root),
+            limits,
+            stats: Arc::new(TftpStats::default()),
+            default_timeout: DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// Retransmission timeout for clients that do not ask for one (default 1 s).
+    pub fn with_default_timeout(mut self, timeout: Duration) -> TftpServer {
+        self.default_timeout = timeout;
+        self
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn stats(&self) -> Arc<TftpStats> {
+        self.stats.clone()
+    }
+
+    /// Serves until `shutdown` turns true (or its sender is dropped).
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let ctx = Arc::new(transfer::Context {
+            root: self.root.clone(),
+            limits: self.limits,
+            stats: self.stats.clone(),
+            default_timeout: self.default_timeout,
+        });
+        let permits = Arc::new(Semaphore::new(self.limits.max_transfers));
+        let mut transfers = JoinSet::new();
+        // Large enough for any request a client could send in one datagram.
+        let mut buf = vec![0u8; 65536];
+        tracing::info!(listen = %self.local, root = %self.root.path().display(), "tftp: serving");
+        while !*shutdown.borrow() {
+            tokio::select! {
+                changed = shutdown.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                }
+                Some(_) = transfers.join_next(), if !transfers.is_empty() => {}
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((n, peer)) => {
+                        self.on_datagram(&buf[..n], peer, &ctx, &permits, &mut transfers).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "tftp: receive error"),
+                },
+            }
+        }
+        let cut = transfers.len();
+        transfers.abort_all();
+        tracing::info!(listen = %self.local, cut, "tftp: stopped");
+    }
+
+    async fn on_datagram(
+        &self,
+        pkt: &[u8],
+        peer: SocketAddr,
+        ctx: &Arc<transfer::Context>,
+        permits: &Arc<Semaphore>,
+        transfers: &mut JoinSet<()>,
+    ) {
+        let req = match packet::parse_request(pkt) {
+            Ok(req) => req,
+            // Stray ACK/DATA/ERROR on the listen port (late packets of a finished transfer):
+            // silently dropped.
+            Err(packet::ParseError::NotRequest(_)) | Err(packet::ParseError::Short) => return,
+            Err(e) => {
+                self.stats.requests.fetch_add(1, Ordering::Relaxed);
+                self.refuse(peer, "?", ERR_ILLEGAL_OP, "malformed request", &e.to_string()).await;
+                return;
+            }
+        };
+        self.stats.requests.fetch_add(1, Ordering::Relaxed);
+        let path = String::from_utf8_lossy(&req.filename).into_owned();
+        if req.write {
+            self.refuse(peer, &path, ERR_ACCESS, "read-only server", "write request").await;
+            return;
+        }
+        if req.mode != "octet" {
+            let reason = format!("mode {:?} not supported", req.mode);
+            self.refuse(peer, &path, ERR_UNDEFINED, "only octet mode is served", &reason).await;
+            return;
+        }
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            self.stats.busy.fetch_add(1, Ordering::Relaxed);
+            self.refuse(peer, &path, ERR_UNDEFINED, "server busy", "max_transfers reached").await;
+            return;
+        };
+        let ctx = ctx.clone();
+        let local = self.local;
+        transfers.spawn(async move {
+            transfer::serve(ctx, req, peer, local).await;
+            drop(permit);
+        });
+    }
+
+    async fn refuse(&self, peer: SocketAddr, path: &str, code: u16, message: &str, reason: &str) {
+        tracing::warn!(client = %peer, path, reason, "tftp: request refused");
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        let _ = self.socket.send_to(&packet::error(code, message), peer).await;
+    }
+}

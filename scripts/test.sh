@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The whole test suite, as root: unit tests, integration tests in network namespaces the tests
+# create and delete, and end-to-end QEMU network boots. Installs what it needs first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ "$(id -u)" = 0 ] || { echo "test.sh: the tests create network namespaces: run as root (sudo $0)" >&2; exit 1; }
+./scripts/install-deps.sh --tests
+./tests/payload/build.sh
+cargo build --workspace --all-targets
+cargo nextest run --workspace --no-fail-fast "$@"
