@@ -41,9 +41,16 @@ impl DaemonState {
     }
 }
 
+/// One request line: `{"cmd":"status"}` or `{"cmd":"leases"}`; anything else is refused.
 #[derive(Debug, Deserialize)]
-#[serde(tag = "cmd", rename_all = "lowercase", deny_unknown_fields)]
-enum Request {
+#[serde(deny_unknown_fields)]
+struct Request {
+    cmd: Command,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum Command {
     Status,
     Leases,
 }
@@ -115,8 +122,8 @@ async fn handle(stream: UnixStream, state: &DaemonState) -> Result<()> {
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
     tokio::time::timeout(IO_TIMEOUT, reader.read_line(&mut line)).await.context("request timed out")??;
     let resp = match serde_json::from_str::<Request>(line.trim()) {
-        Ok(Request::Status) => status(state).await,
-        Ok(Request::Leases) => {
+        Ok(Request { cmd: Command::Status }) => status(state).await,
+        Ok(Request { cmd: Command::Leases }) => {
             let leases = state.services.lock().await.leases();
             serde_json::json!({ "leases": leases })
         }

@@ -39,30 +39,76 @@ impl fmt::Display for ApplyError {
         if self.undo_errors.is_empty() {
             write!(f, "; every earlier step was undone, the host is as it was")
         } else {
-            write!(f, "; undo also failed ({} error(s)): {}", self.undo_errors.len(), self.undo_errors.join("; "))
+            write!(
+                f,
+                "; undo also failed ({} error(s)): {}",
+                self.undo_errors.len(),
+                self.undo_errors.join("; ")
+            )
         }
     }
 }
 
 /// How to reverse one performed step.
 enum Undo {
-    DeleteLink { name: String, index: u32 },
-    SetMac { index: u32, mac: [u8; 6] },
-    SetMtu { index: u32, mtu: u32 },
-    SetStp { index: u32, stp: bool, delay: u32 },
-    Release { index: u32 },
-    SetUp { index: u32, up: bool },
-    DelAddr { index: u32, net: Ipv4Net },
-    AddAddr { index: u32, net: Ipv4Net },
-    SetAlias { index: u32, alias: String },
-    Sysctl { key: String, value: String },
-    RestoreFile { path: std::path::PathBuf, content: Option<String> },
-    Firewall { saved: Option<String> },
-    Recreate { name: String, snapshot: BridgeSnapshot },
+    DeleteLink {
+        name: String,
+        index: u32,
+    },
+    SetMac {
+        index: u32,
+        mac: [u8; 6],
+    },
+    SetMtu {
+        index: u32,
+        mtu: u32,
+    },
+    SetStp {
+        index: u32,
+        stp: bool,
+        delay: u32,
+    },
+    Release {
+        index: u32,
+    },
+    SetUp {
+        index: u32,
+        up: bool,
+    },
+    DelAddr {
+        index: u32,
+        net: Ipv4Net,
+    },
+    AddAddr {
+        index: u32,
+        net: Ipv4Net,
+    },
+    SetAlias {
+        index: u32,
+        alias: String,
+    },
+    Sysctl {
+        key: String,
+        value: String,
+    },
+    RestoreFile {
+        path: std::path::PathBuf,
+        content: Option<String>,
+    },
+    Firewall {
+        saved: Option<String>,
+    },
+    Recreate {
+        name: String,
+        snapshot: BridgeSnapshot,
+    },
 }
 
 fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let v: Vec<u8> = s.split(':').filter_map(|p| u8::from_str_radix(p, 16).ok()).collect();
+    let v: Vec<u8> = s
+        .split(':')
+        .filter_map(|p| u8::from_str_radix(p, 16).ok())
+        .collect();
     v.try_into().ok()
 }
 
@@ -72,6 +118,8 @@ struct Executor<'a> {
     nl: Netlink,
     owned: Owned,
     undo: Vec<Undo>,
+    /// Bridges an undo recreated, with their new ifindex.
+    recreated: Vec<(String, u32)>,
 }
 
 impl Executor<'_> {
@@ -101,16 +149,32 @@ impl Executor<'_> {
     }
 
     fn network_of(&self, bridge: &str) -> Option<String> {
-        self.desired.networks.iter().find(|n| n.bridge == bridge).map(|n| n.name.clone())
+        self.desired
+            .networks
+            .iter()
+            .find(|n| n.bridge == bridge)
+            .map(|n| n.name.clone())
     }
 
     async fn perform(&mut self, action: &Action) -> Result<(), Error> {
         match action {
-            Action::CreateBridge { network, name, mac, mtu, stp, forward_delay } => {
+            Action::CreateBridge {
+                network,
+                name,
+                mac,
+                mtu,
+                stp,
+                forward_delay,
+            } => {
                 let mac = parse_mac(mac).ok_or_else(|| Error::Netlink(format!("bad MAC {mac}")))?;
-                let index =
-                    self.nl.create_bridge(name, mac, *mtu, *stp, *forward_delay, &owner_alias(network)).await?;
-                self.undo.push(Undo::DeleteLink { name: name.clone(), index });
+                let index = self
+                    .nl
+                    .create_bridge(name, mac, *mtu, *stp, *forward_delay, &owner_alias(network))
+                    .await?;
+                self.undo.push(Undo::DeleteLink {
+                    name: name.clone(),
+                    index,
+                });
                 self.record_bridge(network, name).await?;
             }
             Action::MarkOwned { network, name } => {
@@ -120,7 +184,10 @@ impl Executor<'_> {
                     .await?
                     .ok_or_else(|| Error::Netlink(format!("link {name} does not exist")))?;
                 self.nl.set_alias(link.index, &owner_alias(network)).await?;
-                self.undo.push(Undo::SetAlias { index: link.index, alias: link.alias.unwrap_or_default() });
+                self.undo.push(Undo::SetAlias {
+                    index: link.index,
+                    alias: link.alias.unwrap_or_default(),
+                });
                 self.record_bridge(network, name).await?;
             }
             Action::SetBridgeMac { name, from, to } => {
@@ -139,46 +206,77 @@ impl Executor<'_> {
                 self.nl.set_mtu(index, *to).await?;
                 self.undo.push(Undo::SetMtu { index, mtu: *from });
             }
-            Action::SetStp { name, from_stp, from_delay, stp, forward_delay } => {
+            Action::SetStp {
+                name,
+                from_stp,
+                from_delay,
+                stp,
+                forward_delay,
+            } => {
                 let index = self.index_of(name).await?;
                 self.nl.set_stp(index, *stp, *forward_delay).await?;
-                self.undo.push(Undo::SetStp { index, stp: *from_stp, delay: *from_delay });
+                self.undo.push(Undo::SetStp {
+                    index,
+                    stp: *from_stp,
+                    delay: *from_delay,
+                });
             }
             Action::EnslavePort { bridge, port } => {
                 let br = self.index_of(bridge).await?;
-                let p = self.nl.link_by_name(port).await?.ok_or_else(|| Error::Port {
-                    network: self.network_of(bridge).unwrap_or_default(),
-                    port: port.clone(),
-                    problem: "does not exist".into(),
-                })?;
+                let p = self
+                    .nl
+                    .link_by_name(port)
+                    .await?
+                    .ok_or_else(|| Error::Port {
+                        network: self.network_of(bridge).unwrap_or_default(),
+                        port: port.clone(),
+                        problem: "does not exist".into(),
+                    })?;
                 self.nl.set_controller(p.index, br).await?;
                 self.undo.push(Undo::Release { index: p.index });
                 if !p.up {
                     self.nl.set_up(p.index, true).await?;
-                    self.undo.push(Undo::SetUp { index: p.index, up: false });
+                    self.undo.push(Undo::SetUp {
+                        index: p.index,
+                        up: false,
+                    });
                 }
             }
             Action::AddAddress { bridge, address } => {
                 let index = self.index_of(bridge).await?;
                 self.nl.add_addr(index, *address).await?;
-                self.undo.push(Undo::DelAddr { index, net: *address });
+                self.undo.push(Undo::DelAddr {
+                    index,
+                    net: *address,
+                });
             }
             Action::RemoveAddress { bridge, address } => {
                 let index = self.index_of(bridge).await?;
                 self.nl.del_addr(index, *address).await?;
-                self.undo.push(Undo::AddAddr { index, net: *address });
+                self.undo.push(Undo::AddAddr {
+                    index,
+                    net: *address,
+                });
             }
             Action::LinkUp { name } => {
                 let index = self.index_of(name).await?;
                 self.nl.set_up(index, true).await?;
                 self.undo.push(Undo::SetUp { index, up: false });
             }
-            Action::SetSysctl { key, from, to, record } => {
+            Action::SetSysctl {
+                key,
+                from,
+                to,
+                record,
+            } => {
                 // Read before write: the undo restores what is there now, not what the plan saw.
                 let before = sysctl::read(self.host, key)?.or_else(|| from.clone());
                 sysctl::write(self.host, key, to)?;
                 if let Some(b) = &before {
-                    self.undo.push(Undo::Sysctl { key: key.clone(), value: b.clone() });
+                    self.undo.push(Undo::Sysctl {
+                        key: key.clone(),
+                        value: b.clone(),
+                    });
                 }
                 match record {
                     SysctlRecord::Config => {}
@@ -200,13 +298,19 @@ impl Executor<'_> {
                 let p = self.host.path(path);
                 let before = files::read_opt(&p)?;
                 files::write_atomic(&p, content.as_bytes())?;
-                self.undo.push(Undo::RestoreFile { path: p, content: before });
+                self.undo.push(Undo::RestoreFile {
+                    path: p,
+                    content: before,
+                });
             }
             Action::RemoveFile { path } => {
                 let p = self.host.path(path);
                 let before = files::read_opt(&p)?;
                 files::remove_opt(&p)?;
-                self.undo.push(Undo::RestoreFile { path: p, content: before });
+                self.undo.push(Undo::RestoreFile {
+                    path: p,
+                    content: before,
+                });
             }
             Action::ReplaceFirewall { .. } => {
                 let saved = fw::list_table()?;
@@ -221,7 +325,10 @@ impl Executor<'_> {
             Action::DeleteOwnedBridge { name, snapshot, .. } => {
                 let index = self.index_of(name).await?;
                 self.nl.delete_link(index).await?;
-                self.undo.push(Undo::Recreate { name: name.clone(), snapshot: snapshot.clone() });
+                self.undo.push(Undo::Recreate {
+                    name: name.clone(),
+                    snapshot: snapshot.clone(),
+                });
                 self.owned.forget_bridge(name);
                 self.owned.save(self.host)?;
             }
@@ -233,7 +340,7 @@ impl Executor<'_> {
         Ok(())
     }
 
-    async fn run_undo(&self, u: Undo) -> Result<(), Error> {
+    async fn run_undo(&mut self, u: Undo) -> Result<(), Error> {
         match u {
             Undo::DeleteLink { name, index } => {
                 // Only delete the very device this apply created.
@@ -260,11 +367,22 @@ impl Executor<'_> {
                 None => fw::delete(),
             },
             Undo::Recreate { name, snapshot } => {
-                let mac = snapshot.mac.as_deref().and_then(parse_mac).unwrap_or([0x52, 0x54, 0, 0, 0, 0]);
+                let mac = snapshot
+                    .mac
+                    .as_deref()
+                    .and_then(parse_mac)
+                    .unwrap_or([0x52, 0x54, 0, 0, 0, 0]);
                 let alias = snapshot.alias.clone().unwrap_or_default();
                 let index = self
                     .nl
-                    .create_bridge(&name, mac, Some(snapshot.mtu), snapshot.stp, snapshot.forward_delay, &alias)
+                    .create_bridge(
+                        &name,
+                        mac,
+                        Some(snapshot.mtu),
+                        snapshot.stp,
+                        snapshot.forward_delay,
+                        &alias,
+                    )
                     .await?;
                 for a in &snapshot.addresses {
                     self.nl.add_addr(index, *a).await?;
@@ -272,6 +390,7 @@ impl Executor<'_> {
                 if snapshot.up {
                     self.nl.set_up(index, true).await?;
                 }
+                self.recreated.push((name, index));
                 Ok(())
             }
         }
@@ -293,32 +412,77 @@ impl Executor<'_> {
         if let Err(e) = restored {
             errors.push(e.to_string());
         }
+        // A recreated bridge has a new ifindex: point its restored record at it.
+        if !self.recreated.is_empty() {
+            let fixed = Owned::load(self.host).and_then(|mut o| {
+                for (name, index) in &self.recreated {
+                    if let Some(b) = o.bridges.iter_mut().find(|b| b.name == *name) {
+                        b.ifindex = *index;
+                    }
+                }
+                o.save(self.host)
+            });
+            if let Err(e) = fixed {
+                errors.push(e.to_string());
+            }
+        }
         errors
     }
 }
 
 fn fail_after_steps() -> Option<usize> {
-    std::env::var(FAIL_AFTER_ENV).ok().and_then(|v| v.trim().parse().ok())
+    std::env::var(FAIL_AFTER_ENV)
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
 }
 
 /// Perform `plan` in order. On failure (or a read-back that still differs) undo everything this
 /// apply did and return which step failed and why.
-pub async fn apply(host: &Host, desired: &Desired, plan: &plan::Plan) -> Result<ApplyReport, ApplyError> {
+pub async fn apply(
+    host: &Host,
+    desired: &Desired,
+    plan: &plan::Plan,
+) -> Result<ApplyReport, ApplyError> {
     let fail_at = fail_after_steps();
-    let early = |step: &str, cause: Error| ApplyError { step: step.to_string(), cause, undo_errors: vec![] };
+    let early = |step: &str, cause: Error| ApplyError {
+        step: step.to_string(),
+        cause,
+        undo_errors: vec![],
+    };
     // Re-check conflicts against the host as it is now, not as it was when the plan was made.
-    let observed = plan::observe(host, desired).await.map_err(|e| early("read the host", e))?;
+    let observed = plan::observe(host, desired)
+        .await
+        .map_err(|e| early("read the host", e))?;
     plan::conflicts(desired, &observed).map_err(|e| early("check for conflicts", e))?;
-    let owned_before = files::read_opt(&Owned::path(host)).map_err(|e| early("read owned.json", e))?;
+    let owned_before =
+        files::read_opt(&Owned::path(host)).map_err(|e| early("read owned.json", e))?;
     let nl = Netlink::connect().map_err(|e| early("connect to netlink", e))?;
-    let mut ex = Executor { host, desired, nl, owned: observed.owned.clone(), undo: Vec::new() };
-    let mut report = ApplyReport { steps: Vec::new(), notes: plan.notes.clone() };
+    let mut ex = Executor {
+        host,
+        desired,
+        nl,
+        owned: observed.owned.clone(),
+        undo: Vec::new(),
+        recreated: Vec::new(),
+    };
+    let mut report = ApplyReport {
+        steps: Vec::new(),
+        notes: plan.notes.clone(),
+    };
 
     for (i, action) in plan.actions.iter().enumerate() {
-        let result = if fail_at == Some(i) { Err(Error::Injected(i)) } else { ex.perform(action).await };
+        let result = if fail_at == Some(i) {
+            Err(Error::Injected(i))
+        } else {
+            ex.perform(action).await
+        };
         if let Err(cause) = result {
             let undo_errors = ex.rollback(owned_before).await;
-            return Err(ApplyError { step: action.to_string(), cause, undo_errors });
+            return Err(ApplyError {
+                step: action.to_string(),
+                cause,
+                undo_errors,
+            });
         }
         tracing::info!(step = %action, "done");
         report.steps.push(action.to_string());
@@ -329,13 +493,21 @@ pub async fn apply(host: &Host, desired: &Desired, plan: &plan::Plan) -> Result<
         Ok(o) => plan::diff(desired, &o),
         Err(cause) => {
             let undo_errors = ex.rollback(owned_before).await;
-            return Err(ApplyError { step: "read back".into(), cause, undo_errors });
+            return Err(ApplyError {
+                step: "read back".into(),
+                cause,
+                undo_errors,
+            });
         }
     };
     if !after.actions.is_empty() {
         let left: Vec<String> = after.actions.iter().map(|a| a.to_string()).collect();
         let undo_errors = ex.rollback(owned_before).await;
-        return Err(ApplyError { step: "read back".into(), cause: Error::ReadBack(left), undo_errors });
+        return Err(ApplyError {
+            step: "read back".into(),
+            cause: Error::ReadBack(left),
+            undo_errors,
+        });
     }
     for n in &report.notes {
         tracing::warn!("{n}");
@@ -425,7 +597,9 @@ pub async fn teardown(host: &Host) -> Result<TeardownReport, TeardownError> {
 
     match fw::list_table() {
         Ok(Some(_)) => match fw::delete() {
-            Ok(()) => report.removed.push(format!("nftables table {}", plan::FIREWALL_TABLE)),
+            Ok(()) => report
+                .removed
+                .push(format!("nftables table {}", plan::FIREWALL_TABLE)),
             Err(e) => errors.push(e.to_string()),
         },
         Ok(None) => {}
@@ -439,7 +613,9 @@ pub async fn teardown(host: &Host) -> Result<TeardownReport, TeardownError> {
                 Ok(()) => report.removed.push(path.to_string()),
                 Err(e) => errors.push(e.to_string()),
             },
-            Ok(Some(_)) => report.left_alone.push(format!("{path} (no longer hostagent's header)")),
+            Ok(Some(_)) => report
+                .left_alone
+                .push(format!("{path} (no longer hostagent's header)")),
             Ok(None) => {}
             Err(e) => errors.push(e.to_string()),
         }
@@ -448,13 +624,18 @@ pub async fn teardown(host: &Host) -> Result<TeardownReport, TeardownError> {
     let mut kept = Vec::new();
     for c in std::mem::take(&mut owned.sysctls) {
         match sysctl::read(host, &c.key) {
-            Ok(Some(v)) if v == c.set && v != c.previous => match sysctl::write(host, &c.key, &c.previous) {
-                Ok(()) => report.removed.push(format!("{} = {} (restored {})", c.key, c.set, c.previous)),
-                Err(e) => {
-                    errors.push(e.to_string());
-                    kept.push(c);
+            Ok(Some(v)) if v == c.set && v != c.previous => {
+                match sysctl::write(host, &c.key, &c.previous) {
+                    Ok(()) => report.removed.push(format!(
+                        "{} = {} (restored the previous value {})",
+                        c.key, c.set, c.previous
+                    )),
+                    Err(e) => {
+                        errors.push(e.to_string());
+                        kept.push(c);
+                    }
                 }
-            },
+            }
             Ok(Some(v)) if v == c.previous => {}
             Ok(v) => report.left_alone.push(format!(
                 "{} is {} now, not the {} hostagent set: not restored",
@@ -472,7 +653,11 @@ pub async fn teardown(host: &Host) -> Result<TeardownReport, TeardownError> {
 
     // Keep records of what could not be removed, so a later `down` can try again.
     let path = Owned::path(host);
-    let saved = if owned.is_empty() { files::remove_opt(&path) } else { owned.save(host) };
+    let saved = if owned.is_empty() {
+        files::remove_opt(&path)
+    } else {
+        owned.save(host)
+    };
     if let Err(e) = saved {
         errors.push(e.to_string());
     }

@@ -28,8 +28,18 @@ pub struct CheckResult {
     pub hint: String,
 }
 
-fn result(name: &str, status: Status, detail: impl Into<String>, hint: impl Into<String>) -> CheckResult {
-    CheckResult { name: name.to_string(), status, detail: detail.into(), hint: hint.into() }
+fn result(
+    name: &str,
+    status: Status,
+    detail: impl Into<String>,
+    hint: impl Into<String>,
+) -> CheckResult {
+    CheckResult {
+        name: name.to_string(),
+        status,
+        detail: detail.into(),
+        hint: hint.into(),
+    }
 }
 
 fn pass(name: &str, detail: impl Into<String>) -> CheckResult {
@@ -52,7 +62,10 @@ fn module_state(host: &Host, name: &str) -> ModuleState {
     let builtin = host.path(format!("/lib/modules/{release}/modules.builtin"));
     if let Ok(list) = std::fs::read_to_string(builtin) {
         let file = format!("/{name}.ko");
-        if list.lines().any(|l| l.ends_with(&file) || l.ends_with(&format!("/{}.ko", name.replace('_', "-")))) {
+        if list
+            .lines()
+            .any(|l| l.ends_with(&file) || l.ends_with(&format!("/{}.ko", name.replace('_', "-"))))
+        {
             return ModuleState::BuiltIn;
         }
     }
@@ -60,7 +73,9 @@ fn module_state(host: &Host, name: &str) -> ModuleState {
 }
 
 fn uname_release() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
 }
 
 fn check_module(host: &Host, name: &str, label: &str, missing: Status) -> CheckResult {
@@ -86,7 +101,11 @@ fn cpu_flags(host: &Host) -> (bool, bool) {
 }
 
 fn device_rw(path: &str) -> Result<(), std::io::Error> {
-    std::fs::OpenOptions::new().read(true).write(true).open(path).map(|_| ())
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map(|_| ())
 }
 
 fn check_device(path: &str, label: &str, missing: Status, hint: &str) -> CheckResult {
@@ -102,7 +121,12 @@ fn check_device(path: &str, label: &str, missing: Status, hint: &str) -> CheckRe
 fn check_nested(host: &Host, vendor_module: Option<&str>) -> CheckResult {
     let label = "nested virtualization";
     let Some(m) = vendor_module else {
-        return result(label, Status::Warn, "no kvm_intel/kvm_amd module to ask", "");
+        return result(
+            label,
+            Status::Warn,
+            "no kvm_intel/kvm_amd module to ask",
+            "",
+        );
     };
     match std::fs::read_to_string(host.path(format!("/sys/module/{m}/parameters/nested"))) {
         Ok(v) if matches!(v.trim(), "Y" | "1") => pass(label, format!("{m} nested=Y")),
@@ -112,7 +136,12 @@ fn check_nested(host: &Host, vendor_module: Option<&str>) -> CheckResult {
             format!("{m} nested={}", v.trim()),
             format!("options {m} nested=1 in /etc/modprobe.d/ to run hypervisors inside guests"),
         ),
-        Err(_) => result(label, Status::Warn, format!("{m} reports no nested parameter"), ""),
+        Err(_) => result(
+            label,
+            Status::Warn,
+            format!("{m} reports no nested parameter"),
+            "",
+        ),
     }
 }
 
@@ -123,10 +152,18 @@ fn check_nft() -> CheckResult {
         Ok(o) => result(
             label,
             Status::Fail,
-            format!("nft list tables failed: {}", String::from_utf8_lossy(&o.stderr).trim()),
+            format!(
+                "nft list tables failed: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
             "run as root; the kernel needs nf_tables",
         ),
-        Err(e) => result(label, Status::Fail, format!("cannot run nft: {e}"), "apt-get install nftables"),
+        Err(e) => result(
+            label,
+            Status::Fail,
+            format!("cannot run nft: {e}"),
+            "apt-get install nftables",
+        ),
     }
 }
 
@@ -140,7 +177,12 @@ fn check_ip_forward(host: &Host) -> CheckResult {
             format!("net.ipv4.ip_forward = {v}"),
             "hostagent apply turns it on when a network is nat or routed",
         ),
-        Ok(None) => result(label, Status::Fail, "net.ipv4.ip_forward missing", "kernel without IPv4?"),
+        Ok(None) => result(
+            label,
+            Status::Fail,
+            "net.ipv4.ip_forward missing",
+            "kernel without IPv4?",
+        ),
         Err(e) => result(label, Status::Fail, e.to_string(), ""),
     }
 }
@@ -151,10 +193,25 @@ fn check_vhost_option(host: &Host) -> Option<CheckResult> {
     let content = std::fs::read_to_string(host.path(files::VHOST_CONF)).ok()?;
     let wanted = files::configured_vhost_zcopytx(&content)?;
     match files::live_vhost_zcopytx(host) {
-        None => Some(pass(label, format!("{} sets {}; applies when vhost_net loads", files::VHOST_CONF, u8::from(wanted)))),
-        Some(live) if live == wanted => Some(pass(label, format!("experimental_zcopytx={}", u8::from(live)))),
+        None => Some(pass(
+            label,
+            format!(
+                "{} sets {}; applies when vhost_net loads",
+                files::VHOST_CONF,
+                u8::from(wanted)
+            ),
+        )),
+        Some(live) if live == wanted => Some(pass(
+            label,
+            format!("experimental_zcopytx={}", u8::from(live)),
+        )),
         Some(_) => files::vhost_reload_note(host, wanted).map(|note| {
-            result(label, Status::Warn, note, "modprobe -r vhost_net && modprobe vhost_net (stop guests first)")
+            result(
+                label,
+                Status::Warn,
+                note,
+                "modprobe -r vhost_net && modprobe vhost_net (stop guests first)",
+            )
         }),
     }
 }
@@ -164,7 +221,14 @@ pub fn check(host: &Host) -> Vec<CheckResult> {
     let mut out = Vec::new();
     let (vmx, svm) = cpu_flags(host);
     out.push(if vmx || svm {
-        pass("hardware virtualization", if vmx { "CPU has vmx (Intel VT-x)" } else { "CPU has svm (AMD-V)" })
+        pass(
+            "hardware virtualization",
+            if vmx {
+                "CPU has vmx (Intel VT-x)"
+            } else {
+                "CPU has svm (AMD-V)"
+            },
+        )
     } else {
         result(
             "hardware virtualization",
@@ -173,7 +237,12 @@ pub fn check(host: &Host) -> Vec<CheckResult> {
             "enable VT-x/AMD-V in the firmware; guests fall back to slow TCG emulation",
         )
     });
-    out.push(check_device("/dev/kvm", "/dev/kvm", Status::Fail, "modprobe kvm_intel (or kvm_amd); check the firmware settings"));
+    out.push(check_device(
+        "/dev/kvm",
+        "/dev/kvm",
+        Status::Fail,
+        "modprobe kvm_intel (or kvm_amd); check the firmware settings",
+    ));
     out.push(check_module(host, "kvm", "kvm module", Status::Warn));
     let vendor = if vmx {
         Some("kvm_intel")
@@ -186,8 +255,18 @@ pub fn check(host: &Host) -> Vec<CheckResult> {
         out.push(check_module(host, v, &format!("{v} module"), Status::Warn));
     }
     out.push(check_nested(host, vendor));
-    out.push(check_device("/dev/net/tun", "/dev/net/tun", Status::Fail, "modprobe tun"));
-    out.push(check_module(host, "vhost_net", "vhost_net module", Status::Warn));
+    out.push(check_device(
+        "/dev/net/tun",
+        "/dev/net/tun",
+        Status::Fail,
+        "modprobe tun",
+    ));
+    out.push(check_module(
+        host,
+        "vhost_net",
+        "vhost_net module",
+        Status::Warn,
+    ));
     out.push(check_device(
         "/dev/vhost-net",
         "/dev/vhost-net",
@@ -198,9 +277,12 @@ pub fn check(host: &Host) -> Vec<CheckResult> {
         out.push(r);
     }
     out.push(match module_state(host, "bridge") {
-        ModuleState::Absent if !Path::new("/sys/class/net").exists() => {
-            result("bridge support", Status::Fail, "no bridge module and no /sys/class/net", "modprobe bridge")
-        }
+        ModuleState::Absent if !Path::new("/sys/class/net").exists() => result(
+            "bridge support",
+            Status::Fail,
+            "no bridge module and no /sys/class/net",
+            "modprobe bridge",
+        ),
         ModuleState::Absent => result(
             "bridge support",
             Status::Warn,
@@ -224,16 +306,25 @@ mod tests {
         let host = Host::new(dir.path(), "/var/lib/hostagent");
         let by_name = |rs: &[CheckResult], n: &str| rs.iter().find(|r| r.name == n).cloned();
         let before = check(&host);
-        assert_eq!(by_name(&before, "vhost_net module").unwrap().status, Status::Warn);
+        assert_eq!(
+            by_name(&before, "vhost_net module").unwrap().status,
+            Status::Warn
+        );
         assert!(by_name(&before, "vhost_net zerocopy").is_none());
 
         let param = host.path(files::VHOST_PARAM);
         std::fs::create_dir_all(param.parent().unwrap()).unwrap();
         std::fs::write(&param, "N\n").unwrap();
-        files::write_atomic(&host.path(files::VHOST_CONF), files::render_vhost_conf(Some(true)).unwrap().as_bytes())
-            .unwrap();
+        files::write_atomic(
+            &host.path(files::VHOST_CONF),
+            files::render_vhost_conf(Some(true)).unwrap().as_bytes(),
+        )
+        .unwrap();
         let after = check(&host);
-        assert_eq!(by_name(&after, "vhost_net module").unwrap().status, Status::Pass);
+        assert_eq!(
+            by_name(&after, "vhost_net module").unwrap().status,
+            Status::Pass
+        );
         let z = by_name(&after, "vhost_net zerocopy").unwrap();
         assert_eq!(z.status, Status::Warn);
         assert!(z.detail.contains("reload"), "{z:?}");

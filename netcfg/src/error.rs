@@ -7,20 +7,35 @@ pub enum Error {
     #[error("netlink: {0}")]
     Netlink(String),
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     /// A device with the bridge's name exists and is not the agent's: never adopt or delete it.
     #[error(
         "network {network:?}: a device named {bridge} already exists and is not hostagent's \
          (no `hostagent:` alias mark and not recorded in {state}); rename the network's bridge \
          in the config or remove the foreign device (`ip link del {bridge}`)"
     )]
-    ForeignBridge { network: String, bridge: String, state: PathBuf },
+    ForeignBridge {
+        network: String,
+        bridge: String,
+        state: PathBuf,
+    },
     /// A device with the bridge's name exists but is not a bridge.
     #[error("network {network:?}: {bridge} exists but is a {kind} device, not a bridge; rename the network's bridge")]
-    NotABridge { network: String, bridge: String, kind: String },
+    NotABridge {
+        network: String,
+        bridge: String,
+        kind: String,
+    },
     /// mode = bridge lists a host port that does not exist or belongs to another master.
     #[error("network {network:?}: interface {port} {problem}")]
-    Port { network: String, port: String, problem: String },
+    Port {
+        network: String,
+        port: String,
+        problem: String,
+    },
     /// The state file (owned.json) cannot be parsed.
     #[error("{path}: corrupt state file: {msg}; move it away to start over (the agent then owns nothing)")]
     State { path: PathBuf, msg: String },
@@ -52,6 +67,9 @@ pub enum Error {
 
 impl Error {
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Error {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

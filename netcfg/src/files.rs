@@ -11,7 +11,8 @@ use crate::error::Error;
 use crate::model::{Desired, Host};
 
 /// First line of every file the agent writes.
-pub const HEADER: &str = "# Managed by hostagent: rewritten on every apply, removed by `hostagent down`.";
+pub const HEADER: &str =
+    "# Managed by hostagent: rewritten on every apply, removed by `hostagent down`.";
 
 /// Absolute (un-rooted) path of the sysctl drop-in.
 pub const SYSCTL_DROPIN: &str = "/etc/sysctl.d/90-hostagent.conf";
@@ -51,8 +52,14 @@ pub fn render_vhost_conf(zcopytx: Option<bool>) -> Option<String> {
 /// should not exist, or at least not be ours).
 pub fn desired_files(desired: &Desired) -> Vec<(PathBuf, Option<String>)> {
     vec![
-        (PathBuf::from(SYSCTL_DROPIN), render_sysctl_dropin(&desired.sysctls)),
-        (PathBuf::from(VHOST_CONF), render_vhost_conf(desired.vhost_zcopytx)),
+        (
+            PathBuf::from(SYSCTL_DROPIN),
+            render_sysctl_dropin(&desired.sysctls),
+        ),
+        (
+            PathBuf::from(VHOST_CONF),
+            render_vhost_conf(desired.vhost_zcopytx),
+        ),
     ]
 }
 
@@ -70,7 +77,10 @@ pub fn read_opt(path: &Path) -> Result<Option<String>, Error> {
 pub fn write_atomic(path: &Path, content: &[u8]) -> Result<(), Error> {
     let dir = path.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.hostagent-tmp"));
     let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
     f.write_all(content).map_err(|e| Error::io(&tmp, e))?;
@@ -106,12 +116,16 @@ pub fn live_vhost_zcopytx(host: &Host) -> Option<bool> {
 pub fn configured_vhost_zcopytx(content: &str) -> Option<bool> {
     content.lines().find_map(|l| {
         let l = l.trim();
-        let rest = l.strip_prefix("options")?.trim_start().strip_prefix("vhost_net")?;
-        rest.split_whitespace().find_map(|kv| match kv.strip_prefix("experimental_zcopytx=")? {
-            "1" | "Y" | "y" => Some(true),
-            "0" | "N" | "n" => Some(false),
-            _ => None,
-        })
+        let rest = l
+            .strip_prefix("options")?
+            .trim_start()
+            .strip_prefix("vhost_net")?;
+        rest.split_whitespace()
+            .find_map(|kv| match kv.strip_prefix("experimental_zcopytx=")? {
+                "1" | "Y" | "y" => Some(true),
+                "0" | "N" | "n" => Some(false),
+                _ => None,
+            })
     })
 }
 
@@ -138,7 +152,10 @@ mod tests {
         let c = render_vhost_conf(Some(true)).unwrap();
         assert!(is_ours(&c));
         assert_eq!(configured_vhost_zcopytx(&c), Some(true));
-        assert_eq!(configured_vhost_zcopytx(&render_vhost_conf(Some(false)).unwrap()), Some(false));
+        assert_eq!(
+            configured_vhost_zcopytx(&render_vhost_conf(Some(false)).unwrap()),
+            Some(false)
+        );
         assert_eq!(render_vhost_conf(None), None);
     }
 
@@ -146,11 +163,17 @@ mod tests {
     fn reload_note_only_when_loaded_value_differs() {
         let dir = tempfile::tempdir().unwrap();
         let host = Host::new(dir.path(), "/var/lib/hostagent");
-        assert_eq!(vhost_reload_note(&host, true), None, "module not loaded: nothing to say");
+        assert_eq!(
+            vhost_reload_note(&host, true),
+            None,
+            "module not loaded: nothing to say"
+        );
         let p = host.path(VHOST_PARAM);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, "N\n").unwrap();
-        assert!(vhost_reload_note(&host, true).unwrap().contains("experimental_zcopytx=0"));
+        assert!(vhost_reload_note(&host, true)
+            .unwrap()
+            .contains("experimental_zcopytx=0"));
         assert_eq!(vhost_reload_note(&host, false), None);
     }
 
@@ -161,6 +184,10 @@ mod tests {
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), "two");
-        assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            std::fs::read_dir(p.parent().unwrap()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 }

@@ -7,8 +7,8 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
-    BridgeStpState, InfoBridge, InfoData, InfoKind, LinkAttribute, LinkFlags, LinkInfo as NlLinkInfo,
-    LinkMessage,
+    BridgeStpState, InfoBridge, InfoData, InfoKind, LinkAttribute, LinkFlags,
+    LinkInfo as NlLinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec};
@@ -64,7 +64,9 @@ pub struct Link {
 impl Link {
     /// Does this link carry the agent's alias mark (for any network)?
     pub fn has_owner_mark(&self) -> bool {
-        self.alias.as_deref().is_some_and(|a| a.starts_with(ALIAS_PREFIX))
+        self.alias
+            .as_deref()
+            .is_some_and(|a| a.starts_with(ALIAS_PREFIX))
     }
 }
 
@@ -93,14 +95,26 @@ impl Netlink {
     }
 
     pub async fn links(&self) -> Result<Vec<Link>, Error> {
-        let msgs: Vec<LinkMessage> =
-            self.handle.link().get().execute().try_collect().await.map_err(|e| nl("dumping links", e))?;
+        let msgs: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl("dumping links", e))?;
         Ok(msgs.iter().map(parse_link).collect())
     }
 
     pub async fn addrs(&self) -> Result<Vec<Addr>, Error> {
-        let msgs: Vec<AddressMessage> =
-            self.handle.address().get().execute().try_collect().await.map_err(|e| nl("dumping addresses", e))?;
+        let msgs: Vec<AddressMessage> = self
+            .handle
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl("dumping addresses", e))?;
         Ok(msgs.iter().filter_map(parse_addr).collect())
     }
 
@@ -124,15 +138,23 @@ impl Netlink {
             .down()
             .address(mac.to_vec())
             .forward_delay(delay * CS_PER_SECOND)
-            .stp_state(if stp { BridgeStpState::KernelStp } else { BridgeStpState::Disabled });
+            .stp_state(if stp {
+                BridgeStpState::KernelStp
+            } else {
+                BridgeStpState::Disabled
+            });
         if let Some(m) = mtu {
             b = b.mtu(m);
         }
-        self.handle.link().add(b.build()).execute().await.map_err(|e| nl(&format!("creating bridge {name}"), e))?;
-        let link = self
-            .link_by_name(name)
-            .await?
-            .ok_or_else(|| Error::Netlink(format!("bridge {name} vanished right after it was created")))?;
+        self.handle
+            .link()
+            .add(b.build())
+            .execute()
+            .await
+            .map_err(|e| nl(&format!("creating bridge {name}"), e))?;
+        let link = self.link_by_name(name).await?.ok_or_else(|| {
+            Error::Netlink(format!("bridge {name} vanished right after it was created"))
+        })?;
         // The alias is not accepted in RTM_NEWLINK for a new device on every kernel; set it after.
         self.set_alias(link.index, alias).await?;
         Ok(link.index)
@@ -140,47 +162,96 @@ impl Netlink {
 
     pub async fn set_alias(&self, index: u32, alias: &str) -> Result<(), Error> {
         let msg = LinkUnspec::new_with_index(index).alias(alias).build();
-        self.handle.link().set(msg).execute().await.map_err(|e| nl(&format!("setting alias of link {index}"), e))
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| nl(&format!("setting alias of link {index}"), e))
     }
 
     pub async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<(), Error> {
-        let msg = LinkUnspec::new_with_index(index).address(mac.to_vec()).build();
-        self.handle.link().set(msg).execute().await.map_err(|e| nl(&format!("setting MAC of link {index}"), e))
+        let msg = LinkUnspec::new_with_index(index)
+            .address(mac.to_vec())
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| nl(&format!("setting MAC of link {index}"), e))
     }
 
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), Error> {
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
-        self.handle.link().set(msg).execute().await.map_err(|e| nl(&format!("setting MTU of link {index}"), e))
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| nl(&format!("setting MTU of link {index}"), e))
     }
 
     /// Set STP and forward delay. Turning STP on: delay first, then STP (the kernel refuses a delay
     /// below 2 s while STP runs). Turning it off: STP first, then the delay.
     pub async fn set_stp(&self, index: u32, stp: bool, delay: u32) -> Result<(), Error> {
-        let delay_msg = bridge_change(index).forward_delay(delay * CS_PER_SECOND).build();
-        let stp_msg = bridge_change(index)
-            .stp_state(if stp { BridgeStpState::KernelStp } else { BridgeStpState::Disabled })
+        let delay_msg = bridge_change(index)
+            .forward_delay(delay * CS_PER_SECOND)
             .build();
-        let order = if stp { [delay_msg, stp_msg] } else { [stp_msg, delay_msg] };
+        let stp_msg = bridge_change(index)
+            .stp_state(if stp {
+                BridgeStpState::KernelStp
+            } else {
+                BridgeStpState::Disabled
+            })
+            .build();
+        let order = if stp {
+            [delay_msg, stp_msg]
+        } else {
+            [stp_msg, delay_msg]
+        };
         for m in order {
-            self.handle.link().change(m).execute().await.map_err(|e| nl(&format!("setting STP of bridge {index}"), e))?;
+            self.handle
+                .link()
+                .change(m)
+                .execute()
+                .await
+                .map_err(|e| nl(&format!("setting STP of bridge {index}"), e))?;
         }
         Ok(())
     }
 
     /// Enslave `index` to `controller` (0 = release).
     pub async fn set_controller(&self, index: u32, controller: u32) -> Result<(), Error> {
-        let msg = LinkUnspec::new_with_index(index).controller(controller).build();
-        self.handle.link().set(msg).execute().await.map_err(|e| nl(&format!("setting master of link {index}"), e))
+        let msg = LinkUnspec::new_with_index(index)
+            .controller(controller)
+            .build();
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| nl(&format!("setting master of link {index}"), e))
     }
 
     pub async fn set_up(&self, index: u32, up: bool) -> Result<(), Error> {
         let b = LinkUnspec::new_with_index(index);
         let msg = if up { b.up() } else { b.down() }.build();
-        self.handle.link().set(msg).execute().await.map_err(|e| nl(&format!("setting link {index} up/down"), e))
+        self.handle
+            .link()
+            .set(msg)
+            .execute()
+            .await
+            .map_err(|e| nl(&format!("setting link {index} up/down"), e))
     }
 
     pub async fn delete_link(&self, index: u32) -> Result<(), Error> {
-        self.handle.link().del(index).execute().await.map_err(|e| nl(&format!("deleting link {index}"), e))
+        self.handle
+            .link()
+            .del(index)
+            .execute()
+            .await
+            .map_err(|e| nl(&format!("deleting link {index}"), e))
     }
 
     pub async fn add_addr(&self, index: u32, net: Ipv4Net) -> Result<(), Error> {
@@ -197,7 +268,12 @@ impl Netlink {
             .index(index)
             .address(net.addr(), net.prefix_len())
             .build();
-        self.handle.address().del(msg).execute().await.map_err(|e| nl(&format!("removing {net} from link {index}"), e))
+        self.handle
+            .address()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(|e| nl(&format!("removing {net} from link {index}"), e))
     }
 }
 
@@ -240,7 +316,10 @@ fn parse_info(infos: &[NlLinkInfo], link: &mut Link) {
         match i {
             NlLinkInfo::Kind(k) => link.kind = Some(k.to_string()),
             NlLinkInfo::Data(InfoData::Bridge(opts)) => {
-                let mut bi = BridgeInfo { stp: false, forward_delay: 0 };
+                let mut bi = BridgeInfo {
+                    stp: false,
+                    forward_delay: 0,
+                };
                 for o in opts {
                     match o {
                         InfoBridge::StpState(s) => bi.stp = *s != BridgeStpState::Disabled,
@@ -271,5 +350,8 @@ fn parse_addr(m: &AddressMessage) -> Option<Addr> {
     }
     let ip = local.or(address)?;
     let net = Ipv4Net::new(ip, m.header.prefix_len).ok()?;
-    Some(Addr { index: m.header.index, net })
+    Some(Addr {
+        index: m.header.index,
+        net,
+    })
 }

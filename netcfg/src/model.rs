@@ -101,7 +101,10 @@ pub struct Host {
 
 impl Host {
     pub fn new(root: impl Into<PathBuf>, state_dir: impl Into<PathBuf>) -> Self {
-        Host { root: root.into(), state_dir: state_dir.into() }
+        Host {
+            root: root.into(),
+            state_dir: state_dir.into(),
+        }
     }
 
     /// Map an absolute host path under the root prefix.
@@ -141,7 +144,10 @@ pub fn derived_mac(name: &str) -> [u8; 6] {
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 #[cfg(test)]
@@ -159,8 +165,14 @@ mod tests {
     #[test]
     fn sysctl_paths_keep_net_real_and_root_the_rest() {
         let h = Host::new("/tmp/r", "/var/lib/hostagent");
-        assert_eq!(h.sysctl_path("net.ipv4.ip_forward"), Path::new("/proc/sys/net/ipv4/ip_forward"));
-        assert_eq!(h.sysctl_path("vm.max_map_count"), Path::new("/tmp/r/proc/sys/vm/max_map_count"));
+        assert_eq!(
+            h.sysctl_path("net.ipv4.ip_forward"),
+            Path::new("/proc/sys/net/ipv4/ip_forward")
+        );
+        assert_eq!(
+            h.sysctl_path("vm.max_map_count"),
+            Path::new("/tmp/r/proc/sys/vm/max_map_count")
+        );
         assert_eq!(h.state_path(), Path::new("/tmp/r/var/lib/hostagent"));
     }
 }

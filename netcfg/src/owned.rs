@@ -50,14 +50,19 @@ impl Owned {
         let path = Self::path(host);
         match files::read_opt(&path)? {
             None => Ok(Owned::default()),
-            Some(s) => serde_json::from_str(&s).map_err(|e| Error::State { path, msg: e.to_string() }),
+            Some(s) => serde_json::from_str(&s).map_err(|e| Error::State {
+                path,
+                msg: e.to_string(),
+            }),
         }
     }
 
     pub fn save(&self, host: &Host) -> Result<(), Error> {
         let path = Self::path(host);
-        let mut text = serde_json::to_string_pretty(self)
-            .map_err(|e| Error::State { path: path.clone(), msg: e.to_string() })?;
+        let mut text = serde_json::to_string_pretty(self).map_err(|e| Error::State {
+            path: path.clone(),
+            msg: e.to_string(),
+        })?;
         text.push('\n');
         files::write_atomic(&path, text.as_bytes())
     }
@@ -104,8 +109,17 @@ mod tests {
         let host = Host::new(dir.path(), "/var/lib/hostagent");
         assert_eq!(Owned::load(&host).unwrap(), Owned::default());
         let mut o = Owned::default();
-        o.record_bridge(OwnedBridge { network: "lab".into(), name: "br-lab".into(), ifindex: 7, mac: "52:54:00:00:00:01".into() });
-        o.record_sysctl(SysctlChange { key: "net.ipv4.ip_forward".into(), previous: "0".into(), set: "1".into() });
+        o.record_bridge(OwnedBridge {
+            network: "lab".into(),
+            name: "br-lab".into(),
+            ifindex: 7,
+            mac: "52:54:00:00:00:01".into(),
+        });
+        o.record_sysctl(SysctlChange {
+            key: "net.ipv4.ip_forward".into(),
+            previous: "0".into(),
+            set: "1".into(),
+        });
         o.save(&host).unwrap();
         assert_eq!(Owned::load(&host).unwrap(), o);
         std::fs::write(Owned::path(&host), "{not json").unwrap();

@@ -63,12 +63,19 @@ impl Observed {
         self.addrs.iter().filter(move |a| a.index == index)
     }
     fn file(&self, path: &std::path::Path) -> Option<&str> {
-        self.files.iter().find(|f| f.path == path).and_then(|f| f.content.as_deref())
+        self.files
+            .iter()
+            .find(|f| f.path == path)
+            .and_then(|f| f.content.as_deref())
     }
 
     /// Is this existing link the agent's bridge: alias mark, or recorded with this very ifindex?
     pub fn is_ours(&self, link: &Link) -> bool {
-        link.has_owner_mark() || self.owned.bridge(&link.name).is_some_and(|b| b.ifindex == link.index)
+        link.has_owner_mark()
+            || self
+                .owned
+                .bridge(&link.name)
+                .is_some_and(|b| b.ifindex == link.index)
     }
 }
 
@@ -100,29 +107,83 @@ pub struct BridgeSnapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Action {
-    CreateBridge { network: String, name: String, mac: String, mtu: Option<u32>, stp: bool, forward_delay: u32 },
+    CreateBridge {
+        network: String,
+        name: String,
+        mac: String,
+        mtu: Option<u32>,
+        stp: bool,
+        forward_delay: u32,
+    },
     /// Put the owner mark (alias + owned.json record) on a bridge that is ours but not fully marked.
-    MarkOwned { network: String, name: String },
-    SetBridgeMac { name: String, from: Option<String>, to: String },
-    SetMtu { name: String, from: u32, to: u32 },
-    SetStp { name: String, from_stp: bool, from_delay: u32, stp: bool, forward_delay: u32 },
-    EnslavePort { bridge: String, port: String },
-    AddAddress { bridge: String, address: Ipv4Net },
-    RemoveAddress { bridge: String, address: Ipv4Net },
-    LinkUp { name: String },
-    SetSysctl { key: String, from: Option<String>, to: String, record: SysctlRecord },
+    MarkOwned {
+        network: String,
+        name: String,
+    },
+    SetBridgeMac {
+        name: String,
+        from: Option<String>,
+        to: String,
+    },
+    SetMtu {
+        name: String,
+        from: u32,
+        to: u32,
+    },
+    SetStp {
+        name: String,
+        from_stp: bool,
+        from_delay: u32,
+        stp: bool,
+        forward_delay: u32,
+    },
+    EnslavePort {
+        bridge: String,
+        port: String,
+    },
+    AddAddress {
+        bridge: String,
+        address: Ipv4Net,
+    },
+    RemoveAddress {
+        bridge: String,
+        address: Ipv4Net,
+    },
+    LinkUp {
+        name: String,
+    },
+    SetSysctl {
+        key: String,
+        from: Option<String>,
+        to: String,
+        record: SysctlRecord,
+    },
     WriteFile {
         path: PathBuf,
         summary: String,
         #[serde(skip)]
         content: String,
     },
-    RemoveFile { path: PathBuf },
-    ReplaceFirewall { table: String, networks: usize },
-    DeleteFirewall { table: String },
-    DeleteOwnedBridge { network: String, name: String, snapshot: BridgeSnapshot },
+    RemoveFile {
+        path: PathBuf,
+    },
+    ReplaceFirewall {
+        table: String,
+        networks: usize,
+    },
+    DeleteFirewall {
+        table: String,
+    },
+    DeleteOwnedBridge {
+        network: String,
+        name: String,
+        snapshot: BridgeSnapshot,
+    },
     /// owned.json names a bridge that is gone or is no longer the one the agent made.
-    ForgetBridge { name: String, reason: String },
+    ForgetBridge {
+        name: String,
+        reason: String,
+    },
 }
 
 fn on_off(b: bool) -> &'static str {
@@ -145,8 +206,17 @@ fn delay_text(stp: bool, delay: u32) -> String {
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::CreateBridge { network, name, mac, mtu, stp, forward_delay } => {
-                let mtu = mtu.map(|m| m.to_string()).unwrap_or_else(|| "default".into());
+            Action::CreateBridge {
+                network,
+                name,
+                mac,
+                mtu,
+                stp,
+                forward_delay,
+            } => {
+                let mtu = mtu
+                    .map(|m| m.to_string())
+                    .unwrap_or_else(|| "default".into());
                 write!(
                     f,
                     "create bridge {name} for network {network} (mac {mac}, mtu {mtu}, stp {}, {})",
@@ -155,46 +225,84 @@ impl fmt::Display for Action {
                 )
             }
             Action::MarkOwned { network, name } => {
-                write!(f, "mark bridge {name} as hostagent's (alias {}, record in owned.json)", owner_alias(network))
+                write!(
+                    f,
+                    "mark bridge {name} as hostagent's (alias {}, record in owned.json)",
+                    owner_alias(network)
+                )
             }
             Action::SetBridgeMac { name, from, to } => {
-                write!(f, "set MAC of {name} {} → {to}", from.as_deref().unwrap_or("(none)"))
+                write!(
+                    f,
+                    "set MAC of {name} {} → {to}",
+                    from.as_deref().unwrap_or("(none)")
+                )
             }
             Action::SetMtu { name, from, to } => write!(f, "set MTU of {name} {from} → {to}"),
-            Action::SetStp { name, from_stp, from_delay, stp, forward_delay } => write!(
+            Action::SetStp {
+                name,
+                from_stp,
+                from_delay,
+                stp,
+                forward_delay,
+            } => write!(
                 f,
                 "set STP of {name} {} → {}, forward delay {from_delay} s → {}",
                 on_off(*from_stp),
                 on_off(*stp),
                 delay_text(*stp, *forward_delay).trim_start_matches("forward delay ")
             ),
-            Action::EnslavePort { bridge, port } => write!(f, "add port {port} to bridge {bridge} and set it up"),
-            Action::AddAddress { bridge, address } => write!(f, "add address {address} to {bridge}"),
+            Action::EnslavePort { bridge, port } => {
+                write!(f, "add port {port} to bridge {bridge} and set it up")
+            }
+            Action::AddAddress { bridge, address } => {
+                write!(f, "add address {address} to {bridge}")
+            }
             Action::RemoveAddress { bridge, address } => {
-                write!(f, "remove address {address} from {bridge} (not in the config)")
+                write!(
+                    f,
+                    "remove address {address} from {bridge} (not in the config)"
+                )
             }
             Action::LinkUp { name } => write!(f, "set link {name} up"),
-            Action::SetSysctl { key, from, to, record } => {
+            Action::SetSysctl {
+                key,
+                from,
+                to,
+                record,
+            } => {
                 let from = from.as_deref().unwrap_or("(absent)");
                 let why = match record {
                     SysctlRecord::Config => "",
-                    SysctlRecord::RememberPrevious => " (for forwarding networks; `down` restores it)",
+                    SysctlRecord::RememberPrevious => {
+                        " (for forwarding networks; `down` restores it)"
+                    }
                     SysctlRecord::RestorePrevious => " (restore the value found before hostagent)",
                 };
                 write!(f, "set {key} {from} → {to}{why}")
             }
-            Action::WriteFile { path, summary, .. } => write!(f, "write {} ({summary})", path.display()),
-            Action::RemoveFile { path } => write!(f, "remove {} (hostagent's, no longer configured)", path.display()),
+            Action::WriteFile { path, summary, .. } => {
+                write!(f, "write {} ({summary})", path.display())
+            }
+            Action::RemoveFile { path } => write!(
+                f,
+                "remove {} (hostagent's, no longer configured)",
+                path.display()
+            ),
             Action::ReplaceFirewall { table, networks } => write!(
                 f,
                 "replace nftables table {table} ({networks} network{})",
                 if *networks == 1 { "" } else { "s" }
             ),
-            Action::DeleteFirewall { table } => write!(f, "delete nftables table {table} (no network configured)"),
+            Action::DeleteFirewall { table } => {
+                write!(f, "delete nftables table {table} (no network configured)")
+            }
             Action::DeleteOwnedBridge { network, name, .. } => {
                 write!(f, "delete bridge {name} (hostagent's, for network {network}, no longer configured)")
             }
-            Action::ForgetBridge { name, reason } => write!(f, "forget the record of bridge {name} ({reason})"),
+            Action::ForgetBridge { name, reason } => {
+                write!(f, "forget the record of bridge {name} ({reason})")
+            }
         }
     }
 }
@@ -213,39 +321,26 @@ impl Plan {
     }
 }
 
-/// Firewall access, in one place until crate::nft provides observe/matches/replace/delete.
+/// Firewall access: crate::nft owns the table; this adds the save/restore a rollback needs.
 pub(crate) mod fw {
     use super::*;
     use std::io::Write;
     use std::process::{Command, Stdio};
 
-    // TEMP until nft.rs lands: crate::nft::observe/matches/replace/delete replace this module.
     pub fn observe(desired: &Desired) -> Result<FirewallState, Error> {
-        match list_table()? {
-            None => Ok(FirewallState { exists: false, matches: false }),
-            Some(_) => {
-                // TEMP: without crate::nft::matches we cannot compare rules; a table that exists
-                // is taken as current only when the renderer has nothing to say.
-                let matches = crate::nft::render(desired).trim().is_empty();
-                Ok(FirewallState { exists: true, matches })
-            }
-        }
+        let o = crate::nft::observe()?;
+        Ok(FirewallState {
+            exists: o.present,
+            matches: o.present && crate::nft::matches(&o, desired),
+        })
     }
 
-    // TEMP until nft.rs lands.
     pub fn replace(desired: &Desired) -> Result<(), Error> {
-        let body = crate::nft::render(desired);
-        let script = if body.trim().is_empty() {
-            format!("table {FIREWALL_TABLE} {{}}\ndelete table {FIREWALL_TABLE}\ntable {FIREWALL_TABLE} {{}}\n")
-        } else {
-            body
-        };
-        nft_script(&script)
+        crate::nft::replace(desired)
     }
 
-    // TEMP until nft.rs lands.
     pub fn delete() -> Result<(), Error> {
-        nft_script(&format!("table {FIREWALL_TABLE} {{}}\ndelete table {FIREWALL_TABLE}\n"))
+        crate::nft::delete()
     }
 
     /// The table's current text (`nft list table`), None when it does not exist. Used to put the
@@ -264,7 +359,9 @@ pub(crate) mod fw {
 
     /// Put a saved table text back atomically (delete + add in one transaction).
     pub fn restore(saved: &str) -> Result<(), Error> {
-        nft_script(&format!("table {FIREWALL_TABLE} {{}}\ndelete table {FIREWALL_TABLE}\n{saved}"))
+        nft_script(&format!(
+            "table {FIREWALL_TABLE} {{}}\ndelete table {FIREWALL_TABLE}\n{saved}"
+        ))
     }
 
     fn nft_script(script: &str) -> Result<(), Error> {
@@ -276,13 +373,19 @@ pub(crate) mod fw {
             .spawn()
             .map_err(|e| Error::Nft(format!("running nft: {e}")))?;
         if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(script.as_bytes()).map_err(|e| Error::Nft(format!("writing to nft: {e}")))?;
+            stdin
+                .write_all(script.as_bytes())
+                .map_err(|e| Error::Nft(format!("writing to nft: {e}")))?;
         }
-        let out = child.wait_with_output().map_err(|e| Error::Nft(format!("waiting for nft: {e}")))?;
+        let out = child
+            .wait_with_output()
+            .map_err(|e| Error::Nft(format!("waiting for nft: {e}")))?;
         if out.status.success() {
             Ok(())
         } else {
-            Err(Error::Nft(String::from_utf8_lossy(&out.stderr).trim().to_string()))
+            Err(Error::Nft(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ))
         }
     }
 }
@@ -341,11 +444,18 @@ pub fn conflicts(desired: &Desired, observed: &Observed) -> Result<(), Error> {
         let bridge_index = observed.link(&n.bridge).map(|l| l.index);
         for p in &n.interfaces {
             let Some(port) = observed.link(p) else {
-                return Err(Error::Port { network: n.name.clone(), port: p.clone(), problem: "does not exist".into() });
+                return Err(Error::Port {
+                    network: n.name.clone(),
+                    port: p.clone(),
+                    problem: "does not exist".into(),
+                });
             };
             if let Some(c) = port.controller {
                 if Some(c) != bridge_index {
-                    let master = observed.link_by_index(c).map(|l| l.name.clone()).unwrap_or_else(|| c.to_string());
+                    let master = observed
+                        .link_by_index(c)
+                        .map(|l| l.name.clone())
+                        .unwrap_or_else(|| c.to_string());
                     return Err(Error::Port {
                         network: n.name.clone(),
                         port: p.clone(),
@@ -357,7 +467,10 @@ pub fn conflicts(desired: &Desired, observed: &Observed) -> Result<(), Error> {
     }
     for (k, _) in sysctl::wanted(desired) {
         if observed.sysctls.get(&k).is_some_and(|v| v.is_none()) {
-            return Err(Error::NoSuchSysctl { key: k.clone(), path: PathBuf::from(format!("/proc/sys/{}", k.replace('.', "/"))) });
+            return Err(Error::NoSuchSysctl {
+                key: k.clone(),
+                path: PathBuf::from(format!("/proc/sys/{}", k.replace('.', "/"))),
+            });
         }
     }
     Ok(())
@@ -369,10 +482,12 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Plan {
     for n in &desired.networks {
         diff_network(n, observed, &mut actions);
     }
-    diff_stale_bridges(desired, observed, &mut actions);
     diff_sysctls(desired, observed, &mut actions);
     diff_files(desired, observed, &mut actions);
     diff_firewall(desired, observed, &mut actions);
+    // Deleting comes last: it is the one step whose undo (recreating the bridge) cannot give the
+    // device back its old ifindex, so as little as possible may fail after it.
+    diff_stale_bridges(desired, observed, &mut actions);
     let mut notes = Vec::new();
     if let (Some(want), Some(live)) = (desired.vhost_zcopytx, observed.vhost_live) {
         if want != live {
@@ -399,28 +514,54 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
             forward_delay: n.forward_delay,
         });
         for p in &n.interfaces {
-            actions.push(Action::EnslavePort { bridge: n.bridge.clone(), port: p.clone() });
+            actions.push(Action::EnslavePort {
+                bridge: n.bridge.clone(),
+                port: p.clone(),
+            });
         }
         if let Some(a) = n.address {
-            actions.push(Action::AddAddress { bridge: n.bridge.clone(), address: a });
+            actions.push(Action::AddAddress {
+                bridge: n.bridge.clone(),
+                address: a,
+            });
         }
-        actions.push(Action::LinkUp { name: n.bridge.clone() });
+        actions.push(Action::LinkUp {
+            name: n.bridge.clone(),
+        });
         return;
     };
     // conflicts() has refused foreign devices; anything here is ours.
-    let recorded = observed.owned.bridge(&n.bridge).is_some_and(|b| b.ifindex == l.index);
+    let recorded = observed
+        .owned
+        .bridge(&n.bridge)
+        .is_some_and(|b| b.ifindex == l.index);
     if l.alias.as_deref() != Some(owner_alias(&n.name).as_str()) || !recorded {
-        actions.push(Action::MarkOwned { network: n.name.clone(), name: n.bridge.clone() });
+        actions.push(Action::MarkOwned {
+            network: n.name.clone(),
+            name: n.bridge.clone(),
+        });
     }
     if l.mac != Some(n.mac) {
-        actions.push(Action::SetBridgeMac { name: n.bridge.clone(), from: l.mac.as_ref().map(format_mac), to: mac });
+        actions.push(Action::SetBridgeMac {
+            name: n.bridge.clone(),
+            from: l.mac.as_ref().map(format_mac),
+            to: mac,
+        });
     }
     if let Some(m) = n.mtu {
         if l.mtu != m {
-            actions.push(Action::SetMtu { name: n.bridge.clone(), from: l.mtu, to: m });
+            actions.push(Action::SetMtu {
+                name: n.bridge.clone(),
+                from: l.mtu,
+                to: m,
+            });
         }
     }
-    let (from_stp, from_delay) = l.bridge.as_ref().map(|b| (b.stp, b.forward_delay)).unwrap_or((false, 0));
+    let (from_stp, from_delay) = l
+        .bridge
+        .as_ref()
+        .map(|b| (b.stp, b.forward_delay))
+        .unwrap_or((false, 0));
     if from_stp != n.stp || from_delay != effective_forward_delay(n.stp, n.forward_delay) {
         actions.push(Action::SetStp {
             name: n.bridge.clone(),
@@ -437,22 +578,33 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
                     actions.push(Action::LinkUp { name: p.clone() });
                 }
             }
-            _ => actions.push(Action::EnslavePort { bridge: n.bridge.clone(), port: p.clone() }),
+            _ => actions.push(Action::EnslavePort {
+                bridge: n.bridge.clone(),
+                port: p.clone(),
+            }),
         }
     }
     let have: Vec<Ipv4Net> = observed.addrs_of(l.index).map(|a| a.net).collect();
     if let Some(a) = n.address {
         if !have.contains(&a) {
-            actions.push(Action::AddAddress { bridge: n.bridge.clone(), address: a });
+            actions.push(Action::AddAddress {
+                bridge: n.bridge.clone(),
+                address: a,
+            });
         }
     }
     for a in have {
         if Some(a) != n.address {
-            actions.push(Action::RemoveAddress { bridge: n.bridge.clone(), address: a });
+            actions.push(Action::RemoveAddress {
+                bridge: n.bridge.clone(),
+                address: a,
+            });
         }
     }
     if !l.up {
-        actions.push(Action::LinkUp { name: n.bridge.clone() });
+        actions.push(Action::LinkUp {
+            name: n.bridge.clone(),
+        });
     }
 }
 
@@ -463,7 +615,10 @@ fn diff_stale_bridges(desired: &Desired, observed: &Observed, actions: &mut Vec<
         }
         match observed.link(&rec.name) {
             Some(l) if l.index == rec.ifindex && l.has_owner_mark() => {
-                let b = l.bridge.clone().unwrap_or(crate::link::BridgeInfo { stp: false, forward_delay: 0 });
+                let b = l.bridge.clone().unwrap_or(crate::link::BridgeInfo {
+                    stp: false,
+                    forward_delay: 0,
+                });
                 actions.push(Action::DeleteOwnedBridge {
                     network: rec.network.clone(),
                     name: rec.name.clone(),
@@ -480,9 +635,14 @@ fn diff_stale_bridges(desired: &Desired, observed: &Observed, actions: &mut Vec<
             }
             Some(_) => actions.push(Action::ForgetBridge {
                 name: rec.name.clone(),
-                reason: "a device of that name exists but is not the one hostagent created; left alone".into(),
+                reason:
+                    "a device of that name exists but is not the one hostagent created; left alone"
+                        .into(),
             }),
-            None => actions.push(Action::ForgetBridge { name: rec.name.clone(), reason: "it no longer exists".into() }),
+            None => actions.push(Action::ForgetBridge {
+                name: rec.name.clone(),
+                reason: "it no longer exists".into(),
+            }),
         }
     }
 }
@@ -494,12 +654,18 @@ fn diff_sysctls(desired: &Desired, observed: &Observed, actions: &mut Vec<Action
         if from.as_deref() == Some(to.as_str()) {
             continue;
         }
-        let record = if key == IP_FORWARD && forwarding && !desired.sysctls.contains_key(IP_FORWARD) {
+        let record = if key == IP_FORWARD && forwarding && !desired.sysctls.contains_key(IP_FORWARD)
+        {
             SysctlRecord::RememberPrevious
         } else {
             SysctlRecord::Config
         };
-        actions.push(Action::SetSysctl { key, from, to, record });
+        actions.push(Action::SetSysctl {
+            key,
+            from,
+            to,
+            record,
+        });
     }
     // A value the agent changed that nothing asks for any more: put it back if it is still ours.
     for c in &observed.owned.sysctls {
@@ -528,12 +694,19 @@ fn diff_files(desired: &Desired, observed: &Observed, actions: &mut Vec<Action>)
                     let n = desired.sysctls.len();
                     format!("{n} key{}", if n == 1 { "" } else { "s" })
                 } else {
-                    format!("options vhost_net experimental_zcopytx={}", u8::from(desired.vhost_zcopytx == Some(true)))
+                    format!(
+                        "options vhost_net experimental_zcopytx={}",
+                        u8::from(desired.vhost_zcopytx == Some(true))
+                    )
                 };
                 if have.is_some_and(|c| !files::is_ours(c)) {
                     summary.push_str("; replaces a file hostagent did not write");
                 }
-                actions.push(Action::WriteFile { path, summary, content });
+                actions.push(Action::WriteFile {
+                    path,
+                    summary,
+                    content,
+                });
             }
             None if have.is_some_and(files::is_ours) => actions.push(Action::RemoveFile { path }),
             _ => {}
@@ -548,7 +721,10 @@ fn diff_firewall(desired: &Desired, observed: &Observed, actions: &mut Vec<Actio
             actions.push(Action::DeleteFirewall { table });
         }
     } else if !observed.firewall.matches {
-        actions.push(Action::ReplaceFirewall { table, networks: desired.networks.len() });
+        actions.push(Action::ReplaceFirewall {
+            table,
+            networks: desired.networks.len(),
+        });
     }
 }
 
@@ -557,4 +733,333 @@ pub async fn plan(host: &Host, desired: &Desired) -> Result<Plan, Error> {
     let observed = observe(host, desired).await?;
     conflicts(desired, &observed)?;
     Ok(diff(desired, &observed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::link::BridgeInfo;
+    use crate::model::{Mode, Services};
+    use crate::owned::{OwnedBridge, SysctlChange};
+
+    fn net(name: &str, bridge: &str, mode: Mode) -> NetworkSpec {
+        NetworkSpec {
+            name: name.into(),
+            mode,
+            bridge: bridge.into(),
+            address: Some("10.77.0.1/24".parse().unwrap()),
+            stp: true,
+            forward_delay: 0,
+            mac: [0x52, 0x54, 0, 1, 2, 3],
+            mtu: Some(1500),
+            interfaces: vec![],
+            services: Services::default(),
+        }
+    }
+
+    fn bridge_link(index: u32, name: &str, alias: Option<&str>) -> Link {
+        Link {
+            index,
+            name: name.into(),
+            mac: Some([0x52, 0x54, 0, 1, 2, 3]),
+            mtu: 1500,
+            up: true,
+            alias: alias.map(String::from),
+            kind: Some("bridge".into()),
+            controller: None,
+            bridge: Some(BridgeInfo {
+                stp: true,
+                forward_delay: 2,
+            }),
+        }
+    }
+
+    /// The observed state a successful apply of `desired` leaves behind.
+    fn converged(desired: &Desired) -> Observed {
+        let mut o = Observed::default();
+        for (i, n) in desired.networks.iter().enumerate() {
+            let idx = 10 + i as u32;
+            o.links
+                .push(bridge_link(idx, &n.bridge, Some(&owner_alias(&n.name))));
+            o.addrs.push(Addr {
+                index: idx,
+                net: n.address.unwrap(),
+            });
+            o.owned.bridges.push(OwnedBridge {
+                network: n.name.clone(),
+                name: n.bridge.clone(),
+                ifindex: idx,
+                mac: format_mac(&n.mac),
+            });
+        }
+        for (k, v) in sysctl::wanted(desired) {
+            o.sysctls.insert(k, Some(v));
+        }
+        for (path, content) in files::desired_files(desired) {
+            o.files.push(ObservedFile { path, content });
+        }
+        o.firewall = FirewallState {
+            exists: true,
+            matches: true,
+        };
+        o
+    }
+
+    fn desired_one(mode: Mode) -> Desired {
+        Desired {
+            networks: vec![net("lab", "br-lab", mode)],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn empty_host_gets_bridge_address_up_forwarding_and_firewall_in_order() {
+        let d = desired_one(Mode::Nat);
+        let mut o = Observed::default();
+        o.sysctls.insert(IP_FORWARD.into(), Some("0".into()));
+        let plan = diff(&d, &o);
+        let kinds: Vec<String> = plan.actions.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "create bridge br-lab for network lab (mac 52:54:00:01:02:03, mtu 1500, stp on, forward delay 0 s (the kernel keeps 2 s while STP is on))",
+                "add address 10.77.0.1/24 to br-lab",
+                "set link br-lab up",
+                "set net.ipv4.ip_forward 0 → 1 (for forwarding networks; `down` restores it)",
+                "replace nftables table inet hostagent (1 network)",
+            ]
+        );
+        let json = serde_json::to_value(&plan).unwrap();
+        assert_eq!(json["actions"][0]["kind"], "create_bridge");
+        assert_eq!(json["actions"][3]["record"], "remember_previous");
+    }
+
+    #[test]
+    fn converged_host_has_empty_plan() {
+        let mut d = desired_one(Mode::Routed);
+        d.sysctls.insert("vm.max_map_count".into(), "262144".into());
+        d.vhost_zcopytx = Some(true);
+        assert_eq!(diff(&d, &converged(&d)), Plan::default());
+    }
+
+    #[test]
+    fn isolated_network_does_not_touch_ip_forward() {
+        let d = desired_one(Mode::Isolated);
+        let mut o = Observed::default();
+        o.sysctls.insert(IP_FORWARD.into(), Some("0".into()));
+        assert!(!diff(&d, &o)
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::SetSysctl { .. })));
+    }
+
+    #[test]
+    fn drift_on_our_bridge_is_corrected_and_stray_addresses_removed() {
+        let d = desired_one(Mode::Nat);
+        let mut o = converged(&d);
+        o.links[0].mac = Some([2, 0, 0, 0, 0, 1]);
+        o.links[0].mtu = 9000;
+        o.links[0].bridge = Some(BridgeInfo {
+            stp: false,
+            forward_delay: 15,
+        });
+        o.links[0].up = false;
+        o.addrs.push(Addr {
+            index: 10,
+            net: "192.168.5.1/24".parse().unwrap(),
+        });
+        let plan = diff(&d, &o);
+        let a = &plan.actions;
+        assert!(a.contains(&Action::SetBridgeMac {
+            name: "br-lab".into(),
+            from: Some("02:00:00:00:00:01".into()),
+            to: "52:54:00:01:02:03".into()
+        }));
+        assert!(a.contains(&Action::SetMtu {
+            name: "br-lab".into(),
+            from: 9000,
+            to: 1500
+        }));
+        assert!(a.contains(&Action::SetStp {
+            name: "br-lab".into(),
+            from_stp: false,
+            from_delay: 15,
+            stp: true,
+            forward_delay: 0
+        }));
+        assert!(a.contains(&Action::RemoveAddress {
+            bridge: "br-lab".into(),
+            address: "192.168.5.1/24".parse().unwrap()
+        }));
+        assert!(a.contains(&Action::LinkUp {
+            name: "br-lab".into()
+        }));
+        assert_eq!(a.len(), 5, "{a:?}");
+    }
+
+    #[test]
+    fn stp_off_keeps_delay_literally() {
+        let mut d = desired_one(Mode::Nat);
+        d.networks[0].stp = false;
+        let mut o = converged(&d);
+        o.links[0].bridge = Some(BridgeInfo {
+            stp: false,
+            forward_delay: 0,
+        });
+        assert!(diff(&d, &o).actions.is_empty());
+        o.links[0].bridge = Some(BridgeInfo {
+            stp: false,
+            forward_delay: 2,
+        });
+        assert_eq!(diff(&d, &o).actions.len(), 1);
+    }
+
+    #[test]
+    fn foreign_bridge_with_our_name_is_a_conflict_never_an_action() {
+        let d = desired_one(Mode::Nat);
+        let mut o = Observed::default();
+        o.links.push(bridge_link(4, "br-lab", None));
+        let err = conflicts(&d, &o).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, Error::ForeignBridge { .. }));
+        assert!(
+            msg.contains("rename the network's bridge")
+                && msg.contains("remove the foreign device"),
+            "{msg}"
+        );
+        // Recorded with the same ifindex counts as ours even without the alias mark.
+        o.owned.bridges.push(OwnedBridge {
+            network: "lab".into(),
+            name: "br-lab".into(),
+            ifindex: 4,
+            mac: String::new(),
+        });
+        assert!(conflicts(&d, &o).is_ok());
+        assert!(diff(&d, &o).actions.contains(&Action::MarkOwned {
+            network: "lab".into(),
+            name: "br-lab".into()
+        }));
+        // A record for another ifindex does not make a new device ours.
+        o.owned.bridges[0].ifindex = 99;
+        assert!(conflicts(&d, &o).is_err());
+    }
+
+    #[test]
+    fn bridge_mode_enslaves_ports_and_rejects_taken_or_missing_ones() {
+        let mut d = desired_one(Mode::Bridge);
+        d.networks[0].address = None;
+        d.networks[0].interfaces = vec!["eth1".into()];
+        let mut o = Observed::default();
+        assert!(matches!(conflicts(&d, &o), Err(Error::Port { .. })));
+        let mut eth1 = bridge_link(3, "eth1", None);
+        eth1.kind = Some("veth".into());
+        eth1.bridge = None;
+        eth1.controller = Some(7);
+        o.links.push(eth1);
+        o.links.push(bridge_link(7, "other-br", None));
+        assert!(conflicts(&d, &o)
+            .unwrap_err()
+            .to_string()
+            .contains("already a port of other-br"));
+        o.links[0].controller = None;
+        conflicts(&d, &o).unwrap();
+        let plan = diff(&d, &o);
+        assert!(plan.actions.contains(&Action::EnslavePort {
+            bridge: "br-lab".into(),
+            port: "eth1".into()
+        }));
+        assert!(!plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::AddAddress { .. } | Action::SetSysctl { .. })));
+    }
+
+    #[test]
+    fn owned_bridge_no_longer_configured_is_deleted_only_if_still_ours() {
+        let d = Desired::default();
+        let mut o = Observed::default();
+        o.owned.bridges.push(OwnedBridge {
+            network: "old".into(),
+            name: "br-old".into(),
+            ifindex: 5,
+            mac: String::new(),
+        });
+        o.links
+            .push(bridge_link(5, "br-old", Some("hostagent:old")));
+        assert!(
+            matches!(&diff(&d, &o).actions[0], Action::DeleteOwnedBridge { name, .. } if name == "br-old")
+        );
+        o.links[0].index = 6; // someone else's device took the name
+        assert!(matches!(
+            &diff(&d, &o).actions[0],
+            Action::ForgetBridge { .. }
+        ));
+    }
+
+    #[test]
+    fn ip_forward_is_restored_when_no_network_forwards_and_still_ours() {
+        let d = desired_one(Mode::Isolated);
+        let mut o = converged(&d);
+        o.owned.sysctls.push(SysctlChange {
+            key: IP_FORWARD.into(),
+            previous: "0".into(),
+            set: "1".into(),
+        });
+        o.sysctls.insert(IP_FORWARD.into(), Some("1".into()));
+        assert_eq!(
+            diff(&d, &o).actions,
+            vec![Action::SetSysctl {
+                key: IP_FORWARD.into(),
+                from: Some("1".into()),
+                to: "0".into(),
+                record: SysctlRecord::RestorePrevious
+            }]
+        );
+        o.sysctls.insert(IP_FORWARD.into(), Some("0".into()));
+        assert!(
+            diff(&d, &o).actions.is_empty(),
+            "someone else changed it: leave it"
+        );
+    }
+
+    #[test]
+    fn files_written_only_when_different_and_removed_only_if_ours() {
+        let mut d = desired_one(Mode::Nat);
+        d.sysctls.insert("vm.swappiness".into(), "10".into());
+        let mut o = converged(&d);
+        assert!(diff(&d, &o).actions.is_empty());
+        o.files[0].content = Some("vm.swappiness = 60\n".into());
+        let a = diff(&d, &o).actions;
+        assert!(
+            matches!(&a[0], Action::WriteFile { summary, .. } if summary.contains("did not write")),
+            "{a:?}"
+        );
+        d.sysctls.clear();
+        assert!(
+            diff(&d, &o).actions.is_empty(),
+            "a foreign file is never removed"
+        );
+        o.files[0].content =
+            files::render_sysctl_dropin(&[("vm.swappiness".to_string(), "10".to_string())].into());
+        assert_eq!(
+            diff(&d, &o).actions,
+            vec![Action::RemoveFile {
+                path: files::SYSCTL_DROPIN.into()
+            }]
+        );
+    }
+
+    #[test]
+    fn vhost_reload_note_when_loaded_value_differs() {
+        let mut d = desired_one(Mode::Nat);
+        d.vhost_zcopytx = Some(true);
+        let mut o = converged(&d);
+        o.vhost_live = Some(false);
+        let p = diff(&d, &o);
+        assert!(p.actions.is_empty());
+        assert_eq!(p.notes.len(), 1);
+        assert!(p.notes[0].contains("reload"));
+        o.vhost_live = Some(true);
+        assert!(diff(&d, &o).notes.is_empty());
+    }
 }

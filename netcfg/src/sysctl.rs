@@ -29,7 +29,10 @@ pub fn read(host: &Host, key: &str) -> Result<Option<String>, Error> {
 pub fn write(host: &Host, key: &str, value: &str) -> Result<(), Error> {
     let path = host.sysctl_path(key);
     if !path.exists() {
-        return Err(Error::NoSuchSysctl { key: key.to_string(), path });
+        return Err(Error::NoSuchSysctl {
+            key: key.to_string(),
+            path,
+        });
     }
     std::fs::write(&path, format!("{value}\n")).map_err(|e| Error::io(path, e))
 }
@@ -37,9 +40,14 @@ pub fn write(host: &Host, key: &str, value: &str) -> Result<(), Error> {
 /// The live values the desired state wants: `[sysctl]`, plus ip_forward = 1 when any network
 /// forwards (nat/routed), as libvirt does.
 pub fn wanted(desired: &Desired) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> =
-        desired.sysctls.iter().map(|(k, v)| (k.clone(), normalize(v))).collect();
-    if desired.networks.iter().any(|n| n.mode.forwards()) && !desired.sysctls.contains_key(IP_FORWARD) {
+    let mut out: Vec<(String, String)> = desired
+        .sysctls
+        .iter()
+        .map(|(k, v)| (k.clone(), normalize(v)))
+        .collect();
+    if desired.networks.iter().any(|n| n.mode.forwards())
+        && !desired.sysctls.contains_key(IP_FORWARD)
+    {
         out.insert(0, (IP_FORWARD.to_string(), "1".to_string()));
     }
     out
@@ -54,13 +62,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let host = Host::new(dir.path(), "/var/lib/hostagent");
         assert_eq!(read(&host, "vm.max_map_count").unwrap(), None);
-        assert!(matches!(write(&host, "vm.max_map_count", "1"), Err(Error::NoSuchSysctl { .. })));
+        assert!(matches!(
+            write(&host, "vm.max_map_count", "1"),
+            Err(Error::NoSuchSysctl { .. })
+        ));
         let p = host.sysctl_path("vm.max_map_count");
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(&p, "65530\n").unwrap();
-        assert_eq!(read(&host, "vm.max_map_count").unwrap().as_deref(), Some("65530"));
+        assert_eq!(
+            read(&host, "vm.max_map_count").unwrap().as_deref(),
+            Some("65530")
+        );
         write(&host, "vm.max_map_count", "262144").unwrap();
-        assert_eq!(read(&host, "vm.max_map_count").unwrap().as_deref(), Some("262144"));
+        assert_eq!(
+            read(&host, "vm.max_map_count").unwrap().as_deref(),
+            Some("262144")
+        );
     }
 
     #[test]

@@ -61,14 +61,23 @@ pub enum LeaseError {
     #[error("lease journal {path}: not a hostagent lease journal (bad header); move the file away or set another state_dir")]
     NotAJournal { path: PathBuf },
     #[error("lease journal {path}: format version {found} is not supported (this hostagent reads version {supported})")]
-    Version { path: PathBuf, found: u32, supported: u32 },
+    Version {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
 }
 
 impl LeaseError {
     pub(crate) fn io(path: &Path, source: io::Error) -> LeaseError {
         match source.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => LeaseError::DiskFull { path: path.to_path_buf() },
-            _ => LeaseError::Io { path: path.to_path_buf(), source },
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => LeaseError::DiskFull {
+                path: path.to_path_buf(),
+            },
+            _ => LeaseError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
         }
     }
 
@@ -164,7 +173,10 @@ impl LeaseIndex {
         self.by_mac
             .values()
             .map(|l| Record::Lease(l.clone()))
-            .chain(self.quarantined().map(|(ip, until)| Record::Decline { ip, until }))
+            .chain(
+                self.quarantined()
+                    .map(|(ip, until)| Record::Decline { ip, until }),
+            )
     }
 
     fn live_count(&self) -> usize {
@@ -183,6 +195,7 @@ const RECORD_ESTIMATE: u64 = 48;
 pub struct LeaseStore {
     journal: Journal,
     index: LeaseIndex,
+    compact_min_bytes: u64,
 }
 
 impl LeaseStore {
@@ -194,10 +207,19 @@ impl LeaseStore {
         for record in &records {
             index.apply(record);
         }
-        let mut store = LeaseStore { journal, index };
+        let mut store = LeaseStore {
+            journal,
+            index,
+            compact_min_bytes: COMPACT_MIN_BYTES,
+        };
         if store.compaction_due() {
-            store.compact()?;
-            report.compacted = true;
+            // Only an optimisation: a full disk must not keep the service from starting.
+            match store.compact() {
+                Ok(()) => report.compacted = true,
+                Err(e) => {
+                    tracing::warn!(path = %path.display(), error = %e, "lease journal compaction on open failed")
+                }
+            }
         }
         Ok((store, report))
     }
@@ -234,7 +256,13 @@ impl LeaseStore {
     pub fn compaction_due(&self) -> bool {
         let live = self.index.live_count() as u64 * RECORD_ESTIMATE;
         let len = self.journal.len();
-        len > COMPACT_MIN_BYTES && len > COMPACT_RATIO * live
+        len > self.compact_min_bytes && len > COMPACT_RATIO * live
+    }
+
+    /// Below this journal size compaction is never due (default 1 MiB). Tests lower it to make
+    /// compactions frequent.
+    pub fn set_compaction_min_bytes(&mut self, bytes: u64) {
+        self.compact_min_bytes = bytes;
     }
 
     /// Rewrites the journal to the live set. Flushes first; fails (leaving the old journal in
@@ -250,7 +278,12 @@ mod tests {
     use super::*;
 
     fn lease(mac: u8, ip: u8, expires: u64) -> Record {
-        Record::Lease(Lease { mac: [2, 0, 0, 0, 0, mac], ip: Ipv4Addr::new(10, 0, 0, ip), expires, hostname: None })
+        Record::Lease(Lease {
+            mac: [2, 0, 0, 0, 0, mac],
+            ip: Ipv4Addr::new(10, 0, 0, ip),
+            expires,
+            hostname: None,
+        })
     }
 
     #[test]
@@ -259,7 +292,10 @@ mod tests {
         index.apply(&lease(1, 10, 100));
         index.apply(&lease(2, 10, 200));
         assert!(index.by_mac(&[2, 0, 0, 0, 0, 1]).is_none());
-        assert_eq!(index.by_ip(Ipv4Addr::new(10, 0, 0, 10)).map(|l| l.mac[5]), Some(2));
+        assert_eq!(
+            index.by_ip(Ipv4Addr::new(10, 0, 0, 10)).map(|l| l.mac[5]),
+            Some(2)
+        );
     }
 
     #[test]
@@ -275,9 +311,15 @@ mod tests {
     fn release_of_someone_elses_address_is_ignored() {
         let mut index = LeaseIndex::default();
         index.apply(&lease(1, 10, 100));
-        index.apply(&Record::Release { mac: [2, 0, 0, 0, 0, 9], ip: Ipv4Addr::new(10, 0, 0, 10) });
+        index.apply(&Record::Release {
+            mac: [2, 0, 0, 0, 0, 9],
+            ip: Ipv4Addr::new(10, 0, 0, 10),
+        });
         assert!(index.by_ip(Ipv4Addr::new(10, 0, 0, 10)).is_some());
-        index.apply(&Record::Release { mac: [2, 0, 0, 0, 0, 1], ip: Ipv4Addr::new(10, 0, 0, 10) });
+        index.apply(&Record::Release {
+            mac: [2, 0, 0, 0, 0, 1],
+            ip: Ipv4Addr::new(10, 0, 0, 10),
+        });
         assert!(index.by_ip(Ipv4Addr::new(10, 0, 0, 10)).is_none());
     }
 
@@ -285,8 +327,14 @@ mod tests {
     fn decline_drops_the_lease_and_quarantines() {
         let mut index = LeaseIndex::default();
         index.apply(&lease(1, 10, 100));
-        index.apply(&Record::Decline { ip: Ipv4Addr::new(10, 0, 0, 10), until: 500 });
+        index.apply(&Record::Decline {
+            ip: Ipv4Addr::new(10, 0, 0, 10),
+            until: 500,
+        });
         assert!(index.by_mac(&[2, 0, 0, 0, 0, 1]).is_none());
-        assert_eq!(index.quarantined_until(Ipv4Addr::new(10, 0, 0, 10)), Some(500));
+        assert_eq!(
+            index.quarantined_until(Ipv4Addr::new(10, 0, 0, 10)),
+            Some(500)
+        );
     }
 }

@@ -6,7 +6,8 @@
 //! - ONE leading `/` is stripped, so `/pxelinux.0` and `pxelinux.0` name the same file (what
 //!   tftpd-hpa's `-s` chroot gives; PXE ROMs send both spellings);
 //! - `..` anywhere is refused, even when it would stay inside the root; empty components
-//!   (`a//b`, or a second leading `/`) are refused; `.` components are skipped;
+//!   (`a//b`, or a second leading `/`) are refused; `.` components are skipped; a name ending
+//!   in `/` names a directory and is never served;
 //! - symlinks are followed only while they stay inside the root: a link inside the root to a
 //!   file inside the root is served, a link to anything outside is refused;
 //! - only a regular file is served (a directory, FIFO or device reads as "not found").
@@ -104,7 +105,10 @@ pub struct SafeRoot {
 
 impl SafeRoot {
     pub fn new(root: &Path) -> Result<SafeRoot, PathError> {
-        let root_err = |source| PathError::Root { path: root.to_path_buf(), source };
+        let root_err = |source| PathError::Root {
+            path: root.to_path_buf(),
+            source,
+        };
         let canonical = root.canonicalize().map_err(root_err)?;
         let c_root = CString::new(canonical.as_os_str().as_bytes())
             .map_err(|_| root_err(io::Error::from(io::ErrorKind::InvalidInput)))?;
@@ -120,7 +124,10 @@ impl SafeRoot {
         }
         // SAFETY: fd is a freshly opened descriptor that nothing else owns.
         let root_dir = unsafe { OwnedFd::from_raw_fd(fd) };
-        Ok(SafeRoot { root: canonical, root_dir })
+        Ok(SafeRoot {
+            root: canonical,
+            root_dir,
+        })
     }
 
     /// The canonical root directory.
@@ -132,12 +139,14 @@ impl SafeRoot {
     /// system calls): async callers run it in `spawn_blocking`.
     pub fn open(&self, requested: &str) -> Result<(File, Metadata), PathError> {
         let relative = validate_name(requested)?;
-        if relative.as_os_str().is_empty() {
-            // "/" or "." — the root directory itself.
+        if relative.as_os_str().is_empty() || requested.ends_with('/') {
+            // "/", "." or "name/": a directory, never served (no listings).
             return Err(PathError::NotAFile);
         }
         let canonical = self.root.join(&relative).canonicalize().map_err(map_io)?;
-        let inside = canonical.strip_prefix(&self.root).map_err(|_| PathError::Escapes)?;
+        let inside = canonical
+            .strip_prefix(&self.root)
+            .map_err(|_| PathError::Escapes)?;
         if inside.as_os_str().is_empty() {
             // A symlink back to the root itself.
             return Err(PathError::NotAFile);
@@ -234,6 +243,8 @@ pub fn validate_name(requested: &str) -> Result<PathBuf, PathError> {
         return Err(PathError::Backslash);
     }
     let stripped = requested.strip_prefix('/').unwrap_or(requested);
+    // A trailing '/' (HTTP "/sub/") is allowed; `open` then treats the name as a directory.
+    let stripped = stripped.strip_suffix('/').unwrap_or(stripped);
     let mut relative = PathBuf::new();
     if stripped.is_empty() {
         return Ok(relative);
@@ -248,7 +259,10 @@ pub fn validate_name(requested: &str) -> Result<PathBuf, PathError> {
         }
     }
     // Belt and braces: what we built must be a plain relative path of normal components.
-    if relative.components().any(|c| !matches!(c, Component::Normal(_))) {
+    if relative
+        .components()
+        .any(|c| !matches!(c, Component::Normal(_)))
+    {
         return Err(PathError::DotDot);
     }
     Ok(relative)
@@ -285,14 +299,30 @@ mod tests {
         assert_eq!(read(&sr, "a.bin").expect("plain"), b"inside");
         assert_eq!(read(&sr, "/a.bin").expect("slash"), b"inside");
         assert_eq!(read(&sr, "./sub/b.bin").expect("dot"), b"nested");
-        assert!(matches!(read(&sr, "//a.bin"), Err(PathError::EmptyComponent)));
+        assert!(matches!(
+            read(&sr, "//a.bin"),
+            Err(PathError::EmptyComponent)
+        ));
+        assert!(matches!(
+            read(&sr, "sub//b.bin"),
+            Err(PathError::EmptyComponent)
+        ));
+        assert!(matches!(read(&sr, "a.bin/"), Err(PathError::NotAFile)));
+        assert!(matches!(read(&sr, "sub/"), Err(PathError::NotAFile)));
     }
 
     #[test]
     fn traversal_spellings_are_refused() {
         let (_d, root, _) = tree();
         let sr = SafeRoot::new(&root).expect("root");
-        for name in ["../secret", "sub/../../secret", "/../secret", "sub/..", "..", "a/../a.bin"] {
+        for name in [
+            "../secret",
+            "sub/../../secret",
+            "/../secret",
+            "sub/..",
+            "..",
+            "a/../a.bin",
+        ] {
             assert!(matches!(sr.open(name), Err(PathError::DotDot)), "{name}");
         }
         assert!(matches!(sr.open("..\\secret"), Err(PathError::Backslash)));
@@ -301,7 +331,10 @@ mod tests {
         let long = "x".repeat(MAX_PATH_BYTES + 1);
         assert!(matches!(sr.open(&long), Err(PathError::TooLong(_))));
         let long_comp = format!("sub/{}", "y".repeat(MAX_COMPONENT_BYTES + 1));
-        assert!(matches!(sr.open(&long_comp), Err(PathError::ComponentTooLong)));
+        assert!(matches!(
+            sr.open(&long_comp),
+            Err(PathError::ComponentTooLong)
+        ));
     }
 
     #[test]
@@ -341,6 +374,9 @@ mod tests {
         let canonical = root.canonicalize().expect("canon").join("a.bin");
         assert!(sr.open_fallback(&canonical, flags).is_ok());
         let outside = outside.canonicalize().expect("canon");
-        assert!(matches!(sr.open_fallback(&outside, flags), Err(PathError::Escapes)));
+        assert!(matches!(
+            sr.open_fallback(&outside, flags),
+            Err(PathError::Escapes)
+        ));
     }
 }

@@ -70,7 +70,11 @@ fn offers_lowest_free_address_first() {
     let f = fixture();
     let mut pool = open(&f.journal);
     assert_eq!(pool.offer(mac(1), None, T0), Some(ip(10)));
-    assert_eq!(pool.offer(mac(2), None, T0), Some(ip(11)), "offer held for mac 1 is skipped");
+    assert_eq!(
+        pool.offer(mac(2), None, T0),
+        Some(ip(11)),
+        "offer held for mac 1 is skipped"
+    );
     // .12 is reserved for mac 901
     assert_eq!(pool.offer(mac(3), None, T0), Some(ip(13)));
 }
@@ -88,11 +92,20 @@ fn reservation_goes_to_its_owner_and_nobody_else() {
         assert_ne!(got, ip(12), "reserved address offered to a stranger");
         assert_ne!(got, ip(50));
     }
-    assert_eq!(pool.request(mac(1), ip(12), None, T0), Err(Nak::Reserved(ip(12))));
-    assert_eq!(pool.request(mac(1), ip(50), None, T0), Err(Nak::Reserved(ip(50))));
+    assert_eq!(
+        pool.request(mac(1), ip(12), None, T0),
+        Err(Nak::Reserved(ip(12)))
+    );
+    assert_eq!(
+        pool.request(mac(1), ip(50), None, T0),
+        Err(Nak::Reserved(ip(50)))
+    );
     assert_eq!(
         pool.request(mac(901), ip(17), None, T0),
-        Err(Nak::NotItsReservation { requested: ip(17), reserved: ip(12) })
+        Err(Nak::NotItsReservation {
+            requested: ip(17),
+            reserved: ip(12)
+        })
     );
 }
 
@@ -115,7 +128,11 @@ fn client_gets_its_previous_address_back_even_after_expiry() {
     let second = lease(&mut pool, mac(2), T0);
     assert_eq!(second.ip, ip(11));
     let later = T0 + 10 * LEASE_SECS; // both expired long ago
-    assert_eq!(pool.offer(mac(2), Some(ip(15)), later), Some(ip(11)), "previous lease wins over the requested one");
+    assert_eq!(
+        pool.offer(mac(2), Some(ip(15)), later),
+        Some(ip(11)),
+        "previous lease wins over the requested one"
+    );
 }
 
 #[test]
@@ -125,7 +142,10 @@ fn never_used_addresses_go_before_expired_leases_of_others() {
     let old = lease(&mut pool, mac(1), T0);
     let later = T0 + 2 * LEASE_SECS;
     let fresh = pool.offer(mac(2), None, later).unwrap();
-    assert_ne!(fresh, old.ip, "expired address reused while never-used ones remain");
+    assert_ne!(
+        fresh, old.ip,
+        "expired address reused while never-used ones remain"
+    );
     assert!(pool.request(mac(2), fresh, None, later).is_ok());
 }
 
@@ -138,13 +158,20 @@ fn expired_leases_are_reused_oldest_first_when_nothing_else_is_left() {
     for n in 1..=9u16 {
         by_time.push(lease(&mut pool, mac(n), T0 + n as u64).ip);
     }
-    assert_eq!(pool.offer(mac(100), None, T0 + 10), None, "all leased and unexpired");
+    assert_eq!(
+        pool.offer(mac(100), None, T0 + 10),
+        None,
+        "all leased and unexpired"
+    );
     let after = T0 + 10 + LEASE_SECS; // all expired
     assert_eq!(pool.offer(mac(100), None, after), Some(by_time[0]));
     assert_eq!(pool.offer(mac(101), None, after), Some(by_time[1]));
     let l = pool.request(mac(100), by_time[0], None, after).unwrap();
     assert_eq!(l.mac, mac(100));
-    assert!(pool.lease_for(&mac(1)).is_none(), "the old holder's lease is gone");
+    assert!(
+        pool.lease_for(&mac(1)).is_none(),
+        "the old holder's lease is gone"
+    );
 }
 
 #[test]
@@ -157,7 +184,10 @@ fn exhausted_pool_offers_nothing() {
     }
     assert_eq!(pool.offer(mac(50), None, T0), None);
     assert_eq!(pool.offer(mac(51), Some(ip(10)), T0), None);
-    assert_eq!(pool.request(mac(50), ip(10), None, T0), Err(Nak::Taken(ip(10))));
+    assert_eq!(
+        pool.request(mac(50), ip(10), None, T0),
+        Err(Nak::Taken(ip(10)))
+    );
     assert_eq!(pool.stats(T0).free, 0);
 }
 
@@ -166,11 +196,22 @@ fn offer_is_held_for_its_client_then_lapses() {
     let f = fixture();
     let mut pool = open(&f.journal);
     assert_eq!(pool.offer(mac(1), None, T0), Some(ip(10)));
-    assert_eq!(pool.offer(mac(1), None, T0 + 1), Some(ip(10)), "repeated DISCOVER, same offer");
-    assert_eq!(pool.request(mac(2), ip(10), None, T0 + 2), Err(Nak::Taken(ip(10))));
+    assert_eq!(
+        pool.offer(mac(1), None, T0 + 1),
+        Some(ip(10)),
+        "repeated DISCOVER, same offer"
+    );
+    assert_eq!(
+        pool.request(mac(2), ip(10), None, T0 + 2),
+        Err(Nak::Taken(ip(10)))
+    );
     assert_eq!(pool.stats(T0 + 2).offered, 1);
     let lapsed = T0 + 1 + OFFER_HOLD_SECS;
-    assert_eq!(pool.offer(mac(2), None, lapsed), Some(ip(10)), "lapsed offer is free again");
+    assert_eq!(
+        pool.offer(mac(2), None, lapsed),
+        Some(ip(10)),
+        "lapsed offer is free again"
+    );
 }
 
 #[test]
@@ -178,11 +219,26 @@ fn requests_for_taken_or_foreign_addresses_are_naked() {
     let f = fixture();
     let mut pool = open(&f.journal);
     let a = lease(&mut pool, mac(1), T0);
-    assert_eq!(pool.request(mac(2), a.ip, None, T0 + 5), Err(Nak::Taken(a.ip)));
-    assert_eq!(pool.request(mac(2), Ipv4Addr::new(192, 168, 1, 5), None, T0), Err(Nak::WrongNetwork(Ipv4Addr::new(192, 168, 1, 5))));
-    assert_eq!(pool.request(mac(2), ip(255), None, T0), Err(Nak::WrongNetwork(ip(255))));
-    assert_eq!(pool.request(mac(2), ip(100), None, T0), Err(Nak::OutOfRange(ip(100))));
-    assert_eq!(pool.request(mac(2), ip(1), None, T0), Err(Nak::Taken(ip(1))));
+    assert_eq!(
+        pool.request(mac(2), a.ip, None, T0 + 5),
+        Err(Nak::Taken(a.ip))
+    );
+    assert_eq!(
+        pool.request(mac(2), Ipv4Addr::new(192, 168, 1, 5), None, T0),
+        Err(Nak::WrongNetwork(Ipv4Addr::new(192, 168, 1, 5)))
+    );
+    assert_eq!(
+        pool.request(mac(2), ip(255), None, T0),
+        Err(Nak::WrongNetwork(ip(255)))
+    );
+    assert_eq!(
+        pool.request(mac(2), ip(100), None, T0),
+        Err(Nak::OutOfRange(ip(100)))
+    );
+    assert_eq!(
+        pool.request(mac(2), ip(1), None, T0),
+        Err(Nak::Taken(ip(1)))
+    );
     // once the lease has expired another client may ask for it by name (INIT-REBOOT)
     assert!(pool.request(mac(2), a.ip, None, a.expires).is_ok());
 }
@@ -197,7 +253,11 @@ fn renewal_keeps_the_address_and_extends_it() {
     pool.flush().unwrap();
     assert_eq!(renewed.ip, first.ip);
     assert_eq!(renewed.expires, T0 + 1800 + LEASE_SECS);
-    assert_eq!(renewed.hostname.as_deref(), Some("web"), "hostname kept when the renewal omits it");
+    assert_eq!(
+        renewed.hostname.as_deref(),
+        Some("web"),
+        "hostname kept when the renewal omits it"
+    );
     assert_eq!(pool.offer(mac(1), None, T0 + 1900), Some(ip(14)));
 }
 
@@ -214,8 +274,15 @@ fn leases_survive_close_and_reopen() {
     assert_eq!(pool.lease_for(&mac(1)), Some(a.clone()));
     assert_eq!(pool.lease_for(&mac(2)), Some(b.clone()));
     assert_eq!(pool.leases_at(T0), vec![a.clone(), b.clone()]);
-    assert_eq!(pool.offer(mac(1), None, T0 + 10), Some(a.ip), "same address after restart");
-    assert_eq!(pool.request(mac(3), b.ip, None, T0 + 10), Err(Nak::Taken(b.ip)));
+    assert_eq!(
+        pool.offer(mac(1), None, T0 + 10),
+        Some(a.ip),
+        "same address after restart"
+    );
+    assert_eq!(
+        pool.request(mac(3), b.ip, None, T0 + 10),
+        Err(Nak::Taken(b.ip))
+    );
     assert_ne!(pool.offer(mac(3), None, T0 + 10), Some(b.ip));
 }
 
@@ -224,7 +291,10 @@ fn release_frees_the_address_durably() {
     let f = fixture();
     let mut pool = open(&f.journal);
     let a = lease(&mut pool, mac(1), T0);
-    assert!(!pool.release(mac(2), a.ip), "release by a stranger is ignored");
+    assert!(
+        !pool.release(mac(2), a.ip),
+        "release by a stranger is ignored"
+    );
     assert!(pool.release(mac(1), a.ip));
     pool.flush().unwrap();
     drop(pool);
@@ -238,8 +308,14 @@ fn declined_address_is_quarantined_durably() {
     let f = fixture();
     let mut pool = open(&f.journal);
     let a = lease(&mut pool, mac(1), T0);
-    assert!(!pool.decline(mac(2), a.ip, T0), "decline by a stranger is ignored");
-    assert!(!pool.decline(mac(2), ip(15), T0), "decline of an address never offered to it is ignored");
+    assert!(
+        !pool.decline(mac(2), a.ip, T0),
+        "decline by a stranger is ignored"
+    );
+    assert!(
+        !pool.decline(mac(2), ip(15), T0),
+        "decline of an address never offered to it is ignored"
+    );
     assert!(pool.decline(mac(1), a.ip, T0));
     pool.flush().unwrap();
     assert_eq!(pool.lease_for(&mac(1)), None);
@@ -247,10 +323,21 @@ fn declined_address_is_quarantined_durably() {
 
     let mut pool = open(&f.journal);
     assert_eq!(pool.stats(T0).quarantined, 1);
-    assert_ne!(pool.offer(mac(1), None, T0 + 1), Some(a.ip), "quarantined address offered again");
-    assert_eq!(pool.request(mac(3), a.ip, None, T0 + 1), Err(Nak::Taken(a.ip)));
+    assert_ne!(
+        pool.offer(mac(1), None, T0 + 1),
+        Some(a.ip),
+        "quarantined address offered again"
+    );
+    assert_eq!(
+        pool.request(mac(3), a.ip, None, T0 + 1),
+        Err(Nak::Taken(a.ip))
+    );
     let over = T0 + DECLINE_QUARANTINE_SECS;
-    assert_eq!(pool.offer(mac(4), Some(a.ip), over), Some(a.ip), "quarantine lifted after its time");
+    assert_eq!(
+        pool.offer(mac(4), Some(a.ip), over),
+        Some(a.ip),
+        "quarantine lifted after its time"
+    );
 }
 
 #[test]
@@ -298,21 +385,52 @@ fn foreign_file_is_refused_not_overwritten() {
     let f = fixture();
     fs::create_dir_all(f.journal.parent().unwrap()).unwrap();
     fs::write(&f.journal, b"# some config file\nkey = value\n").unwrap();
-    let err = Pool::open(config(&f.journal)).err().expect("opened a foreign file");
+    let err = Pool::open(config(&f.journal))
+        .err()
+        .expect("opened a foreign file");
     assert!(matches!(err, LeaseError::NotAJournal { .. }), "{err}");
     assert!(err.to_string().contains(&f.journal.display().to_string()));
-    assert_eq!(fs::read(&f.journal).unwrap(), b"# some config file\nkey = value\n");
+    assert_eq!(
+        fs::read(&f.journal).unwrap(),
+        b"# some config file\nkey = value\n"
+    );
 }
 
 /// A journal with one flush per record; returns its bytes and the length after each record.
 fn journal_with_boundaries(path: &Path) -> (Vec<u8>, Vec<u64>, Vec<Record>) {
     let records = vec![
-        Record::Lease(Lease { mac: mac(1), ip: ip(10), expires: T0 + 10, hostname: Some("alpha".into()) }),
-        Record::Lease(Lease { mac: mac(2), ip: ip(11), expires: T0 + 20, hostname: None }),
-        Record::Lease(Lease { mac: mac(1), ip: ip(10), expires: T0 + 30, hostname: Some("alpha".into()) }),
-        Record::Decline { ip: ip(13), until: T0 + 600 },
-        Record::Release { mac: mac(2), ip: ip(11) },
-        Record::Lease(Lease { mac: mac(3), ip: ip(11), expires: T0 + 40, hostname: Some("γάμμα".into()) }),
+        Record::Lease(Lease {
+            mac: mac(1),
+            ip: ip(10),
+            expires: T0 + 10,
+            hostname: Some("alpha".into()),
+        }),
+        Record::Lease(Lease {
+            mac: mac(2),
+            ip: ip(11),
+            expires: T0 + 20,
+            hostname: None,
+        }),
+        Record::Lease(Lease {
+            mac: mac(1),
+            ip: ip(10),
+            expires: T0 + 30,
+            hostname: Some("alpha".into()),
+        }),
+        Record::Decline {
+            ip: ip(13),
+            until: T0 + 600,
+        },
+        Record::Release {
+            mac: mac(2),
+            ip: ip(11),
+        },
+        Record::Lease(Lease {
+            mac: mac(3),
+            ip: ip(11),
+            expires: T0 + 40,
+            hostname: Some("γάμμα".into()),
+        }),
     ];
     let (mut store, _) = LeaseStore::open(path).unwrap();
     let mut bounds = vec![store.journal_len()];
@@ -352,19 +470,45 @@ fn journal_cut_at_every_byte_loads_exactly_the_complete_records() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cut.leases");
         fs::write(&path, &bytes[..cut]).unwrap();
-        let (mut store, report) = LeaseStore::open(&path).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
-        let complete = bounds.iter().skip(1).filter(|b| **b as usize <= cut).count();
+        let (mut store, report) =
+            LeaseStore::open(&path).unwrap_or_else(|e| panic!("cut at {cut}: {e}"));
+        let complete = bounds
+            .iter()
+            .skip(1)
+            .filter(|b| **b as usize <= cut)
+            .count();
         assert_eq!(report.records, complete, "cut at {cut}");
-        assert_eq!(state_of(&store), expected_state(&records[..complete]), "cut at {cut}");
-        let valid = if cut < header { header } else { bounds[complete] as usize };
-        assert_eq!(fs::metadata(&path).unwrap().len() as usize, valid, "cut at {cut}: torn tail not removed");
-        assert_eq!(report.dropped_bytes as usize, cut.abs_diff(valid).min(cut), "cut at {cut}");
+        assert_eq!(
+            state_of(&store),
+            expected_state(&records[..complete]),
+            "cut at {cut}"
+        );
+        let valid = if cut < header {
+            header
+        } else {
+            bounds[complete] as usize
+        };
+        assert_eq!(
+            fs::metadata(&path).unwrap().len() as usize,
+            valid,
+            "cut at {cut}: torn tail not removed"
+        );
+        let dropped = if cut < header { cut } else { cut - valid };
+        assert_eq!(report.dropped_bytes as usize, dropped, "cut at {cut}");
         // appends after the repair are found on the next open
-        store.stage(Record::Lease(Lease { mac: mac(77), ip: ip(19), expires: T0, hostname: None }));
+        store.stage(Record::Lease(Lease {
+            mac: mac(77),
+            ip: ip(19),
+            expires: T0,
+            hostname: None,
+        }));
         store.flush().unwrap();
         drop(store);
         let (store, _) = LeaseStore::open(&path).unwrap();
-        assert!(store.index().by_mac(&mac(77)).is_some(), "cut at {cut}: append after repair lost");
+        assert!(
+            store.index().by_mac(&mac(77)).is_some(),
+            "cut at {cut}: append after repair lost"
+        );
     }
 }
 
@@ -383,7 +527,11 @@ fn corrupt_byte_loads_the_prefix_before_it() {
     assert!(report.corruption.is_some());
     assert_eq!(state_of(&store), expected_state(&records[..3]));
     let saved = fs::read(format!("{}.dropped", f.journal.display())).unwrap();
-    assert_eq!(saved, bad[bounds[3] as usize..], "dropped tail kept for a post-mortem");
+    assert_eq!(
+        saved,
+        bad[bounds[3] as usize..],
+        "dropped tail kept for a post-mortem"
+    );
 }
 
 #[test]
@@ -393,7 +541,10 @@ fn compaction_keeps_every_live_lease_and_quarantine() {
     for round in 0..200u64 {
         for n in 1..=5u16 {
             let l = lease(&mut pool, mac(n), T0 + round);
-            assert_eq!(pool.request(mac(n), l.ip, None, T0 + round).map(|l| l.ip), Ok(l.ip));
+            assert_eq!(
+                pool.request(mac(n), l.ip, None, T0 + round).map(|l| l.ip),
+                Ok(l.ip)
+            );
         }
     }
     let declined = lease(&mut pool, mac(6), T0 + 300);
@@ -402,13 +553,21 @@ fn compaction_keeps_every_live_lease_and_quarantine() {
     let before = pool.journal_len();
     let leases_before = pool.leases_at(T0);
     pool.compact().unwrap();
-    assert!(pool.journal_len() < before / 50, "{} -> {}", before, pool.journal_len());
+    assert!(
+        pool.journal_len() < before / 50,
+        "{} -> {}",
+        before,
+        pool.journal_len()
+    );
     assert_eq!(pool.leases_at(T0), leases_before);
     drop(pool);
     let mut pool = open(&f.journal);
     assert_eq!(pool.leases_at(T0), leases_before);
     assert_eq!(pool.stats(T0 + 300).quarantined, 1);
-    assert_eq!(pool.request(mac(7), declined.ip, None, T0 + 301), Err(Nak::Taken(declined.ip)));
+    assert_eq!(
+        pool.request(mac(7), declined.ip, None, T0 + 301),
+        Err(Nak::Taken(declined.ip))
+    );
 }
 
 #[test]
@@ -437,21 +596,29 @@ const CHILD_MACS: u16 = 150;
 #[test]
 #[ignore = "run by acked_leases_survive_kill_9 as a child process"]
 fn crash_writer_child() {
-    let Ok(journal) = std::env::var(CHILD_ENV) else { return };
-    let round: u64 = std::env::var("PXE_LEASE_CRASH_ROUND").unwrap().parse().unwrap();
+    let Ok(journal) = std::env::var(CHILD_ENV) else {
+        return;
+    };
+    let round: u64 = std::env::var("PXE_LEASE_CRASH_ROUND")
+        .unwrap()
+        .parse()
+        .unwrap();
     let mut cfg = config(Path::new(&journal));
     cfg.range_end = ip(250);
     let mut pool = Pool::open(cfg).unwrap();
+    // compact every few hundred records, so kills also land inside compactions
+    pool.set_compaction_min_bytes(4096);
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut n: u64 = round * 7919;
     while Instant::now() < deadline {
-        let now = T0 + round * 10 + n % 7;
+        let now = T0 + round * 100_000 + n / 50; // never goes backwards
         let mut batch = Vec::new();
         let mut releases = Vec::new();
         for _ in 0..(1 + n % 8) {
             n += 1;
             let m = mac((n * 37 % CHILD_MACS as u64) as u16);
-            if n % 13 == 0 {
+            // (a release of a lease granted earlier in the same batch would follow its ACK)
+            if n.is_multiple_of(13) && batch.iter().all(|l: &Lease| l.mac != m) {
                 if let Some(l) = pool.lease_for(&m) {
                     // announce before staging: from here on the parent no longer relies on it
                     println!("RELEASING {:?}", m);
@@ -465,7 +632,11 @@ fn crash_writer_child() {
                 batch.push(l);
             }
         }
+        let before = pool.journal_len();
         pool.flush().unwrap();
+        if pool.journal_len() < before {
+            println!("COMPACTED");
+        }
         for l in batch {
             println!("ACK {:?} {} {}", l.mac, l.ip, l.expires);
         }
@@ -486,14 +657,25 @@ impl Rng {
 fn acked_leases_survive_kill_9() {
     let f = fixture();
     let exe = std::env::current_exe().unwrap();
-    let seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     let mut rng = Rng(seed | 1);
     // mac -> (ip, expires) of its last ACK; None while a release of it may be durable
     let mut acked: HashMap<String, Option<(Ipv4Addr, u64)>> = HashMap::new();
     let mut total_acks = 0;
+    let mut compactions = 0;
+    let mut history = Vec::new();
     for round in 0..8u64 {
         let mut child = Command::new(&exe)
-            .args(["crash_writer_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_writer_child",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &f.journal)
             .env("PXE_LEASE_CRASH_ROUND", round.to_string())
             .stdout(Stdio::piped())
@@ -518,6 +700,7 @@ fn acked_leases_survive_kill_9() {
         child.wait().unwrap();
         let lines = reader.join().unwrap();
         for line in &lines {
+            history.push(format!("round {round}: {line}"));
             if let Some(rest) = line.strip_prefix("ACK ") {
                 let (m, rest) = rest.split_at(rest.find(']').unwrap() + 1);
                 let mut it = rest.split_whitespace();
@@ -525,6 +708,8 @@ fn acked_leases_survive_kill_9() {
                 let expires: u64 = it.next().unwrap().parse().unwrap();
                 acked.insert(m.to_string(), Some((ip, expires)));
                 total_acks += 1;
+            } else if line == "COMPACTED" {
+                compactions += 1;
             } else if let Some(m) = line.strip_prefix("RELEASING ") {
                 acked.insert(m.to_string(), None);
             }
@@ -534,16 +719,30 @@ fn acked_leases_survive_kill_9() {
         let mut owner: HashMap<Ipv4Addr, String> = HashMap::new();
         for (m, state) in &acked {
             let Some((ip, expires)) = state else { continue };
-            let got = store.index().leases().find(|l| format!("{:?}", l.mac) == *m);
-            let got = got.unwrap_or_else(|| panic!("round {round}: ACKed lease of {m} lost"));
+            let got = store
+                .index()
+                .leases()
+                .find(|l| format!("{:?}", l.mac) == *m);
+            let got = got.unwrap_or_else(|| {
+                let seen: Vec<_> = history.iter().filter(|h| h.contains(m.as_str())).collect();
+                panic!("round {round}: ACKed lease of {m} lost; its history: {seen:#?}")
+            });
             assert_eq!(got.ip, *ip, "round {round}: {m} moved");
-            assert!(got.expires >= *expires, "round {round}: {m} lease shortened");
+            assert!(
+                got.expires >= *expires,
+                "round {round}: {m} lease shortened"
+            );
             if let Some(other) = owner.insert(*ip, m.clone()) {
                 panic!("round {round}: {ip} ACKed to {other} and {m}");
             }
         }
     }
-    assert!(total_acks > 100, "the writer barely ran ({total_acks} ACKs): the test proves nothing");
+    eprintln!("{total_acks} ACKs, {compactions} compactions seen over the kills");
+    assert!(
+        total_acks > 100,
+        "the writer barely ran ({total_acks} ACKs): the test proves nothing"
+    );
+    assert!(compactions > 0, "no compaction happened under the kills");
 }
 
 // ---------------------------------------------------------------- full disk
@@ -561,7 +760,10 @@ impl TinyFs {
             .arg(dir.path())
             .status()
             .expect("mount(8)");
-        assert!(status.success(), "mounting a tmpfs needs root (CAP_SYS_ADMIN)");
+        assert!(
+            status.success(),
+            "mounting a tmpfs needs root (CAP_SYS_ADMIN)"
+        );
         TinyFs { dir }
     }
 }
@@ -594,10 +796,14 @@ fn full_disk_fails_the_flush_clearly_and_leaves_no_half_record() {
     let mut staged = Vec::new();
     for n in 2..=9u16 {
         let offered = pool.offer(mac(n), None, T0).unwrap();
-        staged.push(pool.request(mac(n), offered, Some(&"h".repeat(200)), T0).unwrap());
+        staged.push(
+            pool.request(mac(n), offered, Some(&"h".repeat(200)), T0)
+                .unwrap(),
+        );
     }
     for _ in 0..20 {
-        pool.request(mac(2), staged[0].ip, Some(&"h".repeat(200)), T0).unwrap();
+        pool.request(mac(2), staged[0].ip, Some(&"h".repeat(200)), T0)
+            .unwrap();
     }
     let err = pool.flush().expect_err("flush on a full disk succeeded");
     assert!(err.is_disk_full(), "{err:?}");
@@ -605,7 +811,11 @@ fn full_disk_fails_the_flush_clearly_and_leaves_no_half_record() {
     assert!(msg.contains("disk full") && msg.contains("ENOSPC"), "{msg}");
     assert!(msg.contains(&journal.display().to_string()), "{msg}");
     assert!(msg.contains("free space"), "no hint in: {msg}");
-    assert_eq!(fs::metadata(&journal).unwrap().len(), len_before, "failed batch left bytes behind");
+    assert_eq!(
+        fs::metadata(&journal).unwrap().len(),
+        len_before,
+        "failed batch left bytes behind"
+    );
     // the failed batch's addresses stay reserved in memory: nobody else is offered them
     for n in 20..=21u16 {
         if let Some(got) = pool.offer(mac(n), None, T0) {
@@ -622,6 +832,10 @@ fn full_disk_fails_the_flush_clearly_and_leaves_no_half_record() {
     assert_eq!(report.dropped_bytes, 0);
     assert_eq!(store.index().by_mac(&mac(1)), Some(&durable));
     for l in &staged {
-        assert!(store.index().by_mac(&l.mac).is_none(), "un-ACKed lease of {:?} became durable", l.mac);
+        assert!(
+            store.index().by_mac(&l.mac).is_none(),
+            "un-ACKed lease of {:?} became durable",
+            l.mac
+        );
     }
 }

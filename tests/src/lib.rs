@@ -1,6 +1,10 @@
 //! Shared harness for the integration tests: network namespaces that are always deleted, the
 //! hostagent binary, and small helpers to read kernel state back independently (`ip -j`, `nft -j`).
 
+pub mod qemu;
+
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

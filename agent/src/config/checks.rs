@@ -17,7 +17,10 @@ pub(crate) struct Bad {
 }
 
 pub(crate) fn bad(message: impl Into<String>, hint: impl Into<String>) -> Bad {
-    Bad { message: message.into(), hint: hint.into() }
+    Bad {
+        message: message.into(),
+        hint: hint.into(),
+    }
 }
 
 /// Linux IFNAMSIZ is 16 including the terminating NUL.
@@ -45,7 +48,10 @@ pub(crate) fn interface_name(what: &str, name: &str) -> Result<(), Bad> {
         return Err(bad(format!("{what} name is empty"), example));
     }
     if name == "." || name == ".." {
-        return Err(bad(format!("{what} name \"{name}\" is not allowed by Linux"), example));
+        return Err(bad(
+            format!("{what} name \"{name}\" is not allowed by Linux"),
+            example,
+        ));
     }
     if name.len() > MAX_IFNAME {
         return Err(bad(
@@ -56,9 +62,16 @@ pub(crate) fn interface_name(what: &str, name: &str) -> Result<(), Bad> {
             format!("choose a shorter name such as \"{}\"", shorten_ifname(name)),
         ));
     }
-    if let Some(c) = name.chars().find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control()) {
+    if let Some(c) = name
+        .chars()
+        .find(|c| *c == '/' || *c == ':' || c.is_whitespace() || c.is_control())
+    {
         return Err(bad(
-            format!("{what} name \"{}\" contains {}, which Linux interface names cannot", name.escape_debug(), describe_char(c)),
+            format!(
+                "{what} name \"{}\" contains {}, which Linux interface names cannot",
+                name.escape_debug(),
+                describe_char(c)
+            ),
             "use letters, digits, '-', '_' or '.' only, e.g. \"br-lab\"",
         ));
     }
@@ -71,7 +84,13 @@ fn shorten_ifname(name: &str) -> String {
     while !name.is_char_boundary(end) {
         end -= 1;
     }
-    name[..end].trim_end_matches(['-', '_', '.']).to_string()
+    let cut = &name[..end];
+    // Prefer cutting at a separator ("virbr0-with-a-long-name" → "virbr0-with-a").
+    let cut = match cut.rfind(['-', '_', '.']) {
+        Some(i) if i > 0 && end < name.len() => &cut[..i],
+        _ => cut,
+    };
+    cut.to_string()
 }
 
 fn describe_char(c: char) -> String {
@@ -87,11 +106,21 @@ fn describe_char(c: char) -> String {
 pub(crate) fn network_name(name: &str) -> Result<(), Bad> {
     let hint = "use 1 to 64 letters, digits, '-', '_' or '.', e.g. \"lab\"";
     if name.is_empty() || name.len() > 64 || name == "." || name == ".." {
-        return Err(bad(format!("network name \"{}\" is not usable", name.escape_debug()), hint));
-    }
-    if let Some(c) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
         return Err(bad(
-            format!("network name \"{}\" contains {}", name.escape_debug(), describe_char(c)),
+            format!("network name \"{}\" is not usable", name.escape_debug()),
+            hint,
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
+        return Err(bad(
+            format!(
+                "network name \"{}\" contains {}",
+                name.escape_debug(),
+                describe_char(c)
+            ),
             hint,
         ));
     }
@@ -123,14 +152,20 @@ pub(crate) fn mac(text: &str) -> Result<[u8; 6], Bad> {
         ));
     }
     if out == [0; 6] {
-        return Err(bad("MAC address 00:00:00:00:00:00 is not usable", "use e.g. \"52:54:00:12:34:56\""));
+        return Err(bad(
+            "MAC address 00:00:00:00:00:00 is not usable",
+            "use e.g. \"52:54:00:12:34:56\"",
+        ));
     }
     Ok(out)
 }
 
 pub(crate) fn ipv4(text: &str) -> Result<Ipv4Addr, Bad> {
     text.parse::<Ipv4Addr>().map_err(|_| {
-        bad(format!("\"{}\" is not an IPv4 address", text.escape_debug()), "write a dotted quad such as \"192.168.122.10\"")
+        bad(
+            format!("\"{}\" is not an IPv4 address", text.escape_debug()),
+            "write a dotted quad such as \"192.168.122.10\"",
+        )
     })
 }
 
@@ -147,7 +182,10 @@ pub(crate) fn gateway_address(text: &str) -> Result<Ipv4Net, Bad> {
         }
         Err(_) => {
             return Err(bad(
-                format!("\"{}\" is not an IPv4 address with prefix length", text.escape_debug()),
+                format!(
+                    "\"{}\" is not an IPv4 address with prefix length",
+                    text.escape_debug()
+                ),
                 "write the host's gateway address on the bridge, e.g. \"192.168.122.1/24\"",
             ))
         }
@@ -162,13 +200,19 @@ pub(crate) fn gateway_address(text: &str) -> Result<Ipv4Net, Bad> {
     if net.addr() == net.network() {
         return Err(bad(
             format!("address {net} is the subnet's network address"),
-            format!("use a host address inside {}, e.g. \"{example}\"", net.trunc()),
+            format!(
+                "use a host address inside {}, e.g. \"{example}\"",
+                net.trunc()
+            ),
         ));
     }
     if net.addr() == net.broadcast() {
         return Err(bad(
             format!("address {net} is the subnet's broadcast address"),
-            format!("use a host address inside {}, e.g. \"{example}\"", net.trunc()),
+            format!(
+                "use a host address inside {}, e.g. \"{example}\"",
+                net.trunc()
+            ),
         ));
     }
     Ok(net)
@@ -202,7 +246,10 @@ pub(crate) fn hostname(text: &str) -> Result<(), Bad> {
         Ok(())
     } else {
         Err(bad(
-            format!("host name \"{}\" is not a valid host name", text.escape_debug()),
+            format!(
+                "host name \"{}\" is not a valid host name",
+                text.escape_debug()
+            ),
             "use 1 to 63 letters, digits or '-', not starting or ending with '-', e.g. \"bastion\"",
         ))
     }
@@ -229,22 +276,43 @@ pub(crate) fn domain(text: &str) -> Result<(), Bad> {
 
 /// A file served from the boot root: relative, inside the root, short enough for the BOOTP field.
 pub(crate) fn boot_file(key: &str, text: &str) -> Result<(), Bad> {
-    let example = format!("write a path relative to [network.pxe] root, e.g. {key} = \"{}\"", example_boot_file(key));
+    let example = format!(
+        "write a path relative to [network.pxe] root, e.g. {key} = \"{}\"",
+        example_boot_file(key)
+    );
     if text.is_empty() {
         return Err(bad(format!("{key} is empty"), example));
     }
     if text.starts_with('/') {
-        return Err(bad(format!("{key} \"{text}\" is an absolute path; boot files are relative to the pxe root"), example));
+        return Err(bad(
+            format!(
+                "{key} \"{text}\" is an absolute path; boot files are relative to the pxe root"
+            ),
+            example,
+        ));
     }
     if text.split('/').any(|c| c == "..") {
-        return Err(bad(format!("{key} \"{text}\" contains \"..\"; boot files must stay inside the pxe root"), example));
+        return Err(bad(
+            format!("{key} \"{text}\" contains \"..\"; boot files must stay inside the pxe root"),
+            example,
+        ));
     }
     if let Some(c) = text.chars().find(|c| c.is_control() || *c == '\\') {
-        return Err(bad(format!("{key} \"{}\" contains {}", text.escape_debug(), describe_char(c)), example));
+        return Err(bad(
+            format!(
+                "{key} \"{}\" contains {}",
+                text.escape_debug(),
+                describe_char(c)
+            ),
+            example,
+        ));
     }
     if text.len() > MAX_BOOT_FILE {
         return Err(bad(
-            format!("{key} is {} bytes; DHCP boot file names are at most {MAX_BOOT_FILE} bytes", text.len()),
+            format!(
+                "{key} is {} bytes; DHCP boot file names are at most {MAX_BOOT_FILE} bytes",
+                text.len()
+            ),
             "use a shorter path",
         ));
     }
@@ -265,15 +333,50 @@ fn example_boot_file(key: &str) -> &'static str {
 pub(crate) fn absolute_dir(key: &str, text: &str, example: &str) -> Result<PathBuf, Bad> {
     let path = Path::new(text);
     if !path.is_absolute() {
-        return Err(bad(format!("{key} \"{text}\" is not an absolute path"), format!("write an absolute path, e.g. {key} = \"{example}\"")));
+        return Err(bad(
+            format!("{key} \"{text}\" is not an absolute path"),
+            format!("write an absolute path, e.g. {key} = \"{example}\""),
+        ));
     }
     if path.components().any(|c| c == Component::ParentDir) {
-        return Err(bad(format!("{key} \"{text}\" contains \"..\""), format!("write the path without \"..\", e.g. {key} = \"{example}\"")));
+        return Err(bad(
+            format!("{key} \"{text}\" contains \"..\""),
+            format!("write the path without \"..\", e.g. {key} = \"{example}\""),
+        ));
     }
     if text.chars().any(char::is_control) {
-        return Err(bad(format!("{key} \"{}\" contains a control character", text.escape_debug()), format!("e.g. {key} = \"{example}\"")));
+        return Err(bad(
+            format!(
+                "{key} \"{}\" contains a control character",
+                text.escape_debug()
+            ),
+            format!("e.g. {key} = \"{example}\""),
+        ));
     }
     Ok(path.to_path_buf())
+}
+
+/// A directory served to every guest must not expose the whole host or the agent's own state
+/// (lease journals list every guest's MAC and address).
+pub(crate) fn served_root(root: PathBuf, state_dir: Option<&Path>) -> Result<PathBuf, Bad> {
+    let hint = "serve a directory of its own, e.g. root = \"/var/lib/hostagent/boot\"";
+    if root.parent().is_none() {
+        return Err(bad(
+            "root = \"/\" would serve the whole host file system to guests",
+            hint,
+        ));
+    }
+    if let Some(state) = state_dir.filter(|s| s.starts_with(&root)) {
+        return Err(bad(
+            format!(
+                "root {} contains state_dir {}, whose lease files must not be served",
+                root.display(),
+                state.display()
+            ),
+            hint,
+        ));
+    }
+    Ok(root)
 }
 
 pub(crate) fn sysctl_key(key: &str) -> Result<(), Bad> {
@@ -286,10 +389,15 @@ pub(crate) fn sysctl_key(key: &str) -> Result<(), Bad> {
     if key.contains('/') {
         return Err(bad(
             format!("sysctl key \"{key}\" uses '/' separators"),
-            format!("write it with dots, e.g. \"{}\"", key.trim_matches('/').replace('/', ".")),
+            format!(
+                "write it with dots, e.g. \"{}\"",
+                key.trim_matches('/').replace('/', ".")
+            ),
         ));
     }
-    let charset_ok = key.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
+    let charset_ok = key
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b'-'));
     if !charset_ok || !key.contains('.') || key.split('.').any(str::is_empty) {
         return Err(bad(
             format!("\"{}\" is not a sysctl key", key.escape_debug()),
@@ -302,7 +410,10 @@ pub(crate) fn sysctl_key(key: &str) -> Result<(), Bad> {
 pub(crate) fn sysctl_text(text: &str) -> Result<(), Bad> {
     if text.is_empty() || text.chars().any(char::is_control) {
         return Err(bad(
-            format!("sysctl value \"{}\" is empty or contains a control character", text.escape_debug()),
+            format!(
+                "sysctl value \"{}\" is empty or contains a control character",
+                text.escape_debug()
+            ),
             "write the value as the kernel expects it, e.g. 1 or \"4096 87380 6291456\"",
         ));
     }
@@ -311,9 +422,17 @@ pub(crate) fn sysctl_text(text: &str) -> Result<(), Bad> {
 
 pub(crate) fn lease_time(text: &str) -> Result<Duration, Bad> {
     let hint = "write a duration with units s, m, h, d, e.g. \"12h\" or \"1h30m\" (at least 60s)";
-    let d = parse_duration(text).map_err(|why| bad(format!("lease_time \"{}\": {why}", text.escape_debug()), hint))?;
+    let d = parse_duration(text).map_err(|why| {
+        bad(
+            format!("lease_time \"{}\": {why}", text.escape_debug()),
+            hint,
+        )
+    })?;
     if d < MIN_LEASE_TIME {
-        return Err(bad(format!("lease_time \"{text}\" is shorter than 60s"), hint));
+        return Err(bad(
+            format!("lease_time \"{text}\" is shorter than 60s"),
+            hint,
+        ));
     }
     Ok(d)
 }
@@ -326,21 +445,46 @@ mod tests {
     fn interface_names_follow_the_kernel_rules() {
         assert!(interface_name("bridge", "virbr0").is_ok());
         assert!(interface_name("bridge", "a23456789012345").is_ok());
-        for bad_name in ["", ".", "..", "a234567890123456", "br/0", "br 0", "br:0", "br\t0"] {
-            assert!(interface_name("bridge", bad_name).is_err(), "{bad_name:?} accepted");
+        for bad_name in [
+            "",
+            ".",
+            "..",
+            "a234567890123456",
+            "br/0",
+            "br 0",
+            "br:0",
+            "br\t0",
+        ] {
+            assert!(
+                interface_name("bridge", bad_name).is_err(),
+                "{bad_name:?} accepted"
+            );
         }
     }
 
     #[test]
     fn shortened_suggestion_fits() {
         let s = shorten_ifname("virbr0-with-a-long-name");
-        assert!(s.len() <= MAX_IFNAME && interface_name("bridge", &s).is_ok(), "{s}");
+        assert!(
+            s.len() <= MAX_IFNAME && interface_name("bridge", &s).is_ok(),
+            "{s}"
+        );
     }
 
     #[test]
     fn macs_must_be_unicast_colon_hex() {
-        assert_eq!(mac("52:54:00:D6:29:4c"), Ok([0x52, 0x54, 0, 0xd6, 0x29, 0x4c]));
-        for m in ["52:54:00:d6:29", "52-54-00-d6-29-4c", "01:00:5e:00:00:01", "00:00:00:00:00:00", "5:54:00:d6:29:4c", "+5:54:00:d6:29:4c"] {
+        assert_eq!(
+            mac("52:54:00:D6:29:4c"),
+            Ok([0x52, 0x54, 0, 0xd6, 0x29, 0x4c])
+        );
+        for m in [
+            "52:54:00:d6:29",
+            "52-54-00-d6-29-4c",
+            "01:00:5e:00:00:01",
+            "00:00:00:00:00:00",
+            "5:54:00:d6:29:4c",
+            "+5:54:00:d6:29:4c",
+        ] {
             assert!(mac(m).is_err(), "{m} accepted");
         }
     }
@@ -351,14 +495,24 @@ mod tests {
         assert!(gateway_address("10.0.0.0/24").is_err());
         assert!(gateway_address("10.0.0.255/24").is_err());
         assert!(gateway_address("10.0.0.1/31").is_err());
-        assert!(gateway_address("10.0.0.1").unwrap_err().hint.contains("10.0.0.1/24"));
+        assert!(gateway_address("10.0.0.1")
+            .unwrap_err()
+            .hint
+            .contains("10.0.0.1/24"));
     }
 
     #[test]
     fn boot_files_stay_inside_the_root() {
         assert!(boot_file("bios", "undionly.kpxe").is_ok());
         assert!(boot_file("bios", "x86/undionly.kpxe").is_ok());
-        for f in ["", "/srv/undionly.kpxe", "../x", "a/../../x", "a\\b", &"x".repeat(128)] {
+        for f in [
+            "",
+            "/srv/undionly.kpxe",
+            "../x",
+            "a/../../x",
+            "a\\b",
+            &"x".repeat(128),
+        ] {
             assert!(boot_file("bios", f).is_err(), "{f} accepted");
         }
     }
@@ -367,7 +521,16 @@ mod tests {
     fn sysctl_keys_are_dotted_and_ip_forward_is_refused() {
         assert!(sysctl_key("vm.max_map_count").is_ok());
         assert!(sysctl_key("net.ipv4.conf.br-lab.rp_filter").is_ok());
-        for k in ["vm", "VM.x", "vm..x", ".vm.x", "vm.x.", "vm x", "net.ipv4.ip_forward", "vm/x"] {
+        for k in [
+            "vm",
+            "VM.x",
+            "vm..x",
+            ".vm.x",
+            "vm.x.",
+            "vm x",
+            "net.ipv4.ip_forward",
+            "vm/x",
+        ] {
             assert!(sysctl_key(k).is_err(), "{k} accepted");
         }
     }

@@ -31,10 +31,14 @@ impl Model {
         let mut resolvers: Option<Vec<Ipv4Addr>> = None;
         let mut out = Vec::new();
         for n in &self.networks {
-            let (Some(d), Some(address)) = (&n.dhcp, n.address) else { continue };
+            let (Some(d), Some(address)) = (&n.dhcp, n.address) else {
+                continue;
+            };
             let dns = match &d.dns {
                 Some(dns) => dns.clone(),
-                None => resolvers.get_or_insert_with(|| host_resolvers(&host.path("/etc/resolv.conf"))).clone(),
+                None => resolvers
+                    .get_or_insert_with(|| host_resolvers(&host.path("/etc/resolv.conf")))
+                    .clone(),
             };
             out.push(DhcpConfig {
                 network: n.name.clone(),
@@ -51,7 +55,13 @@ impl Model {
                 hosts: d
                     .hosts
                     .iter()
-                    .map(|h| StaticHost { mac: h.mac, ip: h.ip, name: h.name.clone(), boot: h.boot.clone(), script: h.script.clone() })
+                    .map(|h| StaticHost {
+                        mac: h.mac,
+                        ip: h.ip,
+                        name: h.name.clone(),
+                        boot: h.boot.clone(),
+                        script: h.script.clone(),
+                    })
                     .collect(),
                 boot: n.pxe.as_ref().map(|p| BootConfig {
                     root: host.path(&p.root),
@@ -75,14 +85,24 @@ impl Model {
             .iter()
             .filter_map(|n| {
                 let (p, gw) = (n.pxe.as_ref()?, n.gateway()?);
-                Some((FileServiceConfig { network: n.name.clone(), listen: gw, root: host.path(&p.root) }, p.http_port))
+                Some((
+                    FileServiceConfig {
+                        network: n.name.clone(),
+                        listen: gw,
+                        root: host.path(&p.root),
+                    },
+                    p.http_port,
+                ))
             })
             .collect()
     }
 
     /// ROOT/state_dir/leases/<network>.journal
     pub fn lease_file(&self, root: &Path, network: &str) -> PathBuf {
-        self.host(root).state_path().join("leases").join(format!("{network}.journal"))
+        self.host(root)
+            .state_path()
+            .join("leases")
+            .join(format!("{network}.journal"))
     }
 }
 
@@ -109,7 +129,9 @@ fn network_spec(n: &Network) -> NetworkSpec {
 /// IPv4 `nameserver` lines of a resolv.conf, without loopback (a local stub resolver such as
 /// systemd-resolved's 127.0.0.53 is unreachable from guests) or unspecified addresses.
 pub fn host_resolvers(resolv_conf: &Path) -> Vec<Ipv4Addr> {
-    let Ok(text) = std::fs::read_to_string(resolv_conf) else { return Vec::new() };
+    let Ok(text) = std::fs::read_to_string(resolv_conf) else {
+        return Vec::new();
+    };
     parse_resolvers(&text)
 }
 

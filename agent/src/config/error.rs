@@ -16,7 +16,11 @@ pub(crate) struct Problem {
 
 impl Problem {
     pub fn new(span: Range<usize>, message: impl Into<String>) -> Self {
-        Problem { span, message: message.into(), hint: None }
+        Problem {
+            span,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -26,7 +30,8 @@ impl Problem {
 }
 
 /// A problem placed in its file: 1-based line and column (columns count characters).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializable for `check --json`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Diagnostic {
     pub file: PathBuf,
     pub line: usize,
@@ -38,13 +43,26 @@ pub struct Diagnostic {
 impl Diagnostic {
     pub(crate) fn locate(file: &Path, text: &str, problem: Problem) -> Self {
         let (line, column) = line_column(text, problem.span.start);
-        Diagnostic { file: file.to_path_buf(), line, column, message: problem.message, hint: problem.hint }
+        Diagnostic {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message: problem.message,
+            hint: problem.hint,
+        }
     }
 }
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: error: {}", self.file.display(), self.line, self.column, self.message)?;
+        write!(
+            f,
+            "{}:{}:{}: error: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )?;
         if let Some(hint) = &self.hint {
             write!(f, "\n  hint: {hint}")?;
         }

@@ -22,20 +22,34 @@ use std::path::Path;
 
 pub use convert::host_resolvers;
 pub use error::{ConfigError, Diagnostic};
-pub use model::{Dhcp, DhcpDefaults, Mode, Model, Network, Pxe, StaticHost, DEFAULT_LEASE_TIME, DEFAULT_STATE_DIR, MIN_LEASE_TIME};
+pub use model::{
+    Dhcp, DhcpDefaults, Mode, Model, Network, Pxe, StaticHost, DEFAULT_LEASE_TIME,
+    DEFAULT_STATE_DIR, MIN_LEASE_TIME,
+};
 pub use units::parse_duration;
 
 /// Reads and checks a config file. Nothing on the host is touched.
 pub fn load(path: &Path) -> Result<Model, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable { path: path.to_path_buf(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Unreadable {
+        path: path.to_path_buf(),
+        source,
+    })?;
     parse(&text, path)
 }
 
 /// Checks config text; `path` is used in messages and recorded as `Model::source`.
 pub fn parse(text: &str, path: &Path) -> Result<Model, ConfigError> {
-    let locate = |problems: Vec<error::Problem>| {
-        ConfigError::Invalid(problems.into_iter().map(|p| error::Diagnostic::locate(path, text, p)).collect())
+    let locate = |mut problems: Vec<error::Problem>| {
+        // Checks run section by section; report in file order, as a reader goes through it.
+        problems.sort_by_key(|p| p.span.start);
+        ConfigError::Invalid(
+            problems
+                .into_iter()
+                .map(|p| error::Diagnostic::locate(path, text, p))
+                .collect(),
+        )
     };
-    let file: wire::File = toml::from_str(text).map_err(|e| locate(vec![toml_error::problem(&e, text)]))?;
+    let file: wire::File =
+        toml::from_str(text).map_err(|e| locate(vec![toml_error::problem(&e, text)]))?;
     validate::validate(file, text, path).map_err(locate)
 }

@@ -22,7 +22,15 @@ pub(crate) fn problem(e: &toml::de::Error, text: &str) -> Problem {
     if let Some(rest) = message.strip_prefix("missing field ") {
         let key = rest.trim_matches('`');
         let example = key_example(key).unwrap_or_else(|| format!("{key} = ..."));
-        return Problem::new(span, format!("missing key `{key}` in this table")).hint(format!("add {example}"));
+        return Problem::new(span, format!("missing key `{key}` in this table"))
+            .hint(format!("add {example}"));
+    }
+    if message == "duplicate key" {
+        return Problem::new(span, "duplicate key")
+            .hint("each key may appear once per table; remove one of them");
+    }
+    if let Some(hint) = header_hint(text, span.start) {
+        return Problem::new(span, message.to_string()).hint(hint);
     }
     let hint = match key_at(text, span.start).and_then(|k| key_example(&k).map(|ex| (k, ex))) {
         Some((_, example)) => format!("write it like {example}"),
@@ -68,12 +76,30 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-/// The key of a `key = value` line whose value starts at `offset`.
+/// The key of a `key = value` line whose value (or an element of it) starts at `offset`.
 fn key_at(text: &str, offset: usize) -> Option<String> {
     let before = text.get(..offset)?;
     let line = &before[before.rfind('\n').map_or(0, |i| i + 1)..];
-    let key = line.trim_end().strip_suffix('=')?.trim();
-    Some(key.trim_matches('"').to_string())
+    let (key, _) = line.split_once('=')?;
+    Some(key.trim().trim_matches('"').to_string())
+}
+
+/// A type error reported at a table header usually means single vs double brackets got mixed up.
+fn header_hint(text: &str, offset: usize) -> Option<String> {
+    const ARRAYS: [&str; 2] = ["network", "network.dhcp.host"];
+    const TABLES: [&str; 5] = ["sysctl", "vhost_net", "dhcp", "network.dhcp", "network.pxe"];
+    let rest = text.get(offset..)?;
+    let line = rest.lines().next()?.split('#').next()?.trim();
+    if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
+        let name = name.trim();
+        return TABLES.contains(&name).then(|| {
+            format!("write [{name}] (single brackets): there is only one [{name}] per table")
+        });
+    }
+    let name = line.strip_prefix('[')?.strip_suffix(']')?.trim();
+    ARRAYS
+        .contains(&name)
+        .then(|| format!("write [[{name}]] (double brackets): each [[{name}]] adds one entry"))
 }
 
 /// How each key is written, for hints.
@@ -114,7 +140,10 @@ mod tests {
 
     #[test]
     fn typo_suggestions_are_close_only() {
-        let valid: Vec<String> = ["name", "mode", "bridge", "address"].iter().map(|s| s.to_string()).collect();
+        let valid: Vec<String> = ["name", "mode", "bridge", "address"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         assert_eq!(closest("adress", &valid), Some("address"));
         assert_eq!(closest("brigde", &valid), Some("bridge"));
         assert_eq!(closest("zzzzzz", &valid), None);
@@ -123,7 +152,24 @@ mod tests {
     #[test]
     fn key_at_finds_the_key_of_a_value() {
         let text = "a = 1\n  mtu = \"x\"\n";
-        assert_eq!(key_at(text, text.find('"').expect("quote")), Some("mtu".to_string()));
+        assert_eq!(
+            key_at(text, text.find('"').expect("quote")),
+            Some("mtu".to_string())
+        );
         assert_eq!(key_at(text, 0), None);
+        let text = "dns = [\"1.1.1.1\", 5]";
+        assert_eq!(
+            key_at(text, text.find('5').expect("5")),
+            Some("dns".to_string())
+        );
+    }
+
+    #[test]
+    fn bracket_mixups_get_a_hint() {
+        let hint = |t: &str| header_hint(t, 0).unwrap_or_default();
+        assert!(hint("[network]\nname = 1").contains("[[network]]"));
+        assert!(hint("[[network.dhcp]] # x").contains("write [network.dhcp]"));
+        assert!(hint("[network.dhcp.host]").contains("[[network.dhcp.host]]"));
+        assert_eq!(header_hint("[sysctl]", 0), None);
     }
 }

@@ -14,18 +14,30 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut rest = text;
     let mut next_unit = 0; // index into UNITS: units must come in decreasing order
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if digits == 0 {
             return Err(format!("expected a number at \"{rest}\""));
         }
-        let number: u64 = rest[..digits].parse().map_err(|_| format!("number \"{}\" is too large", &rest[..digits]))?;
-        let unit = rest[digits..].chars().next().ok_or_else(|| format!("\"{}\" has no unit (s, m, h or d)", &rest[..digits]))?;
-        let pos = UNITS.iter().position(|(u, _)| *u == unit).ok_or_else(|| format!("unknown unit '{unit}' (use s, m, h or d)"))?;
+        let number: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("number \"{}\" is too large", &rest[..digits]))?;
+        let unit = rest[digits..]
+            .chars()
+            .next()
+            .ok_or_else(|| format!("\"{}\" has no unit (s, m, h or d)", &rest[..digits]))?;
+        let pos = UNITS
+            .iter()
+            .position(|(u, _)| *u == unit)
+            .ok_or_else(|| format!("unknown unit '{unit}' (use s, m, h or d)"))?;
         if pos < next_unit {
             return Err(format!("unit '{unit}' is repeated or out of order (write the largest unit first, e.g. \"1h30m\")"));
         }
         next_unit = pos + 1;
-        let part = number.checked_mul(UNITS[pos].1).ok_or("duration is too large")?;
+        let part = number
+            .checked_mul(UNITS[pos].1)
+            .ok_or("duration is too large")?;
         total = total.checked_add(part).ok_or("duration is too large")?;
         rest = &rest[digits + unit.len_utf8()..];
     }
@@ -41,7 +53,10 @@ mod tests {
         assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
         assert_eq!(parse_duration("12h"), Ok(Duration::from_secs(12 * 3600)));
         assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
-        assert_eq!(parse_duration("1d2h3m4s"), Ok(Duration::from_secs(86_400 + 7200 + 180 + 4)));
+        assert_eq!(
+            parse_duration("1d2h3m4s"),
+            Ok(Duration::from_secs(86_400 + 7200 + 180 + 4))
+        );
     }
 
     #[test]

@@ -90,16 +90,19 @@ pub struct Pxe {
 }
 
 /// A sysctl value: TOML integer or string (booleans are not accepted: the kernel wants 0/1).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An unquoted dotted key (`vm.max_map_count = 1`) is a nested table in TOML; `Table` keeps it so
+/// validation can join the parts back into the dotted name.
+#[derive(Debug, PartialEq, Eq)]
 pub enum SysctlValue {
     Integer(i64),
     Text(String),
+    Table(BTreeMap<S<String>, S<SysctlValue>>),
 }
 
 impl<'de> Deserialize<'de> for SysctlValue {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct V;
-        impl Visitor<'_> for V {
+        impl<'de> Visitor<'de> for V {
             type Value = SysctlValue;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
                 f.write_str("an integer or a string")
@@ -108,10 +111,19 @@ impl<'de> Deserialize<'de> for SysctlValue {
                 Ok(SysctlValue::Integer(v))
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<SysctlValue, E> {
-                i64::try_from(v).map(SysctlValue::Integer).map_err(|_| E::custom("integer too large"))
+                i64::try_from(v)
+                    .map(SysctlValue::Integer)
+                    .map_err(|_| E::custom("integer too large"))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<SysctlValue, E> {
                 Ok(SysctlValue::Text(v.to_owned()))
+            }
+            fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<SysctlValue, A::Error> {
+                let mut out = BTreeMap::new();
+                while let Some((k, v)) = map.next_entry::<S<String>, S<SysctlValue>>()? {
+                    out.insert(k, v);
+                }
+                Ok(SysctlValue::Table(out))
             }
         }
         deserializer.deserialize_any(V)

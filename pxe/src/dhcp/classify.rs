@@ -91,7 +91,9 @@ pub fn classify_raw(
     let vendor = vendor_class.unwrap_or_default();
     let arch = arches.first().copied();
     if vendor.starts_with(b"HTTPClient") || arch.is_some_and(|a| HTTP_ARCHES.contains(&a)) {
-        return ClientKind::UefiHttp { arch: arch.or_else(|| vendor_arch(vendor)) };
+        return ClientKind::UefiHttp {
+            arch: arch.or_else(|| vendor_arch(vendor)),
+        };
     }
     let pxe_vendor = vendor.starts_with(b"PXEClient");
     // Option 93 alone is enough: it is only defined for PXE clients.
@@ -158,43 +160,90 @@ mod tests {
 
     #[test]
     fn real_packets() {
-        assert_eq!(kind_of(pk::OVMF_DISCOVER), ClientKind::UefiPxe(UefiArch::X64));
+        assert_eq!(
+            kind_of(pk::OVMF_DISCOVER),
+            ClientKind::UefiPxe(UefiArch::X64)
+        );
         assert_eq!(kind_of(pk::IPXE_ROM_DISCOVER), ClientKind::Ipxe);
         assert_eq!(kind_of(pk::UDHCPC_DISCOVER), ClientKind::Plain);
         assert_eq!(kind_of(pk::DHCLIENT_DISCOVER), ClientKind::Plain);
-        assert_eq!(kind_of(pk::HTTP_DISCOVER), ClientKind::UefiHttp { arch: Some(16) });
+        assert_eq!(
+            kind_of(pk::HTTP_DISCOVER),
+            ClientKind::UefiHttp { arch: Some(16) }
+        );
     }
 
     #[test]
     fn ovmf_packet_fields() {
         let msg = decode(&pk::bytes(pk::OVMF_DISCOVER)).unwrap();
         assert_eq!(msg.client_arch, vec![7]);
-        assert!(msg.vendor_class.as_deref().unwrap().starts_with(b"PXEClient:Arch:00007:UNDI:003000"));
+        assert!(msg
+            .vendor_class
+            .as_deref()
+            .unwrap()
+            .starts_with(b"PXEClient:Arch:00007:UNDI:003000"));
         assert_eq!(msg.client_uuid.as_ref().map(Vec::len), Some(17));
         assert!(!msg.ipxe_encap);
     }
 
     #[test]
     fn raw_table() {
-        let t = |encap, uc: Option<&[u8]>, vc: Option<&[u8]>, a: &[u16]| classify_raw(encap, uc, vc, a);
-        assert_eq!(t(true, None, Some(b"PXEClient:Arch:00000"), &[0]), ClientKind::Ipxe);
+        let t =
+            |encap, uc: Option<&[u8]>, vc: Option<&[u8]>, a: &[u16]| classify_raw(encap, uc, vc, a);
+        assert_eq!(
+            t(true, None, Some(b"PXEClient:Arch:00000"), &[0]),
+            ClientKind::Ipxe
+        );
         assert_eq!(t(false, Some(b"iPXE"), None, &[7]), ClientKind::Ipxe);
         assert_eq!(t(false, Some(b"\x04iPXE"), None, &[]), ClientKind::Ipxe);
         assert_eq!(t(false, Some(b"\x05other"), None, &[]), ClientKind::Plain);
         assert_eq!(t(false, Some(b"\x09"), None, &[]), ClientKind::Plain);
-        assert_eq!(t(false, None, Some(b"HTTPClient:Arch:00016:UNDI:003001"), &[]), ClientKind::UefiHttp { arch: Some(16) });
-        assert_eq!(t(false, None, None, &[19]), ClientKind::UefiHttp { arch: Some(19) });
-        assert_eq!(t(false, None, Some(b"HTTPClient"), &[]), ClientKind::UefiHttp { arch: None });
-        assert_eq!(t(false, None, Some(b"PXEClient:Arch:00007:UNDI:003000"), &[7]), ClientKind::UefiPxe(UefiArch::X64));
-        assert_eq!(t(false, None, None, &[9]), ClientKind::UefiPxe(UefiArch::X64));
-        assert_eq!(t(false, None, None, &[11]), ClientKind::UefiPxe(UefiArch::Arm64));
-        assert_eq!(t(false, None, None, &[6]), ClientKind::UefiPxe(UefiArch::Ia32));
-        assert_eq!(t(false, None, None, &[10]), ClientKind::UefiPxe(UefiArch::Arm32));
-        assert_eq!(t(false, None, Some(b"PXEClient:Arch:00000:UNDI:002001"), &[0]), ClientKind::BiosPxe);
+        assert_eq!(
+            t(false, None, Some(b"HTTPClient:Arch:00016:UNDI:003001"), &[]),
+            ClientKind::UefiHttp { arch: Some(16) }
+        );
+        assert_eq!(
+            t(false, None, None, &[19]),
+            ClientKind::UefiHttp { arch: Some(19) }
+        );
+        assert_eq!(
+            t(false, None, Some(b"HTTPClient"), &[]),
+            ClientKind::UefiHttp { arch: None }
+        );
+        assert_eq!(
+            t(false, None, Some(b"PXEClient:Arch:00007:UNDI:003000"), &[7]),
+            ClientKind::UefiPxe(UefiArch::X64)
+        );
+        assert_eq!(
+            t(false, None, None, &[9]),
+            ClientKind::UefiPxe(UefiArch::X64)
+        );
+        assert_eq!(
+            t(false, None, None, &[11]),
+            ClientKind::UefiPxe(UefiArch::Arm64)
+        );
+        assert_eq!(
+            t(false, None, None, &[6]),
+            ClientKind::UefiPxe(UefiArch::Ia32)
+        );
+        assert_eq!(
+            t(false, None, None, &[10]),
+            ClientKind::UefiPxe(UefiArch::Arm32)
+        );
+        assert_eq!(
+            t(false, None, Some(b"PXEClient:Arch:00000:UNDI:002001"), &[0]),
+            ClientKind::BiosPxe
+        );
         assert_eq!(t(false, None, Some(b"PXEClient"), &[]), ClientKind::BiosPxe);
-        assert_eq!(t(false, None, Some(b"PXEClient:Arch:00007"), &[]), ClientKind::UefiPxe(UefiArch::X64));
+        assert_eq!(
+            t(false, None, Some(b"PXEClient:Arch:00007"), &[]),
+            ClientKind::UefiPxe(UefiArch::X64)
+        );
         assert_eq!(t(false, None, None, &[2]), ClientKind::OtherPxe { arch: 2 });
-        assert_eq!(t(false, None, Some(b"udhcp 1.35.0"), &[]), ClientKind::Plain);
+        assert_eq!(
+            t(false, None, Some(b"udhcp 1.35.0"), &[]),
+            ClientKind::Plain
+        );
         assert_eq!(t(false, None, None, &[]), ClientKind::Plain);
     }
 }

@@ -49,12 +49,19 @@ pub fn boot_reply(
     let boot = boot?;
     let host_boot = host.and_then(|h| h.boot.as_deref());
     let http = |file: &str| -> Option<String> {
-        boot.http_port.map(|port| format!("http://{server_ip}:{port}/{}", file.trim_start_matches('/')))
+        boot.http_port
+            .map(|port| format!("http://{server_ip}:{port}/{}", file.trim_start_matches('/')))
     };
     let (file, vendor_class, vendor_options) = match kind {
         ClientKind::Ipxe => {
-            let script = host.and_then(|h| h.script.as_deref()).or(boot.script.as_deref())?;
-            (http(script).unwrap_or_else(|| script.to_string()), None, None)
+            let script = host
+                .and_then(|h| h.script.as_deref())
+                .or(boot.script.as_deref())?;
+            (
+                http(script).unwrap_or_else(|| script.to_string()),
+                None,
+                None,
+            )
         }
         ClientKind::UefiHttp { arch } => {
             let file = host_boot.or(match arch {
@@ -71,15 +78,27 @@ pub fn boot_reply(
                 UefiArch::Ia32 | UefiArch::Arm32 => None,
             };
             let file = host_boot.or(default)?;
-            (file.to_string(), Some("PXEClient"), Some(PXE_VENDOR_OPTIONS.to_vec()))
+            (
+                file.to_string(),
+                Some("PXEClient"),
+                Some(PXE_VENDOR_OPTIONS.to_vec()),
+            )
         }
         ClientKind::BiosPxe => {
             let file = host_boot.or(boot.bios.as_deref())?;
-            (file.to_string(), Some("PXEClient"), Some(PXE_VENDOR_OPTIONS.to_vec()))
+            (
+                file.to_string(),
+                Some("PXEClient"),
+                Some(PXE_VENDOR_OPTIONS.to_vec()),
+            )
         }
         ClientKind::OtherPxe { .. } => {
             let file = host_boot?;
-            (file.to_string(), Some("PXEClient"), Some(PXE_VENDOR_OPTIONS.to_vec()))
+            (
+                file.to_string(),
+                Some("PXEClient"),
+                Some(PXE_VENDOR_OPTIONS.to_vec()),
+            )
         }
         ClientKind::Plain => return None,
     };
@@ -139,14 +158,29 @@ mod tests {
         let s = |v: &str| Some(v.to_string());
         let rows: Vec<(ClientKind, &BootConfig, Option<&StaticHost>, Option<String>)> = vec![
             (ClientKind::Ipxe, &tftp, None, s("boot.ipxe")),
-            (ClientKind::Ipxe, &web, None, s("http://10.77.0.1:8069/boot.ipxe")),
-            (ClientKind::Ipxe, &web, Some(&over), s("http://10.77.0.1:8069/host.ipxe")),
+            (
+                ClientKind::Ipxe,
+                &web,
+                None,
+                s("http://10.77.0.1:8069/boot.ipxe"),
+            ),
+            (
+                ClientKind::Ipxe,
+                &web,
+                Some(&over),
+                s("http://10.77.0.1:8069/host.ipxe"),
+            ),
             (ClientKind::Ipxe, &tftp, Some(&over), s("host.ipxe")),
             (ClientKind::Ipxe, &tftp, Some(&plain_host), s("boot.ipxe")),
             (ClientKind::BiosPxe, &tftp, None, s("undionly.kpxe")),
             (ClientKind::BiosPxe, &web, None, s("undionly.kpxe")),
             (ClientKind::BiosPxe, &tftp, Some(&over), s("custom.efi")),
-            (ClientKind::BiosPxe, &tftp, Some(&plain_host), s("undionly.kpxe")),
+            (
+                ClientKind::BiosPxe,
+                &tftp,
+                Some(&plain_host),
+                s("undionly.kpxe"),
+            ),
             (x64, &tftp, None, s("ipxe.efi")),
             (x64, &tftp, Some(&over), s("custom.efi")),
             (arm, &tftp, None, s("ipxe-arm64.efi")),
@@ -154,22 +188,49 @@ mod tests {
             (ia32, &tftp, None, None),
             (ia32, &tftp, Some(&over), s("custom.efi")),
             (http16, &web, None, s("http://10.77.0.1:8069/ipxe.efi")),
-            (http19, &web, None, s("http://10.77.0.1:8069/ipxe-arm64.efi")),
-            (http16, &web, Some(&over), s("http://10.77.0.1:8069/custom.efi")),
+            (
+                http19,
+                &web,
+                None,
+                s("http://10.77.0.1:8069/ipxe-arm64.efi"),
+            ),
+            (
+                http16,
+                &web,
+                Some(&over),
+                s("http://10.77.0.1:8069/custom.efi"),
+            ),
             (http16, &tftp, None, None), // HTTP boot needs the HTTP server
             (ClientKind::OtherPxe { arch: 2 }, &tftp, None, None),
-            (ClientKind::OtherPxe { arch: 2 }, &tftp, Some(&over), s("custom.efi")),
+            (
+                ClientKind::OtherPxe { arch: 2 },
+                &tftp,
+                Some(&over),
+                s("custom.efi"),
+            ),
             (ClientKind::Plain, &tftp, None, None),
             (ClientKind::Plain, &tftp, Some(&over), None),
         ];
         for (kind, b, h, want) in rows {
-            assert_eq!(file(kind, b, h), want, "{kind:?} http={:?} host={h:?}", b.http_port);
+            assert_eq!(
+                file(kind, b, h),
+                want,
+                "{kind:?} http={:?} host={h:?}",
+                b.http_port
+            );
         }
     }
 
     #[test]
     fn unconfigured_kinds_get_no_boot_reply() {
-        let empty = BootConfig { root: "/b".into(), bios: None, uefi: None, arm64: None, script: None, http_port: Some(80) };
+        let empty = BootConfig {
+            root: "/b".into(),
+            bios: None,
+            uefi: None,
+            arm64: None,
+            script: None,
+            http_port: Some(80),
+        };
         for kind in [
             ClientKind::Ipxe,
             ClientKind::BiosPxe,
@@ -177,8 +238,16 @@ mod tests {
             ClientKind::UefiPxe(UefiArch::Arm64),
             ClientKind::UefiHttp { arch: Some(16) },
         ] {
-            assert_eq!(boot_reply(&kind, Some(&empty), None, IP, None), None, "{kind:?}");
-            assert_eq!(boot_reply(&kind, None, None, IP, None), None, "{kind:?} without [pxe]");
+            assert_eq!(
+                boot_reply(&kind, Some(&empty), None, IP, None),
+                None,
+                "{kind:?}"
+            );
+            assert_eq!(
+                boot_reply(&kind, None, None, IP, None),
+                None,
+                "{kind:?} without [pxe]"
+            );
         }
     }
 
@@ -186,7 +255,14 @@ mod tests {
     fn pxe_options_per_kind() {
         let b = boot(Some(8069));
         let uuid = [0u8; 17];
-        let r = boot_reply(&ClientKind::UefiPxe(UefiArch::X64), Some(&b), None, IP, Some(&uuid)).unwrap();
+        let r = boot_reply(
+            &ClientKind::UefiPxe(UefiArch::X64),
+            Some(&b),
+            None,
+            IP,
+            Some(&uuid),
+        )
+        .unwrap();
         assert_eq!(r.siaddr, IP);
         assert_eq!(r.server_name, "10.77.0.1");
         assert_eq!(r.vendor_class, Some("PXEClient"));
@@ -198,13 +274,23 @@ mod tests {
         assert!(r.vendor_options.is_some());
         assert_eq!(r.client_uuid, None);
 
-        let r = boot_reply(&ClientKind::UefiHttp { arch: Some(16) }, Some(&b), None, IP, None).unwrap();
+        let r = boot_reply(
+            &ClientKind::UefiHttp { arch: Some(16) },
+            Some(&b),
+            None,
+            IP,
+            None,
+        )
+        .unwrap();
         assert_eq!(r.vendor_class, Some("HTTPClient"));
         assert_eq!(r.vendor_options, None);
 
         let r = boot_reply(&ClientKind::Ipxe, Some(&b), None, IP, None).unwrap();
         assert_eq!(r.vendor_class, None);
         assert_eq!(r.vendor_options, None);
-        assert!(!r.file.ends_with(".efi") && !r.file.ends_with(".kpxe"), "iPXE must not get a binary");
+        assert!(
+            !r.file.ends_with(".efi") && !r.file.ends_with(".kpxe"),
+            "iPXE must not get a binary"
+        );
     }
 }

@@ -59,7 +59,10 @@ pub enum Nak {
     /// The client has a static reservation and asked for something else; the NAK makes it start
     /// over and be offered its reservation.
     #[error("client is reserved {reserved}, not {requested}")]
-    NotItsReservation { requested: Ipv4Addr, reserved: Ipv4Addr },
+    NotItsReservation {
+        requested: Ipv4Addr,
+        reserved: Ipv4Addr,
+    },
 }
 
 /// Occupancy of the dynamic range (for status output).
@@ -80,7 +83,10 @@ pub struct PoolStats {
 
 /// Current time in unix seconds.
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -102,7 +108,11 @@ struct FreeList {
 
 impl FreeList {
     fn new(start: u32, end: u32) -> FreeList {
-        FreeList { cursor: start as u64, end: end as u64, returned: BTreeSet::new() }
+        FreeList {
+            cursor: start as u64,
+            end: end as u64,
+            returned: BTreeSet::new(),
+        }
     }
 
     fn mark_free(&mut self, ip: u32) {
@@ -163,7 +173,11 @@ impl Pool {
             store,
             load_report,
             reserved_by_mac: cfg.reservations.iter().copied().collect(),
-            reserved_by_ip: cfg.reservations.iter().map(|(mac, ip)| (*ip, *mac)).collect(),
+            reserved_by_ip: cfg
+                .reservations
+                .iter()
+                .map(|(mac, ip)| (*ip, *mac))
+                .collect(),
             free: FreeList::new(start, end),
             by_expiry: BTreeSet::new(),
             holds: HashMap::new(),
@@ -180,8 +194,12 @@ impl Pool {
             .map(|l| (l.expires, u32::from(l.ip)))
             .collect();
         pool.by_expiry.extend(dynamic);
-        let quarantined: Vec<(u64, u32)> =
-            pool.store.index().quarantined().map(|(ip, until)| (until, u32::from(ip))).collect();
+        let quarantined: Vec<(u64, u32)> = pool
+            .store
+            .index()
+            .quarantined()
+            .map(|(ip, until)| (until, u32::from(ip)))
+            .collect();
         pool.quarantine_queue.extend(quarantined);
         Ok(pool)
     }
@@ -204,7 +222,11 @@ impl Pool {
         let previous = self.store.index().by_mac(&mac).map(|l| l.ip);
         let held = self.hold_by_mac.get(&mac).copied();
         let preferred = [previous, held, requested];
-        if let Some(ip) = preferred.into_iter().flatten().find(|ip| self.available_to(&mac, *ip, now)) {
+        if let Some(ip) = preferred
+            .into_iter()
+            .flatten()
+            .find(|ip| self.available_to(&mac, *ip, now))
+        {
             self.hold(mac, ip, now);
             return Some(ip);
         }
@@ -220,7 +242,13 @@ impl Pool {
     }
 
     /// Grants (or renews) `ip` to `mac` and stages the lease; durable after `flush`.
-    pub fn request(&mut self, mac: Mac, ip: Ipv4Addr, hostname: Option<&str>, now: u64) -> Result<Lease, Nak> {
+    pub fn request(
+        &mut self,
+        mac: Mac,
+        ip: Ipv4Addr,
+        hostname: Option<&str>,
+        now: u64,
+    ) -> Result<Lease, Nak> {
         self.expire(now);
         let subnet = self.cfg.subnet;
         if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
@@ -229,7 +257,12 @@ impl Pool {
         match (self.reserved_by_ip.get(&ip), self.reserved_by_mac.get(&mac)) {
             (Some(owner), _) if *owner != mac => return Err(Nak::Reserved(ip)),
             (Some(_), _) => {} // its own reservation, wherever it lies
-            (None, Some(reserved)) => return Err(Nak::NotItsReservation { requested: ip, reserved: *reserved }),
+            (None, Some(reserved)) => {
+                return Err(Nak::NotItsReservation {
+                    requested: ip,
+                    reserved: *reserved,
+                })
+            }
             (None, None) => {
                 if ip == self.cfg.server_ip {
                     return Err(Nak::Taken(ip));
@@ -245,10 +278,17 @@ impl Pool {
         let previous = self.store.index().by_mac(&mac);
         let hostname = match hostname {
             Some(h) if !h.is_empty() => Some(crate::leases::truncate_hostname(h).to_string()),
-            _ => previous.filter(|p| p.ip == ip).and_then(|p| p.hostname.clone()),
+            _ => previous
+                .filter(|p| p.ip == ip)
+                .and_then(|p| p.hostname.clone()),
         };
         let expires = now.saturating_add(self.cfg.lease_time.as_secs());
-        let lease = Lease { mac, ip, expires, hostname };
+        let lease = Lease {
+            mac,
+            ip,
+            expires,
+            hostname,
+        };
         self.drop_hold_of(&mac);
         self.stage(Record::Lease(lease.clone()));
         Ok(lease)
@@ -305,6 +345,11 @@ impl Pool {
         self.store.compact()
     }
 
+    /// Journal size below which compaction never runs (default 1 MiB).
+    pub fn set_compaction_min_bytes(&mut self, bytes: u64) {
+        self.store.set_compaction_min_bytes(bytes);
+    }
+
     /// Journal size in bytes (including the unflushed batch).
     pub fn journal_len(&self) -> u64 {
         self.store.journal_len()
@@ -322,7 +367,13 @@ impl Pool {
 
     /// Leases unexpired at `now`, sorted by address.
     pub fn leases_at(&self, now: u64) -> Vec<Lease> {
-        let mut v: Vec<Lease> = self.store.index().leases().filter(|l| l.expires > now).cloned().collect();
+        let mut v: Vec<Lease> = self
+            .store
+            .index()
+            .leases()
+            .filter(|l| l.expires > now)
+            .cloned()
+            .collect();
         v.sort_by_key(|l| l.ip);
         v
     }
@@ -356,7 +407,11 @@ impl Pool {
                 occupied.insert(*ip);
             }
         }
-        let range = if self.end >= self.start { (self.end - self.start) as u64 + 1 } else { 0 };
+        let range = if self.end >= self.start {
+            (self.end - self.start) as u64 + 1
+        } else {
+            0
+        };
         let excluded = self
             .reserved_by_ip
             .keys()
@@ -393,8 +448,13 @@ impl Pool {
         let index = self.store.index();
         self.is_dynamic(ip)
             && index.quarantined_until(ip).is_none_or(|until| until <= now)
-            && self.holds.get(&ip).is_none_or(|h| h.mac == *mac || h.until <= now)
-            && index.by_ip(ip).is_none_or(|l| l.mac == *mac || l.expires <= now)
+            && self
+                .holds
+                .get(&ip)
+                .is_none_or(|h| h.mac == *mac || h.until <= now)
+            && index
+                .by_ip(ip)
+                .is_none_or(|l| l.mac == *mac || l.expires <= now)
     }
 
     /// The address whose lease (of another client) expired longest ago and is not held.

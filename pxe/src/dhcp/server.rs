@@ -38,9 +38,17 @@ const RECV_BUF: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum DhcpError {
     #[error("network {network}: DHCP socket on {interface}:67: {source}")]
-    Socket { network: String, interface: String, source: io::Error },
+    Socket {
+        network: String,
+        interface: String,
+        source: io::Error,
+    },
     #[error("network {network}: packet socket on {interface}: {source}")]
-    LinkSocket { network: String, interface: String, source: io::Error },
+    LinkSocket {
+        network: String,
+        interface: String,
+        source: io::Error,
+    },
     #[error("network {network}: lease store: {source}")]
     Leases { network: String, source: LeaseError },
     #[error("network {network}: cannot start the DHCP thread: {source}")]
@@ -117,7 +125,10 @@ impl DhcpStats {
 /// Answer a batch of packets with one flush: returns the replies that may be sent now (OFFERs,
 /// NAKs, INFORM ACKs always; lease ACKs only if the flush succeeded). Socket-free, for tests too.
 pub fn answer_batch(handler: &mut Handler, packets: &[&[u8]], now: u64) -> Vec<Outgoing> {
-    let mut out: Vec<Outgoing> = packets.iter().filter_map(|p| handler.handle_packet(p, now)).collect();
+    let mut out: Vec<Outgoing> = packets
+        .iter()
+        .filter_map(|p| handler.handle_packet(p, now))
+        .collect();
     if !handler.pool().has_pending() {
         return out;
     }
@@ -154,23 +165,38 @@ impl DhcpServer {
             interface: cfg.interface.clone(),
             source,
         })?;
-        let pool = Pool::open(pool_config(&cfg))
-            .map_err(|source| DhcpError::Leases { network: network.clone(), source })?;
+        let pool = Pool::open(pool_config(&cfg)).map_err(|source| DhcpError::Leases {
+            network: network.clone(),
+            source,
+        })?;
 
         let stats = Arc::new(DhcpStats::default());
         let leases = Arc::new(Mutex::new(pool.leases()));
         let stop = Arc::new(AtomicBool::new(false));
-        let sender = Sender { udp: socket, link, server_ip: cfg.server_ip };
+        let sender = Sender {
+            udp: socket,
+            link,
+            server_ip: cfg.server_ip,
+        };
         let handler = Handler::new(cfg, pool, stats.clone());
         let thread = {
             let (leases, stop) = (leases.clone(), stop.clone());
             std::thread::Builder::new()
                 .name(format!("dhcp-{network}"))
                 .spawn(move || serve(handler, sender, leases, stop))
-                .map_err(|source| DhcpError::Thread { network: network.clone(), source })?
+                .map_err(|source| DhcpError::Thread {
+                    network: network.clone(),
+                    source,
+                })?
         };
         tracing::info!(network = %network, "DHCP server started");
-        Ok(DhcpHandle { network, stats, leases, stop, thread: Some(thread) })
+        Ok(DhcpHandle {
+            network,
+            stats,
+            leases,
+            stop,
+            thread: Some(thread),
+        })
     }
 }
 
@@ -247,7 +273,12 @@ impl Drop for DhcpHandle {
     }
 }
 
-fn serve(mut handler: Handler, sender: Sender, leases: Arc<Mutex<Vec<Lease>>>, stop: Arc<AtomicBool>) {
+fn serve(
+    mut handler: Handler,
+    sender: Sender,
+    leases: Arc<Mutex<Vec<Lease>>>,
+    stop: Arc<AtomicBool>,
+) {
     let network = handler.config().network.clone();
     let mut bufs: Vec<Vec<u8>> = Vec::with_capacity(MAX_BATCH);
     let mut first = vec![0u8; RECV_BUF];
@@ -255,7 +286,14 @@ fn serve(mut handler: Handler, sender: Sender, leases: Arc<Mutex<Vec<Lease>>>, s
         bufs.clear();
         match sender.udp.recv_from(&mut first) {
             Ok((n, _)) => bufs.push(first[..n].to_vec()),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
                 continue
             }
             Err(e) => {
@@ -300,7 +338,12 @@ fn drain(socket: &UdpSocket, bufs: &mut Vec<Vec<u8>>) {
     while bufs.len() < MAX_BATCH {
         // SAFETY: buf is valid for RECV_BUF bytes for the duration of the call.
         let n = unsafe {
-            libc::recv(socket.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+            libc::recv(
+                socket.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
         };
         if n < 0 {
             break; // EAGAIN: queue empty (or an error the blocking receive will report)

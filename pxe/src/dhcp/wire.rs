@@ -287,7 +287,10 @@ pub fn decode(bytes: &[u8]) -> Result<ClientMessage, DropReason> {
         .and_then(|v| v.first().copied())
         .and_then(MessageType::from_u8)
         .ok_or(DropReason::BadMessageType)?;
-    if matches!(msg_type, MessageType::Offer | MessageType::Ack | MessageType::Nak) {
+    if matches!(
+        msg_type,
+        MessageType::Offer | MessageType::Ack | MessageType::Nak
+    ) {
         return Err(DropReason::ServerMessage);
     }
 
@@ -309,12 +312,19 @@ pub fn decode(bytes: &[u8]) -> Result<ClientMessage, DropReason> {
         server_id: raw.ipv4(opt::SERVER_ID),
         hostname: raw.get(opt::HOSTNAME).and_then(clean_hostname),
         client_id: raw.get(opt::CLIENT_ID).map(<[u8]>::to_vec),
-        param_request_list: raw.get(opt::PARAM_REQUEST_LIST).map(<[u8]>::to_vec).unwrap_or_default(),
+        param_request_list: raw
+            .get(opt::PARAM_REQUEST_LIST)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default(),
         vendor_class: raw.get(opt::VENDOR_CLASS).map(<[u8]>::to_vec),
         user_class: raw.get(opt::USER_CLASS).map(<[u8]>::to_vec),
         client_arch: raw
             .get(opt::CLIENT_ARCH)
-            .map(|v| v.chunks_exact(2).map(|c| u16::from_be_bytes([c[0], c[1]])).collect())
+            .map(|v| {
+                v.chunks_exact(2)
+                    .map(|c| u16::from_be_bytes([c[0], c[1]]))
+                    .collect()
+            })
             .unwrap_or_default(),
         client_ndi: raw.get(opt::CLIENT_NDI).and_then(|v| v.try_into().ok()),
         client_uuid: raw.get(opt::CLIENT_UUID).map(<[u8]>::to_vec),
@@ -375,7 +385,10 @@ pub struct ReplyMessage {
 
 impl ReplyMessage {
     pub fn option(&self, code: u8) -> Option<&[u8]> {
-        self.options.iter().find(|(c, _)| *c == code).map(|(_, v)| v.as_slice())
+        self.options
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| v.as_slice())
     }
 }
 
@@ -461,7 +474,11 @@ mod tests {
 
     #[test]
     fn decodes_minimal_discover() {
-        let m = decode(&discover([1, 2, 3, 4, 5, 6], &[50, 4, 10, 0, 0, 7, 57, 2, 5, 192])).unwrap();
+        let m = decode(&discover(
+            [1, 2, 3, 4, 5, 6],
+            &[50, 4, 10, 0, 0, 7, 57, 2, 5, 192],
+        ))
+        .unwrap();
         assert_eq!(m.msg_type, MessageType::Discover);
         assert_eq!(m.xid, 0x1234_5678);
         assert_eq!(m.chaddr, [1, 2, 3, 4, 5, 6]);
@@ -504,7 +521,11 @@ mod tests {
             &[93, 3, 0, 7, 0],
             &[57, 3, 1, 2, 3],
         ] {
-            assert_eq!(decode(&discover([1; 6], bad)), Err(DropReason::BadOption), "{bad:?}");
+            assert_eq!(
+                decode(&discover([1; 6], bad)),
+                Err(DropReason::BadOption),
+                "{bad:?}"
+            );
         }
         // Overflowing length.
         let mut p = discover([1; 6], &[]);
@@ -533,7 +554,10 @@ mod tests {
             chaddr: [2, 0, 0, 0, 0, 1],
             sname: b"10.0.0.1".to_vec(),
             file: b"ipxe.efi".to_vec(),
-            options: vec![(opt::SERVER_ID, vec![10, 0, 0, 1]), (opt::VENDOR_CLASS, vec![b'x'; 300])],
+            options: vec![
+                (opt::SERVER_ID, vec![10, 0, 0, 1]),
+                (opt::VENDOR_CLASS, vec![b'x'; 300]),
+            ],
         };
         let bytes = encode(&reply, 1500);
         let m = dhcproto::v4::Message::decode(&mut dhcproto::Decoder::new(&bytes)).unwrap();
@@ -541,7 +565,10 @@ mod tests {
         assert_eq!(m.xid(), 42);
         assert!(m.flags().broadcast());
         assert_eq!(m.yiaddr(), Ipv4Addr::new(10, 0, 0, 5));
-        assert_eq!(m.fname().map(|f| f.strip_suffix(b"\0").unwrap_or(f)), Some(&b"ipxe.efi"[..]));
+        assert_eq!(
+            m.fname().map(|f| f.strip_suffix(b"\0").unwrap_or(f)),
+            Some(&b"ipxe.efi"[..])
+        );
         assert_eq!(m.opts().msg_type(), Some(dhcproto::v4::MessageType::Offer));
         // The 300-byte option was split in two and our own walk joins it back.
         let raw = RawOptions::parse(&bytes[HEADER_LEN..]).unwrap();

@@ -130,7 +130,10 @@ impl HttpServer {
 
     /// Serves until `shutdown` turns true (or its sender is dropped).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        let ctx = Arc::new(Ctx { root: self.root.clone(), stats: self.stats.clone() });
+        let ctx = Arc::new(Ctx {
+            root: self.root.clone(),
+            stats: self.stats.clone(),
+        });
         let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         let mut connections = JoinSet::new();
         tracing::info!(listen = %self.local, root = %self.root.path().display(), "http: serving");
@@ -171,7 +174,12 @@ impl HttpServer {
     }
 }
 
-async fn serve_connection(ctx: Arc<Ctx>, stream: tokio::net::TcpStream, peer: SocketAddr, idle: Duration) {
+async fn serve_connection(
+    ctx: Arc<Ctx>,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    idle: Duration,
+) {
     ctx.stats.connections.fetch_add(1, Ordering::Relaxed);
     let _ = stream.set_nodelay(true);
     let io = TokioIo::new(idle::IdleTimeout::new(stream, idle));
@@ -194,14 +202,19 @@ async fn serve_connection(ctx: Arc<Ctx>, stream: tokio::net::TcpStream, peer: So
 async fn handle(ctx: &Ctx, peer: SocketAddr, req: Request<Incoming>) -> Response<Body> {
     ctx.stats.requests.fetch_add(1, Ordering::Relaxed);
     let raw_path = req.uri().path().to_owned();
-    let log = Outcome { stats: ctx.stats.clone(), peer, path: raw_path.clone() };
+    let log = Outcome {
+        stats: ctx.stats.clone(),
+        peer,
+        path: raw_path.clone(),
+    };
 
     let head = match *req.method() {
         Method::GET => false,
         Method::HEAD => true,
         _ => {
             let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
-            resp.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+            resp.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
             log.finish(resp.status(), 0);
             return resp;
         }
@@ -238,7 +251,10 @@ async fn handle(ctx: &Ctx, peer: SocketAddr, req: Request<Incoming>) -> Response
     };
 
     let len = meta.len();
-    let range_header = req.headers().get(header::RANGE).and_then(|v| v.to_str().ok());
+    let range_header = req
+        .headers()
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok());
     let (status, start, count) = match parse_range(range_header, len) {
         RangeReq::Full => (StatusCode::OK, 0, len),
         RangeReq::Partial { start, end } => (StatusCode::PARTIAL_CONTENT, start, end - start + 1),
@@ -264,12 +280,24 @@ async fn handle(ctx: &Ctx, peer: SocketAddr, req: Request<Incoming>) -> Response
                 return plain(StatusCode::INTERNAL_SERVER_ERROR, "read error\n");
             }
         }
-        file_body(file, count, Transfer { outcome: Some(log), status, sent: 0, expected: count })
+        file_body(
+            file,
+            count,
+            Transfer {
+                outcome: Some(log),
+                status,
+                sent: 0,
+                expected: count,
+            },
+        )
     };
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
     let headers = resp.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     headers.insert(header::CONTENT_LENGTH, HeaderValue::from(count));
     if status == StatusCode::PARTIAL_CONTENT {
@@ -283,30 +311,39 @@ async fn handle(ctx: &Ctx, peer: SocketAddr, req: Request<Incoming>) -> Response
 
 /// Streams `count` bytes from the file's current position in [`CHUNK`]-sized reads.
 fn file_body(file: tokio::fs::File, count: u64, transfer: Transfer) -> Body {
-    let chunks = stream::unfold((file, count, transfer), |(mut file, left, mut transfer)| async move {
-        if left == 0 {
-            transfer.done();
-            return None;
-        }
-        let want = left.min(CHUNK as u64) as usize;
-        let mut buf = BytesMut::with_capacity(want);
-        // The length must match Content-Length, so a file that shrank under us is an error
-        // (hyper then closes the connection rather than send a short body).
-        let read = file.read_buf(&mut buf).await.and_then(|n| {
-            if n == 0 {
-                Err(io::Error::new(io::ErrorKind::UnexpectedEof, "file shrank while serving"))
-            } else {
-                Ok(n)
+    let chunks = stream::unfold(
+        (file, count, transfer),
+        |(mut file, left, mut transfer)| async move {
+            if left == 0 {
+                transfer.done();
+                return None;
             }
-        });
-        match read {
-            Ok(n) => {
-                transfer.sent += n as u64;
-                Some((Ok(Frame::data(buf.freeze())), (file, left - n as u64, transfer)))
+            let want = left.min(CHUNK as u64) as usize;
+            let mut buf = BytesMut::with_capacity(want);
+            // The length must match Content-Length, so a file that shrank under us is an error
+            // (hyper then closes the connection rather than send a short body).
+            let read = file.read_buf(&mut buf).await.and_then(|n| {
+                if n == 0 {
+                    Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "file shrank while serving",
+                    ))
+                } else {
+                    Ok(n)
+                }
+            });
+            match read {
+                Ok(n) => {
+                    transfer.sent += n as u64;
+                    Some((
+                        Ok(Frame::data(buf.freeze())),
+                        (file, left - n as u64, transfer),
+                    ))
+                }
+                Err(e) => Some((Err(e), (file, 0, transfer))),
             }
-            Err(e) => Some((Err(e), (file, 0, transfer))),
-        }
-    });
+        },
+    );
     StreamBody::new(chunks).boxed()
 }
 
@@ -367,8 +404,10 @@ fn plain(status: StatusCode, text: &str) -> Response<Body> {
         .boxed();
     let mut resp = Response::new(body);
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     resp
 }
 

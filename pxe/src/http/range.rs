@@ -41,20 +41,29 @@ pub fn parse_range(header: Option<&str>, len: u64) -> RangeReq {
             None => RangeReq::Full,
             Some(0) => RangeReq::Unsatisfiable,
             Some(_) if len == 0 => RangeReq::Unsatisfiable,
-            Some(n) => RangeReq::Partial { start: len - n.min(len), end: len - 1 },
+            Some(n) => RangeReq::Partial {
+                start: len - n.min(len),
+                end: len - 1,
+            },
         },
         // "a-": from a to the end.
         (false, true) => match number(first) {
             None => RangeReq::Full,
             Some(a) if a >= len => RangeReq::Unsatisfiable,
-            Some(a) => RangeReq::Partial { start: a, end: len - 1 },
+            Some(a) => RangeReq::Partial {
+                start: a,
+                end: len - 1,
+            },
         },
         (false, false) => match (number(first), number(last)) {
             (Some(a), Some(b)) if a <= b => {
                 if a >= len {
                     RangeReq::Unsatisfiable
                 } else {
-                    RangeReq::Partial { start: a, end: b.min(len - 1) }
+                    RangeReq::Partial {
+                        start: a,
+                        end: b.min(len - 1),
+                    }
                 }
             }
             _ => RangeReq::Full,
@@ -71,12 +80,42 @@ mod tests {
     #[test]
     fn single_ranges() {
         assert_eq!(parse_range(None, 1000), Full);
-        assert_eq!(parse_range(Some("bytes=100-199"), 1000), Partial { start: 100, end: 199 });
-        assert_eq!(parse_range(Some("bytes=900-5000"), 1000), Partial { start: 900, end: 999 });
-        assert_eq!(parse_range(Some("bytes=900-"), 1000), Partial { start: 900, end: 999 });
-        assert_eq!(parse_range(Some("bytes=-100"), 1000), Partial { start: 900, end: 999 });
-        assert_eq!(parse_range(Some("bytes=-5000"), 1000), Partial { start: 0, end: 999 });
-        assert_eq!(parse_range(Some("Bytes = 0-0"), 1000), Partial { start: 0, end: 0 });
+        assert_eq!(
+            parse_range(Some("bytes=100-199"), 1000),
+            Partial {
+                start: 100,
+                end: 199
+            }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=900-5000"), 1000),
+            Partial {
+                start: 900,
+                end: 999
+            }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=900-"), 1000),
+            Partial {
+                start: 900,
+                end: 999
+            }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-100"), 1000),
+            Partial {
+                start: 900,
+                end: 999
+            }
+        );
+        assert_eq!(
+            parse_range(Some("bytes=-5000"), 1000),
+            Partial { start: 0, end: 999 }
+        );
+        assert_eq!(
+            parse_range(Some("Bytes = 0-0"), 1000),
+            Partial { start: 0, end: 0 }
+        );
     }
 
     #[test]
@@ -95,7 +134,15 @@ mod tests {
 
     #[test]
     fn invalid_or_multiple_ranges_serve_the_whole_file() {
-        for h in ["bytes=0-1,5-6", "items=0-1", "bytes=5-1", "bytes=a-b", "bytes=-", "bytes", "bytes=+1-2"] {
+        for h in [
+            "bytes=0-1,5-6",
+            "items=0-1",
+            "bytes=5-1",
+            "bytes=a-b",
+            "bytes=-",
+            "bytes",
+            "bytes=+1-2",
+        ] {
             assert_eq!(parse_range(Some(h), 1000), Full, "{h}");
         }
     }

@@ -47,7 +47,11 @@ pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
             out.extend_from_slice(&lease.mac);
             out.extend_from_slice(&lease.ip.octets());
             out.extend_from_slice(&lease.expires.to_le_bytes());
-            let name = lease.hostname.as_deref().map(truncate_hostname).unwrap_or("");
+            let name = lease
+                .hostname
+                .as_deref()
+                .map(truncate_hostname)
+                .unwrap_or("");
             out.push(name.len() as u8);
             out.extend_from_slice(name.as_bytes());
         }
@@ -119,10 +123,21 @@ fn decode_payload(p: &[u8]) -> Option<Record> {
             let name_len = r.take(1)?[0] as usize;
             let name = std::str::from_utf8(r.take(name_len)?).ok()?;
             let hostname = (!name.is_empty()).then(|| name.to_string());
-            Record::Lease(Lease { mac, ip, expires, hostname })
+            Record::Lease(Lease {
+                mac,
+                ip,
+                expires,
+                hostname,
+            })
         }
-        KIND_RELEASE => Record::Release { mac: r.mac()?, ip: r.ip()? },
-        KIND_DECLINE => Record::Decline { ip: r.ip()?, until: r.u64()? },
+        KIND_RELEASE => Record::Release {
+            mac: r.mac()?,
+            ip: r.ip()?,
+        },
+        KIND_DECLINE => Record::Decline {
+            ip: r.ip()?,
+            until: r.u64()?,
+        },
         _ => return None,
     };
     // Trailing bytes mean a writer we do not understand: not ours to guess at.
@@ -161,7 +176,11 @@ const fn crc_table() -> [u32; 256] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         table[i] = c;
@@ -202,8 +221,14 @@ mod tests {
         let records = [
             lease(Some("guest-1")),
             lease(None),
-            Record::Release { mac: [1, 2, 3, 4, 5, 6], ip: Ipv4Addr::new(10, 0, 0, 9) },
-            Record::Decline { ip: Ipv4Addr::new(10, 0, 0, 10), until: 42 },
+            Record::Release {
+                mac: [1, 2, 3, 4, 5, 6],
+                ip: Ipv4Addr::new(10, 0, 0, 9),
+            },
+            Record::Decline {
+                ip: Ipv4Addr::new(10, 0, 0, 10),
+                until: 42,
+            },
         ];
         for record in records {
             let mut buf = Vec::new();
@@ -217,7 +242,9 @@ mod tests {
         let name = "é".repeat(200); // 400 bytes
         let mut buf = Vec::new();
         encode(&lease(Some(&name)), &mut buf);
-        let Decoded::Record(Record::Lease(l), _) = decode(&buf) else { panic!("not a lease") };
+        let Decoded::Record(Record::Lease(l), _) = decode(&buf) else {
+            panic!("not a lease")
+        };
         let stored = l.hostname.unwrap_or_default();
         assert_eq!(stored.len(), 254);
         assert!(name.starts_with(&stored));

@@ -24,7 +24,15 @@ impl Journal {
     pub(crate) fn open(path: &Path) -> Result<(Journal, Vec<Record>, LoadReport), LeaseError> {
         let io_err = |source| LeaseError::io(path, source);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            DirBuilder::new().recursive(true).mode(0o700).create(dir).map_err(|e| LeaseError::io(dir, e))?;
+            if !dir.exists() {
+                DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| LeaseError::io(dir, e))?;
+                // The new directory's own entry must survive a crash too.
+                sync_dir(dir)?;
+            }
         }
         // A leftover .tmp is a compaction killed before its rename: the journal itself is still
         // complete, the copy is not trusted.
@@ -50,22 +58,35 @@ impl Journal {
         if bytes.len() < HEADER_LEN {
             // Empty, or killed while writing the header of a new journal.
             if bytes[..] != codec::header()[..bytes.len()] {
-                return Err(LeaseError::NotAJournal { path: path.to_path_buf() });
+                return Err(LeaseError::NotAJournal {
+                    path: path.to_path_buf(),
+                });
             }
             report.dropped_bytes = bytes.len() as u64;
             file.set_len(0).map_err(io_err)?;
             file.write_all_at(&codec::header(), 0).map_err(io_err)?;
             file.sync_all().map_err(io_err)?;
             sync_dir(path)?;
-            let journal = Journal { path: path.to_path_buf(), file, durable_len: HEADER_LEN as u64, pending: Vec::new() };
+            let journal = Journal {
+                path: path.to_path_buf(),
+                file,
+                durable_len: HEADER_LEN as u64,
+                pending: Vec::new(),
+            };
             return Ok((journal, records, report));
         }
         if &bytes[..8] != codec::MAGIC {
-            return Err(LeaseError::NotAJournal { path: path.to_path_buf() });
+            return Err(LeaseError::NotAJournal {
+                path: path.to_path_buf(),
+            });
         }
         let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
         if version != codec::VERSION {
-            return Err(LeaseError::Version { path: path.to_path_buf(), found: version, supported: codec::VERSION });
+            return Err(LeaseError::Version {
+                path: path.to_path_buf(),
+                found: version,
+                supported: codec::VERSION,
+            });
         }
 
         let mut pos = HEADER_LEN;
@@ -105,7 +126,12 @@ impl Journal {
             file.set_len(pos as u64).map_err(io_err)?;
             file.sync_all().map_err(io_err)?;
         }
-        let journal = Journal { path: path.to_path_buf(), file, durable_len: pos as u64, pending: Vec::new() };
+        let journal = Journal {
+            path: path.to_path_buf(),
+            file,
+            durable_len: pos as u64,
+            pending: Vec::new(),
+        };
         Ok((journal, records, report))
     }
 
@@ -144,7 +170,11 @@ impl Journal {
                 self.pending.clear();
                 // Best effort: if even this fails the next open still stops at the torn record,
                 // since every record is checksummed.
-                if let Err(te) = self.file.set_len(self.durable_len).and_then(|()| self.file.sync_data()) {
+                if let Err(te) = self
+                    .file
+                    .set_len(self.durable_len)
+                    .and_then(|()| self.file.sync_data())
+                {
                     tracing::warn!(path = %self.path.display(), error = %te, "could not cut back a failed journal write");
                 }
                 tracing::error!(path = %self.path.display(), error = %e, bytes = lost, "lease journal write failed; batch not acknowledged");
@@ -164,8 +194,13 @@ impl Journal {
             codec::encode(&record, &mut buf);
         }
         let written = (|| {
-            let mut f =
-                OpenOptions::new().read(true).write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+            let mut f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)?;
             f.write_all(&buf)?;
             f.sync_all()?;
             Ok::<File, io::Error>(f)
@@ -205,5 +240,7 @@ fn sync_dir(path: &Path) -> Result<(), LeaseError> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    File::open(dir).and_then(|d| d.sync_all()).map_err(|e| LeaseError::io(dir, e))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LeaseError::io(dir, e))
 }

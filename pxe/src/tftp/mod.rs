@@ -182,24 +182,46 @@ impl TftpServer {
             Err(packet::ParseError::NotRequest(_)) | Err(packet::ParseError::Short) => return,
             Err(e) => {
                 self.stats.requests.fetch_add(1, Ordering::Relaxed);
-                self.refuse(peer, "?", ERR_ILLEGAL_OP, "malformed request", &e.to_string()).await;
+                self.refuse(
+                    peer,
+                    "?",
+                    ERR_ILLEGAL_OP,
+                    "malformed request",
+                    &e.to_string(),
+                )
+                .await;
                 return;
             }
         };
         self.stats.requests.fetch_add(1, Ordering::Relaxed);
         let path = String::from_utf8_lossy(&req.filename).into_owned();
         if req.write {
-            self.refuse(peer, &path, ERR_ACCESS, "read-only server", "write request").await;
+            self.refuse(peer, &path, ERR_ACCESS, "read-only server", "write request")
+                .await;
             return;
         }
         if req.mode != "octet" {
             let reason = format!("mode {:?} not supported", req.mode);
-            self.refuse(peer, &path, ERR_UNDEFINED, "only octet mode is served", &reason).await;
+            self.refuse(
+                peer,
+                &path,
+                ERR_UNDEFINED,
+                "only octet mode is served",
+                &reason,
+            )
+            .await;
             return;
         }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
             self.stats.busy.fetch_add(1, Ordering::Relaxed);
-            self.refuse(peer, &path, ERR_UNDEFINED, "server busy", "max_transfers reached").await;
+            self.refuse(
+                peer,
+                &path,
+                ERR_UNDEFINED,
+                "server busy",
+                "max_transfers reached",
+            )
+            .await;
             return;
         };
         let ctx = ctx.clone();
@@ -213,6 +235,9 @@ impl TftpServer {
     async fn refuse(&self, peer: SocketAddr, path: &str, code: u16, message: &str, reason: &str) {
         tracing::warn!(client = %peer, path, reason, "tftp: request refused");
         self.stats.refused.fetch_add(1, Ordering::Relaxed);
-        let _ = self.socket.send_to(&packet::error(code, message), peer).await;
+        let _ = self
+            .socket
+            .send_to(&packet::error(code, message), peer)
+            .await;
     }
 }

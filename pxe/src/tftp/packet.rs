@@ -27,7 +27,10 @@ pub struct Request {
 
 impl Request {
     pub fn option(&self, name: &str) -> Option<&str> {
-        self.options.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.options
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -77,7 +80,12 @@ pub fn parse_request(buf: &[u8]) -> Result<Request, ParseError> {
             options.push((name, value));
         }
     }
-    Ok(Request { write, filename, mode, options })
+    Ok(Request {
+        write,
+        filename,
+        mode,
+        options,
+    })
 }
 
 pub fn parse_reply(buf: &[u8]) -> Reply {
@@ -135,10 +143,22 @@ mod tests {
     fn rejects_malformed_requests_without_panicking() {
         assert_eq!(parse_request(b""), Err(ParseError::Short));
         assert_eq!(parse_request(b"\x00"), Err(ParseError::Short));
-        assert_eq!(parse_request(b"\x00\x04\x00\x01"), Err(ParseError::NotRequest(4)));
-        assert_eq!(parse_request(b"\x00\x01file"), Err(ParseError::Unterminated));
-        assert_eq!(parse_request(b"\x00\x01file\x00"), Err(ParseError::Unterminated));
-        assert_eq!(parse_request(b"\x00\x01file\x00octet"), Err(ParseError::Unterminated));
+        assert_eq!(
+            parse_request(b"\x00\x04\x00\x01"),
+            Err(ParseError::NotRequest(4))
+        );
+        assert_eq!(
+            parse_request(b"\x00\x01file"),
+            Err(ParseError::Unterminated)
+        );
+        assert_eq!(
+            parse_request(b"\x00\x01file\x00"),
+            Err(ParseError::Unterminated)
+        );
+        assert_eq!(
+            parse_request(b"\x00\x01file\x00octet"),
+            Err(ParseError::Unterminated)
+        );
         // Exhaustive short garbage must not panic.
         for a in 0..=255u8 {
             for len in 0..6 {
@@ -154,9 +174,18 @@ mod tests {
         assert_eq!(parse_reply(b"\x00\x04\x01\x02"), Reply::Ack(0x0102));
         assert_eq!(
             parse_reply(b"\x00\x05\x00\x08tsize probe\x00"),
-            Reply::Error { code: 8, message: "tsize probe".into() }
+            Reply::Error {
+                code: 8,
+                message: "tsize probe".into()
+            }
         );
-        assert_eq!(parse_reply(b"\x00\x05\x00\x00"), Reply::Error { code: 0, message: String::new() });
+        assert_eq!(
+            parse_reply(b"\x00\x05\x00\x00"),
+            Reply::Error {
+                code: 0,
+                message: String::new()
+            }
+        );
         assert_eq!(parse_reply(b"\x00\x03\x00\x01abc"), Reply::Other);
     }
 }

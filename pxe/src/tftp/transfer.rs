@@ -82,7 +82,10 @@ pub fn negotiate(
 pub enum Outcome {
     Completed,
     /// The client sent an ERROR packet (PXE ROMs do this after a tsize probe).
-    ClientAbort { code: u16, message: String },
+    ClientAbort {
+        code: u16,
+        message: String,
+    },
     /// No acknowledgement after `retries` retransmissions.
     TimedOut,
     Io(std::io::Error),
@@ -125,7 +128,9 @@ pub async fn serve(ctx: Arc<Context>, req: Request, peer: SocketAddr, local: Soc
         Err(e) => {
             tracing::warn!(client = %peer, path = %path_shown, reason = %e, "tftp: request refused");
             stats.refused.fetch_add(1, Ordering::Relaxed);
-            let _ = socket.send(&packet::error(e.tftp_code(), &e.to_string())).await;
+            let _ = socket
+                .send(&packet::error(e.tftp_code(), &e.to_string()))
+                .await;
             return;
         }
     };
@@ -157,13 +162,19 @@ pub async fn serve(ctx: Arc<Context>, req: Request, peer: SocketAddr, local: Soc
         Outcome::TimedOut => {
             stats.timeouts.fetch_add(1, Ordering::Relaxed);
             stats.errors.fetch_add(1, Ordering::Relaxed);
-            let _ = session.socket.send(&packet::error(ERR_UNDEFINED, "timed out")).await;
+            let _ = session
+                .socket
+                .send(&packet::error(ERR_UNDEFINED, "timed out"))
+                .await;
             tracing::warn!(client = %peer, path = %path_shown, bytes, retries = ctx.limits.retries,
                 "tftp: transfer gave up, client stopped acknowledging");
         }
         Outcome::Io(e) => {
             stats.errors.fetch_add(1, Ordering::Relaxed);
-            let _ = session.socket.send(&packet::error(ERR_UNDEFINED, "read error")).await;
+            let _ = session
+                .socket
+                .send(&packet::error(ERR_UNDEFINED, "read error"))
+                .await;
             tracing::warn!(client = %peer, path = %path_shown, bytes, error = %e, "tftp: transfer failed");
         }
     }
@@ -312,7 +323,11 @@ async fn read_block<R: AsyncRead + Unpin>(
         filled += n;
     }
     buf.truncate(4 + filled);
-    Ok(Block { seq, packet: Bytes::from(buf), payload: filled })
+    Ok(Block {
+        seq,
+        packet: Bytes::from(buf),
+        payload: filled,
+    })
 }
 
 #[cfg(test)]
@@ -324,7 +339,10 @@ mod tests {
             write: false,
             filename: b"f".to_vec(),
             mode: "octet".into(),
-            options: opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            options: opts
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         }
     }
 
@@ -356,7 +374,12 @@ mod tests {
                 ("windowsize", "8".into())
             ])
         );
-        let n = negotiate(&req(&[("blksize", "4"), ("windowsize", "0")]), 0, &LIMITS, Duration::from_secs(1));
+        let n = negotiate(
+            &req(&[("blksize", "4"), ("windowsize", "0")]),
+            0,
+            &LIMITS,
+            Duration::from_secs(1),
+        );
         assert_eq!((n.blksize, n.windowsize), (8, 1));
     }
 
@@ -366,7 +389,12 @@ mod tests {
         let n = negotiate(&r, 0, &LIMITS, Duration::from_secs(2));
         assert_eq!(n.timeout, Duration::from_secs(2));
         assert_eq!(n.oack, None);
-        let n = negotiate(&req(&[("timeout", "3")]), 0, &LIMITS, Duration::from_secs(2));
+        let n = negotiate(
+            &req(&[("timeout", "3")]),
+            0,
+            &LIMITS,
+            Duration::from_secs(2),
+        );
         assert_eq!(n.timeout, Duration::from_secs(3));
     }
 

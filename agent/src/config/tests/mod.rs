@@ -34,11 +34,22 @@ pub(super) fn errors(text: &str) -> Vec<Diagnostic> {
 pub(super) fn one_error(text: &str, line: usize, col: usize, fragment: &str) -> Diagnostic {
     let errs = errors(text);
     let shown: Vec<String> = errs.iter().map(|d| d.to_string()).collect();
-    assert_eq!(errs.len(), 1, "expected one error, got:\n{}", shown.join("\n"));
+    assert_eq!(
+        errs.len(),
+        1,
+        "expected one error, got:\n{}",
+        shown.join("\n")
+    );
     let d = errs.into_iter().next().expect("one error");
     assert_eq!((d.line, d.column), (line, col), "wrong position: {d}");
-    assert!(d.message.contains(fragment), "message lacks {fragment:?}: {d}");
-    assert!(d.hint.as_deref().is_some_and(|h| !h.is_empty()), "no hint: {d}");
+    assert!(
+        d.message.contains(fragment),
+        "message lacks {fragment:?}: {d}"
+    );
+    assert!(
+        d.hint.as_deref().is_some_and(|h| !h.is_empty()),
+        "no hint: {d}"
+    );
     d
 }
 
@@ -56,7 +67,10 @@ fn shipped_config_and_every_example_load() {
             files.push(path);
         }
     }
-    assert!(files.len() >= 4, "expected the default and three examples, found {files:?}");
+    assert!(
+        files.len() >= 4,
+        "expected the default and three examples, found {files:?}"
+    );
     for f in &files {
         if let Err(e) = load(f) {
             panic!("{} does not load:\n{e}", f.display());
@@ -68,10 +82,21 @@ fn shipped_config_and_every_example_load() {
 fn shipped_default_is_libvirts_default_network() {
     let m = load(&repo_file("etc/hostagent.toml")).expect("default config loads");
     assert_eq!(m.state_dir, Path::new("/var/lib/hostagent"));
-    assert_eq!(m.sysctl.get("vm.overcommit_memory").map(String::as_str), Some("1"));
-    assert_eq!(m.sysctl.get("vm.max_map_count").map(String::as_str), Some("262144"));
-    let [n] = m.networks.as_slice() else { panic!("one network expected") };
-    assert_eq!((n.name.as_str(), n.mode, n.bridge.as_str()), ("default", Mode::Nat, "virbr0"));
+    assert_eq!(
+        m.sysctl.get("vm.overcommit_memory").map(String::as_str),
+        Some("1")
+    );
+    assert_eq!(
+        m.sysctl.get("vm.max_map_count").map(String::as_str),
+        Some("262144")
+    );
+    let [n] = m.networks.as_slice() else {
+        panic!("one network expected")
+    };
+    assert_eq!(
+        (n.name.as_str(), n.mode, n.bridge.as_str()),
+        ("default", Mode::Nat, "virbr0")
+    );
     assert_eq!(n.address, Some("192.168.122.1/24".parse().expect("cidr")));
     assert!(n.stp);
     assert_eq!(n.forward_delay, 0);
@@ -81,13 +106,18 @@ fn shipped_default_is_libvirts_default_network() {
     assert_eq!(d.lease_time, std::time::Duration::from_secs(12 * 3600));
     let p = n.pxe.as_ref().expect("pxe");
     assert_eq!(p.root, Path::new("/var/lib/hostagent/boot"));
-    assert_eq!((p.bios.as_deref(), p.uefi.as_deref(), p.script.as_deref()), (Some("undionly.kpxe"), Some("ipxe.efi"), Some("boot.ipxe")));
+    assert_eq!(
+        (p.bios.as_deref(), p.uefi.as_deref(), p.script.as_deref()),
+        (Some("undionly.kpxe"), Some("ipxe.efi"), Some("boot.ipxe"))
+    );
     assert_eq!(p.http_port, Some(8069));
 }
 
 #[test]
 fn defaults_fill_in_what_is_left_out() {
-    let m = ok(&with("[network.dhcp]\nrange = \"10.77.0.100-10.77.0.200\"\n"));
+    let m = ok(&with(
+        "[network.dhcp]\nrange = \"10.77.0.100-10.77.0.200\"\n",
+    ));
     assert_eq!(m.source, Path::new("t.toml"));
     assert_eq!(m.state_dir, Path::new(DEFAULT_STATE_DIR));
     assert!(m.sysctl.is_empty());
@@ -101,7 +131,10 @@ fn defaults_fill_in_what_is_left_out() {
     assert!(n.pxe.is_none());
     let d = n.dhcp.as_ref().expect("dhcp");
     assert_eq!(d.lease_time, DEFAULT_LEASE_TIME);
-    assert_eq!(d.dns, None, "no dns configured: resolvers are read at use time");
+    assert_eq!(
+        d.dns, None,
+        "no dns configured: resolvers are read at use time"
+    );
 }
 
 #[test]
@@ -131,7 +164,10 @@ fn explicit_values_are_kept() {
     ));
     assert_eq!(m.state_dir, Path::new("/srv/ha"));
     assert_eq!(m.vhost_zcopytx, Some(false));
-    assert_eq!(m.sysctl.get("kernel.pid_max").map(String::as_str), Some("4194304"));
+    assert_eq!(
+        m.sysctl.get("kernel.pid_max").map(String::as_str),
+        Some("4194304")
+    );
     let n = &m.networks[0];
     assert!(!n.stp);
     assert_eq!(n.forward_delay, 15);

@@ -41,11 +41,17 @@ impl Destination {
         } else if reply.msg_type == MessageType::Nak {
             Destination::Broadcast
         } else if !msg.ciaddr.is_unspecified() {
-            Destination::Link { ip: msg.ciaddr, mac: msg.chaddr }
+            Destination::Link {
+                ip: msg.ciaddr,
+                mac: msg.chaddr,
+            }
         } else if msg.broadcast || reply.yiaddr.is_unspecified() {
             Destination::Broadcast
         } else {
-            Destination::Link { ip: reply.yiaddr, mac: msg.chaddr }
+            Destination::Link {
+                ip: reply.yiaddr,
+                mac: msg.chaddr,
+            }
         }
     }
 }
@@ -70,7 +76,13 @@ fn checksum(chunks: &[&[u8]]) -> u16 {
 }
 
 /// Ethernet + IPv4 + UDP frame around `payload`, both checksums complete.
-pub fn build_frame(src_mac: Mac, dst_mac: Mac, src_ip: Ipv4Addr, dst_ip: Ipv4Addr, payload: &[u8]) -> Vec<u8> {
+pub fn build_frame(
+    src_mac: Mac,
+    dst_mac: Mac,
+    src_ip: Ipv4Addr,
+    dst_ip: Ipv4Addr,
+    payload: &[u8],
+) -> Vec<u8> {
     let udp_len = (8 + payload.len()) as u16;
     let ip_len = 20 + udp_len;
     let mut f = Vec::with_capacity(14 + ip_len as usize);
@@ -152,7 +164,11 @@ impl LinkSender {
         let ifindex = ifreq_ioctl(fd.as_raw_fd(), ifname, libc::SIOCGIFINDEX)
             // SAFETY: SIOCGIFINDEX filled the ifindex member of the union.
             .map(|r| unsafe { r.ifr_ifru.ifru_ifindex })?;
-        Ok(LinkSender { fd, ifindex, ifname: ifname.to_string() })
+        Ok(LinkSender {
+            fd,
+            ifindex,
+            ifname: ifname.to_string(),
+        })
     }
 
     /// The interface's current MAC (read each time: a bridge without a fixed MAC takes its
@@ -199,7 +215,10 @@ fn ifreq_ioctl(fd: i32, ifname: &str, request: libc::Ioctl) -> io::Result<libc::
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     let name = ifname.as_bytes();
     if name.len() >= req.ifr_name.len() || name.contains(&0) {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad interface name {ifname:?}")));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("bad interface name {ifname:?}"),
+        ));
     }
     for (d, s) in req.ifr_name.iter_mut().zip(name) {
         *d = *s as libc::c_char;
@@ -221,12 +240,19 @@ pub struct Sender {
 impl Sender {
     pub fn send(&self, payload: &[u8], dest: Destination) -> io::Result<()> {
         match dest {
-            Destination::Relay(giaddr) => {
-                self.udp.send_to(payload, SocketAddrV4::new(giaddr, SERVER_PORT)).map(|_| ())
-            }
+            Destination::Relay(giaddr) => self
+                .udp
+                .send_to(payload, SocketAddrV4::new(giaddr, SERVER_PORT))
+                .map(|_| ()),
             Destination::Broadcast => {
                 let dst = [0xff; 6];
-                let frame = build_frame(self.link.mac()?, dst, self.server_ip, Ipv4Addr::BROADCAST, payload);
+                let frame = build_frame(
+                    self.link.mac()?,
+                    dst,
+                    self.server_ip,
+                    Ipv4Addr::BROADCAST,
+                    payload,
+                );
                 self.link.send(&frame, dst)
             }
             Destination::Link { ip, mac } => {
@@ -244,7 +270,13 @@ mod tests {
     #[test]
     fn built_frames_verify_and_corruption_is_caught() {
         let payload: Vec<u8> = (0..301u32).map(|i| (i * 7) as u8).collect();
-        let mut f = build_frame([2; 6], [0xff; 6], Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::BROADCAST, &payload);
+        let mut f = build_frame(
+            [2; 6],
+            [0xff; 6],
+            Ipv4Addr::new(10, 0, 0, 1),
+            Ipv4Addr::BROADCAST,
+            &payload,
+        );
         assert_eq!(verify_frame(&f), Some(&payload[..]));
         let last = f.len() - 1;
         f[last] ^= 1;
@@ -254,6 +286,9 @@ mod tests {
     #[test]
     fn checksum_matches_rfc1071_example() {
         // RFC 1071 §3 example: 0001 f203 f4f5 f6f7 sums to ddf2 (checksum = !ddf2).
-        assert_eq!(checksum(&[&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]]), !0xddf2);
+        assert_eq!(
+            checksum(&[&[0x00, 0x01, 0xf2, 0x03, 0xf4, 0xf5, 0xf6, 0xf7]]),
+            !0xddf2
+        );
     }
 }

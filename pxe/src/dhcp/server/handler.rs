@@ -70,7 +70,13 @@ pub struct Handler {
 
 impl Handler {
     pub fn new(cfg: DhcpConfig, pool: Pool, stats: std::sync::Arc<DhcpStats>) -> Handler {
-        Handler { cfg, pool, stats, last_exhausted_warning: None, exhausted_suppressed: 0 }
+        Handler {
+            cfg,
+            pool,
+            stats,
+            last_exhausted_warning: None,
+            exhausted_suppressed: 0,
+        }
     }
 
     pub fn pool(&self) -> &Pool {
@@ -142,7 +148,9 @@ impl Handler {
 
     fn exhausted(&mut self, msg: &ClientMessage) {
         self.stats.exhausted.fetch_add(1, Ordering::Relaxed);
-        let due = self.last_exhausted_warning.is_none_or(|t| t.elapsed() >= EXHAUSTED_WARN_EVERY);
+        let due = self
+            .last_exhausted_warning
+            .is_none_or(|t| t.elapsed() >= EXHAUSTED_WARN_EVERY);
         if due {
             tracing::warn!(
                 network = %self.cfg.network,
@@ -177,7 +185,10 @@ impl Handler {
             }
         };
         let kind = classify(msg);
-        let hostname = self.static_host(&msg.chaddr).and_then(|h| h.name.clone()).or_else(|| msg.hostname.clone());
+        let hostname = self
+            .static_host(&msg.chaddr)
+            .and_then(|h| h.name.clone())
+            .or_else(|| msg.hostname.clone());
         match self.pool.request(msg.chaddr, ip, hostname.as_deref(), now) {
             Ok(lease) => {
                 self.stats.acks.fetch_add(1, Ordering::Relaxed);
@@ -216,7 +227,8 @@ impl Handler {
         self.stats.releases.fetch_add(1, Ordering::Relaxed);
         let held = self.pool.release(msg.chaddr, msg.ciaddr);
         let detail = (!held).then(|| "not this client's lease: ignored".to_string());
-        self.event("release", msg, msg.ciaddr, detail).log(&self.cfg.network);
+        self.event("release", msg, msg.ciaddr, detail)
+            .log(&self.cfg.network);
     }
 
     fn decline(&mut self, msg: &ClientMessage, now: u64) {
@@ -230,7 +242,8 @@ impl Handler {
         } else {
             "not offered or leased to this client: ignored"
         };
-        self.event("decline", msg, ip, Some(detail.into())).log(&self.cfg.network);
+        self.event("decline", msg, ip, Some(detail.into()))
+            .log(&self.cfg.network);
     }
 
     /// DHCPINFORM: configuration only, no lease, no yiaddr (RFC 2131 §4.3.5).
@@ -242,16 +255,27 @@ impl Handler {
         self.stats.informs.fetch_add(1, Ordering::Relaxed);
         let kind = classify(msg);
         let (mut reply, _) = self.lease_reply(MessageType::Ack, msg, Ipv4Addr::UNSPECIFIED, kind);
-        reply.options.retain(|(c, _)| ![opt::LEASE_TIME, opt::RENEWAL_T1, opt::REBINDING_T2].contains(c));
+        reply
+            .options
+            .retain(|(c, _)| ![opt::LEASE_TIME, opt::RENEWAL_T1, opt::REBINDING_T2].contains(c));
         Some(self.outgoing(msg, reply, false, None))
     }
 
-    fn event(&self, what: &'static str, msg: &ClientMessage, ip: Ipv4Addr, detail: Option<String>) -> LeaseEvent {
+    fn event(
+        &self,
+        what: &'static str,
+        msg: &ClientMessage,
+        ip: Ipv4Addr,
+        detail: Option<String>,
+    ) -> LeaseEvent {
         LeaseEvent {
             what,
             mac: format_mac(&msg.chaddr),
             ip,
-            hostname: self.static_host(&msg.chaddr).and_then(|h| h.name.clone()).or_else(|| msg.hostname.clone()),
+            hostname: self
+                .static_host(&msg.chaddr)
+                .and_then(|h| h.name.clone())
+                .or_else(|| msg.hostname.clone()),
             kind: classify(msg),
             boot: None,
             detail,
@@ -268,7 +292,13 @@ impl Handler {
     ) -> (ReplyMessage, Option<BootReply>) {
         let cfg = &self.cfg;
         let host = self.static_host(&msg.chaddr);
-        let boot = boot_reply(&kind, cfg.boot.as_ref(), host, cfg.server_ip, msg.client_uuid.as_deref());
+        let boot = boot_reply(
+            &kind,
+            cfg.boot.as_ref(),
+            host,
+            cfg.server_ip,
+            msg.client_uuid.as_deref(),
+        );
         if boot.is_none() && kind != ClientKind::Plain {
             tracing::debug!(network = %cfg.network, mac = %format_mac(&msg.chaddr), kind = %kind,
                 "no boot file configured for this kind of client: address only");
@@ -276,16 +306,23 @@ impl Handler {
         let lease = cfg.lease_time.as_secs().min(u32::MAX as u64) as u32;
 
         // Options the client cannot do without come first: the encoder drops what does not fit.
-        let mut required: Vec<(u8, Vec<u8>)> = vec![(opt::SERVER_ID, cfg.server_ip.octets().to_vec())];
+        let mut required: Vec<(u8, Vec<u8>)> =
+            vec![(opt::SERVER_ID, cfg.server_ip.octets().to_vec())];
         required.push((opt::LEASE_TIME, lease.to_be_bytes().to_vec()));
         required.push((opt::RENEWAL_T1, (lease / 2).to_be_bytes().to_vec()));
-        required.push((opt::REBINDING_T2, ((lease as u64 * 7 / 8) as u32).to_be_bytes().to_vec()));
+        required.push((
+            opt::REBINDING_T2,
+            ((lease as u64 * 7 / 8) as u32).to_be_bytes().to_vec(),
+        ));
         required.push((opt::SUBNET_MASK, cfg.subnet.netmask().octets().to_vec()));
         if let Some(router) = cfg.router {
             required.push((opt::ROUTER, router.octets().to_vec()));
         }
 
-        let mut extra: Vec<(u8, Vec<u8>)> = vec![(opt::BROADCAST_ADDR, cfg.subnet.broadcast().octets().to_vec())];
+        let mut extra: Vec<(u8, Vec<u8>)> = vec![(
+            opt::BROADCAST_ADDR,
+            cfg.subnet.broadcast().octets().to_vec(),
+        )];
         if !cfg.dns.is_empty() {
             extra.push((opt::DNS, cfg.dns.iter().flat_map(|a| a.octets()).collect()));
         }
@@ -319,7 +356,10 @@ impl Handler {
         extra.sort_by_key(|(code, _)| prl.iter().position(|c| c == code).unwrap_or(usize::MAX));
         required.extend(extra);
 
-        let file = boot.as_ref().map(|b| b.file.as_bytes().to_vec()).unwrap_or_default();
+        let file = boot
+            .as_ref()
+            .map(|b| b.file.as_bytes().to_vec())
+            .unwrap_or_default();
         let reply = ReplyMessage {
             msg_type,
             xid: msg.xid,
@@ -363,7 +403,13 @@ impl Handler {
         }
     }
 
-    fn outgoing(&self, msg: &ClientMessage, reply: ReplyMessage, needs_flush: bool, event: Option<LeaseEvent>) -> Outgoing {
+    fn outgoing(
+        &self,
+        msg: &ClientMessage,
+        reply: ReplyMessage,
+        needs_flush: bool,
+        event: Option<LeaseEvent>,
+    ) -> Outgoing {
         Outgoing {
             dest: Destination::for_reply(msg, &reply),
             max_message_size: msg.max_message_size.unwrap_or(0),

@@ -1,0 +1,210 @@
+//! [network.dhcp]: the range and static reservations, placed inside the network's subnet.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::ops::Range;
+
+use ipnet::Ipv4Net;
+
+use super::super::checks::{self, Bad};
+use super::super::model::{Dhcp, DhcpDefaults, StaticHost, DEFAULT_LEASE_TIME};
+use super::super::wire::{self, S};
+use super::Checker;
+
+fn in_subnet(subnet: Ipv4Net, ip: Ipv4Addr) -> bool {
+    subnet.contains(&ip) && ip != subnet.network() && ip != subnet.broadcast()
+}
+
+pub(super) fn dhcp(
+    c: &mut Checker,
+    d: &wire::NetworkDhcp,
+    gw: Option<Ipv4Net>,
+    defaults: &DhcpDefaults,
+) -> Option<Dhcp> {
+    let before = c.problems.len();
+    let range = c
+        .check(d.range.span(), checks::range_syntax(d.range.get_ref()))
+        .and_then(|(a, b)| {
+            let result = if a > b {
+                Err(checks::bad(
+                    format!("range {a}-{b} is reversed"),
+                    format!("write the lower address first: \"{b}-{a}\""),
+                ))
+            } else if let Some(gw) = gw {
+                range_placement(gw, a, b)
+            } else {
+                Ok((a, b))
+            };
+            c.check(d.range.span(), result)
+        });
+    let lease_time = match &d.lease_time {
+        Some(l) => c.check(l.span(), checks::lease_time(l.get_ref())),
+        None => Some(defaults.lease_time.unwrap_or(DEFAULT_LEASE_TIME)),
+    };
+    let dns = super::dns_list(c, d.dns.as_ref()).or_else(|| defaults.dns.clone());
+    let domain = match &d.domain {
+        Some(s) => c
+            .check(s.span(), checks::domain(s.get_ref()))
+            .map(|()| s.get_ref().clone()),
+        None => defaults.domain.clone(),
+    };
+    let hosts = static_hosts(c, &d.host, gw);
+    if c.problems.len() != before {
+        return None;
+    }
+    let (range_start, range_end) = range?;
+    Some(Dhcp {
+        range_start,
+        range_end,
+        lease_time: lease_time?,
+        dns,
+        domain,
+        hosts,
+    })
+}
+
+/// A reserved address must be a host address of the subnet other than the gateway.
+fn host_placement(gw: Ipv4Net, ip: Ipv4Addr) -> Result<(), Bad> {
+    let subnet = gw.trunc();
+    if ip == gw.addr() {
+        Err(checks::bad(
+            format!("{ip} is the network's gateway address"),
+            "reserve a different address; the gateway belongs to the host",
+        ))
+    } else if !in_subnet(subnet, ip) {
+        Err(checks::bad(
+            format!("{ip} is not a host address inside the network's subnet {subnet}"),
+            format!(
+                "use an address from {}-{}",
+                checks::first_host(subnet),
+                checks::last_host(subnet)
+            ),
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A syntactically good, ordered range must sit inside the subnet and leave the gateway out.
+fn range_placement(gw: Ipv4Net, a: Ipv4Addr, b: Ipv4Addr) -> Result<(Ipv4Addr, Ipv4Addr), Bad> {
+    let (subnet, gateway) = (gw.trunc(), gw.addr());
+    if !in_subnet(subnet, a) || !in_subnet(subnet, b) {
+        Err(checks::bad(
+            format!("range {a}-{b} is not inside the network's subnet {subnet}"),
+            format!(
+                "use addresses from {}-{}, e.g. \"{}\"",
+                checks::first_host(subnet),
+                checks::last_host(subnet),
+                suggest_range(gw)
+            ),
+        ))
+    } else if a <= gateway && gateway <= b {
+        Err(checks::bad(
+            format!("range {a}-{b} covers the gateway address {gateway}"),
+            format!("leave the gateway out, e.g. \"{}\"", suggest_range(gw)),
+        ))
+    } else {
+        Ok((a, b))
+    }
+}
+
+/// The largest range that fits the subnet without the gateway: everything above it, or below it
+/// when the gateway sits at the top.
+fn suggest_range(gw: Ipv4Net) -> String {
+    let (first, last, g) = (
+        u32::from(checks::first_host(gw.trunc())),
+        u32::from(checks::last_host(gw.trunc())),
+        u32::from(gw.addr()),
+    );
+    let (a, b) = if last - g >= g - first {
+        (g + 1, last)
+    } else {
+        (first, g - 1)
+    };
+    format!("{}-{}", Ipv4Addr::from(a), Ipv4Addr::from(b))
+}
+
+fn static_hosts(
+    c: &mut Checker,
+    hosts: &[S<wire::StaticHost>],
+    gw: Option<Ipv4Net>,
+) -> Vec<StaticHost> {
+    let mut out = Vec::new();
+    let mut macs: HashMap<[u8; 6], Range<usize>> = HashMap::new();
+    let mut ips: HashMap<Ipv4Addr, Range<usize>> = HashMap::new();
+    let mut names: HashMap<String, Range<usize>> = HashMap::new();
+    for h in hosts.iter().map(|h| h.get_ref()) {
+        let before = c.problems.len();
+        let mac = c.check(h.mac.span(), checks::mac(h.mac.get_ref()));
+        if let Some(m) = mac {
+            if let Some(first) = macs.get(&m) {
+                let line = c.line_of(first);
+                c.report(
+                    h.mac.span(),
+                    checks::bad(
+                        format!("MAC {} has two reservations", h.mac.get_ref()),
+                        format!(
+                            "keep one [[network.dhcp.host]] per MAC (the other is on line {line})"
+                        ),
+                    ),
+                );
+            } else {
+                macs.insert(m, h.mac.span());
+            }
+        }
+        let ip = c
+            .check(h.ip.span(), checks::ipv4(h.ip.get_ref()))
+            .and_then(|ip| {
+                let placed = gw.map_or(Ok(()), |gw| host_placement(gw, ip));
+                let result = if let Err(bad) = placed {
+                    Err(bad)
+                } else if let Some(first) = ips.get(&ip) {
+                    Err(checks::bad(
+                        format!("{ip} is reserved twice"),
+                        format!(
+                            "give each host its own address (the other is on line {})",
+                            c.line_of(first)
+                        ),
+                    ))
+                } else {
+                    Ok(ip)
+                };
+                c.check(h.ip.span(), result)
+            });
+        if let Some(ip) = ip {
+            ips.insert(ip, h.ip.span());
+        }
+        if let Some(n) = &h.name {
+            if c.check(n.span(), checks::hostname(n.get_ref())).is_some() {
+                let key = n.get_ref().to_ascii_lowercase();
+                if let Some(first) = names.get(&key) {
+                    let line = c.line_of(first);
+                    c.report(
+                        n.span(),
+                        checks::bad(
+                            format!("host name \"{}\" is used twice", n.get_ref()),
+                            format!("give each host its own name (the other is on line {line})"),
+                        ),
+                    );
+                } else {
+                    names.insert(key, n.span());
+                }
+            }
+        }
+        for (key, f) in [("boot", &h.boot), ("script", &h.script)] {
+            if let Some(f) = f {
+                c.check(f.span(), checks::boot_file(key, f.get_ref()));
+            }
+        }
+        if let (true, Some(mac), Some(ip)) = (c.problems.len() == before, mac, ip) {
+            out.push(StaticHost {
+                mac,
+                ip,
+                name: h.name.as_ref().map(|n| n.get_ref().clone()),
+                boot: h.boot.as_ref().map(|b| b.get_ref().clone()),
+                script: h.script.as_ref().map(|s| s.get_ref().clone()),
+            });
+        }
+    }
+    out
+}

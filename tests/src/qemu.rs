@@ -1,0 +1,407 @@
+//! Real QEMU guests that network-boot from a tap port of a bridge inside a test's namespace, and
+//! the payload they boot (built from Debian packages by `tests/payload/build.sh`, cached).
+//!
+//! QEMU runs with `-accel tcg`: under KVM, iPXE's real-mode code dies with an emulation failure on
+//! this kind of machine. The guest's kernel runs an initramfs whose /init prints [`BOOT_MARKER`]
+//! and the kernel command line on the serial port, then powers off.
+
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use crate::Netns;
+
+/// Printed by the payload's /init once the guest's kernel runs.
+pub const BOOT_MARKER: &str = "HOSTAGENT-BOOT-OK";
+
+/// Upper bound for one boot, whatever the caller asks (a TCG boot takes 25–40 s on 2 cores).
+pub const HARD_TIMEOUT: Duration = Duration::from_secs(150);
+
+/// Files every scenario copies into the agent's boot root.
+pub const PAYLOAD_FILES: [&str; 4] = ["vmlinuz", "initrd.img", "undionly.kpxe", "ipxe.efi"];
+
+const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// How many lines of each log a failure message shows.
+const TAIL_LINES: usize = 60;
+
+/// Build (or find cached) the payload; returns its directory. Runs `build.sh` at most once per
+/// process; the script itself locks against parallel test processes.
+pub fn payload_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::var("HOSTAGENT_PAYLOAD_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| here.join(".cache/payload"));
+        let script = here.join("payload/build.sh");
+        let out = Command::new("sh")
+            .arg(&script)
+            .arg(&dir)
+            .output()
+            .unwrap_or_else(|e| panic!("run {}: {e}", script.display()));
+        assert!(
+            out.status.success(),
+            "{} failed ({}):\n{}{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+    .clone()
+}
+
+/// How the guest's iPXE script fetches kernel and initramfs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fetch {
+    Tftp,
+    /// Over HTTP from the agent's HTTP boot server on this port.
+    Http(u16),
+}
+
+impl Fetch {
+    /// The word the guest echoes back (`hostagent_path=...` on its kernel command line).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fetch::Tftp => "tftp",
+            Fetch::Http(_) => "http",
+        }
+    }
+}
+
+/// The iPXE script that boots the payload. `initrd=initrd.img` is needed by iPXE EFI of Debian
+/// 12's vintage (without it the kernel finds no initramfs); BIOS iPXE ignores it.
+pub fn ipxe_script(fetch: Fetch) -> String {
+    let base = match fetch {
+        Fetch::Tftp => "tftp://${next-server}".to_string(),
+        Fetch::Http(port) => format!("http://${{next-server}}:{port}"),
+    };
+    format!(
+        "#!ipxe\nkernel {base}/vmlinuz initrd=initrd.img console=ttyS0 panic=-1 quiet hostagent_path={}\n\
+         initrd {base}/initrd.img\nboot\n",
+        fetch.name()
+    )
+}
+
+/// Copy the payload into `boot_root` (created if needed) and write the iPXE script as `script`.
+pub fn install_payload(boot_root: &Path, script: &str, fetch: Fetch) {
+    let src = payload_dir();
+    std::fs::create_dir_all(boot_root)
+        .unwrap_or_else(|e| panic!("mkdir {}: {e}", boot_root.display()));
+    for f in PAYLOAD_FILES {
+        std::fs::copy(src.join(f), boot_root.join(f))
+            .unwrap_or_else(|e| panic!("copy {f} into {}: {e}", boot_root.display()));
+    }
+    std::fs::write(boot_root.join(script), ipxe_script(fetch)).expect("write iPXE script");
+}
+
+/// Which firmware the guest starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    /// SeaBIOS; the virtio NIC's option ROM is iPXE (package ipxe-qemu), so the first DHCP client
+    /// is already iPXE.
+    BiosIpxeRom,
+    /// OVMF with the NIC's option ROM disabled (`romfile=`): EDK2's own PXE client asks first
+    /// (option 93 = 7) and must be handed an iPXE binary.
+    UefiNoRom,
+}
+
+/// What to launch.
+#[derive(Debug, Clone)]
+pub struct GuestSpec {
+    /// Bridge the tap is enslaved to (made by the agent).
+    pub bridge: String,
+    /// Tap name (at most 15 bytes), created in the namespace.
+    pub tap: String,
+    /// NIC MAC, lower case with colons (as the agent logs it).
+    pub mac: String,
+    pub firmware: Firmware,
+    /// Where the serial log (and OVMF's variable store) go.
+    pub dir: PathBuf,
+    /// The agent's log, shown with the serial log when a boot fails.
+    pub agent_log: Option<PathBuf>,
+}
+
+/// The serial line the payload printed, and how long the boot took.
+#[derive(Debug, Clone)]
+pub struct Booted {
+    pub line: String,
+    pub elapsed: Duration,
+}
+
+impl Booted {
+    /// The `hostagent_path=` word the guest's kernel got (`tftp`, `http`, or `unknown`).
+    pub fn path(&self) -> &str {
+        self.line
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix("hostagent_path="))
+            .unwrap_or("unknown")
+    }
+}
+
+/// A QEMU process inside a namespace; killed on drop.
+pub struct Guest {
+    child: Child,
+    spec: GuestSpec,
+    serial_log: PathBuf,
+    started: Instant,
+}
+
+impl Guest {
+    /// Create the tap in `ns`, enslave it to the bridge and start QEMU there (so its `-netdev tap`
+    /// opens the tap inside the namespace).
+    pub fn launch(ns: &Netns, spec: GuestSpec) -> Guest {
+        assert!(
+            spec.tap.len() <= 15,
+            "tap name {:?} longer than IFNAMSIZ-1",
+            spec.tap
+        );
+        std::fs::create_dir_all(&spec.dir).expect("guest dir");
+        ns.ok(&["ip", "tuntap", "add", &spec.tap, "mode", "tap"]);
+        ns.ok(&["ip", "link", "set", &spec.tap, "master", &spec.bridge, "up"]);
+
+        let serial_log = spec.dir.join(format!("serial-{}.log", spec.tap));
+        let _ = std::fs::remove_file(&serial_log);
+        let serial = format!("file:{}", serial_log.display());
+        let netdev = format!("tap,id=n0,ifname={},script=no,downscript=no", spec.tap);
+        let mut nic = format!("virtio-net-pci,netdev=n0,mac={}", spec.mac);
+        let mut argv: Vec<String> = [
+            "qemu-system-x86_64",
+            "-accel",
+            "tcg",
+            "-m",
+            "512",
+            "-nographic",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        // -no-reboot: a kernel panic (panic=-1 reboots at once) ends QEMU instead of looping.
+        argv.extend(["-no-reboot", "-monitor", "none", "-serial", &serial].map(String::from));
+        if spec.firmware == Firmware::UefiNoRom {
+            let vars = spec.dir.join(format!("OVMF_VARS-{}.fd", spec.tap));
+            std::fs::copy(OVMF_VARS, &vars)
+                .unwrap_or_else(|e| panic!("copy {OVMF_VARS}: {e} (package ovmf)"));
+            nic.push_str(",romfile=");
+            argv.push("-drive".into());
+            argv.push(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
+            argv.push("-drive".into());
+            argv.push(format!("if=pflash,format=raw,file={}", vars.display()));
+        }
+        argv.extend([
+            "-netdev".into(),
+            netdev,
+            "-device".into(),
+            nic,
+            "-boot".into(),
+            "n".into(),
+        ]);
+
+        let qemu_out = std::fs::File::create(spec.dir.join(format!("qemu-{}.out", spec.tap)))
+            .expect("qemu log");
+        let argv_ref: Vec<&str> = argv.iter().map(String::as_str).collect();
+        // `ip netns exec` execs QEMU in place, so the child's pid is QEMU's.
+        let child = ns
+            .cmd(&argv_ref)
+            .stdin(Stdio::null())
+            .stdout(qemu_out.try_clone().expect("dup qemu log"))
+            .stderr(qemu_out)
+            .spawn()
+            .expect("spawn qemu-system-x86_64 (package qemu-system-x86)");
+        Guest {
+            child,
+            spec,
+            serial_log,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn serial_log(&self) -> &Path {
+        &self.serial_log
+    }
+
+    /// Everything the guest printed on its serial port so far (escape sequences removed).
+    pub fn serial(&self) -> String {
+        read_log(&self.serial_log)
+    }
+
+    /// Poll the serial log until the payload's marker appears. Err(reason) when QEMU exits
+    /// without it or `timeout` (capped at [`HARD_TIMEOUT`]) passes; the guest is killed then.
+    pub fn wait_for_marker(&mut self, timeout: Duration) -> Result<Booted, String> {
+        let deadline = self.started + timeout.min(HARD_TIMEOUT);
+        let mut seen = 0u64;
+        let mut pending = String::new();
+        loop {
+            // Read only what is new: the log grows by megabytes of iPXE progress output.
+            if let Some(line) = scan_new(&self.serial_log, &mut seen, &mut pending) {
+                return Ok(Booted {
+                    line,
+                    elapsed: self.started.elapsed(),
+                });
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                // QEMU may exit right after the marker reached the file: look once more.
+                if let Some(line) = scan_new(&self.serial_log, &mut seen, &mut pending) {
+                    return Ok(Booted {
+                        line,
+                        elapsed: self.started.elapsed(),
+                    });
+                }
+                let out = std::fs::read_to_string(
+                    self.spec.dir.join(format!("qemu-{}.out", self.spec.tap)),
+                )
+                .unwrap_or_default();
+                return Err(format!(
+                    "QEMU exited ({status}) without {BOOT_MARKER}; QEMU said:\n{out}"
+                ));
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                return Err(format!(
+                    "no {BOOT_MARKER} after {:?}",
+                    self.started.elapsed()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Like [`Guest::wait_for_marker`], but panics with the tails of the serial and agent logs.
+    pub fn expect_boot(&mut self, timeout: Duration) -> Booted {
+        match self.wait_for_marker(timeout) {
+            Ok(b) => b,
+            Err(reason) => panic!(
+                "guest {} did not boot: {reason}\n{}",
+                self.spec.mac,
+                self.diagnostics()
+            ),
+        }
+    }
+
+    /// The last lines of the serial log and of the agent's log, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        let mut s = format!(
+            "--- last {TAIL_LINES} lines of the serial log {} ---\n{}",
+            self.serial_log.display(),
+            tail(&self.serial(), TAIL_LINES)
+        );
+        if let Some(agent) = &self.spec.agent_log {
+            s.push_str(&format!(
+                "\n--- last {TAIL_LINES} lines of the agent log {} ---\n{}",
+                agent.display(),
+                tail(&read_log(agent), TAIL_LINES)
+            ));
+        }
+        s
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Read what was appended to `path` since `seen`; return the marker's line once complete.
+fn scan_new(path: &Path, seen: &mut u64, pending: &mut String) -> Option<String> {
+    let mut f = std::fs::File::open(path).ok()?;
+    f.seek(SeekFrom::Start(*seen)).ok()?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).ok()?;
+    *seen += buf.len() as u64;
+    pending.push_str(&String::from_utf8_lossy(&buf));
+    // Keep an unfinished last line for the next round; drop the lines already searched.
+    let cut = pending.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let done: String = pending.drain(..cut).collect();
+    strip_ansi(&done)
+        .lines()
+        .find(|l| l.contains(BOOT_MARKER))
+        .map(|l| l.trim().to_string())
+}
+
+/// A log file as text without terminal escape sequences (SeaBIOS, iPXE and tracing's colours).
+pub fn read_log(path: &Path) -> String {
+    match std::fs::read(path) {
+        Ok(b) => strip_ansi(&String::from_utf8_lossy(&b)),
+        Err(e) => format!("<cannot read {}: {e}>", path.display()),
+    }
+}
+
+/// Remove CSI escape sequences (`ESC [ ... final-byte`) and other lone escapes and carriage returns.
+pub fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    // Parameters and intermediates, then one final byte in '@'..='~'.
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The last `n` lines of `s`.
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strip_ansi_removes_colours_and_screen_control() {
+        assert_eq!(
+            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m x\r\n"),
+            "2026  INFO x\n"
+        );
+        assert_eq!(strip_ansi("c\u{1b}[?7l\u{1b}[2JHOSTAGENT"), "cHOSTAGENT");
+    }
+
+    #[test]
+    fn booted_path_reads_the_echoed_word() {
+        let b = Booted {
+            line: "HOSTAGENT-BOOT-OK hostagent_path=http cmdline=[x hostagent_path=http]".into(),
+            elapsed: Duration::ZERO,
+        };
+        assert_eq!(b.path(), "http");
+    }
+
+    #[test]
+    fn scripts_fetch_over_the_asked_protocol() {
+        let http = ipxe_script(Fetch::Http(8069));
+        assert!(http.contains("kernel http://${next-server}:8069/vmlinuz initrd=initrd.img"));
+        assert!(http.contains("initrd http://${next-server}:8069/initrd.img"));
+        assert!(ipxe_script(Fetch::Tftp).contains("kernel tftp://${next-server}/vmlinuz"));
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
+    }
+}
