@@ -71,6 +71,11 @@ pub async fn plan(cli: &Cli, json: bool) -> Result<ExitCode> {
             println!("  {:>2}. {a}", i + 1);
         }
     }
+    if !json {
+        for note in &plan.notes {
+            println!("note: {note}");
+        }
+    }
     Ok(if plan.actions.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
@@ -88,7 +93,10 @@ pub async fn apply_model(host: &Host, model: &Model) -> Result<usize> {
         tracing::info!(action = %a, "apply");
     }
     let n = plan.actions.len();
-    netcfg::apply::apply(host, &desired, &plan).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let report = netcfg::apply::apply(host, &desired, &plan).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    for note in &report.notes {
+        tracing::warn!("{note}");
+    }
     Ok(n)
 }
 
