@@ -210,7 +210,7 @@ pub async fn client_leases(cli: &Cli, json: bool) -> Result<ExitCode> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    println!("{:<12} {:<17} {:<15} {:<20} {}", "NETWORK", "MAC", "IP", "HOSTNAME", "EXPIRES IN");
+    println!("{:<12} {:<17} {:<15} {:<20} EXPIRES IN", "NETWORK", "MAC", "IP", "HOSTNAME");
     for net in v["leases"].as_array().into_iter().flatten() {
         let name = net["network"].as_str().unwrap_or("");
         for l in net["leases"].as_array().into_iter().flatten() {

@@ -11,7 +11,7 @@ use crate::config::{self, Model};
 
 /// Load and validate the config; a config error is printed as-is (it already names file:line:col).
 pub fn load(cli: &Cli) -> Result<Model> {
-    config::load(&cli.config).map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(config::load(&cli.config)?)
 }
 
 pub fn host_for(cli: &Cli, model: &Model) -> Host {
@@ -20,7 +20,10 @@ pub fn host_for(cli: &Cli, model: &Model) -> Host {
 
 pub async fn check(cli: &Cli, json: bool) -> Result<ExitCode> {
     // The config is optional for `check`: without one we still validate the host itself.
-    let model = if cli.config.exists() { Some(load(cli)?) } else { None };
+    // An explicit -c that is missing is an error; the default path may be absent on a host that
+    // only wants the checks.
+    let explicit = cli.config.as_path() != std::path::Path::new(crate::cli::DEFAULT_CONFIG);
+    let model = if explicit || cli.config.exists() { Some(load(cli)?) } else { None };
     let host = match &model {
         Some(m) => host_for(cli, m),
         None => Host::new(&cli.root, "/var/lib/hostagent"),

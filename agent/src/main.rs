@@ -31,7 +31,11 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            // Config errors already read `FILE:LINE:COL: error: ...` with hints: print them as-is.
+            match e.downcast_ref::<hostagent::config::ConfigError>() {
+                Some(ce) => eprintln!("{ce}"),
+                None => eprintln!("error: {e:#}"),
+            }
             ExitCode::FAILURE
         }
     }

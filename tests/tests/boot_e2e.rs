@@ -157,8 +157,9 @@ fn acks<'a>(log: &'a str, mac: &str) -> Vec<&'a str> {
         .collect()
 }
 
-/// One guest boot against a fresh namespace and agent; returns what the guest printed, the agent's
-/// log, and the guest (kept alive so its diagnostics can go into assertion messages).
+/// The outcome of one guest boot against a fresh namespace and agent: what the guest printed, the
+/// agent's log, and the tails of both logs for assertion messages (namespace, agent and guest are
+/// gone by the time the assertions run).
 struct Run {
     booted: Booted,
     log: String,
