@@ -841,3 +841,35 @@ fn full_disk_fails_the_flush_clearly_and_leaves_no_half_record() {
         );
     }
 }
+
+#[test]
+fn random_garbage_after_a_valid_header_never_panics() {
+    let f = fixture();
+    let (bytes, bounds, _) = journal_with_boundaries(&f.journal);
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    for round in 0..2000 {
+        // a valid prefix of random length, then random bytes
+        let keep = bounds[(rng.next() % bounds.len() as u64) as usize] as usize;
+        let mut data = bytes[..keep].to_vec();
+        for _ in 0..rng.next() % 300 {
+            data.push(rng.next() as u8);
+        }
+        if round % 2 == 0 {
+            // make some garbage look like a frame with a plausible length
+            if let Some(b) = data.get_mut(keep) {
+                *b = 20;
+            }
+        }
+        fs::write(&f.journal, &data).unwrap();
+        let (_, report) = LeaseStore::open(&f.journal).unwrap();
+        let complete = bounds
+            .iter()
+            .skip(1)
+            .filter(|b| **b as usize <= keep)
+            .count();
+        assert!(
+            report.records >= complete,
+            "round {round}: lost valid records"
+        );
+    }
+}

@@ -546,3 +546,35 @@ impl Pool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FreeList;
+
+    #[test]
+    fn free_list_gives_lowest_first_and_takes_back_returned_addresses() {
+        let mut free = FreeList::new(10, 20);
+        let busy = [11u32, 12];
+        let take = |f: &mut FreeList| f.take_lowest(|ip| !busy.contains(&ip));
+        assert_eq!(take(&mut free), Some(10));
+        assert_eq!(take(&mut free), Some(13), "busy addresses skipped");
+        free.mark_free(10);
+        free.mark_free(12); // marked free but still busy: dropped when met
+        assert_eq!(
+            take(&mut free),
+            Some(10),
+            "a returned address below the cursor comes first"
+        );
+        assert_eq!(take(&mut free), Some(14));
+        free.mark_free(30); // above the cursor: found by the scan anyway, not stored twice
+        assert!(free.returned.is_empty());
+    }
+
+    #[test]
+    fn free_list_at_the_top_of_the_address_space_ends_cleanly() {
+        let mut free = FreeList::new(u32::MAX - 1, u32::MAX);
+        assert_eq!(free.take_lowest(|_| true), Some(u32::MAX - 1));
+        assert_eq!(free.take_lowest(|_| true), Some(u32::MAX));
+        assert_eq!(free.take_lowest(|_| true), None);
+    }
+}

@@ -366,7 +366,12 @@ impl Outcome {
             &stats.errors
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(client = %self.peer.ip(), path = %self.path, status = status.as_u16(), bytes, "http: transfer");
+        let (client, path, code) = (self.peer.ip(), &self.path, status.as_u16());
+        if status.is_success() {
+            tracing::info!(%client, %path, status = code, bytes, "http: transfer complete");
+        } else {
+            tracing::info!(%client, %path, status = code, bytes, "http: transfer not completed");
+        }
     }
 }
 

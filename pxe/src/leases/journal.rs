@@ -16,6 +16,14 @@ pub(crate) struct Journal {
     durable_len: u64,
     /// Encoded records staged since the last flush.
     pending: Vec<u8>,
+    /// A failed write may have left bytes past `durable_len` that could not be cut off yet.
+    /// Appending after them could leave complete records of the failed batch behind our new end,
+    /// to be replayed later as if they were newest; so no write happens until the cut succeeds.
+    tail_unclean: bool,
+    /// A compaction renamed the new journal in but the directory fsync failed: until it succeeds
+    /// a crash could bring the old journal back, so appends (now going to the new one) are not
+    /// acknowledged.
+    rename_unsynced: bool,
 }
 
 impl Journal {
@@ -72,6 +80,8 @@ impl Journal {
                 file,
                 durable_len: HEADER_LEN as u64,
                 pending: Vec::new(),
+                tail_unclean: false,
+                rename_unsynced: false,
             };
             return Ok((journal, records, report));
         }
@@ -131,6 +141,8 @@ impl Journal {
             file,
             durable_len: pos as u64,
             pending: Vec::new(),
+            tail_unclean: false,
+            rename_unsynced: false,
         };
         Ok((journal, records, report))
     }
@@ -155,32 +167,46 @@ impl Journal {
         if self.pending.is_empty() {
             return Ok(());
         }
+        if let Err(e) = self.repair() {
+            self.pending.clear();
+            return Err(e);
+        }
         let result = self
             .file
             .write_all_at(&self.pending, self.durable_len)
             .and_then(|()| self.file.sync_data());
+        let lost = self.pending.len();
+        self.pending.clear();
         match result {
             Ok(()) => {
-                self.durable_len += self.pending.len() as u64;
-                self.pending.clear();
+                self.durable_len += lost as u64;
                 Ok(())
             }
             Err(e) => {
-                let lost = self.pending.len();
-                self.pending.clear();
-                // Best effort: if even this fails the next open still stops at the torn record,
-                // since every record is checksummed.
-                if let Err(te) = self
-                    .file
-                    .set_len(self.durable_len)
-                    .and_then(|()| self.file.sync_data())
-                {
-                    tracing::warn!(path = %self.path.display(), error = %te, "could not cut back a failed journal write");
-                }
                 tracing::error!(path = %self.path.display(), error = %e, bytes = lost, "lease journal write failed; batch not acknowledged");
+                self.tail_unclean = true;
+                if let Err(te) = self.repair() {
+                    tracing::warn!(error = %te, "could not cut back a failed journal write; retrying before the next one");
+                }
                 Err(LeaseError::io(&self.path, e))
             }
         }
+    }
+
+    /// Finishes what a failed flush or compaction left undone; Err while it still cannot.
+    fn repair(&mut self) -> Result<(), LeaseError> {
+        if self.tail_unclean {
+            self.file
+                .set_len(self.durable_len)
+                .and_then(|()| self.file.sync_data())
+                .map_err(|e| LeaseError::io(&self.path, e))?;
+            self.tail_unclean = false;
+        }
+        if self.rename_unsynced {
+            sync_dir(&self.path)?;
+            self.rename_unsynced = false;
+        }
+        Ok(())
     }
 
     /// Replaces the journal with one holding exactly `live`. The old journal stays complete and
@@ -188,6 +214,7 @@ impl Journal {
     /// pending batch (call after a successful flush).
     pub(crate) fn compact(&mut self, live: impl Iterator<Item = Record>) -> Result<(), LeaseError> {
         debug_assert!(self.pending.is_empty());
+        self.repair()?;
         let tmp = tmp_path(&self.path);
         let mut buf = codec::header().to_vec();
         for record in live {
@@ -216,11 +243,12 @@ impl Journal {
             let _ = fs::remove_file(&tmp);
             LeaseError::io(&self.path, e)
         })?;
-        sync_dir(&self.path)?;
-        // The handle we wrote through is now the journal.
+        // The handle we wrote through is now the journal, whatever happens next.
         self.file = new_file;
         self.durable_len = buf.len() as u64;
-        Ok(())
+        self.tail_unclean = false;
+        self.rename_unsynced = true;
+        self.repair()
     }
 }
 
