@@ -44,7 +44,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mac = [0x52, 0x54, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8];
         let ip = pool.offer(mac, None, NOW).ok_or("pool exhausted")?;
         pool.request(mac, ip, Some("bench-guest"), NOW)?;
-        if (n as usize + 1) % BATCH == 0 {
+        if (n as usize + 1).is_multiple_of(BATCH) {
             pool.flush()?;
             flushes += 1;
         }
