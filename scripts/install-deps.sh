@@ -6,7 +6,8 @@ set -euo pipefail
 runtime=(nftables iproute2 ipxe kmod procps)
 build=(pkg-config gcc libvirt-dev)
 tests=(busybox-static isc-dhcp-client atftp curl cpio gzip tcpdump
-       qemu-system-x86 ovmf ipxe-qemu)
+       qemu-system-x86 ovmf ipxe-qemu
+       libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils)
 want=("${runtime[@]}" "${build[@]}")
 [ "${1:-}" = "--tests" ] && want+=("${tests[@]}")
 

@@ -37,8 +37,12 @@ pub enum Command {
     },
     /// Make the host match the config (idempotent; undone on failure).
     Apply,
-    /// Remove exactly what the agent created.
-    Down,
+    /// Remove exactly what the agent created (guests only with --guests).
+    Down {
+        /// Also stop and undefine the config's guests (their disk images are kept).
+        #[arg(long)]
+        guests: bool,
+    },
     /// Apply, then serve DHCP, TFTP and HTTP boot until SIGTERM/SIGINT; SIGHUP reloads the config.
     Run {
         /// Remove the agent's networks when stopping.
@@ -55,4 +59,51 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the guests: state, MAC, address, lease and install stage.
+    Guests {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Operate on one libvirt guest.
+    Guest {
+        #[command(subcommand)]
+        op: GuestOp,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GuestOp {
+    /// Clone a shut-off guest (like virt-clone): new name, UUID, MAC, reservation, disks.
+    Clone {
+        source: String,
+        new: String,
+        /// Make N clones named NEW-1 … NEW-N.
+        #[arg(long, default_value_t = 1)]
+        count: u32,
+        /// Full disk copies instead of qcow2 overlays on the source's disks.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Move IDE/SATA/SCSI disks and non-virtio NICs to virtio in the persistent definition.
+    Virtio {
+        name: String,
+        /// Allow a running guest: the change applies from its next start.
+        #[arg(long)]
+        next_boot: bool,
+    },
+    /// Turn vhost-net on or off for the guest's virtio NICs.
+    Vhost {
+        name: String,
+        #[arg(value_enum)]
+        state: OnOff,
+        /// Allow a running guest: the change applies from its next start.
+        #[arg(long)]
+        next_boot: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnOff {
+    On,
+    Off,
 }

@@ -53,6 +53,7 @@ struct Request {
 enum Command {
     Status,
     Leases,
+    Guests,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -94,12 +95,14 @@ pub async fn serve(root: &Path, state: Arc<DaemonState>) -> Result<ControlServer
     let listener = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 600 {}", path.display()))?;
+    let root = root.to_path_buf();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
             let state = state.clone();
+            let root = root.clone();
             tokio::spawn(async move {
-                if let Err(e) = handle(stream, &state).await {
+                if let Err(e) = handle(stream, &state, &root).await {
                     tracing::debug!("control connection: {e:#}");
                 }
             });
@@ -108,7 +111,7 @@ pub async fn serve(root: &Path, state: Arc<DaemonState>) -> Result<ControlServer
     Ok(ControlServer { path, task })
 }
 
-async fn handle(stream: UnixStream, state: &DaemonState) -> Result<()> {
+async fn handle(stream: UnixStream, state: &DaemonState, root: &Path) -> Result<()> {
     // Root-only: the directory and socket modes already say so; the peer's uid is checked too, so
     // a loosened mode never opens the daemon to other users.
     let cred = stream.peer_cred()?;
@@ -127,6 +130,7 @@ async fn handle(stream: UnixStream, state: &DaemonState) -> Result<()> {
             let leases = state.services.lock().await.leases();
             serde_json::json!({ "leases": leases })
         }
+        Ok(Request { cmd: Command::Guests }) => guests(state, root).await,
         Err(e) => serde_json::json!({
             "error": format!("bad request: {e}; send one JSON line such as {{\"cmd\":\"status\"}} or {{\"cmd\":\"leases\"}}")
         }),
@@ -156,7 +160,17 @@ async fn status(state: &DaemonState) -> serde_json::Value {
     })
 }
 
-async fn request(cli: &Cli, cmd: &str) -> Result<serde_json::Value> {
+/// Guests with the daemon's leases; libvirt is asked on the blocking pool.
+async fn guests(state: &DaemonState, root: &Path) -> serde_json::Value {
+    let model = state.model.read().await.clone();
+    let leases = crate::guests::commands::lease_views(&state.services.lock().await.leases());
+    match crate::guests::rows(&model, root, Some(leases)).await {
+        Ok(rows) => serde_json::json!({ "guests": rows }),
+        Err(e) => serde_json::json!({ "error": format!("guests: {e}") }),
+    }
+}
+
+pub(crate) async fn request(cli: &Cli, cmd: &str) -> Result<serde_json::Value> {
     let path = socket_path(&cli.root);
     let mut stream = UnixStream::connect(&path).await.with_context(|| {
         format!("cannot reach the daemon at {}: is `hostagent run` running (as root)?", path.display())

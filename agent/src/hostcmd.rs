@@ -28,7 +28,11 @@ pub async fn check(cli: &Cli, json: bool) -> Result<ExitCode> {
         Some(m) => host_for(cli, m),
         None => Host::new(&cli.root, "/var/lib/hostagent"),
     };
-    let results = netcfg::check::check(&host);
+    let mut results = netcfg::check::check(&host);
+    // The libvirt side: daemon, QEMU driver, KVM vs TCG, overcommit.
+    let libvirt = model.as_ref().map(|m| m.libvirt.clone()).unwrap_or_default();
+    let guests = model.as_ref().map(|m| m.guests.clone()).unwrap_or_default();
+    results.extend(crate::guests::check::checks(&libvirt, &guests).await);
     let failed = results.iter().any(|r| r.status == Status::Fail);
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
@@ -59,27 +63,36 @@ pub async fn plan(cli: &Cli, json: bool) -> Result<ExitCode> {
     let plan = netcfg::plan::plan(&host, &desired)
         .await
         .context("reading the host's current state")?;
+    let guest_plan = crate::guests::plan(&model, &cli.root).await.context("planning the guests")?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&plan)?);
-    } else if plan.actions.is_empty() {
+        let mut v = serde_json::to_value(&plan)?;
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("guests".into(), serde_json::to_value(&guest_plan)?);
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else if plan.actions.is_empty() && guest_plan.actions.is_empty() {
         println!("nothing to change: the host matches {}", cli.config.display());
     } else {
         println!(
             "hostagent apply would make {} change{} for {}:",
-            plan.actions.len(),
-            if plan.actions.len() == 1 { "" } else { "s" },
+            plan.actions.len() + guest_plan.actions.len(),
+            if plan.actions.len() + guest_plan.actions.len() == 1 { "" } else { "s" },
             cli.config.display()
         );
         for (i, a) in plan.actions.iter().enumerate() {
             println!("  {:>2}. {a}", i + 1);
         }
+        for (i, a) in guest_plan.actions.iter().enumerate() {
+            println!("  {:>2}. {a}", plan.actions.len() + i + 1);
+        }
     }
     if !json {
-        for note in &plan.notes {
+        for note in plan.notes.iter().chain(&guest_plan.notes) {
             println!("note: {note}");
         }
     }
-    Ok(if plan.actions.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    let changes = plan.actions.len() + guest_plan.actions.len();
+    Ok(if changes == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
 }
 
 /// Plan and apply; shared by `apply` and `run`.
@@ -107,6 +120,12 @@ pub async fn apply(cli: &Cli) -> Result<ExitCode> {
     let model = load(cli)?;
     let host = host_for(cli, &model);
     let n = apply_model(&host, &model).await?;
+    // Guests after the networks they plug into; existing guests are never changed.
+    let guest_changes = crate::guests::apply(&model, &cli.root).await.context("defining the guests")?;
+    for line in &guest_changes {
+        println!("{line}");
+    }
+    let n = n + guest_changes.len();
     if n == 0 {
         println!("nothing to change: the host matches {}", cli.config.display());
     } else {
@@ -115,9 +134,14 @@ pub async fn apply(cli: &Cli) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn down(cli: &Cli) -> Result<ExitCode> {
+pub async fn down(cli: &Cli, guests: bool) -> Result<ExitCode> {
     let model = load(cli)?;
     let host = host_for(cli, &model);
+    if guests {
+        for line in crate::guests::down(&model).await.context("removing the guests")? {
+            println!("{line}");
+        }
+    }
     let report = netcfg::apply::teardown(&host).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{report}");
     Ok(ExitCode::SUCCESS)

@@ -5,5 +5,6 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod guests;
 pub mod hostcmd;
 pub mod logging;

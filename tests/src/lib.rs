@@ -5,6 +5,8 @@ pub mod qemu;
 
 pub mod daemon;
 
+pub mod libvirt;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -6,7 +6,55 @@ use std::path::{Path, PathBuf};
 use netcfg::{Desired, Host, Mode, NetworkSpec, Services};
 use pxe::config::{BootConfig, DhcpConfig, FileServiceConfig, StaticHost};
 
-use super::model::{Model, Network};
+use super::model::{Guest, Model, Network};
+
+/// Where a guest's rendered boot script goes, relative to its network's pxe root.
+pub fn guest_script_path(guest: &str) -> String {
+    format!("hostagent-guests/{guest}.ipxe")
+}
+
+/// A reservation made by `hostagent guest clone` for a guest that is not in the config; kept in
+/// [`clone_reservations_file`] and served like a config reservation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ExtraReservation {
+    pub network: String,
+    pub name: String,
+    /// aa:bb:cc:dd:ee:ff
+    pub mac: String,
+    pub ip: Ipv4Addr,
+}
+
+/// ROOT/state_dir/guests/reservations.json
+pub fn clone_reservations_file(root: &Path, state_dir: &Path) -> PathBuf {
+    Host::new(root, state_dir).state_path().join("guests/reservations.json")
+}
+
+/// The clone reservations on record; a missing or unreadable file is an empty list (a bad file is
+/// logged, never fatal: the config's own reservations must keep working).
+pub fn read_clone_reservations(root: &Path, state_dir: &Path) -> Vec<ExtraReservation> {
+    let path = clone_reservations_file(root, state_dir);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Vec::new();
+    };
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        tracing::warn!(file = %path.display(), "ignoring clone reservations: {e}");
+        Vec::new()
+    })
+}
+
+fn guest_host(g: &Guest, has_pxe: bool) -> StaticHost {
+    StaticHost {
+        mac: g.mac,
+        ip: g.ip,
+        name: Some(g.name.clone()),
+        boot: None,
+        script: g
+            .script
+            .as_ref()
+            .filter(|_| has_pxe)
+            .map(|_| guest_script_path(&g.name)),
+    }
+}
 
 impl Model {
     fn host(&self, root: &Path) -> Host {
@@ -29,6 +77,7 @@ impl Model {
     pub fn dhcp_configs(&self, root: &Path) -> Vec<DhcpConfig> {
         let host = self.host(root);
         let mut resolvers: Option<Vec<Ipv4Addr>> = None;
+        let clones = read_clone_reservations(root, &self.state_dir);
         let mut out = Vec::new();
         for n in &self.networks {
             let (Some(d), Some(address)) = (&n.dhcp, n.address) else {
@@ -52,17 +101,7 @@ impl Model {
                 dns,
                 domain: d.domain.clone(),
                 mtu: n.mtu,
-                hosts: d
-                    .hosts
-                    .iter()
-                    .map(|h| StaticHost {
-                        mac: h.mac,
-                        ip: h.ip,
-                        name: h.name.clone(),
-                        boot: h.boot.clone(),
-                        script: h.script.clone(),
-                    })
-                    .collect(),
+                hosts: self.reservations(n, &clones),
                 boot: n.pxe.as_ref().map(|p| BootConfig {
                     root: host.path(&p.root),
                     bios: p.bios.clone(),
@@ -75,6 +114,39 @@ impl Model {
             });
         }
         out
+    }
+
+    /// A network's reservations: `[[network.dhcp.host]]`, then every guest on it, then clone
+    /// reservations that clash with neither (validation already keeps the first two apart).
+    fn reservations(&self, n: &Network, clones: &[ExtraReservation]) -> Vec<StaticHost> {
+        let Some(d) = &n.dhcp else { return Vec::new() };
+        let mut hosts: Vec<StaticHost> = d
+            .hosts
+            .iter()
+            .map(|h| StaticHost {
+                mac: h.mac,
+                ip: h.ip,
+                name: h.name.clone(),
+                boot: h.boot.clone(),
+                script: h.script.clone(),
+            })
+            .collect();
+        hosts.extend(
+            self.guests
+                .iter()
+                .filter(|g| g.network == n.name)
+                .map(|g| guest_host(g, n.pxe.is_some())),
+        );
+        for r in clones.iter().filter(|r| r.network == n.name) {
+            let Ok(mac) = super::checks::mac(&r.mac) else {
+                continue;
+            };
+            let in_subnet = n.subnet().is_some_and(|s| s.contains(&r.ip)) && Some(r.ip) != n.gateway();
+            if in_subnet && !hosts.iter().any(|h| h.mac == mac || h.ip == r.ip) {
+                hosts.push(StaticHost { mac, ip: r.ip, name: Some(r.name.clone()), boot: None, script: None });
+            }
+        }
+        hosts
     }
 
     /// TFTP (and, with a port, HTTP) service per network with `[network.pxe]`, listening on the

@@ -22,11 +22,20 @@ use std::path::Path;
 
 pub use convert::host_resolvers;
 pub use error::{ConfigError, Diagnostic};
-pub use model::{
-    Dhcp, DhcpDefaults, Mode, Model, Network, Pxe, StaticHost, DEFAULT_LEASE_TIME,
-    DEFAULT_STATE_DIR, MIN_LEASE_TIME,
+pub use convert::{
+    clone_reservations_file, guest_script_path, read_clone_reservations, ExtraReservation,
 };
-pub use units::parse_duration;
+pub use model::{
+    guest_mac, BootDevice, Dhcp, DhcpDefaults, DiskBus, DiskFormat, Guest, GuestDisk,
+    GuestFirmware, Libvirt, Mode, Model, Network, Pxe, StaticHost, VirtType, DEFAULT_LEASE_TIME,
+    DEFAULT_LIBVIRT_URI, DEFAULT_STATE_DIR, MIN_LEASE_TIME,
+};
+pub use units::{parse_duration, parse_size};
+
+/// A guest name given on the command line (clone targets): a DNS label, as in the config.
+pub fn check_guest_name(name: &str) -> Result<(), String> {
+    checks::hostname(name).map_err(|b| format!("{} ({})", b.message, b.hint))
+}
 
 /// Reads and checks a config file. Nothing on the host is touched.
 pub fn load(path: &Path) -> Result<Model, ConfigError> {

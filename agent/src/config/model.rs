@@ -29,6 +29,152 @@ pub struct Model {
     /// `[dhcp]` defaults, already folded into each network's `Dhcp`; kept for display.
     pub dhcp_defaults: DhcpDefaults,
     pub networks: Vec<Network>,
+    /// `[libvirt]`, defaults filled in.
+    pub libvirt: Libvirt,
+    /// Every guest instance (a `[[guest]]` with `count = N` gives N entries), in config order.
+    pub guests: Vec<Guest>,
+}
+
+/// Default `[libvirt] uri`.
+pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
+/// Default warning thresholds for `check`: vCPUs per host CPU, guest memory per host memory.
+pub const DEFAULT_CPU_OVERCOMMIT_PERCENT: u32 = 400;
+pub const DEFAULT_MEMORY_OVERCOMMIT_PERCENT: u32 = 100;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Libvirt {
+    pub uri: String,
+    pub virt_type: VirtType,
+    /// Ratios in percent (4.0 → 400) so the model stays `Eq`.
+    pub cpu_overcommit_percent: u32,
+    pub memory_overcommit_percent: u32,
+}
+
+impl Default for Libvirt {
+    fn default() -> Self {
+        Libvirt {
+            uri: DEFAULT_LIBVIRT_URI.to_string(),
+            virt_type: VirtType::Kvm,
+            cpu_overcommit_percent: DEFAULT_CPU_OVERCOMMIT_PERCENT,
+            memory_overcommit_percent: DEFAULT_MEMORY_OVERCOMMIT_PERCENT,
+        }
+    }
+}
+
+/// libvirt's `<domain type=...>`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtType {
+    Kvm,
+    /// TCG emulation: slow, but works without /dev/kvm.
+    Qemu,
+}
+
+impl VirtType {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            VirtType::Kvm => "kvm",
+            VirtType::Qemu => "qemu",
+        }
+    }
+}
+
+/// A guest's MAC, derived from its name: stable across runs and hosts, in QEMU's 52:54:00 block,
+/// and never equal to a bridge MAC derived from a network of the same name.
+pub fn guest_mac(name: &str) -> [u8; 6] {
+    netcfg::derived_mac(&format!("guest:{name}"))
+}
+
+/// One guest instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Guest {
+    /// The domain name and DHCP host name (`node-2` for the second of `name = "node"`, `count = 3`).
+    pub name: String,
+    /// The `[[guest]]` entry's name.
+    pub group: String,
+    pub network: String,
+    /// The network's bridge the NIC plugs into.
+    pub bridge: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub disk: Option<GuestDisk>,
+    pub boot: BootDevice,
+    pub firmware: GuestFirmware,
+    /// false: `<driver name='qemu'/>` on the NIC (userspace virtio instead of vhost-net).
+    pub vhost: bool,
+    /// Derived from `name`: stable across runs and hosts.
+    pub mac: [u8; 6],
+    /// The DHCP reservation.
+    pub ip: std::net::Ipv4Addr,
+    /// Template relative to the network's pxe root; rendered per guest (see `guests::script`).
+    pub script: Option<String>,
+    pub autostart: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestDisk {
+    /// Absolute (prefixed by --root when used); default `<state_dir>/guests/<name>.<format>`.
+    pub path: PathBuf,
+    /// Size of a new image; None for an existing image or an overlay of `backing`'s size.
+    pub size_bytes: Option<u64>,
+    pub format: DiskFormat,
+    pub bus: DiskBus,
+    /// A new qcow2 image is created as an overlay of this one (absolute, --root prefixed).
+    pub backing: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskFormat {
+    Qcow2,
+    Raw,
+}
+
+impl DiskFormat {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DiskFormat::Qcow2 => "qcow2",
+            DiskFormat::Raw => "raw",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskBus {
+    Virtio,
+    Sata,
+    Ide,
+    Scsi,
+}
+
+impl DiskBus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            DiskBus::Virtio => "virtio",
+            DiskBus::Sata => "sata",
+            DiskBus::Ide => "ide",
+            DiskBus::Scsi => "scsi",
+        }
+    }
+    /// Target device prefix libvirt expects for the bus.
+    pub fn dev_prefix(&self) -> &'static str {
+        match self {
+            DiskBus::Virtio => "vd",
+            DiskBus::Ide => "hd",
+            DiskBus::Sata | DiskBus::Scsi => "sd",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BootDevice {
+    /// PXE first (then disk, so an installed guest still boots when the boot server says nothing).
+    Network,
+    Disk,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GuestFirmware {
+    Bios,
+    Uefi,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -86,8 +86,9 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
 
 /// A type error reported at a table header usually means single vs double brackets got mixed up.
 fn header_hint(text: &str, offset: usize) -> Option<String> {
-    const ARRAYS: [&str; 2] = ["network", "network.dhcp.host"];
-    const TABLES: [&str; 5] = ["sysctl", "vhost_net", "dhcp", "network.dhcp", "network.pxe"];
+    const ARRAYS: [&str; 3] = ["network", "network.dhcp.host", "guest"];
+    const TABLES: [&str; 7] =
+        ["sysctl", "vhost_net", "dhcp", "network.dhcp", "network.pxe", "libvirt", "guest.disk"];
     let rest = text.get(offset..)?;
     let line = rest.lines().next()?.split('#').next()?.trim();
     if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {
@@ -128,6 +129,21 @@ fn key_example(key: &str) -> Option<String> {
         "script" => "script = \"boot.ipxe\"",
         "boot" => "boot = \"custom.kpxe\"",
         "http_port" => "http_port = 8069",
+        "uri" => "uri = \"qemu:///system\"",
+        "virt_type" => "virt_type = \"kvm\" (kvm, or qemu for TCG emulation)",
+        "cpu_overcommit" => "cpu_overcommit = 4.0",
+        "memory_overcommit" => "memory_overcommit = 1.0",
+        "count" => "count = 3",
+        "vcpus" => "vcpus = 2",
+        "memory" => "memory = \"2GiB\"",
+        "disk" => "disk = { size = \"20GiB\", format = \"qcow2\", bus = \"virtio\" }",
+        "size" => "size = \"20GiB\"",
+        "format" => "format = \"qcow2\" (qcow2 or raw)",
+        "firmware" => "firmware = \"bios\" (bios or uefi)",
+        "vhost" => "vhost = true",
+        "autostart" => "autostart = true",
+        "path" => "path = \"/var/lib/hostagent/guests/node.qcow2\"",
+        "backing" => "backing = \"template.qcow2\"",
         k if k.contains('.') => "\"vm.max_map_count\" = 262144 (an integer or a string)",
         _ => return None,
     };

@@ -44,9 +44,55 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
+/// Sizes in binary units: "512MiB", "2GiB", "20G" (K/M/G/T mean KiB/MiB/GiB/TiB, as in
+/// qemu-img and virt-install). Decimal "GB" is refused rather than silently read as GiB.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    const UNITS: [(&str, u32); 8] = [
+        ("KiB", 10),
+        ("MiB", 20),
+        ("GiB", 30),
+        ("TiB", 40),
+        ("K", 10),
+        ("M", 20),
+        ("G", 30),
+        ("T", 40),
+    ];
+    let text = text.trim();
+    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    if digits == 0 {
+        return Err(format!("\"{text}\" does not start with a number"));
+    }
+    let number: u64 = text[..digits]
+        .parse()
+        .map_err(|_| format!("number \"{}\" is too large", &text[..digits]))?;
+    let unit = text[digits..].trim();
+    if unit.is_empty() {
+        return Err(format!("\"{text}\" has no unit (MiB, GiB or TiB)"));
+    }
+    let shift = UNITS
+        .iter()
+        .find(|(u, _)| *u == unit)
+        .map(|(_, s)| *s)
+        .ok_or_else(|| format!("unknown size unit \"{unit}\" (use KiB, MiB, GiB or TiB)"))?;
+    number
+        .checked_mul(1u64 << shift)
+        .ok_or_else(|| "size is too large".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_are_binary_and_need_a_unit() {
+        assert_eq!(parse_size("2GiB"), Ok(2 << 30));
+        assert_eq!(parse_size("512MiB"), Ok(512 << 20));
+        assert_eq!(parse_size("20G"), Ok(20 << 30));
+        assert!(parse_size("2").is_err());
+        assert!(parse_size("2GB").is_err());
+        assert!(parse_size("GiB").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
 
     #[test]
     fn parses_single_and_combined_units() {

@@ -4,7 +4,7 @@
 //! stop the parse and every problem in the file can be reported together. Nothing here is trusted;
 //! `validate` turns it into the model.
 //!
-//! Sections still to come ([libvirt], [[guest]]) become new optional fields of `File`.
+//! `[libvirt]` and `[[guest]]` describe the guests the agent defines in libvirt.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -24,6 +24,80 @@ pub struct File {
     pub dhcp: Option<S<GlobalDhcp>>,
     #[serde(default)]
     pub network: Vec<S<Network>>,
+    pub libvirt: Option<S<Libvirt>>,
+    #[serde(default)]
+    pub guest: Vec<S<Guest>>,
+}
+
+/// `[libvirt]`: where guests are defined and how much overcommit `check` tolerates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Libvirt {
+    pub uri: Option<S<String>>,
+    /// "kvm" or "qemu" (TCG), as virt-install's --virt-type.
+    pub virt_type: Option<S<String>>,
+    /// Warn when defined guests' vCPUs exceed this many per host CPU.
+    pub cpu_overcommit: Option<S<f64>>,
+    /// Warn when defined guests' memory exceeds this multiple of host memory.
+    pub memory_overcommit: Option<S<f64>>,
+}
+
+/// `[[guest]]`: one guest, or `count` guests named NAME-1 … NAME-N.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Guest {
+    pub name: S<String>,
+    pub count: Option<S<i64>>,
+    pub network: S<String>,
+    pub vcpus: Option<S<i64>>,
+    pub memory: Option<S<String>>,
+    pub disk: Option<S<GuestDisk>>,
+    pub boot: Option<S<String>>,
+    pub firmware: Option<S<String>>,
+    pub vhost: Option<bool>,
+    pub ip: Option<S<GuestIp>>,
+    pub script: Option<S<String>>,
+    pub autostart: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuestDisk {
+    pub size: Option<S<String>>,
+    pub format: Option<S<String>>,
+    pub bus: Option<S<String>>,
+    pub path: Option<S<String>>,
+    pub backing: Option<S<String>>,
+}
+
+/// `ip = "auto"`, `ip = "10.0.0.5"` or `ip = ["10.0.0.5", "10.0.0.6"]` (one per guest).
+#[derive(Debug)]
+pub enum GuestIp {
+    One(String),
+    List(Vec<S<String>>),
+}
+
+impl<'de> Deserialize<'de> for GuestIp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = GuestIp;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("\"auto\", an address, or a list of addresses")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<GuestIp, E> {
+                Ok(GuestIp::One(v.to_owned()))
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<GuestIp, A::Error> {
+                let mut out = Vec::new();
+                while let Some(s) = seq.next_element::<S<String>>()? {
+                    out.push(s);
+                }
+                Ok(GuestIp::List(out))
+            }
+        }
+        deserializer.deserialize_any(V)
+    }
 }
 
 #[derive(Debug, Deserialize)]

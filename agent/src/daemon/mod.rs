@@ -1,6 +1,8 @@
 //! `hostagent run`: apply the host config, serve DHCP/TFTP/HTTP on every network that asks for
 //! them, answer the control socket, reload on SIGHUP, stop cleanly on SIGTERM/SIGINT.
 
+pub mod drift;
+pub mod privileges;
 pub mod services;
 
 use std::process::ExitCode;
@@ -27,9 +29,34 @@ pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
         anyhow::bail!("could not start the boot services:\n  {}", text.join("\n  "));
     }
 
+    // Guests last: their PXE boot needs the DHCP/TFTP servers above. A libvirt problem is logged,
+    // not fatal: the networks and boot services keep serving.
+    start_guests(cli, &model).await;
+
     let state = Arc::new(control::DaemonState::new(model.clone(), services.clone()));
     let control = control::serve(&cli.root, state.clone()).await.context("control socket")?;
     tracing::info!(config = %cli.config.display(), networks = model.networks.len(), "hostagent running");
+
+    // Drift repair sees the running config through `model_tx`; `host_lock` keeps its applies and
+    // a SIGHUP reload's apart.
+    let (model_tx, model_rx) = tokio::sync::watch::channel(model.clone());
+    let host_lock = Arc::new(tokio::sync::Mutex::new(()));
+    let drift = drift::spawn(drift::Context {
+        root: cli.root.clone(),
+        model: model_rx,
+        services: services.clone(),
+        host_lock: host_lock.clone(),
+    })?;
+    // Everything is bound and applied: keep only what repairs, reloads and restarts need.
+    match privileges::drop_privileges() {
+        Ok(d) => tracing::info!(kept = %d.kept.join(","), threads = d.threads, "privileges dropped"),
+        Err(e) => {
+            drift.stop().await;
+            control.shutdown().await;
+            services.lock().await.stop_all().await;
+            return Err(anyhow::anyhow!(e).context("dropping privileges"));
+        }
+    }
 
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -40,9 +67,11 @@ pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
             _ = term.recv() => { tracing::info!("SIGTERM: stopping"); break; }
             _ = int.recv() => { tracing::info!("SIGINT: stopping"); break; }
             _ = hup.recv() => {
+                let _host = host_lock.lock().await;
                 match reload(cli, &current, &services).await {
                     Ok(new) => {
                         state.set_model(new.clone()).await;
+                        model_tx.send_replace(new.clone());
                         current = new;
                     }
                     Err(e) => tracing::error!("reload failed, keeping the running config: {e:#}"),
@@ -51,6 +80,7 @@ pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
         }
     }
 
+    drift.stop().await;
     control.shutdown().await;
     services.lock().await.stop_all().await;
     if down_on_exit {
@@ -84,6 +114,13 @@ async fn reload(cli: &Cli, current: &Model, services: &services::Shared) -> Resu
     for e in &errors {
         tracing::error!("{e:#}");
     }
+    start_guests(cli, &new).await;
     tracing::info!(host_changes = n, server_errors = errors.len(), "SIGHUP: config reloaded");
     Ok(new)
+}
+
+async fn start_guests(cli: &Cli, model: &Model) {
+    if let Err(e) = crate::guests::apply(model, &cli.root).await {
+        tracing::error!("guests: {e:#}");
+    }
 }

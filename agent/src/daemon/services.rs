@@ -116,6 +116,15 @@ impl Services {
         errors
     }
 
+    /// Stop and start one network's servers again with the same settings: after drift repair
+    /// recreated its bridge, the DHCP sockets are still bound to the old device's ifindex.
+    pub async fn restart_network(&mut self, name: &str, model: &Model, root: &Path) -> Vec<anyhow::Error> {
+        if let Some(r) = self.networks.remove(name) {
+            stop_running(r).await;
+        }
+        self.reconcile(model, root).await
+    }
+
     pub async fn stop_all(&mut self) {
         for (_, r) in std::mem::take(&mut self.networks) {
             stop_running(r).await;

@@ -2,6 +2,7 @@
 //! the conversions to netcfg/pxe types.
 
 mod convert;
+mod guests;
 mod rules;
 
 use std::path::{Path, PathBuf};

@@ -3,6 +3,7 @@
 
 mod across;
 mod dhcp;
+mod guest;
 mod network;
 
 use std::collections::BTreeMap;
@@ -68,6 +69,8 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
         }
     }
     across::across_networks(&mut c, &networks, &marks);
+    let libvirt = guest::libvirt(&mut c, file.libvirt.as_ref());
+    let guests = guest::guests(&mut c, &file.guest, &networks, state_dir.as_deref());
 
     match (c.problems.is_empty(), state_dir) {
         (true, Some(state_dir)) => Ok(Model {
@@ -77,6 +80,8 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
             vhost_zcopytx: file.vhost_net.and_then(|v| v.experimental_zcopytx),
             dhcp_defaults,
             networks,
+            libvirt,
+            guests,
         }),
         _ => Err(c.problems),
     }

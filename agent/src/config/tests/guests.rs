@@ -1,0 +1,353 @@
+//! `[libvirt]` and `[[guest]]`: expansion, defaults, derived MACs, automatic and explicit
+//! reservations, and the reservations that reach DHCP.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use super::{errors, ok, one_error};
+use crate::config::model::{
+    guest_mac, BootDevice, DiskBus, DiskFormat, GuestFirmware, VirtType, DEFAULT_LIBVIRT_URI,
+};
+use crate::config::{clone_reservations_file, ExtraReservation};
+
+/// A nat network with DHCP (range .100-.200), a reservation at .2, and PXE. Lines 1-16.
+const LAB: &str = "[[network]]
+name = \"lab\"
+mode = \"nat\"
+bridge = \"br-lab\"
+address = \"10.77.0.1/24\"
+[network.dhcp]
+range = \"10.77.0.100-10.77.0.200\"
+[[network.dhcp.host]]
+mac = \"52:54:00:00:00:10\"
+ip = \"10.77.0.2\"
+name = \"bastion\"
+[network.pxe]
+root = \"/srv/boot\"
+bios = \"undionly.kpxe\"
+script = \"boot.ipxe\"
+[[guest]]
+";
+
+fn lab(guest: &str) -> String {
+    format!("{LAB}{guest}")
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().expect("ip")
+}
+
+#[test]
+fn a_fleet_entry_expands_with_defaults_and_free_addresses() {
+    let m = ok(&lab("name = \"node\"\ncount = 3\nnetwork = \"lab\"\n"));
+    assert_eq!(m.libvirt.uri, DEFAULT_LIBVIRT_URI);
+    assert_eq!(m.libvirt.virt_type, VirtType::Kvm);
+    let names: Vec<&str> = m.guests.iter().map(|g| g.name.as_str()).collect();
+    assert_eq!(names, ["node-1", "node-2", "node-3"]);
+    // .1 is the gateway, .2 the bastion's: the first free addresses below the range.
+    let ips: Vec<Ipv4Addr> = m.guests.iter().map(|g| g.ip).collect();
+    assert_eq!(ips, [ip("10.77.0.3"), ip("10.77.0.4"), ip("10.77.0.5")]);
+    let g = &m.guests[0];
+    assert_eq!(
+        (g.vcpus, g.memory_mib, g.boot, g.firmware),
+        (1, 1024, BootDevice::Network, GuestFirmware::Bios)
+    );
+    assert!(g.vhost && !g.autostart && g.disk.is_none());
+    assert_eq!(g.bridge, "br-lab");
+    assert_eq!(g.mac, guest_mac("node-1"));
+    assert_eq!(&g.mac[..3], &[0x52, 0x54, 0x00]);
+    let macs: std::collections::HashSet<_> = m.guests.iter().map(|g| g.mac).collect();
+    assert_eq!(macs.len(), 3);
+}
+
+#[test]
+fn explicit_values_are_kept() {
+    let m = ok(&format!(
+        "[libvirt]\nuri = \"test:///default\"\nvirt_type = \"qemu\"\ncpu_overcommit = 2\nmemory_overcommit = 1.5\n{}",
+        lab("name = \"db\"\ncount = 2\nnetwork = \"lab\"\nvcpus = 4\nmemory = \"2GiB\"\ndisk = { backing = \"template.qcow2\", size = \"40GiB\", bus = \"scsi\" }\nboot = \"disk\"\nfirmware = \"uefi\"\nvhost = false\nip = [\"10.77.0.50\", \"10.77.0.51\"]\nautostart = true\nscript = \"install.ipxe\"\n")
+    ));
+    assert_eq!(m.libvirt.uri, "test:///default");
+    assert_eq!(m.libvirt.virt_type, VirtType::Qemu);
+    assert_eq!(
+        (
+            m.libvirt.cpu_overcommit_percent,
+            m.libvirt.memory_overcommit_percent
+        ),
+        (200, 150)
+    );
+    let g = &m.guests[1];
+    assert_eq!(g.name, "db-2");
+    assert_eq!(g.ip, ip("10.77.0.51"));
+    assert_eq!(
+        (
+            g.vcpus,
+            g.memory_mib,
+            g.boot,
+            g.firmware,
+            g.vhost,
+            g.autostart
+        ),
+        (4, 2048, BootDevice::Disk, GuestFirmware::Uefi, false, true)
+    );
+    let d = g.disk.as_ref().expect("disk");
+    assert_eq!(d.path, Path::new("/var/lib/hostagent/guests/db-2.qcow2"));
+    assert_eq!(
+        d.backing.as_deref(),
+        Some(Path::new("/var/lib/hostagent/guests/template.qcow2"))
+    );
+    assert_eq!(
+        (d.size_bytes, d.format, d.bus),
+        (Some(40 << 30), DiskFormat::Qcow2, DiskBus::Scsi)
+    );
+    assert_eq!(g.script.as_deref(), Some("install.ipxe"));
+}
+
+#[test]
+fn reservations_reach_the_networks_dhcp_config() {
+    let m = ok(&lab(
+        "name = \"node\"\ncount = 2\nnetwork = \"lab\"\nscript = \"install.ipxe\"\n",
+    ));
+    let root = tempfile::tempdir().expect("tempdir");
+    let cfgs = m.dhcp_configs(root.path());
+    let hosts = &cfgs[0].hosts;
+    assert_eq!(hosts.len(), 3, "bastion + two guests: {hosts:?}");
+    let node2 = hosts
+        .iter()
+        .find(|h| h.name.as_deref() == Some("node-2"))
+        .expect("node-2 reserved");
+    assert_eq!(
+        (node2.mac, node2.ip),
+        (guest_mac("node-2"), ip("10.77.0.4"))
+    );
+    assert_eq!(
+        node2.script.as_deref(),
+        Some("hostagent-guests/node-2.ipxe"),
+        "the rendered per-guest script"
+    );
+}
+
+#[test]
+fn clone_reservations_are_served_unless_they_clash() {
+    let m = ok(&lab("name = \"node\"\nnetwork = \"lab\"\n"));
+    let root = tempfile::tempdir().expect("tempdir");
+    let file = clone_reservations_file(root.path(), &m.state_dir);
+    std::fs::create_dir_all(file.parent().expect("dir")).expect("mkdir");
+    let r = |name: &str, mac: &str, ip: &str| ExtraReservation {
+        network: "lab".into(),
+        name: name.into(),
+        mac: mac.into(),
+        ip: ip.parse().expect("ip"),
+    };
+    let list = vec![
+        r("web-1", "52:54:00:0c:00:01", "10.77.0.9"),
+        r("taken", "52:54:00:0c:00:02", "10.77.0.2"), // the bastion's address
+        r("outside", "52:54:00:0c:00:03", "10.99.0.9"), // not in the subnet
+    ];
+    std::fs::write(&file, serde_json::to_string(&list).expect("json")).expect("write");
+    let hosts = &m.dhcp_configs(root.path())[0].hosts;
+    let names: Vec<&str> = hosts.iter().filter_map(|h| h.name.as_deref()).collect();
+    assert_eq!(names, ["bastion", "node", "web-1"]);
+    // A broken file is ignored, not fatal.
+    std::fs::write(&file, "{not json").expect("write");
+    assert_eq!(m.dhcp_configs(root.path())[0].hosts.len(), 2);
+}
+
+// --- rules: position, message, hint ---------------------------------------------------------
+
+#[test]
+fn unknown_network_lists_the_known_ones() {
+    let d = one_error(
+        &lab("name = \"n\"\nnetwork = \"lbb\"\n"),
+        18,
+        11,
+        "no [[network]] named \"lbb\"",
+    );
+    assert!(d.hint.expect("hint").contains("lab"));
+}
+
+#[test]
+fn guest_network_needs_dhcp() {
+    let text = "[[network]]\nname = \"l2\"\nmode = \"isolated\"\nbridge = \"br-l2\"\naddress = \"10.9.0.1/24\"\n[[guest]]\nname = \"n\"\nnetwork = \"l2\"\n";
+    one_error(text, 8, 11, "has no [network.dhcp]");
+}
+
+#[test]
+fn bad_values_are_located() {
+    one_error(
+        &lab("name = \"n\"\nnetwork = \"lab\"\ncount = 0\n"),
+        19,
+        9,
+        "count = 0",
+    );
+    one_error(
+        &lab("name = \"n\"\nnetwork = \"lab\"\nvcpus = 0\n"),
+        19,
+        9,
+        "vcpus = 0",
+    );
+    one_error(
+        &lab("name = \"n\"\nnetwork = \"lab\"\nmemory = \"2GB\"\n"),
+        19,
+        10,
+        "unknown size unit",
+    );
+    one_error(
+        &lab("name = \"n\"\nnetwork = \"lab\"\nmemory = \"16MiB\"\n"),
+        19,
+        10,
+        "too small",
+    );
+    one_error(
+        &lab("name = \"n\"\nnetwork = \"lab\"\nboot = \"cdrom\"\n"),
+        19,
+        8,
+        "boot \"cdrom\"",
+    );
+    one_error(
+        &lab("name = \"n\"\nnetwork = \"lab\"\nboot = \"disk\"\n"),
+        19,
+        8,
+        "needs a disk",
+    );
+    one_error(
+        &lab("name = \"n\"\nnetwork = \"lab\"\nfirmware = \"coreboot\"\n"),
+        19,
+        12,
+        "firmware \"coreboot\"",
+    );
+    one_error(
+        &lab("name = \"n_1\"\nnetwork = \"lab\"\n"),
+        17,
+        8,
+        "not a valid host name",
+    );
+    one_error(
+        &format!(
+            "[libvirt]\nvirt_type = \"xen\"\n{}",
+            lab("name = \"n\"\nnetwork = \"lab\"\n")
+        ),
+        2,
+        13,
+        "virt_type \"xen\"",
+    );
+    one_error(
+        &format!(
+            "[libvirt]\ncpu_overcommit = 0\n{}",
+            lab("name = \"n\"\nnetwork = \"lab\"\n")
+        ),
+        2,
+        18,
+        "out of range",
+    );
+}
+
+#[test]
+fn disk_rules() {
+    one_error(
+        &lab("name = \"n\"\nnetwork = \"lab\"\ndisk = { format = \"qcow2\" }\n"),
+        19,
+        8,
+        "needs a size",
+    );
+    one_error(
+        &lab("name = \"n\"\ncount = 2\nnetwork = \"lab\"\ndisk = { path = \"/img/x.qcow2\" }\n"),
+        20,
+        17,
+        "count > 1",
+    );
+    one_error(
+        &lab(
+            "name = \"n\"\nnetwork = \"lab\"\ndisk = { backing = \"t.qcow2\", format = \"raw\" }\n",
+        ),
+        19,
+        20,
+        "needs format = \"qcow2\"",
+    );
+    one_error(
+        &lab("name = \"n\"\nnetwork = \"lab\"\ndisk = { path = \"../x.qcow2\" }\n"),
+        19,
+        17,
+        "contains \"..\"",
+    );
+    one_error(
+        &lab("name = \"n\"\nnetwork = \"lab\"\ndisk = { size = \"20GiB\", bus = \"usb\" }\n"),
+        19,
+        32,
+        "bus \"usb\"",
+    );
+}
+
+#[test]
+fn address_rules() {
+    one_error(
+        &lab("name = \"n\"\ncount = 2\nnetwork = \"lab\"\nip = \"10.77.0.9\"\n"),
+        20,
+        6,
+        "one address for 2 guests",
+    );
+    one_error(
+        &lab("name = \"n\"\ncount = 2\nnetwork = \"lab\"\nip = [\"10.77.0.9\"]\n"),
+        20,
+        6,
+        "1 addresses for 2 guests",
+    );
+    one_error(
+        &lab("name = \"n\"\nnetwork = \"lab\"\nip = \"10.77.0.1\"\n"),
+        19,
+        6,
+        "gateway",
+    );
+    one_error(
+        &lab("name = \"n\"\nnetwork = \"lab\"\nip = \"10.78.0.9\"\n"),
+        19,
+        6,
+        "not a host address inside",
+    );
+    let d = one_error(
+        &lab("name = \"n\"\nnetwork = \"lab\"\nip = \"10.77.0.2\"\n"),
+        19,
+        6,
+        "already reserved",
+    );
+    assert!(d.message.contains("[[network.dhcp.host]]"), "{d}");
+    // Explicit addresses anywhere win over automatic ones earlier in the file.
+    let m = ok(&format!(
+        "{}[[guest]]\nname = \"b\"\nnetwork = \"lab\"\nip = \"10.77.0.3\"\n",
+        lab("name = \"a\"\nnetwork = \"lab\"\n")
+    ));
+    assert_eq!(
+        (m.guests[0].ip, m.guests[1].ip),
+        (ip("10.77.0.4"), ip("10.77.0.3"))
+    );
+}
+
+#[test]
+fn names_must_be_unique_across_guests_and_hosts() {
+    let d = one_error(
+        &lab("name = \"bastion\"\nnetwork = \"lab\"\n"),
+        17,
+        8,
+        "used twice",
+    );
+    assert!(d.hint.expect("hint").contains("[[network.dhcp.host]]"));
+    // node (count 2) gives node-1; a second entry named node-1 clashes.
+    let text = format!(
+        "{}[[guest]]\nname = \"node-1\"\nnetwork = \"lab\"\n",
+        lab("name = \"node\"\ncount = 2\nnetwork = \"lab\"\n")
+    );
+    let d = one_error(&text, 21, 8, "guest name \"node-1\" is used twice");
+    assert!(d.hint.expect("hint").contains("line 17"));
+}
+
+#[test]
+fn a_full_network_is_reported() {
+    let text = "[[network]]\nname = \"tiny\"\nmode = \"nat\"\nbridge = \"br-t\"\naddress = \"10.5.0.1/29\"\n[network.dhcp]\nrange = \"10.5.0.2-10.5.0.5\"\n[[guest]]\nname = \"n\"\ncount = 2\nnetwork = \"tiny\"\n";
+    // Hosts .1-.6: gateway .1, range .2-.5, so only .6 is free for two guests.
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "{errs:?}");
+    assert!(
+        errs[0].message.contains("no free address") && errs[0].message.contains("n-2"),
+        "{}",
+        errs[0]
+    );
+}

@@ -1,0 +1,615 @@
+//! `[libvirt]` and `[[guest]]`: each entry expanded into its instances (`node-1` … `node-N`), each
+//! instance given a derived MAC and a DHCP reservation on its network.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use super::super::checks::{self, Bad};
+use super::super::model::{
+    guest_mac, BootDevice, DiskBus, DiskFormat, Guest, GuestDisk, GuestFirmware, Libvirt, Network,
+    VirtType,
+};
+use super::super::units::parse_size;
+use super::super::wire::{self, GuestIp, S};
+use super::Checker;
+
+/// Most instances one `[[guest]]` may expand to.
+const MAX_COUNT: i64 = 256;
+const MAX_VCPUS: i64 = 512;
+const MIN_MEMORY_MIB: u64 = 64;
+const DEFAULT_MEMORY_MIB: u64 = 1024;
+
+pub(super) fn libvirt(c: &mut Checker, w: Option<&S<wire::Libvirt>>) -> Libvirt {
+    let mut out = Libvirt::default();
+    let Some(w) = w.map(|w| w.get_ref()) else {
+        return out;
+    };
+    if let Some(uri) = &w.uri {
+        let u = uri.get_ref();
+        if u.is_empty() || !u.contains(':') || u.chars().any(char::is_control) {
+            c.report(
+                uri.span(),
+                checks::bad(
+                    format!(
+                        "uri \"{}\" is not a libvirt connection URI",
+                        u.escape_debug()
+                    ),
+                    "write e.g. uri = \"qemu:///system\"",
+                ),
+            );
+        } else {
+            out.uri = u.clone();
+        }
+    }
+    if let Some(t) = &w.virt_type {
+        match t.get_ref().as_str() {
+            "kvm" => out.virt_type = VirtType::Kvm,
+            "qemu" => out.virt_type = VirtType::Qemu,
+            other => c.report(
+                t.span(),
+                checks::bad(
+                    format!("virt_type \"{}\" is not known", other.escape_debug()),
+                    "write virt_type = \"kvm\" (hardware virtualization) or \"qemu\" (TCG emulation, no /dev/kvm needed)",
+                ),
+            ),
+        }
+    }
+    for (key, value, slot) in [
+        (
+            "cpu_overcommit",
+            &w.cpu_overcommit,
+            &mut out.cpu_overcommit_percent,
+        ),
+        (
+            "memory_overcommit",
+            &w.memory_overcommit,
+            &mut out.memory_overcommit_percent,
+        ),
+    ] {
+        if let Some(v) = value {
+            let r = *v.get_ref();
+            if r.is_finite() && (0.1..=100.0).contains(&r) {
+                *slot = (r * 100.0).round() as u32;
+            } else {
+                c.report(
+                    v.span(),
+                    checks::bad(
+                        format!("{key} = {r} is out of range"),
+                        format!("write a ratio from 0.1 to 100, e.g. {key} = 1.5"),
+                    ),
+                );
+            }
+        }
+    }
+    out
+}
+
+/// What is already taken on one network before guests get their addresses.
+#[derive(Default)]
+struct Taken {
+    ips: HashMap<Ipv4Addr, Range<usize>>,
+}
+
+pub(super) fn guests(
+    c: &mut Checker,
+    entries: &[S<wire::Guest>],
+    networks: &[Network],
+    state_dir: Option<&Path>,
+) -> Vec<Guest> {
+    let mut out: Vec<Guest> = Vec::new();
+    // Instances still waiting for an automatic address: (index into out, span to blame).
+    let mut auto: Vec<(usize, Range<usize>)> = Vec::new();
+    let mut names: HashMap<String, Range<usize>> = HashMap::new();
+    let mut taken: HashMap<String, Taken> = HashMap::new();
+    let mut static_macs: HashSet<[u8; 6]> = HashSet::new();
+    for n in networks {
+        let t = taken.entry(n.name.clone()).or_default();
+        for h in n.dhcp.iter().flat_map(|d| &d.hosts) {
+            t.ips.insert(h.ip, 0..0);
+            static_macs.insert(h.mac);
+            if let Some(name) = &h.name {
+                names.insert(name.to_ascii_lowercase(), 0..0);
+            }
+        }
+    }
+
+    for entry in entries {
+        let w = entry.get_ref();
+        let before = c.problems.len();
+        let count = match &w.count {
+            None => Some(1),
+            Some(n) => c.check(
+                n.span(),
+                u32::try_from(*n.get_ref())
+                    .ok()
+                    .filter(|v| (1..=MAX_COUNT as u32).contains(v))
+                    .ok_or_else(|| {
+                        checks::bad(
+                            format!("count = {} is out of range", n.get_ref()),
+                            format!("write a number of guests from 1 to {MAX_COUNT}"),
+                        )
+                    }),
+            ),
+        };
+        let suffix_len = count.map_or(0, |n| if n > 1 { 1 + n.to_string().len() } else { 0 });
+        let base = w.name.get_ref();
+        let name_ok = c
+            .check(w.name.span(), checks::hostname(base))
+            .and_then(|()| {
+                let r = if base.len() + suffix_len > 63 {
+                    Err(checks::bad(
+                        format!(
+                            "guest name \"{base}\" is too long for {} numbered guests",
+                            count.unwrap_or(1)
+                        ),
+                        "use a shorter name: NAME-N must fit in 63 characters",
+                    ))
+                } else {
+                    Ok(())
+                };
+                c.check(w.name.span(), r)
+            })
+            .is_some();
+        let network = networks.iter().find(|n| n.name == *w.network.get_ref());
+        match network {
+            None => {
+                let known: Vec<&str> = networks.iter().map(|n| n.name.as_str()).collect();
+                c.report(
+                    w.network.span(),
+                    checks::bad(
+                        format!("there is no [[network]] named \"{}\"", w.network.get_ref()),
+                        if known.is_empty() {
+                            "add a [[network]] with DHCP for the guest to join".to_string()
+                        } else {
+                            format!("use one of: {}", known.join(", "))
+                        },
+                    ),
+                );
+            }
+            Some(n) if n.dhcp.is_none() => c.report(
+                w.network.span(),
+                checks::bad(
+                    format!(
+                        "network \"{}\" has no [network.dhcp]: the guest's reservation needs it",
+                        n.name
+                    ),
+                    "add [network.dhcp] with a range to that network",
+                ),
+            ),
+            Some(_) => {}
+        }
+        let vcpus = match &w.vcpus {
+            None => Some(1),
+            Some(v) => c.check(
+                v.span(),
+                u32::try_from(*v.get_ref())
+                    .ok()
+                    .filter(|n| (1..=MAX_VCPUS as u32).contains(n))
+                    .ok_or_else(|| {
+                        checks::bad(
+                            format!("vcpus = {} is out of range", v.get_ref()),
+                            format!("write a number of virtual CPUs from 1 to {MAX_VCPUS}"),
+                        )
+                    }),
+            ),
+        };
+        let memory_mib = match &w.memory {
+            None => Some(DEFAULT_MEMORY_MIB),
+            Some(m) => c.check(m.span(), memory(m.get_ref())),
+        };
+        let disk = w
+            .disk
+            .as_ref()
+            .and_then(|d| disk(c, d, count.unwrap_or(1) > 1, state_dir));
+        let boot = match w.boot.as_ref().map(|b| (b, b.get_ref().as_str())) {
+            None | Some((_, "network")) => Some(BootDevice::Network),
+            Some((b, "disk")) => {
+                if w.disk.is_none() {
+                    c.report(
+                        b.span(),
+                        checks::bad(
+                            "boot = \"disk\" needs a disk",
+                            "add disk = { size = \"20GiB\" }, or boot = \"network\"",
+                        ),
+                    );
+                }
+                Some(BootDevice::Disk)
+            }
+            Some((b, other)) => {
+                c.report(
+                    b.span(),
+                    checks::bad(
+                        format!("boot \"{}\" is not known", other.escape_debug()),
+                        "write boot = \"network\" (PXE install) or boot = \"disk\"",
+                    ),
+                );
+                None
+            }
+        };
+        let firmware = match w.firmware.as_ref().map(|f| (f, f.get_ref().as_str())) {
+            None | Some((_, "bios")) => Some(GuestFirmware::Bios),
+            Some((_, "uefi")) => Some(GuestFirmware::Uefi),
+            Some((f, other)) => {
+                c.report(
+                    f.span(),
+                    checks::bad(
+                        format!("firmware \"{}\" is not known", other.escape_debug()),
+                        "write firmware = \"bios\" (SeaBIOS) or firmware = \"uefi\" (OVMF)",
+                    ),
+                );
+                None
+            }
+        };
+        let script = w.script.as_ref().and_then(|s| {
+            let ok = c.check(s.span(), checks::boot_file("script", s.get_ref()));
+            if ok.is_some() && network.is_some_and(|n| n.pxe.is_none()) {
+                c.report(
+                    s.span(),
+                    checks::bad(
+                        "a guest boot script needs a [network.pxe] section on the guest's network",
+                        "add [network.pxe] to the network, or remove script",
+                    ),
+                );
+            }
+            ok.map(|()| s.get_ref().clone())
+        });
+        let ips = ips(c, w.ip.as_ref(), count.unwrap_or(1), network);
+
+        if c.problems.len() != before || !name_ok {
+            continue;
+        }
+        let (
+            Some(count),
+            Some(network),
+            Some(vcpus),
+            Some(memory_mib),
+            Some(boot),
+            Some(firmware),
+            Some(ips),
+        ) = (count, network, vcpus, memory_mib, boot, firmware, ips)
+        else {
+            continue;
+        };
+        let blame = w.ip.as_ref().map_or(w.name.span(), |i| i.span());
+        for i in 0..count {
+            let name = if count > 1 {
+                format!("{base}-{}", i + 1)
+            } else {
+                base.clone()
+            };
+            let key = name.to_ascii_lowercase();
+            if let Some(first) = names.get(&key) {
+                let where_ = if first.is_empty() {
+                    "a [[network.dhcp.host]] has that name".to_string()
+                } else {
+                    format!("the other is on line {}", c.line_of(first))
+                };
+                c.report(
+                    w.name.span(),
+                    checks::bad(
+                        format!("guest name \"{name}\" is used twice"),
+                        format!("give each guest its own name ({where_})"),
+                    ),
+                );
+                continue;
+            }
+            names.insert(key, w.name.span());
+            let mac = guest_mac(&name);
+            if static_macs.contains(&mac) {
+                c.report(w.name.span(), checks::bad(format!("the MAC derived for guest \"{name}\" ({}) is reserved by a [[network.dhcp.host]]", netcfg::format_mac(&mac)), "rename the guest or the host's reservation"));
+                continue;
+            }
+            let t = taken.entry(network.name.clone()).or_default();
+            let ip = match ips.get(i as usize).cloned().flatten() {
+                Some((ip, span)) => {
+                    if let Some(first) = t.ips.get(&ip) {
+                        let where_ = if first.is_empty() {
+                            "by a [[network.dhcp.host]]".to_string()
+                        } else {
+                            format!("on line {}", c.line_of(first))
+                        };
+                        c.report(
+                            span,
+                            checks::bad(
+                                format!("{ip} is already reserved {where_}"),
+                                "give each guest its own address, or ip = \"auto\"",
+                            ),
+                        );
+                        continue;
+                    }
+                    t.ips.insert(ip, span);
+                    ip
+                }
+                None => {
+                    auto.push((out.len(), blame.clone()));
+                    Ipv4Addr::UNSPECIFIED
+                }
+            };
+            out.push(Guest {
+                name,
+                group: base.clone(),
+                network: network.name.clone(),
+                bridge: network.bridge.clone(),
+                vcpus,
+                memory_mib,
+                disk: disk
+                    .clone()
+                    .map(|d| instance_disk(d, &w.name, count, i, state_dir)),
+                boot,
+                firmware,
+                vhost: w.vhost.unwrap_or(true),
+                mac,
+                ip,
+                script: script.clone(),
+                autostart: w.autostart.unwrap_or(false),
+            });
+        }
+    }
+
+    // Automatic addresses come last so explicit ones anywhere in the file are never taken.
+    for (i, span) in auto {
+        let Some(n) = networks.iter().find(|n| n.name == out[i].network) else {
+            continue;
+        };
+        let t = taken.entry(n.name.clone()).or_default();
+        match free_address(n, &t.ips) {
+            Some(ip) => {
+                t.ips.insert(ip, span);
+                out[i].ip = ip;
+            }
+            None => c.report(span, checks::bad(format!("network \"{}\" has no free address outside its DHCP range for guest \"{}\"", n.name, out[i].name), "shrink [network.dhcp] range to leave room for reservations, or give explicit addresses")),
+        }
+    }
+    out
+}
+
+fn memory(text: &str) -> Result<u64, Bad> {
+    let bytes = parse_size(text).map_err(|e| {
+        checks::bad(
+            format!("memory: {e}"),
+            "write e.g. memory = \"2GiB\" or \"512MiB\"",
+        )
+    })?;
+    let mib = bytes >> 20;
+    if mib < MIN_MEMORY_MIB || !bytes.is_multiple_of(1 << 20) {
+        return Err(checks::bad(
+            format!("memory = \"{text}\" is too small or not whole MiB"),
+            format!("give at least {MIN_MEMORY_MIB}MiB in whole MiB, e.g. memory = \"2GiB\""),
+        ));
+    }
+    Ok(mib)
+}
+
+/// Parsed disk settings; `path` stays None until the instance name is known.
+#[derive(Clone)]
+struct DiskSpec {
+    path: Option<PathBuf>,
+    size_bytes: Option<u64>,
+    format: DiskFormat,
+    bus: DiskBus,
+    backing: Option<PathBuf>,
+}
+
+fn disk(
+    c: &mut Checker,
+    d: &S<wire::GuestDisk>,
+    fleet: bool,
+    state_dir: Option<&Path>,
+) -> Option<DiskSpec> {
+    let w = d.get_ref();
+    let before = c.problems.len();
+    let size_bytes = w.size.as_ref().and_then(|s| {
+        let r = parse_size(s.get_ref())
+            .map_err(|e| checks::bad(format!("disk size: {e}"), "write e.g. size = \"20GiB\""))
+            .and_then(|b| {
+                if b < 1 << 20 {
+                    Err(checks::bad(
+                        "disk size is below 1MiB",
+                        "write e.g. size = \"20GiB\"",
+                    ))
+                } else {
+                    Ok(b)
+                }
+            });
+        c.check(s.span(), r)
+    });
+    let format = match w.format.as_ref().map(|f| (f, f.get_ref().as_str())) {
+        None | Some((_, "qcow2")) => Some(DiskFormat::Qcow2),
+        Some((_, "raw")) => Some(DiskFormat::Raw),
+        Some((f, other)) => {
+            c.report(
+                f.span(),
+                checks::bad(
+                    format!("disk format \"{}\" is not known", other.escape_debug()),
+                    "write format = \"qcow2\" or format = \"raw\"",
+                ),
+            );
+            None
+        }
+    };
+    let bus = match w.bus.as_ref().map(|b| (b, b.get_ref().as_str())) {
+        None | Some((_, "virtio")) => Some(DiskBus::Virtio),
+        Some((_, "sata")) => Some(DiskBus::Sata),
+        Some((_, "ide")) => Some(DiskBus::Ide),
+        Some((_, "scsi")) => Some(DiskBus::Scsi),
+        Some((b, other)) => {
+            c.report(
+                b.span(),
+                checks::bad(
+                    format!("disk bus \"{}\" is not known", other.escape_debug()),
+                    "write bus = \"virtio\" (fastest), \"sata\", \"scsi\" or \"ide\"",
+                ),
+            );
+            None
+        }
+    };
+    let guests_dir = state_dir.map(|s| s.join("guests"));
+    let mut file = |key: &str, v: &Option<S<String>>| -> Option<PathBuf> {
+        let v = v.as_ref()?;
+        let p = Path::new(v.get_ref());
+        let r = if v.get_ref().is_empty()
+            || p.components().any(|c| c == std::path::Component::ParentDir)
+        {
+            Err(checks::bad(format!("disk {key} \"{}\" is empty or contains \"..\"", v.get_ref().escape_debug()), format!("write an absolute path, or a file name under <state_dir>/guests, e.g. {key} = \"template.qcow2\"")))
+        } else {
+            Ok(match (&guests_dir, p.is_absolute()) {
+                (_, true) => p.to_path_buf(),
+                (Some(g), false) => g.join(p),
+                (None, false) => p.to_path_buf(), // state_dir was refused already
+            })
+        };
+        c.check(v.span(), r)
+    };
+    let path = file("path", &w.path);
+    let backing = file("backing", &w.backing);
+    if let (true, Some(p)) = (fleet, &w.path) {
+        c.report(
+            p.span(),
+            checks::bad(
+                "disk path names one file, but this [[guest]] has count > 1",
+                "leave path out: each guest gets <state_dir>/guests/NAME.qcow2",
+            ),
+        );
+    }
+    if let (Some(b), Some(DiskFormat::Raw)) = (&w.backing, format) {
+        c.report(
+            b.span(),
+            checks::bad(
+                "a backing image needs format = \"qcow2\"",
+                "remove format = \"raw\", or remove backing",
+            ),
+        );
+    }
+    if w.size.is_none() && w.path.is_none() && w.backing.is_none() {
+        c.report(
+            d.span(),
+            checks::bad(
+                "disk needs a size, an existing image (path) or a template (backing)",
+                "write disk = { size = \"20GiB\" } or disk = { backing = \"template.qcow2\" }",
+            ),
+        );
+    }
+    if c.problems.len() != before {
+        return None;
+    }
+    Some(DiskSpec {
+        path,
+        size_bytes,
+        format: format?,
+        bus: bus?,
+        backing,
+    })
+}
+
+fn instance_disk(
+    d: DiskSpec,
+    name: &S<String>,
+    count: u32,
+    i: u32,
+    state_dir: Option<&Path>,
+) -> GuestDisk {
+    let instance = if count > 1 {
+        format!("{}-{}", name.get_ref(), i + 1)
+    } else {
+        name.get_ref().clone()
+    };
+    let path = d.path.unwrap_or_else(|| {
+        state_dir
+            .unwrap_or(Path::new("/"))
+            .join("guests")
+            .join(format!("{instance}.{}", d.format.as_str()))
+    });
+    GuestDisk {
+        path,
+        size_bytes: d.size_bytes,
+        format: d.format,
+        bus: d.bus,
+        backing: d.backing,
+    }
+}
+
+/// An explicit address and where it was written.
+type Placed = (Ipv4Addr, Range<usize>);
+
+/// Per-instance explicit addresses (None = automatic), or None when the value is refused.
+fn ips(
+    c: &mut Checker,
+    ip: Option<&S<GuestIp>>,
+    count: u32,
+    network: Option<&Network>,
+) -> Option<Vec<Option<Placed>>> {
+    let auto = vec![None; count as usize];
+    let Some(ip) = ip else { return Some(auto) };
+    let place = |c: &mut Checker,
+                 text: &str,
+                 span: Range<usize>|
+     -> Option<(Ipv4Addr, Range<usize>)> {
+        let addr = c.check(span.clone(), checks::ipv4(text))?;
+        let Some(gw) = network.and_then(|n| n.address) else {
+            return Some((addr, span));
+        };
+        let subnet = gw.trunc();
+        let r = if addr == gw.addr() {
+            Err(checks::bad(
+                format!("{addr} is the network's gateway address"),
+                "reserve a different address; the gateway belongs to the host",
+            ))
+        } else if !subnet.contains(&addr) || addr == subnet.network() || addr == subnet.broadcast()
+        {
+            Err(checks::bad(
+                format!("{addr} is not a host address inside the network's subnet {subnet}"),
+                format!(
+                    "use an address from {}-{}",
+                    checks::first_host(subnet),
+                    checks::last_host(subnet)
+                ),
+            ))
+        } else {
+            Ok((addr, span.clone()))
+        };
+        c.check(span, r)
+    };
+    match ip.get_ref() {
+        GuestIp::One(s) if s == "auto" => Some(auto),
+        GuestIp::One(s) if count == 1 => place(c, s, ip.span()).map(|p| vec![Some(p)]),
+        GuestIp::One(_) => {
+            c.report(ip.span(), checks::bad(format!("one address for {count} guests"), format!("write ip = \"auto\", or a list of {count} addresses: ip = [\"10.0.0.11\", ...]")));
+            None
+        }
+        GuestIp::List(list) if list.len() != count as usize => {
+            c.report(
+                ip.span(),
+                checks::bad(
+                    format!("{} addresses for {count} guests", list.len()),
+                    format!(
+                        "list exactly {count} addresses, one per guest, or write ip = \"auto\""
+                    ),
+                ),
+            );
+            None
+        }
+        GuestIp::List(list) => {
+            let before = c.problems.len();
+            let out: Vec<_> = list
+                .iter()
+                .map(|s| place(c, s.get_ref(), s.span()))
+                .collect();
+            (c.problems.len() == before).then_some(out)
+        }
+    }
+}
+
+/// Lowest host address of the subnet that is not the gateway, not in the dynamic range and not
+/// reserved.
+fn free_address(n: &Network, taken: &HashMap<Ipv4Addr, Range<usize>>) -> Option<Ipv4Addr> {
+    let (gw, d) = (n.address?, n.dhcp.as_ref()?);
+    let (first, last) = (
+        u32::from(checks::first_host(gw.trunc())),
+        u32::from(checks::last_host(gw.trunc())),
+    );
+    (first..=last).map(Ipv4Addr::from).find(|ip| {
+        *ip != gw.addr() && !(d.range_start <= *ip && *ip <= d.range_end) && !taken.contains_key(ip)
+    })
+}

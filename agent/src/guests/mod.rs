@@ -1,0 +1,521 @@
+//! Guests in libvirt: the config's `[[guest]]` entries defined and started (never destroyed
+//! without an explicit command), their install progress, and the virt-clone / virsh-edit style
+//! operations on existing definitions.
+//!
+//! A config without guests never opens a libvirt connection, so hosts without libvirt keep
+//! working for everything else.
+
+pub mod check;
+pub mod commands;
+pub mod conn;
+pub mod disk;
+pub mod ops;
+pub mod stage;
+pub mod xml;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use netcfg::Host;
+use serde::Serialize;
+
+use crate::config::{Guest, Model};
+use conn::{Conn, LibvirtError};
+
+/// ROOT/state_dir/guests/console/NAME.log: the serial console of a guest.
+pub fn console_log(root: &Path, model: &Model, name: &str) -> PathBuf {
+    Host::new(root, &model.state_dir)
+        .state_path()
+        .join("guests/console")
+        .join(format!("{name}.log"))
+}
+
+/// A config guest's disk image on this host (with the --root prefix).
+fn disk_path(root: &Path, model: &Model, g: &Guest) -> Option<PathBuf> {
+    g.disk
+        .as_ref()
+        .map(|d| Host::new(root, &model.state_dir).path(&d.path))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum GuestAction {
+    /// A new image (`how`: "20 GiB qcow2", "overlay on …").
+    CreateDisk {
+        guest: String,
+        path: String,
+        how: String,
+    },
+    Define {
+        guest: String,
+        network: String,
+        mac: String,
+        ip: Ipv4Addr,
+    },
+    Start {
+        guest: String,
+    },
+}
+
+impl std::fmt::Display for GuestAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            GuestAction::CreateDisk { guest, path, how } => {
+                write!(f, "create disk {path} for guest {guest} ({how})")
+            }
+            GuestAction::Define {
+                guest,
+                network,
+                mac,
+                ip,
+            } => {
+                write!(
+                    f,
+                    "define guest {guest} on network {network} (MAC {mac}, reserved {ip})"
+                )
+            }
+            GuestAction::Start { guest } => write!(f, "start guest {guest}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GuestPlan {
+    pub actions: Vec<GuestAction>,
+    pub notes: Vec<String>,
+}
+
+fn gib(bytes: u64) -> String {
+    if bytes.is_multiple_of(1 << 30) {
+        format!("{} GiB", bytes >> 30)
+    } else {
+        format!("{} MiB", bytes >> 20)
+    }
+}
+
+/// What `apply` would do for guests. Blocking; call through [`plan`].
+fn plan_blocking(conn: &Conn, model: &Model, root: &Path) -> conn::Result<GuestPlan> {
+    let mut p = GuestPlan::default();
+    for g in &model.guests {
+        match conn.lookup(&g.name)? {
+            None => {
+                if let (Some(d), Some(path)) = (&g.disk, disk_path(root, model, g)) {
+                    if !path.exists() {
+                        let how = match (&d.backing, d.size_bytes) {
+                            (Some(b), _) => format!(
+                                "qcow2 overlay on {}",
+                                Host::new(root, &model.state_dir).path(b).display()
+                            ),
+                            (None, Some(s)) => format!("{} {}", gib(s), d.format.as_str()),
+                            (None, None) => {
+                                "missing: the disk has no size and no backing".to_string()
+                            }
+                        };
+                        p.actions.push(GuestAction::CreateDisk {
+                            guest: g.name.clone(),
+                            path: path.display().to_string(),
+                            how,
+                        });
+                    }
+                }
+                p.actions.push(GuestAction::Define {
+                    guest: g.name.clone(),
+                    network: g.network.clone(),
+                    mac: netcfg::format_mac(&g.mac),
+                    ip: g.ip,
+                });
+                p.actions.push(GuestAction::Start {
+                    guest: g.name.clone(),
+                });
+            }
+            Some(d) => {
+                let (info, _) = conn::inactive_info(&d)?;
+                if info.owner.is_none() {
+                    p.notes.push(format!("a domain named {} exists that hostagent did not define: left alone (rename the guest in the config or the domain in libvirt)", g.name));
+                    continue;
+                }
+                let mut drift = Vec::new();
+                if info.vcpus != g.vcpus {
+                    drift.push(format!("vcpus {} (config {})", info.vcpus, g.vcpus));
+                }
+                if info.memory_kib != g.memory_mib * 1024 {
+                    drift.push(format!(
+                        "memory {} MiB (config {} MiB)",
+                        info.memory_kib / 1024,
+                        g.memory_mib
+                    ));
+                }
+                let mac = netcfg::format_mac(&g.mac);
+                if !info
+                    .interfaces
+                    .iter()
+                    .any(|n| n.mac.as_deref() == Some(mac.as_str()))
+                {
+                    drift.push(format!("no interface with MAC {mac}"));
+                }
+                if !drift.is_empty() {
+                    p.notes.push(format!(
+                        "guest {} differs from the config: {}; hostagent never redefines an existing guest (change it with virsh edit, or `hostagent down --guests` and apply)",
+                        g.name,
+                        drift.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    for d in conn.all_domains()? {
+        let Ok((info, _)) = conn::inactive_info(&d) else {
+            continue;
+        };
+        if info.owner.is_some() && !model.guests.iter().any(|g| g.name == info.name) {
+            p.notes.push(format!(
+                "guest {} was defined by hostagent but is not in the config: left alone",
+                info.name
+            ));
+        }
+    }
+    Ok(p)
+}
+
+/// The guest part of `plan`; empty without a libvirt connection when the config has no guests.
+pub async fn plan(model: &Model, root: &Path) -> Result<GuestPlan, LibvirtError> {
+    if model.guests.is_empty() {
+        return Ok(GuestPlan::default());
+    }
+    let (m, r) = (model.clone(), root.to_path_buf());
+    conn::with_conn(&model.libvirt.uri, move |c| plan_blocking(c, &m, &r)).await
+}
+
+/// Define and start missing guests; returns what was done. Existing guests are never changed.
+pub async fn apply(model: &Model, root: &Path) -> Result<Vec<String>, anyhow::Error> {
+    if model.guests.is_empty() {
+        return Ok(Vec::new());
+    }
+    render_scripts(model, root)?;
+    let (m, r) = (model.clone(), root.to_path_buf());
+    let done = conn::with_conn(&model.libvirt.uri, move |c| {
+        let plan = plan_blocking(c, &m, &r)?;
+        let mut done = Vec::new();
+        for a in &plan.actions {
+            let step = || -> Result<(), anyhow::Error> {
+                match a {
+                    GuestAction::CreateDisk { guest, .. } => create_disk(&m, &r, guest)?,
+                    GuestAction::Define { guest, .. } => {
+                        let g = m
+                            .guests
+                            .iter()
+                            .find(|g| &g.name == guest)
+                            .ok_or_else(|| anyhow::anyhow!("guest {guest} vanished"))?;
+                        let log = console_log(&r, &m, guest);
+                        if let Some(dir) = log.parent() {
+                            std::fs::create_dir_all(dir)?;
+                        }
+                        let xml = xml::domain_xml(
+                            g,
+                            m.libvirt.virt_type,
+                            &log,
+                            disk_path(&r, &m, g).as_deref(),
+                        );
+                        let d = c.define(&xml)?;
+                        conn::set_autostart(&d, g.autostart)?;
+                    }
+                    GuestAction::Start { guest } => {
+                        let d = c
+                            .lookup(guest)?
+                            .ok_or_else(|| anyhow::anyhow!("guest {guest} is not defined"))?;
+                        conn::start(&d)?;
+                    }
+                }
+                Ok(())
+            };
+            step().map_err(|e| LibvirtError::Call {
+                what: a.to_string(),
+                message: format!("{e:#}"),
+            })?;
+            tracing::info!(action = %a, "guest");
+            done.push(a.to_string());
+        }
+        for n in &plan.notes {
+            tracing::warn!("{n}");
+        }
+        Ok(done)
+    })
+    .await?;
+    Ok(done)
+}
+
+fn create_disk(model: &Model, root: &Path, guest: &str) -> Result<(), anyhow::Error> {
+    let g = model
+        .guests
+        .iter()
+        .find(|g| g.name == guest)
+        .ok_or_else(|| anyhow::anyhow!("guest {guest} vanished"))?;
+    let (Some(d), Some(path)) = (&g.disk, disk_path(root, model, g)) else {
+        return Ok(());
+    };
+    let host = Host::new(root, &model.state_dir);
+    match (&d.backing, d.size_bytes) {
+        (Some(b), size) => disk::overlay(&path, &host.path(b), size)?,
+        (None, Some(size)) => disk::create(&path, d.format.as_str(), size)?,
+        (None, None) => anyhow::bail!(
+            "disk {} of guest {guest} does not exist and has no size or backing to create it from",
+            path.display()
+        ),
+    }
+    Ok(())
+}
+
+/// Write each guest's boot script from its template: `{{name}}`, `{{mac}}`, `{{ip}}`,
+/// `{{network}}` and `{{gateway}}` are replaced (iPXE's own `${...}` settings are left alone).
+pub fn render_scripts(model: &Model, root: &Path) -> Result<(), anyhow::Error> {
+    let host = Host::new(root, &model.state_dir);
+    for g in model.guests.iter().filter(|g| g.script.is_some()) {
+        let Some(net) = model.networks.iter().find(|n| n.name == g.network) else {
+            continue;
+        };
+        let (Some(pxe), Some(template)) = (&net.pxe, &g.script) else {
+            continue;
+        };
+        let boot_root = host.path(&pxe.root);
+        let src = boot_root.join(template);
+        let text = std::fs::read_to_string(&src).map_err(|e| {
+            anyhow::anyhow!(
+                "guest {}: boot script template {}: {e}",
+                g.name,
+                src.display()
+            )
+        })?;
+        let rendered = text
+            .replace("{{name}}", &g.name)
+            .replace("{{mac}}", &netcfg::format_mac(&g.mac))
+            .replace("{{ip}}", &g.ip.to_string())
+            .replace("{{network}}", &g.network)
+            .replace(
+                "{{gateway}}",
+                &net.gateway().map(|a| a.to_string()).unwrap_or_default(),
+            );
+        let dst = boot_root.join(crate::config::guest_script_path(&g.name));
+        if std::fs::read_to_string(&dst).ok().as_deref() != Some(rendered.as_str()) {
+            if let Some(dir) = dst.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            std::fs::write(&dst, rendered)?;
+        }
+    }
+    Ok(())
+}
+
+/// `down --guests`: stop and undefine the config's guests (only those hostagent defined).
+/// Disk images and console logs stay: deleting data takes a person.
+pub async fn down(model: &Model) -> Result<Vec<String>, LibvirtError> {
+    if model.guests.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<String> = model.guests.iter().map(|g| g.name.clone()).collect();
+    conn::with_conn(&model.libvirt.uri, move |c| {
+        let mut done = Vec::new();
+        for name in names {
+            let Some(d) = c.lookup(&name)? else { continue };
+            let (info, _) = conn::inactive_info(&d)?;
+            if info.owner.is_none() {
+                done.push(format!("left {name} alone: hostagent did not define it"));
+                continue;
+            }
+            conn::destroy_and_undefine(&d)?;
+            done.push(format!(
+                "removed guest {name} (its disk image and console log are kept)"
+            ));
+        }
+        Ok(done)
+    })
+    .await
+}
+
+/// A lease the daemon holds, as `guests` needs it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct LeaseView {
+    pub mac: String,
+    pub ip: Ipv4Addr,
+    /// Unix seconds.
+    pub expires: u64,
+}
+
+/// One line of `hostagent guests`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct GuestRow {
+    pub name: String,
+    /// virsh's words ("running", "shut off"), or "undefined".
+    pub state: String,
+    pub mac: String,
+    pub network: String,
+    /// The reservation.
+    pub ip: String,
+    pub lease: Option<LeaseView>,
+    pub stage: String,
+    pub console: String,
+}
+
+/// The config's guests and any other guest hostagent defined (clones), with state, lease and
+/// install stage. `leases` is the daemon's view; None when no daemon answered.
+pub async fn rows(
+    model: &Model,
+    root: &Path,
+    leases: Option<Vec<LeaseView>>,
+) -> Result<Vec<GuestRow>, LibvirtError> {
+    let (m, r) = (model.clone(), root.to_path_buf());
+    let domains = if model.guests.is_empty() && !has_clones(&m, &r) {
+        Vec::new()
+    } else {
+        conn::with_conn(&model.libvirt.uri, move |c| {
+            let mut out = Vec::new();
+            for d in c.all_domains()? {
+                let Ok((info, _)) = conn::inactive_info(&d) else {
+                    continue;
+                };
+                let st = conn::state(&d).map(conn::state_name).unwrap_or("unknown");
+                out.push((info, st.to_string()));
+            }
+            Ok(out)
+        })
+        .await?
+    };
+    let mut rows = Vec::new();
+    let mut seen = Vec::new();
+    let lease_for = |mac: &str| {
+        leases
+            .as_ref()
+            .and_then(|ls| ls.iter().find(|l| l.mac.eq_ignore_ascii_case(mac)).cloned())
+    };
+    for g in &model.guests {
+        let mac = netcfg::format_mac(&g.mac);
+        let found = domains.iter().find(|(i, _)| i.name == g.name);
+        let console = console_log(root, model, &g.name);
+        seen.push(g.name.clone());
+        rows.push(row(
+            &g.name,
+            found.map(|(_, s)| s.as_str()),
+            mac.clone(),
+            &g.network,
+            g.ip.to_string(),
+            lease_for(&mac),
+            &console,
+            g.boot == crate::config::BootDevice::Disk,
+        ));
+    }
+    for (info, st) in &domains {
+        let Some(owner) = &info.owner else { continue };
+        if seen.contains(&info.name) {
+            continue;
+        }
+        let mac = info
+            .interfaces
+            .first()
+            .and_then(|n| n.mac.clone())
+            .unwrap_or_default();
+        let console = info
+            .console_log
+            .clone()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| console_log(root, model, &info.name));
+        rows.push(row(
+            &info.name,
+            Some(st),
+            mac.clone(),
+            &owner.network,
+            owner.ip.clone(),
+            lease_for(&mac),
+            &console,
+            false,
+        ));
+    }
+    Ok(rows)
+}
+
+fn has_clones(model: &Model, root: &Path) -> bool {
+    !crate::config::read_clone_reservations(root, &model.state_dir).is_empty()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row(
+    name: &str,
+    state: Option<&str>,
+    mac: String,
+    network: &str,
+    ip: String,
+    lease: Option<LeaseView>,
+    console: &Path,
+    boots_disk: bool,
+) -> GuestRow {
+    let text = std::fs::read(console)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    let mut stage = stage::from_console(&crate::guests::strip_escapes(&text));
+    if lease.is_some() {
+        stage = stage.max(stage::Stage::DhcpOffered);
+    }
+    if boots_disk && state == Some("running") && stage == stage::Stage::Defined {
+        stage = stage::Stage::DiskBoot;
+    }
+    GuestRow {
+        name: name.to_string(),
+        state: state.unwrap_or("undefined").to_string(),
+        mac,
+        network: network.to_string(),
+        ip,
+        lease,
+        // Not defined: nothing to report, whatever an old console log says.
+        stage: if state.is_some() { stage.as_str() } else { "-" }.to_string(),
+        console: console.display().to_string(),
+    }
+}
+
+/// Console logs carry terminal control sequences (SeaBIOS and iPXE draw with them) and CRs.
+pub fn strip_escapes(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => {
+                if chars.peek() == Some(&'[') {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if ('@'..='~').contains(&c) {
+                            break;
+                        }
+                    }
+                } else {
+                    chars.next();
+                }
+            }
+            '\r' => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The `hostagent guests` table.
+pub fn print_rows(rows: &[GuestRow], daemon_seen: bool) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    println!(
+        "{:<16} {:<10} {:<17} {:<15} {:<14} STAGE",
+        "NAME", "STATE", "MAC", "ADDRESS", "LEASE"
+    );
+    for r in rows {
+        let lease = match (&r.lease, daemon_seen) {
+            (Some(l), _) => format!("{}s left", l.expires.saturating_sub(now)),
+            (None, true) => "-".to_string(),
+            (None, false) => "?".to_string(),
+        };
+        println!(
+            "{:<16} {:<10} {:<17} {:<15} {:<14} {}",
+            r.name, r.state, r.mac, r.ip, lease, r.stage
+        );
+    }
+    if !daemon_seen {
+        println!("note: no hostagent daemon answered, so leases are unknown (`?`); stages come from the console logs only");
+    }
+}

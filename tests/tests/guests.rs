@@ -1,0 +1,530 @@
+//! libvirt guests against a real, private libvirtd in the test's namespace (see
+//! `hostagent_tests::libvirt`): a 3-guest fleet from one `[[guest]]` entry PXE-boots from the
+//! agent's network into the marker kernel (the only boots here, in parallel, TCG), and clone /
+//! virtio / vhost run against definitions read back from libvirt.
+
+use std::time::Instant;
+
+use hostagent_tests::daemon::{leases, Daemon};
+use hostagent_tests::libvirt::Libvirtd;
+use hostagent_tests::qemu::{install_payload, ipxe_script, read_log, tail, Fetch, BOOT_MARKER};
+use hostagent_tests::{stderr, stdout, Netns, Scratch};
+
+const NET: &str = "[[network]]
+name = \"lab\"
+mode = \"nat\"
+bridge = \"br-lab\"
+address = \"10.77.0.1/24\"
+
+[network.dhcp]
+range = \"10.77.0.100-10.77.0.200\"
+lease_time = \"1h\"
+
+[network.pxe]
+root = \"/srv/boot\"
+bios = \"undionly.kpxe\"
+uefi = \"ipxe.efi\"
+script = \"boot.ipxe\"
+";
+
+fn config(uri: &str, guests: &str) -> String {
+    format!("state_dir = \"/var/lib/hostagent\"\n\n{NET}\n[libvirt]\nuri = \"{uri}\"\nvirt_type = \"qemu\"\n\n{guests}")
+}
+
+fn json(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "command failed: {}{}",
+        stdout(out),
+        stderr(out)
+    );
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", stdout(out)))
+}
+
+/// Attribute `attr` of every `<tag ...>` in `xml`, in order (the tests read libvirt's own XML).
+fn attrs(xml: &str, tag: &str, attr: &str) -> Vec<String> {
+    let open = format!("<{tag} ");
+    xml.match_indices(&open)
+        .filter_map(|(i, _)| {
+            let end = xml[i..].find('>')? + i;
+            let el = &xml[i..end];
+            let key = format!("{attr}='");
+            let s = el.find(&key)? + key.len();
+            let e = el[s..].find('\'')? + s;
+            Some(el[s..e].to_string())
+        })
+        .collect()
+}
+
+fn element_text(xml: &str, tag: &str) -> Option<String> {
+    let s = xml.find(&format!("<{tag}>"))? + tag.len() + 2;
+    let e = xml[s..].find(&format!("</{tag}>"))? + s;
+    Some(xml[s..e].to_string())
+}
+
+/// One `<disk>…</disk>` block per disk.
+fn disks(xml: &str) -> Vec<String> {
+    xml.match_indices("<disk ")
+        .filter_map(|(i, _)| xml[i..].find("</disk>").map(|e| xml[i..i + e].to_string()))
+        .collect()
+}
+
+#[test]
+fn guests_fleet_pxe_boots_from_one_entry() {
+    let ns = Netns::new("gf");
+    let s = Scratch::new();
+    let lv = Libvirtd::start(&ns);
+    let boot_root = s.file("srv/boot");
+    install_payload(&boot_root, "boot.ipxe", Fetch::Tftp);
+    // The per-guest script template: the agent renders {{name}} into each guest's copy, and the
+    // guest's kernel echoes it back in the marker line.
+    let template = ipxe_script(Fetch::Tftp).replace(
+        "hostagent_path=tftp",
+        "hostagent_path=tftp hostagent_guest={{name}}",
+    );
+    std::fs::write(boot_root.join("fleet.ipxe"), template).expect("template");
+    let cfg = s.config(&config(
+        &lv.uri,
+        "[[guest]]\nname = \"node\"\ncount = 3\nnetwork = \"lab\"\nvcpus = 1\nmemory = \"256MiB\"\nboot = \"network\"\nfirmware = \"bios\"\nvhost = true\nip = \"auto\"\nscript = \"fleet.ipxe\"\n",
+    ));
+    let root = s.root_str();
+
+    // plan: three guests to define and start (libvirt is asked; the host's networks too).
+    let plan = ns.hostagent(&["-c", &cfg, "--root", root, "plan"]);
+    assert_eq!(
+        plan.status.code(),
+        Some(2),
+        "{}{}",
+        stdout(&plan),
+        stderr(&plan)
+    );
+    for n in ["node-1", "node-2", "node-3"] {
+        assert!(
+            stdout(&plan).contains(&format!("define guest {n} on network lab")),
+            "{}",
+            stdout(&plan)
+        );
+        assert!(
+            stdout(&plan).contains(&format!("start guest {n}")),
+            "{}",
+            stdout(&plan)
+        );
+    }
+
+    let started = Instant::now();
+    let daemon = Daemon::start(&ns, &s, &cfg, &[]);
+    let console = |n: &str| s.file(&format!("var/lib/hostagent/guests/console/{n}.log"));
+    let mut booted = Vec::new();
+    for n in ["node-1", "node-2", "node-3"] {
+        let line =
+            hostagent_tests::wait_for(240u64.saturating_sub(started.elapsed().as_secs()), || {
+                read_log(&console(n))
+                    .lines()
+                    .find(|l| l.contains(BOOT_MARKER))
+                    .map(str::to_string)
+            });
+        let Some(line) = line else {
+            panic!(
+                "{n} did not boot in {:?}\n--- console ---\n{}\n--- agent ---\n{}\n--- libvirtd ---\n{}",
+                started.elapsed(),
+                tail(&read_log(&console(n)), 40),
+                tail(&daemon.log_text(), 60),
+                tail(&lv.log(), 20)
+            )
+        };
+        eprintln!("{n} booted after {:.1?}: {line}", started.elapsed());
+        // The firmware and iPXE print to the serial console too (no graphics): a user can watch.
+        let text = read_log(&console(n));
+        assert!(
+            text.contains("iPXE") && text.contains("SeaBIOS"),
+            "{n}: no firmware output on the console:\n{}",
+            tail(&text, 40)
+        );
+        if n == "node-1" {
+            eprintln!("--- {n} console (tail) ---\n{}", tail(&text, 25));
+        }
+        assert!(
+            line.contains(&format!("hostagent_guest={n}")),
+            "{n} booted another guest's script: {line}"
+        );
+        booted.push(n);
+    }
+
+    // Each guest holds a lease on its reserved address, shown by `hostagent guests`.
+    let rows = json(&ns.hostagent(&["-c", &cfg, "--root", root, "guests", "--json"]));
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 3, "{rows:#?}");
+    let held = leases(&ns, &s, &cfg);
+    let mut ips = Vec::new();
+    for (r, n) in rows.iter().zip(booted) {
+        assert_eq!(r["name"], n, "{r}");
+        let (mac, ip) = (
+            r["mac"].as_str().expect("mac"),
+            r["ip"].as_str().expect("ip"),
+        );
+        assert!(mac.starts_with("52:54:00:"), "{r}");
+        assert_eq!(
+            r["lease"]["ip"], ip,
+            "{n}: the lease is not its reservation: {r}"
+        );
+        assert!(
+            held.iter()
+                .any(|(net, m, i)| net == "lab" && m == mac && i == ip),
+            "{n} {mac} {ip} not in leases {held:?}"
+        );
+        assert_eq!(
+            r["stage"],
+            "os booted",
+            "{r}\n--- console ---\n{}",
+            tail(&read_log(&console(n)), 40)
+        );
+        let last: u8 = ip
+            .rsplit('.')
+            .next()
+            .and_then(|o| o.parse().ok())
+            .expect("ip");
+        assert!(
+            !(100..=200).contains(&last),
+            "reservation {ip} inside the dynamic range"
+        );
+        ips.push(ip.to_string());
+        // What libvirt holds: TCG, virtio NIC on the agent's bridge, serial console to a file.
+        let xml = lv.inactive_xml(n);
+        assert!(xml.contains("<domain type='qemu'"), "{xml}");
+        assert_eq!(attrs(&xml, "model", "type"), ["virtio"], "{xml}");
+        assert_eq!(attrs(&xml, "source", "bridge"), ["br-lab"], "{xml}");
+        assert_eq!(attrs(&xml, "mac", "address"), [mac], "{xml}");
+        assert!(!xml.contains("<graphics"), "{xml}");
+    }
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "reservations must differ: {ips:?}");
+    let table = ns.hostagent(&["-c", &cfg, "--root", root, "guests"]);
+    assert!(stdout(&table).contains("os booted"), "{}", stdout(&table));
+
+    // Guests that powered off are not started again, and nothing else is left to do for them.
+    let plan = ns.hostagent(&["-c", &cfg, "--root", root, "plan", "--json"]);
+    let p: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("plan json");
+    assert_eq!(p["guests"]["actions"], serde_json::json!([]), "{p}");
+    drop(daemon);
+
+    // down keeps guests unless asked; down --guests removes them.
+    let down = ns.hostagent(&["-c", &cfg, "--root", root, "down"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert!(lv.virsh_ok(&["list", "--all", "--name"]).contains("node-2"));
+    let down = ns.hostagent(&["-c", &cfg, "--root", root, "down", "--guests"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert!(
+        !lv.virsh_ok(&["list", "--all", "--name"]).contains("node-"),
+        "guests left after down --guests"
+    );
+}
+
+/// A hand-made guest with a qcow2 disk on the lab bridge, like one an administrator keeps as a
+/// template.
+fn base_xml(disk: &str) -> String {
+    format!(
+        "<domain type='qemu'><name>base</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
+  <devices>
+    <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>
+    <interface type='bridge'><mac address='52:54:00:aa:00:01'/><source bridge='br-lab'/><model type='virtio'/></interface>
+  </devices></domain>"
+    )
+}
+
+fn qemu_img_info(path: &str) -> serde_json::Value {
+    let o = std::process::Command::new("qemu-img")
+        .args(["info", "--output", "json", "-U", path])
+        .output()
+        .expect("qemu-img (package qemu-utils)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).expect("qemu-img json")
+}
+
+#[test]
+fn guest_clone_gives_new_identity_reservation_and_overlay_disks() {
+    let ns = Netns::new("gc");
+    let s = Scratch::new();
+    let lv = Libvirtd::start(&ns);
+    let disk = s.file("base.qcow2");
+    let disk = disk.to_str().expect("utf-8");
+    let o = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", disk, "64M"])
+        .output()
+        .expect("qemu-img");
+    assert!(o.status.success());
+    lv.define(&base_xml(disk));
+    let base_uuid = element_text(&lv.inactive_xml("base"), "uuid").expect("uuid");
+    let cfg = s.config(&config(&lv.uri, ""));
+    let root = s.root_str();
+
+    let out = ns.hostagent(&[
+        "-c", &cfg, "--root", root, "guest", "clone", "base", "web", "--count", "2",
+    ]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let mut seen_uuids = vec![base_uuid];
+    let mut seen_macs = vec!["52:54:00:aa:00:01".to_string()];
+    let reservations: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(s.file("var/lib/hostagent/guests/reservations.json"))
+            .expect("reservations file"),
+    )
+    .expect("reservations json");
+    for n in ["web-1", "web-2"] {
+        let xml = lv.inactive_xml(n);
+        let uuid = element_text(&xml, "uuid").expect("uuid");
+        assert!(!seen_uuids.contains(&uuid), "{n} reuses a UUID");
+        seen_uuids.push(uuid);
+        let mac = attrs(&xml, "mac", "address").pop().expect("mac");
+        assert!(
+            mac.starts_with("52:54:00:") && !seen_macs.contains(&mac),
+            "{n}: MAC {mac} not new"
+        );
+        seen_macs.push(mac.clone());
+        let file = attrs(&xml, "source", "file").pop().expect("disk");
+        assert_eq!(
+            file,
+            s.file(&format!("var/lib/hostagent/guests/{n}.qcow2"))
+                .display()
+                .to_string()
+        );
+        let info = qemu_img_info(&file);
+        assert_eq!(info["format"], "qcow2");
+        assert_eq!(
+            info["backing-filename"], disk,
+            "{n} is not an overlay on the source: {info}"
+        );
+        let r = reservations
+            .as_array()
+            .expect("list")
+            .iter()
+            .find(|r| r["name"] == n)
+            .unwrap_or_else(|| panic!("no reservation for {n}: {reservations}"));
+        assert_eq!(r["mac"], mac.as_str());
+        assert_eq!(r["network"], "lab");
+        assert!(
+            stdout(&out).contains(&format!(
+                "defined {n} (MAC {mac}, reserved {}",
+                r["ip"].as_str().expect("ip")
+            )),
+            "{}",
+            stdout(&out)
+        );
+    }
+    let ips: Vec<&str> = reservations
+        .as_array()
+        .expect("list")
+        .iter()
+        .filter_map(|r| r["ip"].as_str())
+        .collect();
+    assert_eq!(ips.len(), 2);
+    assert_ne!(ips[0], ips[1]);
+    // The clones are listed (no daemon here: lease unknown).
+    let rows = json(&ns.hostagent(&["-c", &cfg, "--root", root, "guests", "--json"]));
+    let names: Vec<&str> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["name"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"web-1") && names.contains(&"web-2"),
+        "{rows}"
+    );
+
+    // A taken name is refused; --full copies instead of overlaying.
+    let again = ns.hostagent(&[
+        "-c", &cfg, "--root", root, "guest", "clone", "base", "web-1",
+    ]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    let full = ns.hostagent(&[
+        "-c", &cfg, "--root", root, "guest", "clone", "base", "db", "--full",
+    ]);
+    assert!(full.status.success(), "{}", stderr(&full));
+    let file = attrs(&lv.inactive_xml("db"), "source", "file")
+        .pop()
+        .expect("disk");
+    assert!(
+        qemu_img_info(&file).get("backing-filename").is_none(),
+        "--full made an overlay"
+    );
+}
+
+#[test]
+fn guest_virtio_moves_ide_sata_disks_and_e1000_nic() {
+    let ns = Netns::new("gv");
+    let s = Scratch::new();
+    let lv = Libvirtd::start(&ns);
+    lv.define(
+        "<domain type='qemu'><name>legacy</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/nonexistent/a.img'/><target dev='hda' bus='ide'/></disk>
+    <disk type='file' device='disk'><driver name='qemu' type='raw'/><source file='/nonexistent/b.img'/><target dev='sdb' bus='sata'/></disk>
+    <disk type='file' device='cdrom'><source file='/nonexistent/x.iso'/><target dev='hdc' bus='ide'/><readonly/></disk>
+    <interface type='bridge'><mac address='52:54:00:aa:00:02'/><source bridge='br-lab'/><model type='e1000'/></interface>
+  </devices></domain>",
+    );
+    let before = lv.inactive_xml("legacy");
+    // libvirt gave the IDE/SATA disks drive addresses: those must go with the move.
+    assert_eq!(
+        attrs(&before, "address", "type")
+            .iter()
+            .filter(|t| *t == "drive")
+            .count(),
+        3,
+        "{before}"
+    );
+    let cfg = s.config(&config(&lv.uri, ""));
+    let out = ns.hostagent(&[
+        "-c",
+        &cfg,
+        "--root",
+        s.root_str(),
+        "guest",
+        "virtio",
+        "legacy",
+    ]);
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let after = lv.inactive_xml("legacy");
+    let d = disks(&after);
+    assert_eq!(d.len(), 3, "{after}");
+    assert_eq!(attrs(&d[0], "target", "dev"), ["vda"], "{after}");
+    assert_eq!(attrs(&d[0], "target", "bus"), ["virtio"], "{after}");
+    assert_eq!(attrs(&d[1], "target", "dev"), ["vdb"], "{after}");
+    assert_eq!(attrs(&d[1], "target", "bus"), ["virtio"], "{after}");
+    for disk in &d[..2] {
+        // libvirt assigns virtio disks a PCI slot; the old drive address is gone.
+        assert!(
+            attrs(disk, "address", "type").iter().all(|t| t == "pci"),
+            "{disk}"
+        );
+    }
+    assert_eq!(
+        attrs(&d[2], "target", "bus"),
+        ["ide"],
+        "the CD-ROM stays on IDE: {after}"
+    );
+    assert_eq!(attrs(&after, "model", "type"), ["virtio"], "{after}");
+    // Nothing left to move.
+    let again = ns.hostagent(&[
+        "-c",
+        &cfg,
+        "--root",
+        s.root_str(),
+        "guest",
+        "virtio",
+        "legacy",
+    ]);
+    assert!(
+        stdout(&again).contains("nothing to change"),
+        "{}",
+        stdout(&again)
+    );
+}
+
+#[test]
+fn guest_vhost_off_and_on_in_the_definition() {
+    let ns = Netns::new("gh");
+    let s = Scratch::new();
+    let lv = Libvirtd::start(&ns);
+    lv.define(
+        "<domain type='qemu'><name>net</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices><interface type='bridge'><mac address='52:54:00:aa:00:03'/><source bridge='br-lab'/><model type='virtio'/></interface></devices></domain>",
+    );
+    let cfg = s.config(&config(&lv.uri, ""));
+    let vhost = |state: &str| {
+        let o = ns.hostagent(&[
+            "-c",
+            &cfg,
+            "--root",
+            s.root_str(),
+            "guest",
+            "vhost",
+            "net",
+            state,
+        ]);
+        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        lv.inactive_xml("net")
+    };
+    assert_eq!(attrs(&vhost("off"), "driver", "name"), ["qemu"]);
+    assert_eq!(attrs(&vhost("on"), "driver", "name"), ["vhost"]);
+}
+
+/// libvirt's test driver has a running domain named "test": edits are refused unless --next-boot.
+#[test]
+fn guest_edits_refuse_a_running_guest_without_next_boot() {
+    let s = Scratch::new();
+    let cfg = s.config(&format!(
+        "state_dir = \"/var/lib/hostagent\"\n\n{NET}\n[libvirt]\nuri = \"test:///default\"\n"
+    ));
+    let bin = hostagent_tests::hostagent_bin();
+    let run = |args: &[&str]| {
+        std::process::Command::new(&bin)
+            .args(["-c", &cfg, "--root", s.root_str()])
+            .args(args)
+            .output()
+            .expect("hostagent")
+    };
+    let o = run(&["guest", "virtio", "test"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("running") && stderr(&o).contains("--next-boot"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&["guest", "vhost", "test", "off", "--next-boot"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+/// `check` asks the daemon, its QEMU driver (KVM or only TCG) and sums the guests' vCPUs and
+/// memory against the host: a guest far beyond the host warns.
+#[test]
+fn guest_check_reports_libvirt_and_overcommit() {
+    let ns = Netns::new("gk");
+    let s = Scratch::new();
+    let lv = Libvirtd::start(&ns);
+    let cfg = s.config(&config(
+        &lv.uri,
+        "[[guest]]\nname = \"big\"\nnetwork = \"lab\"\nvcpus = 64\nmemory = \"1024GiB\"\n",
+    ));
+    let out = ns.hostagent(&["-c", &cfg, "--root", s.root_str(), "check", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+    let status = |name: &str| {
+        v.as_array()
+            .expect("results")
+            .iter()
+            .find(|r| r["name"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {v:#}"))["status"]
+            .as_str()
+            .expect("status")
+            .to_string()
+    };
+    assert_eq!(status("libvirt daemon"), "pass");
+    assert_eq!(status("libvirt qemu driver"), "pass");
+    // This host's KVM may or may not be usable; virt_type = "qemu" never makes that a failure.
+    assert_ne!(status("libvirt kvm"), "fail");
+    assert_eq!(status("libvirt cpu overcommit"), "warn");
+    assert_eq!(status("libvirt memory overcommit"), "warn");
+
+    // An unreachable daemon fails the check when the config has guests.
+    let cfg = s.config(&config(
+        "qemu:///system?socket=/nonexistent/sock",
+        "[[guest]]\nname = \"n\"\nnetwork = \"lab\"\n",
+    ));
+    let out = ns.hostagent(&["-c", &cfg, "--root", s.root_str(), "check"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("FAIL  libvirt daemon"),
+        "{}",
+        stdout(&out)
+    );
+}
