@@ -9,20 +9,25 @@
 //! (`nft -j list table`) and compares them, expression by expression, with what we render, so a
 //! rule deleted, added or edited by hand inside the table is noticed. (nft 1.0.6 prints table and
 //! chain comments only in its text listing, not in JSON, so the fingerprint is read from there.)
+//!
+//! A second table, `bridge hostagent` ([`bridge`]: the per-port DHCP limit), travels with it:
+//! rendered into the same batch, observed, compared (its own fingerprint, rules and set) and
+//! deleted together with `inet hostagent`.
 
+pub mod bridge;
 pub mod rules;
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::model::Desired;
 use crate::Error;
 use rules::Ruleset;
 
-/// Name of the table the agent owns.
+/// Name of the tables the agent owns (`inet hostagent` and `bridge hostagent`).
 pub const TABLE: &str = "hostagent";
 
 /// FNV-1a 64: stable across releases and platforms, unlike std's hasher.
@@ -45,11 +50,20 @@ pub fn fingerprint(desired: &Desired) -> String {
 /// `add` + `delete` + the new table in one batch: the add makes the delete succeed when the table
 /// is absent (nft 1.0.6 has no `destroy`), and nft commits the batch as one transaction, so there is
 /// never a moment without rules, and a bad rule leaves the old table in place.
+///
+/// The bridge table comes first: a rollback that puts back only a saved `inet` table (delete +
+/// add) then leaves the tables listed in the same order as before.
 pub fn render(desired: &Desired) -> String {
-    let body = Ruleset::build(desired).body();
-    let fp = format!("{:016x}", fnv64(&body));
+    let mut out = table_script("bridge", &bridge::body(desired));
+    out.push_str(&table_script("inet", &Ruleset::build(desired).body()));
+    out
+}
+
+/// add + delete + define one table, its comment carrying the fingerprint of `body`.
+fn table_script(family: &str, body: &str) -> String {
+    let fp = format!("{:016x}", fnv64(body));
     format!(
-        "add table inet {TABLE}\ndelete table inet {TABLE}\ntable inet {TABLE} {{\n\tcomment \"{TABLE} {fp}\"\n{body}}}\n"
+        "add table {family} {TABLE}\ndelete table {family} {TABLE}\ntable {family} {TABLE} {{\n\tcomment \"{TABLE} {fp}\"\n{body}}}\n"
     )
 }
 
@@ -83,19 +97,38 @@ pub struct NftObserved {
     pub chains: Vec<ObservedChain>,
     /// Rules grouped by chain name (sorted), in their order within each chain.
     pub rules: Vec<ObservedRule>,
-    /// Other objects found in the table (sets, maps, named counters, ...), as "kind name".
+    /// Sets in the table, reduced to their declarations (see [`bridge::set_signature`]).
+    pub sets: Vec<Value>,
+    /// Other objects found in the table (maps, named counters, ...), as "kind name".
     pub others: Vec<String>,
+    /// The `bridge hostagent` table read the same way; None when it is absent. (Only set on the
+    /// `inet` side: the bridge table's own `bridge` is None.)
+    pub bridge: Option<Box<NftObserved>>,
 }
 
 impl NftObserved {
     /// Why the live table differs from `desired`, one line per difference (empty when it matches).
     pub fn differences(&self, desired: &Desired) -> Vec<String> {
         let expected = expected(desired);
-        let mut out = Vec::new();
         if !self.present {
-            out.push(format!("table inet {TABLE} is missing"));
-            return out;
+            return vec![format!("table inet {TABLE} is missing")];
         }
+        let mut out = self.table_differences(&expected);
+        match (&self.bridge, &expected.bridge) {
+            (None, _) => out.push(format!("table bridge {TABLE} is missing")),
+            (Some(have), Some(want)) => out.extend(
+                have.table_differences(want)
+                    .into_iter()
+                    .map(|d| format!("table bridge {TABLE}: {d}")),
+            ),
+            (Some(_), None) => out.push(format!("table bridge {TABLE} is not expected")),
+        }
+        out
+    }
+
+    /// Differences of one table's content (fingerprint, chains, rules, sets, other objects).
+    fn table_differences(&self, expected: &NftObserved) -> Vec<String> {
+        let mut out = Vec::new();
         if self.fingerprint != expected.fingerprint {
             out.push(format!(
                 "table fingerprint is {} (want {})",
@@ -125,6 +158,13 @@ impl NftObserved {
                     want.len()
                 ));
             }
+        }
+        if self.sets != expected.sets {
+            out.push(format!(
+                "sets differ: {} (want {})",
+                Value::Array(self.sets.clone()),
+                Value::Array(expected.sets.clone())
+            ));
         }
         if !self.others.is_empty() {
             out.push(format!("unexpected objects: {}", self.others.join(", ")));
@@ -165,7 +205,43 @@ pub fn expected(desired: &Desired) -> NftObserved {
         fingerprint: Some(format!("{:016x}", fnv64(&ruleset.body()))),
         chains,
         rules,
+        sets: Vec::new(),
         others: Vec::new(),
+        bridge: Some(Box::new(expected_bridge(desired))),
+    }
+}
+
+/// What observe should see of `bridge hostagent` after `replace(desired)`.
+pub fn expected_bridge(desired: &Desired) -> NftObserved {
+    let limit = bridge::limits_dhcp(desired);
+    let rules = if limit {
+        vec![ObservedRule {
+            chain: "input".into(),
+            comment: Some(bridge::PORT_RULE_COMMENT.into()),
+            expr: bridge::rule_json(),
+        }]
+    } else {
+        Vec::new()
+    };
+    NftObserved {
+        present: true,
+        fingerprint: Some(format!("{:016x}", fnv64(&bridge::body(desired)))),
+        chains: vec![ObservedChain {
+            name: "input".into(),
+            kind: Some("filter".into()),
+            hook: Some("input".into()),
+            // The bridge family's `filter` priority.
+            prio: Some(-200),
+            policy: Some("accept".into()),
+        }],
+        rules,
+        sets: if limit {
+            vec![bridge::set_json()]
+        } else {
+            Vec::new()
+        },
+        others: Vec::new(),
+        bridge: None,
     }
 }
 
@@ -239,8 +315,9 @@ fn check_names(desired: &Desired) -> Result<(), Error> {
     Ok(())
 }
 
-/// Replace the agent's table with the rules for `desired`, atomically. On failure the previous
-/// table (if any) is untouched and the error carries nft's stderr verbatim.
+/// Replace the agent's tables (inet and bridge) with the rules for `desired`, in one atomic
+/// batch. On failure the previous tables (if any) are untouched and the error carries nft's
+/// stderr verbatim.
 pub fn replace(desired: &Desired) -> Result<(), Error> {
     check_names(desired)?;
     run_nft(
@@ -251,10 +328,12 @@ pub fn replace(desired: &Desired) -> Result<(), Error> {
     Ok(())
 }
 
-/// Delete the agent's table (only ours); a no-op when it is absent.
+/// Delete the agent's tables (only ours, both families); a no-op when they are absent.
 pub fn delete() -> Result<(), Error> {
     // add + delete in one batch: succeeds whether or not the table exists (no `destroy` in 1.0.6).
-    let script = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n");
+    let script = format!(
+        "add table inet {TABLE}\ndelete table inet {TABLE}\nadd table bridge {TABLE}\ndelete table bridge {TABLE}\n"
+    );
     run_nft(
         &["-f", "-"],
         Some(&script),
@@ -263,20 +342,37 @@ pub fn delete() -> Result<(), Error> {
     Ok(())
 }
 
-/// Read the agent's table back. An absent table is `present: false`, not an error.
+/// Read the agent's tables back. Both absent is `present: false`, not an error. A bridge table
+/// left without its inet table still counts as present (with no inet content), so a plan sees
+/// something to repair or delete.
 pub fn observe() -> Result<NftObserved, Error> {
-    let action = format!("list table inet {TABLE}");
-    let json = match run_nft(&["-j", "list", "table", "inet", TABLE], None, &action) {
+    let bridge = observe_table("bridge")?;
+    let mut observed = match observe_table("inet")? {
+        Some(inet) => inet,
+        None if bridge.is_some() => NftObserved {
+            present: true,
+            ..NftObserved::default()
+        },
+        None => return Ok(NftObserved::default()),
+    };
+    observed.bridge = bridge.map(Box::new);
+    Ok(observed)
+}
+
+/// One of our tables, None when it does not exist.
+fn observe_table(family: &str) -> Result<Option<NftObserved>, Error> {
+    let action = format!("list table {family} {TABLE}");
+    let json = match run_nft(&["-j", "list", "table", family, TABLE], None, &action) {
         Ok(out) => out.stdout,
         Err(Error::NftCommand { stderr, .. }) if stderr.contains("No such file or directory") => {
-            return Ok(NftObserved::default());
+            return Ok(None);
         }
         Err(e) => return Err(e),
     };
     let mut observed = parse_listing(&json)?;
-    let text = run_nft(&["list", "table", "inet", TABLE], None, &action)?.stdout;
+    let text = run_nft(&["list", "table", family, TABLE], None, &action)?.stdout;
     observed.fingerprint = parse_fingerprint(&text);
-    Ok(observed)
+    Ok(Some(observed))
 }
 
 /// The table comment's fingerprint from nft's text listing: the `comment` line that comes before
@@ -298,8 +394,10 @@ fn str_field(obj: &Value, key: &str) -> Option<String> {
     obj.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-/// Normalize `nft -j list table inet hostagent` output: drop handles and names of the table,
-/// sort chains by name and rules by chain (keeping their order inside each chain).
+/// Normalize `nft -j list table <family> hostagent` output: drop handles and names of the table,
+/// zero rule counters (they count traffic, not configuration), reduce sets to their
+/// declarations, sort chains and sets by name and rules by chain (keeping their order inside
+/// each chain).
 fn parse_listing(json: &str) -> Result<NftObserved, Error> {
     let doc: Value = serde_json::from_str(json).map_err(|e| Error::NftOutput(e.to_string()))?;
     let items = doc
@@ -326,8 +424,9 @@ fn parse_listing(json: &str) -> Result<NftObserved, Error> {
             "rule" => observed.rules.push(ObservedRule {
                 chain: str_field(obj, "chain").unwrap_or_default(),
                 comment: str_field(obj, "comment"),
-                expr: obj.get("expr").cloned().unwrap_or(Value::Null),
+                expr: zero_counters(obj.get("expr").cloned().unwrap_or(Value::Null)),
             }),
+            "set" => observed.sets.push(bridge::set_signature(obj)),
             other => observed.others.push(format!(
                 "{other} {}",
                 str_field(obj, "name").unwrap_or_default()
@@ -336,7 +435,29 @@ fn parse_listing(json: &str) -> Result<NftObserved, Error> {
     }
     observed.chains.sort_by(|a, b| a.name.cmp(&b.name));
     observed.rules.sort_by(|a, b| a.chain.cmp(&b.chain));
+    observed
+        .sets
+        .sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     Ok(observed)
+}
+
+/// A rule's expressions with every anonymous `counter` reset to 0 packets, 0 bytes.
+fn zero_counters(expr: Value) -> Value {
+    match expr {
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Value::Object(mut o) if o.get("counter").is_some_and(Value::is_object) => {
+                        o.insert("counter".into(), json!({"packets": 0, "bytes": 0}));
+                        Value::Object(o)
+                    }
+                    other => other,
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -43,8 +43,12 @@ fn one(mode: Mode) -> Desired {
     desired(vec![net("lab", mode, "br-lab", address)])
 }
 
-/// The rule lines of one chain in a rendered script, comments stripped.
+/// The rule lines of one chain of the first table in `script` that starts with
+/// `table inet hostagent` (or of `script` itself when it has none), comments stripped.
 fn chain_rules(script: &str, chain: &str) -> Vec<String> {
+    let script = script
+        .find("table inet hostagent {")
+        .map_or(script, |i| &script[i..]);
     let mut lines = script
         .lines()
         .map(str::trim)
@@ -265,13 +269,109 @@ fn fingerprint_is_in_the_table_comment_and_follows_the_desired_state() {
 #[test]
 fn script_replaces_only_our_table_in_one_batch() {
     let s = render(&one(Mode::Nat));
-    assert!(s.starts_with(
+    assert!(s.contains(
         "add table inet hostagent\ndelete table inet hostagent\ntable inet hostagent {\n"
     ));
-    // No flush/delete of anything but our table.
+    assert!(s.starts_with("add table bridge hostagent\n"));
+    // No flush/delete of anything but our two tables, and the bridge table in the same batch.
     assert!(!s.contains("flush"));
-    assert_eq!(s.matches("delete").count(), 1);
-    assert_eq!(s.matches("table ").count(), 3);
+    assert_eq!(s.matches("delete").count(), 2);
+    assert_eq!(s.matches("table ").count(), 6);
+    assert!(s.contains(
+        "add table bridge hostagent\ndelete table bridge hostagent\ntable bridge hostagent {\n"
+    ));
+}
+
+/// The bridge table's text from a rendered script (it ends where the inet table's batch starts).
+fn bridge_table(script: &str) -> &str {
+    let start = script
+        .find("table bridge hostagent {")
+        .expect("bridge table rendered");
+    let end = script.find("add table inet").expect("inet table rendered");
+    &script[start..end]
+}
+
+/// Like `chain_rules`, inside the bridge table.
+fn bridge_chain_rules(script: &str, chain: &str) -> Vec<String> {
+    let b = bridge_table(script);
+    let mut lines = b
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| *l != format!("chain {chain} {{"));
+    lines.next();
+    lines
+        .skip(1)
+        .take_while(|l| *l != "}")
+        .map(|l| l.split(" comment ").next().unwrap_or(l).to_string())
+        .collect()
+}
+
+#[test]
+fn dhcp_networks_get_a_per_port_limit_in_the_bridge_table() {
+    for mode in [Mode::Nat, Mode::Routed, Mode::Isolated] {
+        let s = render(&one(mode));
+        let b = bridge_table(&s);
+        assert_eq!(
+            bridge_chain_rules(&s, "input"),
+            ["udp dport 67 update @dhcp_ports { iifname limit rate over 100/second burst 200 packets } counter drop"],
+            "{mode:?}:\n{b}"
+        );
+        assert!(b.contains("set dhcp_ports {\n\t\ttype ifname\n\t\tsize 4096\n\t\tflags dynamic,timeout\n\t\ttimeout 60s\n"), "{b}");
+        let fp = format!("{:016x}", fnv64(&bridge::body(&one(mode))));
+        assert!(b.contains(&format!("comment \"hostagent {fp}\"")), "{b}");
+    }
+    // No DHCP, or layer-2 only: the table is there (it travels with the inet one) but empty.
+    let mut no_dhcp = one(Mode::Nat);
+    no_dhcp.networks[0].services.dhcp = false;
+    for d in [no_dhcp, one(Mode::Bridge), Desired::default()] {
+        let s = render(&d);
+        let b = bridge_table(&s);
+        assert!(bridge_chain_rules(&s, "input").is_empty(), "{b}");
+        assert!(!b.contains("set "), "{b}");
+    }
+}
+
+#[test]
+fn a_missing_or_different_bridge_table_is_a_difference() {
+    let d = one(Mode::Nat);
+    let e = expected(&d);
+    let mut missing = e.clone();
+    missing.bridge = None;
+    assert_eq!(
+        missing.differences(&d),
+        ["table bridge hostagent is missing"]
+    );
+    let mut no_rule = e.clone();
+    if let Some(b) = no_rule.bridge.as_mut() {
+        b.rules.clear();
+    }
+    assert!(!matches(&no_rule, &d));
+    let mut no_set = e.clone();
+    if let Some(b) = no_set.bridge.as_mut() {
+        b.sets.clear();
+    }
+    assert!(!matches(&no_set, &d));
+    // Counters count traffic: a listing with packets counted still matches once normalized.
+    let listing = serde_json::json!({"nftables": [
+        {"table": {"family": "bridge", "name": "hostagent", "handle": 9}},
+        {"set": {"family": "bridge", "name": "dhcp_ports", "table": "hostagent", "type": "ifname",
+                 "handle": 2, "size": 4096, "flags": ["timeout"], "timeout": 60,
+                 "elem": [{"elem": {"val": "vg0", "timeout": 60, "expires": 59}}]}},
+        {"chain": {"family": "bridge", "table": "hostagent", "name": "input", "handle": 1,
+                   "type": "filter", "hook": "input", "prio": -200, "policy": "accept"}},
+        {"rule": {"family": "bridge", "table": "hostagent", "chain": "input", "handle": 3,
+                  "comment": "dhcp per-port limit",
+                  "expr": bridge::rule_json().as_array().unwrap().iter().map(|x| {
+                      if x.get("counter").is_some() {
+                          serde_json::json!({"counter": {"packets": 12345, "bytes": 999}})
+                      } else { x.clone() }
+                  }).collect::<Vec<_>>()}}
+    ]});
+    let mut seen = parse_listing(&listing.to_string()).expect("parse");
+    seen.fingerprint = e.bridge.as_ref().and_then(|b| b.fingerprint.clone());
+    let mut whole = e.clone();
+    whole.bridge = Some(Box::new(seen));
+    assert_eq!(whole.differences(&d), Vec::<String>::new());
 }
 
 #[test]
@@ -501,8 +601,32 @@ mod root {
         replace(&d).expect("replace");
         nft("add set inet hostagent extra { type ipv4_addr; }\n");
         let seen = observe().expect("observe");
-        assert_eq!(seen.others, ["set extra"]);
+        assert_eq!(
+            seen.sets,
+            [serde_json::json!({"name": "extra", "type": "ipv4_addr"})]
+        );
         assert!(!matches(&seen, &d));
+
+        // The bridge table: deleted, or a rule added to it, by hand.
+        replace(&d).expect("replace");
+        nft("delete table bridge hostagent\n");
+        let seen = observe().expect("observe");
+        assert_eq!(seen.differences(&d), ["table bridge hostagent is missing"]);
+        replace(&d).expect("replace");
+        nft("add rule bridge hostagent input udp dport 68 accept\n");
+        let seen = observe().expect("observe");
+        assert!(
+            seen.differences(&d)
+                .iter()
+                .any(|l| l.starts_with("table bridge hostagent: chain input")),
+            "{:?}",
+            seen.differences(&d)
+        );
+        // Only the bridge table left (inet deleted by hand): present, not matching.
+        replace(&d).expect("replace");
+        nft("delete table inet hostagent\n");
+        let seen = observe().expect("observe");
+        assert!(seen.present && !matches(&seen, &d));
 
         replace(&d).expect("replace");
         assert!(

@@ -9,6 +9,7 @@
 
 pub mod delivery;
 pub mod handler;
+pub mod ratelimit;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -68,6 +69,8 @@ pub struct DhcpStats {
     /// Indexed by `DropReason::index()`.
     pub dropped: [AtomicU64; DropReason::ALL.len()],
     pub exhausted: AtomicU64,
+    /// Packets dropped because their client MAC was over its rate limit (see `ratelimit`).
+    pub rate_limited: AtomicU64,
     pub flush_errors: AtomicU64,
     /// ACKs not sent because their batch's flush failed.
     pub acks_withheld: AtomicU64,
@@ -85,6 +88,7 @@ pub struct DhcpStatsSnapshot {
     pub informs: u64,
     pub dropped_malformed: BTreeMap<&'static str, u64>,
     pub exhausted: u64,
+    pub rate_limited: u64,
     pub flush_errors: u64,
     pub acks_withheld: u64,
     pub send_errors: u64,
@@ -115,6 +119,7 @@ impl DhcpStats {
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             exhausted: l(&self.exhausted),
+            rate_limited: l(&self.rate_limited),
             flush_errors: l(&self.flush_errors),
             acks_withheld: l(&self.acks_withheld),
             send_errors: l(&self.send_errors),

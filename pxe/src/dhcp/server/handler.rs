@@ -13,6 +13,7 @@ use crate::dhcp::pool::{Nak, Pool};
 use crate::dhcp::wire::{opt, ClientMessage, DropReason, MessageType, ReplyMessage};
 
 use super::delivery::Destination;
+use super::ratelimit::{MacLimiter, RateLimit};
 use super::DhcpStats;
 
 /// One reply, where it goes, and whether it waits for the batch's fsync.
@@ -58,6 +59,8 @@ impl LeaseEvent {
 
 /// How often the "pool exhausted" warning may repeat.
 const EXHAUSTED_WARN_EVERY: Duration = Duration::from_secs(10);
+/// How often the "rate limited" warning may repeat.
+const RATE_LIMITED_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Answers client messages for one network.
 pub struct Handler {
@@ -66,6 +69,9 @@ pub struct Handler {
     stats: std::sync::Arc<DhcpStats>,
     last_exhausted_warning: Option<Instant>,
     exhausted_suppressed: u64,
+    limiter: MacLimiter,
+    last_rate_warning: Option<Instant>,
+    rate_suppressed: u64,
 }
 
 impl Handler {
@@ -76,7 +82,21 @@ impl Handler {
             stats,
             last_exhausted_warning: None,
             exhausted_suppressed: 0,
+            limiter: MacLimiter::new(RateLimit::default()),
+            last_rate_warning: None,
+            rate_suppressed: 0,
         }
+    }
+
+    /// Replace the per-MAC rate limit (the default is `RateLimit::default()`); forgets all buckets.
+    pub fn with_rate_limit(mut self, limit: RateLimit) -> Handler {
+        self.limiter = MacLimiter::new(limit);
+        self
+    }
+
+    /// How many client MACs the rate limiter tracks right now.
+    pub fn rate_tracked(&self) -> usize {
+        self.limiter.tracked()
     }
 
     pub fn pool(&self) -> &Pool {
@@ -97,8 +117,17 @@ impl Handler {
 
     /// Decode and answer one packet. Malformed packets are counted and dropped.
     pub fn handle_packet(&mut self, bytes: &[u8], now: u64) -> Option<Outgoing> {
+        self.handle_packet_at(bytes, now, Instant::now())
+    }
+
+    /// `handle_packet` with the rate limiter's clock given (`clock`), for tests.
+    pub fn handle_packet_at(&mut self, bytes: &[u8], now: u64, clock: Instant) -> Option<Outgoing> {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         match crate::dhcp::wire::decode(bytes) {
+            Ok(msg) if !self.limiter.allow(msg.chaddr, clock) => {
+                self.rate_limited(&msg);
+                None
+            }
             Ok(msg) => self.handle(&msg, now),
             Err(reason) => {
                 self.stats.count_drop(reason);
@@ -164,6 +193,29 @@ impl Handler {
             self.exhausted_suppressed = 0;
         } else {
             self.exhausted_suppressed += 1;
+        }
+    }
+
+    /// A packet over its MAC's rate: counted, and logged at most every RATE_LIMITED_WARN_EVERY.
+    fn rate_limited(&mut self, msg: &ClientMessage) {
+        self.stats.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let due = self
+            .last_rate_warning
+            .is_none_or(|t| t.elapsed() >= RATE_LIMITED_WARN_EVERY);
+        if due {
+            let limit = self.limiter.limit();
+            tracing::warn!(
+                network = %self.cfg.network,
+                mac = %format_mac(&msg.chaddr),
+                suppressed = self.rate_suppressed,
+                "DHCP client over its rate limit ({} packets burst, {}/s): packets dropped",
+                limit.burst,
+                limit.per_second
+            );
+            self.last_rate_warning = Some(Instant::now());
+            self.rate_suppressed = 0;
+        } else {
+            self.rate_suppressed += 1;
         }
     }
 

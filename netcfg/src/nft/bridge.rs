@@ -1,0 +1,107 @@
+//! The agent's bridge-family table (`bridge hostagent`): a per-port limit on DHCP to the host.
+//!
+//! The DHCP server only sees the bridge device, not the port (tap/veth) a packet came in on, so a
+//! guest flooding DHCPDISCOVERs with thousands of random MACs (DHCP starvation) cannot be limited
+//! there by port. The bridge family's `input` hook sees frames the bridge delivers to the host with
+//! `iifname` = the port, so a dynamic set keyed by the port name, with a `limit` per element,
+//! drops what one port sends over its share before it reaches any socket. The server's own
+//! per-MAC limit (pxe) then only has to cope with what gets through.
+//!
+//! Scope: the rule matches `udp dport 67` on every bridge port, not only our bridges' ports.
+//! Restricting it with `meta ibrname "<bridge>"` would need the kernel's nft_meta_bridge
+//! (CONFIG_NFT_BRIDGE_META), which kernels without it refuse with EOPNOTSUPP. Only packets
+//! delivered to the host over the limit are dropped (frames the bridge forwards between ports go
+//! through `forward`, untouched), so at worst another local DHCP server on another bridge gets
+//! the same protection.
+//!
+//! The table exists whenever `inet hostagent` does (they are replaced and deleted in the same
+//! batch); the rule and its set only when some routed/nat/isolated network serves DHCP.
+
+use serde_json::{json, Value};
+
+use crate::model::{Desired, Mode};
+
+/// Sustained DHCP packets per second one bridge port may send to the host.
+pub const PORT_RATE_PER_SEC: u32 = 100;
+/// Packets one port may send back to back before the rate applies.
+pub const PORT_BURST: u32 = 200;
+/// The dynamic set holding one limiter per port.
+pub const PORT_SET: &str = "dhcp_ports";
+/// Most ports tracked at once; a port idle for `PORT_SET_TIMEOUT_SECS` is forgotten.
+pub const PORT_SET_SIZE: u32 = 4096;
+pub const PORT_SET_TIMEOUT_SECS: u32 = 60;
+/// The rule's comment (also how tests find its counter).
+pub const PORT_RULE_COMMENT: &str = "dhcp per-port limit";
+
+/// Does any network get the per-port DHCP limit?
+pub fn limits_dhcp(desired: &Desired) -> bool {
+    desired
+        .networks
+        .iter()
+        .any(|n| n.mode != Mode::Bridge && n.services.dhcp)
+}
+
+/// The body of `table bridge hostagent { ... }` (without the table comment).
+pub fn body(desired: &Desired) -> String {
+    let mut out = String::new();
+    let limit = limits_dhcp(desired);
+    if limit {
+        out.push_str(&format!(
+            "\tset {PORT_SET} {{\n\t\ttype ifname\n\t\tsize {PORT_SET_SIZE}\n\t\tflags dynamic,timeout\n\t\ttimeout {PORT_SET_TIMEOUT_SECS}s\n\t}}\n"
+        ));
+    }
+    out.push_str("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n");
+    if limit {
+        out.push_str(&format!(
+            "\t\tudp dport 67 update @{PORT_SET} {{ iifname limit rate over {PORT_RATE_PER_SEC}/second burst {PORT_BURST} packets }} counter drop comment \"{PORT_RULE_COMMENT}\"\n"
+        ));
+    }
+    out.push_str("\t}\n");
+    out
+}
+
+/// The rule's `expr` as `nft -j list` prints it (counter values zeroed, as observe normalizes).
+pub fn rule_json() -> Value {
+    json!([
+        {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 67}},
+        {"set": {
+            "op": "update",
+            "elem": {"meta": {"key": "iifname"}},
+            "set": format!("@{PORT_SET}"),
+            "stmt": [{"limit": {"rate": PORT_RATE_PER_SEC, "burst": PORT_BURST, "per": "second", "inv": true}}]
+        }},
+        {"counter": {"packets": 0, "bytes": 0}},
+        {"drop": null}
+    ])
+}
+
+/// The set's declaration as observe records it (see `set_signature`).
+pub fn set_json() -> Value {
+    json!({
+        "name": PORT_SET,
+        "type": "ifname",
+        "size": PORT_SET_SIZE,
+        "flags": ["timeout"],
+        "timeout": PORT_SET_TIMEOUT_SECS,
+    })
+}
+
+/// A listed set reduced to its declaration: no handle, table, family or elements (the elements
+/// are the live per-port limiters, which change with traffic).
+pub fn set_signature(obj: &Value) -> Value {
+    let mut sig = serde_json::Map::new();
+    for key in [
+        "name",
+        "type",
+        "size",
+        "flags",
+        "timeout",
+        "policy",
+        "gc-interval",
+    ] {
+        if let Some(v) = obj.get(key) {
+            sig.insert(key.to_string(), v.clone());
+        }
+    }
+    Value::Object(sig)
+}
