@@ -343,24 +343,29 @@ pub(crate) mod fw {
         crate::nft::delete()
     }
 
-    /// The table's current text (`nft list table`), None when it does not exist. Used to put the
-    /// previous table back when an apply rolls back.
+    /// The agent's tables as they are now (`nft list table` of the bridge table, then the inet
+    /// table: the order `render` creates them in), None when neither exists. Used to put the
+    /// previous firewall back when an apply rolls back.
     pub fn list_table() -> Result<Option<String>, Error> {
-        let out = Command::new("nft")
-            .args(["list", "table", "inet", crate::nft::TABLE])
-            .output()
-            .map_err(|e| Error::Nft(format!("running nft: {e}")))?;
-        if out.status.success() {
-            Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
-        } else {
-            Ok(None)
+        let mut saved = String::new();
+        for family in ["bridge", "inet"] {
+            let out = Command::new("nft")
+                .args(["list", "table", family, crate::nft::TABLE])
+                .output()
+                .map_err(|e| Error::Nft(format!("running nft: {e}")))?;
+            if out.status.success() {
+                saved.push_str(&String::from_utf8_lossy(&out.stdout));
+            }
         }
+        Ok((!saved.is_empty()).then_some(saved))
     }
 
-    /// Put a saved table text back atomically (delete + add in one transaction).
+    /// Put the saved tables back atomically: both of ours are deleted and the saved text loaded
+    /// in one transaction, so a table that did not exist before is gone again.
     pub fn restore(saved: &str) -> Result<(), Error> {
+        let t = crate::nft::TABLE;
         nft_script(&format!(
-            "table {FIREWALL_TABLE} {{}}\ndelete table {FIREWALL_TABLE}\n{saved}"
+            "table bridge {t} {{}}\ndelete table bridge {t}\ntable inet {t} {{}}\ndelete table inet {t}\n{saved}"
         ))
     }
 
