@@ -285,7 +285,8 @@ fn dhcp_starvation_exhausts_the_pool_but_reservations_are_still_served() {
     let (fds0, rss0) = (fd_count(pid), rss_kib(pid));
 
     // 2,000 clients with distinct MACs race for 10 addresses.
-    let acks = flood(&guest, 2000, 0x5a, 256, 25);
+    // Window 32 keeps the flood under the per-port kernel limit (tests/tests/ratelimit.rs covers that).
+    let acks = flood(&guest, 2000, 0x5a, 32, 25);
     assert_eq!(
         acks.len(),
         10,
@@ -360,7 +361,6 @@ fn dhcp_starvation_exhausts_the_pool_but_reservations_are_still_served() {
 /// Per-MAC and per-port rate limits: one MAC sending 1,000 DISCOVERs gets at most a handful of
 /// answers, and one bridge port sending DISCOVERs for 1,000 MACs cannot take more than its share.
 #[test]
-#[ignore = "rate limits not implemented"]
 fn dhcp_rate_limits_hold_per_mac_and_per_port() {
     let host = Netns::new("hrat");
     let s = Scratch::new();
@@ -505,7 +505,9 @@ fn tftp_abuse_is_refused_clamped_timed_out_and_bounded() {
                 String::from_utf8_lossy(&p)
             );
             assert!(
-                matches!(block(&p), 1 | 2),
+                // 1 not found / 2 access violation; a NUL ends the name, so what follows is
+                // read as the mode and refused as such (0).
+                matches!(block(&p), 1 | 2) || (name.contains('\0') && block(&p) == 0),
                 "{name:?}: error code {}",
                 block(&p)
             );
@@ -580,18 +582,24 @@ fn tftp_abuse_is_refused_clamped_timed_out_and_bounded() {
         sock.send_to(&rrq(b"undionly.kpxe", &[("timeout", "1")]), server)
             .expect("send");
         let start = Instant::now();
-        let mut copies = 0;
+        let (mut copies, mut gave_up) = (0, false);
         while start.elapsed() < Duration::from_secs(15) {
             if let Some((p, _)) = recv(&sock) {
-                assert_eq!((opcode(&p), block(&p)), (3, 1), "only DATA 1 is ever sent");
-                copies += 1;
+                // With an option the first packet is the OACK (RFC 2347); never anything past it
+                // but a final ERROR when the server gives up.
+                assert!(!gave_up, "packet after the final ERROR: opcode {}", opcode(&p));
+                match opcode(&p) {
+                    6 => copies += 1,
+                    5 => gave_up = true,
+                    op => panic!("opcode {op} sent to a client that never acknowledged the OACK"),
+                }
             }
         }
         copies
     });
     assert!(
         (2..=8).contains(&never_acked),
-        "DATA 1 sent {never_acked} times to a silent client"
+        "OACK sent {never_acked} times to a silent client"
     );
     let st = status(&host, &s, &cfg);
     assert!(
@@ -656,8 +664,8 @@ fn tftp_abuse_is_refused_clamped_timed_out_and_bounded() {
     let peak_rss = rss_kib(pid);
     let st = status(&host, &s, &cfg);
     assert!(
-        peak_fds <= fds0 + MAX_TRANSFERS + 8,
-        "fds {fds0} → {peak_fds} with ≤ {MAX_TRANSFERS} transfers"
+        peak_fds <= fds0 + 2 * MAX_TRANSFERS + 8,
+        "fds {fds0} → {peak_fds} with ≤ {MAX_TRANSFERS} transfers (a socket + a file each)"
     );
     assert!(
         counter(&st, &["tftp", "active"]) as usize <= MAX_TRANSFERS,

@@ -1,0 +1,132 @@
+//! DHCP end to end, without sockets: every packet of the input goes through
+//! `pxe::dhcp::server::answer_batch` (decode → classify → pool allocation → boot policy) on a
+//! fresh pool over a real journal, every reply is encoded, and then:
+//! - an encoded reply respects the client's option 57 (≥ 576) and the 300-byte BOOTP minimum and
+//!   our own option walk reads it back;
+//! - a lease ACK carries an address of the subnet, and a reservation's address only to its owner;
+//! - no address is leased to two clients;
+//! - replaying the journal (what a restart does) gives exactly the leases the pool has in memory.
+#![no_main]
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use hostagent_fuzz::{dhcp_config, frames, scratch_dir, RESERVED_IN_RANGE, RESERVED_OUTSIDE};
+use libfuzzer_sys::fuzz_target;
+use pxe::dhcp::pool::Pool;
+use pxe::dhcp::server::handler::Handler;
+use pxe::dhcp::server::{answer_batch, pool_config, DhcpStats};
+use pxe::dhcp::wire::{self, MessageType, RawOptions, HEADER_LEN};
+
+/// Start of the fuzz clock (unix seconds); inputs move it forward.
+const EPOCH: u64 = 1_800_000_000;
+
+/// Known finding (fuzz/artifacts-keep/dhcp_server-split-*): an option that dhcproto reads at a
+/// fixed width (94, 152–155) repeated NON-adjacently passes wire.rs's length check, which looks
+/// at the RFC 3396 concatenation, while dhcproto decodes each instance alone and debug_asserts.
+/// wire.rs catches that panic (DecodePanic drop), but libFuzzer aborts on any panic. With
+/// `HOSTAGENT_FUZZ_TOLERATE_DHCPROTO_PANIC=1` panics raised inside dhcproto are left to that
+/// catch_unwind, so fuzzing can go on past this finding; everything else still aborts.
+fn tolerate_caught_dhcproto_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        if std::env::var("HOSTAGENT_FUZZ_TOLERATE_DHCPROTO_PANIC").as_deref() != Ok("1") {
+            return;
+        }
+        let abort_hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let in_dhcproto = info
+                .location()
+                .is_some_and(|l| l.file().contains("/dhcproto-"));
+            if !in_dhcproto {
+                abort_hook(info);
+            }
+        }));
+    });
+}
+
+fuzz_target!(|data: &[u8]| {
+    tolerate_caught_dhcproto_panics();
+    // One journal path per process, truncated for every input: results depend on the input only.
+    thread_local! {
+        static DIR: std::path::PathBuf = scratch_dir("dhcp");
+    }
+    let journal = DIR.with(|d| d.join("fuzz.journal"));
+    let _ = std::fs::remove_file(&journal);
+    let cfg = dhcp_config(journal);
+    let pool = Pool::open(pool_config(&cfg)).expect("open an empty journal");
+    let subnet = cfg.subnet;
+    let mut handler = Handler::new(cfg.clone(), pool, Arc::new(DhcpStats::default()));
+
+    let mut now = EPOCH;
+    let packets = frames(data);
+    for frame in &packets {
+        now += frame.advance;
+        for out in answer_batch(&mut handler, &[frame.bytes], now) {
+            let mms = out.max_message_size;
+            let bytes = wire::encode(&out.reply, mms);
+            let limit = usize::from(mms.max(wire::MIN_MAX_MESSAGE_SIZE)) - 28;
+            assert!(
+                bytes.len() <= limit.max(300),
+                "reply of {} bytes over option 57 = {mms}",
+                bytes.len()
+            );
+            assert!(bytes.len() >= 300, "reply shorter than a BOOTP message");
+            assert_eq!(&bytes[236..240], &wire::MAGIC_COOKIE);
+            let opts = RawOptions::parse(&bytes[HEADER_LEN..]).expect("our own reply must parse");
+            assert_eq!(
+                opts.get(wire::opt::MESSAGE_TYPE),
+                Some(&[out.reply.msg_type as u8][..])
+            );
+
+            let yiaddr = out.reply.yiaddr;
+            if matches!(out.reply.msg_type, MessageType::Offer) || out.needs_flush {
+                assert!(
+                    subnet.contains(&yiaddr),
+                    "{yiaddr} offered/leased outside {subnet}"
+                );
+                assert_ne!(yiaddr, cfg.server_ip, "the server's own address handed out");
+                for (mac, ip) in [RESERVED_IN_RANGE, RESERVED_OUTSIDE] {
+                    if yiaddr == ip {
+                        assert_eq!(
+                            out.reply.chaddr, mac,
+                            "reserved {ip} handed to another client"
+                        );
+                    }
+                    if out.reply.chaddr == mac {
+                        assert_eq!(yiaddr, ip, "a reserved client got another address");
+                    }
+                }
+            }
+        }
+    }
+    assert_eq!(
+        handler
+            .stats()
+            .received
+            .load(std::sync::atomic::Ordering::Relaxed),
+        packets.len() as u64
+    );
+
+    let leases = handler.pool().leases_at(now);
+    let mut holder: HashMap<Ipv4Addr, [u8; 6]> = HashMap::new();
+    for l in &leases {
+        if let Some(other) = holder.insert(l.ip, l.mac) {
+            panic!("{} leased to {:?} and {:?}", l.ip, other, l.mac);
+        }
+    }
+
+    // A restart replays the journal: it must rebuild exactly what the pool had.
+    assert!(
+        !handler.pool().has_pending(),
+        "answer_batch leaves nothing unflushed"
+    );
+    drop(handler);
+    let replayed = Pool::open(pool_config(&cfg)).expect("reopen the journal we wrote");
+    assert_eq!(
+        replayed.leases_at(now),
+        leases,
+        "journal replay differs from memory"
+    );
+});

@@ -1,0 +1,134 @@
+#!/usr/bin/env python3
+"""Writes the seed corpora under fuzz/corpus/<target>/ from real inputs: the DHCP packets
+captured in pxe/src/dhcp/classify/testpackets.rs (real OVMF, iPXE, udhcpc, dhclient), whole
+client exchanges built around them, the shipped configs in etc/, and TFTP/HTTP requests in
+every traversal spelling. Run from anywhere; rerun after changing the captured packets, then
+`cargo fuzz cmin <target>` to keep the committed corpora small."""
+import pathlib, re, struct, hashlib
+
+HERE = pathlib.Path(__file__).resolve().parent
+MAIN = HERE.parent
+CORPUS = HERE / "corpus"
+
+
+def write(target, data):
+    d = CORPUS / target
+    d.mkdir(parents=True, exist_ok=True)
+    if isinstance(data, str):
+        data = data.encode()
+    (d / hashlib.sha1(data).hexdigest()).write_bytes(data)
+
+
+def frame(advance, pkt):
+    return bytes([advance]) + struct.pack(">H", len(pkt)) + pkt
+
+
+def captured():
+    src = (MAIN / "pxe/src/dhcp/classify/testpackets.rs").read_text()
+    out = {}
+    for name, body in re.findall(r'pub const (\w+): &str = concat!\((.*?)\);', src, re.S):
+        out[name] = bytes.fromhex("".join(re.findall(r'"([0-9a-f]+)"', body)))
+    return out
+
+
+def dhcp(mac, msg, xid=0x11223344, opts=b"", ciaddr=b"\0\0\0\0", hlen=6, cookie=b"\x63\x82\x53\x63"):
+    p = bytearray(236)
+    p[0], p[1], p[2] = 1, 1, hlen
+    p[4:8] = struct.pack(">I", xid)
+    p[10] = 0x80
+    p[12:16] = ciaddr
+    p[28:34] = mac
+    return bytes(p) + cookie + bytes([53, 1, msg]) + opts + b"\xff"
+
+
+def ip(s):
+    return bytes(int(x) for x in s.split("."))
+
+
+SERVER = ip("10.9.0.1")
+DYN = bytes.fromhex("020000000042")
+RES = bytes.fromhex("525400000010")
+
+
+def dhcp_seeds():
+    pk = captured()
+    assert len(pk) >= 5, pk.keys()
+    for p in pk.values():
+        write("dhcp_server", frame(0, p))
+    # A full dynamic exchange: DISCOVER, REQUEST (selecting), renew, RELEASE.
+    write("dhcp_server", b"".join([
+        frame(0, dhcp(DYN, 1, opts=b"\x37\x04\x01\x03\x06\x0f")),
+        frame(0, dhcp(DYN, 3, opts=b"\x32\x04" + ip("10.9.0.100") + b"\x36\x04" + SERVER + b"\x0c\x05guest")),
+        frame(200, dhcp(DYN, 3, ciaddr=ip("10.9.0.100"))),
+        frame(1, dhcp(DYN, 7, ciaddr=ip("10.9.0.100"), opts=b"\x36\x04" + SERVER)),
+    ]))
+    # The reserved client (asks for the wrong address first: NAK), then DECLINE and INFORM.
+    write("dhcp_server", b"".join([
+        frame(0, dhcp(RES, 3, opts=b"\x32\x04" + ip("10.9.0.100"))),
+        frame(0, dhcp(RES, 1, opts=b"\x5d\x02\x00\x07")),
+        frame(0, dhcp(RES, 3, opts=b"\x32\x04" + ip("10.9.0.105") + b"\x36\x04" + SERVER)),
+        frame(0, dhcp(DYN, 1)),
+        frame(0, dhcp(DYN, 4, opts=b"\x32\x04" + ip("10.9.0.100") + b"\x36\x04" + SERVER)),
+        frame(0, dhcp(DYN, 8, ciaddr=ip("10.9.0.50"))),
+    ]))
+    # Pool exhaustion: 20 DISCOVER+REQUEST pairs over 16 addresses.
+    seq = []
+    for i in range(20):
+        mac = bytes([2, 0, 0, 0, 1, i])
+        seq.append(frame(0, dhcp(mac, 1, xid=i)))
+        seq.append(frame(0, dhcp(mac, 3, xid=i, opts=b"\x32\x04" + ip("10.9.0.%d" % (100 + i)) + b"\x36\x04" + SERVER)))
+    write("dhcp_server", b"".join(seq[:46]))
+    # Malformed: hlen 17 and 255, no cookie, overflowing option, 1,500 bytes of options, option 57 tiny.
+    write("dhcp_server", frame(0, dhcp(DYN, 1, hlen=17)))
+    write("dhcp_server", frame(0, dhcp(DYN, 1, cookie=b"\0\0\0\0")))
+    write("dhcp_server", frame(0, dhcp(DYN, 1)[:-1] + b"\x3c\xc8ab"))
+    write("dhcp_server", frame(0, dhcp(DYN, 1, opts=b"\x2b\xff" + b"A" * 255 + b"\x2b\xff" + b"B" * 255 * 5)))
+    write("dhcp_server", frame(0, dhcp(DYN, 1, opts=b"\x39\x02\x00\x10\x4d\x04iPXE\xaf\x03\x01\x01\x01")))
+
+
+def tftp_seeds():
+    def rrq(name, mode=b"octet", opts=()):
+        b = b"\x00\x01" + name + b"\0" + mode + b"\0"
+        for k, v in opts:
+            b += k + b"\0" + v + b"\0"
+        return b
+    for name in [b"pxelinux.0", b"/pxelinux.0", b"sub/dir/file.bin", b"link-in", b"abs-in",
+                 b"link-out", b"abs-out", b"sub/up", b"dir-out/secret", b"loop", b"fifo",
+                 b"../secret", b"/../secret", b"sub/../../secret", b"..\\secret", b"//etc/passwd",
+                 b"./pxelinux.0", b"sub/./dir/file.bin", b"sub//dir", b"sub/", b"pxelinux.0\xff",
+                 b"a" * 300]:
+        write("tftp_request", rrq(name))
+    write("tftp_request", rrq(b"pxelinux.0", opts=[(b"blksize", b"65464"), (b"windowsize", b"65535"), (b"tsize", b"0"), (b"timeout", b"1")]))
+    write("tftp_request", rrq(b"pxelinux.0", b"netascii"))
+    write("tftp_request", b"\x00\x02pxelinux.0\0octet\0")
+    write("tftp_request", b"\x00\x04\x00\x01")
+    write("tftp_request", b"\x00\x05\x00\x08tsize probe\0")
+    write("tftp_request", "../secret")
+
+
+def http_seeds():
+    for s in ["/pxelinux.0", "/pxelinux.0\nbytes=0-3", "/sub/dir/file.bin\nbytes=-2",
+              "/link-in\nbytes=3-", "/abs-in", "/link-out", "/abs-out", "/sub/up", "/dir-out/secret",
+              "/%2e%2e/secret", "/%2E%2E%2Fsecret", "/..%2fsecret", "/%252e%252e/secret", "/sub/%2e%2e/%2e%2e/secret",
+              "/..\\secret", "/%5c..%5csecret", "/%00", "/fifo", "/loop", "/sub/",
+              "/pxelinux.0\nbytes=99999999999999999999-", "/pxelinux.0\nbytes=5-1",
+              "/pxelinux.0\nbytes=0-1,4-5", "/pxelinux.0\nbytes=-0", "/pxelinux.0\nBytes = 0-0",
+              "/pxelinux.0\nbytes=18446744073709551615-18446744073709551615"]:
+        write("http_path_range", s)
+
+
+def config_seeds():
+    for p in [MAIN / "etc/hostagent.toml", *sorted((MAIN / "etc/examples").glob("*.toml"))]:
+        write("config_parse", p.read_bytes())
+    write("config_parse", 'state_dir = "/state"\n[[network]]\nname = "lab"\nmode = "nat"\nbridge = "br-lab"\n'
+          'address = "10.81.0.1/24"\n[network.dhcp]\nrange = "10.81.0.100-10.81.0.199"\nlease_time = "1h"\n')
+    write("config_parse", 'state_dir = "/state"\n[[network]]\nname = 1\n')
+
+
+if __name__ == "__main__":
+    dhcp_seeds()
+    tftp_seeds()
+    http_seeds()
+    config_seeds()
+    for d in sorted(CORPUS.iterdir()):
+        print(d.name, len(list(d.iterdir())))
