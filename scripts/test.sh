@@ -8,3 +8,9 @@ cd "$(dirname "$0")/.."
 ./tests/payload/build.sh
 cargo build --workspace --all-targets
 cargo nextest run --workspace --no-fail-fast "$@"
+# Short runs that keep the benchmark harness and the fuzz targets from rotting: they check answers
+# (sha256, unique leases, no crash), not speed. HOSTAGENT_SKIP_SMOKE=1 skips them.
+if [ "${HOSTAGENT_SKIP_SMOKE:-0}" != 1 ]; then
+  ./bench/run.sh --smoke
+  sh fuzz/run-smoke.sh 15
+fi

@@ -200,6 +200,10 @@ pub struct ClientMessage {
     pub max_message_size: Option<u16>,
 }
 
+/// Options dhcproto 0.15 reads at a fixed width (and debug_asserts on): never split, see
+/// [`RawOptions::parse`].
+const DHCPROTO_FIXED_WIDTH: [u8; 7] = [80, 81, 94, 152, 153, 154, 155];
+
 /// Option walk over the bytes after the cookie. Repeated options are concatenated (RFC 3396).
 #[derive(Debug, Default)]
 pub struct RawOptions {
@@ -226,6 +230,12 @@ impl RawOptions {
                 return Err(DropReason::BadOption);
             }
             let (value, rest) = rest.split_at(len);
+            // dhcproto decodes each instance of its fixed-width options alone, so a split one
+            // would pass the length check on the concatenation and still trip its debug_asserts.
+            // They are a few bytes long: no real client splits them.
+            if DHCPROTO_FIXED_WIDTH.contains(&code) && map.contains_key(&code) {
+                return Err(DropReason::BadOption);
+            }
             map.entry(code).or_default().extend_from_slice(value);
             buf = rest;
         }
@@ -532,6 +542,16 @@ mod tests {
         p.pop();
         p.extend_from_slice(&[60, 200, 1, 2]);
         assert_eq!(decode(&p), Err(DropReason::BadOption));
+    }
+
+    #[test]
+    fn split_fixed_width_options_are_refused() {
+        // Found by fuzzing (fuzz/artifacts-keep/dhcp_server-split-opt94-min.bin): option 94 in two
+        // non-adjacent pieces whose concatenation has the right length.
+        let mut buf = vec![94, 1, 1, 53, 1, 1, 94, 2, 2, 3, 255];
+        assert_eq!(RawOptions::parse(&buf).err(), Some(DropReason::BadOption));
+        buf = vec![94, 3, 1, 2, 3, 53, 1, 1, 255];
+        assert!(RawOptions::parse(&buf).is_ok());
     }
 
     #[test]
