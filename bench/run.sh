@@ -16,7 +16,8 @@ repo=$(dirname "$here")
 smoke=0
 [ "${1:-}" = "--smoke" ] && smoke=1
 
-# Peers and tools, from Debian. Their packaged services are not started here (and not used).
+# Peers and tools, from Debian. The harness never uses their packaged services; on a systemd host
+# apt enables kea-dhcp4-server and tftpd-hpa for the host: `systemctl disable --now` them if unwanted.
 want=(kea-dhcp4-server kea-admin dnsmasq-base tftpd-hpa atftp curl hyperfine busybox-static iproute2 python3)
 [ $smoke = 0 ] && want+=(linux-perf)
 missing=()
