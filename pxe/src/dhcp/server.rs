@@ -16,7 +16,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -153,6 +153,80 @@ pub fn answer_batch(handler: &mut Handler, packets: &[&[u8]], now: u64) -> Vec<O
     out
 }
 
+/// The leases `DhcpHandle::leases()` shows, published by the server thread only when asked.
+///
+/// Building it clones and sorts every lease: done after every batch it was ~40 % of the DHCP
+/// thread's CPU under perfdhcp (see BENCHMARKS.md, Profile). Now a reader raises `requested` and
+/// waits; the thread answers between batches, after the flush, so the view still shows only
+/// durable leases.
+struct LeaseView {
+    /// (generation, leases): the generation moves on at every publish.
+    published: Mutex<(u64, Vec<Lease>)>,
+    fresh: Condvar,
+    requested: AtomicBool,
+    /// The serve loop has ended: nobody will publish again.
+    closed: AtomicBool,
+}
+
+impl LeaseView {
+    fn new(initial: Vec<Lease>) -> LeaseView {
+        LeaseView {
+            published: Mutex::new((0, initial)),
+            fresh: Condvar::new(),
+            requested: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Called by the serve loop: publish if a reader asked.
+    fn publish_if_requested(&self, pool: &Pool) {
+        if self.requested.swap(false, Ordering::AcqRel) {
+            self.publish(pool);
+        }
+    }
+
+    fn publish(&self, pool: &Pool) {
+        let leases = pool.leases();
+        let mut g = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 += 1;
+        g.1 = leases;
+        self.fresh.notify_all();
+    }
+
+    /// The serve loop ends: a last view, and readers stop waiting for another.
+    fn close(&self, pool: &Pool) {
+        let leases = pool.leases();
+        let mut g = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 += 1;
+        g.1 = leases;
+        self.closed.store(true, Ordering::Release);
+        self.fresh.notify_all();
+    }
+
+    /// Ask the serve loop for a fresh view and wait for it (it answers within one receive
+    /// timeout or one batch); after `wait`, or once the loop has ended, the last view is used.
+    fn read(&self, wait: Duration) -> Vec<Lease> {
+        let mut g = self.published.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.closed.load(Ordering::Acquire) {
+            let asked_at = g.0;
+            self.requested.store(true, Ordering::Release);
+            let deadline = std::time::Instant::now() + wait;
+            while g.0 == asked_at && !self.closed.load(Ordering::Acquire) {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                g = self
+                    .fresh
+                    .wait_timeout(g, left)
+                    .map(|(g, _)| g)
+                    .unwrap_or_else(|p| p.into_inner().0);
+            }
+        }
+        g.1.clone()
+    }
+}
+
 pub struct DhcpServer;
 
 impl DhcpServer {
@@ -176,7 +250,7 @@ impl DhcpServer {
         })?;
 
         let stats = Arc::new(DhcpStats::default());
-        let leases = Arc::new(Mutex::new(pool.leases()));
+        let leases = Arc::new(LeaseView::new(pool.leases()));
         let stop = Arc::new(AtomicBool::new(false));
         let sender = Sender {
             udp: socket,
@@ -236,7 +310,7 @@ fn bind_socket(interface: &str) -> io::Result<UdpSocket> {
 pub struct DhcpHandle {
     network: String,
     stats: Arc<DhcpStats>,
-    leases: Arc<Mutex<Vec<Lease>>>,
+    leases: Arc<LeaseView>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -250,11 +324,13 @@ impl DhcpHandle {
         self.stats.clone()
     }
 
-    /// Unexpired leases as of the last batch (durable ones only: published after the flush).
+    /// Unexpired leases, fetched from the server thread between batches (durable ones only:
+    /// published after the flush).
     pub fn leases(&self) -> Vec<Lease> {
         let now = unix_now();
-        let guard = self.leases.lock().unwrap_or_else(|p| p.into_inner());
-        guard.iter().filter(|l| l.expires > now).cloned().collect()
+        let mut all = self.leases.read(RECV_TIMEOUT * 5);
+        all.retain(|l| l.expires > now);
+        all
     }
 
     /// Stop the thread (within ~200 ms) and wait for it.
@@ -278,12 +354,7 @@ impl Drop for DhcpHandle {
     }
 }
 
-fn serve(
-    mut handler: Handler,
-    sender: Sender,
-    leases: Arc<Mutex<Vec<Lease>>>,
-    stop: Arc<AtomicBool>,
-) {
+fn serve(mut handler: Handler, sender: Sender, leases: Arc<LeaseView>, stop: Arc<AtomicBool>) {
     let network = handler.config().network.clone();
     let mut bufs: Vec<Vec<u8>> = Vec::with_capacity(MAX_BATCH);
     let mut first = vec![0u8; RECV_BUF];
@@ -299,7 +370,8 @@ fn serve(
                         | io::ErrorKind::Interrupted
                 ) =>
             {
-                continue
+                leases.publish_if_requested(handler.pool());
+                continue;
             }
             Err(e) => {
                 tracing::error!(network = %network, error = %e, "DHCP receive failed");
@@ -326,14 +398,14 @@ fn serve(
         }
         // Publish the view for `leases()` after the flush, so it shows only durable leases
         // (plus, after a failed flush, the ones the pool keeps reserved).
-        let snapshot = handler.pool().leases();
-        *leases.lock().unwrap_or_else(|p| p.into_inner()) = snapshot;
+        leases.publish_if_requested(handler.pool());
     }
     if handler.pool().has_pending() {
         if let Err(e) = handler.pool_mut().flush() {
             tracing::error!(network = %network, error = %e, "final lease journal flush failed");
         }
     }
+    leases.close(handler.pool());
     tracing::info!(network = %network, "DHCP server stopped");
 }
 
