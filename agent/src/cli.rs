@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 pub const DEFAULT_CONFIG: &str = "/etc/hostagent/hostagent.toml";
 
 #[derive(Debug, Parser)]
-#[command(name = "hostagent", version, about = "Turns this machine into a ready KVM host: guest networks, firewall, sysctl, vhost-net, and DHCP/TFTP/HTTP network boot")]
+#[command(
+    name = "hostagent",
+    version,
+    about = "Turns this machine into a ready KVM host: guest networks, firewall, sysctl, vhost-net, and DHCP/TFTP/HTTP network boot"
+)]
 pub struct Cli {
     /// Configuration file.
     #[arg(short = 'c', long = "config", global = true, default_value = DEFAULT_CONFIG)]

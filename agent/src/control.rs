@@ -34,7 +34,11 @@ pub struct DaemonState {
 
 impl DaemonState {
     pub fn new(model: Model, services: Shared) -> Self {
-        DaemonState { model: RwLock::new(model), services, started: Instant::now() }
+        DaemonState {
+            model: RwLock::new(model),
+            services,
+            started: Instant::now(),
+        }
     }
     pub async fn set_model(&self, model: Model) {
         *self.model.write().await = model;
@@ -90,15 +94,19 @@ pub async fn serve(root: &Path, state: Arc<DaemonState>) -> Result<ControlServer
                 path.display()
             );
         }
-        std::fs::remove_file(&path).with_context(|| format!("removing stale {}", path.display()))?;
+        std::fs::remove_file(&path)
+            .with_context(|| format!("removing stale {}", path.display()))?;
     }
-    let listener = UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
+    let listener =
+        UnixListener::bind(&path).with_context(|| format!("binding {}", path.display()))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .with_context(|| format!("chmod 600 {}", path.display()))?;
     let root = root.to_path_buf();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let state = state.clone();
             let root = root.clone();
             tokio::spawn(async move {
@@ -117,20 +125,29 @@ async fn handle(stream: UnixStream, state: &DaemonState, root: &Path) -> Result<
     let cred = stream.peer_cred()?;
     let (read, mut write) = stream.into_split();
     if cred.uid() != 0 {
-        let resp = serde_json::json!({"error": "permission denied: the control socket is root-only"});
+        let resp =
+            serde_json::json!({"error": "permission denied: the control socket is root-only"});
         write.write_all(format!("{resp}\n").as_bytes()).await?;
         return Ok(());
     }
     let mut line = String::new();
     let mut reader = BufReader::new(read.take(MAX_REQUEST));
-    tokio::time::timeout(IO_TIMEOUT, reader.read_line(&mut line)).await.context("request timed out")??;
+    tokio::time::timeout(IO_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .context("request timed out")??;
     let resp = match serde_json::from_str::<Request>(line.trim()) {
-        Ok(Request { cmd: Command::Status }) => status(state).await,
-        Ok(Request { cmd: Command::Leases }) => {
+        Ok(Request {
+            cmd: Command::Status,
+        }) => status(state).await,
+        Ok(Request {
+            cmd: Command::Leases,
+        }) => {
             let leases = state.services.lock().await.leases();
             serde_json::json!({ "leases": leases })
         }
-        Ok(Request { cmd: Command::Guests }) => guests(state, root).await,
+        Ok(Request {
+            cmd: Command::Guests,
+        }) => guests(state, root).await,
         Err(e) => serde_json::json!({
             "error": format!("bad request: {e}; send one JSON line such as {{\"cmd\":\"status\"}} or {{\"cmd\":\"leases\"}}")
         }),
@@ -173,12 +190,18 @@ async fn guests(state: &DaemonState, root: &Path) -> serde_json::Value {
 pub(crate) async fn request(cli: &Cli, cmd: &str) -> Result<serde_json::Value> {
     let path = socket_path(&cli.root);
     let mut stream = UnixStream::connect(&path).await.with_context(|| {
-        format!("cannot reach the daemon at {}: is `hostagent run` running (as root)?", path.display())
+        format!(
+            "cannot reach the daemon at {}: is `hostagent run` running (as root)?",
+            path.display()
+        )
     })?;
-    stream.write_all(format!("{{\"cmd\":\"{cmd}\"}}\n").as_bytes()).await?;
+    stream
+        .write_all(format!("{{\"cmd\":\"{cmd}\"}}\n").as_bytes())
+        .await?;
     let mut line = String::new();
     BufReader::new(stream).read_line(&mut line).await?;
-    let v: serde_json::Value = serde_json::from_str(&line).context("daemon sent a malformed answer")?;
+    let v: serde_json::Value =
+        serde_json::from_str(&line).context("daemon sent a malformed answer")?;
     if let Some(err) = v.get("error").and_then(|e| e.as_str()) {
         anyhow::bail!("daemon: {err}");
     }
@@ -191,8 +214,15 @@ pub async fn client_status(cli: &Cli, json: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("config: {}  uptime: {}s", v["config"].as_str().unwrap_or("?"), v["uptime_seconds"]);
-    println!("{:<14} {:<9} {:<15} {:<18}", "NETWORK", "MODE", "BRIDGE", "ADDRESS");
+    println!(
+        "config: {}  uptime: {}s",
+        v["config"].as_str().unwrap_or("?"),
+        v["uptime_seconds"]
+    );
+    println!(
+        "{:<14} {:<9} {:<15} {:<18}",
+        "NETWORK", "MODE", "BRIDGE", "ADDRESS"
+    );
     for n in v["networks"].as_array().into_iter().flatten() {
         println!(
             "{:<14} {:<9} {:<15} {:<18}",
@@ -224,7 +254,10 @@ pub async fn client_leases(cli: &Cli, json: bool) -> Result<ExitCode> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
-    println!("{:<12} {:<17} {:<15} {:<20} EXPIRES IN", "NETWORK", "MAC", "IP", "HOSTNAME");
+    println!(
+        "{:<12} {:<17} {:<15} {:<20} EXPIRES IN",
+        "NETWORK", "MAC", "IP", "HOSTNAME"
+    );
     for net in v["leases"].as_array().into_iter().flatten() {
         let name = net["network"].as_str().unwrap_or("");
         for l in net["leases"].as_array().into_iter().flatten() {

@@ -23,14 +23,21 @@ pub async fn check(cli: &Cli, json: bool) -> Result<ExitCode> {
     // An explicit -c that is missing is an error; the default path may be absent on a host that
     // only wants the checks.
     let explicit = cli.config.as_path() != std::path::Path::new(crate::cli::DEFAULT_CONFIG);
-    let model = if explicit || cli.config.exists() { Some(load(cli)?) } else { None };
+    let model = if explicit || cli.config.exists() {
+        Some(load(cli)?)
+    } else {
+        None
+    };
     let host = match &model {
         Some(m) => host_for(cli, m),
         None => Host::new(&cli.root, "/var/lib/hostagent"),
     };
     let mut results = netcfg::check::check(&host);
     // The libvirt side: daemon, QEMU driver, KVM vs TCG, overcommit.
-    let libvirt = model.as_ref().map(|m| m.libvirt.clone()).unwrap_or_default();
+    let libvirt = model
+        .as_ref()
+        .map(|m| m.libvirt.clone())
+        .unwrap_or_default();
     let guests = model.as_ref().map(|m| m.guests.clone()).unwrap_or_default();
     results.extend(crate::guests::check::checks(&libvirt, &guests).await);
     let failed = results.iter().any(|r| r.status == Status::Fail);
@@ -41,7 +48,11 @@ pub async fn check(cli: &Cli, json: bool) -> Result<ExitCode> {
             print_check(r);
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 fn print_check(r: &CheckResult) {
@@ -63,7 +74,9 @@ pub async fn plan(cli: &Cli, json: bool) -> Result<ExitCode> {
     let plan = netcfg::plan::plan(&host, &desired)
         .await
         .context("reading the host's current state")?;
-    let guest_plan = crate::guests::plan(&model, &cli.root).await.context("planning the guests")?;
+    let guest_plan = crate::guests::plan(&model, &cli.root)
+        .await
+        .context("planning the guests")?;
     if json {
         let mut v = serde_json::to_value(&plan)?;
         if let Some(obj) = v.as_object_mut() {
@@ -71,12 +84,19 @@ pub async fn plan(cli: &Cli, json: bool) -> Result<ExitCode> {
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if plan.actions.is_empty() && guest_plan.actions.is_empty() {
-        println!("nothing to change: the host matches {}", cli.config.display());
+        println!(
+            "nothing to change: the host matches {}",
+            cli.config.display()
+        );
     } else {
         println!(
             "hostagent apply would make {} change{} for {}:",
             plan.actions.len() + guest_plan.actions.len(),
-            if plan.actions.len() + guest_plan.actions.len() == 1 { "" } else { "s" },
+            if plan.actions.len() + guest_plan.actions.len() == 1 {
+                ""
+            } else {
+                "s"
+            },
             cli.config.display()
         );
         for (i, a) in plan.actions.iter().enumerate() {
@@ -92,7 +112,11 @@ pub async fn plan(cli: &Cli, json: bool) -> Result<ExitCode> {
         }
     }
     let changes = plan.actions.len() + guest_plan.actions.len();
-    Ok(if changes == 0 { ExitCode::SUCCESS } else { ExitCode::from(2) })
+    Ok(if changes == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
 }
 
 /// Plan and apply; shared by `apply` and `run`.
@@ -109,7 +133,9 @@ pub async fn apply_model(host: &Host, model: &Model) -> Result<usize> {
         tracing::info!(action = %a, "apply");
     }
     let n = plan.actions.len();
-    let report = netcfg::apply::apply(host, &desired, &plan).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let report = netcfg::apply::apply(host, &desired, &plan)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     for note in &report.notes {
         tracing::warn!("{note}");
     }
@@ -121,13 +147,18 @@ pub async fn apply(cli: &Cli) -> Result<ExitCode> {
     let host = host_for(cli, &model);
     let n = apply_model(&host, &model).await?;
     // Guests after the networks they plug into; existing guests are never changed.
-    let guest_changes = crate::guests::apply(&model, &cli.root).await.context("defining the guests")?;
+    let guest_changes = crate::guests::apply(&model, &cli.root)
+        .await
+        .context("defining the guests")?;
     for line in &guest_changes {
         println!("{line}");
     }
     let n = n + guest_changes.len();
     if n == 0 {
-        println!("nothing to change: the host matches {}", cli.config.display());
+        println!(
+            "nothing to change: the host matches {}",
+            cli.config.display()
+        );
     } else {
         println!("applied {n} change{}", if n == 1 { "" } else { "s" });
     }
@@ -138,11 +169,16 @@ pub async fn down(cli: &Cli, guests: bool) -> Result<ExitCode> {
     let model = load(cli)?;
     let host = host_for(cli, &model);
     if guests {
-        for line in crate::guests::down(&model).await.context("removing the guests")? {
+        for line in crate::guests::down(&model)
+            .await
+            .context("removing the guests")?
+        {
             println!("{line}");
         }
     }
-    let report = netcfg::apply::teardown(&host).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let report = netcfg::apply::teardown(&host)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{report}");
     Ok(ExitCode::SUCCESS)
 }

@@ -11,7 +11,10 @@ use hostagent::{control, daemon, hostcmd, logging};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.verbose);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -29,11 +32,18 @@ fn main() -> ExitCode {
             Command::Leases { json } => control::client_leases(&cli, *json).await,
             Command::Guests { json } => guests::list(&cli, *json).await,
             Command::Guest { op } => match op {
-                GuestOp::Clone { source, new, count, full } => guests::clone(&cli, source, new, *count, *full).await,
+                GuestOp::Clone {
+                    source,
+                    new,
+                    count,
+                    full,
+                } => guests::clone(&cli, source, new, *count, *full).await,
                 GuestOp::Virtio { name, next_boot } => guests::virtio(&cli, name, *next_boot).await,
-                GuestOp::Vhost { name, state, next_boot } => {
-                    guests::vhost(&cli, name, *state == OnOff::On, *next_boot).await
-                }
+                GuestOp::Vhost {
+                    name,
+                    state,
+                    next_boot,
+                } => guests::vhost(&cli, name, *state == OnOff::On, *next_boot).await,
             },
         }
     });

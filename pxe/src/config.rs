@@ -88,10 +88,18 @@ pub struct TftpLimits {
 
 impl Default for TftpLimits {
     fn default() -> Self {
-        TftpLimits { max_blksize: 8192, max_windowsize: 64, max_transfers: 512, retries: 5 }
+        TftpLimits {
+            max_blksize: 8192,
+            max_windowsize: 64,
+            max_transfers: 512,
+            retries: 5,
+        }
     }
 }
 
 pub fn format_mac(mac: &Mac) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

@@ -17,16 +17,38 @@ impl Daemon {
         let log = s.root().join(format!("agent-{}.log", std::process::id()));
         let file = std::fs::File::create(&log).expect("log file");
         let bin = hostagent_bin();
-        let mut argv = vec![bin.to_str().expect("utf-8").to_string(), "-c".into(), cfg.into()];
-        argv.extend(["--root".to_string(), s.root_str().to_string(), "run".to_string()]);
+        let mut argv = vec![
+            bin.to_str().expect("utf-8").to_string(),
+            "-c".into(),
+            cfg.into(),
+        ];
+        argv.extend([
+            "--root".to_string(),
+            s.root_str().to_string(),
+            "run".to_string(),
+        ]);
         argv.extend(extra.iter().map(|s| s.to_string()));
         let argv: Vec<&str> = argv.iter().map(|s| s.as_str()).collect();
-        let child = ns.cmd(&argv).stdin(Stdio::null()).stdout(Stdio::null()).stderr(file).spawn().expect("spawn run");
+        let child = ns
+            .cmd(&argv)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn run");
         let d = Daemon { child, log };
         let sock = s.root().join("run/hostagent/control.sock");
         // Connect, not just exist: a daemon killed with -9 leaves its socket file behind.
-        let up = wait_for(30, || std::os::unix::net::UnixStream::connect(&sock).ok().map(|_| ()));
-        assert!(up.is_some(), "hostagent run did not open its control socket in 30 s; log:\n{}", d.log_text());
+        let up = wait_for(30, || {
+            std::os::unix::net::UnixStream::connect(&sock)
+                .ok()
+                .map(|_| ())
+        });
+        assert!(
+            up.is_some(),
+            "hostagent run did not open its control socket in 30 s; log:\n{}",
+            d.log_text()
+        );
         d
     }
 
@@ -66,9 +88,14 @@ pub fn plug_guest(host: &Netns, bridge: &str, port: &str) -> Netns {
     // With STP on (the default, as libvirt) a new port listens and learns before it forwards.
     let fwd = wait_for(15, || {
         let out = host.run(&["bridge", "-j", "link", "show", "dev", port]);
-        String::from_utf8_lossy(&out.stdout).contains("\"state\":\"forwarding\"").then_some(())
+        String::from_utf8_lossy(&out.stdout)
+            .contains("\"state\":\"forwarding\"")
+            .then_some(())
     });
-    assert!(fwd.is_some(), "bridge port {port} never reached the forwarding state");
+    assert!(
+        fwd.is_some(),
+        "bridge port {port} never reached the forwarding state"
+    );
     guest
 }
 
@@ -81,7 +108,14 @@ pub fn dhcp_flood_bin() -> PathBuf {
 pub fn flood(ns: &Netns, count: u32, prefix: u8, window: u32, secs: u32) -> Vec<(String, String)> {
     let bin = dhcp_flood_bin();
     let out = ns
-        .cmd(&[bin.to_str().expect("utf-8"), "eth0", &count.to_string(), &prefix.to_string(), &window.to_string(), &secs.to_string()])
+        .cmd(&[
+            bin.to_str().expect("utf-8"),
+            "eth0",
+            &count.to_string(),
+            &prefix.to_string(),
+            &window.to_string(),
+            &secs.to_string(),
+        ])
         .output()
         .expect("run dhcp-flood");
     parse_acks(&String::from_utf8_lossy(&out.stdout))
@@ -91,7 +125,12 @@ pub fn parse_acks(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|l| {
             let mut it = l.split_whitespace();
-            (it.next() == Some("ACK")).then(|| (it.next().unwrap_or("").to_string(), it.next().unwrap_or("").to_string()))
+            (it.next() == Some("ACK")).then(|| {
+                (
+                    it.next().unwrap_or("").to_string(),
+                    it.next().unwrap_or("").to_string(),
+                )
+            })
         })
         .collect()
 }
@@ -99,13 +138,21 @@ pub fn parse_acks(text: &str) -> Vec<(String, String)> {
 /// `hostagent leases --json` as (network, mac, ip) triples.
 pub fn leases(ns: &Netns, s: &Scratch, cfg: &str) -> Vec<(String, String, String)> {
     let out = ns.hostagent(&["-c", cfg, "--root", s.root_str(), "leases", "--json"]);
-    assert!(out.status.success(), "leases failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "leases failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("leases json");
     let mut res = vec![];
     for net in v.as_array().into_iter().flatten() {
         let name = net["network"].as_str().unwrap_or("").to_string();
         for l in net["leases"].as_array().into_iter().flatten() {
-            res.push((name.clone(), mac_text(&l["mac"]), l["ip"].as_str().unwrap_or("").to_string()));
+            res.push((
+                name.clone(),
+                mac_text(&l["mac"]),
+                l["ip"].as_str().unwrap_or("").to_string(),
+            ));
         }
     }
     res

@@ -77,7 +77,9 @@ impl Netns {
 
     /// Does a link of this name exist in the namespace?
     pub fn has_link(&self, name: &str) -> bool {
-        self.run(&["ip", "link", "show", "dev", name]).status.success()
+        self.run(&["ip", "link", "show", "dev", name])
+            .status
+            .success()
     }
 
     /// Read a file in this namespace's view (e.g. /proc/sys/net/...).
@@ -87,7 +89,9 @@ impl Netns {
 
     /// Create a veth pair with one end here and the other in `peer` (both up).
     pub fn veth_to(&self, here: &str, peer: &Netns, there: &str) {
-        self.ok(&["ip", "link", "add", here, "type", "veth", "peer", "name", there, "netns", &peer.name]);
+        self.ok(&[
+            "ip", "link", "add", here, "type", "veth", "peer", "name", there, "netns", &peer.name,
+        ]);
         self.ok(&["ip", "link", "set", here, "up"]);
         peer.ok(&["ip", "link", "set", there, "up"]);
     }
@@ -105,14 +109,22 @@ impl Netns {
         let bin = hostagent_bin();
         let mut argv = vec![bin.to_str().expect("utf-8 path")];
         argv.extend_from_slice(args);
-        self.cmd(&argv).stdin(Stdio::null()).spawn().expect("spawn hostagent")
+        self.cmd(&argv)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("spawn hostagent")
     }
 
     /// PIDs of the processes in this namespace.
     pub fn pids(&self) -> Vec<i32> {
-        let out = Command::new("ip").args(["netns", "pids", &self.name]).output();
+        let out = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output();
         match out {
-            Ok(o) => String::from_utf8_lossy(&o.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect(),
+            Ok(o) => String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
             Err(_) => vec![],
         }
     }
@@ -124,13 +136,17 @@ impl Drop for Netns {
             // SAFETY: plain kill(2) on a pid we just listed.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
 /// Run a command, panic with its stderr when it fails, return stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
     assert!(
         out.status.success(),
         "{cmd:?} failed ({}):\nstdout: {}\nstderr: {}",
@@ -156,7 +172,12 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new() -> Scratch {
-        Scratch { dir: tempfile::Builder::new().prefix("hostagent-test-").tempdir().expect("tempdir") }
+        Scratch {
+            dir: tempfile::Builder::new()
+                .prefix("hostagent-test-")
+                .tempdir()
+                .expect("tempdir"),
+        }
     }
     pub fn root(&self) -> &Path {
         self.dir.path()

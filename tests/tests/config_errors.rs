@@ -13,7 +13,10 @@ fn files(s: &Scratch) -> Vec<(String, Vec<u8>)> {
             if p.is_dir() {
                 stack.push(p);
             } else {
-                out.push((p.display().to_string(), std::fs::read(&p).unwrap_or_default()));
+                out.push((
+                    p.display().to_string(),
+                    std::fs::read(&p).unwrap_or_default(),
+                ));
             }
         }
     }
@@ -38,11 +41,18 @@ fn assert_refused_without_change(ns: &Netns, s: &Scratch, cfg: &str, expect: &[(
                 .unwrap_or_else(|| panic!("{cmd:?}: no error at {position}: {err}"));
             assert!(line.contains(words), "{cmd:?}: {line}");
         }
-        assert!(err.matches("hint:").count() >= expect.len(), "every error carries a hint: {err}");
+        assert!(
+            err.matches("hint:").count() >= expect.len(),
+            "every error carries a hint: {err}"
+        );
         assert!(!err.contains("panicked"), "{err}");
     }
     assert_eq!(ns.ip_json(&["link"]), links_before, "links changed");
-    assert_eq!(ns.read("/proc/sys/net/ipv4/ip_forward"), fwd_before, "ip_forward changed");
+    assert_eq!(
+        ns.read("/proc/sys/net/ipv4/ip_forward"),
+        fwd_before,
+        "ip_forward changed"
+    );
     let nft = ns.ok(&["nft", "list", "tables"]);
     assert!(nft.trim().is_empty(), "nft tables appeared: {nft}");
     assert_eq!(files(s), files_before, "files under --root changed");
@@ -60,13 +70,20 @@ fn semantic_config_errors_are_all_reported_located_and_change_nothing() {
         "{VALID_NETWORK}[[network]]\nname = \"bad\"\nmode = \"nat\"\nbridge = \"virbr0-with-a-long-name\"\n\
          address = \"10.92.0.1/24\"\n[network.dhcp]\nrange = \"10.92.0.1-10.92.0.254\"\n"
     ));
-    assert_refused_without_change(&ns, &s, &cfg, &[("12:10", "virbr0-with-a-long-name"), ("15:9", "gateway")]);
+    assert_refused_without_change(
+        &ns,
+        &s,
+        &cfg,
+        &[("12:10", "virbr0-with-a-long-name"), ("15:9", "gateway")],
+    );
 }
 
 #[test]
 fn unknown_keys_are_located_with_the_valid_keys_and_change_nothing() {
     let ns = Netns::new("cfgkey");
     let s = Scratch::new();
-    let cfg = s.config(&format!("{VALID_NETWORK}[network.dhcp]\nrange = \"10.91.0.2-10.91.0.254\"\nleese_time = \"1h\"\n"));
+    let cfg = s.config(&format!(
+        "{VALID_NETWORK}[network.dhcp]\nrange = \"10.91.0.2-10.91.0.254\"\nleese_time = \"1h\"\n"
+    ));
     assert_refused_without_change(&ns, &s, &cfg, &[("11:1", "leese_time")]);
 }

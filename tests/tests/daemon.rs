@@ -39,19 +39,32 @@ fn dhcp_acks(status: &serde_json::Value, network: &str) -> u64 {
 fn run_serves_leases_reports_status_and_stops_cleanly() {
     let host = Netns::new("run");
     let s = Scratch::new();
-    let cfg = s.config(&config("/state", &[("lab", "br-lab", "10.81.0.1/24", "10.81.0.100-10.81.0.199")]));
+    let cfg = s.config(&config(
+        "/state",
+        &[("lab", "br-lab", "10.81.0.1/24", "10.81.0.100-10.81.0.199")],
+    ));
     let mut d = Daemon::start(&host, &s, &cfg, &[]);
     let guest = plug_guest(&host, "br-lab", "vrun0");
 
     let acks = flood(&guest, 5, 0x21, 5, 20);
-    assert_eq!(acks.len(), 5, "5 clients should get leases; agent log:\n{}", d.log_text());
+    assert_eq!(
+        acks.len(),
+        5,
+        "5 clients should get leases; agent log:\n{}",
+        d.log_text()
+    );
     let leased = leases(&host, &s, &cfg);
     for (mac, ip) in &acks {
         assert!(
-            leased.iter().any(|(n, m, i)| n == "lab" && m == mac && i == ip),
+            leased
+                .iter()
+                .any(|(n, m, i)| n == "lab" && m == mac && i == ip),
             "lease {mac} {ip} missing from `hostagent leases`: {leased:?}"
         );
-        assert!(ip.starts_with("10.81.0.1"), "address {ip} outside the range");
+        assert!(
+            ip.starts_with("10.81.0.1"),
+            "address {ip} outside the range"
+        );
     }
     let st = status_json(&host, &s, &cfg);
     assert_eq!(st["networks"][0]["bridge"], "br-lab");
@@ -61,14 +74,26 @@ fn run_serves_leases_reports_status_and_stops_cleanly() {
     assert!(stdout(&human).contains("br-lab"), "{}", stdout(&human));
 
     d.signal(libc::SIGTERM);
-    let code = d.wait_exit(10).expect("daemon did not stop within 10 s of SIGTERM");
+    let code = d
+        .wait_exit(10)
+        .expect("daemon did not stop within 10 s of SIGTERM");
     assert_eq!(code, Some(0), "clean stop exits 0; log:\n{}", d.log_text());
-    assert!(host.has_link("br-lab"), "networks stay up after a stop without --down-on-exit");
-    assert!(!s.file("run/hostagent/control.sock").exists(), "control socket removed on stop");
+    assert!(
+        host.has_link("br-lab"),
+        "networks stay up after a stop without --down-on-exit"
+    );
+    assert!(
+        !s.file("run/hostagent/control.sock").exists(),
+        "control socket removed on stop"
+    );
     // One log line per lease event with the client MAC and IP.
     let log = d.log_text();
     for (mac, ip) in &acks {
-        assert!(log.lines().any(|l| l.contains(mac.as_str()) && l.contains(ip.as_str())), "no log line for {mac} {ip}:\n{log}");
+        assert!(
+            log.lines()
+                .any(|l| l.contains(mac.as_str()) && l.contains(ip.as_str())),
+            "no log line for {mac} {ip}:\n{log}"
+        );
     }
 }
 
@@ -76,33 +101,64 @@ fn run_serves_leases_reports_status_and_stops_cleanly() {
 fn down_on_exit_removes_the_networks() {
     let host = Netns::new("doe");
     let s = Scratch::new();
-    let cfg = s.config(&config("/state", &[("lab", "br-doe", "10.82.0.1/24", "10.82.0.100-10.82.0.199")]));
+    let cfg = s.config(&config(
+        "/state",
+        &[("lab", "br-doe", "10.82.0.1/24", "10.82.0.100-10.82.0.199")],
+    ));
     let mut d = Daemon::start(&host, &s, &cfg, &["--down-on-exit"]);
     assert!(host.has_link("br-doe"));
     d.signal(libc::SIGINT);
-    assert_eq!(d.wait_exit(10).expect("stops"), Some(0), "log:\n{}", d.log_text());
-    assert!(!host.has_link("br-doe"), "--down-on-exit removes the bridge");
+    assert_eq!(
+        d.wait_exit(10).expect("stops"),
+        Some(0),
+        "log:\n{}",
+        d.log_text()
+    );
+    assert!(
+        !host.has_link("br-doe"),
+        "--down-on-exit removes the bridge"
+    );
     let nft = host.run(&["nft", "list", "table", "inet", "hostagent"]);
-    assert!(!nft.status.success(), "--down-on-exit removes the agent's nft table");
+    assert!(
+        !nft.status.success(),
+        "--down-on-exit removes the agent's nft table"
+    );
 }
 
 #[test]
 fn sighup_restarts_only_changed_servers_and_keeps_running_on_a_bad_config() {
     let host = Netns::new("hup");
     let s = Scratch::new();
-    let nets = [("a", "br-ha", "10.83.0.1/24", "10.83.0.100-10.83.0.199"), ("b", "br-hb", "10.84.0.1/24", "10.84.0.100-10.84.0.199")];
+    let nets = [
+        ("a", "br-ha", "10.83.0.1/24", "10.83.0.100-10.83.0.199"),
+        ("b", "br-hb", "10.84.0.1/24", "10.84.0.100-10.84.0.199"),
+    ];
     let cfg = s.config(&config("/state", &nets));
     let d = Daemon::start(&host, &s, &cfg, &[]);
     let ga = plug_guest(&host, "br-ha", "vhupa");
     let gb = plug_guest(&host, "br-hb", "vhupb");
-    assert_eq!(flood(&ga, 3, 0x31, 3, 20).len(), 3, "log:\n{}", d.log_text());
-    assert_eq!(flood(&gb, 3, 0x32, 3, 20).len(), 3, "log:\n{}", d.log_text());
+    assert_eq!(
+        flood(&ga, 3, 0x31, 3, 20).len(),
+        3,
+        "log:\n{}",
+        d.log_text()
+    );
+    assert_eq!(
+        flood(&gb, 3, 0x32, 3, 20).len(),
+        3,
+        "log:\n{}",
+        d.log_text()
+    );
 
     // A broken config: reported, the running one kept.
     std::fs::write(&cfg, "state_dir = \"/state\"\n[[network]]\nname = 1\n").expect("write");
     d.signal(libc::SIGHUP);
     assert!(
-        wait_for(10, || d.log_text().contains("keeping the running config").then_some(())).is_some(),
+        wait_for(10, || d
+            .log_text()
+            .contains("keeping the running config")
+            .then_some(()))
+        .is_some(),
         "bad config not reported; log:\n{}",
         d.log_text()
     );
@@ -110,22 +166,44 @@ fn sighup_restarts_only_changed_servers_and_keeps_running_on_a_bad_config() {
     assert_eq!(dhcp_acks(&st, "a"), 3);
 
     // Change only network b's DHCP range: b's server restarts (counters from 0), a's keeps going.
-    let changed = [nets[0], ("b", "br-hb", "10.84.0.1/24", "10.84.0.50-10.84.0.99")];
+    let changed = [
+        nets[0],
+        ("b", "br-hb", "10.84.0.1/24", "10.84.0.50-10.84.0.99"),
+    ];
     std::fs::write(&cfg, config("/state", &changed)).expect("write");
     d.signal(libc::SIGHUP);
     assert!(
-        wait_for(10, || d.log_text().contains("config reloaded").then_some(())).is_some(),
+        wait_for(10, || d
+            .log_text()
+            .contains("config reloaded")
+            .then_some(()))
+        .is_some(),
         "reload not logged; log:\n{}",
         d.log_text()
     );
     let st = status_json(&host, &s, &cfg);
-    assert_eq!(dhcp_acks(&st, "a"), 3, "network a's server must not restart: {st}");
-    assert_eq!(dhcp_acks(&st, "b"), 0, "network b's server restarts with its new range: {st}");
+    assert_eq!(
+        dhcp_acks(&st, "a"),
+        3,
+        "network a's server must not restart: {st}"
+    );
+    assert_eq!(
+        dhcp_acks(&st, "b"),
+        0,
+        "network b's server restarts with its new range: {st}"
+    );
     let fresh = flood(&gb, 2, 0x33, 2, 20);
     assert_eq!(fresh.len(), 2);
     for (_, ip) in &fresh {
-        let last: u8 = ip.rsplit('.').next().and_then(|o| o.parse().ok()).expect("ip");
-        assert!((50..=99).contains(&last), "new range applies to new clients: {ip}");
+        let last: u8 = ip
+            .rsplit('.')
+            .next()
+            .and_then(|o| o.parse().ok())
+            .expect("ip");
+        assert!(
+            (50..=99).contains(&last),
+            "new range applies to new clients: {ip}"
+        );
     }
 }
 
@@ -133,44 +211,88 @@ fn sighup_restarts_only_changed_servers_and_keeps_running_on_a_bad_config() {
 fn control_socket_is_root_only_and_answers_garbage_with_an_error() {
     let host = Netns::new("ctl");
     let s = Scratch::new();
-    let cfg = s.config(&config("/state", &[("lab", "br-ctl", "10.85.0.1/24", "10.85.0.100-10.85.0.199")]));
+    let cfg = s.config(&config(
+        "/state",
+        &[("lab", "br-ctl", "10.85.0.1/24", "10.85.0.100-10.85.0.199")],
+    ));
     let _d = Daemon::start(&host, &s, &cfg, &[]);
     let sock = s.file("run/hostagent/control.sock");
-    let mode = std::fs::metadata(&sock).expect("socket").permissions().mode() & 0o777;
+    let mode = std::fs::metadata(&sock)
+        .expect("socket")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(mode, 0o600, "socket mode");
-    let dir_mode = std::fs::metadata(sock.parent().expect("dir")).expect("dir").permissions().mode() & 0o777;
+    let dir_mode = std::fs::metadata(sock.parent().expect("dir"))
+        .expect("dir")
+        .permissions()
+        .mode()
+        & 0o777;
     assert_eq!(dir_mode, 0o700, "runtime dir mode");
 
-    for garbage in ["hello\n", "{\"cmd\":\"reboot\"}\n", "{\"cmd\":\"status\",\"x\":1}\n", "\u{0}\u{1}\n"] {
+    for garbage in [
+        "hello\n",
+        "{\"cmd\":\"reboot\"}\n",
+        "{\"cmd\":\"status\",\"x\":1}\n",
+        "\u{0}\u{1}\n",
+    ] {
         let mut c = std::os::unix::net::UnixStream::connect(&sock).expect("connect");
         c.write_all(garbage.as_bytes()).expect("write");
         let mut line = String::new();
         BufReader::new(&c).read_line(&mut line).expect("read");
         let v: serde_json::Value = serde_json::from_str(&line).expect("json answer");
-        assert!(v["error"].as_str().is_some_and(|e| e.contains("bad request")), "{garbage:?} → {line}");
+        assert!(
+            v["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("bad request")),
+            "{garbage:?} → {line}"
+        );
     }
     // A non-root user cannot reach it.
     let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "cat"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--",
+            "cat",
+        ])
         .arg(&sock)
         .output()
         .expect("setpriv");
-    assert!(!out.status.success(), "nobody could open the control socket");
-    assert!(stderr(&out).contains("Permission denied"), "{}", stderr(&out));
+    assert!(
+        !out.status.success(),
+        "nobody could open the control socket"
+    );
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn kill_9_during_lease_storm_loses_no_acked_lease_and_never_duplicates() {
     let host = Netns::new("k9");
     let s = Scratch::new();
-    let cfg = s.config(&config("/state", &[("lab", "br-k9", "10.86.0.1/20", "10.86.1.0-10.86.15.250")]));
+    let cfg = s.config(&config(
+        "/state",
+        &[("lab", "br-k9", "10.86.0.1/20", "10.86.1.0-10.86.15.250")],
+    ));
     let mut d = Daemon::start(&host, &s, &cfg, &[]);
     let guest = plug_guest(&host, "br-k9", "vk9");
 
     // Clients keep asking while the daemon is killed -9 after the 150th ACK.
     let bin = dhcp_flood_bin();
     let mut flood_child = guest
-        .cmd(&[bin.to_str().expect("utf-8"), "eth0", "1500", "65", "64", "10"])
+        .cmd(&[
+            bin.to_str().expect("utf-8"),
+            "eth0",
+            "1500",
+            "65",
+            "64",
+            "10",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -187,26 +309,43 @@ fn kill_9_during_lease_storm_loses_no_acked_lease_and_never_duplicates() {
         }
     }
     let _ = flood_child.wait();
-    assert!(killed, "the storm never reached 150 ACKs; log:\n{}", d.log_text());
+    assert!(
+        killed,
+        "the storm never reached 150 ACKs; log:\n{}",
+        d.log_text()
+    );
     let _ = d.wait_exit(5);
     assert!(acked.len() < 1500, "the daemon was not killed mid-storm");
 
     // Restart on the same state: every ACKed lease is back.
     let d2 = Daemon::start(&host, &s, &cfg, &[]);
     let leased = leases(&host, &s, &cfg);
-    let by_mac: HashMap<&str, &str> = leased.iter().map(|(_, m, i)| (m.as_str(), i.as_str())).collect();
+    let by_mac: HashMap<&str, &str> = leased
+        .iter()
+        .map(|(_, m, i)| (m.as_str(), i.as_str()))
+        .collect();
     for (mac, ip) in &acked {
-        assert_eq!(by_mac.get(mac.as_str()), Some(&ip.as_str()), "ACKed lease {mac} {ip} lost after kill -9");
+        assert_eq!(
+            by_mac.get(mac.as_str()),
+            Some(&ip.as_str()),
+            "ACKed lease {mac} {ip} lost after kill -9"
+        );
     }
     let mut seen = HashSet::new();
     for (_, m, ip) in &leased {
-        assert!(seen.insert(ip.clone()), "address {ip} leased twice (second holder {m})");
+        assert!(
+            seen.insert(ip.clone()),
+            "address {ip} leased twice (second holder {m})"
+        );
     }
     // New clients after the restart never get an address that was promised before the crash.
     let fresh = flood(&guest, 100, 66, 32, 30);
     assert_eq!(fresh.len(), 100, "log:\n{}", d2.log_text());
     let before: HashSet<&str> = acked.iter().map(|(_, ip)| ip.as_str()).collect();
     for (mac, ip) in &fresh {
-        assert!(!before.contains(ip.as_str()), "{ip} given to {mac} after it was ACKed to another client");
+        assert!(
+            !before.contains(ip.as_str()),
+            "{ip} given to {mac} after it was ACKed to another client"
+        );
     }
 }

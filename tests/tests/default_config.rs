@@ -16,7 +16,13 @@ fn shipped_default_config_installs_and_serves_a_lab_out_of_the_box() {
             .env("DESTDIR", s.root())
             .env("HOSTAGENT_BIN", hostagent_bin()),
     );
-    for f in ["usr/local/bin/hostagent", "etc/hostagent/hostagent.toml", "var/lib/hostagent/boot/undionly.kpxe", "var/lib/hostagent/boot/ipxe.efi", "var/lib/hostagent/boot/boot.ipxe"] {
+    for f in [
+        "usr/local/bin/hostagent",
+        "etc/hostagent/hostagent.toml",
+        "var/lib/hostagent/boot/undionly.kpxe",
+        "var/lib/hostagent/boot/ipxe.efi",
+        "var/lib/hostagent/boot/boot.ipxe",
+    ] {
         assert!(s.file(f).exists(), "install.sh did not install {f}");
     }
     // The default config sets host-wide vm.* sysctls; under --root they live in ROOT/proc/sys,
@@ -32,28 +38,82 @@ fn shipped_default_config_installs_and_serves_a_lab_out_of_the_box() {
     let host = Netns::new("dflt");
     let plan = host.hostagent(&["-c", cfg, "--root", s.root_str(), "plan"]);
     assert_eq!(plan.status.code(), Some(2), "a fresh host needs changes");
-    assert!(stdout(&plan).contains("create bridge virbr0"), "{}", stdout(&plan));
+    assert!(
+        stdout(&plan).contains("create bridge virbr0"),
+        "{}",
+        stdout(&plan)
+    );
 
     let d = Daemon::start(&host, &s, cfg, &[]);
-    assert_eq!(std::fs::read_to_string(s.file("proc/sys/vm/max_map_count")).expect("sysctl").trim(), "262144");
-    assert!(std::fs::read_to_string(s.file("etc/sysctl.d/90-hostagent.conf")).expect("drop-in").contains("vm.max_map_count = 262144"));
+    assert_eq!(
+        std::fs::read_to_string(s.file("proc/sys/vm/max_map_count"))
+            .expect("sysctl")
+            .trim(),
+        "262144"
+    );
+    assert!(
+        std::fs::read_to_string(s.file("etc/sysctl.d/90-hostagent.conf"))
+            .expect("drop-in")
+            .contains("vm.max_map_count = 262144")
+    );
     let guest = plug_guest(&host, "virbr0", "vdflt");
     // busybox udhcpc as a PXE-less client: it gets an address from the default range.
     let script = s.file("udhcpc.sh");
-    std::fs::write(&script, "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nip addr add \"$ip/$subnet\" dev \"$interface\"\n\
-         echo \"BOUND ip=$ip router=$router boot_file=$boot_file siaddr=$siaddr\"\n").expect("script");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nip addr add \"$ip/$subnet\" dev \"$interface\"\n\
+         echo \"BOUND ip=$ip router=$router boot_file=$boot_file siaddr=$siaddr\"\n",
+    )
+    .expect("script");
     run_ok(Command::new("chmod").arg("+x").arg(&script));
-    let out = guest.run(&["busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "2", "-s", script.to_str().expect("utf-8"), "-V", "PXEClient:Arch:00000:UNDI:002001"]);
+    let out = guest.run(&[
+        "busybox",
+        "udhcpc",
+        "-i",
+        "eth0",
+        "-n",
+        "-q",
+        "-f",
+        "-t",
+        "5",
+        "-T",
+        "2",
+        "-s",
+        script.to_str().expect("utf-8"),
+        "-V",
+        "PXEClient:Arch:00000:UNDI:002001",
+    ]);
     let text = stdout(&out);
-    let bound = text.lines().find(|l| l.starts_with("BOUND")).unwrap_or_else(|| panic!("no lease: {text}\nlog:\n{}", d.log_text()));
+    let bound = text
+        .lines()
+        .find(|l| l.starts_with("BOUND"))
+        .unwrap_or_else(|| panic!("no lease: {text}\nlog:\n{}", d.log_text()));
     assert!(bound.contains("ip=192.168.122."), "{bound}");
     assert!(bound.contains("router=192.168.122.1"), "{bound}");
-    assert!(bound.contains("boot_file=undionly.kpxe"), "a BIOS PXE client gets the BIOS boot file: {bound}");
+    assert!(
+        bound.contains("boot_file=undionly.kpxe"),
+        "a BIOS PXE client gets the BIOS boot file: {bound}"
+    );
     assert!(bound.contains("siaddr=192.168.122.1"), "{bound}");
     // The boot file it was told about is really served over TFTP from the installed boot root.
     let got = s.file("got.kpxe");
-    let tftp = guest.run(&["curl", "-sS", "--max-time", "30", "-o", got.to_str().expect("utf-8"), "tftp://192.168.122.1/undionly.kpxe"]);
-    assert!(tftp.status.success(), "{}", String::from_utf8_lossy(&tftp.stderr));
-    assert_eq!(std::fs::read(&got).expect("downloaded"), std::fs::read("/usr/lib/ipxe/undionly.kpxe").expect("ipxe"));
+    let tftp = guest.run(&[
+        "curl",
+        "-sS",
+        "--max-time",
+        "30",
+        "-o",
+        got.to_str().expect("utf-8"),
+        "tftp://192.168.122.1/undionly.kpxe",
+    ]);
+    assert!(
+        tftp.status.success(),
+        "{}",
+        String::from_utf8_lossy(&tftp.stderr)
+    );
+    assert_eq!(
+        std::fs::read(&got).expect("downloaded"),
+        std::fs::read("/usr/lib/ipxe/undionly.kpxe").expect("ipxe")
+    );
     assert!(wait_for(5, || d.log_text().contains("undionly.kpxe").then_some(())).is_some());
 }

@@ -587,7 +587,11 @@ fn tftp_abuse_is_refused_clamped_timed_out_and_bounded() {
             if let Some((p, _)) = recv(&sock) {
                 // With an option the first packet is the OACK (RFC 2347); never anything past it
                 // but a final ERROR when the server gives up.
-                assert!(!gave_up, "packet after the final ERROR: opcode {}", opcode(&p));
+                assert!(
+                    !gave_up,
+                    "packet after the final ERROR: opcode {}",
+                    opcode(&p)
+                );
                 match opcode(&p) {
                     6 => copies += 1,
                     5 => gave_up = true,

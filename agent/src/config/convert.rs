@@ -26,7 +26,9 @@ pub struct ExtraReservation {
 
 /// ROOT/state_dir/guests/reservations.json
 pub fn clone_reservations_file(root: &Path, state_dir: &Path) -> PathBuf {
-    Host::new(root, state_dir).state_path().join("guests/reservations.json")
+    Host::new(root, state_dir)
+        .state_path()
+        .join("guests/reservations.json")
 }
 
 /// The clone reservations on record; a missing or unreadable file is an empty list (a bad file is
@@ -141,9 +143,16 @@ impl Model {
             let Ok(mac) = super::checks::mac(&r.mac) else {
                 continue;
             };
-            let in_subnet = n.subnet().is_some_and(|s| s.contains(&r.ip)) && Some(r.ip) != n.gateway();
+            let in_subnet =
+                n.subnet().is_some_and(|s| s.contains(&r.ip)) && Some(r.ip) != n.gateway();
             if in_subnet && !hosts.iter().any(|h| h.mac == mac || h.ip == r.ip) {
-                hosts.push(StaticHost { mac, ip: r.ip, name: Some(r.name.clone()), boot: None, script: None });
+                hosts.push(StaticHost {
+                    mac,
+                    ip: r.ip,
+                    name: Some(r.name.clone()),
+                    boot: None,
+                    script: None,
+                });
             }
         }
         hosts

@@ -21,10 +21,10 @@ mod tests;
 use std::path::Path;
 
 pub use convert::host_resolvers;
-pub use error::{ConfigError, Diagnostic};
 pub use convert::{
     clone_reservations_file, guest_script_path, read_clone_reservations, ExtraReservation,
 };
+pub use error::{ConfigError, Diagnostic};
 pub use model::{
     guest_mac, BootDevice, Dhcp, DhcpDefaults, DiskBus, DiskFormat, Guest, GuestDisk,
     GuestFirmware, Libvirt, Mode, Model, Network, Pxe, StaticHost, VirtType, DEFAULT_LEASE_TIME,

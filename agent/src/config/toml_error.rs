@@ -87,8 +87,15 @@ fn key_at(text: &str, offset: usize) -> Option<String> {
 /// A type error reported at a table header usually means single vs double brackets got mixed up.
 fn header_hint(text: &str, offset: usize) -> Option<String> {
     const ARRAYS: [&str; 3] = ["network", "network.dhcp.host", "guest"];
-    const TABLES: [&str; 7] =
-        ["sysctl", "vhost_net", "dhcp", "network.dhcp", "network.pxe", "libvirt", "guest.disk"];
+    const TABLES: [&str; 7] = [
+        "sysctl",
+        "vhost_net",
+        "dhcp",
+        "network.dhcp",
+        "network.pxe",
+        "libvirt",
+        "guest.disk",
+    ];
     let rest = text.get(offset..)?;
     let line = rest.lines().next()?.split('#').next()?.trim();
     if let Some(name) = line.strip_prefix("[[").and_then(|l| l.strip_suffix("]]")) {

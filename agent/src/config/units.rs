@@ -58,7 +58,9 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         ("T", 40),
     ];
     let text = text.trim();
-    let digits = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     if digits == 0 {
         return Err(format!("\"{text}\" does not start with a number"));
     }

@@ -19,14 +19,19 @@ use services::Services;
 pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
     let model = hostcmd::load(cli)?;
     let host = hostcmd::host_for(cli, &model);
-    hostcmd::apply_model(&host, &model).await.context("applying the host config")?;
+    hostcmd::apply_model(&host, &model)
+        .await
+        .context("applying the host config")?;
 
     let services = Arc::new(tokio::sync::Mutex::new(Services::default()));
     let errors = services.lock().await.reconcile(&model, &cli.root).await;
     if !errors.is_empty() {
         services.lock().await.stop_all().await;
         let text: Vec<String> = errors.iter().map(|e| format!("{e:#}")).collect();
-        anyhow::bail!("could not start the boot services:\n  {}", text.join("\n  "));
+        anyhow::bail!(
+            "could not start the boot services:\n  {}",
+            text.join("\n  ")
+        );
     }
 
     // Guests last: their PXE boot needs the DHCP/TFTP servers above. A libvirt problem is logged,
@@ -34,7 +39,9 @@ pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
     start_guests(cli, &model).await;
 
     let state = Arc::new(control::DaemonState::new(model.clone(), services.clone()));
-    let control = control::serve(&cli.root, state.clone()).await.context("control socket")?;
+    let control = control::serve(&cli.root, state.clone())
+        .await
+        .context("control socket")?;
     tracing::info!(config = %cli.config.display(), networks = model.networks.len(), "hostagent running");
 
     // Drift repair sees the running config through `model_tx`; `host_lock` keeps its applies and
@@ -49,7 +56,9 @@ pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
     })?;
     // Everything is bound and applied: keep only what repairs, reloads and restarts need.
     match privileges::drop_privileges() {
-        Ok(d) => tracing::info!(kept = %d.kept.join(","), threads = d.threads, "privileges dropped"),
+        Ok(d) => {
+            tracing::info!(kept = %d.kept.join(","), threads = d.threads, "privileges dropped")
+        }
         Err(e) => {
             drift.stop().await;
             control.shutdown().await;
@@ -115,7 +124,11 @@ async fn reload(cli: &Cli, current: &Model, services: &services::Shared) -> Resu
         tracing::error!("{e:#}");
     }
     start_guests(cli, &new).await;
-    tracing::info!(host_changes = n, server_errors = errors.len(), "SIGHUP: config reloaded");
+    tracing::info!(
+        host_changes = n,
+        server_errors = errors.len(),
+        "SIGHUP: config reloaded"
+    );
     Ok(new)
 }
 

@@ -70,7 +70,15 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
     let mut out: BTreeMap<String, Wanted> = model
         .networks
         .iter()
-        .map(|n| (n.name.clone(), Wanted { dhcp: None, files: None }))
+        .map(|n| {
+            (
+                n.name.clone(),
+                Wanted {
+                    dhcp: None,
+                    files: None,
+                },
+            )
+        })
         .collect();
     for d in model.dhcp_configs(root) {
         if let Some(w) = out.get_mut(&d.network) {
@@ -94,7 +102,9 @@ impl Services {
         let mut errors = Vec::new();
         let names: Vec<String> = self.networks.keys().cloned().collect();
         for name in names {
-            let keep = wanted.get(&name).is_some_and(|w| self.networks.get(&name).is_some_and(|r| &r.wanted == w));
+            let keep = wanted
+                .get(&name)
+                .is_some_and(|w| self.networks.get(&name).is_some_and(|r| &r.wanted == w));
             if !keep {
                 if let Some(r) = self.networks.remove(&name) {
                     tracing::info!(network = %name, "stopping servers (settings changed or network removed)");
@@ -118,7 +128,12 @@ impl Services {
 
     /// Stop and start one network's servers again with the same settings: after drift repair
     /// recreated its bridge, the DHCP sockets are still bound to the old device's ifindex.
-    pub async fn restart_network(&mut self, name: &str, model: &Model, root: &Path) -> Vec<anyhow::Error> {
+    pub async fn restart_network(
+        &mut self,
+        name: &str,
+        model: &Model,
+        root: &Path,
+    ) -> Vec<anyhow::Error> {
         if let Some(r) = self.networks.remove(name) {
             stop_running(r).await;
         }
@@ -153,7 +168,10 @@ impl Services {
         self.networks
             .iter()
             .filter_map(|(name, r)| {
-                r.dhcp.as_ref().map(|h| NetworkLeases { network: name.clone(), leases: h.leases() })
+                r.dhcp.as_ref().map(|h| NetworkLeases {
+                    network: name.clone(),
+                    leases: h.leases(),
+                })
             })
             .collect()
     }
@@ -181,7 +199,12 @@ async fn stop_running(r: Running) {
 }
 
 async fn start(name: &str, w: &Wanted) -> Result<Running> {
-    let mut running = Running { wanted: w.clone(), dhcp: None, tftp: None, http: None };
+    let mut running = Running {
+        wanted: w.clone(),
+        dhcp: None,
+        tftp: None,
+        http: None,
+    };
     // Half-started networks are stopped again: never leave a TFTP server running whose DHCP
     // partner failed to bind.
     if let Err(e) = start_into(name, w, &mut running).await {
@@ -213,7 +236,9 @@ async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()>
             let addr = SocketAddr::from((files.listen, *port));
             let root = SafeRoot::new(&files.root)
                 .with_context(|| format!("boot root {}", files.root.display()))?;
-            let http = HttpServer::bind(addr, root).await.with_context(|| format!("HTTP on {addr}"))?;
+            let http = HttpServer::bind(addr, root)
+                .await
+                .with_context(|| format!("HTTP on {addr}"))?;
             let (tx, rx) = watch::channel(false);
             let stats = http.stats();
             let addr = http.local_addr();

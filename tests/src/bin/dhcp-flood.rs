@@ -85,9 +85,18 @@ fn main() {
     }
     let iface = &args[1];
     let count: u32 = args[2].parse().expect("COUNT");
-    let prefix: u8 = args.get(3).map(|s| s.parse().expect("MAC_PREFIX_BYTE")).unwrap_or(0x10);
-    let window: usize = args.get(4).map(|s| s.parse().expect("WINDOW")).unwrap_or(32);
-    let seconds: u64 = args.get(5).map(|s| s.parse().expect("SECONDS")).unwrap_or(60);
+    let prefix: u8 = args
+        .get(3)
+        .map(|s| s.parse().expect("MAC_PREFIX_BYTE"))
+        .unwrap_or(0x10);
+    let window: usize = args
+        .get(4)
+        .map(|s| s.parse().expect("WINDOW"))
+        .unwrap_or(32);
+    let seconds: u64 = args
+        .get(5)
+        .map(|s| s.parse().expect("SECONDS"))
+        .unwrap_or(60);
 
     let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 68)).expect("bind :68");
     sock.set_broadcast(true).expect("SO_BROADCAST");
@@ -102,8 +111,14 @@ fn main() {
             name.as_bytes_with_nul().len() as libc::socklen_t,
         )
     };
-    assert_eq!(rc, 0, "SO_BINDTODEVICE {iface}: {}", std::io::Error::last_os_error());
-    sock.set_read_timeout(Some(Duration::from_millis(50))).expect("timeout");
+    assert_eq!(
+        rc,
+        0,
+        "SO_BINDTODEVICE {iface}: {}",
+        std::io::Error::last_os_error()
+    );
+    sock.set_read_timeout(Some(Duration::from_millis(50)))
+        .expect("timeout");
     let dest = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
 
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -118,7 +133,15 @@ fn main() {
             mac[2..6].copy_from_slice(&next.to_be_bytes());
             let xid = 0x4000_0000 | (u32::from(prefix) << 20) ^ next;
             let _ = sock.send_to(&packet(&mac, xid, 1, None), dest);
-            inflight.insert(xid, Client { mac, stage: Stage::Discovering, sent: Instant::now(), tries: 1 });
+            inflight.insert(
+                xid,
+                Client {
+                    mac,
+                    stage: Stage::Discovering,
+                    sent: Instant::now(),
+                    tries: 1,
+                },
+            );
             next += 1;
         }
         if let Ok(n) = sock.recv(&mut buf) {
@@ -130,7 +153,8 @@ fn main() {
                             c.stage = Stage::Requesting { ip: yiaddr, server };
                             c.sent = Instant::now();
                             c.tries = 1;
-                            let _ = sock.send_to(&packet(&c.mac, xid, 3, Some((yiaddr, server))), dest);
+                            let _ =
+                                sock.send_to(&packet(&c.mac, xid, 3, Some((yiaddr, server))), dest);
                         }
                         (Stage::Requesting { ip, .. }, 5) if ip == yiaddr => {
                             let m = c.mac;
@@ -176,5 +200,8 @@ fn main() {
             failed += 1;
         }
     }
-    eprintln!("dhcp-flood: {acked} acked, {failed} failed, {} unfinished", count - acked - failed);
+    eprintln!(
+        "dhcp-flood: {acked} acked, {failed} failed, {} unfinished",
+        count - acked - failed
+    );
 }
