@@ -73,10 +73,11 @@ fn udhcpc(guest: &Netns, s: &Scratch, tag: &str, mac: Option<&str>) -> Result<St
         "eth0",
         "-n",
         "-q",
+        // Patient: on a loaded 2-core CI machine an answer can take more than a second.
         "-t",
-        "5",
+        "8",
         "-T",
-        "2",
+        "3",
         "-s",
         script.to_str().expect("utf-8"),
     ]);
