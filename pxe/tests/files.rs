@@ -367,8 +367,10 @@ fn tftp_24_parallel_atftp_clients_all_get_correct_files() {
             out.display()
         );
     }
+    // `active` drops just after `completed` rises: wait for both.
     wait_for("all completions counted", WAIT, || {
-        srv.stats.snapshot().completed == 24
+        let s = srv.stats.snapshot();
+        s.completed == 24 && s.active == 0
     });
     let s = srv.stats.snapshot();
     assert_eq!(s.bytes_sent, 24 * t.mid.len() as u64);
