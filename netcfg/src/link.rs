@@ -160,36 +160,34 @@ impl Netlink {
         Ok(link.index)
     }
 
-    pub async fn set_alias(&self, index: u32, alias: &str) -> Result<(), Error> {
-        let msg = LinkUnspec::new_with_index(index).alias(alias).build();
+    /// Send one RTM_SETLINK; `what` names the change in the error.
+    async fn set_link(&self, msg: LinkMessage, what: String) -> Result<(), Error> {
         self.handle
             .link()
             .set(msg)
             .execute()
             .await
-            .map_err(|e| nl(&format!("setting alias of link {index}"), e))
+            .map_err(|e| nl(&what, e))
+    }
+
+    pub async fn set_alias(&self, index: u32, alias: &str) -> Result<(), Error> {
+        let msg = LinkUnspec::new_with_index(index).alias(alias).build();
+        self.set_link(msg, format!("setting alias of link {index}"))
+            .await
     }
 
     pub async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<(), Error> {
         let msg = LinkUnspec::new_with_index(index)
             .address(mac.to_vec())
             .build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, format!("setting MAC of link {index}"))
             .await
-            .map_err(|e| nl(&format!("setting MAC of link {index}"), e))
     }
 
     pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<(), Error> {
         let msg = LinkUnspec::new_with_index(index).mtu(mtu).build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, format!("setting MTU of link {index}"))
             .await
-            .map_err(|e| nl(&format!("setting MTU of link {index}"), e))
     }
 
     /// Set STP and forward delay. Turning STP on: delay first, then STP (the kernel refuses a delay
@@ -226,23 +224,15 @@ impl Netlink {
         let msg = LinkUnspec::new_with_index(index)
             .controller(controller)
             .build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, format!("setting master of link {index}"))
             .await
-            .map_err(|e| nl(&format!("setting master of link {index}"), e))
     }
 
     pub async fn set_up(&self, index: u32, up: bool) -> Result<(), Error> {
         let b = LinkUnspec::new_with_index(index);
         let msg = if up { b.up() } else { b.down() }.build();
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
+        self.set_link(msg, format!("setting link {index} up/down"))
             .await
-            .map_err(|e| nl(&format!("setting link {index} up/down"), e))
     }
 
     pub async fn delete_link(&self, index: u32) -> Result<(), Error> {
