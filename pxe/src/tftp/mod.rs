@@ -1,8 +1,9 @@
 //! Read-only TFTP server on tokio: RFC 1350 with options (RFC 2347), blksize (2348),
 //! timeout/tsize (2349) and windowsize (7440).
 //!
-//! - Each read runs in its own task on its own UDP socket (the server TID: listen address,
-//!   ephemeral port), so a slow client never holds up another.
+//! - The listener is a tokio task; each read runs on its own OS thread with its own blocking UDP
+//!   socket (the server TID: listen address, ephemeral port), so a slow client never holds up
+//!   another and an ACK wakes the sending code directly (see `transfer`).
 //! - Write requests are answered with ERROR 2 (access violation): this server never writes.
 //! - Only `octet` mode is served; `netascii` (and `mail`) get ERROR 0. PXE firmware, iPXE,
 //!   curl and atftp all use octet; serving netascii as octet would silently hand a text
@@ -11,21 +12,22 @@
 //!   "server busy" (a PXE ROM retries).
 //! - Requests, DATA and ERROR replies to garbage are kept small and one-for-one: a spoofed
 //!   source gains no amplification beyond one error packet per malformed request.
-//! - Shutdown: when the watch turns true the listener stops and `run` returns; transfers still
-//!   in flight are cut (their tasks are aborted) without a final ERROR packet.
+//! - Shutdown: when the watch turns true (or `run`'s future is dropped) the listener stops and
+//!   transfers still in flight are cut without a final ERROR packet; `run` returns once their
+//!   threads have ended (within 200 ms).
 
 mod packet;
 mod transfer;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::Serialize;
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, Semaphore};
-use tokio::task::JoinSet;
 
 use crate::config::TftpLimits;
 use crate::saferoot::SafeRoot;
@@ -135,14 +137,18 @@ impl TftpServer {
 
     /// Serves until `shutdown` turns true (or its sender is dropped).
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let cancel = Arc::new(AtomicBool::new(false));
         let ctx = Arc::new(transfer::Context {
             root: self.root.clone(),
             limits: self.limits,
             stats: self.stats.clone(),
             default_timeout: self.default_timeout,
+            cancel: cancel.clone(),
         });
+        // Also when this future is dropped mid-way (its task aborted): no transfer outlives it.
+        let _cancel_on_drop = CancelOnDrop(cancel.clone());
         let permits = Arc::new(Semaphore::new(self.limits.max_transfers));
-        let mut transfers = JoinSet::new();
+        let mut transfers: Vec<JoinHandle<()>> = Vec::new();
         // Large enough for any request a client could send in one datagram.
         let mut buf = vec![0u8; 65536];
         tracing::info!(listen = %self.local, root = %self.root.path().display(), "tftp: serving");
@@ -153,7 +159,6 @@ impl TftpServer {
                         break;
                     }
                 }
-                Some(_) = transfers.join_next(), if !transfers.is_empty() => {}
                 received = self.socket.recv_from(&mut buf) => match received {
                     Ok((n, peer)) => {
                         self.on_datagram(&buf[..n], peer, &ctx, &permits, &mut transfers).await;
@@ -162,8 +167,15 @@ impl TftpServer {
                 },
             }
         }
+        cancel.store(true, Ordering::Relaxed);
+        transfers.retain(|t| !t.is_finished());
         let cut = transfers.len();
-        transfers.abort_all();
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in transfers {
+                let _ = t.join();
+            }
+        })
+        .await;
         tracing::info!(listen = %self.local, cut, "tftp: stopped");
     }
 
@@ -173,7 +185,7 @@ impl TftpServer {
         peer: SocketAddr,
         ctx: &Arc<transfer::Context>,
         permits: &Arc<Semaphore>,
-        transfers: &mut JoinSet<()>,
+        transfers: &mut Vec<JoinHandle<()>>,
     ) {
         let req = match packet::parse_request(pkt) {
             Ok(req) => req,
@@ -224,12 +236,26 @@ impl TftpServer {
             .await;
             return;
         };
+        transfers.retain(|t| !t.is_finished());
         let ctx = ctx.clone();
         let local = self.local;
-        transfers.spawn(async move {
-            transfer::serve(ctx, req, peer, local).await;
-            drop(permit);
-        });
+        // The stack only holds the transfer's locals (its buffers are on the heap).
+        let spawned = std::thread::Builder::new()
+            .name("tftp-transfer".into())
+            .stack_size(256 * 1024)
+            .spawn(move || {
+                transfer::serve(&ctx, req, peer, local);
+                drop(permit);
+            });
+        match spawned {
+            Ok(t) => transfers.push(t),
+            Err(e) => {
+                self.stats.busy.fetch_add(1, Ordering::Relaxed);
+                let reason = format!("cannot start a transfer thread: {e}");
+                self.refuse(peer, &path, ERR_UNDEFINED, "server busy", &reason)
+                    .await;
+            }
+        }
     }
 
     async fn refuse(&self, peer: SocketAddr, path: &str, code: u16, message: &str, reason: &str) {
@@ -239,5 +265,12 @@ impl TftpServer {
             .socket
             .send_to(&packet::error(code, message), peer)
             .await;
+    }
+}
+
+struct CancelOnDrop(Arc<AtomicBool>);
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
