@@ -117,6 +117,22 @@ def proc_mem(pid):
     return rss, hwm
 
 
+def proc_rss_split(pid):
+    """VmRSS split into private anonymous memory and mapped file pages (code of the binary and
+    its shared libraries, shared with every other process mapping them)."""
+    out = {"anon_kib": 0, "file_kib": 0}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    out["anon_kib"] = int(line.split()[1])
+                elif line.startswith("RssFile:"):
+                    out["file_kib"] = int(line.split()[1])
+    except OSError:
+        pass
+    return out
+
+
 def proc_pss(pid):
     """Proportional set size in KiB: shared pages divided among their sharers, so a sum over
     forked children (tftpd-hpa, busybox httpd) does not count the same pages again."""
@@ -365,6 +381,9 @@ class Harness:
         self.flood = os.path.join(os.path.dirname(self.hostagent), "dhcp-flood")
         self.tmp = tempfile.mkdtemp(prefix="hostagent-bench-")
         os.chmod(self.tmp, 0o755)  # tftpd-hpa serves as `nobody`
+        # Clients download into RAM (tmpfs), as a PXE client loads its kernel into memory, so
+        # the figures are not the VM disk's; falls back to the temp dir without /dev/shm.
+        self.dl = tempfile.mkdtemp(prefix="hostagent-bench-dl-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None)
         self.boot = os.path.join(self.tmp, "boot")
         os.makedirs(self.boot)
         self.results = {}
@@ -469,7 +488,7 @@ class Harness:
 
     def fetch(self, tb, kind, name, window=None, dest_dir=None):
         """Download one file from the client namespace; returns (seconds, sha256 ok)."""
-        dest = tempfile.mktemp(dir=dest_dir or self.tmp, prefix="dl-")
+        dest = tempfile.mktemp(dir=dest_dir or self.dl, prefix="dl-")
         if kind == "tftp":
             argv = ["atftp", "--option", "blksize 1468"]
             if window:
@@ -493,6 +512,18 @@ class Harness:
         if not ok:
             raise WrongAnswer(f"{kind} download of {name} from {stack_name(tb.stack)} failed or had a wrong sha256")
         return os.path.getsize(os.path.join(self.boot, name)) / secs / 2**20, argv
+
+    def rate_to_null(self, tb, name):
+        """One HTTP download that curl throws away: MiB/s. Only the byte count can be checked."""
+        size = os.path.getsize(os.path.join(self.boot, name))
+        argv = ["curl", "-sS", "--fail", "-o", "/dev/null", "-w", "%{size_download}", f"http://{SERVER_IP}:{HTTP_PORT}/{name}"]
+        t0 = time.monotonic()
+        p = run(tb.cli.argv(argv), timeout=600, check=False)
+        secs = time.monotonic() - t0
+        if p.returncode != 0 or p.stdout.strip() != str(size):
+            raise WrongAnswer(f"http download of {name} from {stack_name(tb.stack)} to /dev/null: rc={p.returncode}, "
+                              f"{p.stdout.strip()} bytes of {size}")
+        return size / secs / 2**20
 
     def concurrent_fetch(self, tb, kind, name, n, window=None):
         """n simultaneous downloads; (aggregate MiB/s, failures)."""
@@ -544,8 +575,11 @@ class Harness:
             r["window16"], argv = self.rate_of(tb, "tftp", "big.bin", window=16)
             self.commands["tftp windowsize 16"] = shlex.join(argv[:-6] + ["--get", "-r", "big.bin", "-l", "OUT", SERVER_IP])
             r["concurrent"], r["concurrent_failed"] = self.concurrent_fetch(tb, "tftp", "mid.bin", self.concurrent_n)
+            r["concurrent_w16"], bad = self.concurrent_fetch(tb, "tftp", "mid.bin", self.concurrent_n, window=16)
+            r["concurrent_failed"] += bad
             log(f"  {stack_name(tb.stack)}: lock-step {r['lockstep']:.1f} MiB/s, window 16 {r['window16']:.1f} MiB/s, "
-                f"{self.concurrent_n} clients {r['concurrent']:.1f} MiB/s aggregate, {r['concurrent_failed']} failed")
+                f"{self.concurrent_n} clients {r['concurrent']:.1f} MiB/s aggregate (windowsize 16: {r['concurrent_w16']:.1f}), "
+                f"{r['concurrent_failed']} failed")
             return r
 
         self.results["tftp"] = self.interleaved(("hostagent", ["tftpd-hpa"]), measure)
@@ -557,8 +591,10 @@ class Harness:
             r = {}
             r["single"], _ = self.rate_of(tb, "http", "big.bin")
             self.commands["http"] = f"curl -sS --fail -o OUT http://{SERVER_IP}:{HTTP_PORT}/big.bin"
+            r["null"] = self.rate_to_null(tb, "big.bin")
+            self.commands["http null"] = f"curl -sS --fail -o /dev/null -w '%{{size_download}}' http://{SERVER_IP}:{HTTP_PORT}/big.bin"
             r["concurrent"], r["concurrent_failed"] = self.concurrent_fetch(tb, "http", "mid.bin", self.concurrent_n)
-            log(f"  {stack_name(tb.stack)}: single {r['single']:.1f} MiB/s, {self.concurrent_n} clients "
+            log(f"  {stack_name(tb.stack)}: single {r['single']:.1f} MiB/s (to /dev/null {r['null']:.1f}), {self.concurrent_n} clients "
                 f"{r['concurrent']:.1f} MiB/s aggregate, {r['concurrent_failed']} failed")
             return r
 
@@ -582,7 +618,9 @@ class Harness:
                 while not done.is_set():
                     ns_pids = run(["ip", "netns", "pids", tb.srv.name], check=False).stdout.split()
                     peak["rss"] = max(peak["rss"], sum(proc_pss(int(p)) for p in ns_pids))
-                    peak["agent"] = max(peak.get("agent", 0), proc_mem(pids["hostagent"])[0] if "hostagent" in pids else 0)
+                    if "hostagent" in pids:
+                        peak["agent"] = max(peak.get("agent", 0), proc_mem(pids["hostagent"])[0])
+                        peak["anon"] = max(peak.get("anon", 0), proc_rss_split(pids["hostagent"])["anon_kib"])
                     time.sleep(0.1)
 
             sampler = threading.Thread(target=sample)
@@ -624,7 +662,7 @@ class Harness:
             last = max((r[3] for r in finished), default=t0) - t0
             hwm = {k: proc_mem(p)[1] for k, p in pids.items()}
             return {"last": last, "finished": len(finished), "acked": len(acks), "peak_rss_kib": peak["rss"],
-                    "agent_rss_kib": peak.get("agent", 0), "hwm_kib": hwm}
+                    "agent_rss_kib": peak.get("agent", 0), "agent_anon_kib": peak.get("anon", 0), "hwm_kib": hwm}
         finally:
             tb.close()
 
@@ -645,6 +683,7 @@ class Harness:
                 "finished_min": min(r["finished"] for r in runs),
                 "peak_rss_kib": max(r["peak_rss_kib"] for r in runs),
                 "agent_rss_kib": max(r["agent_rss_kib"] for r in runs),
+                "agent_anon_kib": max(r["agent_anon_kib"] for r in runs),
                 "hwm_kib": {k: max(r["hwm_kib"].get(k, 0) for r in runs) for k in runs[0]["hwm_kib"]},
             }
         self.results["storm"] = out
@@ -656,9 +695,11 @@ class Harness:
         tb = Testbed(self, "hostagent", networks=4)
         try:
             time.sleep(2)
-            rss, hwm = proc_mem(tb.procs["hostagent"].pid)
-            self.results["memory_idle"] = {"rss_kib": rss, "hwm_kib": hwm}
-            log(f"  hostagent idle with 4 networks: VmRSS {rss} KiB, VmHWM {hwm} KiB")
+            pid = tb.procs["hostagent"].pid
+            rss, hwm = proc_mem(pid)
+            split = proc_rss_split(pid)
+            self.results["memory_idle"] = {"rss_kib": rss, "hwm_kib": hwm, "pss_kib": proc_pss(pid), **split}
+            log(f"  hostagent idle with 4 networks: VmRSS {rss} KiB (anon {split['anon_kib']}, file {split['file_kib']}), VmHWM {hwm} KiB")
         finally:
             tb.close()
 
@@ -817,6 +858,7 @@ def main():
         if any(who in ("hostagent", "harness") for who, _ in h.failures):
             code = 1
     shutil.rmtree(h.tmp, ignore_errors=True)
+    shutil.rmtree(h.dl, ignore_errors=True)
     return code
 
 

@@ -128,11 +128,11 @@ def write_report(h, path):
             steps = ", ".join(f"{a}→{b:.0f} ({c*100:.1f} %)" for a, b, c in v["steps"])
             w(f"- {name}: {steps}")
         w("")
-        for peer in ("kea", "dnsmasq"):
+        for peer, want in (("kea", 2.0), ("dnsmasq", 20.0)):
             if peer in d and ha:
                 rr = ratio(ha, d[peer]["rate"])
-                target(f"DHCP exchanges/s at ≤ 1 % drops ≥ {peer} (within 2 % noise)",
-                       rr is not None and rr >= 0.98 and d["hostagent"]["drop"] <= 0.01,
+                target(f"DHCP exchanges/s at ≤ 1 % drops ≥ {want:g}× {peer}",
+                       rr is not None and rr >= want and d["hostagent"]["drop"] <= 0.01,
                        f"{ha:.0f} vs {d[peer]['rate']:.0f} /s ({fmt_ratio(rr)}); hostagent's median drops "
                        f"{d['hostagent']['drop']*100:.2f} %, {peer}'s {d[peer]['drop']*100:.2f} %")
         target("DHCP: zero duplicate addresses", True, "every run's leases checked unique (a duplicate aborts the run)")
@@ -143,41 +143,50 @@ def write_report(h, path):
         w("## TFTP\n")
         w(f"Commands (client namespace): lock-step `{h.commands.get('tftp lock-step', '')}`; windowed "
           f"`{h.commands.get('tftp windowsize 16', '')}`; concurrency: {h.concurrent_n} of the lock-step command at "
-          f"once on a {h.size['mid'] >> 20} MiB file. File: {h.size['big'] >> 20} MiB of random bytes, every download "
+          f"once on a {h.size['mid'] >> 20} MiB file, then {h.concurrent_n} of the windowed one. File: {h.size['big'] >> 20} MiB of random bytes, every download "
           f"checked by sha256. tftpd-hpa: `in.tftpd -L -u nobody -s DIR -a {h.commands and '10.60.0.1'}:69` "
           "(tftpd-hpa 5.2 knows blksize, tsize, timeout and rollover but not RFC 7440 windowsize: it ignores the "
           "option and stays lock-step, so the windowed row shows what a client gains by windowing).\n")
-        w(f"| server | lock-step blksize 1468 (MiB/s) | windowsize 16 (MiB/s) | {h.concurrent_n} clients aggregate (MiB/s) | failed downloads |")
-        w("|---|---|---|---|---|")
+        w(f"| server | lock-step blksize 1468 (MiB/s) | windowsize 16 (MiB/s) | {h.concurrent_n} lock-step clients aggregate (MiB/s) | {h.concurrent_n} clients asking windowsize 16, aggregate (MiB/s) | failed downloads |")
+        w("|---|---|---|---|---|---|")
         for name, v in t.items():
-            w(f"| {name} | {v['lockstep']:.1f} | {v['window16']:.1f} | {v['concurrent']:.1f} | {v['concurrent_failed']} |")
+            w(f"| {name} | {v['lockstep']:.1f} | {v['window16']:.1f} | {v['concurrent']:.1f} | {v['concurrent_w16']:.1f} | {v['concurrent_failed']} |")
         ha, peer = t.get("hostagent"), t.get("tftpd-hpa")
         if ha and peer:
             w(f"| ratio | {fmt_ratio(ratio(ha['lockstep'], peer['lockstep']))} | {fmt_ratio(ratio(ha['window16'], peer['window16']))} | "
-              f"{fmt_ratio(ratio(ha['concurrent'], peer['concurrent']))} | |")
-            target("TFTP lock-step ≥ tftpd-hpa", ha["lockstep"] >= peer["lockstep"], f"{ha['lockstep']:.1f} vs {peer['lockstep']:.1f} MiB/s")
-            target("TFTP windowsize 16 ≥ tftpd-hpa", ha["window16"] >= peer["window16"], f"{ha['window16']:.1f} vs {peer['window16']:.1f} MiB/s")
-            target(f"TFTP {h.concurrent_n} concurrent: all correct, aggregate ≥ tftpd-hpa",
-                   ha["concurrent_failed"] == 0 and ha["concurrent"] >= peer["concurrent"],
-                   f"{ha['concurrent']:.1f} vs {peer['concurrent']:.1f} MiB/s, {ha['concurrent_failed']} failed")
+              f"{fmt_ratio(ratio(ha['concurrent'], peer['concurrent']))} | {fmt_ratio(ratio(ha['concurrent_w16'], peer['concurrent_w16']))} | |")
+            target("TFTP lock-step ≥ 1× tftpd-hpa", ha["lockstep"] >= peer["lockstep"],
+                   f"{ha['lockstep']:.1f} vs {peer['lockstep']:.1f} MiB/s ({fmt_ratio(ratio(ha['lockstep'], peer['lockstep']))})")
+            target("TFTP windowsize 16 ≥ 4× tftpd-hpa's lock-step", ha["window16"] >= 4 * peer["lockstep"],
+                   f"{ha['window16']:.1f} vs {peer['lockstep']:.1f} MiB/s ({fmt_ratio(ratio(ha['window16'], peer['lockstep']))})")
+            target(f"TFTP {h.concurrent_n} lock-step clients: all correct, aggregate ≥ 1.5× tftpd-hpa",
+                   ha["concurrent_failed"] == 0 and ha["concurrent"] >= 1.5 * peer["concurrent"],
+                   f"{ha['concurrent']:.1f} vs {peer['concurrent']:.1f} MiB/s ({fmt_ratio(ratio(ha['concurrent'], peer['concurrent']))}), "
+                   f"{ha['concurrent_failed']} failed")
         w("")
 
     # -- HTTP
     hh = r.get("http")
     if hh:
         w("## HTTP boot\n")
-        w(f"Command: `{h.commands.get('http', '')}` ({h.size['big'] >> 20} MiB); concurrency: {h.concurrent_n} such "
-          f"downloads of a {h.size['mid'] >> 20} MiB file at once. Every download checked by sha256. The issue names "
-          "no HTTP peer; busybox httpd (`busybox httpd -f -p ADDR:PORT -h DIR`) is measured as a reference.\n")
-        w(f"| server | one download (MiB/s) | {h.concurrent_n} concurrent aggregate (MiB/s) | failed downloads |")
-        w("|---|---|---|---|")
+        w(f"Commands: `{h.commands.get('http', '')}` ({h.size['big'] >> 20} MiB) into a tmpfs file, checked by sha256 "
+          f"(the client's own write costs as much CPU as the rest of the path here); the same download with "
+          f"`{h.commands.get('http null', '')}`, where curl discards the bytes and the figure is what the server and "
+          f"the veth path deliver (the byte count is checked); concurrency: {h.concurrent_n} downloads of a "
+          f"{h.size['mid'] >> 20} MiB file at once, each checked by sha256. The issue names no HTTP peer; busybox "
+          "httpd (`busybox httpd -f -p ADDR:PORT -h DIR`, which also uses sendfile) is measured as a reference.\n")
+        w(f"| server | one download to a file (MiB/s) | one download to /dev/null (MiB/s) | {h.concurrent_n} concurrent aggregate (MiB/s) | failed downloads |")
+        w("|---|---|---|---|---|")
         for name, v in hh.items():
-            w(f"| {name} | {v['single']:.1f} | {v['concurrent']:.1f} | {v['concurrent_failed']} |")
+            w(f"| {name} | {v['single']:.1f} | {v['null']:.1f} | {v['concurrent']:.1f} | {v['concurrent_failed']} |")
         ha, peer = hh.get("hostagent"), hh.get("busybox-httpd")
         if ha and peer:
-            w(f"| ratio | {fmt_ratio(ratio(ha['single'], peer['single']))} | {fmt_ratio(ratio(ha['concurrent'], peer['concurrent']))} | |")
+            w(f"| ratio | {fmt_ratio(ratio(ha['single'], peer['single']))} | {fmt_ratio(ratio(ha['null'], peer['null']))} | "
+              f"{fmt_ratio(ratio(ha['concurrent'], peer['concurrent']))} | |")
         if ha:
-            target(f"HTTP {h.size['big'] >> 20} MiB download correct", True, f"{ha['single']:.1f} MiB/s, sha256 ok")
+            target(f"HTTP {h.size['big'] >> 20} MiB download ≥ 500 MiB/s (curl to /dev/null; sha256-checked runs to a "
+                   "tmpfs file in the column beside it)", ha["null"] >= 500,
+                   f"{ha['null']:.1f} MiB/s to /dev/null, {ha['single']:.1f} MiB/s to a file")
             target(f"HTTP {h.concurrent_n} concurrent downloads without errors", ha["concurrent_failed"] == 0,
                    f"{ha['concurrent_failed']} failed")
         w("")
@@ -202,25 +211,29 @@ def write_report(h, path):
         if "hostagent" in s:
             target(f"Boot storm: all {h.storm_clients} clients finish, none duplicated",
                    s["hostagent"]["finished_min"] == h.storm_clients, f"{s['hostagent']['finished_min']}/{h.storm_clients}, last at {ha:.2f} s")
-            for name, v in s.items():
-                if name != "hostagent":
-                    target(f"Boot storm time ≤ {name}", ha <= v["last"], f"{ha:.2f} vs {v['last']:.2f} s")
 
     # -- memory
     mi = r.get("memory_idle")
     if mi or s:
         w("## Memory\n")
-        w("Read from `/proc/PID/status` of the `hostagent run` process.\n")
-        w("| situation | VmRSS (MiB) | VmHWM (MiB) |")
-        w("|---|---|---|")
+        w("Read from `/proc/PID/status` and `smaps_rollup` of the `hostagent run` process. VmRSS counts mapped "
+          "file pages too: the code of the binary and of the shared libraries it links (libvirt pulls in gnutls, "
+          "libcrypto, libxml2, libstdc++), resident as soon as they are mapped and shared with every process "
+          "mapping them; RssAnon is the daemon's own heap and stacks; PSS divides shared pages among their users.\n")
+        w("| situation | VmRSS (MiB) | of it RssAnon (MiB) | of it RssFile (MiB) | PSS (MiB) | VmHWM (MiB) |")
+        w("|---|---|---|---|---|---|")
         if mi:
-            w(f"| 4 networks (DHCP+TFTP+HTTP each), idle | {mi['rss_kib'] / 1024:.1f} | {mi['hwm_kib'] / 1024:.1f} |")
+            w(f"| 4 networks (DHCP+TFTP+HTTP each), idle | {mi['rss_kib'] / 1024:.1f} | {mi.get('anon_kib', 0) / 1024:.1f} | "
+              f"{mi.get('file_kib', 0) / 1024:.1f} | {mi.get('pss_kib', 0) / 1024:.1f} | {mi['hwm_kib'] / 1024:.1f} |")
         if s and "hostagent" in s:
             w(f"| boot storm, {h.storm_clients} clients (peak VmRSS sampled every 100 ms) | {s['hostagent'].get('agent_rss_kib', 0) / 1024:.1f} | "
-              f"{s['hostagent']['hwm_kib'].get('hostagent', 0) / 1024:.1f} |")
+              f"{s['hostagent'].get('agent_anon_kib', 0) / 1024:.1f} (peak) | | | {s['hostagent']['hwm_kib'].get('hostagent', 0) / 1024:.1f} |")
         w("")
         if mi:
-            target("Memory reported (the issue sets no bound)", True, f"idle {mi['rss_kib'] / 1024:.1f} MiB")
+            target("Memory: 4 networks idle ≤ 15 MiB", mi["rss_kib"] <= 15 * 1024, f"{mi['rss_kib'] / 1024:.1f} MiB")
+        if s and "hostagent" in s:
+            peak = max(s["hostagent"].get("agent_rss_kib", 0), s["hostagent"]["hwm_kib"].get("hostagent", 0))
+            target(f"Memory: boot storm of {h.storm_clients} ≤ 64 MiB", peak <= 64 * 1024, f"{peak / 1024:.1f} MiB peak")
 
     # -- apply
     a = r.get("apply")
@@ -234,12 +247,12 @@ def write_report(h, path):
         w(f"| 32 nat networks from scratch | {a['scratch'] * 1000:.0f} |")
         w(f"| no-op | {a['noop'] * 1000:.0f} |")
         w("")
-        target("apply timed (the issue sets no bound)", True, f"{a['scratch'] * 1000:.0f} ms / {a['noop'] * 1000:.0f} ms")
+        target("apply of 32 nat networks from scratch ≤ 2 s", a["scratch"] <= 2.0, f"{a['scratch'] * 1000:.0f} ms")
+        target("no-op apply ≤ 100 ms", a["noop"] <= 0.1, f"{a['noop'] * 1000:.0f} ms")
 
     # -- targets
     w("## Targets\n")
-    w("The issue asks for the measurements and the ratios against the peers; where it gives no number, the target "
-      "below is parity (≥ 1.0× the peer) or correctness.\n")
+    w("The issue's targets, each against the peer measured in the same run.\n")
     w("| target | result | |")
     w("|---|---|---|")
     for name, ok, detail in targets:
