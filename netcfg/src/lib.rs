@@ -19,5 +19,5 @@ pub mod sysctl;
 pub use apply::{apply, teardown, ApplyError, ApplyReport, TeardownError, TeardownReport};
 pub use check::{check, CheckResult, Status};
 pub use error::Error;
-pub use model::{derived_mac, format_mac, Desired, Host, Mode, NetworkSpec, Services};
+pub use model::{derived_mac, format_mac, Desired, Host, Mode, NetworkSpec, PortLimit, Services};
 pub use plan::{diff, observe, plan, Action, Observed, Plan};

@@ -78,13 +78,55 @@ impl NetworkSpec {
 }
 
 /// Everything the agent wants the host to look like.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Desired {
     pub networks: Vec<NetworkSpec>,
     /// Host-wide kernel settings from `[sysctl]`, key in dotted form ("vm.max_map_count").
     pub sysctls: BTreeMap<String, String>,
     /// `[vhost_net] experimental_zcopytx`, when configured.
     pub vhost_zcopytx: Option<bool>,
+    /// How much DHCP one bridge port may send to the host (`bridge hostagent`, see
+    /// [`crate::nft::bridge`]); None: no per-port limit.
+    pub dhcp_port_limit: Option<PortLimit>,
+}
+
+/// No networks, no sysctls, and the default per-port DHCP limit (what a config that leaves
+/// `[dhcp] port_rate_limit` out asks for).
+impl Default for Desired {
+    fn default() -> Self {
+        Desired {
+            networks: Vec::new(),
+            sysctls: BTreeMap::new(),
+            vhost_zcopytx: None,
+            dhcp_port_limit: Some(PortLimit::default()),
+        }
+    }
+}
+
+/// A per-port packet rate limit: `rate_per_sec` sustained, `burst` packets back to back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct PortLimit {
+    pub rate_per_sec: u32,
+    pub burst: u32,
+}
+
+impl PortLimit {
+    /// `rate` packets per second with a burst of twice that (two seconds' worth).
+    pub fn per_second(rate: u32) -> PortLimit {
+        PortLimit {
+            rate_per_sec: rate,
+            burst: rate.saturating_mul(2),
+        }
+    }
+}
+
+impl Default for PortLimit {
+    fn default() -> Self {
+        PortLimit {
+            rate_per_sec: crate::nft::bridge::PORT_RATE_PER_SEC,
+            burst: crate::nft::bridge::PORT_BURST,
+        }
+    }
 }
 
 /// Where the agent reads and writes on this host.

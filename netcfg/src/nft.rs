@@ -213,16 +213,15 @@ pub fn expected(desired: &Desired) -> NftObserved {
 
 /// What observe should see of `bridge hostagent` after `replace(desired)`.
 pub fn expected_bridge(desired: &Desired) -> NftObserved {
-    let limit = bridge::limits_dhcp(desired);
-    let rules = if limit {
-        vec![ObservedRule {
+    let limit = bridge::port_limit(desired);
+    let rules = limit
+        .map(|l| ObservedRule {
             chain: "input".into(),
             comment: Some(bridge::PORT_RULE_COMMENT.into()),
-            expr: bridge::rule_json(),
-        }]
-    } else {
-        Vec::new()
-    };
+            expr: bridge::rule_json(l),
+        })
+        .into_iter()
+        .collect();
     NftObserved {
         present: true,
         fingerprint: Some(format!("{:016x}", fnv64(&bridge::body(desired)))),
@@ -235,7 +234,7 @@ pub fn expected_bridge(desired: &Desired) -> NftObserved {
             policy: Some("accept".into()),
         }],
         rules,
-        sets: if limit {
+        sets: if limit.is_some() {
             vec![bridge::set_json()]
         } else {
             Vec::new()

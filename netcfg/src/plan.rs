@@ -328,11 +328,15 @@ pub(crate) mod fw {
     use std::process::{Command, Stdio};
 
     pub fn observe(desired: &Desired) -> Result<FirewallState, Error> {
-        let o = crate::nft::observe()?;
-        Ok(FirewallState {
+        Ok(state(&crate::nft::observe()?, desired))
+    }
+
+    /// The tables as read back, against what `desired` renders.
+    pub fn state(o: &crate::nft::NftObserved, desired: &Desired) -> FirewallState {
+        FirewallState {
             exists: o.present,
-            matches: o.present && crate::nft::matches(&o, desired),
-        })
+            matches: o.present && crate::nft::matches(o, desired),
+        }
     }
 
     pub fn replace(desired: &Desired) -> Result<(), Error> {
@@ -744,7 +748,7 @@ pub async fn plan(host: &Host, desired: &Desired) -> Result<Plan, Error> {
 mod tests {
     use super::*;
     use crate::link::BridgeInfo;
-    use crate::model::{Mode, Services};
+    use crate::model::{Mode, PortLimit, Services};
     use crate::owned::{OwnedBridge, SysctlChange};
 
     fn net(name: &str, bridge: &str, mode: Mode) -> NetworkSpec {
@@ -845,6 +849,30 @@ mod tests {
         d.sysctls.insert("vm.max_map_count".into(), "262144".into());
         d.vhost_zcopytx = Some(true);
         assert_eq!(diff(&d, &converged(&d)), Plan::default());
+    }
+
+    #[test]
+    fn a_changed_dhcp_port_limit_replaces_the_firewall_and_an_unchanged_one_does_not() {
+        let mut applied = desired_one(Mode::Nat);
+        applied.networks[0].services.dhcp = true;
+        // The tables as observe reads them after applying `applied` (default 100/s).
+        let live = crate::nft::expected(&applied);
+        let replace = vec![Action::ReplaceFirewall {
+            table: FIREWALL_TABLE.into(),
+            networks: 1,
+        }];
+        for limit in [Some(PortLimit::per_second(500)), None] {
+            let wanted = Desired {
+                dhcp_port_limit: limit,
+                ..applied.clone()
+            };
+            let mut o = converged(&wanted);
+            o.firewall = fw::state(&live, &wanted);
+            assert_eq!(diff(&wanted, &o).actions, replace, "{limit:?}");
+        }
+        let mut o = converged(&applied);
+        o.firewall = fw::state(&live, &applied);
+        assert_eq!(diff(&applied, &o), Plan::default());
     }
 
     #[test]

@@ -87,3 +87,21 @@ fn unknown_keys_are_located_with_the_valid_keys_and_change_nothing() {
     ));
     assert_refused_without_change(&ns, &s, &cfg, &[("11:1", "leese_time")]);
 }
+
+#[test]
+fn an_out_of_range_port_rate_limit_is_located_with_its_range_and_changes_nothing() {
+    let ns = Netns::new("cfgprl");
+    let s = Scratch::new();
+    let cfg = s.config(&format!("{VALID_NETWORK}[dhcp]\nport_rate_limit = 5\n"));
+    assert_refused_without_change(
+        &ns,
+        &s,
+        &cfg,
+        &[("10:19", "port_rate_limit = 5 is out of range")],
+    );
+    let err = stderr(&ns.hostagent(&["-c", &cfg, "--root", s.root_str(), "plan"]));
+    assert!(
+        err.contains("hint: write DHCP packets per second from 10 to 100000 (default 100), or 0"),
+        "{err}"
+    );
+}

@@ -16,7 +16,8 @@ use hostagent_tests::{run_ok, stderr, stdout, Netns, Scratch};
 /// pxe::dhcp::server::ratelimit::{MAC_BURST, MAC_REFILL_PER_SEC}.
 const MAC_BURST: u64 = 8;
 const MAC_PER_SEC: f64 = 2.0;
-/// netcfg::nft::bridge::{PORT_BURST, PORT_RATE_PER_SEC}.
+/// netcfg::nft::bridge::{PORT_BURST, PORT_RATE_PER_SEC}: the defaults, which `config` keeps by
+/// leaving `[dhcp] port_rate_limit` out (burst = twice the rate).
 const PORT_BURST: u64 = 200;
 const PORT_PER_SEC: f64 = 100.0;
 const RESERVED_MAC: &str = "52:54:00:00:00:10";

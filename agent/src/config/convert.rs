@@ -3,7 +3,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use netcfg::{Desired, Host, Mode, NetworkSpec, Services};
+use netcfg::{Desired, Host, Mode, NetworkSpec, PortLimit, Services};
 use pxe::config::{BootConfig, DhcpConfig, FileServiceConfig, StaticHost};
 
 use super::model::{Guest, Model, Network};
@@ -69,6 +69,8 @@ impl Model {
             networks: self.networks.iter().map(network_spec).collect(),
             sysctls: self.sysctl.clone(),
             vhost_zcopytx: self.vhost_zcopytx,
+            dhcp_port_limit: (self.dhcp_port_rate_limit > 0)
+                .then(|| PortLimit::per_second(self.dhcp_port_rate_limit)),
         }
     }
 

@@ -16,6 +16,12 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/hostagent";
 pub const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(3600);
 /// Shortest lease we hand out: below this, renewals become a load problem.
 pub const MIN_LEASE_TIME: Duration = Duration::from_secs(60);
+/// `[dhcp] port_rate_limit` when left out: DHCP packets per second one bridge port may send to
+/// the host (burst twice that).
+pub const DEFAULT_PORT_RATE_LIMIT: u32 = netcfg::nft::bridge::PORT_RATE_PER_SEC;
+/// The accepted `port_rate_limit` values besides 0 (off): below 10/s a port with a few booting
+/// machines already loses DISCOVERs; above 100,000/s the limit no longer protects anything.
+pub const PORT_RATE_LIMIT_RANGE: std::ops::RangeInclusive<u32> = 10..=100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Model {
@@ -28,6 +34,9 @@ pub struct Model {
     pub vhost_zcopytx: Option<bool>,
     /// `[dhcp]` defaults, already folded into each network's `Dhcp`; kept for display.
     pub dhcp_defaults: DhcpDefaults,
+    /// `[dhcp] port_rate_limit`: DHCP packets per second one bridge port may send to the host;
+    /// 0 = no per-port limit.
+    pub dhcp_port_rate_limit: u32,
     pub networks: Vec<Network>,
     /// `[libvirt]`, defaults filled in.
     pub libvirt: Libvirt,

@@ -128,6 +128,9 @@ fn key_example(key: &str) -> Option<String> {
         "lease_time" => "lease_time = \"12h\"",
         "dns" => "dns = [\"192.0.2.53\"]",
         "domain" => "domain = \"lab.example\"",
+        "port_rate_limit" => {
+            "port_rate_limit = 100 (DHCP packets per second per bridge port; 0 = off)"
+        }
         "ip" => "ip = \"192.168.122.10\"",
         "root" => "root = \"/var/lib/hostagent/boot\"",
         "bios" => "bios = \"undionly.kpxe\"",

@@ -106,13 +106,15 @@ pub struct VhostNet {
     pub experimental_zcopytx: Option<bool>,
 }
 
-/// `[dhcp]`: defaults for every network's `[network.dhcp]`.
+/// `[dhcp]`: defaults for every network's `[network.dhcp]`, and the host-wide per-port limit.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GlobalDhcp {
     pub dns: Option<Vec<S<String>>>,
     pub domain: Option<S<String>>,
     pub lease_time: Option<S<String>>,
+    /// DHCP packets per second one bridge port may send to the host; 0 = no limit.
+    pub port_rate_limit: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -15,15 +15,17 @@
 //! the same protection.
 //!
 //! The table exists whenever `inet hostagent` does (they are replaced and deleted in the same
-//! batch); the rule and its set only when some routed/nat/isolated network serves DHCP.
+//! batch); the rule and its set only when some routed/nat/isolated network serves DHCP and the
+//! limit is on (`Desired::dhcp_port_limit`, the config's `[dhcp] port_rate_limit`; 0 turns it off
+//! for a port that legitimately carries many clients: a relay, a downstream switch, a benchmark).
 
 use serde_json::{json, Value};
 
-use crate::model::{Desired, Mode};
+use crate::model::{Desired, Mode, PortLimit};
 
-/// Sustained DHCP packets per second one bridge port may send to the host.
+/// Default sustained DHCP packets per second one bridge port may send to the host.
 pub const PORT_RATE_PER_SEC: u32 = 100;
-/// Packets one port may send back to back before the rate applies.
+/// Default packets one port may send back to back before the rate applies (twice the rate).
 pub const PORT_BURST: u32 = 200;
 /// The dynamic set holding one limiter per port.
 pub const PORT_SET: &str = "dhcp_ports";
@@ -33,42 +35,54 @@ pub const PORT_SET_TIMEOUT_SECS: u32 = 60;
 /// The rule's comment (also how tests find its counter).
 pub const PORT_RULE_COMMENT: &str = "dhcp per-port limit";
 
-/// Does any network get the per-port DHCP limit?
-pub fn limits_dhcp(desired: &Desired) -> bool {
-    desired
+/// The per-port DHCP limit the table carries for `desired`: None when the limit is off or no
+/// routed/nat/isolated network serves DHCP.
+pub fn port_limit(desired: &Desired) -> Option<PortLimit> {
+    let serves = desired
         .networks
         .iter()
-        .any(|n| n.mode != Mode::Bridge && n.services.dhcp)
+        .any(|n| n.mode != Mode::Bridge && n.services.dhcp);
+    desired.dhcp_port_limit.filter(|_| serves)
+}
+
+/// Does the table get the per-port DHCP limit (rule and set)?
+pub fn limits_dhcp(desired: &Desired) -> bool {
+    port_limit(desired).is_some()
 }
 
 /// The body of `table bridge hostagent { ... }` (without the table comment).
 pub fn body(desired: &Desired) -> String {
     let mut out = String::new();
-    let limit = limits_dhcp(desired);
-    if limit {
+    let limit = port_limit(desired);
+    if limit.is_some() {
         out.push_str(&format!(
             "\tset {PORT_SET} {{\n\t\ttype ifname\n\t\tsize {PORT_SET_SIZE}\n\t\tflags dynamic,timeout\n\t\ttimeout {PORT_SET_TIMEOUT_SECS}s\n\t}}\n"
         ));
     }
     out.push_str("\tchain input {\n\t\ttype filter hook input priority filter; policy accept;\n");
-    if limit {
+    if let Some(PortLimit {
+        rate_per_sec,
+        burst,
+    }) = limit
+    {
         out.push_str(&format!(
-            "\t\tudp dport 67 update @{PORT_SET} {{ iifname limit rate over {PORT_RATE_PER_SEC}/second burst {PORT_BURST} packets }} counter drop comment \"{PORT_RULE_COMMENT}\"\n"
+            "\t\tudp dport 67 update @{PORT_SET} {{ iifname limit rate over {rate_per_sec}/second burst {burst} packets }} counter drop comment \"{PORT_RULE_COMMENT}\"\n"
         ));
     }
     out.push_str("\t}\n");
     out
 }
 
-/// The rule's `expr` as `nft -j list` prints it (counter values zeroed, as observe normalizes).
-pub fn rule_json() -> Value {
+/// The rule's `expr` for `limit` as `nft -j list` prints it (counter values zeroed, as observe
+/// normalizes).
+pub fn rule_json(limit: PortLimit) -> Value {
     json!([
         {"match": {"op": "==", "left": {"payload": {"protocol": "udp", "field": "dport"}}, "right": 67}},
         {"set": {
             "op": "update",
             "elem": {"meta": {"key": "iifname"}},
             "set": format!("@{PORT_SET}"),
-            "stmt": [{"limit": {"rate": PORT_RATE_PER_SEC, "burst": PORT_BURST, "per": "second", "inv": true}}]
+            "stmt": [{"limit": {"rate": limit.rate_per_sec, "burst": limit.burst, "per": "second", "inv": true}}]
         }},
         {"counter": {"packets": 0, "bytes": 0}},
         {"drop": null}

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::model::{Mode, NetworkSpec, Services};
+use crate::model::{Mode, NetworkSpec, PortLimit, Services};
 
 fn net(name: &str, mode: Mode, bridge: &str, address: Option<&str>) -> NetworkSpec {
     NetworkSpec {
@@ -31,6 +31,15 @@ fn desired(networks: Vec<NetworkSpec>) -> Desired {
         networks,
         sysctls: BTreeMap::new(),
         vhost_zcopytx: None,
+        dhcp_port_limit: Some(PortLimit::default()),
+    }
+}
+
+/// `one(mode)` with the per-port DHCP limit set to `limit` (None: off).
+fn one_limited(mode: Mode, limit: Option<PortLimit>) -> Desired {
+    Desired {
+        dhcp_port_limit: limit,
+        ..one(mode)
     }
 }
 
@@ -332,6 +341,102 @@ fn dhcp_networks_get_a_per_port_limit_in_the_bridge_table() {
 }
 
 #[test]
+fn the_per_port_limit_renders_the_configured_rate_and_burst() {
+    let d = one_limited(Mode::Nat, Some(PortLimit::per_second(500)));
+    assert_eq!(
+        bridge::port_limit(&d),
+        Some(PortLimit {
+            rate_per_sec: 500,
+            burst: 1000
+        })
+    );
+    let s = render(&d);
+    let b = bridge_table(&s);
+    assert_eq!(
+        bridge_chain_rules(&s, "input"),
+        ["udp dport 67 update @dhcp_ports { iifname limit rate over 500/second burst 1000 packets } counter drop"],
+        "{b}"
+    );
+    assert!(b.contains("set dhcp_ports {"), "{b}");
+    // What observe must read back carries the same values.
+    let e = expected_bridge(&d);
+    assert_eq!(e.rules.len(), 1);
+    assert_eq!(
+        e.rules[0].expr[1]["set"]["stmt"][0]["limit"],
+        serde_json::json!({"rate": 500, "burst": 1000, "per": "second", "inv": true})
+    );
+    // The default is 100/s, burst 200.
+    assert_eq!(PortLimit::default(), PortLimit::per_second(100));
+    assert_eq!(
+        Desired::default().dhcp_port_limit,
+        Some(PortLimit {
+            rate_per_sec: bridge::PORT_RATE_PER_SEC,
+            burst: bridge::PORT_BURST
+        })
+    );
+}
+
+#[test]
+fn a_port_limit_of_none_renders_no_rule_and_no_set() {
+    for mode in [Mode::Nat, Mode::Routed, Mode::Isolated] {
+        let d = one_limited(mode, None);
+        assert!(!bridge::limits_dhcp(&d), "{mode:?}");
+        let s = render(&d);
+        let b = bridge_table(&s);
+        // The table and its empty input chain are still there.
+        assert!(b.contains("chain input {"), "{b}");
+        assert!(bridge_chain_rules(&s, "input").is_empty(), "{b}");
+        assert!(!b.contains("set ") && !b.contains("limit"), "{b}");
+        let e = expected_bridge(&d);
+        assert!(e.rules.is_empty() && e.sets.is_empty(), "{e:?}");
+        assert_eq!(e.chains.len(), 1);
+        // Same as a host where no network serves DHCP.
+        let mut no_dhcp = one(mode);
+        no_dhcp.networks[0].services.dhcp = false;
+        assert_eq!(bridge::body(&d), bridge::body(&no_dhcp));
+    }
+}
+
+#[test]
+fn a_changed_port_limit_is_a_difference_and_an_unchanged_one_is_not() {
+    let at = |limit: Option<PortLimit>| one_limited(Mode::Nat, limit);
+    let cases = [
+        Some(PortLimit::default()),
+        Some(PortLimit::per_second(500)),
+        Some(PortLimit::per_second(10)),
+        None,
+    ];
+    for was in cases {
+        // What observe reads after `replace(at(was))`.
+        let seen = expected(&at(was));
+        assert_eq!(seen.differences(&at(was)), Vec::<String>::new(), "{was:?}");
+        for now in cases.into_iter().filter(|c| *c != was) {
+            let diffs = seen.differences(&at(now));
+            assert!(
+                !diffs.is_empty()
+                    && diffs
+                        .iter()
+                        .all(|d| d.starts_with("table bridge hostagent: ")),
+                "{was:?} → {now:?}: {diffs:?}"
+            );
+        }
+    }
+    // Only the rule's limit edited (the fingerprint kept, as a hand edit would): still noticed.
+    let d = at(Some(PortLimit::default()));
+    let mut seen = expected(&d);
+    if let Some(b) = seen.bridge.as_mut() {
+        b.rules[0].expr = bridge::rule_json(PortLimit::per_second(101));
+    }
+    assert!(
+        seen.differences(&d)
+            .iter()
+            .any(|l| l.contains("chain input")),
+        "{:?}",
+        seen.differences(&d)
+    );
+}
+
+#[test]
 fn a_missing_or_different_bridge_table_is_a_difference() {
     let d = one(Mode::Nat);
     let e = expected(&d);
@@ -361,7 +466,7 @@ fn a_missing_or_different_bridge_table_is_a_difference() {
                    "type": "filter", "hook": "input", "prio": -200, "policy": "accept"}},
         {"rule": {"family": "bridge", "table": "hostagent", "chain": "input", "handle": 3,
                   "comment": "dhcp per-port limit",
-                  "expr": bridge::rule_json().as_array().unwrap().iter().map(|x| {
+                  "expr": bridge::rule_json(PortLimit::default()).as_array().unwrap().iter().map(|x| {
                       if x.get("counter").is_some() {
                           serde_json::json!({"counter": {"packets": 12345, "bytes": 999}})
                       } else { x.clone() }
@@ -488,6 +593,15 @@ mod root {
             ("bridge", one(Mode::Bridge)),
             ("mixed", mixed),
             ("empty", Desired::default()),
+            ("nat-port-limit-off", one_limited(Mode::Nat, None)),
+            (
+                "nat-port-limit-10",
+                one_limited(Mode::Nat, Some(PortLimit::per_second(10))),
+            ),
+            (
+                "nat-port-limit-100000",
+                one_limited(Mode::Nat, Some(PortLimit::per_second(100_000))),
+            ),
         ]
     }
 

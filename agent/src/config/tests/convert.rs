@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 use std::time::Duration;
 
-use netcfg::Services;
+use netcfg::{PortLimit, Services};
 
 use super::{ok, BASE};
 
@@ -90,6 +90,39 @@ fn desired_carries_networks_sysctls_and_services() {
         ("br-n", true, 0, None)
     );
     assert_eq!(n.address, Some("10.1.0.1/24".parse().expect("cidr")));
+}
+
+#[test]
+fn port_rate_limit_becomes_the_desired_per_port_limit_with_twice_the_burst() {
+    let limit = |dhcp: &str| {
+        ok(&format!("{dhcp}{}", four_modes()))
+            .desired()
+            .dhcp_port_limit
+    };
+    assert_eq!(
+        limit(""),
+        Some(PortLimit {
+            rate_per_sec: 100,
+            burst: 200
+        }),
+        "default"
+    );
+    assert_eq!(
+        limit("[dhcp]\ndomain = \"lab.example\"\n"),
+        Some(PortLimit::default())
+    );
+    assert_eq!(
+        limit("[dhcp]\nport_rate_limit = 500\n"),
+        Some(PortLimit {
+            rate_per_sec: 500,
+            burst: 1000
+        })
+    );
+    assert_eq!(
+        limit("[dhcp]\nport_rate_limit = 0\n"),
+        None,
+        "0 turns it off"
+    );
 }
 
 #[test]

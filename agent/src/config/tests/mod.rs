@@ -112,6 +112,10 @@ fn shipped_default_is_libvirts_default_network() {
         (Some("undionly.kpxe"), Some("ipxe.efi"), Some("boot.ipxe"))
     );
     assert_eq!(p.http_port, Some(8069));
+    assert_eq!(
+        m.dhcp_port_rate_limit, 100,
+        "the shipped default keeps the limit on"
+    );
 }
 
 #[test]
@@ -123,6 +127,8 @@ fn defaults_fill_in_what_is_left_out() {
     assert_eq!(m.state_dir, Path::new(DEFAULT_STATE_DIR));
     assert!(m.sysctl.is_empty());
     assert_eq!(m.vhost_zcopytx, None);
+    assert_eq!(m.dhcp_port_rate_limit, DEFAULT_PORT_RATE_LIMIT);
+    assert_eq!(DEFAULT_PORT_RATE_LIMIT, 100);
     let n = &m.networks[0];
     assert!(n.stp, "stp defaults to on, as in libvirt");
     assert_eq!(n.forward_delay, 0);

@@ -223,6 +223,65 @@ fn mtu_and_forward_delay_ranges() {
 }
 
 #[test]
+fn port_rate_limit_is_zero_or_a_sane_rate() {
+    for good in [0, 10, 100, 500, 100_000] {
+        let m = super::ok(&format!("[dhcp]\nport_rate_limit = {good}\n{BASE}"));
+        assert_eq!(m.dhcp_port_rate_limit, good);
+    }
+    let d = one_error(
+        &format!("[dhcp]\nport_rate_limit = 5\n{BASE}"),
+        2,
+        19,
+        "port_rate_limit = 5 is out of range",
+    );
+    let hint = d.hint.expect("hint");
+    assert!(
+        hint.contains("10 to 100000") && hint.contains("or 0 to turn the per-port limit off"),
+        "{hint}"
+    );
+    one_error("[dhcp]\nport_rate_limit = 9\n", 2, 19, "out of range");
+    one_error("[dhcp]\nport_rate_limit = 100001\n", 2, 19, "out of range");
+    one_error("[dhcp]\nport_rate_limit = -1\n", 2, 19, "out of range");
+    one_error(
+        "[dhcp]\nport_rate_limit = 99999999999\n",
+        2,
+        19,
+        "port_rate_limit = 99999999999 is out of range",
+    );
+    let d = one_error(
+        "[dhcp]\nport_rate_limit = \"100\"\n",
+        2,
+        19,
+        "expected an integer",
+    );
+    assert!(
+        d.hint.expect("hint").contains("port_rate_limit = 100"),
+        "wrong-type hint"
+    );
+    // It belongs to the host-wide [dhcp], not to a network's [network.dhcp].
+    let d = one_error(
+        &with(&format!("{DHCP}port_rate_limit = 0\n")),
+        8,
+        1,
+        "unknown key `port_rate_limit`",
+    );
+    assert!(!d.hint.expect("hint").contains("port_rate_limit"));
+    // A typo is still an unknown key, with the right one suggested.
+    let d = one_error(
+        "[dhcp]\nport_ratelimit = 0\n",
+        2,
+        1,
+        "unknown key `port_ratelimit`",
+    );
+    assert!(
+        d.hint
+            .expect("hint")
+            .contains("did you mean `port_rate_limit`"),
+        "typo hint"
+    );
+}
+
+#[test]
 fn lease_time_units_and_minimum() {
     let d = one_error(
         &with(&format!("{DHCP}lease_time = \"30s\"\n")),

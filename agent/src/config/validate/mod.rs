@@ -13,7 +13,9 @@ use std::path::{Path, PathBuf};
 
 use super::checks::{self, Bad};
 use super::error::{line_column, Problem};
-use super::model::{DhcpDefaults, Model, DEFAULT_STATE_DIR};
+use super::model::{
+    DhcpDefaults, Model, DEFAULT_PORT_RATE_LIMIT, DEFAULT_STATE_DIR, PORT_RATE_LIMIT_RANGE,
+};
 use super::wire::{self, SysctlValue, S};
 
 /// Collects problems; helpers return `None` for a bad value so checking can go on.
@@ -57,6 +59,14 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
         .as_ref()
         .map(|d| global_dhcp(&mut c, d.get_ref()))
         .unwrap_or_default();
+    let dhcp_port_rate_limit = match file
+        .dhcp
+        .as_ref()
+        .and_then(|d| d.get_ref().port_rate_limit.as_ref())
+    {
+        None => Some(DEFAULT_PORT_RATE_LIMIT),
+        Some(r) => c.check(r.span(), port_rate_limit(*r.get_ref())),
+    };
 
     let mut networks = Vec::new();
     let mut marks = Vec::new();
@@ -72,13 +82,14 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
     let libvirt = guest::libvirt(&mut c, file.libvirt.as_ref());
     let guests = guest::guests(&mut c, &file.guest, &networks, state_dir.as_deref());
 
-    match (c.problems.is_empty(), state_dir) {
-        (true, Some(state_dir)) => Ok(Model {
+    match (c.problems.is_empty(), state_dir, dhcp_port_rate_limit) {
+        (true, Some(state_dir), Some(dhcp_port_rate_limit)) => Ok(Model {
             source: source.to_path_buf(),
             state_dir,
             sysctl,
             vhost_zcopytx: file.vhost_net.and_then(|v| v.experimental_zcopytx),
             dhcp_defaults,
+            dhcp_port_rate_limit,
             networks,
             libvirt,
             guests,
@@ -136,6 +147,23 @@ pub(super) fn dns_list(c: &mut Checker, list: Option<&Vec<S<String>>>) -> Option
             .filter_map(|s| c.check(s.span(), checks::ipv4(s.get_ref())))
             .collect()
     })
+}
+
+/// `[dhcp] port_rate_limit`: 0 (off) or a rate in `PORT_RATE_LIMIT_RANGE`.
+fn port_rate_limit(rate: i64) -> Result<u32, checks::Bad> {
+    u32::try_from(rate)
+        .ok()
+        .filter(|r| *r == 0 || PORT_RATE_LIMIT_RANGE.contains(r))
+        .ok_or_else(|| {
+            checks::bad(
+                format!("port_rate_limit = {rate} is out of range"),
+                format!(
+                    "write DHCP packets per second from {} to {} (default {DEFAULT_PORT_RATE_LIMIT}), or 0 to turn the per-port limit off",
+                    PORT_RATE_LIMIT_RANGE.start(),
+                    PORT_RATE_LIMIT_RANGE.end()
+                ),
+            )
+        })
 }
 
 fn global_dhcp(c: &mut Checker, d: &wire::GlobalDhcp) -> DhcpDefaults {
