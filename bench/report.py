@@ -91,7 +91,9 @@ def write_report(h, path):
     w("Topology (every server, every section): a server namespace holding the bridge `brbench` "
       "(10.60.0.1/16, made by `hostagent apply`/`run` from the same config, so the nftables table and the kernel "
       "path are identical for every server) and a client namespace whose `eth0` (10.60.255.250/16) is a veth port "
-      "of that bridge. Peers run inside the server namespace with configs in a temp dir.\n")
+      "of that bridge. Peers run inside the server namespace with configs in a temp dir. The config sets "
+      "`[dhcp] port_rate_limit = 0`: perfdhcp's 60,000 simulated clients all come through one bridge port, and the "
+      "per-port limit (100 packets/s by default) would otherwise cap every server alike.\n")
 
     targets = []
 
