@@ -1176,3 +1176,30 @@ fn relayed_messages_go_back_to_the_relay() {
         (MessageType::Nak, Destination::Relay(relay), true)
     );
 }
+
+/// A burst that arrives while a batch syncs must queue, not drop: the DHCP socket's receive
+/// buffer is forced past net.core.rmem_max.
+#[test]
+fn the_dhcp_socket_queues_more_than_rmem_max_allows() {
+    let lab = Lab::new("rb", (100, 200), 3600);
+    let rmem_max: u64 = lab
+        .srv
+        .ok(&["cat", "/proc/sys/net/core/rmem_max"])
+        .trim()
+        .parse()
+        .expect("rmem_max");
+    let wanted = pxe::dhcp::server::RECV_QUEUE_BYTES as u64;
+    assert!(
+        rmem_max < wanted,
+        "rmem_max {rmem_max} would not cap the ask: the test proves nothing"
+    );
+    let ss = lab.srv.ok(&["ss", "-lunmH", "sport = :67"]);
+    let rb: u64 = ss
+        .split("rb")
+        .nth(1)
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no receive buffer size in `ss` output: {ss}"));
+    // The kernel doubles the asked size for its bookkeeping.
+    assert_eq!(rb, 2 * wanted, "receive buffer: {ss}");
+}

@@ -33,6 +33,9 @@ use handler::{Handler, Outgoing};
 pub const MAX_BATCH: usize = 256;
 /// How long one blocking receive waits before checking the stop flag.
 const RECV_TIMEOUT: Duration = Duration::from_millis(200);
+/// Receive queue asked for the DHCP socket: thousands of requests queued while a batch syncs.
+/// A limit, not an allocation: the kernel charges only what is queued.
+pub const RECV_QUEUE_BYTES: usize = 8 << 20;
 /// Big enough for any DHCP message we accept (clients rarely exceed 576; jumbo-safe).
 const RECV_BUF: usize = 4096;
 
@@ -299,8 +302,21 @@ fn bind_socket(interface: &str) -> io::Result<UdpSocket> {
     s.set_broadcast(true)?;
     // Several networks each bind 0.0.0.0:67; the device binding keeps their traffic apart.
     s.bind_device(Some(interface.as_bytes()))?;
-    // Room for a burst while we fsync (best effort: the kernel caps it at rmem_max).
-    let _ = s.set_recv_buffer_size(1 << 20);
+    // Room for a burst while we fsync. SO_RCVBUF is capped at net.core.rmem_max (208 KiB unless
+    // the admin raised it: a few hundred queued requests); SO_RCVBUFFORCE, which the agent's
+    // CAP_NET_ADMIN allows, is not. Best effort: without the capability the capped size stays.
+    let _ = s.set_recv_buffer_size(RECV_QUEUE_BYTES);
+    let bytes = RECV_QUEUE_BYTES as libc::c_int;
+    // SAFETY: a valid socket and a c_int option value of the stated size.
+    let _ = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            (&bytes as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
     s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVER_PORT).into())?;
     s.set_read_timeout(Some(RECV_TIMEOUT))?;
     Ok(s.into())
