@@ -227,6 +227,10 @@ class Testbed:
         else:
             self.srv.ok(self.agent_argv("apply"))
         self.cli = Netns(h.prefix, "c")
+        # perfdhcp answers to one socket; with the namespace's default 208 KiB receive buffer a
+        # burst of replies overflows it when perfdhcp is short of CPU (RcvbufErrors in the client
+        # namespace, counted as drops against the server). These sysctls are per namespace.
+        self.cli.ok(["sysctl", "-qw", "net.core.rmem_max=8388608", "net.core.rmem_default=4194304"])
         self.srv.ok(["ip", "link", "add", "vbench", "type", "veth", "peer", "name", "eth0", "netns", self.cli.name])
         self.srv.ok(["ip", "link", "set", "vbench", "master", BRIDGE, "up"])
         self.cli.ok(["ip", "addr", "add", f"{CLIENT_IP}/16", "dev", "eth0"])
@@ -434,8 +438,15 @@ class Harness:
     def perfdhcp(self, tb, rate, secs):
         argv = ["perfdhcp", "-4", "-l", "eth0", "-r", str(rate), "-R", str(self.dhcp_clients), "-p", str(secs), "-W", "1000000", "-t", "1"]
         self.commands.setdefault("dhcp", " ".join(argv))
+        before = udp_counters(tb.srv), udp_counters(tb.cli)
         p = run(tb.cli.argv(argv), timeout=secs + 60, check=False)
-        return parse_perfdhcp(p.stdout + p.stderr, secs)
+        r = parse_perfdhcp(p.stdout + p.stderr, secs)
+        after = udp_counters(tb.srv), udp_counters(tb.cli)
+        # Where lost packets were lost: the server's socket queue, or perfdhcp's own (a
+        # CPU-starved perfdhcp falls behind its replies).
+        r["server_rcvbuf_errors"] = after[0].get("RcvbufErrors", 0) - before[0].get("RcvbufErrors", 0)
+        r["client_rcvbuf_errors"] = after[1].get("RcvbufErrors", 0) - before[1].get("RcvbufErrors", 0)
+        return r
 
     def dhcp_one(self, stack, rate):
         """One perfdhcp run at `rate` against a freshly started server (empty lease database)."""
@@ -456,8 +467,9 @@ class Harness:
             good, bad_rate, rate, steps = None, None, (500 if self.smoke else 1000), []
             for _ in range(self.dhcp_steps):
                 r = self.dhcp_one(stack_arg, rate)
-                steps.append((rate, r["rate"], r["drop"]))
-                log(f"  {name}: asked {rate}/s -> {r['rate']:.0f} 4-way/s, drops {r['drop']*100:.2f} %")
+                steps.append((rate, r["rate"], r["drop"], r["server_rcvbuf_errors"], r["client_rcvbuf_errors"]))
+                log(f"  {name}: asked {rate}/s -> {r['rate']:.0f} 4-way/s, drops {r['drop']*100:.2f} % "
+                    f"(queue overflows: server {r['server_rcvbuf_errors']}, perfdhcp {r['client_rcvbuf_errors']})")
                 if r["drop"] <= MAX_DROP:
                     if good is None or rate > good:
                         good = rate
@@ -789,6 +801,14 @@ def stack_name(stack):
     if stack == "hostagent":
         return "hostagent"
     return "+".join(stack)
+
+
+def udp_counters(ns):
+    """The namespace's Udp: line of /proc/net/snmp as a dict."""
+    rows = [l.split() for l in run(ns.argv(["cat", "/proc/net/snmp"]), check=False).stdout.splitlines() if l.startswith("Udp:")]
+    if len(rows) < 2:
+        return {}
+    return dict(zip(rows[0][1:], (int(x) for x in rows[1][1:])))
 
 
 def parse_perfdhcp(text, secs):

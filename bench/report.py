@@ -125,9 +125,11 @@ def write_report(h, path):
             w(f"| {name} | {cfgs.get(name, '')} | {v['rate']:.0f} (asked {v['asked']}/s) | {v['drop']*100:.2f} % | "
               f"{v['leases']:.0f} | {rt} |")
         w("")
-        w("Rate search steps (asked → achieved, drops):\n")
+        w("Rate search steps (asked → achieved, drops; then UDP receive-queue overflows during the step in the "
+          "server's namespace / in perfdhcp's, from /proc/net/snmp RcvbufErrors: drops with overflows only on "
+          "perfdhcp's side were lost by a client that could not keep up, not by the server):\n")
         for name, v in d.items():
-            steps = ", ".join(f"{a}→{b:.0f} ({c*100:.1f} %)" for a, b, c in v["steps"])
+            steps = ", ".join(f"{st[0]}→{st[1]:.0f} ({st[2]*100:.1f} %; {st[3]}/{st[4]})" for st in v["steps"])
             w(f"- {name}: {steps}")
         w("")
         for peer, want in (("kea", 2.0), ("dnsmasq", 20.0)):
