@@ -4,7 +4,7 @@ set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root (sudo $0)" >&2; exit 1; }
 
 runtime=(nftables iproute2 ipxe kmod procps)
-build=(pkg-config gcc libvirt-dev)
+build=(gcc)   # libvirt is loaded at run time (libvirt0), not linked
 tests=(busybox-static isc-dhcp-client atftp curl cpio gzip tcpdump
        qemu-system-x86 ovmf ipxe-qemu
        libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils)

@@ -528,3 +528,66 @@ fn guest_check_reports_libvirt_and_overcommit() {
         stdout(&out)
     );
 }
+
+/// libvirt is loaded on first use, not linked: the binary starts (and the daemon serves) on a
+/// host without libvirt, and a guest command there says what to install.
+#[test]
+fn without_libvirt_the_agent_runs_and_guest_checks_say_what_to_install() {
+    let bin = hostagent_tests::hostagent_bin();
+    let ldd = std::process::Command::new("ldd")
+        .arg(&bin)
+        .output()
+        .expect("ldd");
+    assert!(ldd.status.success(), "ldd: {}", stderr(&ldd));
+    assert!(
+        !stdout(&ldd).contains("libvirt"),
+        "hostagent links libvirt: {}",
+        stdout(&ldd)
+    );
+
+    let ns = Netns::new("gnl");
+    let s = Scratch::new();
+    // The library as a guest command would find it, hidden in a private mount namespace.
+    let lib = std::fs::canonicalize("/usr/lib/x86_64-linux-gnu/libvirt.so.0")
+        .expect("libvirt.so.0 is installed on the test host");
+    let hidden = |args: &[&str]| {
+        let mut c = std::process::Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount --bind /dev/null \"$1\" && shift && exec \"$@\"")
+            .arg("sh")
+            .arg(&lib)
+            .args(["ip", "netns", "exec", &ns.name])
+            .arg(&bin)
+            .args(args);
+        c.output().expect("run hostagent with libvirt hidden")
+    };
+    let with_guest = s.config(&config(
+        "qemu:///system",
+        "[[guest]]\nname = \"g\"\nnetwork = \"lab\"\n",
+    ));
+    let out = hidden(&["-c", &with_guest, "--root", s.root_str(), "check"]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    let text = stdout(&out);
+    assert!(text.contains("FAIL  libvirt daemon"), "{text}");
+    assert!(
+        text.contains("libvirt is not installed") && text.contains("libvirt0"),
+        "{text}"
+    );
+    // Without guests the same host applies and tears down its networks: libvirt never loads.
+    let no_guests = s.config(&format!("state_dir = \"/var/lib/hostagent\"\n\n{NET}"));
+    for cmd in ["apply", "down"] {
+        let out = hidden(&["-c", &no_guests, "--root", s.root_str(), cmd]);
+        assert!(
+            out.status.success(),
+            "{cmd}: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+    }
+}

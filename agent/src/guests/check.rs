@@ -77,10 +77,7 @@ fn checks_blocking(c: &Conn, libvirt: &Libvirt, guests: &[Guest]) -> Vec<CheckRe
         format!("{} answers", c.uri),
         "",
     )];
-    let caps = |virt: &str| {
-        c.raw()
-            .get_domain_capabilities(None, Some("x86_64"), None, Some(virt), 0)
-    };
+    let caps = |virt: &str| c.domain_capabilities(virt);
     match caps("qemu") {
         Ok(_) => out.push(result(
             "libvirt qemu driver",
@@ -91,7 +88,7 @@ fn checks_blocking(c: &Conn, libvirt: &Libvirt, guests: &[Guest]) -> Vec<CheckRe
         Err(e) => out.push(result(
             "libvirt qemu driver",
             Status::Fail,
-            format!("no usable QEMU: {}", e.message()),
+            format!("no usable QEMU: {}", libvirt_message(&e)),
             "install libvirt-daemon-driver-qemu and qemu-system-x86",
         )),
     }
@@ -102,13 +99,13 @@ fn checks_blocking(c: &Conn, libvirt: &Libvirt, guests: &[Guest]) -> Vec<CheckRe
         (Err(e), true) => result(
             "libvirt kvm",
             Status::Fail,
-            format!("guests ask for virt_type = \"kvm\" but libvirt cannot use KVM: {}", e.message()),
+            format!("guests ask for virt_type = \"kvm\" but libvirt cannot use KVM: {}", libvirt_message(e)),
             "enable virtualization in the firmware and load kvm_intel/kvm_amd, or set [libvirt] virt_type = \"qemu\" (TCG, much slower)",
         ),
         (Err(e), false) => result(
             "libvirt kvm",
             Status::Warn,
-            format!("only TCG emulation: {}", e.message()),
+            format!("only TCG emulation: {}", libvirt_message(e)),
             "enable virtualization in the firmware and load kvm_intel/kvm_amd for full speed",
         ),
     });
@@ -130,18 +127,12 @@ fn checks_blocking(c: &Conn, libvirt: &Libvirt, guests: &[Guest]) -> Vec<CheckRe
 
 /// Every defined guest, plus the config's guests not defined yet (they will be).
 fn load(c: &Conn, guests: &[Guest]) -> conn::Result<Load> {
-    let node = c
-        .raw()
-        .get_node_info()
-        .map_err(|e| conn::LibvirtError::Call {
-            what: "node info".into(),
-            message: e.message().to_string(),
-        })?;
+    let (cpus, memory_kib) = c.node_info()?;
     let mut l = Load {
         guest_vcpus: 0,
         guest_memory_kib: 0,
-        host_cpus: u64::from(node.cpus),
-        host_memory_kib: node.memory,
+        host_cpus: u64::from(cpus),
+        host_memory_kib: memory_kib,
     };
     let mut names = Vec::new();
     for d in c.all_domains()? {
@@ -179,6 +170,14 @@ pub async fn checks(libvirt: &Libvirt, guests: &[Guest]) -> Vec<CheckResult> {
             format!("install libvirt-daemon-driver-qemu and start libvirtd, or set [libvirt] uri (now {uri})"),
         )],
         Err(e) => vec![result("libvirt daemon", Status::Fail, format!("check task failed: {e}"), "")],
+    }
+}
+
+/// libvirt's own words, without our "libvirt: <what>:" prefix.
+fn libvirt_message(e: &conn::LibvirtError) -> String {
+    match e {
+        conn::LibvirtError::Call { message, .. } => message.clone(),
+        other => other.to_string(),
     }
 }
 

@@ -1,9 +1,9 @@
-//! A libvirt connection that is always closed explicitly (virt's own teardown must not run at a
-//! bad moment) and never lets libvirt print to stderr. Every call blocks: async callers go
-//! through [`with_conn`], which runs them on the blocking pool.
+//! A libvirt connection that is always closed explicitly and never lets libvirt print to stderr
+//! (see `sys`). Every call blocks: async callers go through [`with_conn`], which runs them on the
+//! blocking pool.
 
-use virt::connect::Connect;
-use virt::domain::Domain;
+pub use super::sys::Domain;
+use super::sys::{self, Connect};
 
 use super::xml::{self, DomainInfo};
 
@@ -27,11 +27,11 @@ pub enum LibvirtError {
 
 pub type Result<T> = std::result::Result<T, LibvirtError>;
 
-fn call(what: impl Into<String>) -> impl FnOnce(virt::error::Error) -> LibvirtError {
+fn call(what: impl Into<String>) -> impl FnOnce(sys::Error) -> LibvirtError {
     let what = what.into();
     move |e| LibvirtError::Call {
         what,
-        message: e.message().to_string(),
+        message: e.message,
     }
 }
 
@@ -56,11 +56,9 @@ pub fn state_name(state: u32) -> &'static str {
 
 impl Conn {
     pub fn open(uri: &str) -> Result<Conn> {
-        // libvirt's default error handler prints every error to stderr; ours are returned.
-        virt::error::clear_error_callback();
-        let c = Connect::open(Some(uri)).map_err(|e| LibvirtError::Connect {
+        let c = Connect::open(uri).map_err(|e| LibvirtError::Connect {
             uri: uri.to_string(),
-            message: e.message().to_string(),
+            message: e.message,
         })?;
         Ok(Conn {
             inner: Some(c),
@@ -68,7 +66,7 @@ impl Conn {
         })
     }
 
-    pub fn raw(&self) -> &Connect {
+    fn raw(&self) -> &Connect {
         // Only `close` empties it, and it consumes self.
         self.inner.as_ref().expect("connection used after close")
     }
@@ -78,9 +76,9 @@ impl Conn {
     }
 
     fn shut(&mut self) {
-        if let Some(mut c) = self.inner.take() {
+        if let Some(c) = self.inner.take() {
             if let Err(e) = c.close() {
-                tracing::warn!(uri = %self.uri, "closing the libvirt connection: {}", e.message());
+                tracing::warn!(uri = %self.uri, "closing the libvirt connection: {}", e.message);
             }
         }
     }
@@ -89,22 +87,35 @@ impl Conn {
         if name.contains('\0') {
             return Ok(None);
         }
-        match Domain::lookup_by_name(self.raw(), name) {
+        match self.raw().lookup_by_name(name) {
             Ok(d) => Ok(Some(d)),
-            // VIR_ERR_NO_DOMAIN
-            Err(e) if e.code() as i32 == 42 => Ok(None),
+            Err(e) if e.code == sys::ERR_NO_DOMAIN => Ok(None),
             Err(e) => Err(call(format!("looking up domain {name}"))(e)),
         }
     }
 
     pub fn define(&self, xml: &str) -> Result<Domain> {
-        Domain::define_xml(self.raw(), xml).map_err(call("defining a domain"))
+        self.raw()
+            .define_xml(xml)
+            .map_err(call("defining a domain"))
     }
 
     pub fn all_domains(&self) -> Result<Vec<Domain>> {
         self.raw()
-            .list_all_domains(0)
+            .list_all_domains()
             .map_err(call("listing domains"))
+    }
+
+    /// The domain capabilities XML for x86_64 guests of `virt_type` ("qemu", "kvm").
+    pub fn domain_capabilities(&self, virt_type: &str) -> Result<String> {
+        self.raw()
+            .domain_capabilities(virt_type)
+            .map_err(call(format!("domain capabilities for {virt_type}")))
+    }
+
+    /// (host CPUs, host memory in KiB).
+    pub fn node_info(&self) -> Result<(u32, u64)> {
+        self.raw().node_info().map_err(call("node info"))
     }
 }
 
@@ -117,25 +128,21 @@ impl Drop for Conn {
 /// The persistent definition and state of a domain.
 pub fn inactive_info(d: &Domain) -> Result<(DomainInfo, String)> {
     let text = d
-        .get_xml_desc(XML_INACTIVE)
+        .xml_desc(XML_INACTIVE)
         .map_err(call("reading a domain definition"))?;
     Ok((xml::parse(&text)?, text))
 }
 
 pub fn state(d: &Domain) -> Result<u32> {
-    d.get_state()
-        .map(|(s, _)| s)
-        .map_err(call("reading a domain state"))
+    d.state().map_err(call("reading a domain state"))
 }
 
 pub fn start(d: &Domain) -> Result<()> {
-    d.create().map(|_| ()).map_err(call("starting a domain"))
+    d.create().map_err(call("starting a domain"))
 }
 
 pub fn set_autostart(d: &Domain, on: bool) -> Result<()> {
-    d.set_autostart(on)
-        .map(|_| ())
-        .map_err(call("setting autostart"))
+    d.set_autostart(on).map_err(call("setting autostart"))
 }
 
 pub fn destroy_and_undefine(d: &Domain) -> Result<()> {

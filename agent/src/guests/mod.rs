@@ -11,6 +11,7 @@ pub mod conn;
 pub mod disk;
 pub mod ops;
 pub mod stage;
+mod sys;
 pub mod xml;
 
 use std::net::Ipv4Addr;

@@ -50,7 +50,7 @@ pub fn clone_blocking(
         .with_context(|| format!("no guest named {} in libvirt", req.source))?;
     if src
         .is_active()
-        .map_err(|e| anyhow::anyhow!("{}", e.message()))?
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?
     {
         bail!(
             "guest {} is running: shut it down first (a running guest's disks are not consistent)",
@@ -267,7 +267,7 @@ fn edit(
         .with_context(|| format!("no guest named {name} in libvirt"))?;
     let running = d
         .is_active()
-        .map_err(|e| anyhow::anyhow!("{}", e.message()))?;
+        .map_err(|e| anyhow::anyhow!("{}", e.message))?;
     if running && !next_boot {
         bail!("guest {name} is running: shut it down first, or pass --next-boot to change its definition for its next start");
     }
