@@ -707,6 +707,7 @@ fn tftp_client_that_never_acks_is_given_up_after_retries() {
     );
     let s = srv.stats.snapshot();
     assert_eq!((s.timeouts, s.errors, s.active, s.completed), (1, 1, 0, 0));
+    assert_eq!(s.retransmits, 2, "each retry is counted");
 }
 
 #[test]

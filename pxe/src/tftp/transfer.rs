@@ -14,7 +14,7 @@ use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -150,6 +150,7 @@ pub fn serve(ctx: &Context, req: Request, peer: SocketAddr, local: SocketAddr) {
         neg: neg.clone(),
         retries: ctx.limits.retries,
         cancel: &ctx.cancel,
+        retransmits: &ctx.stats.retransmits,
         acked_bytes: 0,
     };
     let outcome = session.run(&file);
@@ -280,6 +281,7 @@ struct Session<'a> {
     neg: Negotiated,
     retries: u32,
     cancel: &'a AtomicBool,
+    retransmits: &'a AtomicU64,
     acked_bytes: u64,
 }
 
@@ -358,7 +360,10 @@ impl Session<'_> {
         send: impl Fn(&UdpSocket) -> io::Result<()>,
         accept: impl Fn(u16) -> bool,
     ) -> Result<u16, Outcome> {
-        for _attempt in 0..=self.retries {
+        for attempt in 0..=self.retries {
+            if attempt > 0 {
+                self.retransmits.fetch_add(1, Ordering::Relaxed);
+            }
             if let Err(e) = send(&self.socket) {
                 return Err(Outcome::Io(e));
             }
