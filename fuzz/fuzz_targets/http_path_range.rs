@@ -6,26 +6,15 @@
 //! inside the file (start ≤ end < len) and never for an empty file.
 #![no_main]
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use hostagent_fuzz::{assert_served_file_is_inside, boot_tree};
+use hostagent_fuzz::{assert_served_file_is_inside, SafeTree};
 use libfuzzer_sys::fuzz_target;
 use pxe::http::{parse_range, percent_decode, RangeReq};
-use pxe::saferoot::SafeRoot;
 
-struct Tree {
-    root: PathBuf,
-    safe: SafeRoot,
-}
-
-fn tree() -> &'static Tree {
-    static TREE: OnceLock<Tree> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let root = boot_tree("http").canonicalize().expect("canonical root");
-        let safe = SafeRoot::new(&root).expect("SafeRoot over the fixed tree");
-        Tree { root, safe }
-    })
+fn tree() -> &'static SafeTree {
+    static TREE: OnceLock<SafeTree> = OnceLock::new();
+    TREE.get_or_init(|| SafeTree::new("http"))
 }
 
 fn check_range(header: Option<&str>, len: u64) {

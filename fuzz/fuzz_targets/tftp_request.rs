@@ -7,25 +7,14 @@
 //! (a hang is reported by libFuzzer's -timeout).
 #![no_main]
 
-use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use hostagent_fuzz::{assert_served_file_is_inside, boot_tree, tftp_packet};
+use hostagent_fuzz::{assert_served_file_is_inside, tftp_packet, SafeTree};
 use libfuzzer_sys::fuzz_target;
-use pxe::saferoot::SafeRoot;
 
-struct Tree {
-    root: PathBuf,
-    safe: SafeRoot,
-}
-
-fn tree() -> &'static Tree {
-    static TREE: OnceLock<Tree> = OnceLock::new();
-    TREE.get_or_init(|| {
-        let root = boot_tree("tftp").canonicalize().expect("canonical root");
-        let safe = SafeRoot::new(&root).expect("SafeRoot over the fixed tree");
-        Tree { root, safe }
-    })
+fn tree() -> &'static SafeTree {
+    static TREE: OnceLock<SafeTree> = OnceLock::new();
+    TREE.get_or_init(|| SafeTree::new("tftp"))
 }
 
 fn resolve(name: &str) {

@@ -159,6 +159,21 @@ pub fn boot_tree(tag: &str) -> PathBuf {
     root
 }
 
+/// [`boot_tree`] with the SafeRoot the servers would build over it.
+pub struct SafeTree {
+    /// The canonical root (what served files must lie under).
+    pub root: PathBuf,
+    pub safe: pxe::saferoot::SafeRoot,
+}
+
+impl SafeTree {
+    pub fn new(tag: &str) -> SafeTree {
+        let root = boot_tree(tag).canonicalize().expect("canonical root");
+        let safe = pxe::saferoot::SafeRoot::new(&root).expect("SafeRoot over the fixed tree");
+        SafeTree { root, safe }
+    }
+}
+
 /// Asserts that a file SafeRoot handed out lies inside `root`, is a regular file and is not the
 /// planted secret. Panics (= a fuzz finding) otherwise.
 pub fn assert_served_file_is_inside(root: &Path, requested: &str, file: &std::fs::File) {
