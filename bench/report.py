@@ -60,6 +60,18 @@ def verdict(ok):
     return "**met**" if ok else "**missed**"
 
 
+def transfer_table(w, results, peer_name, columns):
+    """One row per server (MiB/s in each of `columns`, a list of (key, header)), then a row of
+    hostagent ÷ `peer_name` ratios."""
+    w("| server | " + " | ".join(head for _, head in columns) + " | failed downloads |")
+    w("|---" * (len(columns) + 2) + "|")
+    for name, v in results.items():
+        w(f"| {name} | " + " | ".join(f"{v[k]:.1f}" for k, _ in columns) + f" | {v['concurrent_failed']} |")
+    ha, peer = results.get("hostagent"), results.get(peer_name)
+    if ha and peer:
+        w("| ratio | " + " | ".join(fmt_ratio(ratio(ha[k], peer[k])) for k, _ in columns) + " | |")
+
+
 def write_report(h, path):
     r = h.results
     m = machine()
@@ -148,17 +160,17 @@ def write_report(h, path):
         w(f"Commands (client namespace): lock-step `{h.commands.get('tftp lock-step', '')}`; windowed "
           f"`{h.commands.get('tftp windowsize 16', '')}`; concurrency: {h.concurrent_n} of the lock-step command at "
           f"once on a {h.size['mid'] >> 20} MiB file, then {h.concurrent_n} of the windowed one. File: {h.size['big'] >> 20} MiB of random bytes, every download "
-          f"checked by sha256. tftpd-hpa: `in.tftpd -L -u nobody -s DIR -a {h.commands and '10.60.0.1'}:69` "
+          f"checked by sha256. tftpd-hpa: `in.tftpd -L -u nobody -s DIR -a 10.60.0.1:69` "
           "(tftpd-hpa 5.2 knows blksize, tsize, timeout and rollover but not RFC 7440 windowsize: it ignores the "
           "option and stays lock-step, so the windowed row shows what a client gains by windowing).\n")
-        w(f"| server | lock-step blksize 1468 (MiB/s) | windowsize 16 (MiB/s) | {h.concurrent_n} lock-step clients aggregate (MiB/s) | {h.concurrent_n} clients asking windowsize 16, aggregate (MiB/s) | failed downloads |")
-        w("|---|---|---|---|---|---|")
-        for name, v in t.items():
-            w(f"| {name} | {v['lockstep']:.1f} | {v['window16']:.1f} | {v['concurrent']:.1f} | {v['concurrent_w16']:.1f} | {v['concurrent_failed']} |")
+        transfer_table(w, t, "tftpd-hpa", [
+            ("lockstep", "lock-step blksize 1468 (MiB/s)"),
+            ("window16", "windowsize 16 (MiB/s)"),
+            ("concurrent", f"{h.concurrent_n} lock-step clients aggregate (MiB/s)"),
+            ("concurrent_w16", f"{h.concurrent_n} clients asking windowsize 16, aggregate (MiB/s)"),
+        ])
         ha, peer = t.get("hostagent"), t.get("tftpd-hpa")
         if ha and peer:
-            w(f"| ratio | {fmt_ratio(ratio(ha['lockstep'], peer['lockstep']))} | {fmt_ratio(ratio(ha['window16'], peer['window16']))} | "
-              f"{fmt_ratio(ratio(ha['concurrent'], peer['concurrent']))} | {fmt_ratio(ratio(ha['concurrent_w16'], peer['concurrent_w16']))} | |")
             target("TFTP lock-step ≥ 1× tftpd-hpa", ha["lockstep"] >= peer["lockstep"],
                    f"{ha['lockstep']:.1f} vs {peer['lockstep']:.1f} MiB/s ({fmt_ratio(ratio(ha['lockstep'], peer['lockstep']))})")
             target("TFTP windowsize 16 ≥ 4× tftpd-hpa's lock-step", ha["window16"] >= 4 * peer["lockstep"],
@@ -179,14 +191,12 @@ def write_report(h, path):
           f"the veth path deliver (the byte count is checked); concurrency: {h.concurrent_n} downloads of a "
           f"{h.size['mid'] >> 20} MiB file at once, each checked by sha256. The issue names no HTTP peer; busybox "
           "httpd (`busybox httpd -f -p ADDR:PORT -h DIR`, which also uses sendfile) is measured as a reference.\n")
-        w(f"| server | one download to a file (MiB/s) | one download to /dev/null (MiB/s) | {h.concurrent_n} concurrent aggregate (MiB/s) | failed downloads |")
-        w("|---|---|---|---|---|")
-        for name, v in hh.items():
-            w(f"| {name} | {v['single']:.1f} | {v['null']:.1f} | {v['concurrent']:.1f} | {v['concurrent_failed']} |")
-        ha, peer = hh.get("hostagent"), hh.get("busybox-httpd")
-        if ha and peer:
-            w(f"| ratio | {fmt_ratio(ratio(ha['single'], peer['single']))} | {fmt_ratio(ratio(ha['null'], peer['null']))} | "
-              f"{fmt_ratio(ratio(ha['concurrent'], peer['concurrent']))} | |")
+        transfer_table(w, hh, "busybox-httpd", [
+            ("single", "one download to a file (MiB/s)"),
+            ("null", "one download to /dev/null (MiB/s)"),
+            ("concurrent", f"{h.concurrent_n} concurrent aggregate (MiB/s)"),
+        ])
+        ha = hh.get("hostagent")
         if ha:
             target(f"HTTP {h.size['big'] >> 20} MiB download ≥ 500 MiB/s (curl to /dev/null; sha256-checked runs to a "
                    "tmpfs file in the column beside it)", ha["null"] >= 500,
