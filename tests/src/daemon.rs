@@ -100,6 +100,56 @@ pub fn plug_guest(host: &Netns, bridge: &str, port: &str) -> Netns {
 }
 
 /// Path of the dhcp-flood test client.
+/// One busybox udhcpc exchange on the guest's eth0 (after setting its MAC, if given): the bound
+/// address, or udhcpc's output when it got none. Patient (8 tries, 3 s apart): on a loaded 2-core
+/// CI machine an answer can take more than a second.
+pub fn udhcpc_once(
+    guest: &Netns,
+    s: &Scratch,
+    tag: &str,
+    mac: Option<&str>,
+) -> Result<String, String> {
+    if let Some(mac) = mac {
+        guest.ok(&["ip", "link", "set", "eth0", "address", mac]);
+    }
+    let record = s.file(&format!("udhcpc-{tag}.ip"));
+    let script = s.file(&format!("udhcpc-{tag}.sh"));
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip\" > '{}'\nexit 0\n",
+            record.display()
+        ),
+    )
+    .expect("script");
+    crate::run_ok(Command::new("chmod").arg("+x").arg(&script));
+    let out = guest.run(&[
+        "busybox",
+        "udhcpc",
+        "-i",
+        "eth0",
+        "-n",
+        "-q",
+        "-t",
+        "8",
+        "-T",
+        "3",
+        "-s",
+        script.to_str().expect("utf-8"),
+    ]);
+    if !out.status.success() {
+        return Err(format!(
+            "udhcpc failed: {}{}",
+            crate::stdout(&out),
+            crate::stderr(&out)
+        ));
+    }
+    Ok(std::fs::read_to_string(&record)
+        .unwrap_or_default()
+        .trim()
+        .to_string())
+}
+
 pub fn dhcp_flood_bin() -> PathBuf {
     hostagent_bin().with_file_name("dhcp-flood")
 }

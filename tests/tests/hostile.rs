@@ -14,7 +14,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
-use hostagent_tests::daemon::{flood, plug_guest, Daemon};
+use hostagent_tests::daemon::{flood, plug_guest, udhcpc_once, Daemon};
 use hostagent_tests::{hostagent_bin, run_ok, stderr, wait_for, Netns, Scratch};
 
 const SECRET: &[u8] = b"TOP-SECRET-OUTSIDE-THE-BOOT-ROOT";
@@ -307,42 +307,9 @@ fn dhcp_starvation_exhausts_the_pool_but_reservations_are_still_served() {
 
     // The reserved guest still gets its address: a real client (busybox udhcpc).
     let reserved = plug_guest(&host, "br-hsta", "vhsta1");
-    reserved.ok(&["ip", "link", "set", "eth0", "address", "52:54:00:00:00:10"]);
-    let record = s.file("udhcpc.ip");
-    let script = s.file("udhcpc.sh");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip\" > '{}'\nexit 0\n",
-            record.display()
-        ),
-    )
-    .expect("script");
-    run_ok(std::process::Command::new("chmod").arg("+x").arg(&script));
-    let out = reserved.run(&[
-        "busybox",
-        "udhcpc",
-        "-i",
-        "eth0",
-        "-n",
-        "-q",
-        "-t",
-        "5",
-        "-T",
-        "2",
-        "-s",
-        script.to_str().expect("utf-8"),
-    ]);
-    assert!(
-        out.status.success(),
-        "udhcpc failed: {}\nlog:\n{}",
-        stderr(&out),
-        d.log_text()
-    );
-    assert_eq!(
-        std::fs::read_to_string(&record).unwrap_or_default().trim(),
-        "10.95.0.10"
-    );
+    let got = udhcpc_once(&reserved, &s, "reserved", Some("52:54:00:00:00:10"))
+        .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", d.log_text()));
+    assert_eq!(got, "10.95.0.10");
 
     // Bounded: nothing per refused client is kept open or grows without bound.
     // (A status request or a transfer may still be closing: give fds a few seconds to settle.)

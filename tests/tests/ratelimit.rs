@@ -10,8 +10,8 @@ use std::io::Read;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use hostagent_tests::daemon::{dhcp_flood_bin, plug_guest, Daemon};
-use hostagent_tests::{run_ok, stderr, stdout, Netns, Scratch};
+use hostagent_tests::daemon::{dhcp_flood_bin, plug_guest, udhcpc_once, Daemon};
+use hostagent_tests::{stderr, stdout, Netns, Scratch};
 
 /// pxe::dhcp::server::ratelimit::{MAC_BURST, MAC_REFILL_PER_SEC}.
 const MAC_BURST: u64 = 8;
@@ -49,46 +49,6 @@ fn counter(v: &serde_json::Value, key: &str) -> u64 {
     v[key]
         .as_u64()
         .unwrap_or_else(|| panic!("no counter {key} in {v}"))
-}
-
-/// busybox udhcpc on `guest`'s eth0 (optionally with `mac`): the address it was bound to.
-fn udhcpc(guest: &Netns, s: &Scratch, tag: &str, mac: Option<&str>) -> Result<String, String> {
-    if let Some(mac) = mac {
-        guest.ok(&["ip", "link", "set", "eth0", "address", mac]);
-    }
-    let record = s.file(&format!("udhcpc-{tag}.ip"));
-    let script = s.file(&format!("udhcpc-{tag}.sh"));
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip\" > '{}'\nexit 0\n",
-            record.display()
-        ),
-    )
-    .expect("script");
-    run_ok(std::process::Command::new("chmod").arg("+x").arg(&script));
-    let out = guest.run(&[
-        "busybox",
-        "udhcpc",
-        "-i",
-        "eth0",
-        "-n",
-        "-q",
-        // Patient: on a loaded 2-core CI machine an answer can take more than a second.
-        "-t",
-        "8",
-        "-T",
-        "3",
-        "-s",
-        script.to_str().expect("utf-8"),
-    ]);
-    if !out.status.success() {
-        return Err(format!("udhcpc failed: {}{}", stdout(&out), stderr(&out)));
-    }
-    Ok(std::fs::read_to_string(&record)
-        .unwrap_or_default()
-        .trim()
-        .to_string())
 }
 
 fn spawn(ns: &Netns, argv: &[&str]) -> Child {
@@ -145,7 +105,7 @@ fn one_mac_spamming_is_limited_while_another_client_on_the_same_port_gets_a_leas
         ],
     );
     std::thread::sleep(Duration::from_millis(500));
-    let got = udhcpc(&guest, &s, "same-port", None);
+    let got = udhcpc_once(&guest, &s, "same-port", None);
     let out = finish(spammer);
     let got = got.unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", d.log_text()));
     assert!(got.starts_with("10.61.0.1"), "good client got {got:?}");
@@ -217,7 +177,7 @@ fn a_port_flooding_random_macs_is_capped_by_the_kernel_and_another_port_is_serve
     );
     std::thread::sleep(Duration::from_secs(1));
     // The reservation, on another port, in the middle of the flood.
-    let got = udhcpc(&other, &s, "other-port", Some(RESERVED_MAC));
+    let got = udhcpc_once(&other, &s, "other-port", Some(RESERVED_MAC));
     let _ = finish(flood);
     let secs = started.elapsed().as_secs_f64();
     let got = got.unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", d.log_text()));
