@@ -307,6 +307,7 @@ impl Session<'_> {
         }
         let (blksize, windowsize) = (self.neg.blksize, self.neg.windowsize);
         let mut stage = Stage::new(blksize, windowsize);
+        let mut sender = WindowSender::default();
         // First block not yet acknowledged.
         let mut base: u64 = 1;
         loop {
@@ -332,7 +333,7 @@ impl Session<'_> {
             // gap after it, and we resend from there on the next round. ACKs of blocks before
             // the window are stale duplicates and are ignored (no Sorcerer's Apprentice).
             let acked = match self.send_until_acked(
-                |s| send_window(s, &window),
+                |s| sender.send(s, &window),
                 |n| window.iter().any(|b| b.0 == n),
             ) {
                 Ok(n) => n,
@@ -357,7 +358,7 @@ impl Session<'_> {
     /// timeout sends again, up to `retries` times. A client ERROR ends at once.
     fn send_until_acked(
         &self,
-        send: impl Fn(&UdpSocket) -> io::Result<()>,
+        mut send: impl FnMut(&UdpSocket) -> io::Result<()>,
         accept: impl Fn(u16) -> bool,
     ) -> Result<u16, Outcome> {
         for attempt in 0..=self.retries {
@@ -405,67 +406,78 @@ impl Session<'_> {
     }
 }
 
-/// Sends each (block number, payload) as one DATA datagram, the whole window in as few
-/// `sendmmsg` calls as the kernel allows (one, unless a signal or a full buffer splits it).
-fn send_window(socket: &UdpSocket, blocks: &[(u16, &[u8])]) -> io::Result<()> {
-    let op = packet::OP_DATA.to_be_bytes();
-    let headers: Vec<[u8; 4]> = blocks
-        .iter()
-        .map(|(n, _)| {
+/// Sends a window as DATA datagrams, one per (block number, payload), in as few `sendmmsg` calls
+/// as the kernel allows (one, unless a signal or a full buffer splits it). Its buffers are kept
+/// from window to window: a lock-step transfer sends one per block.
+#[derive(Default)]
+struct WindowSender {
+    headers: Vec<[u8; 4]>,
+    iovecs: Vec<[libc::iovec; 2]>,
+    msgs: Vec<libc::mmsghdr>,
+}
+
+impl WindowSender {
+    fn send(&mut self, socket: &UdpSocket, blocks: &[(u16, &[u8])]) -> io::Result<()> {
+        let op = packet::OP_DATA.to_be_bytes();
+        self.headers.clear();
+        self.headers.extend(blocks.iter().map(|(n, _)| {
             let n = n.to_be_bytes();
             [op[0], op[1], n[0], n[1]]
-        })
-        .collect();
-    let mut iovecs: Vec<[libc::iovec; 2]> = blocks
-        .iter()
-        .zip(&headers)
-        .map(|((_, payload), header)| {
-            [
-                libc::iovec {
-                    iov_base: header.as_ptr() as *mut libc::c_void,
-                    iov_len: header.len(),
-                },
-                libc::iovec {
-                    iov_base: payload.as_ptr() as *mut libc::c_void,
-                    iov_len: payload.len(),
-                },
-            ]
-        })
-        .collect();
-    let mut msgs: Vec<libc::mmsghdr> = iovecs
-        .iter_mut()
-        .map(|iov| {
+        }));
+        // The pointers are taken only once `headers` and `iovecs` are complete for this window,
+        // so no later push can move what they point at.
+        self.iovecs.clear();
+        self.iovecs.extend(
+            blocks
+                .iter()
+                .zip(&self.headers)
+                .map(|((_, payload), header)| {
+                    [
+                        libc::iovec {
+                            iov_base: header.as_ptr() as *mut libc::c_void,
+                            iov_len: header.len(),
+                        },
+                        libc::iovec {
+                            iov_base: payload.as_ptr() as *mut libc::c_void,
+                            iov_len: payload.len(),
+                        },
+                    ]
+                }),
+        );
+        self.msgs.clear();
+        self.msgs.extend(self.iovecs.iter_mut().map(|iov| {
             // SAFETY: all-zero is a valid mmsghdr (no address, no control data).
             let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
             m.msg_hdr.msg_iov = iov.as_mut_ptr();
             m.msg_hdr.msg_iovlen = iov.len() as _;
             m
-        })
-        .collect();
-    let mut sent = 0;
-    while sent < msgs.len() {
-        let rest = &mut msgs[sent..];
-        // SAFETY: every iovec points into `headers` or the caller's payloads, which outlive
-        // this call; the socket is connected, so no address is needed.
-        let n = unsafe {
-            libc::sendmmsg(
-                socket.as_raw_fd(),
-                rest.as_mut_ptr(),
-                rest.len() as libc::c_uint,
-                0,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.kind() == ErrorKind::Interrupted {
-                continue;
+        }));
+        let mut sent = 0;
+        while sent < self.msgs.len() {
+            let rest = &mut self.msgs[sent..];
+            // SAFETY: every iovec points into `headers` or the caller's payloads, which outlive
+            // this call; the socket is connected, so no address is needed.
+            let n = unsafe {
+                libc::sendmmsg(
+                    socket.as_raw_fd(),
+                    rest.as_mut_ptr(),
+                    rest.len() as libc::c_uint,
+                    0,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
             }
-            return Err(e);
+            sent += n as usize;
         }
-        sent += n as usize;
+        Ok(())
     }
-    Ok(())
 }
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -621,9 +633,12 @@ mod tests {
             .enumerate()
             .map(|(i, p)| (65534u16.wrapping_add(i as u16), &p[..]))
             .collect();
-        send_window(&tx, &blocks).expect("sendmmsg");
+        let mut sender = WindowSender::default();
+        // Twice through the same sender: its kept buffers must not leak the first window.
+        sender.send(&tx, &blocks[..3]).expect("sendmmsg");
+        sender.send(&tx, &blocks).expect("sendmmsg");
         let mut buf = [0u8; 2048];
-        for (wire, payload) in &blocks {
+        for (wire, payload) in blocks[..3].iter().chain(&blocks) {
             let n = rx.recv(&mut buf).expect("recv");
             assert_eq!(&buf[..2], &packet::OP_DATA.to_be_bytes());
             assert_eq!(u16::from_be_bytes([buf[2], buf[3]]), *wire);
