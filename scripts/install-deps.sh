@@ -1,5 +1,11 @@
 #!/usr/bin/env bash
 # Installs what hostagent and its test suite need on Debian 12 / Ubuntu. Idempotent; run as root.
+#
+# Every wanted package goes into ONE apt transaction whenever anything is missing, so apt must
+# satisfy all of them together: installing one can no longer remove another that was already there
+# (e.g. qemu-utils from bookworm-backports, removed when qemu-system-x86 came from bookworm). Then
+# every package and every command the tests run is checked AFTER the install, and the script fails
+# naming what is missing.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "install-deps.sh: run as root (sudo $0)" >&2; exit 1; }
 
@@ -8,27 +14,53 @@ build=(gcc)   # libvirt is loaded at run time (libvirt0), not linked
 tests=(busybox-static isc-dhcp-client atftp curl cpio gzip tcpdump
        qemu-system-x86 ovmf ipxe-qemu
        libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils)
+# Commands the suite runs, with the package that ships each: a package can be "installed" and
+# still lack the file (a diverted or half-removed package), so the files are checked too.
+runtime_cmds=(nft:nftables ip:iproute2 modprobe:kmod sysctl:procps)
+test_cmds=(busybox:busybox-static dhclient:isc-dhcp-client atftp:atftp curl:curl cpio:cpio
+           tcpdump:tcpdump qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils
+           libvirtd:libvirt-daemon virsh:libvirt-clients)
 want=("${runtime[@]}" "${build[@]}")
-[ "${1:-}" = "--tests" ] && want+=("${tests[@]}")
+cmds=("${runtime_cmds[@]}")
+if [ "${1:-}" = "--tests" ]; then
+  want+=("${tests[@]}")
+  cmds+=("${test_cmds[@]}")
+fi
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+has_cmd() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
 
 missing=()
-for p in "${want[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
+for p in "${want[@]}"; do installed "$p" || missing+=("$p"); done
+for c in "${cmds[@]}"; do has_cmd "${c%%:*}" || missing+=("${c#*:}"); done
 if [ ${#missing[@]} -gt 0 ]; then
-  echo "installing: ${missing[*]}"
+  echo "install-deps.sh: missing: ${missing[*]}; installing every wanted package in one transaction"
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+  apt=(apt-get -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends)
+  "${apt[@]}" update
+  # --reinstall only for packages whose status is fine but whose files are gone.
+  "${apt[@]}" install "${want[@]}"
+  for c in "${cmds[@]}"; do
+    has_cmd "${c%%:*}" || "${apt[@]}" install --reinstall "${c#*:}"
+  done
+fi
+
+# Verify after installing: what apt did is checked, not assumed.
+gone=()
+for p in "${want[@]}"; do installed "$p" || gone+=("package $p"); done
+for c in "${cmds[@]}"; do has_cmd "${c%%:*}" || gone+=("command ${c%%:*} (package ${c#*:})"); done
+if [ ${#gone[@]} -gt 0 ]; then
+  echo "install-deps.sh: still missing after installing: ${gone[*]}" >&2
+  echo "  another package's install may have removed them; see 'apt-get install -s ${want[*]}'" >&2
+  exit 1
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps.sh: cargo not found; install Rust (https://rustup.rs) and run again" >&2
   exit 1
 fi
-if [ "${1:-}" = "--tests" ] && ! cargo nextest --version >/dev/null 2>&1; then
-  cargo install --locked cargo-nextest
+if [ "${1:-}" = "--tests" ]; then
+  cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
+  cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz
 fi
-if [ "${1:-}" = "--tests" ] && ! cargo fuzz --version >/dev/null 2>&1; then
-  cargo install --locked cargo-fuzz
-fi
+echo "install-deps.sh: all ${#want[@]} packages and ${#cmds[@]} commands present"

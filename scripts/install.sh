@@ -25,7 +25,9 @@ for f in undionly.kpxe ipxe.efi; do
   [ -e "$boot/$f" ] || install -m 0644 "/usr/lib/ipxe/$f" "$boot/$f"
 done
 [ -e "$boot/boot.ipxe" ] || install -m 0644 etc/examples/boot.ipxe "$boot/boot.ipxe"
-if [ -d "$dest/etc/systemd/system" ] || [ -z "$dest" ] && [ -d /etc/systemd/system ]; then
+# The unit goes where systemd will read it: into DESTDIR when that tree has a systemd directory,
+# or onto this host when installing for real and the host runs systemd.
+if [ -n "$dest" ] && [ -d "$dest/etc/systemd/system" ] || { [ -z "$dest" ] && [ -d /etc/systemd/system ]; }; then
   install -m 0644 etc/hostagent.service "$dest/etc/systemd/system/hostagent.service"
   if [ -z "$dest" ] && command -v systemctl >/dev/null; then systemctl daemon-reload 2>/dev/null || true; fi
 fi
