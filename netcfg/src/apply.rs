@@ -1,7 +1,7 @@
 //! Perform a plan with an undo for every step; on the first failure undo everything in reverse so
 //! the host ends as it started.
 //!
-//! The plan carries all it needs (see [`crate::plan`]): apply does not observe the host before it
+//! The plan carries all it needs (see [`mod@crate::plan`]): apply does not observe the host before it
 //! acts, it performs the plan's steps and then observes once to read back.
 
 use std::fmt;

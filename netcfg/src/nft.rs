@@ -1,8 +1,9 @@
 //! The agent's private nftables table (`inet hostagent`), rendered from the desired networks and
 //! replaced atomically in one `nft -f -` transaction. Other tables are never touched.
 //!
-//! We drive the `nft` binary ourselves so its error message reaches the user verbatim. The rules
-//! and their meaning (libvirt's) are in [`rules`].
+//! We drive the `nft` binary ourselves, always through one runner (`run`, with [`NftError`]), so
+//! its error message reaches the user verbatim and "table absent" is never confused with "nft
+//! failed". The rules and their meaning (libvirt's) are in [`rules`].
 //!
 //! Recognising our table: the table comment carries a fingerprint of the rendered rules
 //! (`comment "hostagent <fnv64>"`), and observe also reads every chain and rule back

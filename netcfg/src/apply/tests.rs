@@ -41,15 +41,18 @@ fn link(index: u32, name: &str, kind: &str, alias: Option<&str>, mac: u8, up: bo
 /// its firewall; eth1 is a free port, down.
 fn previously_applied() -> FakeHost {
     let mut f = FakeHost::new();
-    f.links.push(link(3, "eth1", "veth", None, 3, false));
-    f.links
+    f.state.links.push(link(3, "eth1", "veth", None, 3, false));
+    f.state
+        .links
         .push(link(5, "br-old", "bridge", Some("hostagent:old"), 5, true));
-    f.addrs.push(Addr {
+    f.state.addrs.push(Addr {
         index: 5,
         net: "10.66.0.1/24".parse().unwrap(),
     });
-    f.sysctls.insert("net.ipv4.ip_forward".into(), "0".into());
-    f.sysctls.insert("vm.swappiness".into(), "60".into());
+    f.state
+        .sysctls
+        .insert("net.ipv4.ip_forward".into(), "0".into());
+    f.state.sysctls.insert("vm.swappiness".into(), "60".into());
     let mut owned = Owned::default();
     owned.record_bridge(OwnedBridge {
         network: "old".into(),
@@ -57,8 +60,8 @@ fn previously_applied() -> FakeHost {
         ifindex: 5,
         mac: Some(Mac([0x52, 0x54, 0, 0, 0, 5])),
     });
-    f.files.insert(OWNED.into(), owned.to_json());
-    f.nft = Some(OLD_TABLES.into());
+    f.state.files.insert(OWNED.into(), owned.to_json());
+    f.state.nft = Some(OLD_TABLES.into());
     f
 }
 
@@ -233,7 +236,7 @@ async fn a_successful_apply_observes_once_performs_every_step_in_order_and_recor
     );
     assert_eq!(owned.sysctl("net.ipv4.ip_forward").unwrap().previous, "0");
     assert_eq!(
-        f.nft.as_deref(),
+        f.state.nft.as_deref(),
         Some(crate::nft::render(&desired()).as_str())
     );
     // The host converged: the next plan is empty.
@@ -246,7 +249,7 @@ async fn a_failure_at_any_step_undoes_every_performed_step_in_exact_reverse_orde
     let steps = expected_steps();
     for k in 0..steps.len() {
         let (mut f, plan) = planned().await;
-        let before = f.state();
+        let before = f.snapshot();
         f.fail = vec![steps[k].does[0].clone()];
         let err = apply_with(&mut f, &host(), &plan, None)
             .await
@@ -259,7 +262,7 @@ async fn a_failure_at_any_step_undoes_every_performed_step_in_exact_reverse_orde
         want.extend(rollback_of(&steps[..k]));
         want.push(WRITE_OWNED.into());
         assert_eq!(f.log, want, "failure at step {k}");
-        assert_eq!(f.state(), before, "host after a failure at step {k}");
+        assert_eq!(f.snapshot(), before, "host after a failure at step {k}");
     }
 }
 
@@ -270,7 +273,7 @@ async fn a_failure_inside_a_step_undoes_the_part_of_it_already_done() {
     // enslaved but will not come up.
     for (k, j) in [(0, 1), (4, 1)] {
         let (mut f, plan) = planned().await;
-        let before = f.state();
+        let before = f.snapshot();
         f.fail = vec![steps[k].does[j].clone()];
         apply_with(&mut f, &host(), &plan, None)
             .await
@@ -287,14 +290,14 @@ async fn a_failure_inside_a_step_undoes_the_part_of_it_already_done() {
         want.extend(rollback_of(&steps[..k]));
         want.push(WRITE_OWNED.into());
         assert_eq!(f.log, want, "failure in step {k} at change {j}");
-        assert_eq!(f.state(), before);
+        assert_eq!(f.snapshot(), before);
     }
 }
 
 #[tokio::test]
 async fn a_failed_read_back_undoes_everything_and_records_the_recreated_bridge_new_ifindex() {
     let (mut f, plan) = planned().await;
-    let before = f.state();
+    let before = f.snapshot();
     f.fail = vec!["observe".into()];
     let err = apply_with(&mut f, &host(), &plan, None)
         .await
@@ -309,6 +312,7 @@ async fn a_failed_read_back_undoes_everything_and_records_the_recreated_bridge_n
 
     // br-old is back as it was, under a new ifindex (22), and owned.json points at that.
     let old = f
+        .state
         .links
         .iter()
         .find(|l| l.name == "br-old")
@@ -317,7 +321,7 @@ async fn a_failed_read_back_undoes_everything_and_records_the_recreated_bridge_n
     assert_eq!(old.alias.as_deref(), Some("hostagent:old"));
     assert_eq!(old.mac, Some(Mac([0x52, 0x54, 0, 0, 0, 5])));
     assert!(old.up);
-    assert!(f.addrs.contains(&Addr {
+    assert!(f.state.addrs.contains(&Addr {
         index: 22,
         net: "10.66.0.1/24".parse().unwrap()
     }));
@@ -328,7 +332,7 @@ async fn a_failed_read_back_undoes_everything_and_records_the_recreated_bridge_n
         ("br-old", 22)
     );
     // Everything else is as before.
-    let after = f.state();
+    let after = f.snapshot();
     assert_eq!((after.sysctls, after.nft), (before.sysctls, before.nft));
     assert_eq!(after.links.len(), before.links.len());
 }
@@ -336,7 +340,7 @@ async fn a_failed_read_back_undoes_everything_and_records_the_recreated_bridge_n
 #[tokio::test]
 async fn a_read_back_that_still_differs_is_rolled_back() {
     let (mut f, mut plan) = planned().await;
-    let before = f.state();
+    let before = f.snapshot();
     // A plan that leaves the firewall out cannot converge.
     plan.actions
         .retain(|a| !matches!(a, Action::ReplaceFirewall { .. }));
@@ -349,7 +353,7 @@ async fn a_read_back_that_still_differs_is_rolled_back() {
         "{err}"
     );
     // br-old was recreated with a new ifindex; the rest is exactly as before.
-    let after = f.state();
+    let after = f.snapshot();
     assert_eq!((after.sysctls, after.nft), (before.sysctls, before.nft));
     assert_eq!(
         after.links.iter().map(|l| &l.name).collect::<Vec<_>>(),
@@ -407,7 +411,7 @@ async fn a_failed_nft_listing_fails_the_step_instead_of_counting_as_no_table() {
         f.log
     );
     assert_eq!(
-        f.nft.as_deref(),
+        f.state.nft.as_deref(),
         Some(OLD_TABLES),
         "the previous tables stay"
     );
@@ -417,9 +421,11 @@ async fn a_failed_nft_listing_fails_the_step_instead_of_counting_as_no_table() {
 async fn a_bridge_replaced_between_plan_and_apply_is_not_deleted() {
     let (mut f, plan) = planned().await;
     // Someone deletes br-old and makes their own under the same name.
-    f.links.retain(|l| l.name != "br-old");
-    f.links.push(link(9, "br-old", "bridge", None, 9, true));
-    let before = f.state();
+    f.state.links.retain(|l| l.name != "br-old");
+    f.state
+        .links
+        .push(link(9, "br-old", "bridge", None, 9, true));
+    let before = f.snapshot();
     let err = apply_with(&mut f, &host(), &plan, None)
         .await
         .expect_err("stale");
@@ -428,13 +434,14 @@ async fn a_bridge_replaced_between_plan_and_apply_is_not_deleted() {
         "{err}"
     );
     assert!(!f.log.iter().any(|l| l == "delete_link 9"), "{:?}", f.log);
-    assert_eq!(f.state(), before);
+    assert_eq!(f.snapshot(), before);
 }
 
 #[tokio::test]
 async fn mark_owned_records_a_marked_but_unrecorded_bridge_and_rollback_forgets_it_again() {
     let mut f = FakeHost::new();
-    f.links
+    f.state
+        .links
         .push(link(7, "br-lab", "bridge", Some("hostagent:lab"), 1, true));
     let d = Desired {
         networks: vec![net("lab", Mode::Isolated, 1)],
@@ -459,7 +466,7 @@ async fn mark_owned_records_a_marked_but_unrecorded_bridge_and_rollback_forgets_
         f.log.last().map(String::as_str),
         Some(format!("remove_file {OWNED}").as_str())
     );
-    assert!(f.files.is_empty(), "no owned.json before, none after");
+    assert!(f.state.files.is_empty(), "no owned.json before, none after");
 
     f.fail.clear();
     apply_with(&mut f, &host(), &plan, None).await.unwrap();
@@ -477,7 +484,7 @@ async fn set_bridge_mac_keeps_the_record_current_and_its_undo_restores_the_old_m
     let plan = plan_with(&mut f, &host(), &d).await.unwrap();
     apply_with(&mut f, &host(), &plan, None).await.unwrap();
     // Drift: someone changes the MAC.
-    f.links[0].mac = Some(Mac([2, 0x11, 0x22, 0x33, 0x44, 0x55]));
+    f.state.links[0].mac = Some(Mac([2, 0x11, 0x22, 0x33, 0x44, 0x55]));
     let plan = plan_with(&mut f, &host(), &d).await.unwrap();
     assert_eq!(
         plan.actions,

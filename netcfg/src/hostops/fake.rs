@@ -20,12 +20,7 @@ use crate::sysctl;
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct FakeHost {
-    pub links: Vec<Link>,
-    pub addrs: Vec<Addr>,
-    pub sysctls: BTreeMap<String, String>,
-    pub files: BTreeMap<PathBuf, String>,
-    /// The script that made our nft tables (what `nft_saved` lists), None when absent.
-    pub nft: Option<String>,
+    pub state: FakeState,
     /// The ifindex the next created bridge gets.
     pub next_index: u32,
     /// Every change made, in order, one line each ("set_mtu 20 1500"); a change that failed on
@@ -38,13 +33,14 @@ pub(crate) struct FakeHost {
     pub observations: usize,
 }
 
-/// [`FakeHost`]'s host state, links and addresses sorted by ifindex.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What the fake host holds.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct FakeState {
     pub links: Vec<Link>,
     pub addrs: Vec<Addr>,
     pub sysctls: BTreeMap<String, String>,
     pub files: BTreeMap<PathBuf, String>,
+    /// The script that made our nft tables (what `nft_saved` lists), None when absent.
     pub nft: Option<String>,
 }
 
@@ -56,25 +52,18 @@ impl FakeHost {
         }
     }
 
-    /// The state a test compares before and after (everything but the log and the cues).
-    pub(crate) fn state(&self) -> FakeState {
-        let mut addrs = self.addrs.clone();
-        addrs.sort_by_key(|a| (a.index, a.net));
-        let mut links = self.links.clone();
-        links.sort_by_key(|l| l.index);
-        FakeState {
-            links,
-            addrs,
-            sysctls: self.sysctls.clone(),
-            files: self.files.clone(),
-            nft: self.nft.clone(),
-        }
+    /// The state, links and addresses sorted by ifindex, for a test to compare before and after.
+    pub(crate) fn snapshot(&self) -> FakeState {
+        let mut state = self.state.clone();
+        state.addrs.sort_by_key(|a| (a.index, a.net));
+        state.links.sort_by_key(|l| l.index);
+        state
     }
 
     /// owned.json as the fake holds it for `host`, None when there is none.
     pub(crate) fn owned(&self, host: &Host) -> Option<Owned> {
         let path = Owned::path(host);
-        let text = self.files.get(&path)?;
+        let text = self.state.files.get(&path)?;
         Some(Owned::parse(&path, Some(text)).expect("the fake's owned.json parses"))
     }
 
@@ -96,7 +85,8 @@ impl FakeHost {
     }
 
     fn link_mut(&mut self, index: u32) -> Result<&mut Link, Error> {
-        self.links
+        self.state
+            .links
             .iter_mut()
             .find(|l| l.index == index)
             .ok_or_else(|| Error::Netlink(format!("fake: no link {index}")))
@@ -116,27 +106,30 @@ impl HostOps for FakeHost {
         self.read("observe")?;
         self.observations += 1;
         let owned_path = Owned::path(host);
-        let owned = Owned::parse(&owned_path, self.files.get(&owned_path).map(String::as_str))?;
+        let owned = Owned::parse(
+            &owned_path,
+            self.state.files.get(&owned_path).map(String::as_str),
+        )?;
         let mut sysctls = BTreeMap::new();
         let keys = sysctl::wanted(desired).into_iter().map(|(k, _)| k);
         for k in keys.chain(owned.sysctls.iter().map(|c| c.key.clone())) {
-            let v = self.sysctls.get(&k).cloned();
+            let v = self.state.sysctls.get(&k).cloned();
             sysctls.insert(k, v);
         }
         let files = files::desired_files(desired)
             .into_iter()
             .map(|(path, _)| ObservedFile {
-                content: self.files.get(&host.path(&path)).cloned(),
+                content: self.state.files.get(&host.path(&path)).cloned(),
                 path,
             })
             .collect();
         let firewall = FirewallState {
-            exists: self.nft.is_some(),
-            matches: self.nft.as_deref() == Some(nft::render(desired).as_str()),
+            exists: self.state.nft.is_some(),
+            matches: self.state.nft.as_deref() == Some(nft::render(desired).as_str()),
         };
         Ok(Observed {
-            links: self.links.clone(),
-            addrs: self.addrs.clone(),
+            links: self.state.links.clone(),
+            addrs: self.state.addrs.clone(),
             sysctls,
             files,
             firewall,
@@ -148,7 +141,7 @@ impl HostOps for FakeHost {
 
     async fn links(&mut self) -> Result<Vec<Link>, Error> {
         self.read("links")?;
-        Ok(self.links.clone())
+        Ok(self.state.links.clone())
     }
 
     async fn create_bridge(
@@ -165,12 +158,12 @@ impl HostOps for FakeHost {
             mtu.map_or_else(|| "default".to_string(), |m| m.to_string()),
             on_off(stp)
         ))?;
-        if self.links.iter().any(|l| l.name == name) {
+        if self.state.links.iter().any(|l| l.name == name) {
             return Err(Error::Netlink(format!("fake: {name} exists")));
         }
         let index = self.next_index;
         self.next_index += 1;
-        self.links.push(Link {
+        self.state.links.push(Link {
             index,
             name: name.to_string(),
             mac: Some(mac.unwrap_or(Mac([2, 0, 0, 0, 0, index as u8]))),
@@ -228,54 +221,60 @@ impl HostOps for FakeHost {
 
     async fn delete_link(&mut self, index: u32) -> Result<(), Error> {
         self.change(format!("delete_link {index}"))?;
-        self.links.retain(|l| l.index != index);
-        self.addrs.retain(|a| a.index != index);
+        self.state.links.retain(|l| l.index != index);
+        self.state.addrs.retain(|a| a.index != index);
         Ok(())
     }
 
     async fn add_addr(&mut self, index: u32, net: Ipv4Net) -> Result<(), Error> {
         self.change(format!("add_addr {index} {net}"))?;
-        self.addrs.push(Addr { index, net });
+        self.state.addrs.push(Addr { index, net });
         Ok(())
     }
 
     async fn del_addr(&mut self, index: u32, net: Ipv4Net) -> Result<(), Error> {
         self.change(format!("del_addr {index} {net}"))?;
-        self.addrs.retain(|a| !(a.index == index && a.net == net));
+        self.state
+            .addrs
+            .retain(|a| !(a.index == index && a.net == net));
         Ok(())
     }
 
     fn read_sysctl(&mut self, key: &str) -> Result<Option<String>, Error> {
         self.read(&format!("read_sysctl {key}"))?;
-        Ok(self.sysctls.get(key).cloned())
+        Ok(self.state.sysctls.get(key).cloned())
     }
 
     fn write_sysctl(&mut self, key: &str, value: &str) -> Result<(), Error> {
         self.change(format!("write_sysctl {key} {value}"))?;
-        self.sysctls.insert(key.to_string(), value.to_string());
+        self.state
+            .sysctls
+            .insert(key.to_string(), value.to_string());
         Ok(())
     }
 
     fn read_file(&mut self, path: &Path) -> Result<Option<String>, Error> {
         self.read(&format!("read_file {}", path.display()))?;
-        Ok(self.files.get(path).cloned())
+        Ok(self.state.files.get(path).cloned())
     }
 
     fn write_file(&mut self, path: &Path, content: &str) -> Result<(), Error> {
         self.change(format!("write_file {}", path.display()))?;
-        self.files.insert(path.to_path_buf(), content.to_string());
+        self.state
+            .files
+            .insert(path.to_path_buf(), content.to_string());
         Ok(())
     }
 
     fn remove_file(&mut self, path: &Path) -> Result<(), Error> {
         self.change(format!("remove_file {}", path.display()))?;
-        self.files.remove(path);
+        self.state.files.remove(path);
         Ok(())
     }
 
     fn nft_saved(&mut self) -> Result<Option<String>, Error> {
         self.read("nft_saved")?;
-        Ok(self.nft.clone())
+        Ok(self.state.nft.clone())
     }
 
     fn nft_load(&mut self, script: &str) -> Result<(), Error> {
@@ -283,11 +282,11 @@ impl HostOps for FakeHost {
         match script.strip_prefix(&nft::restore_script("")) {
             Some(saved) => {
                 self.change(format!("nft_load restore {saved}"))?;
-                self.nft = Some(saved.to_string());
+                self.state.nft = Some(saved.to_string());
             }
             None => {
                 self.change("nft_load".into())?;
-                self.nft = Some(script.to_string());
+                self.state.nft = Some(script.to_string());
             }
         }
         Ok(())
@@ -295,7 +294,7 @@ impl HostOps for FakeHost {
 
     fn nft_delete(&mut self) -> Result<(), Error> {
         self.change("nft_delete".into())?;
-        self.nft = None;
+        self.state.nft = None;
         Ok(())
     }
 }

@@ -46,10 +46,12 @@ fn record(network: &str, name: &str, ifindex: u32) -> OwnedBridge {
 /// Two bridges, the table, a drop-in and ip_forward, all the agent's.
 fn applied() -> FakeHost {
     let mut f = FakeHost::new();
-    f.links.push(bridge(5, "br-a", "hostagent:a"));
-    f.links.push(bridge(6, "br-b", "hostagent:b"));
-    f.sysctls.insert("net.ipv4.ip_forward".into(), "1".into());
-    f.files.insert(
+    f.state.links.push(bridge(5, "br-a", "hostagent:a"));
+    f.state.links.push(bridge(6, "br-b", "hostagent:b"));
+    f.state
+        .sysctls
+        .insert("net.ipv4.ip_forward".into(), "1".into());
+    f.state.files.insert(
         DROPIN.into(),
         crate::files::render_sysctl_dropin(
             &[("vm.swappiness".to_string(), "10".to_string())].into(),
@@ -64,8 +66,8 @@ fn applied() -> FakeHost {
         previous: "0".into(),
         set: "1".into(),
     });
-    f.files.insert(OWNED.into(), owned.to_json());
-    f.nft = Some("table inet hostagent {}\n".into());
+    f.state.files.insert(OWNED.into(), owned.to_json());
+    f.state.nft = Some("table inet hostagent {}\n".into());
     f
 }
 
@@ -83,8 +85,8 @@ async fn everything_recorded_and_still_ours_is_removed_and_the_record_cleared() 
             "net.ipv4.ip_forward = 1 (restored the previous value 0)",
         ]
     );
-    assert!(f.links.is_empty() && f.nft.is_none() && f.files.is_empty());
-    assert_eq!(f.sysctls["net.ipv4.ip_forward"], "0");
+    assert!(f.state.links.is_empty() && f.state.nft.is_none() && f.state.files.is_empty());
+    assert_eq!(f.state.sysctls["net.ipv4.ip_forward"], "0");
 }
 
 #[tokio::test]
@@ -110,7 +112,7 @@ async fn every_error_is_collected_the_rest_still_runs_and_what_failed_stays_reco
     let owned = f.owned(&host()).expect("owned.json kept");
     assert_eq!(owned.bridges, [record("a", "br-a", 5)]);
     assert!(owned.sysctls.is_empty());
-    assert!(f.links.iter().any(|l| l.name == "br-a"));
+    assert!(f.state.links.iter().any(|l| l.name == "br-a"));
 }
 
 #[tokio::test]
@@ -131,7 +133,7 @@ async fn without_the_link_dump_no_bridge_record_is_dropped() {
     );
     let owned = f.owned(&host()).expect("owned.json kept");
     assert_eq!(owned.bridges.len(), 2, "both bridges still recorded");
-    assert!(f.nft.is_none(), "the rest still ran");
+    assert!(f.state.nft.is_none(), "the rest still ran");
 }
 
 #[tokio::test]
@@ -143,7 +145,7 @@ async fn a_failed_nft_listing_is_an_error_not_nothing_to_remove() {
         .expect_err("listing fails");
     assert_eq!(err.errors.len(), 1, "{err}");
     assert!(
-        f.nft.is_some(),
+        f.state.nft.is_some(),
         "the table is still there, and down says so"
     );
 }
@@ -151,11 +153,11 @@ async fn a_failed_nft_listing_is_an_error_not_nothing_to_remove() {
 #[tokio::test]
 async fn a_corrupt_owned_json_is_reported_and_left_in_place() {
     let mut f = applied();
-    f.files.insert(OWNED.into(), "{not json".into());
+    f.state.files.insert(OWNED.into(), "{not json".into());
     let err = teardown_with(&mut f, &host()).await.expect_err("corrupt");
     assert!(err.errors[0].contains("corrupt state file"), "{err}");
-    assert_eq!(f.files[Path::new(OWNED)], "{not json");
-    assert_eq!(f.links.len(), 2, "no record, no bridge removed");
+    assert_eq!(f.state.files[Path::new(OWNED)], "{not json");
+    assert_eq!(f.state.links.len(), 2, "no record, no bridge removed");
 }
 
 #[tokio::test]
@@ -163,18 +165,18 @@ async fn only_bridges_that_are_still_ours_are_removed() {
     let mut f = applied();
     // br-a: MAC changed by hand (still ours); br-b: alias changed (taken over); br-c: recorded,
     // but the device of that name is another one (ifindex 9).
-    f.links[0].mac = Some(Mac([2, 0, 0, 0, 0, 0x77]));
-    f.links[1].alias = Some("mine-now".into());
-    f.links.push(bridge(9, "br-c", "hostagent:c"));
+    f.state.links[0].mac = Some(Mac([2, 0, 0, 0, 0, 0x77]));
+    f.state.links[1].alias = Some("mine-now".into());
+    f.state.links.push(bridge(9, "br-c", "hostagent:c"));
     let mut owned = f.owned(&host()).unwrap();
     owned.record_bridge(record("c", "br-c", 7));
-    f.files.insert(OWNED.into(), owned.to_json());
+    f.state.files.insert(OWNED.into(), owned.to_json());
 
     let report = teardown_with(&mut f, &host()).await.expect("down");
     assert!(report
         .removed
         .contains(&"bridge br-a (network a)".to_string()));
-    let names: Vec<&str> = f.links.iter().map(|l| l.name.as_str()).collect();
+    let names: Vec<&str> = f.state.links.iter().map(|l| l.name.as_str()).collect();
     assert_eq!(names, ["br-b", "br-c"]);
     assert!(
         report.left_alone[0]
@@ -225,6 +227,21 @@ mod root {
             .expect("runtime")
     }
 
+    /// A fresh namespace this thread is in, and a root prefix for files (kept until drop).
+    fn scene(tag: &str) -> (TestNs, tempfile::TempDir, Host) {
+        let mut ns = TestNs::new(tag);
+        ns.enter();
+        let root = tempfile::tempdir().expect("tempdir");
+        let host = Host::new(root.path(), "/var/lib/hostagent");
+        (ns, root, host)
+    }
+
+    /// `down` succeeds and reports `what` among what it removed.
+    fn down_removes(host: &Host, what: &str) {
+        let report = runtime().block_on(teardown(host)).expect("down");
+        assert!(report.removed.iter().any(|r| r == what), "{report}");
+    }
+
     async fn apply_lab(host: &Host, bridge: &str) {
         let plan = crate::plan::plan(host, &lab(bridge)).await.expect("plan");
         crate::apply::apply(host, &plan).await.expect("apply");
@@ -232,10 +249,7 @@ mod root {
 
     #[test]
     fn down_without_nft_rights_reports_the_failure_and_keeps_the_table() {
-        let mut ns = TestNs::new("dnr");
-        ns.enter();
-        let root = tempfile::tempdir().unwrap();
-        let host = Host::new(root.path(), "/var/lib/hostagent");
+        let (ns, _root, host) = scene("dnr");
         runtime().block_on(apply_lab(&host, "br-dnr"));
 
         let err = ns
@@ -247,8 +261,7 @@ mod root {
                 .any(|e| e.contains("nft list table") && e.contains("Operation not permitted")),
             "{err}"
         );
-        // The bridge went (netlink still works); the table is still there, and still recorded
-        // for the next `down` through the table itself.
+        // The bridge went (netlink still works); the table is still there.
         assert!(
             err.report.removed.iter().any(|r| r.contains("br-dnr")),
             "{err}"
@@ -258,13 +271,7 @@ mod root {
             .contains("table inet hostagent"));
 
         // With the rights back, down finishes the job.
-        let report = runtime().block_on(teardown(&host)).expect("down");
-        assert!(
-            report
-                .removed
-                .contains(&"nftables table inet hostagent".to_string()),
-            "{report}"
-        );
+        down_removes(&host, "nftables table inet hostagent");
         assert!(!ns.ok(&["nft", "list", "tables"]).contains("hostagent"));
     }
 
@@ -290,10 +297,7 @@ mod root {
 
     #[test]
     fn down_removes_our_bridge_after_its_mac_was_changed() {
-        let mut ns = TestNs::new("dmac");
-        ns.enter();
-        let root = tempfile::tempdir().unwrap();
-        let host = Host::new(root.path(), "/var/lib/hostagent");
+        let (ns, _root, host) = scene("dmac");
         runtime().block_on(apply_lab(&host, "br-dmac"));
         ns.ok(&[
             "ip",
@@ -303,22 +307,13 @@ mod root {
             "address",
             "02:11:22:33:44:55",
         ]);
-        let report = runtime().block_on(teardown(&host)).expect("down");
-        assert!(
-            report
-                .removed
-                .contains(&"bridge br-dmac (network lab)".to_string()),
-            "{report}"
-        );
+        down_removes(&host, "bridge br-dmac (network lab)");
         assert!(!ns.ok(&["ip", "-o", "link"]).contains("br-dmac"));
     }
 
     #[test]
     fn a_bridge_marked_for_another_network_is_not_adopted() {
-        let mut ns = TestNs::new("oth");
-        ns.enter();
-        let root = tempfile::tempdir().unwrap();
-        let host = Host::new(root.path(), "/var/lib/hostagent");
+        let (ns, _root, host) = scene("oth");
         ns.ok(&["ip", "link", "add", "br-oth", "type", "bridge"]);
         ns.ok(&["ip", "link", "set", "br-oth", "alias", "hostagent:other"]);
         let err = runtime()
