@@ -133,7 +133,7 @@ pub async fn apply_model(host: &Host, model: &Model) -> Result<usize> {
         tracing::info!(action = %a, "apply");
     }
     let n = plan.actions.len();
-    let report = netcfg::apply::apply(host, &desired, &plan)
+    let report = netcfg::apply(host, &plan)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     for note in &report.notes {
@@ -176,7 +176,7 @@ pub async fn down(cli: &Cli, guests: bool) -> Result<ExitCode> {
             println!("{line}");
         }
     }
-    let report = netcfg::apply::teardown(&host)
+    let report = netcfg::teardown(&host)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("{report}");

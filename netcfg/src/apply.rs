@@ -1,18 +1,23 @@
 //! Perform a plan with an undo for every step; on the first failure undo everything in reverse so
-//! the host ends as it started. [`teardown`] removes exactly what the agent recorded as its own.
+//! the host ends as it started.
+//!
+//! The plan carries all it needs (see [`mod@crate::plan`]): apply does not observe the host before it
+//! acts, it performs the plan's steps and then observes once to read back.
 
 use std::fmt;
+use std::path::PathBuf;
 
+use hwaddr::Mac;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::files;
-use crate::link::{owner_alias, Netlink};
-use crate::model::{format_mac, Desired, Host};
-use crate::owned::{Owned, OwnedBridge, SysctlChange};
-use crate::plan::{self, fw, Action, BridgeSnapshot, SysctlRecord};
-use crate::sysctl;
+use crate::hostops::{HostOps, KernelHost};
+use crate::link::Link;
+use crate::model::Host;
+use crate::nft;
+use crate::owned::{owner_alias, Owned, OwnedBridge, SysctlChange};
+use crate::plan::{self, Action, BridgeSnapshot, Plan, SysctlRecord};
 
 /// Test hook: fail before step N+1.
 pub const FAIL_AFTER_ENV: &str = "HOSTAGENT_FAIL_AFTER_STEPS";
@@ -50,6 +55,7 @@ impl fmt::Display for ApplyError {
 }
 
 /// How to reverse one performed step.
+#[derive(Debug)]
 enum Undo {
     DeleteLink {
         name: String,
@@ -57,7 +63,7 @@ enum Undo {
     },
     SetMac {
         index: u32,
-        mac: [u8; 6],
+        mac: Mac,
     },
     SetMtu {
         index: u32,
@@ -92,7 +98,7 @@ enum Undo {
         value: String,
     },
     RestoreFile {
-        path: std::path::PathBuf,
+        path: PathBuf,
         content: Option<String>,
     },
     Firewall {
@@ -104,56 +110,64 @@ enum Undo {
     },
 }
 
-fn parse_mac(s: &str) -> Option<[u8; 6]> {
-    let v: Vec<u8> = s
-        .split(':')
-        .filter_map(|p| u8::from_str_radix(p, 16).ok())
-        .collect();
-    v.try_into().ok()
-}
-
-struct Executor<'a> {
+struct Executor<'a, O: HostOps> {
+    ops: &'a mut O,
     host: &'a Host,
-    desired: &'a Desired,
-    nl: Netlink,
     owned: Owned,
     undo: Vec<Undo>,
     /// Bridges an undo recreated, with their new ifindex.
     recreated: Vec<(String, u32)>,
 }
 
-impl Executor<'_> {
-    async fn index_of(&self, name: &str) -> Result<u32, Error> {
-        self.nl
+impl<O: HostOps> Executor<'_, O> {
+    async fn link(&mut self, name: &str) -> Result<Link, Error> {
+        self.ops
             .link_by_name(name)
             .await?
-            .map(|l| l.index)
             .ok_or_else(|| Error::Netlink(format!("link {name} does not exist")))
     }
 
-    /// Record a bridge of ours (name, ifindex, current MAC) in owned.json right away, so a crash
-    /// later still leaves `down` able to find it.
-    async fn record_bridge(&mut self, network: &str, name: &str) -> Result<(), Error> {
-        let link = self
-            .nl
-            .link_by_name(name)
-            .await?
-            .ok_or_else(|| Error::Netlink(format!("link {name} does not exist")))?;
+    async fn index_of(&mut self, name: &str) -> Result<u32, Error> {
+        Ok(self.link(name).await?.index)
+    }
+
+    /// The link named `name`, if it is still the device the plan saw (`ifindex`).
+    async fn planned_link(&mut self, name: &str, ifindex: u32) -> Result<Link, Error> {
+        let stale = |what: String| Error::Stale {
+            name: name.to_string(),
+            what,
+        };
+        match self.ops.link_by_name(name).await? {
+            Some(l) if l.index == ifindex => Ok(l),
+            Some(l) => Err(stale(format!(
+                "the plan saw ifindex {ifindex}, the device now is ifindex {}",
+                l.index
+            ))),
+            None => Err(stale("it no longer exists".into())),
+        }
+    }
+
+    fn save_owned(&mut self) -> Result<(), Error> {
+        let path = Owned::path(self.host);
+        self.ops.write_file(&path, &self.owned.to_json())
+    }
+
+    /// Record a bridge of ours in owned.json right away, so a crash later still leaves `down`
+    /// able to find it.
+    fn record_bridge(
+        &mut self,
+        network: &str,
+        name: &str,
+        ifindex: u32,
+        mac: Option<Mac>,
+    ) -> Result<(), Error> {
         self.owned.record_bridge(OwnedBridge {
             network: network.to_string(),
             name: name.to_string(),
-            ifindex: link.index,
-            mac: link.mac.as_ref().map(format_mac).unwrap_or_default(),
+            ifindex,
+            mac,
         });
-        self.owned.save(self.host)
-    }
-
-    fn network_of(&self, bridge: &str) -> Option<String> {
-        self.desired
-            .networks
-            .iter()
-            .find(|n| n.bridge == bridge)
-            .map(|n| n.name.clone())
+        self.save_owned()
     }
 
     async fn perform(&mut self, action: &Action) -> Result<(), Error> {
@@ -166,44 +180,48 @@ impl Executor<'_> {
                 stp,
                 forward_delay,
             } => {
-                let mac = parse_mac(mac).ok_or_else(|| Error::Netlink(format!("bad MAC {mac}")))?;
                 let index = self
-                    .nl
-                    .create_bridge(name, mac, *mtu, *stp, *forward_delay, &owner_alias(network))
+                    .ops
+                    .create_bridge(name, Some(*mac), *mtu, *stp, *forward_delay)
                     .await?;
                 self.undo.push(Undo::DeleteLink {
                     name: name.clone(),
                     index,
                 });
-                self.record_bridge(network, name).await?;
+                self.ops.set_alias(index, &owner_alias(network)).await?;
+                self.record_bridge(network, name, index, Some(*mac))?;
             }
-            Action::MarkOwned { network, name } => {
-                let link = self
-                    .nl
-                    .link_by_name(name)
-                    .await?
-                    .ok_or_else(|| Error::Netlink(format!("link {name} does not exist")))?;
-                self.nl.set_alias(link.index, &owner_alias(network)).await?;
+            Action::MarkOwned {
+                network,
+                name,
+                ifindex,
+            } => {
+                let link = self.planned_link(name, *ifindex).await?;
+                self.ops
+                    .set_alias(link.index, &owner_alias(network))
+                    .await?;
                 self.undo.push(Undo::SetAlias {
                     index: link.index,
                     alias: link.alias.unwrap_or_default(),
                 });
-                self.record_bridge(network, name).await?;
+                self.record_bridge(network, name, link.index, link.mac)?;
             }
             Action::SetBridgeMac { name, from, to } => {
                 let index = self.index_of(name).await?;
-                let to = parse_mac(to).ok_or_else(|| Error::Netlink(format!("bad MAC {to}")))?;
-                self.nl.set_mac(index, to).await?;
-                if let Some(old) = from.as_deref().and_then(parse_mac) {
-                    self.undo.push(Undo::SetMac { index, mac: old });
+                self.ops.set_mac(index, *to).await?;
+                if let Some(old) = from {
+                    self.undo.push(Undo::SetMac { index, mac: *old });
                 }
-                if let Some(network) = self.network_of(name) {
-                    self.record_bridge(&network, name).await?;
+                // Keep the record's MAC current (a MarkOwned earlier in the plan records an
+                // unrecorded bridge first).
+                if let Some(b) = self.owned.bridges.iter_mut().find(|b| b.name == *name) {
+                    b.mac = Some(*to);
+                    self.save_owned()?;
                 }
             }
             Action::SetMtu { name, from, to } => {
                 let index = self.index_of(name).await?;
-                self.nl.set_mtu(index, *to).await?;
+                self.ops.set_mtu(index, *to).await?;
                 self.undo.push(Undo::SetMtu { index, mtu: *from });
             }
             Action::SetStp {
@@ -214,28 +232,32 @@ impl Executor<'_> {
                 forward_delay,
             } => {
                 let index = self.index_of(name).await?;
-                self.nl.set_stp(index, *stp, *forward_delay).await?;
+                self.ops.set_stp(index, *stp, *forward_delay).await?;
                 self.undo.push(Undo::SetStp {
                     index,
                     stp: *from_stp,
                     delay: *from_delay,
                 });
             }
-            Action::EnslavePort { bridge, port } => {
+            Action::EnslavePort {
+                network,
+                bridge,
+                port,
+            } => {
                 let br = self.index_of(bridge).await?;
                 let p = self
-                    .nl
+                    .ops
                     .link_by_name(port)
                     .await?
                     .ok_or_else(|| Error::Port {
-                        network: self.network_of(bridge).unwrap_or_default(),
+                        network: network.clone(),
                         port: port.clone(),
                         problem: "does not exist".into(),
                     })?;
-                self.nl.set_controller(p.index, br).await?;
+                self.ops.set_controller(p.index, br).await?;
                 self.undo.push(Undo::Release { index: p.index });
                 if !p.up {
-                    self.nl.set_up(p.index, true).await?;
+                    self.ops.set_up(p.index, true).await?;
                     self.undo.push(Undo::SetUp {
                         index: p.index,
                         up: false,
@@ -244,7 +266,7 @@ impl Executor<'_> {
             }
             Action::AddAddress { bridge, address } => {
                 let index = self.index_of(bridge).await?;
-                self.nl.add_addr(index, *address).await?;
+                self.ops.add_addr(index, *address).await?;
                 self.undo.push(Undo::DelAddr {
                     index,
                     net: *address,
@@ -252,7 +274,7 @@ impl Executor<'_> {
             }
             Action::RemoveAddress { bridge, address } => {
                 let index = self.index_of(bridge).await?;
-                self.nl.del_addr(index, *address).await?;
+                self.ops.del_addr(index, *address).await?;
                 self.undo.push(Undo::AddAddr {
                     index,
                     net: *address,
@@ -260,7 +282,7 @@ impl Executor<'_> {
             }
             Action::LinkUp { name } => {
                 let index = self.index_of(name).await?;
-                self.nl.set_up(index, true).await?;
+                self.ops.set_up(index, true).await?;
                 self.undo.push(Undo::SetUp { index, up: false });
             }
             Action::SetSysctl {
@@ -270,8 +292,8 @@ impl Executor<'_> {
                 record,
             } => {
                 // Read before write: the undo restores what is there now, not what the plan saw.
-                let before = sysctl::read(self.host, key)?.or_else(|| from.clone());
-                sysctl::write(self.host, key, to)?;
+                let before = self.ops.read_sysctl(key)?.or_else(|| from.clone());
+                self.ops.write_sysctl(key, to)?;
                 if let Some(b) = &before {
                     self.undo.push(Undo::Sysctl {
                         key: key.clone(),
@@ -286,18 +308,18 @@ impl Executor<'_> {
                             previous: before.unwrap_or_default(),
                             set: to.clone(),
                         });
-                        self.owned.save(self.host)?;
+                        self.save_owned()?;
                     }
                     SysctlRecord::RestorePrevious => {
                         self.owned.sysctls.retain(|c| c.key != *key);
-                        self.owned.save(self.host)?;
+                        self.save_owned()?;
                     }
                 }
             }
             Action::WriteFile { path, content, .. } => {
                 let p = self.host.path(path);
-                let before = files::read_opt(&p)?;
-                files::write_atomic(&p, content.as_bytes())?;
+                let before = self.ops.read_file(&p)?;
+                self.ops.write_file(&p, content)?;
                 self.undo.push(Undo::RestoreFile {
                     path: p,
                     content: before,
@@ -305,36 +327,41 @@ impl Executor<'_> {
             }
             Action::RemoveFile { path } => {
                 let p = self.host.path(path);
-                let before = files::read_opt(&p)?;
-                files::remove_opt(&p)?;
+                let before = self.ops.read_file(&p)?;
+                self.ops.remove_file(&p)?;
                 self.undo.push(Undo::RestoreFile {
                     path: p,
                     content: before,
                 });
             }
-            Action::ReplaceFirewall { .. } => {
-                let saved = fw::list_table()?;
-                fw::replace(self.desired)?;
+            Action::ReplaceFirewall { script, .. } => {
+                let saved = self.ops.nft_saved()?;
+                self.ops.nft_load(script)?;
                 self.undo.push(Undo::Firewall { saved });
             }
             Action::DeleteFirewall { .. } => {
-                let saved = fw::list_table()?;
-                fw::delete()?;
+                let saved = self.ops.nft_saved()?;
+                self.ops.nft_delete()?;
                 self.undo.push(Undo::Firewall { saved });
             }
-            Action::DeleteOwnedBridge { name, snapshot, .. } => {
-                let index = self.index_of(name).await?;
-                self.nl.delete_link(index).await?;
+            Action::DeleteOwnedBridge {
+                name,
+                ifindex,
+                snapshot,
+                ..
+            } => {
+                let link = self.planned_link(name, *ifindex).await?;
+                self.ops.delete_link(link.index).await?;
                 self.undo.push(Undo::Recreate {
                     name: name.clone(),
                     snapshot: snapshot.clone(),
                 });
                 self.owned.forget_bridge(name);
-                self.owned.save(self.host)?;
+                self.save_owned()?;
             }
             Action::ForgetBridge { name, .. } => {
                 self.owned.forget_bridge(name);
-                self.owned.save(self.host)?;
+                self.save_owned()?;
             }
         }
         Ok(())
@@ -344,60 +371,59 @@ impl Executor<'_> {
         match u {
             Undo::DeleteLink { name, index } => {
                 // Only delete the very device this apply created.
-                match self.nl.link_by_name(&name).await? {
-                    Some(l) if l.index == index => self.nl.delete_link(index).await,
+                match self.ops.link_by_name(&name).await? {
+                    Some(l) if l.index == index => self.ops.delete_link(index).await,
                     _ => Ok(()),
                 }
             }
-            Undo::SetMac { index, mac } => self.nl.set_mac(index, mac).await,
-            Undo::SetMtu { index, mtu } => self.nl.set_mtu(index, mtu).await,
-            Undo::SetStp { index, stp, delay } => self.nl.set_stp(index, stp, delay).await,
-            Undo::Release { index } => self.nl.set_controller(index, 0).await,
-            Undo::SetUp { index, up } => self.nl.set_up(index, up).await,
-            Undo::DelAddr { index, net } => self.nl.del_addr(index, net).await,
-            Undo::AddAddr { index, net } => self.nl.add_addr(index, net).await,
-            Undo::SetAlias { index, alias } => self.nl.set_alias(index, &alias).await,
-            Undo::Sysctl { key, value } => sysctl::write(self.host, &key, &value),
+            Undo::SetMac { index, mac } => self.ops.set_mac(index, mac).await,
+            Undo::SetMtu { index, mtu } => self.ops.set_mtu(index, mtu).await,
+            Undo::SetStp { index, stp, delay } => self.ops.set_stp(index, stp, delay).await,
+            Undo::Release { index } => self.ops.set_controller(index, 0).await,
+            Undo::SetUp { index, up } => self.ops.set_up(index, up).await,
+            Undo::DelAddr { index, net } => self.ops.del_addr(index, net).await,
+            Undo::AddAddr { index, net } => self.ops.add_addr(index, net).await,
+            Undo::SetAlias { index, alias } => self.ops.set_alias(index, &alias).await,
+            Undo::Sysctl { key, value } => self.ops.write_sysctl(&key, &value),
             Undo::RestoreFile { path, content } => match content {
-                Some(c) => files::write_atomic(&path, c.as_bytes()),
-                None => files::remove_opt(&path),
+                Some(c) => self.ops.write_file(&path, &c),
+                None => self.ops.remove_file(&path),
             },
             Undo::Firewall { saved } => match saved {
-                Some(text) => fw::restore(&text),
-                None => fw::delete(),
+                Some(text) => self.ops.nft_load(&nft::restore_script(&text)),
+                None => self.ops.nft_delete(),
             },
             Undo::Recreate { name, snapshot } => {
-                let mac = snapshot
-                    .mac
-                    .as_deref()
-                    .and_then(parse_mac)
-                    .unwrap_or([0x52, 0x54, 0, 0, 0, 0]);
-                let alias = snapshot.alias.clone().unwrap_or_default();
                 let index = self
-                    .nl
+                    .ops
                     .create_bridge(
                         &name,
-                        mac,
+                        snapshot.mac,
                         Some(snapshot.mtu),
                         snapshot.stp,
                         snapshot.forward_delay,
-                        &alias,
                     )
                     .await?;
+                // Recorded first: whatever fails below, the record points at the new device.
+                self.recreated.push((name, index));
+                if let Some(alias) = &snapshot.alias {
+                    self.ops.set_alias(index, alias).await?;
+                }
                 for a in &snapshot.addresses {
-                    self.nl.add_addr(index, *a).await?;
+                    self.ops.add_addr(index, *a).await?;
                 }
                 if snapshot.up {
-                    self.nl.set_up(index, true).await?;
+                    self.ops.set_up(index, true).await?;
                 }
-                self.recreated.push((name, index));
                 Ok(())
             }
         }
     }
 
-    /// Undo everything in reverse; collect every failure instead of stopping at the first.
-    async fn rollback(&mut self, owned_before: Option<String>) -> Vec<String> {
+    /// Undo everything in reverse; collect every failure instead of stopping at the first. Then
+    /// put owned.json back as it was before this apply, pointing the record of a recreated
+    /// bridge at its new ifindex.
+    async fn rollback(&mut self, owned_before: Option<&str>) -> Vec<String> {
         let mut errors = Vec::new();
         while let Some(u) = self.undo.pop() {
             if let Err(e) = self.run_undo(u).await {
@@ -405,26 +431,24 @@ impl Executor<'_> {
             }
         }
         let path = Owned::path(self.host);
-        let restored = match owned_before {
-            Some(text) => files::write_atomic(&path, text.as_bytes()),
-            None => files::remove_opt(&path),
-        };
-        if let Err(e) = restored {
-            errors.push(e.to_string());
-        }
-        // A recreated bridge has a new ifindex: point its restored record at it.
-        if !self.recreated.is_empty() {
-            let fixed = Owned::load(self.host).and_then(|mut o| {
+        let restored = if self.recreated.is_empty() {
+            match owned_before {
+                Some(text) => self.ops.write_file(&path, text),
+                None => self.ops.remove_file(&path),
+            }
+        } else {
+            // owned_before parsed when apply started; a recreated bridge was in it.
+            Owned::parse(&path, owned_before).and_then(|mut o| {
                 for (name, index) in &self.recreated {
                     if let Some(b) = o.bridges.iter_mut().find(|b| b.name == *name) {
                         b.ifindex = *index;
                     }
                 }
-                o.save(self.host)
-            });
-            if let Err(e) = fixed {
-                errors.push(e.to_string());
-            }
+                self.ops.write_file(&path, &o.to_json())
+            })
+        };
+        if let Err(e) = restored {
+            errors.push(e.to_string());
         }
         errors
     }
@@ -436,32 +460,41 @@ fn fail_after_steps() -> Option<usize> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-/// Perform `plan` in order. On failure (or a read-back that still differs) undo everything this
+/// Perform `plan` (made by [`plan::plan`]) in order, then read the host back once: it must match
+/// the plan's desired state. On failure (or a read-back that still differs) undo everything this
 /// apply did and return which step failed and why.
-pub async fn apply(
+pub async fn apply(host: &Host, plan: &Plan) -> Result<ApplyReport, ApplyError> {
+    apply_with(
+        &mut KernelHost::connect(host),
+        host,
+        plan,
+        fail_after_steps(),
+    )
+    .await
+}
+
+/// [`apply`] on the given host operations; `fail_at` injects a failure before that step.
+pub(crate) async fn apply_with<O: HostOps>(
+    ops: &mut O,
     host: &Host,
-    desired: &Desired,
-    plan: &plan::Plan,
+    plan: &Plan,
+    fail_at: Option<usize>,
 ) -> Result<ApplyReport, ApplyError> {
-    let fail_at = fail_after_steps();
     let early = |step: &str, cause: Error| ApplyError {
         step: step.to_string(),
         cause,
         undo_errors: vec![],
     };
-    // Re-check conflicts against the host as it is now, not as it was when the plan was made.
-    let observed = plan::observe(host, desired)
-        .await
-        .map_err(|e| early("read the host", e))?;
-    plan::conflicts(desired, &observed).map_err(|e| early("check for conflicts", e))?;
-    let owned_before =
-        files::read_opt(&Owned::path(host)).map_err(|e| early("read owned.json", e))?;
-    let nl = Netlink::connect().map_err(|e| early("connect to netlink", e))?;
+    let owned_path = Owned::path(host);
+    let owned_before = ops
+        .read_file(&owned_path)
+        .map_err(|e| early("read owned.json", e))?;
+    let owned = Owned::parse(&owned_path, owned_before.as_deref())
+        .map_err(|e| early("read owned.json", e))?;
     let mut ex = Executor {
+        ops,
         host,
-        desired,
-        nl,
-        owned: observed.owned.clone(),
+        owned,
         undo: Vec::new(),
         recreated: Vec::new(),
     };
@@ -477,7 +510,7 @@ pub async fn apply(
             ex.perform(action).await
         };
         if let Err(cause) = result {
-            let undo_errors = ex.rollback(owned_before).await;
+            let undo_errors = ex.rollback(owned_before.as_deref()).await;
             return Err(ApplyError {
                 step: action.to_string(),
                 cause,
@@ -488,182 +521,27 @@ pub async fn apply(
         report.steps.push(action.to_string());
     }
 
-    // Read back: the host must now match exactly.
-    let after = match plan::observe(host, desired).await {
-        Ok(o) => plan::diff(desired, &o),
-        Err(cause) => {
-            let undo_errors = ex.rollback(owned_before).await;
-            return Err(ApplyError {
-                step: "read back".into(),
-                cause,
-                undo_errors,
-            });
-        }
-    };
-    if !after.actions.is_empty() {
-        let left: Vec<String> = after.actions.iter().map(|a| a.to_string()).collect();
-        let undo_errors = ex.rollback(owned_before).await;
-        return Err(ApplyError {
-            step: "read back".into(),
-            cause: Error::ReadBack(left),
-            undo_errors,
-        });
-    }
-    for n in &report.notes {
-        tracing::warn!("{n}");
-    }
-    Ok(report)
-}
-
-/// What `down` did and what it deliberately left alone.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct TeardownReport {
-    pub removed: Vec<String>,
-    pub left_alone: Vec<String>,
-}
-
-impl fmt::Display for TeardownReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.removed.is_empty() && self.left_alone.is_empty() {
-            return write!(f, "nothing to remove: hostagent owns nothing on this host");
-        }
-        for r in &self.removed {
-            writeln!(f, "removed {r}")?;
-        }
-        for l in &self.left_alone {
-            writeln!(f, "left alone: {l}")?;
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("down finished with {} error(s): {}", errors.len(), errors.join("; "))]
-pub struct TeardownError {
-    pub errors: Vec<String>,
-    pub report: TeardownReport,
-}
-
-/// Remove what owned.json records (only while it still carries our mark with the same ifindex and
-/// MAC), the agent's nft table, its drop-in files (only with our header), and restore sysctls it
-/// changed (only if they still hold its value). Every error is collected; the rest still runs.
-pub async fn teardown(host: &Host) -> Result<TeardownReport, TeardownError> {
-    let mut report = TeardownReport::default();
-    let mut errors = Vec::new();
-    let mut owned = match Owned::load(host) {
-        Ok(o) => o,
-        Err(e) => {
-            errors.push(e.to_string());
-            Owned::default()
-        }
-    };
-
-    match Netlink::connect() {
-        Err(e) => errors.push(e.to_string()),
-        Ok(nl) => {
-            let links = match nl.links().await {
-                Ok(l) => l,
-                Err(e) => {
-                    errors.push(e.to_string());
-                    Vec::new()
+    // Read back, the one observation apply makes: the host must now match exactly.
+    let cause = match ex.ops.observe(host, plan.desired()).await {
+        Ok(o) => {
+            let left = plan::diff(plan.desired(), &o).actions;
+            if left.is_empty() {
+                for n in &report.notes {
+                    tracing::warn!("{n}");
                 }
-            };
-            let mut kept = Vec::new();
-            for rec in std::mem::take(&mut owned.bridges) {
-                match links.iter().find(|l| l.name == rec.name) {
-                    None => report.left_alone.push(format!("bridge {} (already gone)", rec.name)),
-                    Some(l)
-                        if l.index == rec.ifindex
-                            && l.has_owner_mark()
-                            && l.mac.as_ref().map(format_mac).as_deref() == Some(rec.mac.as_str()) =>
-                    {
-                        match nl.delete_link(l.index).await {
-                            Ok(()) => report.removed.push(format!("bridge {} (network {})", rec.name, rec.network)),
-                            Err(e) => {
-                                errors.push(e.to_string());
-                                kept.push(rec);
-                            }
-                        }
-                    }
-                    Some(_) => report.left_alone.push(format!(
-                        "{}: a device of that name exists but is not the bridge hostagent created (ifindex, MAC or alias differ)",
-                        rec.name
-                    )),
-                }
+                return Ok(report);
             }
-            owned.bridges = kept;
+            Error::ReadBack(left.iter().map(|a| a.to_string()).collect())
         }
-    }
-
-    match fw::list_table() {
-        Ok(Some(_)) => match fw::delete() {
-            Ok(()) => report
-                .removed
-                .push(format!("nftables table {}", plan::FIREWALL_TABLE)),
-            Err(e) => errors.push(e.to_string()),
-        },
-        Ok(None) => {}
-        Err(e) => errors.push(e.to_string()),
-    }
-
-    for path in [files::SYSCTL_DROPIN, files::VHOST_CONF] {
-        let p = host.path(path);
-        match files::read_opt(&p) {
-            Ok(Some(c)) if files::is_ours(&c) => match files::remove_opt(&p) {
-                Ok(()) => report.removed.push(path.to_string()),
-                Err(e) => errors.push(e.to_string()),
-            },
-            Ok(Some(_)) => report
-                .left_alone
-                .push(format!("{path} (no longer hostagent's header)")),
-            Ok(None) => {}
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
-
-    let mut kept = Vec::new();
-    for c in std::mem::take(&mut owned.sysctls) {
-        match sysctl::read(host, &c.key) {
-            Ok(Some(v)) if v == c.set && v != c.previous => {
-                match sysctl::write(host, &c.key, &c.previous) {
-                    Ok(()) => report.removed.push(format!(
-                        "{} = {} (restored the previous value {})",
-                        c.key, c.set, c.previous
-                    )),
-                    Err(e) => {
-                        errors.push(e.to_string());
-                        kept.push(c);
-                    }
-                }
-            }
-            Ok(Some(v)) if v == c.previous => {}
-            Ok(v) => report.left_alone.push(format!(
-                "{} is {} now, not the {} hostagent set: not restored",
-                c.key,
-                v.as_deref().unwrap_or("(absent)"),
-                c.set
-            )),
-            Err(e) => {
-                errors.push(e.to_string());
-                kept.push(c);
-            }
-        }
-    }
-    owned.sysctls = kept;
-
-    // Keep records of what could not be removed, so a later `down` can try again.
-    let path = Owned::path(host);
-    let saved = if owned.is_empty() {
-        files::remove_opt(&path)
-    } else {
-        owned.save(host)
+        Err(e) => e,
     };
-    if let Err(e) = saved {
-        errors.push(e.to_string());
-    }
-    if errors.is_empty() {
-        Ok(report)
-    } else {
-        Err(TeardownError { errors, report })
-    }
+    let undo_errors = ex.rollback(owned_before.as_deref()).await;
+    Err(ApplyError {
+        step: "read back".into(),
+        cause,
+        undo_errors,
+    })
 }
+
+#[cfg(test)]
+mod tests;

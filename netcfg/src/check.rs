@@ -3,12 +3,13 @@
 //! and the modprobe.d file go through the root prefix so tests can fake a module tree.
 
 use std::path::Path;
-use std::process::Command;
 
 use serde::Serialize;
 
+use crate::error::Error;
 use crate::files;
 use crate::model::Host;
+use crate::nft::{self, NftError};
 use crate::sysctl;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -147,23 +148,23 @@ fn check_nested(host: &Host, vendor_module: Option<&str>) -> CheckResult {
 
 fn check_nft() -> CheckResult {
     let label = "nftables";
-    match Command::new("nft").args(["list", "tables"]).output() {
-        Ok(o) if o.status.success() => pass(label, "nft runs and lists tables"),
-        Ok(o) => result(
+    match nft::list_tables() {
+        Ok(_) => pass(label, "nft runs and lists tables"),
+        Err(Error::Nft(e @ NftError::Missing)) => result(
             label,
             Status::Fail,
-            format!(
-                "nft list tables failed: {}",
-                String::from_utf8_lossy(&o.stderr).trim()
-            ),
-            "run as root; the kernel needs nf_tables",
-        ),
-        Err(e) => result(
-            label,
-            Status::Fail,
-            format!("cannot run nft: {e}"),
+            e.to_string(),
             "apt-get install nftables",
         ),
+        Err(Error::Nft(NftError::Failed { stderr, .. } | NftError::Absent { stderr, .. })) => {
+            result(
+                label,
+                Status::Fail,
+                format!("nft list tables failed: {}", stderr.trim()),
+                "run as root; the kernel needs nf_tables",
+            )
+        }
+        Err(e) => result(label, Status::Fail, format!("cannot run nft: {e}"), ""),
     }
 }
 

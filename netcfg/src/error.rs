@@ -11,16 +11,17 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// A device with the bridge's name exists and is not the agent's: never adopt or delete it.
+    /// A device with the bridge's name exists and is not the agent's (see
+    /// [`crate::owned::ownership`]): never adopt or delete it. `why` says which mark is missing.
     #[error(
         "network {network:?}: a device named {bridge} already exists and is not hostagent's \
-         (no `hostagent:` alias mark and not recorded in {state}); rename the network's bridge \
-         in the config or remove the foreign device (`ip link del {bridge}`)"
+         ({why}); rename the network's bridge in the config or remove the foreign device \
+         (`ip link del {bridge}`)"
     )]
     ForeignBridge {
         network: String,
         bridge: String,
-        state: PathBuf,
+        why: String,
     },
     /// A device with the bridge's name exists but is not a bridge.
     #[error("network {network:?}: {bridge} exists but is a {kind} device, not a bridge; rename the network's bridge")]
@@ -42,21 +43,16 @@ pub enum Error {
     /// A sysctl key with no file behind it.
     #[error("sysctl {key}: no such kernel setting ({path} does not exist)")]
     NoSuchSysctl { key: String, path: PathBuf },
-    /// nftables failed; `stderr` is nft's own message, verbatim.
-    #[error("nftables: {0}")]
-    Nft(String),
-    /// The `nft` command failed (added by the nft module); `stderr` is nft's own message, verbatim.
-    #[error("nft {action} failed:\n{stderr}")]
-    NftCommand { action: String, stderr: String },
-    /// No `nft` binary on PATH.
-    #[error("the `nft` command was not found on PATH; install the `nftables` package")]
-    NftMissing,
-    /// `nft -j` printed something we cannot read.
-    #[error("cannot read `nft -j` output: {0}")]
-    NftOutput(String),
+    /// Running `nft` failed, or nft said the table is absent where it must exist.
+    #[error(transparent)]
+    Nft(#[from] crate::nft::NftError),
     /// A bridge name that cannot be written inside an nft quoted string.
     #[error("bridge name {0:?} cannot be used in an nftables rule; use letters, digits, '-', '_' or '.'")]
     NftName(String),
+    /// A bridge the plan names changed between `plan` and `apply` (deleted, or replaced by another
+    /// device under the same name).
+    #[error("bridge {name} changed since the plan was made ({what}); run the plan again")]
+    Stale { name: String, what: String },
     /// HOSTAGENT_FAIL_AFTER_STEPS test hook.
     #[error("injected failure after {0} step(s) (HOSTAGENT_FAIL_AFTER_STEPS)")]
     Injected(usize),

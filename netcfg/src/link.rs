@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
+use hwaddr::Mac;
 use ipnet::Ipv4Net;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
@@ -15,14 +16,6 @@ use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec};
 use serde::Serialize;
 
 use crate::error::Error;
-
-/// Prefix of the IFLA_IFALIAS mark on every device the agent creates: `hostagent:<network>`.
-pub const ALIAS_PREFIX: &str = "hostagent:";
-
-/// The alias mark for a network's bridge.
-pub fn owner_alias(network: &str) -> String {
-    format!("{ALIAS_PREFIX}{network}")
-}
 
 /// Kernel bridge timers are in clock_t (USER_HZ = 100 on Linux).
 const CS_PER_SECOND: u32 = 100;
@@ -50,7 +43,7 @@ pub struct BridgeInfo {
 pub struct Link {
     pub index: u32,
     pub name: String,
-    pub mac: Option<[u8; 6]>,
+    pub mac: Option<Mac>,
     pub mtu: u32,
     pub up: bool,
     pub alias: Option<String>,
@@ -59,15 +52,6 @@ pub struct Link {
     /// Index of the bridge (or bond) this link is enslaved to.
     pub controller: Option<u32>,
     pub bridge: Option<BridgeInfo>,
-}
-
-impl Link {
-    /// Does this link carry the agent's alias mark (for any network)?
-    pub fn has_owner_mark(&self) -> bool {
-        self.alias
-            .as_deref()
-            .is_some_and(|a| a.starts_with(ALIAS_PREFIX))
-    }
 }
 
 /// One IPv4 address on a link.
@@ -122,27 +106,30 @@ impl Netlink {
         Ok(self.links().await?.into_iter().find(|l| l.name == name))
     }
 
-    /// Create a bridge, marked as ours, down; returns its index. The forward delay is sent in the
-    /// same message as the STP state: the kernel applies IFLA_BR_FORWARD_DELAY before
-    /// IFLA_BR_STP_STATE, which is libvirt's "delay first" order.
+    /// Create a bridge, down; returns its index. The forward delay is sent in the same message as
+    /// the STP state: the kernel applies IFLA_BR_FORWARD_DELAY before IFLA_BR_STP_STATE, which is
+    /// libvirt's "delay first" order. Without `mac` the kernel picks one (and a bridge then takes
+    /// its first port's). The owner alias is set by the caller afterwards: not every kernel
+    /// accepts IFLA_IFALIAS in the RTM_NEWLINK of a new device.
     pub async fn create_bridge(
         &self,
         name: &str,
-        mac: [u8; 6],
+        mac: Option<Mac>,
         mtu: Option<u32>,
         stp: bool,
         delay: u32,
-        alias: &str,
     ) -> Result<u32, Error> {
         let mut b = LinkBridge::new(name)
             .down()
-            .address(mac.to_vec())
             .forward_delay(delay * CS_PER_SECOND)
             .stp_state(if stp {
                 BridgeStpState::KernelStp
             } else {
                 BridgeStpState::Disabled
             });
+        if let Some(mac) = mac {
+            b = b.address(mac.octets().to_vec());
+        }
         if let Some(m) = mtu {
             b = b.mtu(m);
         }
@@ -155,8 +142,6 @@ impl Netlink {
         let link = self.link_by_name(name).await?.ok_or_else(|| {
             Error::Netlink(format!("bridge {name} vanished right after it was created"))
         })?;
-        // The alias is not accepted in RTM_NEWLINK for a new device on every kernel; set it after.
-        self.set_alias(link.index, alias).await?;
         Ok(link.index)
     }
 
@@ -176,9 +161,9 @@ impl Netlink {
             .await
     }
 
-    pub async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<(), Error> {
+    pub async fn set_mac(&self, index: u32, mac: Mac) -> Result<(), Error> {
         let msg = LinkUnspec::new_with_index(index)
-            .address(mac.to_vec())
+            .address(mac.octets().to_vec())
             .build();
         self.set_link(msg, format!("setting MAC of link {index}"))
             .await
@@ -286,11 +271,7 @@ fn parse_link(m: &LinkMessage) -> Link {
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => link.name = n.clone(),
-            LinkAttribute::Address(b) if b.len() == 6 => {
-                let mut mac = [0u8; 6];
-                mac.copy_from_slice(b);
-                link.mac = Some(mac);
-            }
+            LinkAttribute::Address(b) if b.len() == 6 => link.mac = Mac::from_slice(b),
             LinkAttribute::Mtu(v) => link.mtu = *v,
             LinkAttribute::IfAlias(s) if !s.is_empty() => link.alias = Some(s.clone()),
             LinkAttribute::Controller(c) if *c != 0 => link.controller = Some(*c),

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use hwaddr::Mac;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
@@ -61,7 +62,7 @@ pub struct NetworkSpec {
     /// Bridge forward delay in seconds (libvirt's default is 0).
     pub forward_delay: u32,
     /// Pinned bridge MAC (a bridge without one takes its first port's MAC and changes later).
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub mtu: Option<u32>,
     /// mode = bridge only: host ports to enslave.
     pub interfaces: Vec<String>,
@@ -85,8 +86,8 @@ pub struct Desired {
     pub sysctls: BTreeMap<String, String>,
     /// `[vhost_net] experimental_zcopytx`, when configured.
     pub vhost_zcopytx: Option<bool>,
-    /// How much DHCP one bridge port may send to the host (`bridge hostagent`, see
-    /// [`crate::nft::bridge`]); None: no per-port limit.
+    /// How much DHCP one bridge port may send to the host (the `bridge hostagent` table, rendered
+    /// by nft::bridge); None: no per-port limit.
     pub dhcp_port_limit: Option<PortLimit>,
 }
 
@@ -104,6 +105,9 @@ impl Default for Desired {
 }
 
 /// A per-port packet rate limit: `rate_per_sec` sustained, `burst` packets back to back.
+///
+/// The one place the defaults and the burst rule live: nft::bridge renders whatever limit it is
+/// given, and the agent's config takes its default rate from here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PortLimit {
     pub rate_per_sec: u32,
@@ -111,7 +115,12 @@ pub struct PortLimit {
 }
 
 impl PortLimit {
-    /// `rate` packets per second with a burst of twice that (two seconds' worth).
+    /// Default sustained DHCP packets per second one bridge port may send to the host: far above
+    /// what real clients send (a handful per boot), far below a starvation flood.
+    pub const DEFAULT_RATE_PER_SEC: u32 = 100;
+
+    /// `rate` packets per second with a burst of twice that (two seconds' worth), so a port whose
+    /// clients all boot at once is not cut off in its first second.
     pub fn per_second(rate: u32) -> PortLimit {
         PortLimit {
             rate_per_sec: rate,
@@ -122,10 +131,7 @@ impl PortLimit {
 
 impl Default for PortLimit {
     fn default() -> Self {
-        PortLimit {
-            rate_per_sec: crate::nft::bridge::PORT_RATE_PER_SEC,
-            burst: crate::nft::bridge::PORT_BURST,
-        }
+        PortLimit::per_second(PortLimit::DEFAULT_RATE_PER_SEC)
     }
 }
 
@@ -174,34 +180,21 @@ impl Host {
     }
 }
 
-/// Locally administered, stable MAC derived from a name (52:54:00 is QEMU's OUI, as libvirt uses).
-pub fn derived_mac(name: &str) -> [u8; 6] {
-    // FNV-1a: stable across releases and platforms, unlike std's hasher.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in name.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    [0x52, 0x54, 0x00, (h >> 16) as u8, (h >> 8) as u8, h as u8]
-}
-
-pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn derived_mac_is_stable_and_local_qemu_prefix() {
-        let a = derived_mac("default");
-        assert_eq!(a, derived_mac("default"));
-        assert_ne!(a, derived_mac("lab"));
-        assert_eq!(&a[..3], &[0x52, 0x54, 0x00]);
+    fn the_default_port_limit_is_100_per_second_with_twice_that_as_burst() {
+        assert_eq!(
+            PortLimit::default(),
+            PortLimit {
+                rate_per_sec: 100,
+                burst: 200
+            }
+        );
+        assert_eq!(PortLimit::per_second(7).burst, 14);
+        assert_eq!(PortLimit::per_second(u32::MAX).burst, u32::MAX);
     }
 
     #[test]

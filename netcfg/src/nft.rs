@@ -1,8 +1,9 @@
 //! The agent's private nftables table (`inet hostagent`), rendered from the desired networks and
 //! replaced atomically in one `nft -f -` transaction. Other tables are never touched.
 //!
-//! We drive the `nft` binary ourselves so its error message reaches the user verbatim. The rules
-//! and their meaning (libvirt's) are in [`rules`].
+//! We drive the `nft` binary ourselves, always through one runner (`run`, with [`NftError`]), so
+//! its error message reaches the user verbatim and "table absent" is never confused with "nft
+//! failed". The rules and their meaning (libvirt's) are in [`rules`].
 //!
 //! Recognising our table: the table comment carries a fingerprint of the rendered rules
 //! (`comment "hostagent <fnv64>"`), and observe also reads every chain and rule back
@@ -16,9 +17,9 @@
 
 pub mod bridge;
 pub mod rules;
+mod run;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+pub use run::NftError;
 
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -29,6 +30,9 @@ use rules::Ruleset;
 
 /// Name of the tables the agent owns (`inet hostagent` and `bridge hostagent`).
 pub const TABLE: &str = "hostagent";
+
+/// The agent's main table, as users see it in `nft list tables` (and as plans and `down` name it).
+pub const FIREWALL_TABLE: &str = "inet hostagent";
 
 /// FNV-1a 64: stable across releases and platforms, unlike std's hasher.
 fn fnv64(text: &str) -> u64 {
@@ -249,59 +253,21 @@ pub fn matches(observed: &NftObserved, desired: &Desired) -> bool {
     observed.differences(desired).is_empty()
 }
 
-/// Output of a successful nft run.
-#[derive(Debug)]
-struct NftRun {
-    stdout: String,
-}
-
-/// Run `nft args...`, feeding `stdin` when given. A non-zero exit becomes [`Error::NftCommand`]
-/// with nft's stderr verbatim. LC_ALL=C so messages we inspect (ENOENT) are not translated.
-fn run_nft(args: &[&str], stdin: Option<&str>, action: &str) -> Result<NftRun, Error> {
-    let mut cmd = Command::new("nft");
-    cmd.args(args)
-        .env("LC_ALL", "C")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::NftMissing,
-        _ => Error::io("nft", e),
-    })?;
-    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // A write error means nft exited early; its exit status and stderr say why.
-        let _ = pipe.write_all(text.as_bytes());
-    }
-    let out = child.wait_with_output().map_err(|e| Error::io("nft", e))?;
-    if !out.status.success() {
-        let mut stderr = String::from_utf8_lossy(&out.stderr).trim_end().to_string();
-        if stderr.is_empty() {
-            stderr = format!("(no message; {})", out.status);
-        }
-        return Err(Error::NftCommand {
-            action: action.to_string(),
-            stderr,
-        });
-    }
-    Ok(NftRun {
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-    })
-}
-
 /// `nft --version`, for `check`.
-pub fn nft_available() -> Result<String, Error> {
-    Ok(run_nft(&["--version"], None, "--version")?
-        .stdout
+pub fn version() -> Result<String, Error> {
+    Ok(run::run(&["--version"], None, "--version")?
         .trim()
         .to_string())
 }
 
+/// `nft list tables`, for `check`: does nft run here with the rights it needs?
+pub fn list_tables() -> Result<String, Error> {
+    Ok(run::run(&["list", "tables"], None, "list tables")?)
+}
+
 /// Bridge names go inside quoted nft strings, which have no escapes: allow only plain names.
-fn check_names(desired: &Desired) -> Result<(), Error> {
+/// `plan` refuses such a name before anything runs (see `plan::conflicts`).
+pub fn check_names(desired: &Desired) -> Result<(), Error> {
     for net in &desired.networks {
         let b = &net.bridge;
         let plain = b
@@ -319,9 +285,14 @@ fn check_names(desired: &Desired) -> Result<(), Error> {
 /// stderr verbatim.
 pub fn replace(desired: &Desired) -> Result<(), Error> {
     check_names(desired)?;
-    run_nft(
+    load(&render(desired))
+}
+
+/// Load an `nft -f` script (one of [`render`]'s, or [`restore_script`]'s) as one transaction.
+pub fn load(script: &str) -> Result<(), Error> {
+    run::run(
         &["-f", "-"],
-        Some(&render(desired)),
+        Some(script),
         &format!("replace table inet {TABLE}"),
     )?;
     Ok(())
@@ -333,12 +304,38 @@ pub fn delete() -> Result<(), Error> {
     let script = format!(
         "add table inet {TABLE}\ndelete table inet {TABLE}\nadd table bridge {TABLE}\ndelete table bridge {TABLE}\n"
     );
-    run_nft(
+    run::run(
         &["-f", "-"],
         Some(&script),
         &format!("delete table inet {TABLE}"),
     )?;
     Ok(())
+}
+
+/// The agent's tables as they are now, as `nft list table` prints them (the bridge table, then
+/// the inet table: the order [`render`] creates them in), None when neither exists. A rollback
+/// puts them back with [`restore_script`]. Only nft's "No such file or directory" counts as
+/// absent: any other failure is an error, never "nothing to restore".
+pub fn saved_tables() -> Result<Option<String>, Error> {
+    let mut saved = String::new();
+    for family in ["bridge", "inet"] {
+        let action = format!("list table {family} {TABLE}");
+        match run::run(&["list", "table", family, TABLE], None, &action) {
+            Ok(text) => saved.push_str(&text),
+            Err(NftError::Absent { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok((!saved.is_empty()).then_some(saved))
+}
+
+/// The script that puts [`saved_tables`]' text back atomically: both of ours are deleted and the
+/// saved text loaded in one transaction, so a table that did not exist before is gone again.
+pub fn restore_script(saved: &str) -> String {
+    let t = TABLE;
+    format!(
+        "table bridge {t} {{}}\ndelete table bridge {t}\ntable inet {t} {{}}\ndelete table inet {t}\n{saved}"
+    )
 }
 
 /// Read the agent's tables back. Both absent is `present: false`, not an error. A bridge table
@@ -361,15 +358,13 @@ pub fn observe() -> Result<NftObserved, Error> {
 /// One of our tables, None when it does not exist.
 fn observe_table(family: &str) -> Result<Option<NftObserved>, Error> {
     let action = format!("list table {family} {TABLE}");
-    let json = match run_nft(&["-j", "list", "table", family, TABLE], None, &action) {
-        Ok(out) => out.stdout,
-        Err(Error::NftCommand { stderr, .. }) if stderr.contains("No such file or directory") => {
-            return Ok(None);
-        }
-        Err(e) => return Err(e),
+    let json = match run::run(&["-j", "list", "table", family, TABLE], None, &action) {
+        Ok(out) => out,
+        Err(NftError::Absent { .. }) => return Ok(None),
+        Err(e) => return Err(e.into()),
     };
     let mut observed = parse_listing(&json)?;
-    let text = run_nft(&["list", "table", family, TABLE], None, &action)?.stdout;
+    let text = run::run(&["list", "table", family, TABLE], None, &action)?;
     observed.fingerprint = parse_fingerprint(&text);
     Ok(Some(observed))
 }
@@ -398,11 +393,11 @@ fn str_field(obj: &Value, key: &str) -> Option<String> {
 /// declarations, sort chains and sets by name and rules by chain (keeping their order inside
 /// each chain).
 fn parse_listing(json: &str) -> Result<NftObserved, Error> {
-    let doc: Value = serde_json::from_str(json).map_err(|e| Error::NftOutput(e.to_string()))?;
+    let doc: Value = serde_json::from_str(json).map_err(|e| NftError::Output(e.to_string()))?;
     let items = doc
         .get("nftables")
         .and_then(Value::as_array)
-        .ok_or_else(|| Error::NftOutput("no \"nftables\" array".into()))?;
+        .ok_or_else(|| NftError::Output("no \"nftables\" array".into()))?;
     let mut observed = NftObserved {
         present: true,
         ..NftObserved::default()

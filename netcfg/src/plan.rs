@@ -1,23 +1,27 @@
 //! Desired vs actual: [`observe`] reads the host, [`diff`] lists the concrete [`Action`]s that
 //! make it match, [`plan`] does both after refusing conflicts (a foreign device with our bridge's
 //! name, a missing port, an unknown sysctl). An empty plan means there is nothing to do.
+//!
+//! A plan carries everything `apply` needs to perform it (the rendered nft script included) and
+//! the desired state it was made for, which `apply`'s read-back compares the host with: `apply`
+//! never observes before it acts, only once after.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use hwaddr::Mac;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
 use crate::error::Error;
 use crate::files;
-use crate::link::{effective_forward_delay, owner_alias, Addr, Link, Netlink};
-use crate::model::{format_mac, Desired, Host, NetworkSpec};
-use crate::owned::Owned;
+use crate::hostops::{HostOps, KernelHost};
+use crate::link::{effective_forward_delay, Addr, BridgeInfo, Link, Netlink};
+use crate::model::{Desired, Host, NetworkSpec};
+use crate::nft::{self, FIREWALL_TABLE};
+use crate::owned::{owner_alias, ownership, Owned, Ownership};
 use crate::sysctl::{self, IP_FORWARD};
-
-/// The agent's nftables table, as users see it in `nft list tables`.
-pub const FIREWALL_TABLE: &str = "inet hostagent";
 
 /// What the agent's firewall table looks like now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -25,6 +29,16 @@ pub struct FirewallState {
     pub exists: bool,
     /// The table exists and is exactly what the desired state renders.
     pub matches: bool,
+}
+
+impl FirewallState {
+    /// The tables as read back, against what `desired` renders.
+    pub fn of(observed: &nft::NftObserved, desired: &Desired) -> FirewallState {
+        FirewallState {
+            exists: observed.present,
+            matches: observed.present && nft::matches(observed, desired),
+        }
+    }
 }
 
 /// One file the agent manages, as found.
@@ -69,13 +83,9 @@ impl Observed {
             .and_then(|f| f.content.as_deref())
     }
 
-    /// Is this existing link the agent's bridge: alias mark, or recorded with this very ifindex?
-    pub fn is_ours(&self, link: &Link) -> bool {
-        link.has_owner_mark()
-            || self
-                .owned
-                .bridge(&link.name)
-                .is_some_and(|b| b.ifindex == link.index)
+    /// Whose the live bridge `link` is, for `network` (the one rule: [`ownership`]).
+    pub fn ownership(&self, link: &Link, network: &str) -> Ownership {
+        ownership(link, network, self.owned.bridge(&link.name))
     }
 }
 
@@ -94,7 +104,9 @@ pub enum SysctlRecord {
 /// A bridge as it was before the agent deletes it (so a failed apply can recreate it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BridgeSnapshot {
-    pub mac: Option<String>,
+    /// None only for a link the kernel reported without an address: recreated, it gets the
+    /// kernel's choice, never a made-up one.
+    pub mac: Option<Mac>,
     pub mtu: u32,
     pub stp: bool,
     pub forward_delay: u32,
@@ -110,7 +122,7 @@ pub enum Action {
     CreateBridge {
         network: String,
         name: String,
-        mac: String,
+        mac: Mac,
         mtu: Option<u32>,
         stp: bool,
         forward_delay: u32,
@@ -119,11 +131,13 @@ pub enum Action {
     MarkOwned {
         network: String,
         name: String,
+        /// The device the plan found (apply refuses if the name now belongs to another).
+        ifindex: u32,
     },
     SetBridgeMac {
         name: String,
-        from: Option<String>,
-        to: String,
+        from: Option<Mac>,
+        to: Mac,
     },
     SetMtu {
         name: String,
@@ -138,6 +152,7 @@ pub enum Action {
         forward_delay: u32,
     },
     EnslavePort {
+        network: String,
         bridge: String,
         port: String,
     },
@@ -170,6 +185,9 @@ pub enum Action {
     ReplaceFirewall {
         table: String,
         networks: usize,
+        /// The `nft -f` script that replaces our tables (rendered when the plan is made).
+        #[serde(skip)]
+        script: String,
     },
     DeleteFirewall {
         table: String,
@@ -177,6 +195,8 @@ pub enum Action {
     DeleteOwnedBridge {
         network: String,
         name: String,
+        /// The device the plan found ours (apply deletes only that one).
+        ifindex: u32,
         snapshot: BridgeSnapshot,
     },
     /// owned.json names a bridge that is gone or is no longer the one the agent made.
@@ -224,7 +244,7 @@ impl fmt::Display for Action {
                     delay_text(*stp, *forward_delay)
                 )
             }
-            Action::MarkOwned { network, name } => {
+            Action::MarkOwned { network, name, .. } => {
                 write!(
                     f,
                     "mark bridge {name} as hostagent's (alias {}, record in owned.json)",
@@ -232,11 +252,8 @@ impl fmt::Display for Action {
                 )
             }
             Action::SetBridgeMac { name, from, to } => {
-                write!(
-                    f,
-                    "set MAC of {name} {} → {to}",
-                    from.as_deref().unwrap_or("(none)")
-                )
+                let from = from.map_or_else(|| "(none)".to_string(), |m| m.to_string());
+                write!(f, "set MAC of {name} {from} → {to}")
             }
             Action::SetMtu { name, from, to } => write!(f, "set MTU of {name} {from} → {to}"),
             Action::SetStp {
@@ -252,7 +269,7 @@ impl fmt::Display for Action {
                 on_off(*stp),
                 delay_text(*stp, *forward_delay).trim_start_matches("forward delay ")
             ),
-            Action::EnslavePort { bridge, port } => {
+            Action::EnslavePort { bridge, port, .. } => {
                 write!(f, "add port {port} to bridge {bridge} and set it up")
             }
             Action::AddAddress { bridge, address } => {
@@ -289,7 +306,9 @@ impl fmt::Display for Action {
                 "remove {} (hostagent's, no longer configured)",
                 path.display()
             ),
-            Action::ReplaceFirewall { table, networks } => write!(
+            Action::ReplaceFirewall {
+                table, networks, ..
+            } => write!(
                 f,
                 "replace nftables table {table} ({networks} network{})",
                 if *networks == 1 { "" } else { "s" }
@@ -313,95 +332,33 @@ pub struct Plan {
     pub actions: Vec<Action>,
     /// E.g. "vhost_net must be reloaded": the agent never does that itself.
     pub notes: Vec<String>,
+    /// The desired state the plan was made for: apply's read-back checks the host against it.
+    #[serde(skip)]
+    pub(crate) desired: Desired,
 }
 
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.actions.is_empty()
     }
-}
 
-/// Firewall access: crate::nft owns the table; this adds the save/restore a rollback needs.
-pub(crate) mod fw {
-    use super::*;
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-
-    pub fn observe(desired: &Desired) -> Result<FirewallState, Error> {
-        Ok(state(&crate::nft::observe()?, desired))
-    }
-
-    /// The tables as read back, against what `desired` renders.
-    pub fn state(o: &crate::nft::NftObserved, desired: &Desired) -> FirewallState {
-        FirewallState {
-            exists: o.present,
-            matches: o.present && crate::nft::matches(o, desired),
-        }
-    }
-
-    pub fn replace(desired: &Desired) -> Result<(), Error> {
-        crate::nft::replace(desired)
-    }
-
-    pub fn delete() -> Result<(), Error> {
-        crate::nft::delete()
-    }
-
-    /// The agent's tables as they are now (`nft list table` of the bridge table, then the inet
-    /// table: the order `render` creates them in), None when neither exists. Used to put the
-    /// previous firewall back when an apply rolls back.
-    pub fn list_table() -> Result<Option<String>, Error> {
-        let mut saved = String::new();
-        for family in ["bridge", "inet"] {
-            let out = Command::new("nft")
-                .args(["list", "table", family, crate::nft::TABLE])
-                .output()
-                .map_err(|e| Error::Nft(format!("running nft: {e}")))?;
-            if out.status.success() {
-                saved.push_str(&String::from_utf8_lossy(&out.stdout));
-            }
-        }
-        Ok((!saved.is_empty()).then_some(saved))
-    }
-
-    /// Put the saved tables back atomically: both of ours are deleted and the saved text loaded
-    /// in one transaction, so a table that did not exist before is gone again.
-    pub fn restore(saved: &str) -> Result<(), Error> {
-        let t = crate::nft::TABLE;
-        nft_script(&format!(
-            "table bridge {t} {{}}\ndelete table bridge {t}\ntable inet {t} {{}}\ndelete table inet {t}\n{saved}"
-        ))
-    }
-
-    fn nft_script(script: &str) -> Result<(), Error> {
-        let mut child = Command::new("nft")
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| Error::Nft(format!("running nft: {e}")))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin
-                .write_all(script.as_bytes())
-                .map_err(|e| Error::Nft(format!("writing to nft: {e}")))?;
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| Error::Nft(format!("waiting for nft: {e}")))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(Error::Nft(
-                String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            ))
-        }
+    /// The desired state this plan takes the host to.
+    pub fn desired(&self) -> &Desired {
+        &self.desired
     }
 }
 
 /// Read everything `diff` needs.
 pub async fn observe(host: &Host, desired: &Desired) -> Result<Observed, Error> {
-    let nl = Netlink::connect()?;
+    observe_with(&Netlink::connect()?, host, desired).await
+}
+
+/// [`observe`] on an open netlink connection.
+pub(crate) async fn observe_with(
+    nl: &Netlink,
+    host: &Host,
+    desired: &Desired,
+) -> Result<Observed, Error> {
     let links = nl.links().await?;
     let addrs = nl.addrs().await?;
     let owned = Owned::load(host)?;
@@ -417,7 +374,7 @@ pub async fn observe(host: &Host, desired: &Desired) -> Result<Observed, Error> 
         let content = files::read_opt(&host.path(&path))?;
         observed_files.push(ObservedFile { path, content });
     }
-    let firewall = fw::observe(desired)?;
+    let firewall = FirewallState::of(&nft::observe()?, desired);
     Ok(Observed {
         links,
         addrs,
@@ -431,15 +388,17 @@ pub async fn observe(host: &Host, desired: &Desired) -> Result<Observed, Error> 
 }
 
 /// Refuse what apply must never do: adopt or replace a device that is not ours, enslave a port
-/// that is missing or taken, write a sysctl that does not exist.
+/// that is missing or taken, write a sysctl that does not exist, put a bridge name into an nft
+/// rule that cannot hold it.
 pub fn conflicts(desired: &Desired, observed: &Observed) -> Result<(), Error> {
+    nft::check_names(desired)?;
     for n in &desired.networks {
         if let Some(l) = observed.link(&n.bridge) {
-            if !observed.is_ours(l) {
+            if let Ownership::Foreign(why) = observed.ownership(l, &n.name) {
                 return Err(Error::ForeignBridge {
                     network: n.name.clone(),
                     bridge: n.bridge.clone(),
-                    state: observed.owned_path.clone(),
+                    why: format!("{why}; state file {}", observed.owned_path.display()),
                 });
             }
             if l.kind.as_deref() != Some("bridge") {
@@ -508,22 +467,26 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Plan {
             ));
         }
     }
-    Plan { actions, notes }
+    Plan {
+        actions,
+        notes,
+        desired: desired.clone(),
+    }
 }
 
 fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>) {
-    let mac = format_mac(&n.mac);
     let Some(l) = observed.link(&n.bridge) else {
         actions.push(Action::CreateBridge {
             network: n.name.clone(),
             name: n.bridge.clone(),
-            mac,
+            mac: n.mac,
             mtu: n.mtu,
             stp: n.stp,
             forward_delay: n.forward_delay,
         });
         for p in &n.interfaces {
             actions.push(Action::EnslavePort {
+                network: n.name.clone(),
                 bridge: n.bridge.clone(),
                 port: p.clone(),
             });
@@ -539,22 +502,21 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
         });
         return;
     };
-    // conflicts() has refused foreign devices; anything here is ours.
-    let recorded = observed
-        .owned
-        .bridge(&n.bridge)
-        .is_some_and(|b| b.ifindex == l.index);
-    if l.alias.as_deref() != Some(owner_alias(&n.name).as_str()) || !recorded {
-        actions.push(Action::MarkOwned {
+    match observed.ownership(l, &n.name) {
+        Ownership::Ours => {}
+        Ownership::NeedsMark(_) => actions.push(Action::MarkOwned {
             network: n.name.clone(),
             name: n.bridge.clone(),
-        });
+            ifindex: l.index,
+        }),
+        // conflicts() refuses it; a plan never touches a device that is not ours.
+        Ownership::Foreign(_) => return,
     }
     if l.mac != Some(n.mac) {
         actions.push(Action::SetBridgeMac {
             name: n.bridge.clone(),
-            from: l.mac.as_ref().map(format_mac),
-            to: mac,
+            from: l.mac,
+            to: n.mac,
         });
     }
     if let Some(m) = n.mtu {
@@ -588,6 +550,7 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
                 }
             }
             _ => actions.push(Action::EnslavePort {
+                network: n.name.clone(),
                 bridge: n.bridge.clone(),
                 port: p.clone(),
             }),
@@ -622,17 +585,25 @@ fn diff_stale_bridges(desired: &Desired, observed: &Observed, actions: &mut Vec<
         if desired.networks.iter().any(|n| n.bridge == rec.name) {
             continue;
         }
-        match observed.link(&rec.name) {
-            Some(l) if l.index == rec.ifindex && l.has_owner_mark() => {
-                let b = l.bridge.clone().unwrap_or(crate::link::BridgeInfo {
+        let Some(l) = observed.link(&rec.name) else {
+            actions.push(Action::ForgetBridge {
+                name: rec.name.clone(),
+                reason: "it no longer exists".into(),
+            });
+            continue;
+        };
+        match ownership(l, &rec.network, Some(rec)) {
+            Ownership::Ours => {
+                let b = l.bridge.clone().unwrap_or(BridgeInfo {
                     stp: false,
                     forward_delay: 0,
                 });
                 actions.push(Action::DeleteOwnedBridge {
                     network: rec.network.clone(),
                     name: rec.name.clone(),
+                    ifindex: l.index,
                     snapshot: BridgeSnapshot {
-                        mac: l.mac.as_ref().map(format_mac),
+                        mac: l.mac,
                         mtu: l.mtu,
                         stp: b.stp,
                         forward_delay: b.forward_delay,
@@ -642,15 +613,18 @@ fn diff_stale_bridges(desired: &Desired, observed: &Observed, actions: &mut Vec<
                     },
                 });
             }
-            Some(_) => actions.push(Action::ForgetBridge {
+            Ownership::NeedsMark(_) => actions.push(Action::ForgetBridge {
+                name: rec.name.clone(),
+                reason: format!(
+                    "its alias is no longer {}: someone took it over; left alone",
+                    owner_alias(&rec.network)
+                ),
+            }),
+            Ownership::Foreign(_) => actions.push(Action::ForgetBridge {
                 name: rec.name.clone(),
                 reason:
                     "a device of that name exists but is not the one hostagent created; left alone"
                         .into(),
-            }),
-            None => actions.push(Action::ForgetBridge {
-                name: rec.name.clone(),
-                reason: "it no longer exists".into(),
             }),
         }
     }
@@ -733,13 +707,23 @@ fn diff_firewall(desired: &Desired, observed: &Observed, actions: &mut Vec<Actio
         actions.push(Action::ReplaceFirewall {
             table,
             networks: desired.networks.len(),
+            script: nft::render(desired),
         });
     }
 }
 
-/// Observe, refuse conflicts, diff.
+/// Observe (once), refuse conflicts, diff: the plan `apply` performs.
 pub async fn plan(host: &Host, desired: &Desired) -> Result<Plan, Error> {
-    let observed = observe(host, desired).await?;
+    plan_with(&mut KernelHost::connect(host), host, desired).await
+}
+
+/// [`plan`] on the given host operations.
+pub(crate) async fn plan_with<O: HostOps>(
+    ops: &mut O,
+    host: &Host,
+    desired: &Desired,
+) -> Result<Plan, Error> {
+    let observed = ops.observe(host, desired).await?;
     conflicts(desired, &observed)?;
     Ok(diff(desired, &observed))
 }
@@ -747,7 +731,6 @@ pub async fn plan(host: &Host, desired: &Desired) -> Result<Plan, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::link::BridgeInfo;
     use crate::model::{Mode, PortLimit, Services};
     use crate::owned::{OwnedBridge, SysctlChange};
 
@@ -759,7 +742,7 @@ mod tests {
             address: Some("10.77.0.1/24".parse().unwrap()),
             stp: true,
             forward_delay: 0,
-            mac: [0x52, 0x54, 0, 1, 2, 3],
+            mac: Mac([0x52, 0x54, 0, 1, 2, 3]),
             mtu: Some(1500),
             interfaces: vec![],
             services: Services::default(),
@@ -770,7 +753,7 @@ mod tests {
         Link {
             index,
             name: name.into(),
-            mac: Some([0x52, 0x54, 0, 1, 2, 3]),
+            mac: Some(Mac([0x52, 0x54, 0, 1, 2, 3])),
             mtu: 1500,
             up: true,
             alias: alias.map(String::from),
@@ -798,7 +781,7 @@ mod tests {
                 network: n.name.clone(),
                 name: n.bridge.clone(),
                 ifindex: idx,
-                mac: format_mac(&n.mac),
+                mac: Some(n.mac),
             });
         }
         for (k, v) in sysctl::wanted(desired) {
@@ -848,7 +831,8 @@ mod tests {
         let mut d = desired_one(Mode::Routed);
         d.sysctls.insert("vm.max_map_count".into(), "262144".into());
         d.vhost_zcopytx = Some(true);
-        assert_eq!(diff(&d, &converged(&d)), Plan::default());
+        assert_eq!(diff(&d, &converged(&d)).actions, []);
+        assert_eq!(diff(&d, &converged(&d)).notes, Vec::<String>::new());
     }
 
     #[test]
@@ -857,22 +841,26 @@ mod tests {
         applied.networks[0].services.dhcp = true;
         // The tables as observe reads them after applying `applied` (default 100/s).
         let live = crate::nft::expected(&applied);
-        let replace = vec![Action::ReplaceFirewall {
-            table: FIREWALL_TABLE.into(),
-            networks: 1,
-        }];
         for limit in [Some(PortLimit::per_second(500)), None] {
             let wanted = Desired {
                 dhcp_port_limit: limit,
                 ..applied.clone()
             };
             let mut o = converged(&wanted);
-            o.firewall = fw::state(&live, &wanted);
-            assert_eq!(diff(&wanted, &o).actions, replace, "{limit:?}");
+            o.firewall = FirewallState::of(&live, &wanted);
+            assert_eq!(
+                diff(&wanted, &o).actions,
+                [Action::ReplaceFirewall {
+                    table: FIREWALL_TABLE.into(),
+                    networks: 1,
+                    script: nft::render(&wanted),
+                }],
+                "{limit:?}"
+            );
         }
         let mut o = converged(&applied);
-        o.firewall = fw::state(&live, &applied);
-        assert_eq!(diff(&applied, &o), Plan::default());
+        o.firewall = FirewallState::of(&live, &applied);
+        assert!(diff(&applied, &o).is_empty());
     }
 
     #[test]
@@ -890,7 +878,7 @@ mod tests {
     fn drift_on_our_bridge_is_corrected_and_stray_addresses_removed() {
         let d = desired_one(Mode::Nat);
         let mut o = converged(&d);
-        o.links[0].mac = Some([2, 0, 0, 0, 0, 1]);
+        o.links[0].mac = Some(Mac([2, 0, 0, 0, 0, 1]));
         o.links[0].mtu = 9000;
         o.links[0].bridge = Some(BridgeInfo {
             stp: false,
@@ -905,8 +893,8 @@ mod tests {
         let a = &plan.actions;
         assert!(a.contains(&Action::SetBridgeMac {
             name: "br-lab".into(),
-            from: Some("02:00:00:00:00:01".into()),
-            to: "52:54:00:01:02:03".into()
+            from: Some(Mac([2, 0, 0, 0, 0, 1])),
+            to: Mac([0x52, 0x54, 0, 1, 2, 3])
         }));
         assert!(a.contains(&Action::SetMtu {
             name: "br-lab".into(),
@@ -960,21 +948,47 @@ mod tests {
                 && msg.contains("remove the foreign device"),
             "{msg}"
         );
+        let acts = diff(&d, &o).actions;
+        assert!(
+            !acts.iter().any(|a| a.to_string().contains("br-lab")),
+            "diff never acts on it either: {acts:?}"
+        );
         // Recorded with the same ifindex counts as ours even without the alias mark.
         o.owned.bridges.push(OwnedBridge {
             network: "lab".into(),
             name: "br-lab".into(),
             ifindex: 4,
-            mac: String::new(),
+            mac: None,
         });
         assert!(conflicts(&d, &o).is_ok());
         assert!(diff(&d, &o).actions.contains(&Action::MarkOwned {
             network: "lab".into(),
-            name: "br-lab".into()
+            name: "br-lab".into(),
+            ifindex: 4,
         }));
-        // A record for another ifindex does not make a new device ours.
+        // A record for another ifindex does not make a new device ours, even with our alias.
         o.owned.bridges[0].ifindex = 99;
-        assert!(conflicts(&d, &o).is_err());
+        o.links[0].alias = Some("hostagent:lab".into());
+        let err = conflicts(&d, &o).unwrap_err();
+        assert!(err.to_string().contains("records ifindex 99"), "{err}");
+        // Another network's alias on an unrecorded device is not ours.
+        o.owned.bridges.clear();
+        o.links[0].alias = Some("hostagent:other".into());
+        assert!(matches!(
+            conflicts(&d, &o),
+            Err(Error::ForeignBridge { .. })
+        ));
+        // This network's alias on an unrecorded device is: the record is made again.
+        o.links[0].alias = Some("hostagent:lab".into());
+        assert!(conflicts(&d, &o).is_ok());
+        assert_eq!(
+            diff(&d, &o).actions[0],
+            Action::MarkOwned {
+                network: "lab".into(),
+                name: "br-lab".into(),
+                ifindex: 4,
+            }
+        );
     }
 
     #[test]
@@ -998,6 +1012,7 @@ mod tests {
         conflicts(&d, &o).unwrap();
         let plan = diff(&d, &o);
         assert!(plan.actions.contains(&Action::EnslavePort {
+            network: "lab".into(),
             bridge: "br-lab".into(),
             port: "eth1".into()
         }));
@@ -1015,7 +1030,7 @@ mod tests {
             network: "old".into(),
             name: "br-old".into(),
             ifindex: 5,
-            mac: String::new(),
+            mac: None,
         });
         o.links
             .push(bridge_link(5, "br-old", Some("hostagent:old")));

@@ -197,7 +197,7 @@ fn network_spec(n: &Network) -> NetworkSpec {
         address: n.address,
         stp: n.stp,
         forward_delay: n.forward_delay,
-        mac: n.mac,
+        mac: netcfg::Mac(n.mac),
         mtu: n.mtu.map(u32::from),
         interfaces: n.interfaces.clone(),
         services: Services {

@@ -18,7 +18,7 @@ pub const DEFAULT_LEASE_TIME: Duration = Duration::from_secs(3600);
 pub const MIN_LEASE_TIME: Duration = Duration::from_secs(60);
 /// `[dhcp] port_rate_limit` when left out: DHCP packets per second one bridge port may send to
 /// the host (burst twice that).
-pub const DEFAULT_PORT_RATE_LIMIT: u32 = netcfg::nft::bridge::PORT_RATE_PER_SEC;
+pub const DEFAULT_PORT_RATE_LIMIT: u32 = netcfg::PortLimit::DEFAULT_RATE_PER_SEC;
 /// The accepted `port_rate_limit` values besides 0 (off): below 10/s a port with a few booting
 /// machines already loses DISCOVERs; above 100,000/s the limit no longer protects anything.
 pub const PORT_RATE_LIMIT_RANGE: std::ops::RangeInclusive<u32> = 10..=100_000;
@@ -90,7 +90,7 @@ impl VirtType {
 /// A guest's MAC, derived from its name: stable across runs and hosts, in QEMU's 52:54:00 block,
 /// and never equal to a bridge MAC derived from a network of the same name.
 pub fn guest_mac(name: &str) -> [u8; 6] {
-    netcfg::derived_mac(&format!("guest:{name}"))
+    netcfg::Mac::derived(&format!("guest:{name}")).0
 }
 
 /// One guest instance.

@@ -184,7 +184,7 @@ async fn repair(ctx: &Context, model: &Model) -> Result<usize> {
     for a in &plan.actions {
         tracing::warn!("drift: {a}");
     }
-    netcfg::apply::apply(&host, &desired, &plan)
+    netcfg::apply(&host, &plan)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     for network in recreated_networks(&plan.actions) {
@@ -305,7 +305,7 @@ mod tests {
         Action::CreateBridge {
             network: network.into(),
             name: format!("br-{network}"),
-            mac: "52:54:00:00:00:01".into(),
+            mac: netcfg::Mac([0x52, 0x54, 0, 0, 0, 1]),
             mtu: None,
             stp: true,
             forward_delay: 0,
@@ -322,7 +322,7 @@ mod tests {
             Action::SetBridgeMac {
                 name: "br-c".into(),
                 from: None,
-                to: "52:54:00:00:00:02".into(),
+                to: netcfg::Mac([0x52, 0x54, 0, 0, 0, 2]),
             },
             create("d"),
         ];

@@ -94,7 +94,7 @@ pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
     services.lock().await.stop_all().await;
     if down_on_exit {
         let host = hostcmd::host_for(cli, &current);
-        match netcfg::apply::teardown(&host).await {
+        match netcfg::teardown(&host).await {
             Ok(report) => tracing::info!("down on exit: {report}"),
             Err(e) => {
                 tracing::error!("down on exit: {e}");

@@ -16,7 +16,7 @@ pub fn lease_views(leases: &[crate::daemon::services::NetworkLeases]) -> Vec<Lea
         .iter()
         .flat_map(|n| &n.leases)
         .map(|l| LeaseView {
-            mac: netcfg::format_mac(&l.mac),
+            mac: netcfg::Mac(l.mac).to_string(),
             ip: l.ip,
             expires: l.expires,
         })

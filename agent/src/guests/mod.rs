@@ -122,7 +122,7 @@ fn plan_blocking(conn: &Conn, model: &Model, root: &Path) -> conn::Result<GuestP
                 p.actions.push(GuestAction::Define {
                     guest: g.name.clone(),
                     network: g.network.clone(),
-                    mac: netcfg::format_mac(&g.mac),
+                    mac: netcfg::Mac(g.mac).to_string(),
                     ip: g.ip,
                 });
                 p.actions.push(GuestAction::Start {
@@ -146,7 +146,7 @@ fn plan_blocking(conn: &Conn, model: &Model, root: &Path) -> conn::Result<GuestP
                         g.memory_mib
                     ));
                 }
-                let mac = netcfg::format_mac(&g.mac);
+                let mac = netcfg::Mac(g.mac).to_string();
                 if !info
                     .interfaces
                     .iter()
@@ -288,7 +288,7 @@ pub fn render_scripts(model: &Model, root: &Path) -> Result<(), anyhow::Error> {
         })?;
         let rendered = text
             .replace("{{name}}", &g.name)
-            .replace("{{mac}}", &netcfg::format_mac(&g.mac))
+            .replace("{{mac}}", &netcfg::Mac(g.mac).to_string())
             .replace("{{ip}}", &g.ip.to_string())
             .replace("{{network}}", &g.network)
             .replace(
@@ -388,7 +388,7 @@ pub async fn rows(
             .and_then(|ls| ls.iter().find(|l| l.mac.eq_ignore_ascii_case(mac)).cloned())
     };
     for g in &model.guests {
-        let mac = netcfg::format_mac(&g.mac);
+        let mac = netcfg::Mac(g.mac).to_string();
         let found = domains.iter().find(|(i, _)| i.name == g.name);
         let console = console_log(root, model, &g.name);
         seen.push(g.name.clone());

@@ -189,7 +189,7 @@ fn clone_one(
     c.define(&new_xml)?;
     let mac = macs
         .first()
-        .map(netcfg::format_mac)
+        .map(|m| netcfg::Mac(*m).to_string())
         .unwrap_or_else(|| "-".into());
     let how = if req.full {
         "full copies"
@@ -234,7 +234,7 @@ fn reserve(
     all.push(ExtraReservation {
         network: network.to_string(),
         name: name.to_string(),
-        mac: netcfg::format_mac(mac),
+        mac: netcfg::Mac(*mac).to_string(),
         ip,
     });
     if let Some(dir) = file.parent() {

@@ -114,7 +114,7 @@ pub fn domain_xml(
         let _ = writeln!(x, "    </disk>");
     }
     let _ = writeln!(x, "    <interface type='bridge'>");
-    let _ = writeln!(x, "      <mac address='{}'/>", netcfg::format_mac(&g.mac));
+    let _ = writeln!(x, "      <mac address='{}'/>", netcfg::Mac(g.mac));
     let _ = writeln!(x, "      <source bridge='{}'/>", escape(&g.bridge));
     let _ = writeln!(x, "      <model type='virtio'/>");
     if !g.vhost {
@@ -507,7 +507,7 @@ pub fn clone_xml(xml: &str, spec: &CloneSpec) -> Result<String, XmlError> {
     }
     let devs = devices(&doc)?;
     for (nic, mac) in children(devs, "interface").zip(spec.macs) {
-        let text = netcfg::format_mac(mac);
+        let text = netcfg::Mac(*mac).to_string();
         match child(nic, "mac") {
             Some(m) => set_attr(&mut e, m, "address", &text),
             None => e.insert(

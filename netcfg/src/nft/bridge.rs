@@ -23,10 +23,6 @@ use serde_json::{json, Value};
 
 use crate::model::{Desired, Mode, PortLimit};
 
-/// Default sustained DHCP packets per second one bridge port may send to the host.
-pub const PORT_RATE_PER_SEC: u32 = 100;
-/// Default packets one port may send back to back before the rate applies (twice the rate).
-pub const PORT_BURST: u32 = 200;
 /// The dynamic set holding one limiter per port.
 pub const PORT_SET: &str = "dhcp_ports";
 /// Most ports tracked at once; a port idle for `PORT_SET_TIMEOUT_SECS` is forgotten.

@@ -14,7 +14,7 @@ fn net(name: &str, mode: Mode, bridge: &str, address: Option<&str>) -> NetworkSp
         address: address.map(|a| a.parse().expect("test address")),
         stp: false,
         forward_delay: 0,
-        mac: crate::derived_mac(name),
+        mac: hwaddr::Mac::derived(name),
         mtu: None,
         interfaces: vec![],
         services: Services {
@@ -370,8 +370,8 @@ fn the_per_port_limit_renders_the_configured_rate_and_burst() {
     assert_eq!(
         Desired::default().dhcp_port_limit,
         Some(PortLimit {
-            rate_per_sec: bridge::PORT_RATE_PER_SEC,
-            burst: bridge::PORT_BURST
+            rate_per_sec: 100,
+            burst: 200
         })
     );
 }
@@ -514,70 +514,7 @@ fn expected_state_differs_only_from_a_different_listing() {
 /// only the calling thread, and the `nft` processes it spawns inherit it), then leaves it again.
 mod root {
     use super::*;
-    use std::os::fd::{AsRawFd, OwnedFd};
-    use std::process::Command;
-
-    struct TestNs {
-        name: String,
-        home: Option<OwnedFd>,
-    }
-
-    fn open(path: &str) -> OwnedFd {
-        std::fs::File::open(path)
-            .unwrap_or_else(|e| panic!("open {path}: {e}"))
-            .into()
-    }
-
-    impl TestNs {
-        fn new(tag: &str) -> TestNs {
-            static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-            let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let name = format!("nc{}-{n}-{tag}", std::process::id() % 100000);
-            let st = Command::new("ip")
-                .args(["netns", "add", &name])
-                .status()
-                .expect("spawn ip");
-            assert!(st.success(), "ip netns add {name} (these tests need root)");
-            TestNs { name, home: None }
-        }
-
-        /// Run a command inside the namespace (from outside, via `ip netns exec`).
-        fn exec(&self, argv: &[&str], stdin: Option<&str>) -> std::process::Output {
-            let mut c = Command::new("ip");
-            c.args(["netns", "exec", &self.name]).args(argv);
-            c.stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::piped());
-            let mut child = c.spawn().expect("spawn ip netns exec");
-            if let Some(mut pipe) = child.stdin.take() {
-                use std::io::Write;
-                let _ = pipe.write_all(stdin.unwrap_or("").as_bytes());
-            }
-            child.wait_with_output().expect("wait")
-        }
-
-        /// Move this thread into the namespace until drop.
-        fn enter(&mut self) {
-            let home = open("/proc/thread-self/ns/net");
-            let target = open(&format!("/run/netns/{}", self.name));
-            // SAFETY: setns(2) on fds we own; affects only this thread.
-            let rc = unsafe { libc::setns(target.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            self.home = Some(home);
-        }
-    }
-
-    impl Drop for TestNs {
-        fn drop(&mut self) {
-            if let Some(home) = self.home.take() {
-                // SAFETY: back to the namespace this thread started in.
-                unsafe { libc::setns(home.as_raw_fd(), libc::CLONE_NEWNET) };
-            }
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.name])
-                .status();
-        }
-    }
+    use crate::testns::TestNs;
 
     fn all_modes() -> Vec<(&'static str, Desired)> {
         let mixed = desired(vec![
@@ -654,7 +591,7 @@ mod root {
         let mut ns = TestNs::new("nftt");
         ns.enter();
         let d = one(Mode::Nat);
-        let nft = |script: &str| run_nft(&["-f", "-"], Some(script), "test").expect("nft");
+        let nft = |script: &str| run::run(&["-f", "-"], Some(script), "test").expect("nft");
 
         replace(&d).expect("replace");
         assert!(matches(&observe().expect("observe"), &d));
@@ -673,13 +610,12 @@ mod root {
 
         // A rule deleted by hand (by handle, as an admin would).
         replace(&d).expect("replace");
-        let listing = run_nft(
+        let listing = run::run(
             &["-a", "list", "chain", "inet", "hostagent", "postrouting"],
             None,
             "list",
         )
-        .expect("list")
-        .stdout;
+        .expect("list");
         let handle = listing
             .lines()
             .find(|l| l.contains("masquerade") && !l.contains("l4proto"))
@@ -693,13 +629,12 @@ mod root {
 
         // A rule changed in place, keeping its comment.
         replace(&d).expect("replace");
-        let listing = run_nft(
+        let listing = run::run(
             &["-a", "list", "chain", "inet", "hostagent", "input"],
             None,
             "list",
         )
-        .expect("list")
-        .stdout;
+        .expect("list");
         let handle = listing
             .lines()
             .find(|l| l.contains("dport 67"))
@@ -757,20 +692,16 @@ mod root {
         delete().expect("delete when absent is a no-op");
 
         let foreign = "table inet foreign {\n chain input { type filter hook input priority 0; policy accept; tcp dport 22 accept; }\n}\n";
-        run_nft(&["-f", "-"], Some(foreign), "test").expect("foreign table");
+        run::run(&["-f", "-"], Some(foreign), "test").expect("foreign table");
         let d = one(Mode::Nat);
         replace(&d).expect("replace");
         replace(&d).expect("replace again");
         delete().expect("delete");
         assert!(!observe().expect("observe").present);
         delete().expect("second delete");
-        let tables = run_nft(&["list", "tables"], None, "list")
-            .expect("list")
-            .stdout;
+        let tables = run::run(&["list", "tables"], None, "list").expect("list");
         assert_eq!(tables.trim(), "table inet foreign");
-        let rules = run_nft(&["list", "table", "inet", "foreign"], None, "list")
-            .expect("list")
-            .stdout;
+        let rules = run::run(&["list", "table", "inet", "foreign"], None, "list").expect("list");
         assert!(rules.contains("tcp dport 22 accept"), "{rules}");
     }
 
@@ -785,10 +716,10 @@ mod root {
             "{}add rule inet hostagent forward bogus accept\n",
             render(&one(Mode::Routed))
         );
-        let err = run_nft(&["-f", "-"], Some(&bad), "replace table inet hostagent")
+        let err = run::run(&["-f", "-"], Some(&bad), "replace table inet hostagent")
             .expect_err("bad rule");
         match &err {
-            Error::NftCommand { stderr, .. } => {
+            NftError::Failed { stderr, .. } => {
                 assert!(
                     stderr.contains("Error:") && stderr.contains("bogus"),
                     "{stderr}"
@@ -808,7 +739,7 @@ mod root {
 
     #[test]
     fn nft_version_is_reported() {
-        let v = nft_available().expect("nft --version");
+        let v = version().expect("nft --version");
         assert!(v.starts_with("nftables v"), "{v}");
     }
 }

@@ -82,7 +82,7 @@ fn desired_carries_networks_sysctls_and_services() {
     let l2 = by_name("l2");
     assert_eq!(
         (l2.address, l2.interfaces.as_slice(), l2.mac),
-        (None, &["eth1".to_string()][..], netcfg::derived_mac("l2"))
+        (None, &["eth1".to_string()][..], netcfg::Mac::derived("l2"))
     );
     let n = by_name("n");
     assert_eq!(

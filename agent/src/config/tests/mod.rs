@@ -132,7 +132,7 @@ fn defaults_fill_in_what_is_left_out() {
     let n = &m.networks[0];
     assert!(n.stp, "stp defaults to on, as in libvirt");
     assert_eq!(n.forward_delay, 0);
-    assert_eq!(n.mac, netcfg::derived_mac("lab"));
+    assert_eq!(n.mac, netcfg::Mac::derived("lab").0);
     assert_eq!(n.mtu, None);
     assert!(n.interfaces.is_empty());
     assert!(n.pxe.is_none());

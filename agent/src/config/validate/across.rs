@@ -50,7 +50,7 @@ pub(super) fn across_networks(c: &mut Checker, nets: &[Network], marks: &[Marks]
             c.report(
                 m.mac.clone(),
                 checks::bad(
-                    format!("{what} ({}) is also the bridge MAC of network \"{}\"", netcfg::format_mac(&n.mac), nets[j].name),
+                    format!("{what} ({}) is also the bridge MAC of network \"{}\"", netcfg::Mac(n.mac), nets[j].name),
                     format!("set mac = \"52:54:00:..\" explicitly on one of them (the other is on line {line})"),
                 ),
             );

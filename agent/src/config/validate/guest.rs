@@ -298,7 +298,7 @@ pub(super) fn guests(
             names.insert(key, w.name.span());
             let mac = guest_mac(&name);
             if static_macs.contains(&mac) {
-                c.report(w.name.span(), checks::bad(format!("the MAC derived for guest \"{name}\" ({}) is reserved by a [[network.dhcp.host]]", netcfg::format_mac(&mac)), "rename the guest or the host's reservation"));
+                c.report(w.name.span(), checks::bad(format!("the MAC derived for guest \"{name}\" ({}) is reserved by a [[network.dhcp.host]]", netcfg::Mac(mac)), "rename the guest or the host's reservation"));
                 continue;
             }
             let t = taken.entry(network.name.clone()).or_default();

@@ -84,7 +84,7 @@ pub(super) fn network(
             .map(Some),
     };
     let mac = match &w.mac {
-        None => Some(netcfg::derived_mac(&name)),
+        None => Some(netcfg::Mac::derived(&name).0),
         Some(m) => c.check(m.span(), checks::mac(m.get_ref())),
     };
 

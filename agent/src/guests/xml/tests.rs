@@ -76,7 +76,7 @@ fn fleet_guest_xml_has_virtio_nic_serial_log_and_no_graphics() {
     );
     assert_eq!(
         find(&d, &["devices", "interface", "mac"])[0].attribute("address"),
-        Some(netcfg::format_mac(&g.mac).as_str())
+        Some(netcfg::Mac(g.mac).to_string().as_str())
     );
     assert!(
         find(&d, &["devices", "interface", "driver"]).is_empty(),
