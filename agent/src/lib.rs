@@ -7,4 +7,5 @@ pub mod control;
 pub mod daemon;
 pub mod guests;
 pub mod hostcmd;
+pub mod lock;
 pub mod logging;

@@ -301,8 +301,7 @@ impl<O: HostOps> Executor<'_, O> {
                     });
                 }
                 match record {
-                    SysctlRecord::Config => {}
-                    SysctlRecord::RememberPrevious => {
+                    SysctlRecord::Config | SysctlRecord::RememberPrevious => {
                         self.owned.record_sysctl(SysctlChange {
                             key: key.clone(),
                             previous: before.unwrap_or_default(),

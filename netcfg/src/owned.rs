@@ -55,8 +55,9 @@ mod mac_or_empty {
     }
 }
 
-/// ip_forward as the agent found it and what it set: `down` restores `previous` only when the
-/// live value is still `set`.
+/// A sysctl as the agent found it (read just before its first write) and what it set: `down`
+/// restores `previous` only when the live value is still `set`. Every key the agent writes is
+/// recorded: ip_forward for forwarding networks and each `[sysctl]` key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SysctlChange {
     pub key: String,

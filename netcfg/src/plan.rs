@@ -93,7 +93,8 @@ impl Observed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SysctlRecord {
-    /// A `[sysctl]` value: applied and persisted, not restored by `down`.
+    /// A `[sysctl]` value: applied and persisted; the value found first is recorded so `down`
+    /// (or an apply whose config no longer names the key) puts it back.
     Config,
     /// ip_forward for forwarding networks: remember the previous value so `down` can restore it.
     RememberPrevious,
@@ -290,7 +291,7 @@ impl fmt::Display for Action {
             } => {
                 let from = from.as_deref().unwrap_or("(absent)");
                 let why = match record {
-                    SysctlRecord::Config => "",
+                    SysctlRecord::Config => " (`down` restores it)",
                     SysctlRecord::RememberPrevious => {
                         " (for forwarding networks; `down` restores it)"
                     }
