@@ -186,6 +186,8 @@ pub enum Action {
     ReplaceFirewall {
         table: String,
         networks: usize,
+        /// The port forwards the table carries (shown, so `plan` says what is forwarded).
+        forwards: Vec<crate::model::PortForward>,
         /// The `nft -f` script that replaces our tables (rendered when the plan is made).
         #[serde(skip)]
         script: String,
@@ -308,12 +310,22 @@ impl fmt::Display for Action {
                 path.display()
             ),
             Action::ReplaceFirewall {
-                table, networks, ..
-            } => write!(
-                f,
-                "replace nftables table {table} ({networks} network{})",
-                if *networks == 1 { "" } else { "s" }
-            ),
+                table,
+                networks,
+                forwards,
+                ..
+            } => {
+                write!(
+                    f,
+                    "replace nftables table {table} ({networks} network{}",
+                    if *networks == 1 { "" } else { "s" }
+                )?;
+                if !forwards.is_empty() {
+                    let list: Vec<String> = forwards.iter().map(|p| p.to_string()).collect();
+                    write!(f, "; forward {}", list.join(", "))?;
+                }
+                write!(f, ")")
+            }
             Action::DeleteFirewall { table } => {
                 write!(f, "delete nftables table {table} (no network configured)")
             }
@@ -708,6 +720,7 @@ fn diff_firewall(desired: &Desired, observed: &Observed, actions: &mut Vec<Actio
         actions.push(Action::ReplaceFirewall {
             table,
             networks: desired.networks.len(),
+            forwards: desired.forwards.clone(),
             script: nft::render(desired),
         });
     }
@@ -854,6 +867,7 @@ mod tests {
                 [Action::ReplaceFirewall {
                     table: FIREWALL_TABLE.into(),
                     networks: 1,
+                    forwards: vec![],
                     script: nft::render(&wanted),
                 }],
                 "{limit:?}"

@@ -7,6 +7,8 @@ pub mod daemon;
 
 pub mod libvirt;
 
+pub mod sock;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
