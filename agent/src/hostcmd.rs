@@ -34,6 +34,8 @@ pub async fn check(cli: &Cli, json: bool) -> Result<ExitCode> {
         None => Host::new(&cli.root, "/var/lib/hostagent"),
     };
     let mut results = netcfg::check::check(&host);
+    let desired = model.as_ref().map(|m| m.desired());
+    results.extend(netcfg::coexist::check(&host, desired.as_ref()));
     // The libvirt side: daemon, QEMU driver, KVM vs TCG, overcommit.
     let libvirt = model
         .as_ref()

@@ -11,6 +11,7 @@ use hwaddr::Mac;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
+use crate::coexist;
 use crate::error::Error;
 use crate::hostops::{HostOps, KernelHost};
 use crate::link::Link;
@@ -108,6 +109,10 @@ enum Undo {
         name: String,
         snapshot: BridgeSnapshot,
     },
+    /// Take out an accept this apply added to a foreign firewall.
+    RemoveAccept(coexist::Accept),
+    /// Put back a marked accept this apply removed.
+    AddAccept(coexist::Accept),
 }
 
 struct Executor<'a, O: HostOps> {
@@ -362,6 +367,20 @@ impl<O: HostOps> Executor<'_, O> {
                 self.owned.forget_bridge(name);
                 self.save_owned()?;
             }
+            Action::AddFirewallAccept { accept, .. } => {
+                self.ops.firewall_add(accept)?;
+                self.undo.push(Undo::RemoveAccept(accept.clone()));
+                if self.owned.record_accept(accept) {
+                    self.save_owned()?;
+                }
+            }
+            Action::RemoveFirewallAccept { accept } => {
+                self.ops.firewall_remove(accept)?;
+                self.undo.push(Undo::AddAccept(accept.clone()));
+                if self.owned.forget_accept(accept) {
+                    self.save_owned()?;
+                }
+            }
         }
         Ok(())
     }
@@ -392,6 +411,8 @@ impl<O: HostOps> Executor<'_, O> {
                 Some(text) => self.ops.nft_load(&nft::restore_script(&text)),
                 None => self.ops.nft_delete(),
             },
+            Undo::RemoveAccept(a) => self.ops.firewall_remove(&a),
+            Undo::AddAccept(a) => self.ops.firewall_add(&a),
             Undo::Recreate { name, snapshot } => {
                 let index = self
                     .ops

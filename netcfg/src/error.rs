@@ -53,6 +53,10 @@ pub enum Error {
     /// device under the same name).
     #[error("bridge {name} changed since the plan was made ({what}); run the plan again")]
     Stale { name: String, what: String },
+    /// A foreign firewall's tool (iptables-nft, firewall-cmd) failed or is missing; the text
+    /// says which command and carries its message.
+    #[error("{0}")]
+    Coexist(String),
     /// HOSTAGENT_FAIL_AFTER_STEPS test hook.
     #[error("injected failure after {0} step(s) (HOSTAGENT_FAIL_AFTER_STEPS)")]
     Injected(usize),

@@ -11,6 +11,7 @@ use std::path::Path;
 use hwaddr::Mac;
 use ipnet::Ipv4Net;
 
+use crate::coexist;
 use crate::error::Error;
 use crate::files;
 use crate::link::{Link, Netlink};
@@ -58,6 +59,12 @@ pub(crate) trait HostOps {
     fn nft_load(&mut self, script: &str) -> Result<(), Error>;
     /// Delete the agent's nft tables (a no-op when absent).
     fn nft_delete(&mut self) -> Result<(), Error>;
+    /// Foreign firewalls and the agent's marked accepts in them (see [`coexist::observe`]).
+    fn firewall_found(&mut self) -> Result<coexist::Found, Error>;
+    /// Add one marked accept to a foreign firewall, through its driver.
+    fn firewall_add(&mut self, accept: &coexist::Accept) -> Result<(), Error>;
+    /// Remove one marked accept (already gone is fine).
+    fn firewall_remove(&mut self, accept: &coexist::Accept) -> Result<(), Error>;
 
     async fn link_by_name(&mut self, name: &str) -> Result<Option<Link>, Error> {
         Ok(self.links().await?.into_iter().find(|l| l.name == name))
@@ -154,5 +161,14 @@ impl HostOps for KernelHost {
     }
     fn nft_delete(&mut self) -> Result<(), Error> {
         nft::delete()
+    }
+    fn firewall_found(&mut self) -> Result<coexist::Found, Error> {
+        coexist::observe(&self.host)
+    }
+    fn firewall_add(&mut self, accept: &coexist::Accept) -> Result<(), Error> {
+        coexist::apply(&self.host, accept)
+    }
+    fn firewall_remove(&mut self, accept: &coexist::Accept) -> Result<(), Error> {
+        coexist::remove(&self.host, accept)
     }
 }

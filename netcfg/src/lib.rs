@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod check;
+pub mod coexist;
 pub mod error;
 pub mod files;
 mod hostops;

@@ -140,6 +140,9 @@ pub struct Desired {
     pub dhcp_port_limit: Option<PortLimit>,
     /// `[[network.forward]]` of every network, in config order.
     pub forwards: Vec<PortForward>,
+    /// `[firewall] coexist`: whether the agent adds accepts to foreign firewalls that would
+    /// drop its networks' traffic (see [`crate::coexist`]).
+    pub coexist: crate::coexist::Coexist,
 }
 
 /// No networks, no sysctls, and the default per-port DHCP limit (what a config that leaves
@@ -152,6 +155,7 @@ impl Default for Desired {
             vhost_zcopytx: None,
             dhcp_port_limit: Some(PortLimit::default()),
             forwards: Vec::new(),
+            coexist: crate::coexist::Coexist::Auto,
         }
     }
 }

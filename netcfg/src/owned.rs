@@ -71,6 +71,10 @@ pub struct Owned {
     pub bridges: Vec<OwnedBridge>,
     #[serde(default)]
     pub sysctls: Vec<SysctlChange>,
+    /// Interfaces the agent put into a firewalld zone (a zone binding carries no mark of its
+    /// own, see [`crate::coexist::firewalld`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub firewalld: Vec<String>,
 }
 
 impl Owned {
@@ -136,8 +140,28 @@ impl Owned {
         }
     }
 
+    /// Record an accept that carries no mark of its own (a firewalld zone binding); true when
+    /// the record changed.
+    pub fn record_accept(&mut self, a: &crate::coexist::Accept) -> bool {
+        let unmarked = a.system == crate::coexist::System::Firewalld;
+        if unmarked && !self.firewalld.contains(&a.rule) {
+            self.firewalld.push(a.rule.clone());
+            return true;
+        }
+        false
+    }
+
+    /// Forget the record [`Owned::record_accept`] made; true when the record changed.
+    pub fn forget_accept(&mut self, a: &crate::coexist::Accept) -> bool {
+        let before = self.firewalld.len();
+        if a.system == crate::coexist::System::Firewalld {
+            self.firewalld.retain(|i| *i != a.rule);
+        }
+        before != self.firewalld.len()
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.bridges.is_empty() && self.sysctls.is_empty()
+        self.bridges.is_empty() && self.sysctls.is_empty() && self.firewalld.is_empty()
     }
 }
 

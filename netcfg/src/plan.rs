@@ -14,6 +14,7 @@ use hwaddr::Mac;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
+use crate::coexist;
 use crate::error::Error;
 use crate::files;
 use crate::hostops::{HostOps, KernelHost};
@@ -64,6 +65,9 @@ pub struct Observed {
     pub owned_path: PathBuf,
     /// Live vhost_net experimental_zcopytx, when the module is loaded.
     pub vhost_live: Option<bool>,
+    /// Foreign firewalls that would drop the networks' traffic, the agent's accepts in them,
+    /// and the accepts the desired state needs there.
+    pub firewalls: coexist::Found,
 }
 
 impl Observed {
@@ -207,6 +211,16 @@ pub enum Action {
         name: String,
         reason: String,
     },
+    /// Add a marked accept to a foreign firewall that would drop the networks' traffic.
+    AddFirewallAccept {
+        accept: coexist::Accept,
+        /// The blocker it answers, as a sentence.
+        because: String,
+    },
+    /// Remove a marked accept that no configured network needs any more.
+    RemoveFirewallAccept {
+        accept: coexist::Accept,
+    },
 }
 
 fn on_off(b: bool) -> &'static str {
@@ -335,6 +349,23 @@ impl fmt::Display for Action {
             Action::ForgetBridge { name, reason } => {
                 write!(f, "forget the record of bridge {name} ({reason})")
             }
+            Action::AddFirewallAccept { accept, because } => write!(f, "{accept}; because {because}"),
+            Action::RemoveFirewallAccept { accept } => match accept.system {
+                coexist::System::Firewalld => write!(
+                    f,
+                    "take {} out of firewalld zone {} (hostagent put it there; no longer needed)",
+                    accept.rule, accept.chain
+                ),
+                _ => write!(
+                    f,
+                    "remove hostagent's accept from table {} {} chain {} ({}; no longer needed): {}",
+                    accept.family,
+                    accept.table,
+                    accept.chain,
+                    accept.system.as_str(),
+                    accept.rule
+                ),
+            },
         }
     }
 }
@@ -388,6 +419,7 @@ pub(crate) async fn observe_with(
         observed_files.push(ObservedFile { path, content });
     }
     let firewall = FirewallState::of(&nft::observe()?, desired);
+    let firewalls = coexist::observe_for(host, desired)?;
     Ok(Observed {
         links,
         addrs,
@@ -397,6 +429,7 @@ pub(crate) async fn observe_with(
         owned,
         owned_path: Owned::path(host),
         vhost_live: files::live_vhost_zcopytx(host),
+        firewalls,
     })
 }
 
@@ -466,10 +499,11 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Plan {
     diff_sysctls(desired, observed, &mut actions);
     diff_files(desired, observed, &mut actions);
     diff_firewall(desired, observed, &mut actions);
+    diff_coexist(observed, &mut actions);
     // Deleting comes last: it is the one step whose undo (recreating the bridge) cannot give the
     // device back its old ifindex, so as little as possible may fail after it.
     diff_stale_bridges(desired, observed, &mut actions);
-    let mut notes = Vec::new();
+    let mut notes = coexist::notes(desired, &observed.firewalls);
     if let (Some(want), Some(live)) = (desired.vhost_zcopytx, observed.vhost_live) {
         if want != live {
             notes.push(format!(
@@ -723,6 +757,24 @@ fn diff_firewall(desired: &Desired, observed: &Observed, actions: &mut Vec<Actio
             forwards: desired.forwards.clone(),
             script: nft::render(desired),
         });
+    }
+}
+
+/// The accepts foreign firewalls need and lack, then the marked ones nothing needs any more.
+fn diff_coexist(observed: &Observed, actions: &mut Vec<Action>) {
+    let found = &observed.firewalls;
+    for (a, because) in &found.wanted {
+        if !found.ours.iter().any(|o| o.same_place_and_rule(a)) {
+            actions.push(Action::AddFirewallAccept {
+                accept: a.clone(),
+                because: because.clone(),
+            });
+        }
+    }
+    for o in &found.ours {
+        if !found.wanted.iter().any(|(a, _)| a.same_place_and_rule(o)) {
+            actions.push(Action::RemoveFirewallAccept { accept: o.clone() });
+        }
     }
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::coexist;
 use crate::files;
 use crate::hostops::{HostOps, KernelHost};
 use crate::model::Host;
@@ -112,6 +113,36 @@ pub(crate) async fn teardown_with<O: HostOps>(
             Err(e) => errors.push(e.to_string()),
         },
         Ok(None) => {}
+        Err(e) => errors.push(e.to_string()),
+    }
+
+    // Every marked accept in foreign firewalls goes; their own rules stay exactly as they are.
+    match ops.firewall_found() {
+        Ok(found) => {
+            // Records of bindings no longer live are dropped; those that fail to go are kept.
+            owned.firewalld.clear();
+            for a in &found.ours {
+                match ops.firewall_remove(a) {
+                    Ok(()) => report.removed.push(match a.system {
+                        coexist::System::Firewalld => {
+                            format!("{} from firewalld zone {}", a.rule, a.chain)
+                        }
+                        _ => format!(
+                            "accept from table {} {} chain {} ({}): {}",
+                            a.family,
+                            a.table,
+                            a.chain,
+                            a.system.as_str(),
+                            a.rule
+                        ),
+                    }),
+                    Err(e) => {
+                        errors.push(e.to_string());
+                        owned.record_accept(a);
+                    }
+                }
+            }
+        }
         Err(e) => errors.push(e.to_string()),
     }
 

@@ -84,11 +84,7 @@ impl EchoServer {
         })
     }
 
-    fn start(
-        ns: &Netns,
-        addr: SocketAddr,
-        serve: Serve,
-    ) -> EchoServer {
+    fn start(ns: &Netns, addr: SocketAddr, serve: Serve) -> EchoServer {
         let peers = Arc::new(Mutex::new(Vec::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let (bound_tx, bound_rx) = mpsc::channel();

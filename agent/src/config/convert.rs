@@ -76,6 +76,7 @@ impl Model {
                 .iter()
                 .flat_map(|n| n.forwards.iter().map(|f| port_forward(n, f)))
                 .collect(),
+            coexist: self.coexist,
         }
     }
 

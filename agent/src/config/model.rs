@@ -42,6 +42,8 @@ pub struct Model {
     pub libvirt: Libvirt,
     /// Every guest instance (a `[[guest]]` with `count = N` gives N entries), in config order.
     pub guests: Vec<Guest>,
+    /// `[firewall] coexist`: add accepts to foreign firewalls that would drop guest traffic.
+    pub coexist: netcfg::coexist::Coexist,
 }
 
 /// Default `[libvirt] uri`.

@@ -27,6 +27,15 @@ pub struct File {
     pub libvirt: Option<S<Libvirt>>,
     #[serde(default)]
     pub guest: Vec<S<Guest>>,
+    pub firewall: Option<S<Firewall>>,
+}
+
+/// `[firewall]`: how the agent lives with other firewalls on the host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Firewall {
+    /// "auto" (default) or "off".
+    pub coexist: Option<S<String>>,
 }
 
 /// `[libvirt]`: where guests are defined and how much overcommit `check` tolerates.

@@ -9,6 +9,7 @@ use hwaddr::Mac;
 use ipnet::Ipv4Net;
 
 use super::HostOps;
+use crate::coexist;
 use crate::error::Error;
 use crate::files;
 use crate::link::{effective_forward_delay, Addr, BridgeInfo, Link};
@@ -42,6 +43,10 @@ pub(crate) struct FakeState {
     pub files: BTreeMap<PathBuf, String>,
     /// The script that made our nft tables (what `nft_saved` lists), None when absent.
     pub nft: Option<String>,
+    /// The agent's marked accepts in foreign firewalls.
+    pub accepts: Vec<coexist::Accept>,
+    /// Blockers and wanted accepts the fake's observe reports (what a real ruleset would show).
+    pub firewalls: coexist::Found,
 }
 
 impl FakeHost {
@@ -136,6 +141,10 @@ impl HostOps for FakeHost {
             owned,
             owned_path,
             vhost_live: None,
+            firewalls: coexist::Found {
+                ours: self.state.accepts.clone(),
+                ..self.state.firewalls.clone()
+            },
         })
     }
 
@@ -295,6 +304,28 @@ impl HostOps for FakeHost {
     fn nft_delete(&mut self) -> Result<(), Error> {
         self.change("nft_delete".into())?;
         self.state.nft = None;
+        Ok(())
+    }
+
+    fn firewall_found(&mut self) -> Result<coexist::Found, Error> {
+        self.read("firewall_found")?;
+        Ok(coexist::Found {
+            ours: self.state.accepts.clone(),
+            ..self.state.firewalls.clone()
+        })
+    }
+
+    fn firewall_add(&mut self, a: &coexist::Accept) -> Result<(), Error> {
+        self.change(format!("firewall_add {} {} {}", a.table, a.chain, a.key))?;
+        if !self.state.accepts.iter().any(|o| o.same_place_and_rule(a)) {
+            self.state.accepts.push(a.clone());
+        }
+        Ok(())
+    }
+
+    fn firewall_remove(&mut self, a: &coexist::Accept) -> Result<(), Error> {
+        self.change(format!("firewall_remove {} {} {}", a.table, a.chain, a.key))?;
+        self.state.accepts.retain(|o| !o.same_place_and_rule(a));
         Ok(())
     }
 }

@@ -43,6 +43,8 @@ pub enum Match {
     Daddr(Ipv4Net),
     DaddrNot(Ipv4Net),
     Dport(Proto, u16),
+    /// A destination port range, lo-hi inclusive.
+    DportRange(Proto, u16, u16),
     L4proto(Proto),
     /// `ct state established,related`: replies to connections the guests opened.
     CtReplies,
@@ -452,6 +454,7 @@ impl Match {
             Match::Daddr(a) => format!("ip daddr {}", addr_text(a)),
             Match::DaddrNot(a) => format!("ip daddr != {}", addr_text(a)),
             Match::Dport(p, port) => format!("{} dport {port}", p.as_str()),
+            Match::DportRange(p, lo, hi) => format!("{} dport {lo}-{hi}", p.as_str()),
             Match::L4proto(p) => format!("meta l4proto {}", p.as_str()),
             Match::CtReplies => "ct state established,related".to_string(),
             Match::CtDnat => "ct status dnat".to_string(),
@@ -471,6 +474,11 @@ impl Match {
                 "==",
                 json!({"payload": {"protocol": p.as_str(), "field": "dport"}}),
                 json!(port),
+            ),
+            Match::DportRange(p, lo, hi) => matcher(
+                "==",
+                json!({"payload": {"protocol": p.as_str(), "field": "dport"}}),
+                json!({"range": [lo, hi]}),
             ),
             Match::L4proto(p) => {
                 matcher("==", json!({"meta": {"key": "l4proto"}}), json!(p.as_str()))

@@ -33,6 +33,7 @@ fn desired(networks: Vec<NetworkSpec>) -> Desired {
         vhost_zcopytx: None,
         dhcp_port_limit: Some(PortLimit::default()),
         forwards: Vec::new(),
+        coexist: Default::default(),
     }
 }
 
