@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hwaddr::Mac;
 use ipnet::Ipv4Net;
 
 pub use netcfg::Mode;
@@ -88,9 +89,10 @@ impl VirtType {
 }
 
 /// A guest's MAC, derived from its name: stable across runs and hosts, in QEMU's 52:54:00 block,
-/// and never equal to a bridge MAC derived from a network of the same name.
-pub fn guest_mac(name: &str) -> [u8; 6] {
-    netcfg::derived_mac(&format!("guest:{name}"))
+/// and never equal to a bridge MAC derived from a network of the same name. Only 24 bits of a
+/// hash: two names can meet, which validation reports (`mac = ` on one guest settles it).
+pub fn guest_mac(name: &str) -> Mac {
+    Mac::derived(&format!("guest:{name}"))
 }
 
 /// One guest instance.
@@ -110,8 +112,8 @@ pub struct Guest {
     pub firmware: GuestFirmware,
     /// false: `<driver name='qemu'/>` on the NIC (userspace virtio instead of vhost-net).
     pub vhost: bool,
-    /// Derived from `name`: stable across runs and hosts.
-    pub mac: [u8; 6],
+    /// The `[[guest]]`'s `mac`, else derived from `name` ([`guest_mac`]).
+    pub mac: Mac,
     /// The DHCP reservation.
     pub ip: std::net::Ipv4Addr,
     /// Template relative to the network's pxe root; rendered per guest (see `guests::script`).
@@ -204,7 +206,7 @@ pub struct Network {
     pub stp: bool,
     /// Seconds.
     pub forward_delay: u32,
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub mtu: Option<u16>,
     /// Host ports to enslave (mode = bridge only).
     pub interfaces: Vec<String>,
@@ -235,7 +237,7 @@ pub struct Dhcp {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticHost {
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub ip: Ipv4Addr,
     pub name: Option<String>,
     /// Relative to the network's pxe root.

@@ -5,6 +5,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use hwaddr::Mac;
 use netcfg::Host;
 
 use super::conn::{self, Conn};
@@ -12,7 +13,7 @@ use super::{console_log, disk, xml};
 use crate::config::{self, guest_mac, ExtraReservation, Model};
 
 /// MAC of a clone's `index`-th interface: the first is derived exactly like a config guest's.
-pub fn clone_mac(name: &str, index: usize) -> [u8; 6] {
+pub fn clone_mac(name: &str, index: usize) -> Mac {
     if index == 0 {
         guest_mac(name)
     } else {
@@ -131,7 +132,7 @@ fn clone_one(
     dir: &Path,
     made: &mut Vec<PathBuf>,
 ) -> Result<String> {
-    let macs: Vec<[u8; 6]> = (0..info.interfaces.len())
+    let macs: Vec<Mac> = (0..info.interfaces.len())
         .map(|i| clone_mac(name, i))
         .collect();
     let file_disks: Vec<&xml::DiskInfo> =
@@ -187,10 +188,7 @@ fn clone_one(
         },
     )?;
     c.define(&new_xml)?;
-    let mac = macs
-        .first()
-        .map(netcfg::format_mac)
-        .unwrap_or_else(|| "-".into());
+    let mac = macs.first().map_or_else(|| "-".to_string(), Mac::to_string);
     let how = if req.full {
         "full copies"
     } else {
@@ -203,13 +201,7 @@ fn clone_one(
 }
 
 /// Pick a free address on `network` for a clone and record it in the clone reservations file.
-fn reserve(
-    model: &Model,
-    root: &Path,
-    network: &str,
-    name: &str,
-    mac: &[[u8; 6]],
-) -> Result<Ipv4Addr> {
+fn reserve(model: &Model, root: &Path, network: &str, name: &str, mac: &[Mac]) -> Result<Ipv4Addr> {
     let Some(mac) = mac.first() else {
         bail!("clone {name} has no network interface to reserve an address for")
     };
@@ -234,7 +226,7 @@ fn reserve(
     all.push(ExtraReservation {
         network: network.to_string(),
         name: name.to_string(),
-        mac: netcfg::format_mac(mac),
+        mac: *mac,
         ip,
     });
     if let Some(dir) = file.parent() {

@@ -55,7 +55,7 @@ fn a_fleet_entry_expands_with_defaults_and_free_addresses() {
     assert!(g.vhost && !g.autostart && g.disk.is_none());
     assert_eq!(g.bridge, "br-lab");
     assert_eq!(g.mac, guest_mac("node-1"));
-    assert_eq!(&g.mac[..3], &[0x52, 0x54, 0x00]);
+    assert_eq!(g.mac.octets()[..3], hwaddr::Mac::QEMU_OUI);
     let macs: std::collections::HashSet<_> = m.guests.iter().map(|g| g.mac).collect();
     assert_eq!(macs.len(), 3);
 }
@@ -135,7 +135,7 @@ fn clone_reservations_are_served_unless_they_clash() {
     let r = |name: &str, mac: &str, ip: &str| ExtraReservation {
         network: "lab".into(),
         name: name.into(),
-        mac: mac.into(),
+        mac: mac.parse().expect("mac"),
         ip: ip.parse().expect("ip"),
     };
     let list = vec![

@@ -6,6 +6,8 @@ use std::net::Ipv4Addr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
+use hwaddr::Mac;
+
 use super::super::checks::{self, Bad};
 use super::super::model::{
     guest_mac, BootDevice, DiskBus, DiskFormat, Guest, GuestDisk, GuestFirmware, Libvirt, Network,
@@ -103,7 +105,7 @@ pub(super) fn guests(
     let mut auto: Vec<(usize, Range<usize>)> = Vec::new();
     let mut names: HashMap<String, Range<usize>> = HashMap::new();
     let mut taken: HashMap<String, Taken> = HashMap::new();
-    let mut static_macs: HashSet<[u8; 6]> = HashSet::new();
+    let mut static_macs: HashSet<Mac> = HashSet::new();
     for n in networks {
         let t = taken.entry(n.name.clone()).or_default();
         for h in n.dhcp.iter().flat_map(|d| &d.hosts) {
@@ -298,7 +300,7 @@ pub(super) fn guests(
             names.insert(key, w.name.span());
             let mac = guest_mac(&name);
             if static_macs.contains(&mac) {
-                c.report(w.name.span(), checks::bad(format!("the MAC derived for guest \"{name}\" ({}) is reserved by a [[network.dhcp.host]]", netcfg::format_mac(&mac)), "rename the guest or the host's reservation"));
+                c.report(w.name.span(), checks::bad(format!("the MAC derived for guest \"{name}\" ({}) is reserved by a [[network.dhcp.host]]", mac), "rename the guest or the host's reservation"));
                 continue;
             }
             let t = taken.entry(network.name.clone()).or_default();

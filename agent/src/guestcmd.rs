@@ -1,43 +1,31 @@
-//! `hostagent guests` and `hostagent guest clone|virtio|vhost`.
+//! The CLI's guest commands: `hostagent guests` and `hostagent guest clone|virtio|vhost`.
 
 use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::conn::with_conn;
-use super::ops::{self, CloneRequest};
-use super::{rows, GuestRow, LeaseView};
 use crate::cli::Cli;
+use crate::control::client;
+use crate::control::protocol::GuestsReply;
+use crate::guests::conn::{self, with_conn};
+use crate::guests::ops::{self, CloneRequest};
+use crate::guests::{self, GuestRow};
 use crate::hostcmd;
-
-/// Leases as the daemon's control socket reports them (`{"leases":[{"network":..,"leases":[..]}]}`).
-pub fn lease_views(leases: &[crate::daemon::services::NetworkLeases]) -> Vec<LeaseView> {
-    leases
-        .iter()
-        .flat_map(|n| &n.leases)
-        .map(|l| LeaseView {
-            mac: netcfg::format_mac(&l.mac),
-            ip: l.ip,
-            expires: l.expires,
-        })
-        .collect()
-}
 
 /// Ask the daemon (it knows the leases); without one, read libvirt and the console logs here.
 pub async fn list(cli: &Cli, json: bool) -> Result<ExitCode> {
-    let (rows, daemon_seen): (Vec<GuestRow>, bool) =
-        match crate::control::request(cli, "guests").await {
-            Ok(v) => (serde_json::from_value(v["guests"].clone())?, true),
-            Err(e) => {
-                tracing::debug!("no daemon for `guests`: {e:#}");
-                let model = hostcmd::load(cli)?;
-                (rows(&model, &cli.root, None).await?, false)
-            }
-        };
+    let (rows, daemon_seen): (Vec<GuestRow>, bool) = match client::ask(&cli.root).await {
+        Ok(GuestsReply { guests }) => (guests, true),
+        Err(e) => {
+            tracing::debug!("no daemon for `guests`: {e:#}");
+            let model = hostcmd::load(cli)?;
+            (guests::rows(&model, &cli.root, None).await?, false)
+        }
+    };
     if json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        super::print_rows(&rows, daemon_seen);
+        guests::print_rows(&rows, daemon_seen);
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -61,7 +49,7 @@ pub async fn clone(cli: &Cli, source: &str, new: &str, count: u32, full: bool) -
                 full,
             },
         )
-        .map_err(|e| super::conn::LibvirtError::Call {
+        .map_err(|e| conn::LibvirtError::Call {
             what: "guest clone".into(),
             message: format!("{e:#}"),
         })
@@ -78,7 +66,7 @@ pub async fn virtio(cli: &Cli, name: &str, next_boot: bool) -> Result<ExitCode> 
     let model = hostcmd::load(cli)?;
     let name = name.to_string();
     let lines = with_conn(&model.libvirt.uri, move |c| {
-        ops::virtio_blocking(c, &name, next_boot).map_err(|e| super::conn::LibvirtError::Call {
+        ops::virtio_blocking(c, &name, next_boot).map_err(|e| conn::LibvirtError::Call {
             what: "guest virtio".into(),
             message: format!("{e:#}"),
         })
@@ -94,7 +82,7 @@ pub async fn vhost(cli: &Cli, name: &str, on: bool, next_boot: bool) -> Result<E
     let model = hostcmd::load(cli)?;
     let name = name.to_string();
     let lines = with_conn(&model.libvirt.uri, move |c| {
-        ops::vhost_blocking(c, &name, on, next_boot).map_err(|e| super::conn::LibvirtError::Call {
+        ops::vhost_blocking(c, &name, on, next_boot).map_err(|e| conn::LibvirtError::Call {
             what: "guest vhost".into(),
             message: format!("{e:#}"),
         })
