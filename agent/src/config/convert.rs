@@ -144,14 +144,27 @@ impl Model {
         for r in clones.iter().filter(|r| r.network == n.name) {
             let in_subnet =
                 n.subnet().is_some_and(|s| s.contains(&r.ip)) && Some(r.ip) != n.gateway();
-            if in_subnet && !hosts.iter().any(|h| h.mac == r.mac || h.ip == r.ip) {
-                hosts.push(StaticHost {
+            if !in_subnet {
+                continue;
+            }
+            match hosts.iter().find(|h| h.mac == r.mac || h.ip == r.ip) {
+                None => hosts.push(StaticHost {
                     mac: r.mac,
                     ip: r.ip,
                     name: Some(r.name.clone()),
                     boot: None,
                     script: None,
-                });
+                }),
+                // A guest or host added to the config after the clone was made: the config wins.
+                Some(h) => tracing::warn!(
+                    network = %n.name,
+                    clone = %r.name,
+                    "clone reservation ({}, {}) not served: {} in the config has {} too; give that entry another mac or ip, or undefine the clone",
+                    r.mac,
+                    r.ip,
+                    h.name.as_deref().unwrap_or("a [[network.dhcp.host]]"),
+                    if h.mac == r.mac { format!("MAC {}", r.mac) } else { format!("address {}", r.ip) },
+                ),
             }
         }
         hosts

@@ -366,3 +366,15 @@ fn escaping_keeps_paths_with_quotes_well_formed() {
         Some("/tmp/it's <odd> & \"x\".log")
     );
 }
+
+#[test]
+fn an_explicit_mac_is_the_nics_and_reads_back() {
+    let m = model("name = \"web\"\nnetwork = \"lab\"\nmac = \"52:54:00:12:34:56\"\n");
+    let xml = domain_xml(&m.guests[0], VirtType::Qemu, Path::new("/log"), None);
+    assert_eq!(
+        find(&doc(&xml), &["devices", "interface", "mac"])[0].attribute("address"),
+        Some("52:54:00:12:34:56")
+    );
+    let nics = parse_xml(&xml).interfaces;
+    assert_eq!(nics[0].mac, Some(Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56])));
+}
