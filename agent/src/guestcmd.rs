@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use anyhow::Result;
 
 use crate::cli::Cli;
+use crate::config::Model;
 use crate::control::client;
 use crate::control::protocol::GuestsReply;
 use crate::guests::conn::{self, with_conn};
@@ -37,7 +38,7 @@ pub async fn clone(cli: &Cli, source: &str, new: &str, count: u32, full: bool) -
     }
     let (m, root) = (model.clone(), cli.root.clone());
     let (source, new) = (source.to_string(), new.to_string());
-    let lines = with_conn(&model.libvirt.uri, move |c| {
+    print_lines(&model, "guest clone", move |c| {
         ops::clone_blocking(
             c,
             &m,
@@ -49,15 +50,8 @@ pub async fn clone(cli: &Cli, source: &str, new: &str, count: u32, full: bool) -
                 full,
             },
         )
-        .map_err(|e| conn::LibvirtError::Call {
-            what: "guest clone".into(),
-            message: format!("{e:#}"),
-        })
     })
     .await?;
-    for l in &lines {
-        println!("{l}");
-    }
     println!("note: a running `hostagent run` serves the new reservations after SIGHUP (systemctl reload hostagent)");
     Ok(ExitCode::SUCCESS)
 }
@@ -65,25 +59,33 @@ pub async fn clone(cli: &Cli, source: &str, new: &str, count: u32, full: bool) -
 pub async fn virtio(cli: &Cli, name: &str, next_boot: bool) -> Result<ExitCode> {
     let model = hostcmd::load(cli)?;
     let name = name.to_string();
-    let lines = with_conn(&model.libvirt.uri, move |c| {
-        ops::virtio_blocking(c, &name, next_boot).map_err(|e| conn::LibvirtError::Call {
-            what: "guest virtio".into(),
-            message: format!("{e:#}"),
-        })
+    print_lines(&model, "guest virtio", move |c| {
+        ops::virtio_blocking(c, &name, next_boot)
     })
     .await?;
-    for l in &lines {
-        println!("{l}");
-    }
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn vhost(cli: &Cli, name: &str, on: bool, next_boot: bool) -> Result<ExitCode> {
     let model = hostcmd::load(cli)?;
     let name = name.to_string();
+    print_lines(&model, "guest vhost", move |c| {
+        ops::vhost_blocking(c, &name, on, next_boot)
+    })
+    .await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Run the operation `what` on the config's libvirt connection (on the blocking pool) and print
+/// the lines it reports.
+async fn print_lines(
+    model: &Model,
+    what: &'static str,
+    op: impl FnOnce(&conn::Conn) -> Result<Vec<String>> + Send + 'static,
+) -> Result<()> {
     let lines = with_conn(&model.libvirt.uri, move |c| {
-        ops::vhost_blocking(c, &name, on, next_boot).map_err(|e| conn::LibvirtError::Call {
-            what: "guest vhost".into(),
+        op(c).map_err(|e| conn::LibvirtError::Call {
+            what: what.into(),
             message: format!("{e:#}"),
         })
     })
@@ -91,5 +93,5 @@ pub async fn vhost(cli: &Cli, name: &str, on: bool, next_boot: bool) -> Result<E
     for l in &lines {
         println!("{l}");
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }

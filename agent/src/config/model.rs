@@ -95,6 +95,36 @@ pub fn guest_mac(name: &str) -> Mac {
     Mac::derived(&format!("guest:{name}"))
 }
 
+/// Who has which MAC among `networks`: each bridge and each `[[network.dhcp.host]]`, described
+/// for messages (`the bridge of network "lab"`). Guests must not meet any of them.
+pub fn network_macs(networks: &[Network]) -> Vec<(Mac, String)> {
+    let mut out = Vec::new();
+    for n in networks {
+        out.push((n.mac, format!("the bridge of network \"{}\"", n.name)));
+        for h in n.dhcp.iter().flat_map(|d| &d.hosts) {
+            let who = match &h.name {
+                Some(name) => format!("[[network.dhcp.host]] \"{name}\" on network \"{}\"", n.name),
+                None => format!("a [[network.dhcp.host]] on network \"{}\"", n.name),
+            };
+            out.push((h.mac, who));
+        }
+    }
+    out
+}
+
+impl Model {
+    /// Every MAC the config gives out: [`network_macs`] and each guest's (`guest "web"`).
+    pub fn macs(&self) -> Vec<(Mac, String)> {
+        let mut out = network_macs(&self.networks);
+        out.extend(
+            self.guests
+                .iter()
+                .map(|g| (g.mac, format!("guest \"{}\"", g.name))),
+        );
+        out
+    }
+}
+
 /// One guest instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Guest {

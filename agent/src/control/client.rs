@@ -87,10 +87,8 @@ pub async fn leases(root: &Path, json: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&reply.leases)?);
         return Ok(ExitCode::SUCCESS);
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    // The leases' own clock.
+    let now = pxe::dhcp::pool::unix_now();
     println!(
         "{:<12} {:<17} {:<15} {:<20} EXPIRES IN",
         "NETWORK", "MAC", "IP", "HOSTNAME"

@@ -498,10 +498,8 @@ pub fn strip_escapes(s: &str) -> String {
 
 /// The `hostagent guests` table.
 pub fn print_rows(rows: &[GuestRow], daemon_seen: bool) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    // The leases' own clock.
+    let now = pxe::dhcp::pool::unix_now();
     println!(
         "{:<16} {:<10} {:<17} {:<15} {:<14} STAGE",
         "NAME", "STATE", "MAC", "ADDRESS", "LEASE"

@@ -211,29 +211,19 @@ fn mac_holders(
     root: &Path,
     replacing: &[String],
 ) -> Result<Vec<(Mac, String)>> {
-    let mut out: Vec<(Mac, String)> = Vec::new();
-    for g in &model.guests {
-        out.push((g.mac, format!("config guest {}", g.name)));
-    }
-    for n in &model.networks {
-        out.push((n.mac, format!("the bridge of network {}", n.name)));
-        for h in n.dhcp.iter().flat_map(|d| &d.hosts) {
-            let who = h.name.as_deref().unwrap_or("a [[network.dhcp.host]]");
-            out.push((h.mac, format!("{who} (reserved on network {})", n.name)));
-        }
-    }
+    let mut out = model.macs();
     for r in config::read_clone_reservations(root, &model.state_dir)
         .into_iter()
         .filter(|r| !replacing.contains(&r.name))
     {
-        out.push((r.mac, format!("clone {}", r.name)));
+        out.push((r.mac, format!("clone \"{}\"", r.name)));
     }
     for d in c.all_domains()? {
         let Ok((info, _)) = conn::inactive_info(&d) else {
             continue;
         };
         for mac in info.interfaces.iter().filter_map(|n| n.mac) {
-            out.push((mac, format!("libvirt guest {}", info.name)));
+            out.push((mac, format!("libvirt domain \"{}\"", info.name)));
         }
     }
     Ok(out)
@@ -252,7 +242,7 @@ fn check_clone_macs(
             if let Some((_, who)) = taken.iter().find(|(m, _)| *m == mac) {
                 bail!("the MAC {mac} derived for clone {name} is already used by {who}: choose another name for the clone");
             }
-            taken.push((mac, format!("clone {name}")));
+            taken.push((mac, format!("clone \"{name}\"")));
         }
     }
     Ok(())
@@ -342,21 +332,21 @@ mod tests {
         // Found by brute force (as in the config tests): their derived MACs meet.
         let (guest, clone) = ("db588", "web23440");
         assert_eq!(clone_mac(clone, 0), config::guest_mac(guest));
-        let taken = vec![(config::guest_mac(guest), format!("config guest {guest}"))];
+        let taken = vec![(config::guest_mac(guest), format!("guest \"{guest}\""))];
         let e = check_clone_macs(taken.clone(), &clone_names(clone, 1), 1).expect_err("taken");
         assert_eq!(
             e.to_string(),
-            format!("the MAC {} derived for clone {clone} is already used by config guest {guest}: choose another name for the clone", config::guest_mac(guest))
+            format!("the MAC {} derived for clone {clone} is already used by guest \"{guest}\": choose another name for the clone", config::guest_mac(guest))
         );
         // A second interface's MAC is checked too, and so are the new clones among themselves.
         let second = clone_mac("web", 1);
         let e = check_clone_macs(
-            vec![(second, "libvirt guest old".into())],
+            vec![(second, "libvirt domain \"old\"".into())],
             &clone_names("web", 1),
             2,
         )
         .expect_err("second NIC");
-        assert!(e.to_string().contains("libvirt guest old"), "{e}");
+        assert!(e.to_string().contains("libvirt domain \"old\""), "{e}");
         assert!(check_clone_macs(taken, &clone_names("web", 3), 2).is_ok());
     }
 }

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use hwaddr::Mac;
 
 use super::super::checks::{self, Bad};
-use super::super::model::Network;
+use super::super::model::{network_macs, Network};
 
 /// Up to this `count`, a hint spells out the whole `mac = [...]` list to paste.
 const MAX_SPELLED_OUT: u32 = 8;
@@ -41,22 +41,8 @@ impl GuestMacs {
     /// The bridges' and the reservations' MACs, which guests must not meet.
     pub(super) fn new(networks: &[Network]) -> GuestMacs {
         let mut holders = HashMap::new();
-        for n in networks {
-            holders.entry(n.mac).or_insert_with(|| Holder {
-                who: format!("the bridge of network \"{}\"", n.name),
-                line: None,
-            });
-            for h in n.dhcp.iter().flat_map(|d| &d.hosts) {
-                holders.entry(h.mac).or_insert_with(|| Holder {
-                    who: match &h.name {
-                        Some(name) => {
-                            format!("[[network.dhcp.host]] \"{name}\" on network \"{}\"", n.name)
-                        }
-                        None => format!("a [[network.dhcp.host]] on network \"{}\"", n.name),
-                    },
-                    line: None,
-                });
-            }
+        for (mac, who) in network_macs(networks) {
+            holders.entry(mac).or_insert(Holder { who, line: None });
         }
         GuestMacs { holders }
     }
