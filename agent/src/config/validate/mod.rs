@@ -4,6 +4,7 @@
 mod across;
 mod dhcp;
 mod guest;
+mod guest_macs;
 mod network;
 
 use std::collections::BTreeMap;
