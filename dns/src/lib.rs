@@ -1,0 +1,4 @@
+pub mod error;
+pub mod hostname;
+pub mod records;
+pub mod zone;
