@@ -29,6 +29,8 @@ pub enum HostnameError {
 pub enum DnsError {
     #[error("domain {domain:?} is not a usable DNS domain: {reason}")]
     BadDomain { domain: String, reason: String },
+    #[error("the record store is for domain {store} but the zone is {zone}; make the store with RecordStore::new(zone.domain())")]
+    DomainMismatch { store: String, zone: String },
     #[error("the server has no address to listen on; give at least one (the network's gateway, port 53)")]
     NoListenAddress,
     #[error("cannot bind DNS {proto} socket on {addr}{device}: {source}; is another DNS server (dnsmasq, systemd-resolved) listening there?")]

@@ -1,4 +1,24 @@
-pub mod error;
-pub mod hostname;
-pub mod records;
-pub mod zone;
+mod cache;
+mod config;
+mod counters;
+mod error;
+mod forward;
+mod handler;
+mod hostname;
+mod ratelimit;
+mod records;
+mod relay;
+mod server;
+mod upstreams;
+mod zone;
+
+pub use config::{Limits, ServerConfig};
+pub use counters::{Counters, CountersSnapshot};
+pub use error::{DnsError, HostnameError, UpstreamError};
+pub use handler::{Forward, Outcome, QueryHandler, Transport, MAX_UDP_PAYLOAD};
+pub use hostname::normalize as normalize_hostname;
+pub use ratelimit::RateLimit;
+pub use records::{Addrs, HostRecord, RecordStore, Records, Rejected, Source};
+pub use server::DnsServer;
+pub use upstreams::{UpstreamSource, Upstreams};
+pub use zone::{Zone, ZoneConfig};

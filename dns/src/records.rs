@@ -155,6 +155,16 @@ impl RecordStore {
         }
     }
 
+    /// An empty store for `domain` as written in a config (`default`, `lab.example.com`).
+    pub fn for_domain(domain: &str) -> Result<RecordStore, crate::error::DnsError> {
+        Ok(RecordStore::new(&crate::zone::parse_domain(domain)?))
+    }
+
+    /// The domain the names live under (lowercase, fully qualified).
+    pub fn domain(&self) -> &Name {
+        &self.inner.domain
+    }
+
     /// The current snapshot (one atomic load; hold it only for one query).
     pub fn snapshot(&self) -> Arc<Records> {
         self.inner.current.load_full()

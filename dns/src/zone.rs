@@ -58,15 +58,13 @@ pub(crate) enum Lookup {
 
 impl Zone {
     pub fn new(config: &ZoneConfig) -> Result<Zone, DnsError> {
-        let bad = |reason: String| DnsError::BadDomain {
-            domain: config.domain.clone(),
-            reason,
-        };
-        let text = hostname::normalize(&config.domain).map_err(|e| bad(e.to_string()))?;
-        let domain = Name::from_ascii(format!("{text}.")).map_err(|e| bad(e.to_string()))?;
+        let domain = parse_domain(&config.domain)?;
         let hostmaster = Name::from_ascii("hostmaster")
             .and_then(|n| n.append_domain(&domain))
-            .map_err(|e| bad(e.to_string()))?;
+            .map_err(|e| DnsError::BadDomain {
+                domain: config.domain.clone(),
+                reason: e.to_string(),
+            })?;
         let mut nets = vec![IpNet::V4(config.ipv4.trunc())];
         if let Some(v6) = config.ipv6 {
             nets.push(IpNet::V6(v6.trunc()));
@@ -250,6 +248,16 @@ impl Zone {
         );
         Record::from_rdata(apex.clone(), self.ttl, RData::SOA(soa))
     }
+}
+
+/// A domain as written in a config (`default`, `lab.example.com`) as a lowercase FQDN.
+pub(crate) fn parse_domain(domain: &str) -> Result<Name, DnsError> {
+    let bad = |reason: String| DnsError::BadDomain {
+        domain: domain.to_string(),
+        reason,
+    };
+    let text = hostname::normalize(domain).map_err(|e| bad(e.to_string()))?;
+    Name::from_ascii(format!("{text}.")).map_err(|e| bad(e.to_string()))
 }
 
 fn ok(answers: Vec<Record>, soa: Option<Record>) -> Lookup {
