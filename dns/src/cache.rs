@@ -98,7 +98,11 @@ mod tests {
         let q = Query::query(n.clone(), RecordType::A);
         let mut m = Message::new(1, MessageType::Response, OpCode::Query);
         m.add_query(q.clone());
-        m.add_answer(Record::from_rdata(n.clone(), ttl, RData::A(A::new(10, 0, 0, 1))));
+        m.add_answer(Record::from_rdata(
+            n.clone(),
+            ttl,
+            RData::A(A::new(10, 0, 0, 1)),
+        ));
         let r = Relayed::parse(m.to_vec().unwrap(), &q, 86400, now).unwrap();
         let key = CacheKey {
             name: n,

@@ -199,7 +199,7 @@ impl QueryHandler {
                 let mut m = self.response(&req, rcode, edns);
                 m.metadata.authoritative = true;
                 m.answers = answers;
-                m.authorities.extend(soa);
+                m.authorities.extend(soa.map(|soa| *soa));
                 Outcome::Reply(self.encode(m, asker.limit))
             }
             Lookup::Forward if qtype == RecordType::ANY => {
@@ -244,7 +244,9 @@ impl QueryHandler {
     pub fn relay(&self, job: &Forward, upstream: Option<Vec<u8>>, now: Instant) -> Vec<u8> {
         let parsed = upstream.and_then(|wire| {
             Relayed::parse(wire, &job.query, self.max_cache_ttl, now)
-                .inspect_err(|e| tracing::debug!(query = %job.query, "upstream answer dropped: {e}"))
+                .inspect_err(
+                    |e| tracing::debug!(query = %job.query, "upstream answer dropped: {e}"),
+                )
                 .ok()
         });
         let Some(relayed) = parsed else {
@@ -328,12 +330,17 @@ fn asker(req: &Message, raw: &[u8], transport: Transport) -> Asker {
     let limit = match (transport, &req.edns) {
         (Transport::Tcp, _) => usize::from(u16::MAX),
         (Transport::Udp, None) => CLASSIC_UDP,
-        (Transport::Udp, Some(e)) => usize::from(e.max_payload().min(MAX_UDP_PAYLOAD)).max(CLASSIC_UDP),
+        (Transport::Udp, Some(e)) => {
+            usize::from(e.max_payload().min(MAX_UDP_PAYLOAD)).max(CLASSIC_UDP)
+        }
     };
     // The question name as it sits in the request (uncompressed: it is the first name).
     let name = req.queries[0].name();
     let len = name.iter().map(|l| l.len() + 1).sum::<usize>() + 1;
-    let qname_wire = raw.get(12..12 + len).map(<[u8]>::to_vec).unwrap_or_default();
+    let qname_wire = raw
+        .get(12..12 + len)
+        .map(<[u8]>::to_vec)
+        .unwrap_or_default();
     Asker {
         id: req.metadata.id,
         recursion_desired: req.metadata.recursion_desired,

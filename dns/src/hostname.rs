@@ -72,8 +72,14 @@ mod tests {
     fn refuses_each_malformation_by_name() {
         assert_eq!(normalize(""), Err(HostnameError::Empty));
         assert_eq!(normalize("."), Err(HostnameError::Empty));
-        assert!(matches!(normalize("a..b"), Err(HostnameError::EmptyLabel { .. })));
-        assert!(matches!(normalize(".a"), Err(HostnameError::EmptyLabel { .. })));
+        assert!(matches!(
+            normalize("a..b"),
+            Err(HostnameError::EmptyLabel { .. })
+        ));
+        assert!(matches!(
+            normalize(".a"),
+            Err(HostnameError::EmptyLabel { .. })
+        ));
         assert!(matches!(
             normalize(&"a".repeat(64)),
             Err(HostnameError::LabelTooLong { len: 64, .. })
@@ -94,8 +100,14 @@ mod tests {
             normalize("hôte"),
             Err(HostnameError::BadCharacter { bad: 'ô', .. })
         ));
-        assert!(matches!(normalize("-a"), Err(HostnameError::EdgeHyphen { .. })));
-        assert!(matches!(normalize("a-"), Err(HostnameError::EdgeHyphen { .. })));
+        assert!(matches!(
+            normalize("-a"),
+            Err(HostnameError::EdgeHyphen { .. })
+        ));
+        assert!(matches!(
+            normalize("a-"),
+            Err(HostnameError::EdgeHyphen { .. })
+        ));
         assert!(matches!(
             normalize("a\0b"),
             Err(HostnameError::BadCharacter { bad: '\0', .. })

@@ -331,14 +331,19 @@ impl RecordStore {
                 _ => {}
             }
             // BTreeSet order is source order: the first name seen for an address wins.
-            records.ptr.entry(entry.addr).or_insert_with(|| fqdn.clone());
+            records
+                .ptr
+                .entry(entry.addr)
+                .or_insert_with(|| fqdn.clone());
             let mut parent = fqdn.base_name();
             while parent.num_labels() > self.inner.domain.num_labels() {
                 records.nonterminals.insert(parent.clone());
                 parent = parent.base_name();
             }
         }
-        records.nonterminals.retain(|n| !records.names.contains_key(n));
+        records
+            .nonterminals
+            .retain(|n| !records.names.contains_key(n));
         self.inner.current.store(Arc::new(records));
     }
 }
@@ -365,7 +370,10 @@ mod tests {
             .unwrap();
         let r = s.snapshot();
         assert_eq!(r.len(), 1);
-        assert_eq!(r.addrs(&n("BASTION.default.")).unwrap().v4, vec![ip.to_string().parse::<Ipv4Addr>().unwrap()]);
+        assert_eq!(
+            r.addrs(&n("BASTION.default.")).unwrap().v4,
+            vec![ip.to_string().parse::<Ipv4Addr>().unwrap()]
+        );
         assert_eq!(r.ptr(ip), Some(&n("bastion.default.")));
     }
 
@@ -407,9 +415,12 @@ mod tests {
         let s = store();
         let a: IpAddr = "192.168.122.20".parse().unwrap();
         let b: IpAddr = "fd00::20".parse().unwrap();
-        s.upsert(HostRecord::new("api.k8s", a, Source::Config)).unwrap();
-        s.upsert(HostRecord::new("api.k8s", b, Source::Config)).unwrap();
-        s.upsert(HostRecord::new("lease", a, Source::Lease)).unwrap();
+        s.upsert(HostRecord::new("api.k8s", a, Source::Config))
+            .unwrap();
+        s.upsert(HostRecord::new("api.k8s", b, Source::Config))
+            .unwrap();
+        s.upsert(HostRecord::new("lease", a, Source::Lease))
+            .unwrap();
         let r = s.snapshot();
         assert!(r.is_nonterminal(&n("k8s.default.")));
         assert_eq!(r.addrs(&n("api.k8s.default.")).unwrap().v6.len(), 1);
@@ -426,10 +437,14 @@ mod tests {
 
     #[test]
     fn a_name_too_long_once_qualified_is_refused() {
-        let s = RecordStore::new(&Name::from_ascii(&format!("{}.", "d".repeat(60))).unwrap());
+        let s = RecordStore::new(&Name::from_ascii(format!("{}.", "d".repeat(60))).unwrap());
         let long = ["a", "b", "c", "e"].map(|c| c.repeat(60)).join(".");
         let err = s
-            .upsert(HostRecord::new(long, "10.0.0.1".parse().unwrap(), Source::Lease))
+            .upsert(HostRecord::new(
+                long,
+                "10.0.0.1".parse().unwrap(),
+                Source::Lease,
+            ))
             .unwrap_err();
         assert!(matches!(err.error, HostnameError::TooLong { .. }));
     }

@@ -241,7 +241,12 @@ mod tests {
         }
     }
 
-    fn upstream(query: &Query, answers: Vec<Record>, authorities: Vec<Record>, rcode: ResponseCode) -> Vec<u8> {
+    fn upstream(
+        query: &Query,
+        answers: Vec<Record>,
+        authorities: Vec<Record>,
+        rcode: ResponseCode,
+    ) -> Vec<u8> {
         let mut m = Message::new(7, MessageType::Response, OpCode::Query);
         m.metadata.response_code = rcode;
         m.metadata.authoritative = true;
@@ -259,14 +264,21 @@ mod tests {
         let q = Query::query(n("www.example.test."), RecordType::A);
         let wire = upstream(
             &q,
-            vec![Record::from_rdata(n("www.example.test."), 300, RData::A(A::new(10, 9, 9, 9)))],
+            vec![Record::from_rdata(
+                n("www.example.test."),
+                300,
+                RData::A(A::new(10, 9, 9, 9)),
+            )],
             vec![],
             ResponseCode::NoError,
         );
         let t0 = Instant::now();
         let r = Relayed::parse(wire, &q, 86400, t0).unwrap();
         assert_eq!(r.lifetime, Duration::from_secs(300));
-        let (out, tc) = r.render(&asker(false, 512, "WwW.Example.TEST."), t0 + Duration::from_secs(100));
+        let (out, tc) = r.render(
+            &asker(false, 512, "WwW.Example.TEST."),
+            t0 + Duration::from_secs(100),
+        );
         assert!(!tc);
         let m = Message::from_vec(&out).unwrap();
         assert_eq!(m.metadata.id, 0xbeef);
@@ -294,9 +306,19 @@ mod tests {
         assert_eq!(r.lifetime, Duration::from_secs(30));
         assert_eq!(r.rcode(), ResponseCode::NXDomain);
         let bare = upstream(&q, vec![], vec![], ResponseCode::NXDomain);
-        assert_eq!(Relayed::parse(bare, &q, 86400, Instant::now()).unwrap().lifetime, Duration::ZERO);
+        assert_eq!(
+            Relayed::parse(bare, &q, 86400, Instant::now())
+                .unwrap()
+                .lifetime,
+            Duration::ZERO
+        );
         let servfail = upstream(&q, vec![], vec![], ResponseCode::ServFail);
-        assert_eq!(Relayed::parse(servfail, &q, 86400, Instant::now()).unwrap().lifetime, Duration::ZERO);
+        assert_eq!(
+            Relayed::parse(servfail, &q, 86400, Instant::now())
+                .unwrap()
+                .lifetime,
+            Duration::ZERO
+        );
     }
 
     #[test]
@@ -315,7 +337,10 @@ mod tests {
         assert!(wire.len() > 1232);
         let r = Relayed::parse(wire, &q, 86400, Instant::now()).unwrap();
         for edns in [false, true] {
-            let (out, tc) = r.render(&asker(edns, if edns { 1232 } else { 512 }, "big.example.test."), Instant::now());
+            let (out, tc) = r.render(
+                &asker(edns, if edns { 1232 } else { 512 }, "big.example.test."),
+                Instant::now(),
+            );
             assert!(tc);
             let m = Message::from_vec(&out).unwrap();
             assert!(m.metadata.truncation);
@@ -333,7 +358,13 @@ mod tests {
         let q = Query::query(n("a.test."), RecordType::A);
         let other = Query::query(n("b.test."), RecordType::A);
         let wire = upstream(&other, vec![], vec![], ResponseCode::NoError);
-        assert_eq!(Relayed::parse(wire, &q, 60, Instant::now()).unwrap_err(), RelayError::WrongQuestion);
-        assert!(matches!(Relayed::parse(vec![1, 2, 3], &q, 60, Instant::now()), Err(RelayError::Decode(_))));
+        assert_eq!(
+            Relayed::parse(wire, &q, 60, Instant::now()).unwrap_err(),
+            RelayError::WrongQuestion
+        );
+        assert!(matches!(
+            Relayed::parse(vec![1, 2, 3], &q, 60, Instant::now()),
+            Err(RelayError::Decode(_))
+        ));
     }
 }

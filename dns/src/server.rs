@@ -55,7 +55,9 @@ impl DnsServer {
         let mut local = Vec::new();
         for &addr in &config.listen {
             let udp: UdpSocket = bind(addr, device, Type::DGRAM)?;
-            let bound = udp.local_addr().map_err(|e| bind_error("UDP", addr, device, e))?;
+            let bound = udp
+                .local_addr()
+                .map_err(|e| bind_error("UDP", addr, device, e))?;
             // Port 0 (tests) picks one port for both UDP and TCP.
             let tcp: TcpListener = bind(bound, device, Type::STREAM)?;
             local.push(bound);

@@ -163,7 +163,10 @@ mod tests {
         );
         let u = Upstreams::discover(r.path(), &[]).unwrap();
         assert_eq!(addrs(&u), ["192.0.2.1:53", "[2001:db8::1]:53"]);
-        assert_eq!(u.source(), &UpstreamSource::ResolvConf(r.path().join(RESOLV_CONF)));
+        assert_eq!(
+            u.source(),
+            &UpstreamSource::ResolvConf(r.path().join(RESOLV_CONF))
+        );
     }
 
     #[test]
@@ -188,9 +191,14 @@ mod tests {
     fn forwarders_override_and_nothing_is_a_clear_error() {
         let r = root(Some("nameserver 192.0.2.1\n"), None);
         let fw: SocketAddr = "203.0.113.5:53".parse().unwrap();
-        assert_eq!(addrs(&Upstreams::discover(r.path(), &[fw]).unwrap()), ["203.0.113.5:53"]);
+        assert_eq!(
+            addrs(&Upstreams::discover(r.path(), &[fw]).unwrap()),
+            ["203.0.113.5:53"]
+        );
         let empty = root(Some("search example\n"), Some(""));
-        let err = Upstreams::discover(empty.path(), &[]).unwrap_err().to_string();
+        let err = Upstreams::discover(empty.path(), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("etc/resolv.conf"), "{err}");
         assert!(err.contains("run/systemd/resolve/resolv.conf"), "{err}");
         assert!(err.contains("forwarders"), "{err}");

@@ -52,7 +52,7 @@ pub(crate) enum Lookup {
         rcode: ResponseCode,
         answers: Vec<Record>,
         /// SOA for the authority section of negative answers (RFC 2308).
-        soa: Option<Record>,
+        soa: Option<Box<Record>>,
     },
 }
 
@@ -130,10 +130,12 @@ impl Zone {
     }
 
     fn forward_zone(&self, records: &Records, qname: &Name, qtype: RecordType) -> Lookup {
-        let apex_soa = || Some(self.soa(&self.domain, records));
+        let apex_soa = || Some(Box::new(self.soa(&self.domain, records)));
         if qname.num_labels() == self.domain.num_labels() {
             return match qtype {
-                RecordType::SOA | RecordType::ANY => ok(apex_soa().into_iter().collect(), None),
+                RecordType::SOA | RecordType::ANY => {
+                    ok(vec![self.soa(&self.domain, records)], None)
+                }
                 _ => ok(Vec::new(), apex_soa()),
             };
         }
@@ -184,13 +186,13 @@ impl Zone {
                     return Lookup::Forward;
                 };
                 let apex = reverse_name(&asked.network(), apex_bits(net));
-                let soa = Some(self.soa(&apex, records));
+                let soa = Some(Box::new(self.soa(&apex, records)));
                 let full = asked.prefix_len() == asked.max_prefix_len();
                 if !full {
                     // Inside our space but not an address: an apex or an empty non-terminal.
                     return match qtype {
                         RecordType::SOA if qname.num_labels() == apex.num_labels() => {
-                            ok(soa.into_iter().collect(), None)
+                            ok(vec![self.soa(&apex, records)], None)
                         }
                         _ => ok(Vec::new(), soa),
                     };
@@ -217,7 +219,7 @@ impl Zone {
                         return match self.net_holding(&asked) {
                             Some(net) => {
                                 let apex = reverse_name(&asked.network(), apex_bits(net));
-                                nxdomain(Some(self.soa(&apex, records)))
+                                nxdomain(Some(Box::new(self.soa(&apex, records))))
                             }
                             None => Lookup::Forward,
                         };
@@ -260,7 +262,7 @@ pub(crate) fn parse_domain(domain: &str) -> Result<Name, DnsError> {
     Name::from_ascii(format!("{text}.")).map_err(|e| bad(e.to_string()))
 }
 
-fn ok(answers: Vec<Record>, soa: Option<Record>) -> Lookup {
+fn ok(answers: Vec<Record>, soa: Option<Box<Record>>) -> Lookup {
     Lookup::Local {
         rcode: ResponseCode::NoError,
         answers,
@@ -268,7 +270,7 @@ fn ok(answers: Vec<Record>, soa: Option<Record>) -> Lookup {
     }
 }
 
-fn nxdomain(soa: Option<Record>) -> Lookup {
+fn nxdomain(soa: Option<Box<Record>>) -> Lookup {
     Lookup::Local {
         rcode: ResponseCode::NXDomain,
         answers: Vec::new(),
@@ -338,9 +340,8 @@ mod tests {
 
     #[test]
     fn reverse_zone_names_follow_the_prefix() {
-        let names = |z: &Zone| -> Vec<String> {
-            z.reverse_zones().iter().map(|n| n.to_ascii()).collect()
-        };
+        let names =
+            |z: &Zone| -> Vec<String> { z.reverse_zones().iter().map(|n| n.to_ascii()).collect() };
         assert_eq!(
             names(&zone("192.168.122.0/24", None)),
             ["122.168.192.in-addr.arpa."]
@@ -371,9 +372,18 @@ mod tests {
         .unwrap();
         let r = s.snapshot();
         let q = |name: &str, t| z.lookup(&r, &n(name), t);
-        assert_eq!(rcode(&q("bastion.default.", RecordType::A)), Some(ResponseCode::NoError));
-        assert_eq!(rcode(&q("BASTION.", RecordType::A)), Some(ResponseCode::NoError));
-        assert_eq!(rcode(&q("nope.default.", RecordType::A)), Some(ResponseCode::NXDomain));
+        assert_eq!(
+            rcode(&q("bastion.default.", RecordType::A)),
+            Some(ResponseCode::NoError)
+        );
+        assert_eq!(
+            rcode(&q("BASTION.", RecordType::A)),
+            Some(ResponseCode::NoError)
+        );
+        assert_eq!(
+            rcode(&q("nope.default.", RecordType::A)),
+            Some(ResponseCode::NXDomain)
+        );
         assert_eq!(rcode(&q("nope.", RecordType::A)), None);
         assert_eq!(rcode(&q("example.com.", RecordType::A)), None);
         assert_eq!(
@@ -388,7 +398,10 @@ mod tests {
             rcode(&q("x.11.122.168.192.in-addr.arpa.", RecordType::PTR)),
             Some(ResponseCode::NXDomain)
         );
-        assert_eq!(rcode(&q("1.1.168.192.in-addr.arpa.", RecordType::PTR)), None);
+        assert_eq!(
+            rcode(&q("1.1.168.192.in-addr.arpa.", RecordType::PTR)),
+            None
+        );
         assert_eq!(rcode(&q("168.192.in-addr.arpa.", RecordType::SOA)), None);
         match q("bastion.default.", RecordType::AAAA) {
             Lookup::Local { answers, soa, .. } => {
@@ -408,7 +421,10 @@ mod tests {
         let z = zone("192.168.7.64/26", None);
         let r = RecordStore::new(z.domain()).snapshot();
         let q = |name: &str| rcode(&z.lookup(&r, &n(name), RecordType::PTR));
-        assert_eq!(q("70.7.168.192.in-addr.arpa."), Some(ResponseCode::NXDomain));
+        assert_eq!(
+            q("70.7.168.192.in-addr.arpa."),
+            Some(ResponseCode::NXDomain)
+        );
         assert_eq!(q("10.7.168.192.in-addr.arpa."), None);
         assert_eq!(q("7.168.192.in-addr.arpa."), None);
     }
@@ -418,7 +434,8 @@ mod tests {
         let z = zone("192.168.122.0/24", Some("fd00:1:2:3::/64"));
         let s = RecordStore::new(z.domain());
         let ip: IpAddr = "fd00:1:2:3::10".parse().unwrap();
-        s.upsert(HostRecord::new("v6host", ip, Source::Guest)).unwrap();
+        s.upsert(HostRecord::new("v6host", ip, Source::Guest))
+            .unwrap();
         let r = s.snapshot();
         match z.lookup(&r, &n("v6host.default."), RecordType::AAAA) {
             Lookup::Local { answers, .. } => assert_eq!(answers.len(), 1),

@@ -10,7 +10,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use dns::{DnsServer, HostRecord, Limits, RecordStore, ServerConfig, Source, Upstreams, ZoneConfig};
+use dns::{
+    DnsServer, HostRecord, Limits, RecordStore, ServerConfig, Source, Upstreams, ZoneConfig,
+};
 
 pub struct Block(pub u8);
 
@@ -64,7 +66,11 @@ pub fn limits() -> Limits {
     }
 }
 
-pub async fn start(block: &Block, upstreams: Upstreams, limits: Limits) -> (DnsServer, RecordStore) {
+pub async fn start(
+    block: &Block,
+    upstreams: Upstreams,
+    limits: Limits,
+) -> (DnsServer, RecordStore) {
     let records = RecordStore::for_domain("default").unwrap();
     records.set_all([
         HostRecord::new("bastion", BASTION.into(), Source::Lease),
@@ -125,7 +131,14 @@ pub fn parse_dig(text: &str) -> Dig {
     let flags = text
         .lines()
         .find_map(|l| l.strip_prefix(";; flags: "))
-        .map(|l| l.split(';').next().unwrap_or("").split_whitespace().map(String::from).collect())
+        .map(|l| {
+            l.split(';')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default();
     let section = |title: &str| -> Vec<Vec<String>> {
         let mut lines = text.lines().skip_while(|l| !l.starts_with(title)).skip(1);
@@ -225,7 +238,10 @@ impl Dnsmasq {
     }
 
     pub fn queries(&self) -> usize {
-        self.log_text().lines().filter(|l| l.contains("query[")).count()
+        self.log_text()
+            .lines()
+            .filter(|l| l.contains("query["))
+            .count()
     }
 }
 
