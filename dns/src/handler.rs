@@ -142,7 +142,13 @@ impl QueryHandler {
             // No EDNS and no records: never bigger than the query, so no amplification.
             return match Message::from_vec(msg) {
                 Ok(req) if req.queries.len() == 1 => {
-                    Outcome::Reply(self.error(&req, ResponseCode::Refused, false))
+                    let reply = self.error(&req, ResponseCode::Refused, false);
+                    // A question compressed into the header decodes longer than it was sent.
+                    if reply.len() <= msg.len() {
+                        Outcome::Reply(reply)
+                    } else {
+                        Outcome::Drop
+                    }
                 }
                 _ => Outcome::Drop,
             };
@@ -356,5 +362,158 @@ fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::records::{HostRecord, Source};
+    use crate::zone::ZoneConfig;
+    use hickory_proto::rr::Name;
+
+    fn handler() -> QueryHandler {
+        let zone = Zone::new(&ZoneConfig {
+            domain: "default".into(),
+            ipv4: "192.168.122.0/24".parse().unwrap(),
+            ipv6: None,
+            ttl: 0,
+        })
+        .unwrap();
+        let records = RecordStore::new(zone.domain());
+        records
+            .set_all((1..=100u8).map(|i| {
+                HostRecord::new("many", IpAddr::from([192, 168, 122, i]), Source::Config)
+            }));
+        let limits = Limits {
+            rate: None,
+            ..Limits::default()
+        };
+        QueryHandler::new(zone, records, Vec::new(), &limits, true)
+    }
+
+    const CLIENT: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(192, 168, 122, 50));
+
+    fn query(name: &str, qtype: RecordType, edns: Option<Edns>) -> Message {
+        let mut m = Message::query();
+        m.metadata.id = 42;
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), qtype));
+        if let Some(e) = edns {
+            m.set_edns(e);
+        }
+        m
+    }
+
+    fn reply(h: &QueryHandler, m: &Message, t: Transport) -> Message {
+        match h.handle(&m.to_vec().unwrap(), CLIENT, t, Instant::now()) {
+            Outcome::Reply(r) => Message::from_vec(&r).unwrap(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_big_local_answer_is_truncated_over_udp_and_whole_over_tcp() {
+        let h = handler();
+        let q = query("many.default.", RecordType::A, None);
+        let udp = reply(&h, &q, Transport::Udp);
+        assert!(udp.metadata.truncation);
+        assert!(udp.answers.is_empty());
+        let mut big = Edns::new();
+        big.set_max_payload(4096);
+        let with_edns = reply(
+            &h,
+            &query("many.default.", RecordType::A, Some(big)),
+            Transport::Udp,
+        );
+        assert!(with_edns.metadata.truncation, "1.6 KB is over our 1232 cap");
+        let tcp = reply(&h, &q, Transport::Tcp);
+        assert!(!tcp.metadata.truncation);
+        assert_eq!(tcp.answers.len(), 100);
+        assert_eq!(h.counters().truncated, 2);
+    }
+
+    #[test]
+    fn odd_requests_get_their_rcode() {
+        let h = handler();
+        let mut v1 = Edns::new();
+        v1.set_version(1);
+        let r = reply(
+            &h,
+            &query("many.default.", RecordType::A, Some(v1)),
+            Transport::Udp,
+        );
+        // 16 is BADVERS with an OPT (hickory names the shared code BADSIG when decoding).
+        assert_eq!(u16::from(r.metadata.response_code), 16);
+        assert!(r.edns.is_some());
+        let mut two = query("a.default.", RecordType::A, None);
+        two.add_query(Query::query(
+            Name::from_ascii("b.default.").unwrap(),
+            RecordType::A,
+        ));
+        assert_eq!(
+            reply(&h, &two, Transport::Udp).metadata.response_code,
+            ResponseCode::FormErr
+        );
+        let mut notify = query("default.", RecordType::SOA, None);
+        notify.metadata.op_code = OpCode::Notify;
+        assert_eq!(
+            reply(&h, &notify, Transport::Udp).metadata.response_code,
+            ResponseCode::NotImp
+        );
+        let mut chaos = query("version.bind.", RecordType::TXT, None);
+        chaos.queries[0].set_query_class(DNSClass::CH);
+        assert_eq!(
+            reply(&h, &chaos, Transport::Udp).metadata.response_code,
+            ResponseCode::Refused
+        );
+        let axfr = query("default.", RecordType::AXFR, None);
+        assert_eq!(
+            reply(&h, &axfr, Transport::Tcp).metadata.response_code,
+            ResponseCode::Refused
+        );
+    }
+
+    #[test]
+    fn a_forwarded_question_is_answered_from_a_relayed_answer_then_from_the_cache() {
+        let h = handler();
+        let q = query("upstream.test.", RecordType::A, None);
+        let Outcome::Forward(job) =
+            h.handle(&q.to_vec().unwrap(), CLIENT, Transport::Udp, Instant::now())
+        else {
+            panic!("not forwarded");
+        };
+        let upstream = Message::from_vec(&job.upstream_query(7)).unwrap();
+        assert!(upstream.metadata.recursion_desired);
+        assert_eq!(
+            upstream.edns.as_ref().unwrap().max_payload(),
+            MAX_UDP_PAYLOAD
+        );
+        let mut answer = Message::new(7, MessageType::Response, OpCode::Query);
+        answer.add_query(job.query().clone());
+        answer.add_answer(Record::from_rdata(
+            job.query().name().clone(),
+            60,
+            RData::A(hickory_proto::rr::rdata::A::new(10, 9, 9, 9)),
+        ));
+        let out = Message::from_vec(&h.relay(&job, Some(answer.to_vec().unwrap()), Instant::now()))
+            .unwrap();
+        assert_eq!(out.metadata.id, 42);
+        assert_eq!(out.answers.len(), 1);
+        let again = reply(&h, &q, Transport::Udp);
+        assert_eq!(again.answers.len(), 1);
+        assert_eq!(h.counters().cache_hits, 1);
+        // No usable upstream answer: SERVFAIL, counted.
+        let q2 = query("down.test.", RecordType::A, None);
+        let Outcome::Forward(job) = h.handle(
+            &q2.to_vec().unwrap(),
+            CLIENT,
+            Transport::Udp,
+            Instant::now(),
+        ) else {
+            panic!("not forwarded");
+        };
+        let out = Message::from_vec(&h.relay(&job, Some(vec![1, 2, 3]), Instant::now())).unwrap();
+        assert_eq!(out.metadata.response_code, ResponseCode::ServFail);
+        assert_eq!(h.counters().upstream_failures, 1);
     }
 }
