@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::{Message, Query, ResponseCode};
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
 
@@ -31,6 +31,8 @@ pub(crate) enum RelayError {
     Decode(String),
     #[error("answer to another question")]
     WrongQuestion,
+    #[error("not a response to a standard query")]
+    NotAnAnswer,
 }
 
 #[derive(Debug)]
@@ -59,6 +61,11 @@ impl Relayed {
         now: Instant,
     ) -> Result<Relayed, RelayError> {
         let message = Message::from_vec(&wire).map_err(|e| RelayError::Decode(e.to_string()))?;
+        if message.metadata.message_type != MessageType::Response
+            || message.metadata.op_code != OpCode::Query
+        {
+            return Err(RelayError::NotAnAnswer);
+        }
         let same_question = message.queries.len() == 1 && {
             let q = &message.queries[0];
             q.name() == query.name()
@@ -215,7 +222,7 @@ fn write_u32(b: &mut [u8], at: usize, v: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hickory_proto::op::{Edns, MessageType, OpCode};
+    use hickory_proto::op::Edns;
     use hickory_proto::rr::rdata::{A, SOA, TXT};
     use hickory_proto::rr::Record;
 
@@ -361,6 +368,12 @@ mod tests {
         assert_eq!(
             Relayed::parse(wire, &q, 60, Instant::now()).unwrap_err(),
             RelayError::WrongQuestion
+        );
+        let mut query_not_answer = Message::query();
+        query_not_answer.add_query(q.clone());
+        assert_eq!(
+            Relayed::parse(query_not_answer.to_vec().unwrap(), &q, 60, Instant::now()).unwrap_err(),
+            RelayError::NotAnAnswer
         );
         assert!(matches!(
             Relayed::parse(vec![1, 2, 3], &q, 60, Instant::now()),
