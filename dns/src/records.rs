@@ -224,14 +224,7 @@ impl RecordStore {
     /// Removes every record of `source` for `addr` (a lease expired or was released). Returns
     /// whether anything was removed.
     pub fn remove_addr(&self, source: Source, addr: IpAddr) -> bool {
-        let mut entries = self.lock();
-        let before = entries.len();
-        entries.retain(|e| !(e.source == source && e.addr == addr));
-        let changed = entries.len() != before;
-        if changed {
-            self.publish(&entries);
-        }
-        changed
+        self.remove_where(|e| e.source == source && e.addr == addr)
     }
 
     /// Removes every record of `source` with this name (relative or qualified).
@@ -239,9 +232,13 @@ impl RecordStore {
         let Ok(name) = self.relative(name) else {
             return false;
         };
+        self.remove_where(|e| e.source == source && e.name == name)
+    }
+
+    fn remove_where(&self, doomed: impl Fn(&Entry) -> bool) -> bool {
         let mut entries = self.lock();
         let before = entries.len();
-        entries.retain(|e| !(e.source == source && e.name == name));
+        entries.retain(|e| !doomed(e));
         let changed = entries.len() != before;
         if changed {
             self.publish(&entries);
