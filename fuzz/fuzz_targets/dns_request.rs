@@ -16,7 +16,9 @@ use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use dns::{HostRecord, Limits, Outcome, QueryHandler, RecordStore, Source, Transport, Zone, ZoneConfig};
+use dns::{
+    HostRecord, Limits, Outcome, QueryHandler, RecordStore, Source, Transport, Zone, ZoneConfig,
+};
 use hickory_proto::op::Message;
 use hostagent_fuzz::frames;
 use libfuzzer_sys::fuzz_target;
@@ -33,10 +35,22 @@ fn handler() -> &'static QueryHandler {
         .expect("zone");
         let records = RecordStore::new(zone.domain());
         records.set_all([
-            HostRecord::new("bastion", "192.168.122.10".parse().expect("ip"), Source::Lease),
-            HostRecord::new("web.default", "192.168.122.20".parse().expect("ip"), Source::StaticHost),
+            HostRecord::new(
+                "bastion",
+                "192.168.122.10".parse().expect("ip"),
+                Source::Lease,
+            ),
+            HostRecord::new(
+                "web.default",
+                "192.168.122.20".parse().expect("ip"),
+                Source::StaticHost,
+            ),
             HostRecord::new("web", "fd00:122::20".parse().expect("ip"), Source::Config),
-            HostRecord::new("api.k8s", "192.168.122.30".parse().expect("ip"), Source::Config),
+            HostRecord::new(
+                "api.k8s",
+                "192.168.122.30".parse().expect("ip"),
+                Source::Config,
+            ),
         ]);
         let limits = Limits {
             rate: None,
@@ -48,7 +62,8 @@ fn handler() -> &'static QueryHandler {
 }
 
 fn check(reply: &[u8], query: &[u8], transport: Transport, refused: bool) {
-    let m = Message::from_vec(reply).unwrap_or_else(|e| panic!("reply does not decode: {e}: {reply:02x?}"));
+    let m = Message::from_vec(reply)
+        .unwrap_or_else(|e| panic!("reply does not decode: {e}: {reply:02x?}"));
     assert!(reply[2] & 0x80 != 0, "reply without QR");
     assert_eq!(reply[0..2], query[0..2], "reply with another ID");
     if transport == Transport::Udp {
@@ -57,11 +72,18 @@ fn check(reply: &[u8], query: &[u8], transport: Transport, refused: bool) {
             Some(_) => 1232,
             None => 512,
         };
-        assert!(reply.len() <= limit.max(512), "UDP reply of {} bytes (limit {limit})", reply.len());
+        assert!(
+            reply.len() <= limit.max(512),
+            "UDP reply of {} bytes (limit {limit})",
+            reply.len()
+        );
     }
     if refused {
         assert!(reply.len() <= query.len(), "refusal bigger than the query");
-        assert_eq!(m.metadata.response_code, hickory_proto::op::ResponseCode::Refused);
+        assert_eq!(
+            m.metadata.response_code,
+            hickory_proto::op::ResponseCode::Refused
+        );
     }
 }
 
@@ -72,7 +94,11 @@ fuzz_target!(|data: &[u8]| {
     };
     let query = first.bytes;
     let flags = first.advance / 8;
-    let transport = if flags & 1 != 0 { Transport::Tcp } else { Transport::Udp };
+    let transport = if flags & 1 != 0 {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
     let src: IpAddr = if flags & 2 != 0 {
         "10.66.0.1".parse().expect("ip")
     } else {
