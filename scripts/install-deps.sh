@@ -11,14 +11,15 @@ set -euo pipefail
 
 runtime=(nftables iproute2 ipxe kmod procps)
 build=(gcc)   # libvirt is loaded at run time (libvirt0), not linked
-tests=(busybox-static isc-dhcp-client atftp curl cpio gzip tcpdump
+tests=(busybox-static isc-dhcp-client atftp curl cpio gzip tcpdump bind9-dnsutils dnsmasq-base dnsperf
        qemu-system-x86 ovmf ipxe-qemu
        libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils)
 # Commands the suite runs, with the package that ships each: a package can be "installed" and
 # still lack the file (a diverted or half-removed package), so the files are checked too.
 runtime_cmds=(nft:nftables ip:iproute2 modprobe:kmod sysctl:procps)
 test_cmds=(busybox:busybox-static dhclient:isc-dhcp-client atftp:atftp curl:curl cpio:cpio
-           tcpdump:tcpdump qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils
+           tcpdump:tcpdump dig:bind9-dnsutils dnsmasq:dnsmasq-base dnsperf:dnsperf
+           qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils
            libvirtd:libvirt-daemon virsh:libvirt-clients)
 want=("${runtime[@]}" "${build[@]}")
 cmds=("${runtime_cmds[@]}")
