@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use hostagent::cli::{Cli, Command, GuestOp, OnOff};
-use hostagent::guests::commands as guests;
-use hostagent::{control, daemon, hostcmd, logging};
+use hostagent::control::client;
+use hostagent::{daemon, guestcmd, hostcmd, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -28,22 +28,24 @@ fn main() -> ExitCode {
             Command::Apply => hostcmd::apply(&cli).await,
             Command::Down { guests } => hostcmd::down(&cli, *guests).await,
             Command::Run { down_on_exit } => daemon::run(&cli, *down_on_exit).await,
-            Command::Status { json } => control::client_status(&cli, *json).await,
-            Command::Leases { json } => control::client_leases(&cli, *json).await,
-            Command::Guests { json } => guests::list(&cli, *json).await,
+            Command::Status { json } => client::status(&cli.root, *json).await,
+            Command::Leases { json } => client::leases(&cli.root, *json).await,
+            Command::Guests { json } => guestcmd::list(&cli, *json).await,
             Command::Guest { op } => match op {
                 GuestOp::Clone {
                     source,
                     new,
                     count,
                     full,
-                } => guests::clone(&cli, source, new, *count, *full).await,
-                GuestOp::Virtio { name, next_boot } => guests::virtio(&cli, name, *next_boot).await,
+                } => guestcmd::clone(&cli, source, new, *count, *full).await,
+                GuestOp::Virtio { name, next_boot } => {
+                    guestcmd::virtio(&cli, name, *next_boot).await
+                }
                 GuestOp::Vhost {
                     name,
                     state,
                     next_boot,
-                } => guests::vhost(&cli, name, *state == OnOff::On, *next_boot).await,
+                } => guestcmd::vhost(&cli, name, *state == OnOff::On, *next_boot).await,
             },
         }
     });

@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let start = Instant::now();
     let mut flushes = 0u32;
     for n in 0..clients {
-        let mac = [0x52, 0x54, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8];
+        let mac = pxe::config::Mac([0x52, 0x54, 0, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
         let ip = pool.offer(mac, None, NOW).ok_or("pool exhausted")?;
         pool.request(mac, ip, Some("bench-guest"), NOW)?;
         if (n as usize + 1).is_multiple_of(BATCH) {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
-pub type Mac = [u8; 6];
+/// The one MAC type of the workspace: a DHCP `chaddr`, a reservation, a lease.
+pub use hwaddr::Mac;
 
 /// A static reservation: this MAC always gets this address.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -95,11 +96,4 @@ impl Default for TftpLimits {
             retries: 5,
         }
     }
-}
-
-pub fn format_mac(mac: &Mac) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
 }

@@ -21,14 +21,14 @@ use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::Mac;
 pub(crate) use codec::truncate_hostname;
 use journal::Journal;
 
 /// A client's lease (also what `dhcp::pool` hands out).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
     pub mac: Mac,
     pub ip: Ipv4Addr,
@@ -279,7 +279,7 @@ mod tests {
 
     fn lease(mac: u8, ip: u8, expires: u64) -> Record {
         Record::Lease(Lease {
-            mac: [2, 0, 0, 0, 0, mac],
+            mac: Mac([2, 0, 0, 0, 0, mac]),
             ip: Ipv4Addr::new(10, 0, 0, ip),
             expires,
             hostname: None,
@@ -291,9 +291,11 @@ mod tests {
         let mut index = LeaseIndex::default();
         index.apply(&lease(1, 10, 100));
         index.apply(&lease(2, 10, 200));
-        assert!(index.by_mac(&[2, 0, 0, 0, 0, 1]).is_none());
+        assert!(index.by_mac(&Mac([2, 0, 0, 0, 0, 1])).is_none());
         assert_eq!(
-            index.by_ip(Ipv4Addr::new(10, 0, 0, 10)).map(|l| l.mac[5]),
+            index
+                .by_ip(Ipv4Addr::new(10, 0, 0, 10))
+                .map(|l| l.mac.octets()[5]),
             Some(2)
         );
     }
@@ -312,12 +314,12 @@ mod tests {
         let mut index = LeaseIndex::default();
         index.apply(&lease(1, 10, 100));
         index.apply(&Record::Release {
-            mac: [2, 0, 0, 0, 0, 9],
+            mac: Mac([2, 0, 0, 0, 0, 9]),
             ip: Ipv4Addr::new(10, 0, 0, 10),
         });
         assert!(index.by_ip(Ipv4Addr::new(10, 0, 0, 10)).is_some());
         index.apply(&Record::Release {
-            mac: [2, 0, 0, 0, 0, 1],
+            mac: Mac([2, 0, 0, 0, 0, 1]),
             ip: Ipv4Addr::new(10, 0, 0, 10),
         });
         assert!(index.by_ip(Ipv4Addr::new(10, 0, 0, 10)).is_none());
@@ -331,7 +333,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 0, 0, 10),
             until: 500,
         });
-        assert!(index.by_mac(&[2, 0, 0, 0, 0, 1]).is_none());
+        assert!(index.by_mac(&Mac([2, 0, 0, 0, 0, 1])).is_none());
         assert_eq!(
             index.quarantined_until(Ipv4Addr::new(10, 0, 0, 10)),
             Some(500)

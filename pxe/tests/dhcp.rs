@@ -39,7 +39,7 @@ fn config(dir: &Path, range: (u8, u8), lease_secs: u64) -> DhcpConfig {
         domain: Some("lab.test".into()),
         mtu: Some(1400),
         hosts: vec![StaticHost {
-            mac: BASTION_MAC,
+            mac: BASTION_MAC.into(),
             ip: Ipv4Addr::new(10, 77, 0, 10),
             name: Some("bastion".into()),
             boot: None,
@@ -278,7 +278,13 @@ fn full_exchange_discover_request_renew_inform_release() {
     assert_eq!(offer.reply.msg_type, MessageType::Offer);
     let ip = offer.reply.yiaddr;
     assert!((100..=200).contains(&ip.octets()[3]), "{ip}");
-    assert_eq!(offer.dest, Destination::Link { ip, mac });
+    assert_eq!(
+        offer.dest,
+        Destination::Link {
+            ip,
+            mac: mac.into()
+        }
+    );
     assert!(!offer.needs_flush);
     let (bytes, o) = raw(&offer);
     assert_eq!(&bytes[4..8], &7u32.to_be_bytes());
@@ -360,7 +366,7 @@ fn full_exchange_discover_request_renew_inform_release() {
             durable[0].ip,
             durable[0].hostname.as_deref()
         ),
-        (mac, ip, Some("guest1"))
+        (pxe::config::Mac::from(mac), ip, Some("guest1"))
     );
     drop(reread);
 
@@ -371,7 +377,13 @@ fn full_exchange_discover_request_renew_inform_release() {
     )
     .unwrap();
     assert_eq!(renew.reply.msg_type, MessageType::Ack);
-    assert_eq!(renew.dest, Destination::Link { ip, mac });
+    assert_eq!(
+        renew.dest,
+        Destination::Link {
+            ip,
+            mac: mac.into()
+        }
+    );
     assert_eq!(renew.reply.ciaddr, ip);
 
     // INFORM: configuration only.
@@ -840,7 +852,10 @@ impl Lab {
     }
 
     fn lease_of(&self, mac: [u8; 6]) -> Option<pxe::dhcp::pool::Lease> {
-        self.server().leases().into_iter().find(|l| l.mac == mac)
+        self.server()
+            .leases()
+            .into_iter()
+            .find(|l| l.mac.octets() == mac)
     }
 
     fn c0_mac(&self) -> [u8; 6] {

@@ -22,7 +22,7 @@ fn ip(last: u8) -> Ipv4Addr {
 }
 
 fn mac(n: u16) -> Mac {
-    [0x52, 0x54, 0, 0, (n >> 8) as u8, n as u8]
+    Mac([0x52, 0x54, 0, 0, (n >> 8) as u8, n as u8])
 }
 
 /// 10.9.0.0/24, server .1, dynamic .10–.19, one reservation (mac 900 → .50, outside the range)
@@ -348,12 +348,12 @@ fn large_range_hands_out_every_address_once() {
     cfg.server_ip = Ipv4Addr::new(10, 20, 0, 1);
     cfg.range_start = Ipv4Addr::new(10, 20, 0, 2);
     cfg.range_end = Ipv4Addr::new(10, 20, 255, 254);
-    cfg.reservations = vec![([2, 0, 0, 0, 0, 1], Ipv4Addr::new(10, 20, 100, 100))];
+    cfg.reservations = vec![(Mac([2, 0, 0, 0, 0, 1]), Ipv4Addr::new(10, 20, 100, 100))];
     let size = 65_533 - 1; // the range minus the reservation
     let mut pool = Pool::open(cfg.clone()).unwrap();
     let mut seen = std::collections::HashSet::new();
     for n in 0..size as u32 {
-        let m: Mac = [0x52, 0x54, 1, (n >> 16) as u8, (n >> 8) as u8, n as u8];
+        let m = Mac([0x52, 0x54, 1, (n >> 16) as u8, (n >> 8) as u8, n as u8]);
         let offered = pool.offer(m, None, T0).expect("range not exhausted yet");
         assert!(seen.insert(offered), "{offered} handed out twice");
         pool.request(m, offered, None, T0).unwrap();
@@ -363,7 +363,7 @@ fn large_range_hands_out_every_address_once() {
     }
     pool.flush().unwrap();
     assert!(!seen.contains(&Ipv4Addr::new(10, 20, 100, 100)));
-    assert_eq!(pool.offer([0x52, 0x54, 9, 9, 9, 9], None, T0), None);
+    assert_eq!(pool.offer(Mac([0x52, 0x54, 9, 9, 9, 9]), None, T0), None);
     drop(pool);
     let pool = Pool::open(cfg).unwrap();
     assert_eq!(pool.leases_at(T0).len(), size);
@@ -704,7 +704,7 @@ fn acked_leases_survive_kill_9() {
             // libtest may print "test crash_writer_child ... " in front of the first line
             let event = |tag: &str| line.find(tag).map(|i| &line[i + tag.len()..]);
             if let Some(rest) = event("@ACK ") {
-                let (m, rest) = rest.split_at(rest.find(']').unwrap() + 1);
+                let (m, rest) = rest.split_at(rest.find(')').unwrap() + 1);
                 let mut it = rest.split_whitespace();
                 let ip: Ipv4Addr = it.next().unwrap().parse().unwrap();
                 let expires: u64 = it.next().unwrap().parse().unwrap();

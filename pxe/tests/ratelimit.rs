@@ -33,7 +33,7 @@ fn config(dir: &Path, range: (u8, u8)) -> DhcpConfig {
         domain: None,
         mtu: None,
         hosts: vec![StaticHost {
-            mac: RESERVED_MAC,
+            mac: RESERVED_MAC.into(),
             ip: RESERVED_IP,
             name: Some("bastion".into()),
             boot: None,

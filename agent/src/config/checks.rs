@@ -3,8 +3,10 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Component, Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
+use hwaddr::Mac;
 use ipnet::Ipv4Net;
 
 use super::model::{Mode, MIN_LEASE_TIME};
@@ -127,37 +129,27 @@ pub(crate) fn network_name(name: &str) -> Result<(), Bad> {
     Ok(())
 }
 
-pub(crate) fn mac(text: &str) -> Result<[u8; 6], Bad> {
-    let syntax = || {
+/// A MAC written in the config: the text form `Mac` reads, and usable as a host's address.
+pub(crate) fn mac(text: &str) -> Result<Mac, Bad> {
+    let mac = Mac::from_str(text).map_err(|_| {
         bad(
             format!("\"{}\" is not a MAC address", text.escape_debug()),
             "write six two-digit hex bytes separated by ':', e.g. \"52:54:00:12:34:56\"",
         )
-    };
-    let mut out = [0u8; 6];
-    let parts: Vec<&str> = text.split(':').collect();
-    if parts.len() != 6 {
-        return Err(syntax());
-    }
-    for (slot, part) in out.iter_mut().zip(parts) {
-        if part.len() != 2 {
-            return Err(syntax());
-        }
-        *slot = u8::from_str_radix(part, 16).map_err(|_| syntax())?;
-    }
-    if out[0] & 1 == 1 {
+    })?;
+    if mac.is_multicast() {
         return Err(bad(
             format!("MAC address {text} is a multicast address"),
             "the first byte must be even; QEMU/libvirt guests use 52:54:00:xx:xx:xx",
         ));
     }
-    if out == [0; 6] {
+    if mac.is_zero() {
         return Err(bad(
             "MAC address 00:00:00:00:00:00 is not usable",
             "use e.g. \"52:54:00:12:34:56\"",
         ));
     }
-    Ok(out)
+    Ok(mac)
 }
 
 pub(crate) fn ipv4(text: &str) -> Result<Ipv4Addr, Bad> {
@@ -475,7 +467,7 @@ mod tests {
     fn macs_must_be_unicast_colon_hex() {
         assert_eq!(
             mac("52:54:00:D6:29:4c"),
-            Ok([0x52, 0x54, 0, 0xd6, 0x29, 0x4c])
+            Ok(Mac([0x52, 0x54, 0, 0xd6, 0x29, 0x4c]))
         );
         for m in [
             "52:54:00:d6:29",

@@ -3,6 +3,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use hwaddr::Mac;
 use netcfg::{Desired, Host, Mode, NetworkSpec, PortForward, PortLimit, Services};
 use pxe::config::{BootConfig, DhcpConfig, FileServiceConfig, StaticHost};
 
@@ -19,8 +20,7 @@ pub fn guest_script_path(guest: &str) -> String {
 pub struct ExtraReservation {
     pub network: String,
     pub name: String,
-    /// aa:bb:cc:dd:ee:ff
-    pub mac: String,
+    pub mac: Mac,
     pub ip: Ipv4Addr,
 }
 
@@ -148,19 +148,29 @@ impl Model {
                 .map(|g| guest_host(g, n.pxe.is_some())),
         );
         for r in clones.iter().filter(|r| r.network == n.name) {
-            let Ok(mac) = super::checks::mac(&r.mac) else {
-                continue;
-            };
             let in_subnet =
                 n.subnet().is_some_and(|s| s.contains(&r.ip)) && Some(r.ip) != n.gateway();
-            if in_subnet && !hosts.iter().any(|h| h.mac == mac || h.ip == r.ip) {
-                hosts.push(StaticHost {
-                    mac,
+            if !in_subnet {
+                continue;
+            }
+            match hosts.iter().find(|h| h.mac == r.mac || h.ip == r.ip) {
+                None => hosts.push(StaticHost {
+                    mac: r.mac,
                     ip: r.ip,
                     name: Some(r.name.clone()),
                     boot: None,
                     script: None,
-                });
+                }),
+                // A guest or host added to the config after the clone was made: the config wins.
+                Some(h) => tracing::warn!(
+                    network = %n.name,
+                    clone = %r.name,
+                    "clone reservation ({}, {}) not served: {} in the config has {} too; give that entry another mac or ip, or undefine the clone",
+                    r.mac,
+                    r.ip,
+                    h.name.as_deref().unwrap_or("a [[network.dhcp.host]]"),
+                    if h.mac == r.mac { format!("MAC {}", r.mac) } else { format!("address {}", r.ip) },
+                ),
             }
         }
         hosts
@@ -214,7 +224,7 @@ fn network_spec(n: &Network) -> NetworkSpec {
         address: n.address,
         stp: n.stp,
         forward_delay: n.forward_delay,
-        mac: netcfg::Mac(n.mac),
+        mac: n.mac,
         mtu: n.mtu.map(u32::from),
         interfaces: n.interfaces.clone(),
         services: Services {

@@ -6,6 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hwaddr::Mac;
 use ipnet::Ipv4Net;
 
 pub use netcfg::Mode;
@@ -90,9 +91,40 @@ impl VirtType {
 }
 
 /// A guest's MAC, derived from its name: stable across runs and hosts, in QEMU's 52:54:00 block,
-/// and never equal to a bridge MAC derived from a network of the same name.
-pub fn guest_mac(name: &str) -> [u8; 6] {
-    netcfg::Mac::derived(&format!("guest:{name}")).0
+/// and never equal to a bridge MAC derived from a network of the same name. Only 24 bits of a
+/// hash: two names can meet, which validation reports (`mac = ` on one guest settles it).
+pub fn guest_mac(name: &str) -> Mac {
+    Mac::derived(&format!("guest:{name}"))
+}
+
+/// Who has which MAC among `networks`: each bridge and each `[[network.dhcp.host]]`, described
+/// for messages (`the bridge of network "lab"`). Guests must not meet any of them.
+pub fn network_macs(networks: &[Network]) -> Vec<(Mac, String)> {
+    let mut out = Vec::new();
+    for n in networks {
+        out.push((n.mac, format!("the bridge of network \"{}\"", n.name)));
+        for h in n.dhcp.iter().flat_map(|d| &d.hosts) {
+            let who = match &h.name {
+                Some(name) => format!("[[network.dhcp.host]] \"{name}\" on network \"{}\"", n.name),
+                None => format!("a [[network.dhcp.host]] on network \"{}\"", n.name),
+            };
+            out.push((h.mac, who));
+        }
+    }
+    out
+}
+
+impl Model {
+    /// Every MAC the config gives out: [`network_macs`] and each guest's (`guest "web"`).
+    pub fn macs(&self) -> Vec<(Mac, String)> {
+        let mut out = network_macs(&self.networks);
+        out.extend(
+            self.guests
+                .iter()
+                .map(|g| (g.mac, format!("guest \"{}\"", g.name))),
+        );
+        out
+    }
 }
 
 /// One guest instance.
@@ -112,8 +144,8 @@ pub struct Guest {
     pub firmware: GuestFirmware,
     /// false: `<driver name='qemu'/>` on the NIC (userspace virtio instead of vhost-net).
     pub vhost: bool,
-    /// Derived from `name`: stable across runs and hosts.
-    pub mac: [u8; 6],
+    /// The `[[guest]]`'s `mac`, else derived from `name` ([`guest_mac`]).
+    pub mac: Mac,
     /// The DHCP reservation.
     pub ip: std::net::Ipv4Addr,
     /// Template relative to the network's pxe root; rendered per guest (see `guests::script`).
@@ -206,7 +238,7 @@ pub struct Network {
     pub stp: bool,
     /// Seconds.
     pub forward_delay: u32,
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub mtu: Option<u16>,
     /// Host ports to enslave (mode = bridge only).
     pub interfaces: Vec<String>,
@@ -253,7 +285,7 @@ pub struct Dhcp {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StaticHost {
-    pub mac: [u8; 6],
+    pub mac: Mac,
     pub ip: Ipv4Addr,
     pub name: Option<String>,
     /// Relative to the network's pxe root.

@@ -64,7 +64,9 @@ pub struct Guest {
     pub boot: Option<S<String>>,
     pub firmware: Option<S<String>>,
     pub vhost: Option<bool>,
-    pub ip: Option<S<GuestIp>>,
+    /// Instead of the MAC derived from the name: to settle a collision, or to keep a MAC.
+    pub mac: Option<S<PerGuest>>,
+    pub ip: Option<S<PerGuest>>,
     pub script: Option<S<String>>,
     pub autostart: Option<bool>,
 }
@@ -79,30 +81,31 @@ pub struct GuestDisk {
     pub backing: Option<S<String>>,
 }
 
-/// `ip = "auto"`, `ip = "10.0.0.5"` or `ip = ["10.0.0.5", "10.0.0.6"]` (one per guest).
+/// A per-instance value of a `[[guest]]`: `"auto"`, one value (`ip = "10.0.0.5"`) or a list with
+/// one entry per guest of the `count` (`ip = ["10.0.0.5", "auto"]`).
 #[derive(Debug)]
-pub enum GuestIp {
+pub enum PerGuest {
     One(String),
     List(Vec<S<String>>),
 }
 
-impl<'de> Deserialize<'de> for GuestIp {
+impl<'de> Deserialize<'de> for PerGuest {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct V;
         impl<'de> Visitor<'de> for V {
-            type Value = GuestIp;
+            type Value = PerGuest;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("\"auto\", an address, or a list of addresses")
+                f.write_str("\"auto\", a value, or a list with one value per guest")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<GuestIp, E> {
-                Ok(GuestIp::One(v.to_owned()))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<PerGuest, E> {
+                Ok(PerGuest::One(v.to_owned()))
             }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<GuestIp, A::Error> {
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<PerGuest, A::Error> {
                 let mut out = Vec::new();
                 while let Some(s) = seq.next_element::<S<String>>()? {
                     out.push(s);
                 }
-                Ok(GuestIp::List(out))
+                Ok(PerGuest::List(out))
             }
         }
         deserializer.deserialize_any(V)

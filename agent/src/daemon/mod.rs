@@ -1,6 +1,7 @@
 //! `hostagent run`: apply the host config, serve DHCP/TFTP/HTTP on every network that asks for
 //! them, answer the control socket, reload on SIGHUP, stop cleanly on SIGTERM/SIGINT.
 
+mod answers;
 pub mod drift;
 pub mod privileges;
 pub mod services;
@@ -41,8 +42,12 @@ pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
     // not fatal: the networks and boot services keep serving.
     start_guests(cli, &model).await;
 
-    let state = Arc::new(control::DaemonState::new(model.clone(), services.clone()));
-    let control = control::serve(&cli.root, state.clone())
+    let state = Arc::new(answers::DaemonState::new(
+        &cli.root,
+        model.clone(),
+        services.clone(),
+    ));
+    let control = control::server::serve(&cli.root, state.clone())
         .await
         .context("control socket")?;
     tracing::info!(config = %cli.config.display(), networks = model.networks.len(), "hostagent running");

@@ -9,24 +9,32 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use pxe::config::{DhcpConfig, FileServiceConfig, TftpLimits};
 use pxe::dhcp::server::{DhcpHandle, DhcpServer};
-use pxe::http::HttpServer;
+use pxe::http::{HttpServer, HttpStatsSnapshot};
 use pxe::saferoot::SafeRoot;
-use pxe::tftp::TftpServer;
-use serde::Serialize;
+use pxe::tftp::{TftpServer, TftpStatsSnapshot};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Model;
+use crate::control::protocol::{DhcpStatus, FileServerStatus, NetworkLeases, ServerStatus};
 
-/// A file server (TFTP or HTTP) running as a task, stopped through its watch channel.
-struct FileTask {
+/// A file server (TFTP or HTTP) running as a task, stopped through its watch channel; `C` is
+/// its counters' snapshot.
+struct FileTask<C> {
     addr: SocketAddr,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
-    stats: Box<dyn Fn() -> serde_json::Value + Send + Sync>,
+    stats: Box<dyn Fn() -> C + Send + Sync>,
 }
 
-impl FileTask {
+impl<C> FileTask<C> {
+    fn status(&self) -> FileServerStatus<C> {
+        FileServerStatus {
+            listen: self.addr,
+            counters: (self.stats)(),
+        }
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
@@ -43,27 +51,13 @@ struct Wanted {
 struct Running {
     wanted: Wanted,
     dhcp: Option<DhcpHandle>,
-    tftp: Option<FileTask>,
-    http: Option<FileTask>,
+    tftp: Option<FileTask<TftpStatsSnapshot>>,
+    http: Option<FileTask<HttpStatsSnapshot>>,
 }
 
 #[derive(Default)]
 pub struct Services {
     networks: BTreeMap<String, Running>,
-}
-
-#[derive(Serialize)]
-pub struct ServiceStatus {
-    pub network: String,
-    pub dhcp: Option<serde_json::Value>,
-    pub tftp: Option<serde_json::Value>,
-    pub http: Option<serde_json::Value>,
-}
-
-#[derive(Serialize)]
-pub struct NetworkLeases {
-    pub network: String,
-    pub leases: Vec<pxe::dhcp::pool::Lease>,
 }
 
 fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
@@ -146,20 +140,21 @@ impl Services {
         }
     }
 
-    pub fn status(&self) -> Vec<ServiceStatus> {
+    pub fn status(&self) -> Vec<ServerStatus> {
         self.networks
             .iter()
-            .map(|(name, r)| ServiceStatus {
+            .map(|(name, r)| ServerStatus {
                 network: name.clone(),
-                dhcp: r.dhcp.as_ref().map(|h| {
-                    let mut v = serde_json::to_value(h.stats().snapshot()).unwrap_or_default();
-                    if let (Some(obj), Some(cfg)) = (v.as_object_mut(), &r.wanted.dhcp) {
-                        obj.insert("interface".into(), cfg.interface.clone().into());
-                    }
-                    v
-                }),
-                tftp: r.tftp.as_ref().map(file_status),
-                http: r.http.as_ref().map(file_status),
+                dhcp: r
+                    .dhcp
+                    .as_ref()
+                    .zip(r.wanted.dhcp.as_ref())
+                    .map(|(h, cfg)| DhcpStatus {
+                        interface: cfg.interface.clone(),
+                        counters: h.stats().snapshot(),
+                    }),
+                tftp: r.tftp.as_ref().map(FileTask::status),
+                http: r.http.as_ref().map(FileTask::status),
             })
             .collect()
     }
@@ -175,14 +170,6 @@ impl Services {
             })
             .collect()
     }
-}
-
-fn file_status(t: &FileTask) -> serde_json::Value {
-    let mut v = (t.stats)();
-    if let Some(obj) = v.as_object_mut() {
-        obj.insert("listen".into(), t.addr.to_string().into());
-    }
-    v
 }
 
 async fn stop_running(r: Running) {
@@ -230,7 +217,7 @@ async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()>
             addr,
             stop: tx,
             task: tokio::spawn(tftp.run(rx)),
-            stats: Box::new(move || serde_json::to_value(stats.snapshot()).unwrap_or_default()),
+            stats: Box::new(move || stats.snapshot()),
         });
         if let Some(port) = http_port {
             let addr = SocketAddr::from((files.listen, *port));
@@ -247,7 +234,7 @@ async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()>
                 addr,
                 stop: tx,
                 task: tokio::spawn(http.run(rx)),
-                stats: Box::new(move || serde_json::to_value(stats.snapshot()).unwrap_or_default()),
+                stats: Box::new(move || stats.snapshot()),
             });
         }
     }

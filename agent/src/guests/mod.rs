@@ -6,7 +6,6 @@
 //! working for everything else.
 
 pub mod check;
-pub mod commands;
 pub mod conn;
 pub mod disk;
 pub mod ops;
@@ -17,8 +16,9 @@ pub mod xml;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+use hwaddr::Mac;
 use netcfg::Host;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{Guest, Model};
 use conn::{Conn, LibvirtError};
@@ -50,7 +50,7 @@ pub enum GuestAction {
     Define {
         guest: String,
         network: String,
-        mac: String,
+        mac: Mac,
         ip: Ipv4Addr,
     },
     Start {
@@ -122,7 +122,7 @@ fn plan_blocking(conn: &Conn, model: &Model, root: &Path) -> conn::Result<GuestP
                 p.actions.push(GuestAction::Define {
                     guest: g.name.clone(),
                     network: g.network.clone(),
-                    mac: netcfg::Mac(g.mac).to_string(),
+                    mac: g.mac,
                     ip: g.ip,
                 });
                 p.actions.push(GuestAction::Start {
@@ -146,13 +146,8 @@ fn plan_blocking(conn: &Conn, model: &Model, root: &Path) -> conn::Result<GuestP
                         g.memory_mib
                     ));
                 }
-                let mac = netcfg::Mac(g.mac).to_string();
-                if !info
-                    .interfaces
-                    .iter()
-                    .any(|n| n.mac.as_deref() == Some(mac.as_str()))
-                {
-                    drift.push(format!("no interface with MAC {mac}"));
+                if !info.interfaces.iter().any(|n| n.mac == Some(g.mac)) {
+                    drift.push(format!("no interface with MAC {}", g.mac));
                 }
                 if !drift.is_empty() {
                     p.notes.push(format!(
@@ -288,7 +283,7 @@ pub fn render_scripts(model: &Model, root: &Path) -> Result<(), anyhow::Error> {
         })?;
         let rendered = text
             .replace("{{name}}", &g.name)
-            .replace("{{mac}}", &netcfg::Mac(g.mac).to_string())
+            .replace("{{mac}}", &g.mac.to_string())
             .replace("{{ip}}", &g.ip.to_string())
             .replace("{{network}}", &g.network)
             .replace(
@@ -333,21 +328,32 @@ pub async fn down(model: &Model) -> Result<Vec<String>, LibvirtError> {
 }
 
 /// A lease the daemon holds, as `guests` needs it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseView {
-    pub mac: String,
+    pub mac: Mac,
     pub ip: Ipv4Addr,
     /// Unix seconds.
     pub expires: u64,
 }
 
+impl From<&pxe::leases::Lease> for LeaseView {
+    fn from(l: &pxe::leases::Lease) -> LeaseView {
+        LeaseView {
+            mac: l.mac,
+            ip: l.ip,
+            expires: l.expires,
+        }
+    }
+}
+
 /// One line of `hostagent guests`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestRow {
     pub name: String,
     /// virsh's words ("running", "shut off"), or "undefined".
     pub state: String,
-    pub mac: String,
+    /// None for a clone whose first interface has no MAC in its definition.
+    pub mac: Option<Mac>,
     pub network: String,
     /// The reservation.
     pub ip: String,
@@ -382,23 +388,22 @@ pub async fn rows(
     };
     let mut rows = Vec::new();
     let mut seen = Vec::new();
-    let lease_for = |mac: &str| {
+    let lease_for = |mac: Option<Mac>| {
         leases
             .as_ref()
-            .and_then(|ls| ls.iter().find(|l| l.mac.eq_ignore_ascii_case(mac)).cloned())
+            .and_then(|ls| ls.iter().find(|l| Some(l.mac) == mac).cloned())
     };
     for g in &model.guests {
-        let mac = netcfg::Mac(g.mac).to_string();
         let found = domains.iter().find(|(i, _)| i.name == g.name);
         let console = console_log(root, model, &g.name);
         seen.push(g.name.clone());
         rows.push(row(
             &g.name,
             found.map(|(_, s)| s.as_str()),
-            mac.clone(),
+            Some(g.mac),
             &g.network,
             g.ip.to_string(),
-            lease_for(&mac),
+            lease_for(Some(g.mac)),
             &console,
             g.boot == crate::config::BootDevice::Disk,
         ));
@@ -408,11 +413,7 @@ pub async fn rows(
         if seen.contains(&info.name) {
             continue;
         }
-        let mac = info
-            .interfaces
-            .first()
-            .and_then(|n| n.mac.clone())
-            .unwrap_or_default();
+        let mac = info.interfaces.first().and_then(|n| n.mac);
         let console = info
             .console_log
             .clone()
@@ -421,10 +422,10 @@ pub async fn rows(
         rows.push(row(
             &info.name,
             Some(st),
-            mac.clone(),
+            mac,
             &owner.network,
             owner.ip.clone(),
-            lease_for(&mac),
+            lease_for(mac),
             &console,
             false,
         ));
@@ -440,7 +441,7 @@ fn has_clones(model: &Model, root: &Path) -> bool {
 fn row(
     name: &str,
     state: Option<&str>,
-    mac: String,
+    mac: Option<Mac>,
     network: &str,
     ip: String,
     lease: Option<LeaseView>,
@@ -497,10 +498,8 @@ pub fn strip_escapes(s: &str) -> String {
 
 /// The `hostagent guests` table.
 pub fn print_rows(rows: &[GuestRow], daemon_seen: bool) {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    // The leases' own clock.
+    let now = pxe::dhcp::pool::unix_now();
     println!(
         "{:<16} {:<10} {:<17} {:<15} {:<14} STAGE",
         "NAME", "STATE", "MAC", "ADDRESS", "LEASE"
@@ -511,9 +510,10 @@ pub fn print_rows(rows: &[GuestRow], daemon_seen: bool) {
             (None, true) => "-".to_string(),
             (None, false) => "?".to_string(),
         };
+        let mac = r.mac.map_or("-".to_string(), |m| m.to_string());
         println!(
             "{:<16} {:<10} {:<17} {:<15} {:<14} {}",
-            r.name, r.state, r.mac, r.ip, lease, r.stage
+            r.name, r.state, mac, r.ip, lease, r.stage
         );
     }
     if !daemon_seen {

@@ -6,6 +6,8 @@ use std::fmt::Write as _;
 use std::ops::Range;
 use std::path::Path;
 
+use hwaddr::Mac;
+
 use crate::config::{BootDevice, Guest, GuestFirmware, VirtType};
 
 /// Namespace of the `<metadata>` element marking domains the agent defined.
@@ -114,7 +116,7 @@ pub fn domain_xml(
         let _ = writeln!(x, "    </disk>");
     }
     let _ = writeln!(x, "    <interface type='bridge'>");
-    let _ = writeln!(x, "      <mac address='{}'/>", netcfg::Mac(g.mac));
+    let _ = writeln!(x, "      <mac address='{}'/>", g.mac);
     let _ = writeln!(x, "      <source bridge='{}'/>", escape(&g.bridge));
     let _ = writeln!(x, "      <model type='virtio'/>");
     if !g.vhost {
@@ -171,7 +173,8 @@ pub struct DiskInfo {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct NicInfo {
-    pub mac: Option<String>,
+    /// None without a `<mac>` (libvirt then picks one at start) or with one we cannot read.
+    pub mac: Option<Mac>,
     pub bridge: Option<String>,
     pub model: Option<String>,
     /// `<driver name=...>`: "qemu" means vhost-net is off.
@@ -268,7 +271,7 @@ pub fn parse(xml: &str) -> Result<DomainInfo, XmlError> {
         info.interfaces.push(NicInfo {
             mac: child(nic, "mac")
                 .and_then(|m| m.attribute("address"))
-                .map(str::to_string),
+                .and_then(|a| a.parse().ok()),
             bridge: child(nic, "source")
                 .and_then(|s| s.attribute("bridge").or(s.attribute("network")))
                 .map(str::to_string),
@@ -445,7 +448,7 @@ pub fn set_vhost(xml: &str, on: bool) -> Result<(String, Vec<String>), XmlError>
 pub struct CloneSpec<'a> {
     pub name: &'a str,
     /// One MAC per interface, in order.
-    pub macs: &'a [[u8; 6]],
+    pub macs: &'a [Mac],
     /// New file per disk with a file source, in order (None: keep, e.g. a shared CD-ROM image).
     pub disk_files: &'a [Option<String>],
     pub console_log: Option<&'a str>,
@@ -507,7 +510,7 @@ pub fn clone_xml(xml: &str, spec: &CloneSpec) -> Result<String, XmlError> {
     }
     let devs = devices(&doc)?;
     for (nic, mac) in children(devs, "interface").zip(spec.macs) {
-        let text = netcfg::Mac(*mac).to_string();
+        let text = mac.to_string();
         match child(nic, "mac") {
             Some(m) => set_attr(&mut e, m, "address", &text),
             None => e.insert(

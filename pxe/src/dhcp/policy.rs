@@ -115,6 +115,7 @@ pub fn boot_reply(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Mac;
 
     const IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 
@@ -131,7 +132,7 @@ mod tests {
 
     fn host(boot: Option<&str>, script: Option<&str>) -> StaticHost {
         StaticHost {
-            mac: [0x52, 0x54, 0, 0, 0, 0x10],
+            mac: Mac([0x52, 0x54, 0, 0, 0, 0x10]),
             ip: Ipv4Addr::new(10, 77, 0, 10),
             name: Some("bastion".into()),
             boot: boot.map(Into::into),

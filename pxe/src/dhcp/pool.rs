@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
-use crate::config::{format_mac, Mac};
+use crate::config::Mac;
 use crate::leases::{LeaseStore, LoadReport, Record};
 
 pub use crate::leases::{Lease, LeaseError};
@@ -318,11 +318,11 @@ impl Pool {
         self.drop_hold_of(&mac);
         if self.reserved_by_ip.contains_key(&ip) {
             // Quarantining a reservation would not stop it being offered to its owner again.
-            tracing::warn!(network = %self.cfg.network, %ip, mac = %format_mac(&mac), "reserved address declined: something else uses it");
+            tracing::warn!(network = %self.cfg.network, %ip, %mac, "reserved address declined: something else uses it");
             return false;
         }
         let until = now.saturating_add(DECLINE_QUARANTINE_SECS);
-        tracing::warn!(network = %self.cfg.network, %ip, mac = %format_mac(&mac), until, "address declined, quarantined");
+        tracing::warn!(network = %self.cfg.network, %ip, %mac, until, "address declined, quarantined");
         self.stage(Record::Decline { ip, until });
         true
     }

@@ -20,7 +20,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::DhcpConfig;
 use crate::dhcp::pool::{unix_now, Lease, LeaseError, Pool, PoolConfig};
@@ -80,7 +80,9 @@ pub struct DhcpStats {
     pub send_errors: AtomicU64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A point-in-time copy of [`DhcpStats`] for status output (and the agent's control socket, which
+/// sends it as JSON and reads it back).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DhcpStatsSnapshot {
     pub received: u64,
     pub offers: u64,
@@ -89,7 +91,8 @@ pub struct DhcpStatsSnapshot {
     pub releases: u64,
     pub declines: u64,
     pub informs: u64,
-    pub dropped_malformed: BTreeMap<&'static str, u64>,
+    /// By `DropReason::as_str`; reasons that never happened are left out.
+    pub dropped_malformed: BTreeMap<String, u64>,
     pub exhausted: u64,
     pub rate_limited: u64,
     pub flush_errors: u64,
@@ -118,7 +121,7 @@ impl DhcpStats {
             informs: l(&self.informs),
             dropped_malformed: DropReason::ALL
                 .iter()
-                .map(|r| (r.as_str(), self.dropped(*r)))
+                .map(|r| (r.as_str().to_string(), self.dropped(*r)))
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             exhausted: l(&self.exhausted),

@@ -305,9 +305,8 @@ pub fn decode(bytes: &[u8]) -> Result<ClientMessage, DropReason> {
     }
 
     let msg = dhcproto_decode(bytes)?;
-    let mut chaddr = [0u8; 6];
     // Safe: hlen == 6 was checked above, so chaddr() is the first 6 bytes of a 16-byte array.
-    chaddr.copy_from_slice(msg.chaddr().get(..6).ok_or(DropReason::BadHardware)?);
+    let chaddr = Mac::from_slice(msg.chaddr()).ok_or(DropReason::BadHardware)?;
 
     Ok(ClientMessage {
         msg_type,
@@ -420,7 +419,7 @@ pub fn encode(reply: &ReplyMessage, max_message_size: u16) -> Vec<u8> {
         out.extend_from_slice(&a.octets());
     }
     let mut chaddr = [0u8; 16];
-    chaddr[..6].copy_from_slice(&reply.chaddr);
+    chaddr[..6].copy_from_slice(&reply.chaddr.octets());
     out.extend_from_slice(&chaddr);
     out.extend_from_slice(&nul_field::<64>(&reply.sname));
     out.extend_from_slice(&nul_field::<128>(&reply.file));
@@ -474,7 +473,7 @@ mod tests {
         p[1] = 1;
         p[2] = 6;
         p[4..8].copy_from_slice(&0x1234_5678u32.to_be_bytes());
-        p[28..34].copy_from_slice(&mac);
+        p[28..34].copy_from_slice(&mac.octets());
         p[236..240].copy_from_slice(&MAGIC_COOKIE);
         p.extend_from_slice(&[53, 1, 1]);
         p.extend_from_slice(extra);
@@ -485,20 +484,20 @@ mod tests {
     #[test]
     fn decodes_minimal_discover() {
         let m = decode(&discover(
-            [1, 2, 3, 4, 5, 6],
+            Mac([1, 2, 3, 4, 5, 6]),
             &[50, 4, 10, 0, 0, 7, 57, 2, 5, 192],
         ))
         .unwrap();
         assert_eq!(m.msg_type, MessageType::Discover);
         assert_eq!(m.xid, 0x1234_5678);
-        assert_eq!(m.chaddr, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(m.chaddr, Mac([1, 2, 3, 4, 5, 6]));
         assert_eq!(m.requested_ip, Some(Ipv4Addr::new(10, 0, 0, 7)));
         assert_eq!(m.max_message_size, Some(1472));
     }
 
     #[test]
     fn header_guards_name_their_reason() {
-        let good = discover([1; 6], &[]);
+        let good = discover(Mac([1; 6]), &[]);
         assert_eq!(decode(&good[..239]), Err(DropReason::TooShort));
         let mut p = good.clone();
         p[0] = BOOTREPLY;
@@ -532,13 +531,13 @@ mod tests {
             &[57, 3, 1, 2, 3],
         ] {
             assert_eq!(
-                decode(&discover([1; 6], bad)),
+                decode(&discover(Mac([1; 6]), bad)),
                 Err(DropReason::BadOption),
                 "{bad:?}"
             );
         }
         // Overflowing length.
-        let mut p = discover([1; 6], &[]);
+        let mut p = discover(Mac([1; 6]), &[]);
         p.pop();
         p.extend_from_slice(&[60, 200, 1, 2]);
         assert_eq!(decode(&p), Err(DropReason::BadOption));
@@ -556,7 +555,7 @@ mod tests {
 
     #[test]
     fn split_options_are_concatenated() {
-        let m = decode(&discover([1; 6], &[93, 2, 0, 7, 93, 2, 0, 9])).unwrap();
+        let m = decode(&discover(Mac([1; 6]), &[93, 2, 0, 7, 93, 2, 0, 9])).unwrap();
         assert_eq!(m.client_arch, vec![7, 9]);
     }
 
@@ -571,7 +570,7 @@ mod tests {
             yiaddr: Ipv4Addr::new(10, 0, 0, 5),
             siaddr: Ipv4Addr::new(10, 0, 0, 1),
             giaddr: Ipv4Addr::UNSPECIFIED,
-            chaddr: [2, 0, 0, 0, 0, 1],
+            chaddr: Mac([2, 0, 0, 0, 0, 1]),
             sname: b"10.0.0.1".to_vec(),
             file: b"ipxe.efi".to_vec(),
             options: vec![
@@ -605,7 +604,7 @@ mod tests {
             yiaddr: Ipv4Addr::UNSPECIFIED,
             siaddr: Ipv4Addr::UNSPECIFIED,
             giaddr: Ipv4Addr::UNSPECIFIED,
-            chaddr: [0; 6],
+            chaddr: Mac::default(),
             sname: vec![],
             file: vec![b'f'; 128], // does not fit with its NUL: left out of the header
             options: vec![(opt::SERVER_ID, vec![1, 2, 3, 4])],

@@ -44,7 +44,7 @@ pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
     match record {
         Record::Lease(lease) => {
             out.push(KIND_LEASE);
-            out.extend_from_slice(&lease.mac);
+            out.extend_from_slice(&lease.mac.octets());
             out.extend_from_slice(&lease.ip.octets());
             out.extend_from_slice(&lease.expires.to_le_bytes());
             let name = lease
@@ -57,7 +57,7 @@ pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
         }
         Record::Release { mac, ip } => {
             out.push(KIND_RELEASE);
-            out.extend_from_slice(mac);
+            out.extend_from_slice(&mac.octets());
             out.extend_from_slice(&ip.octets());
         }
         Record::Decline { ip, until } => {
@@ -156,7 +156,7 @@ impl<'a> Reader<'a> {
         Some(head)
     }
     fn mac(&mut self) -> Option<Mac> {
-        self.take(6)?.try_into().ok()
+        Mac::from_slice(self.take(6)?)
     }
     fn ip(&mut self) -> Option<Ipv4Addr> {
         let b: [u8; 4] = self.take(4)?.try_into().ok()?;
@@ -204,7 +204,7 @@ mod tests {
 
     fn lease(name: Option<&str>) -> Record {
         Record::Lease(Lease {
-            mac: [2, 0, 0, 0, 0, 7],
+            mac: Mac([2, 0, 0, 0, 0, 7]),
             ip: Ipv4Addr::new(10, 0, 0, 7),
             expires: 1_700_000_000,
             hostname: name.map(str::to_string),
@@ -222,7 +222,7 @@ mod tests {
             lease(Some("guest-1")),
             lease(None),
             Record::Release {
-                mac: [1, 2, 3, 4, 5, 6],
+                mac: Mac([1, 2, 3, 4, 5, 6]),
                 ip: Ipv4Addr::new(10, 0, 0, 9),
             },
             Record::Decline {
@@ -235,6 +235,35 @@ mod tests {
             encode(&record, &mut buf);
             assert_eq!(decode(&buf), Decoded::Record(record, buf.len()));
         }
+    }
+
+    /// The bytes journals on disk hold: a MAC is its six raw bytes, whatever type carries it in
+    /// memory. A change here breaks every existing journal.
+    #[test]
+    fn records_keep_their_on_disk_bytes() {
+        let mut buf = Vec::new();
+        encode(&lease(Some("g")), &mut buf);
+        let payload: &[u8] = &[
+            KIND_LEASE, 2, 0, 0, 0, 0, 7, // mac
+            10, 0, 0, 7, // ip
+            0x00, 0xf1, 0x53, 0x65, 0, 0, 0, 0, // expires 1_700_000_000 LE
+            1, b'g', // hostname
+        ];
+        assert_eq!(&buf[..4], &(payload.len() as u32).to_le_bytes());
+        assert_eq!(&buf[4..8], &crc32(&buf[..4], payload).to_le_bytes());
+        assert_eq!(&buf[FRAME_LEN..], payload);
+        let mut buf = Vec::new();
+        encode(
+            &Record::Release {
+                mac: Mac([1, 2, 3, 4, 5, 6]),
+                ip: Ipv4Addr::new(10, 0, 0, 9),
+            },
+            &mut buf,
+        );
+        assert_eq!(
+            &buf[FRAME_LEN..],
+            &[KIND_RELEASE, 1, 2, 3, 4, 5, 6, 10, 0, 0, 9]
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
 use tokio::sync::{watch, Semaphore};
 
@@ -66,7 +66,7 @@ pub struct TftpStats {
 }
 
 /// A point-in-time copy of [`TftpStats`] for status output.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TftpStatsSnapshot {
     pub requests: u64,
     pub completed: u64,

@@ -82,7 +82,7 @@ fn desired_carries_networks_sysctls_and_services() {
     let l2 = by_name("l2");
     assert_eq!(
         (l2.address, l2.interfaces.as_slice(), l2.mac),
-        (None, &["eth1".to_string()][..], netcfg::Mac::derived("l2"))
+        (None, &["eth1".to_string()][..], hwaddr::Mac::derived("l2"))
     );
     let n = by_name("n");
     assert_eq!(
@@ -176,7 +176,7 @@ fn dhcp_config_fields_and_paths_under_root() {
     assert_eq!(
         (h.mac, h.ip, h.name.as_deref(), h.script.as_deref()),
         (
-            [0x52, 0x54, 0, 0, 0, 0x10],
+            hwaddr::Mac([0x52, 0x54, 0, 0, 0, 0x10]),
             Ipv4Addr::new(10, 77, 0, 10),
             Some("bastion"),
             Some("bastion.ipxe")

@@ -1,10 +1,13 @@
 //! `[libvirt]` and `[[guest]]`: expansion, defaults, derived MACs, automatic and explicit
 //! reservations, and the reservations that reach DHCP.
 
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use super::{errors, ok, one_error};
+use hwaddr::Mac;
+
+use super::{errors, ok, one_error, BASE};
 use crate::config::model::{
     guest_mac, BootDevice, DiskBus, DiskFormat, GuestFirmware, VirtType, DEFAULT_LIBVIRT_URI,
 };
@@ -55,7 +58,7 @@ fn a_fleet_entry_expands_with_defaults_and_free_addresses() {
     assert!(g.vhost && !g.autostart && g.disk.is_none());
     assert_eq!(g.bridge, "br-lab");
     assert_eq!(g.mac, guest_mac("node-1"));
-    assert_eq!(&g.mac[..3], &[0x52, 0x54, 0x00]);
+    assert_eq!(g.mac.octets()[..3], hwaddr::Mac::QEMU_OUI);
     let macs: std::collections::HashSet<_> = m.guests.iter().map(|g| g.mac).collect();
     assert_eq!(macs.len(), 3);
 }
@@ -135,7 +138,7 @@ fn clone_reservations_are_served_unless_they_clash() {
     let r = |name: &str, mac: &str, ip: &str| ExtraReservation {
         network: "lab".into(),
         name: name.into(),
-        mac: mac.into(),
+        mac: mac.parse().expect("mac"),
         ip: ip.parse().expect("ip"),
     };
     let list = vec![
@@ -350,4 +353,234 @@ fn a_full_network_is_reported() {
         "{}",
         errs[0]
     );
+}
+
+// --- MACs: explicit, derived, and derived ones that meet ------------------------------------
+
+/// Brute force: the first candidate whose derived guest MAC is that of a name in `taken` (or,
+/// with `among_themselves`, of an earlier candidate), as (that name, the candidate). A derived
+/// MAC is 24 bits of a hash, so a few thousand names are enough for two to meet.
+fn colliding_names(
+    taken: &[String],
+    among_themselves: bool,
+    candidates: impl Iterator<Item = String>,
+) -> (String, String) {
+    let mut seen: HashMap<Mac, String> = taken.iter().map(|n| (guest_mac(n), n.clone())).collect();
+    for c in candidates {
+        let mac = guest_mac(&c);
+        if let Some(first) = seen.get(&mac).filter(|f| **f != c) {
+            return (first.clone(), c);
+        }
+        if among_themselves {
+            seen.insert(mac, c);
+        }
+    }
+    panic!("the candidates ran out before two MACs met")
+}
+
+/// The text between `start` and the next `end` in a hint.
+fn between<'a>(hint: &'a str, start: &str, end: char) -> &'a str {
+    let from = hint.find(start).map(|i| i + start.len());
+    let rest = from.map_or("", |i| &hint[i..]);
+    rest.find(end).map_or(rest, |j| &rest[..j])
+}
+
+fn entry(name: &str, extra: &str) -> String {
+    format!("[[guest]]\nname = \"{name}\"\nnetwork = \"lab\"\n{extra}")
+}
+
+#[test]
+fn guests_whose_derived_macs_meet_are_an_error_naming_both_with_the_fix() {
+    let (a, b) = colliding_names(
+        &[],
+        true,
+        (0..).flat_map(|n| [format!("db{n}"), format!("web{n}")]),
+    );
+    let mac = guest_mac(&a);
+    assert_eq!(mac, guest_mac(&b), "{a} and {b}");
+    let text = format!("{}{}", lab(&entry(&a, "")[10..]), entry(&b, ""));
+    let d = one_error(
+        &text,
+        20,
+        8,
+        &format!("guest \"{b}\" gets the MAC {mac} derived from its name, but guest \"{a}\" has that MAC too"),
+    );
+    let hint = d.hint.expect("hint");
+    assert!(
+        hint.contains(&format!("give guest \"{b}\" another MAC: mac = \""))
+            && hint.contains(&format!("or set mac on guest \"{a}\" (line 17)")),
+        "{hint}"
+    );
+    // The MAC the hint offers settles it, and is what the guest and its reservation get.
+    let fix: Mac = between(&hint, "mac = \"", '"')
+        .parse()
+        .expect("a MAC in the hint");
+    let m = ok(&format!("{text}mac = \"{fix}\"\n"));
+    assert_eq!((m.guests[0].mac, m.guests[1].mac), (mac, fix));
+    let root = tempfile::tempdir().expect("tempdir");
+    let hosts = &m.dhcp_configs(root.path())[0].hosts;
+    assert!(
+        hosts
+            .iter()
+            .any(|h| h.name.as_deref() == Some(b.as_str()) && h.mac == fix),
+        "{hosts:?}"
+    );
+}
+
+#[test]
+fn count_expansions_that_meet_are_one_error_with_one_list_either_way_round() {
+    // Two fleets of 8. Names that differ only in their last characters meet in pairs (web1204-3
+    // meets web2367-2, so -2 meets -3, -4 meets -5 ...): one problem per [[guest]], one list.
+    let fleet = |k: u32| (1..=8).map(move |j| format!("web{k}-{j}"));
+    let (x, y) = colliding_names(&[], true, (0..).flat_map(fleet));
+    let base = |n: &str| n.split('-').next().unwrap_or_default().to_string();
+    assert_ne!(
+        base(&x),
+        base(&y),
+        "the same base never meets itself: {x} {y}"
+    );
+    let group = |b: &str| format!("[[guest]]\nname = \"{b}\"\ncount = 8\nnetwork = \"lab\"\n");
+    for (first, second) in [(&x, &y), (&y, &x)] {
+        let (first, second) = (base(first), base(second));
+        let taken: Vec<Mac> = (1..=8)
+            .map(|j| guest_mac(&format!("{first}-{j}")))
+            .collect();
+        let clashing: Vec<String> = (1..=8)
+            .map(|j| format!("{second}-{j}"))
+            .filter(|n| taken.contains(&guest_mac(n)))
+            .collect();
+        let text = format!("{}{}", lab(&group(&first)[10..]), group(&second));
+        let d = one_error(&text, 21, 8, "derived from");
+        for n in &clashing {
+            assert!(
+                d.message.contains(&format!("\"{n}\"")),
+                "{n} not named: {d}"
+            );
+        }
+        assert!(d.message.contains(&format!("guest \"{first}-")), "{d}");
+        let hint = d.hint.expect("hint");
+        assert!(
+            hint.contains(&format!("in [[guest]] \"{second}\" write mac = [")),
+            "{hint}"
+        );
+        // The list the hint spells out settles it: the clashing guests get the offered MACs.
+        let list = format!("[{}]", between(&hint, "mac = [", ']'));
+        let m = ok(&format!("{text}mac = {list}\n"));
+        let offered: Vec<Mac> = list.split('"').filter_map(|s| s.parse().ok()).collect();
+        assert_eq!(offered.len(), clashing.len(), "{list}");
+        for g in m.guests.iter().filter(|g| g.group == second) {
+            if clashing.contains(&g.name) {
+                assert!(offered.contains(&g.mac), "{}: {list}", g.name);
+            } else {
+                assert_eq!(g.mac, guest_mac(&g.name), "{}: {list}", g.name);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_derived_mac_meeting_a_reservation_or_a_bridge_is_an_error() {
+    let mac = guest_mac("web");
+    let host = format!(
+        "{BASE}[network.dhcp]\nrange = \"10.77.0.100-10.77.0.200\"\n[[network.dhcp.host]]\nmac = \"{mac}\"\nip = \"10.77.0.2\"\nname = \"printer\"\n{}",
+        entry("web", "")
+    );
+    let d = one_error(
+        &host,
+        13,
+        8,
+        &format!("guest \"web\" gets the MAC {mac} derived from its name, but [[network.dhcp.host]] \"printer\" on network \"lab\" has that MAC too"),
+    );
+    let fix = between(d.hint.as_deref().unwrap_or(""), "mac = \"", '"').to_string();
+    assert_eq!(
+        ok(&format!("{host}mac = \"{fix}\"\n")).guests[0]
+            .mac
+            .to_string(),
+        fix
+    );
+
+    let bridge = format!(
+        "{BASE}mac = \"{mac}\"\n[network.dhcp]\nrange = \"10.77.0.100-10.77.0.200\"\n{}",
+        entry("web", "")
+    );
+    one_error(
+        &bridge,
+        10,
+        8,
+        "but the bridge of network \"lab\" has that MAC too",
+    );
+}
+
+#[test]
+fn explicit_macs_are_checked_like_any_mac_and_must_be_unique() {
+    let m = ok(&lab(&entry("web", "mac = \"52:54:00:12:34:56\"\n")[10..]));
+    assert_eq!(m.guests[0].mac, Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56]));
+    // A list: one per guest, "auto" keeps the derived MAC.
+    let m = ok(&lab(
+        "name = \"n\"\ncount = 2\nnetwork = \"lab\"\nmac = [\"auto\", \"52:54:00:12:34:57\"]\n",
+    ));
+    assert_eq!(
+        (m.guests[0].mac, m.guests[1].mac),
+        (guest_mac("n-1"), Mac([0x52, 0x54, 0, 0x12, 0x34, 0x57]))
+    );
+    // ip lists take "auto" entries the same way.
+    let m = ok(&lab(
+        "name = \"n\"\ncount = 2\nnetwork = \"lab\"\nip = [\"10.77.0.50\", \"auto\"]\n",
+    ));
+    assert_eq!(
+        (m.guests[0].ip, m.guests[1].ip),
+        (ip("10.77.0.50"), ip("10.77.0.3"))
+    );
+
+    let one = |mac: &str, fragment: &str| {
+        one_error(
+            &lab(&entry("web", &format!("mac = {mac}\n"))[10..]),
+            19,
+            7,
+            fragment,
+        )
+    };
+    one(
+        "\"52:54:00:zz:34:56\"",
+        "\"52:54:00:zz:34:56\" is not a MAC address",
+    );
+    one("\"01:00:5e:00:00:01\"", "multicast");
+    one("\"00:00:00:00:00:00\"", "not usable");
+    let d = one("\"52:54:00:00:00:10\"", "mac 52:54:00:00:00:10 of guest \"web\" is also the MAC of [[network.dhcp.host]] \"bastion\"");
+    assert!(d
+        .hint
+        .expect("hint")
+        .contains("give guest \"web\" another MAC"));
+    one_error(
+        &lab("name = \"n\"\ncount = 2\nnetwork = \"lab\"\nmac = \"52:54:00:12:34:56\"\n"),
+        20,
+        7,
+        "one MAC for 2 guests",
+    );
+    one_error(
+        &lab("name = \"n\"\ncount = 2\nnetwork = \"lab\"\nmac = [\"auto\"]\n"),
+        20,
+        7,
+        "1 MACs for 2 guests",
+    );
+    let d = one_error(
+        &lab("name = \"n\"\ncount = 2\nnetwork = \"lab\"\nmac = [\"auto\", \"zz\"]\n"),
+        20,
+        16,
+        "\"zz\" is not a MAC address",
+    );
+    assert!(d.hint.expect("hint").contains("52:54:00:12:34:56"));
+    // Two guests given one MAC: the second is refused, naming the first.
+    let twice = format!(
+        "{}{}",
+        lab(&entry("a", "mac = \"52:54:00:12:34:56\"\n")[10..]),
+        entry("b", "mac = \"52:54:00:12:34:56\"\n")
+    );
+    let d = one_error(
+        &twice,
+        23,
+        7,
+        "mac 52:54:00:12:34:56 of guest \"b\" is also the MAC of guest \"a\"",
+    );
+    assert!(d.hint.expect("hint").contains("(line 17)"));
 }

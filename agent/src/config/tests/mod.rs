@@ -134,7 +134,7 @@ fn defaults_fill_in_what_is_left_out() {
     let n = &m.networks[0];
     assert!(n.stp, "stp defaults to on, as in libvirt");
     assert_eq!(n.forward_delay, 0);
-    assert_eq!(n.mac, netcfg::Mac::derived("lab").0);
+    assert_eq!(n.mac, hwaddr::Mac::derived("lab"));
     assert_eq!(n.mtu, None);
     assert!(n.interfaces.is_empty());
     assert!(n.pxe.is_none());
@@ -180,7 +180,7 @@ fn explicit_values_are_kept() {
     let n = &m.networks[0];
     assert!(!n.stp);
     assert_eq!(n.forward_delay, 15);
-    assert_eq!(n.mac, [0x52, 0x54, 0, 0xd6, 0x29, 0x4c]);
+    assert_eq!(n.mac, hwaddr::Mac([0x52, 0x54, 0, 0xd6, 0x29, 0x4c]));
     assert_eq!(n.mtu, Some(9000));
 }
 

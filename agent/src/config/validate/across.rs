@@ -3,6 +3,8 @@
 use std::collections::HashMap;
 use std::ops::Range;
 
+use hwaddr::Mac;
+
 use super::super::checks;
 use super::super::model::Network;
 use super::network::Marks;
@@ -11,7 +13,7 @@ use super::Checker;
 pub(super) fn across_networks(c: &mut Checker, nets: &[Network], marks: &[Marks]) {
     let mut names: HashMap<&str, usize> = HashMap::new();
     let mut bridges: HashMap<&str, usize> = HashMap::new();
-    let mut macs: HashMap<[u8; 6], usize> = HashMap::new();
+    let mut macs: HashMap<Mac, usize> = HashMap::new();
     let mut ports: HashMap<&str, Range<usize>> = HashMap::new();
     for (i, (n, m)) in nets.iter().zip(marks).enumerate() {
         let name_taken = names.contains_key(n.name.as_str());
@@ -50,7 +52,7 @@ pub(super) fn across_networks(c: &mut Checker, nets: &[Network], marks: &[Marks]
             c.report(
                 m.mac.clone(),
                 checks::bad(
-                    format!("{what} ({}) is also the bridge MAC of network \"{}\"", netcfg::Mac(n.mac), nets[j].name),
+                    format!("{what} ({}) is also the bridge MAC of network \"{}\"", n.mac, nets[j].name),
                     format!("set mac = \"52:54:00:..\" explicitly on one of them (the other is on line {line})"),
                 ),
             );

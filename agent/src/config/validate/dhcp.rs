@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::ops::Range;
 
+use hwaddr::Mac;
 use ipnet::Ipv4Net;
 
 use super::super::checks::{self, Bad};
@@ -130,7 +131,7 @@ fn static_hosts(
     gw: Option<Ipv4Net>,
 ) -> Vec<StaticHost> {
     let mut out = Vec::new();
-    let mut macs: HashMap<[u8; 6], Range<usize>> = HashMap::new();
+    let mut macs: HashMap<Mac, Range<usize>> = HashMap::new();
     let mut ips: HashMap<Ipv4Addr, Range<usize>> = HashMap::new();
     let mut names: HashMap<String, Range<usize>> = HashMap::new();
     for h in hosts.iter().map(|h| h.get_ref()) {

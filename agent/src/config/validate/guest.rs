@@ -1,7 +1,8 @@
 //! `[libvirt]` and `[[guest]]`: each entry expanded into its instances (`node-1` … `node-N`), each
-//! instance given a derived MAC and a DHCP reservation on its network.
+//! instance given a MAC (its `mac`, else derived from its name; see `guest_macs` for collisions)
+//! and a DHCP reservation on its network.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -12,7 +13,8 @@ use super::super::model::{
     VirtType,
 };
 use super::super::units::parse_size;
-use super::super::wire::{self, GuestIp, S};
+use super::super::wire::{self, PerGuest, S};
+use super::guest_macs::{Clash, GuestMacs};
 use super::Checker;
 
 /// Most instances one `[[guest]]` may expand to.
@@ -92,6 +94,28 @@ struct Taken {
     ips: HashMap<Ipv4Addr, Range<usize>>,
 }
 
+/// A `[[guest]]` key that takes a value per instance.
+struct PerGuestKey {
+    key: &'static str,
+    noun: &'static str,
+    nouns: &'static str,
+    example: &'static str,
+}
+
+const IP_KEY: PerGuestKey = PerGuestKey {
+    key: "ip",
+    noun: "address",
+    nouns: "addresses",
+    example: "10.0.0.11",
+};
+
+const MAC_KEY: PerGuestKey = PerGuestKey {
+    key: "mac",
+    noun: "MAC",
+    nouns: "MACs",
+    example: "52:54:00:12:34:56",
+};
+
 pub(super) fn guests(
     c: &mut Checker,
     entries: &[S<wire::Guest>],
@@ -103,12 +127,11 @@ pub(super) fn guests(
     let mut auto: Vec<(usize, Range<usize>)> = Vec::new();
     let mut names: HashMap<String, Range<usize>> = HashMap::new();
     let mut taken: HashMap<String, Taken> = HashMap::new();
-    let mut static_macs: HashSet<[u8; 6]> = HashSet::new();
+    let mut macs = GuestMacs::new(networks);
     for n in networks {
         let t = taken.entry(n.name.clone()).or_default();
         for h in n.dhcp.iter().flat_map(|d| &d.hosts) {
             t.ips.insert(h.ip, 0..0);
-            static_macs.insert(h.mac);
             if let Some(name) = &h.name {
                 names.insert(name.to_ascii_lowercase(), 0..0);
             }
@@ -256,6 +279,13 @@ pub(super) fn guests(
             ok.map(|()| s.get_ref().clone())
         });
         let ips = ips(c, w.ip.as_ref(), count.unwrap_or(1), network);
+        let explicit_macs = per_guest(
+            c,
+            w.mac.as_ref(),
+            count.unwrap_or(1),
+            &MAC_KEY,
+            |c, t, span| c.check(span, checks::mac(t)),
+        );
 
         if c.problems.len() != before || !name_ok {
             continue;
@@ -268,11 +298,23 @@ pub(super) fn guests(
             Some(boot),
             Some(firmware),
             Some(ips),
-        ) = (count, network, vcpus, memory_mib, boot, firmware, ips)
+            Some(explicit_macs),
+        ) = (
+            count,
+            network,
+            vcpus,
+            memory_mib,
+            boot,
+            firmware,
+            ips,
+            explicit_macs,
+        )
         else {
             continue;
         };
         let blame = w.ip.as_ref().map_or(w.name.span(), |i| i.span());
+        let line = c.line_of(&w.name.span());
+        let mut derived_clashes: Vec<Clash> = Vec::new();
         for i in 0..count {
             let name = if count > 1 {
                 format!("{base}-{}", i + 1)
@@ -296,9 +338,15 @@ pub(super) fn guests(
                 continue;
             }
             names.insert(key, w.name.span());
-            let mac = guest_mac(&name);
-            if static_macs.contains(&mac) {
-                c.report(w.name.span(), checks::bad(format!("the MAC derived for guest \"{name}\" ({}) is reserved by a [[network.dhcp.host]]", netcfg::Mac(mac)), "rename the guest or the host's reservation"));
+            let explicit = explicit_macs.get(i as usize).cloned().flatten();
+            let mac = explicit
+                .as_ref()
+                .map_or_else(|| guest_mac(&name), |(m, _)| *m);
+            if let Err(clash) = macs.claim(mac, &name, i + 1, line) {
+                match explicit {
+                    Some((_, span)) => c.report(span, macs.explicit(&clash)),
+                    None => derived_clashes.push(clash),
+                }
                 continue;
             }
             let t = taken.entry(network.name.clone()).or_default();
@@ -345,6 +393,9 @@ pub(super) fn guests(
                 script: script.clone(),
                 autostart: w.autostart.unwrap_or(false),
             });
+        }
+        if let Some(bad) = macs.derived(base, count, &derived_clashes) {
+            c.report(w.name.span(), bad);
         }
     }
 
@@ -530,25 +581,80 @@ fn instance_disk(
     }
 }
 
-/// An explicit address and where it was written.
-type Placed = (Ipv4Addr, Range<usize>);
+/// An explicit per-guest value and where it was written.
+type Placed<T> = (T, Range<usize>);
+
+/// The values of a per-instance key: `"auto"` (or no key) for every guest, one value for a single
+/// guest, or a list with one entry (a value or `"auto"`) per guest. None when the value is refused.
+fn per_guest<T>(
+    c: &mut Checker,
+    value: Option<&S<PerGuest>>,
+    count: u32,
+    key: &PerGuestKey,
+    mut one: impl FnMut(&mut Checker, &str, Range<usize>) -> Option<T>,
+) -> Option<Vec<Option<Placed<T>>>> {
+    let auto = || (0..count).map(|_| None).collect::<Vec<_>>();
+    let Some(value) = value else {
+        return Some(auto());
+    };
+    let PerGuestKey {
+        key,
+        noun,
+        nouns,
+        example,
+    } = key;
+    match value.get_ref() {
+        PerGuest::One(s) if s == "auto" => Some(auto()),
+        PerGuest::One(s) if count == 1 => {
+            one(c, s, value.span()).map(|v| vec![Some((v, value.span()))])
+        }
+        PerGuest::One(_) => {
+            c.report(
+                value.span(),
+                checks::bad(
+                    format!("one {noun} for {count} guests"),
+                    format!("write {key} = \"auto\", or a list of {count} {nouns}: {key} = [\"{example}\", ...]"),
+                ),
+            );
+            None
+        }
+        PerGuest::List(list) if list.len() != count as usize => {
+            c.report(
+                value.span(),
+                checks::bad(
+                    format!("{} {nouns} for {count} guests", list.len()),
+                    format!(
+                        "list exactly {count} {nouns}, one per guest (\"auto\" for any of them), or write {key} = \"auto\""
+                    ),
+                ),
+            );
+            None
+        }
+        PerGuest::List(list) => {
+            let before = c.problems.len();
+            let out: Vec<_> = list
+                .iter()
+                .map(|s| match s.get_ref().as_str() {
+                    "auto" => None,
+                    text => one(c, text, s.span()).map(|v| (v, s.span())),
+                })
+                .collect();
+            (c.problems.len() == before).then_some(out)
+        }
+    }
+}
 
 /// Per-instance explicit addresses (None = automatic), or None when the value is refused.
 fn ips(
     c: &mut Checker,
-    ip: Option<&S<GuestIp>>,
+    ip: Option<&S<PerGuest>>,
     count: u32,
     network: Option<&Network>,
-) -> Option<Vec<Option<Placed>>> {
-    let auto = vec![None; count as usize];
-    let Some(ip) = ip else { return Some(auto) };
-    let place = |c: &mut Checker,
-                 text: &str,
-                 span: Range<usize>|
-     -> Option<(Ipv4Addr, Range<usize>)> {
+) -> Option<Vec<Option<Placed<Ipv4Addr>>>> {
+    per_guest(c, ip, count, &IP_KEY, |c, text, span| {
         let addr = c.check(span.clone(), checks::ipv4(text))?;
         let Some(gw) = network.and_then(|n| n.address) else {
-            return Some((addr, span));
+            return Some(addr);
         };
         let subnet = gw.trunc();
         let r = if addr == gw.addr() {
@@ -567,38 +673,10 @@ fn ips(
                 ),
             ))
         } else {
-            Ok((addr, span.clone()))
+            Ok(addr)
         };
         c.check(span, r)
-    };
-    match ip.get_ref() {
-        GuestIp::One(s) if s == "auto" => Some(auto),
-        GuestIp::One(s) if count == 1 => place(c, s, ip.span()).map(|p| vec![Some(p)]),
-        GuestIp::One(_) => {
-            c.report(ip.span(), checks::bad(format!("one address for {count} guests"), format!("write ip = \"auto\", or a list of {count} addresses: ip = [\"10.0.0.11\", ...]")));
-            None
-        }
-        GuestIp::List(list) if list.len() != count as usize => {
-            c.report(
-                ip.span(),
-                checks::bad(
-                    format!("{} addresses for {count} guests", list.len()),
-                    format!(
-                        "list exactly {count} addresses, one per guest, or write ip = \"auto\""
-                    ),
-                ),
-            );
-            None
-        }
-        GuestIp::List(list) => {
-            let before = c.problems.len();
-            let out: Vec<_> = list
-                .iter()
-                .map(|s| place(c, s.get_ref(), s.span()))
-                .collect();
-            (c.problems.len() == before).then_some(out)
-        }
-    }
+    })
 }
 
 /// Lowest host address of the subnet that is not the gateway, not in the dynamic range and not

@@ -6,6 +6,7 @@ mod dhcp;
 mod firewall;
 mod forward;
 mod guest;
+mod guest_macs;
 mod network;
 
 use std::collections::BTreeMap;

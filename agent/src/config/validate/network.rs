@@ -4,6 +4,8 @@ use std::collections::HashMap;
 use std::ops::Range;
 use std::path::Path;
 
+use hwaddr::Mac;
+
 use super::super::checks::{self, Bad};
 use super::super::model::{DhcpDefaults, Mode, Network, Pxe};
 use super::super::wire::{self, S};
@@ -84,7 +86,7 @@ pub(super) fn network(
             .map(Some),
     };
     let mac = match &w.mac {
-        None => Some(netcfg::Mac::derived(&name).0),
+        None => Some(Mac::derived(&name)),
         Some(m) => c.check(m.span(), checks::mac(m.get_ref())),
     };
 

@@ -76,7 +76,7 @@ fn fleet_guest_xml_has_virtio_nic_serial_log_and_no_graphics() {
     );
     assert_eq!(
         find(&d, &["devices", "interface", "mac"])[0].attribute("address"),
-        Some(netcfg::Mac(g.mac).to_string().as_str())
+        Some(g.mac.to_string().as_str())
     );
     assert!(
         find(&d, &["devices", "interface", "driver"]).is_empty(),
@@ -299,7 +299,7 @@ fn vhost_off_then_on() {
 
 #[test]
 fn clone_changes_identity_and_disks_only() {
-    let macs = [[0x52, 0x54, 0, 1, 2, 3], [0x52, 0x54, 0, 1, 2, 4]];
+    let macs = [Mac([0x52, 0x54, 0, 1, 2, 3]), Mac([0x52, 0x54, 0, 1, 2, 4])];
     let files = [
         Some("/state/guests/copy-hda.qcow2".to_string()),
         Some("/state/guests/copy-sdb.qcow2".to_string()),
@@ -322,12 +322,9 @@ fn clone_changes_identity_and_disks_only() {
     assert_eq!(info.name, "copy");
     assert_eq!(info.uuid, None, "libvirt assigns a new UUID");
     assert!(!xml.contains("<nvram>"), "a fresh UEFI variable store");
-    let m: Vec<_> = info
-        .interfaces
-        .iter()
-        .filter_map(|n| n.mac.clone())
-        .collect();
-    assert_eq!(m, ["52:54:00:01:02:03", "52:54:00:01:02:04"]);
+    let m: Vec<_> = info.interfaces.iter().filter_map(|n| n.mac).collect();
+    assert_eq!(m, macs, "written as text and read back");
+    assert!(xml.contains("<mac address='52:54:00:01:02:03'/>"), "{xml}");
     let src: Vec<_> = info.disks.iter().filter_map(|d| d.source.clone()).collect();
     assert_eq!(
         src,
@@ -368,4 +365,16 @@ fn escaping_keeps_paths_with_quotes_well_formed() {
         parse_xml(&xml).console_log.as_deref(),
         Some("/tmp/it's <odd> & \"x\".log")
     );
+}
+
+#[test]
+fn an_explicit_mac_is_the_nics_and_reads_back() {
+    let m = model("name = \"web\"\nnetwork = \"lab\"\nmac = \"52:54:00:12:34:56\"\n");
+    let xml = domain_xml(&m.guests[0], VirtType::Qemu, Path::new("/log"), None);
+    assert_eq!(
+        find(&doc(&xml), &["devices", "interface", "mac"])[0].attribute("address"),
+        Some("52:54:00:12:34:56")
+    );
+    let nics = parse_xml(&xml).interfaces;
+    assert_eq!(nics[0].mac, Some(Mac([0x52, 0x54, 0, 0x12, 0x34, 0x56])));
 }

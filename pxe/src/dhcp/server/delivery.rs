@@ -86,8 +86,8 @@ pub fn build_frame(
     let udp_len = (8 + payload.len()) as u16;
     let ip_len = 20 + udp_len;
     let mut f = Vec::with_capacity(14 + ip_len as usize);
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&dst_mac.octets());
+    f.extend_from_slice(&src_mac.octets());
     f.extend_from_slice(&0x0800u16.to_be_bytes());
 
     let mut ip = [0u8; 20];
@@ -181,7 +181,7 @@ impl LinkSender {
         for (m, d) in mac.iter_mut().zip(data.iter()) {
             *m = *d as u8;
         }
-        Ok(mac)
+        Ok(Mac::new(mac))
     }
 
     pub fn send(&self, frame: &[u8], dst_mac: Mac) -> io::Result<()> {
@@ -191,7 +191,7 @@ impl LinkSender {
         addr.sll_protocol = (libc::ETH_P_IP as u16).to_be();
         addr.sll_ifindex = self.ifindex;
         addr.sll_halen = 6;
-        addr.sll_addr[..6].copy_from_slice(&dst_mac);
+        addr.sll_addr[..6].copy_from_slice(&dst_mac.octets());
         // SAFETY: frame and addr outlive the call; lengths are theirs.
         let n = unsafe {
             libc::sendto(
@@ -245,7 +245,7 @@ impl Sender {
                 .send_to(payload, SocketAddrV4::new(giaddr, SERVER_PORT))
                 .map(|_| ()),
             Destination::Broadcast => {
-                let dst = [0xff; 6];
+                let dst = Mac::new([0xff; 6]);
                 let frame = build_frame(
                     self.link.mac()?,
                     dst,
@@ -271,8 +271,8 @@ mod tests {
     fn built_frames_verify_and_corruption_is_caught() {
         let payload: Vec<u8> = (0..301u32).map(|i| (i * 7) as u8).collect();
         let mut f = build_frame(
-            [2; 6],
-            [0xff; 6],
+            Mac([2; 6]),
+            Mac([0xff; 6]),
             Ipv4Addr::new(10, 0, 0, 1),
             Ipv4Addr::BROADCAST,
             &payload,

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::config::{format_mac, DhcpConfig, StaticHost};
+use crate::config::{DhcpConfig, Mac, StaticHost};
 use crate::dhcp::classify::{classify, ClientKind};
 use crate::dhcp::policy::{boot_reply, BootReply};
 use crate::dhcp::pool::{Nak, Pool};
@@ -33,7 +33,7 @@ pub struct Outgoing {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LeaseEvent {
     pub what: &'static str,
-    pub mac: String,
+    pub mac: Mac,
     pub ip: Ipv4Addr,
     pub hostname: Option<String>,
     pub kind: ClientKind,
@@ -156,7 +156,7 @@ impl Handler {
         }
     }
 
-    fn static_host(&self, mac: &[u8; 6]) -> Option<&StaticHost> {
+    fn static_host(&self, mac: &Mac) -> Option<&StaticHost> {
         self.cfg.hosts.iter().find(|h| &h.mac == mac)
     }
 
@@ -183,7 +183,7 @@ impl Handler {
         if due {
             tracing::warn!(
                 network = %self.cfg.network,
-                mac = %format_mac(&msg.chaddr),
+                mac = %msg.chaddr,
                 suppressed = self.exhausted_suppressed,
                 "DHCP pool exhausted: no address to offer (range {}-{})",
                 self.cfg.range_start,
@@ -206,7 +206,7 @@ impl Handler {
             let limit = self.limiter.limit();
             tracing::warn!(
                 network = %self.cfg.network,
-                mac = %format_mac(&msg.chaddr),
+                mac = %msg.chaddr,
                 suppressed = self.rate_suppressed,
                 "DHCP client over its rate limit ({} packets burst, {}/s): packets dropped",
                 limit.burst,
@@ -224,7 +224,7 @@ impl Handler {
     fn request(&mut self, msg: &ClientMessage, now: u64) -> Option<Outgoing> {
         if !self.is_ours(msg.server_id) {
             // The client chose another server's offer; ours lapses on its own.
-            tracing::debug!(network = %self.cfg.network, mac = %format_mac(&msg.chaddr), "client chose another server");
+            tracing::debug!(network = %self.cfg.network, mac = %msg.chaddr, "client chose another server");
             return None;
         }
         let ip = match (msg.server_id, msg.requested_ip, msg.ciaddr) {
@@ -247,7 +247,7 @@ impl Handler {
                 let (reply, boot) = self.lease_reply(MessageType::Ack, msg, lease.ip, kind);
                 let event = LeaseEvent {
                     what: "ack",
-                    mac: format_mac(&msg.chaddr),
+                    mac: msg.chaddr,
                     ip: lease.ip,
                     hostname: lease.hostname.clone().or(hostname),
                     kind,
@@ -260,7 +260,7 @@ impl Handler {
                 self.stats.naks.fetch_add(1, Ordering::Relaxed);
                 let event = LeaseEvent {
                     what: "nak",
-                    mac: format_mac(&msg.chaddr),
+                    mac: msg.chaddr,
                     ip,
                     hostname,
                     kind,
@@ -322,7 +322,7 @@ impl Handler {
     ) -> LeaseEvent {
         LeaseEvent {
             what,
-            mac: format_mac(&msg.chaddr),
+            mac: msg.chaddr,
             ip,
             hostname: self
                 .static_host(&msg.chaddr)
@@ -352,7 +352,7 @@ impl Handler {
             msg.client_uuid.as_deref(),
         );
         if boot.is_none() && kind != ClientKind::Plain {
-            tracing::debug!(network = %cfg.network, mac = %format_mac(&msg.chaddr), kind = %kind,
+            tracing::debug!(network = %cfg.network, mac = %msg.chaddr, kind = %kind,
                 "no boot file configured for this kind of client: address only");
         }
         let lease = cfg.lease_time.as_secs().min(u32::MAX as u64) as u32;

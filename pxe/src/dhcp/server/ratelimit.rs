@@ -147,7 +147,7 @@ mod tests {
 
     fn mac(i: u32) -> Mac {
         let b = i.to_be_bytes();
-        [2, 0, b[0], b[1], b[2], b[3]]
+        Mac([2, 0, b[0], b[1], b[2], b[3]])
     }
 
     fn allowed(l: &mut MacLimiter, m: Mac, now: Instant, n: u32) -> u32 {

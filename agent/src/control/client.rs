@@ -1,0 +1,109 @@
+//! The CLI's side of the control socket: ask the running daemon, and `hostagent status` and
+//! `hostagent leases`, which print its replies.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
+
+use super::protocol::{socket_path, ErrorReply, LeasesReply, Reply, Request, StatusReply};
+
+/// Ask the daemon under `root` for `R`; its error reply becomes an error here.
+pub async fn ask<R: Reply>(root: &Path) -> Result<R> {
+    let path = socket_path(root);
+    let mut stream = UnixStream::connect(&path).await.with_context(|| {
+        format!(
+            "cannot reach the daemon at {}: is `hostagent run` running (as root)?",
+            path.display()
+        )
+    })?;
+    let mut request = serde_json::to_string(&Request { cmd: R::COMMAND })?;
+    request.push('\n');
+    stream.write_all(request.as_bytes()).await?;
+    let mut line = String::new();
+    BufReader::new(stream).read_line(&mut line).await?;
+    decode(&line)
+}
+
+/// A reply line: the daemon's error, or `R`.
+pub(super) fn decode<R: Reply>(line: &str) -> Result<R> {
+    if let Ok(ErrorReply { error }) = serde_json::from_str(line) {
+        anyhow::bail!("daemon: {error}");
+    }
+    serde_json::from_str(line).context("daemon sent a malformed answer")
+}
+
+/// `hostagent status`.
+pub async fn status(root: &Path, json: bool) -> Result<ExitCode> {
+    let s: StatusReply = ask(root).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("config: {}  uptime: {}s", s.config, s.uptime_seconds);
+    println!(
+        "{:<14} {:<9} {:<15} {:<18}",
+        "NETWORK", "MODE", "BRIDGE", "ADDRESS"
+    );
+    for n in &s.networks {
+        let address = n.address.map_or("-".to_string(), |a| a.to_string());
+        println!(
+            "{:<14} {:<9} {:<15} {:<18}",
+            n.name, n.mode, n.bridge, address
+        );
+    }
+    for server in &s.servers {
+        println!("{}:", server.network);
+        print_counters("dhcp", server.dhcp.as_ref())?;
+        print_counters("tftp", server.tftp.as_ref())?;
+        print_counters("http", server.http.as_ref())?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `  dhcp  acks=3 interface="br-lab" ...`: every field of a server's status, by name.
+fn print_counters(kind: &str, status: Option<&impl Serialize>) -> Result<()> {
+    let Some(status) = status else {
+        return Ok(());
+    };
+    let value = serde_json::to_value(status)?;
+    let fields: Vec<String> = value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    println!("  {kind:<5} {}", fields.join(" "));
+    Ok(())
+}
+
+/// `hostagent leases`.
+pub async fn leases(root: &Path, json: bool) -> Result<ExitCode> {
+    let reply: LeasesReply = ask(root).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&reply.leases)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    // The leases' own clock.
+    let now = pxe::dhcp::pool::unix_now();
+    println!(
+        "{:<12} {:<17} {:<15} {:<20} EXPIRES IN",
+        "NETWORK", "MAC", "IP", "HOSTNAME"
+    );
+    for net in &reply.leases {
+        for l in &net.leases {
+            println!(
+                "{:<12} {:<17} {:<15} {:<20} {}s",
+                net.network,
+                l.mac.to_string(),
+                l.ip.to_string(),
+                l.hostname.as_deref().unwrap_or("-"),
+                l.expires.saturating_sub(now)
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
