@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::coexist;
 use crate::error::Error;
 use crate::hostops::{HostOps, KernelHost};
-use crate::link::Link;
+use crate::link::{AddrDetail, Link, Route};
 use crate::model::Host;
 use crate::nft;
 use crate::owned::{owner_alias, Owned, OwnedBridge, SysctlChange};
@@ -109,6 +109,21 @@ enum Undo {
         name: String,
         snapshot: BridgeSnapshot,
     },
+    /// Put a route back on the device it went out of.
+    ReplaceRoute {
+        route: Route,
+        oif: u32,
+    },
+    DelRoute {
+        route: Route,
+        oif: u32,
+    },
+    /// Put an address back with its details.
+    AddAddrDetail {
+        index: u32,
+        dev: String,
+        addr: AddrDetail,
+    },
     /// Take out an accept this apply added to a foreign firewall.
     RemoveAccept(coexist::Accept),
     /// Put back a marked accept this apply removed.
@@ -172,6 +187,25 @@ impl<O: HostOps> Executor<'_, O> {
             ifindex,
             mac,
         });
+        self.save_owned()
+    }
+
+    /// Add a moved route to its takeover record.
+    async fn record_route(
+        &mut self,
+        network: &str,
+        bridge: &str,
+        port: &str,
+        route: &Route,
+    ) -> Result<(), Error> {
+        let mac = self.ops.link_by_name(port).await?.and_then(|l| l.mac);
+        let t = self.owned.takeover_mut(network, bridge, port, mac);
+        if !t.routes.iter().any(|r| r.same_route(route)) {
+            t.routes.push(Route {
+                oif: None,
+                ..route.clone()
+            });
+        }
         self.save_owned()
     }
 
@@ -367,6 +401,108 @@ impl<O: HostOps> Executor<'_, O> {
                 self.owned.forget_bridge(name);
                 self.save_owned()?;
             }
+            Action::MoveAddress {
+                network,
+                port,
+                bridge,
+                address,
+            }
+            | Action::RestoreAddress {
+                network,
+                port,
+                bridge,
+                address,
+            } => {
+                let br = self.index_of(bridge).await?;
+                self.ops.add_addr_detail(br, bridge, address).await?;
+                self.undo.push(Undo::DelAddr {
+                    index: br,
+                    net: address.net,
+                });
+                let mac = self.ops.link_by_name(port).await?.and_then(|l| l.mac);
+                let t = self.owned.takeover_mut(network, bridge, port, mac);
+                if !t.addresses.iter().any(|a| a.net == address.net) {
+                    t.addresses.push(address.clone());
+                }
+                self.save_owned()?;
+            }
+            Action::MoveRoute {
+                network,
+                port,
+                bridge,
+                route,
+            } => {
+                let br = self.index_of(bridge).await?;
+                let pt = self.index_of(port).await?;
+                self.ops.replace_route(route, br).await?;
+                self.undo.push(Undo::ReplaceRoute {
+                    route: route.clone(),
+                    oif: pt,
+                });
+                self.record_route(network, bridge, port, route).await?;
+            }
+            Action::RestoreRoute {
+                network,
+                port,
+                bridge,
+                route,
+            } => {
+                let br = self.index_of(bridge).await?;
+                self.ops.replace_route(route, br).await?;
+                self.undo.push(Undo::DelRoute {
+                    route: route.clone(),
+                    oif: br,
+                });
+                self.record_route(network, bridge, port, route).await?;
+            }
+            Action::ClearPort {
+                port, addresses, ..
+            } => {
+                let pt = self.index_of(port).await?;
+                // Secondaries first: removing a primary takes its secondaries along.
+                for a in addresses.iter().rev() {
+                    self.ops.del_addr(pt, a.net).await?;
+                    self.undo.push(Undo::AddAddrDetail {
+                        index: pt,
+                        dev: port.clone(),
+                        addr: a.clone(),
+                    });
+                }
+            }
+            Action::GiveBack {
+                network,
+                port,
+                bridge,
+                addresses,
+                routes,
+            } => {
+                let br = self.index_of(bridge).await?;
+                let pt = self.index_of(port).await?;
+                for a in addresses {
+                    self.ops.add_addr_detail(pt, port, a).await?;
+                    self.undo.push(Undo::DelAddr {
+                        index: pt,
+                        net: a.net,
+                    });
+                }
+                for r in routes {
+                    self.ops.replace_route(r, pt).await?;
+                    self.undo.push(Undo::ReplaceRoute {
+                        route: r.clone(),
+                        oif: br,
+                    });
+                }
+                for a in addresses.iter().rev() {
+                    self.ops.del_addr(br, a.net).await?;
+                    self.undo.push(Undo::AddAddrDetail {
+                        index: br,
+                        dev: bridge.clone(),
+                        addr: a.clone(),
+                    });
+                }
+                self.owned.forget_takeover(network, port);
+                self.save_owned()?;
+            }
             Action::AddFirewallAccept { accept, .. } => {
                 self.ops.firewall_add(accept)?;
                 self.undo.push(Undo::RemoveAccept(accept.clone()));
@@ -411,6 +547,11 @@ impl<O: HostOps> Executor<'_, O> {
                 Some(text) => self.ops.nft_load(&nft::restore_script(&text)),
                 None => self.ops.nft_delete(),
             },
+            Undo::ReplaceRoute { route, oif } => self.ops.replace_route(&route, oif).await,
+            Undo::DelRoute { route, oif } => self.ops.del_route(&route, oif).await,
+            Undo::AddAddrDetail { index, dev, addr } => {
+                self.ops.add_addr_detail(index, &dev, &addr).await
+            }
             Undo::RemoveAccept(a) => self.ops.firewall_remove(&a),
             Undo::AddAccept(a) => self.ops.firewall_add(&a),
             Undo::Recreate { name, snapshot } => {

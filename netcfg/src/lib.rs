@@ -19,6 +19,7 @@ pub mod nft;
 pub mod owned;
 pub mod plan;
 pub mod sysctl;
+pub mod takeover;
 pub mod teardown;
 
 #[cfg(test)]

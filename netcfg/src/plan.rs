@@ -18,11 +18,12 @@ use crate::coexist;
 use crate::error::Error;
 use crate::files;
 use crate::hostops::{HostOps, KernelHost};
-use crate::link::{effective_forward_delay, Addr, BridgeInfo, Link, Netlink};
+use crate::link::{effective_forward_delay, Addr, AddrDetail, BridgeInfo, Link, Netlink, Route};
 use crate::model::{Desired, Host, NetworkSpec};
 use crate::nft::{self, FIREWALL_TABLE};
 use crate::owned::{owner_alias, ownership, Owned, Ownership};
 use crate::sysctl::{self, IP_FORWARD};
+use crate::takeover;
 
 /// What the agent's firewall table looks like now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -68,6 +69,12 @@ pub struct Observed {
     /// Foreign firewalls that would drop the networks' traffic, the agent's accepts in them,
     /// and the accepts the desired state needs there.
     pub firewalls: coexist::Found,
+    /// Every IPv4 address with the details a takeover moves (see [`crate::takeover`]).
+    pub addr_details: Vec<AddrDetail>,
+    /// IPv4 routes outside the local table.
+    pub routes: Vec<Route>,
+    /// Bridge-mode ports another network manager runs.
+    pub managers: Vec<takeover::Manager>,
 }
 
 impl Observed {
@@ -211,6 +218,50 @@ pub enum Action {
         name: String,
         reason: String,
     },
+    /// Bridge takeover: add one of the port's addresses to the bridge (the port loses it in
+    /// `ClearPort`, after the routes moved).
+    MoveAddress {
+        network: String,
+        port: String,
+        bridge: String,
+        address: AddrDetail,
+    },
+    /// Bridge takeover: switch one route through the port over to the bridge.
+    MoveRoute {
+        network: String,
+        port: String,
+        bridge: String,
+        route: Route,
+    },
+    /// Bridge takeover: remove the moved addresses from the port (its subnet routes go too).
+    ClearPort {
+        network: String,
+        port: String,
+        bridge: String,
+        addresses: Vec<AddrDetail>,
+    },
+    /// A taken-over address or route the bridge lost (drift): put it back on the bridge.
+    RestoreAddress {
+        network: String,
+        port: String,
+        bridge: String,
+        address: AddrDetail,
+    },
+    RestoreRoute {
+        network: String,
+        port: String,
+        bridge: String,
+        route: Route,
+    },
+    /// A taken-over port whose network is no longer configured gets its addresses and routes
+    /// back before the bridge is deleted.
+    GiveBack {
+        network: String,
+        port: String,
+        bridge: String,
+        addresses: Vec<AddrDetail>,
+        routes: Vec<Route>,
+    },
     /// Add a marked accept to a foreign firewall that would drop the networks' traffic.
     AddFirewallAccept {
         accept: coexist::Accept,
@@ -349,6 +400,51 @@ impl fmt::Display for Action {
             Action::ForgetBridge { name, reason } => {
                 write!(f, "forget the record of bridge {name} ({reason})")
             }
+            Action::MoveAddress {
+                port,
+                bridge,
+                address,
+                ..
+            } => write!(f, "move {} from {port} to {bridge}", address.net),
+            Action::MoveRoute {
+                port,
+                bridge,
+                route,
+                ..
+            } => write!(f, "move {} → dev {bridge}", route.describe(port)),
+            Action::ClearPort {
+                port,
+                bridge,
+                addresses,
+                ..
+            } => {
+                let list: Vec<String> = addresses.iter().map(|a| a.net.to_string()).collect();
+                write!(
+                    f,
+                    "remove {} from {port} (on {bridge} now; {port}'s own subnet routes go with it)",
+                    list.join(", ")
+                )
+            }
+            Action::RestoreAddress {
+                port,
+                bridge,
+                address,
+                ..
+            } => write!(f, "put {} back on {bridge} (taken over from {port})", address.net),
+            Action::RestoreRoute { bridge, route, .. } => {
+                write!(f, "put route {} back", route.describe(bridge))
+            }
+            Action::GiveBack {
+                port,
+                bridge,
+                addresses,
+                routes,
+                ..
+            } => {
+                let mut what: Vec<String> = addresses.iter().map(|a| a.net.to_string()).collect();
+                what.extend(routes.iter().map(|r| format!("route {}", r.describe(port))));
+                write!(f, "give {} back from {bridge} to {port}", what.join(", "))
+            }
             Action::AddFirewallAccept { accept, because } => write!(f, "{accept}; because {because}"),
             Action::RemoveFirewallAccept { accept } => match accept.system {
                 coexist::System::Firewalld => write!(
@@ -420,6 +516,16 @@ pub(crate) async fn observe_with(
     }
     let firewall = FirewallState::of(&nft::observe()?, desired);
     let firewalls = coexist::observe_for(host, desired)?;
+    let addr_details = nl.addr_details().await?;
+    let routes = nl.routes().await?;
+    let managers = desired
+        .networks
+        .iter()
+        .filter(|n| n.mode == crate::model::Mode::Bridge)
+        .flat_map(|n| &n.interfaces)
+        .filter_map(|p| links.iter().find(|l| l.name == *p))
+        .filter_map(|l| takeover::managed_by(host, l))
+        .collect();
     Ok(Observed {
         links,
         addrs,
@@ -430,6 +536,9 @@ pub(crate) async fn observe_with(
         owned_path: Owned::path(host),
         vhost_live: files::live_vhost_zcopytx(host),
         firewalls,
+        addr_details,
+        routes,
+        managers,
     })
 }
 
@@ -479,6 +588,25 @@ pub fn conflicts(desired: &Desired, observed: &Observed) -> Result<(), Error> {
             }
         }
     }
+    for n in &desired.networks {
+        for (p, link) in takeover::ports(n, observed) {
+            if let Some(m) = observed.managers.iter().find(|m| m.port == p) {
+                return Err(Error::Managed {
+                    network: n.name.clone(),
+                    port: p.to_string(),
+                    manager: m.name.to_string(),
+                    evidence: m.evidence.clone(),
+                    hint: m.hint.clone(),
+                });
+            }
+            if let Some(why) = link.and_then(|l| takeover::refusal(n, l, observed)) {
+                return Err(Error::Takeover {
+                    network: n.name.clone(),
+                    why,
+                });
+            }
+        }
+    }
     for (k, _) in sysctl::wanted(desired) {
         if observed.sysctls.get(&k).is_some_and(|v| v.is_none()) {
             return Err(Error::NoSuchSysctl {
@@ -522,15 +650,23 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Plan {
 }
 
 fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>) {
+    let mac = takeover::bridge_mac(n, observed);
+    let taking_over = !takeover::ports(n, observed).is_empty();
     let Some(l) = observed.link(&n.bridge) else {
         actions.push(Action::CreateBridge {
             network: n.name.clone(),
             name: n.bridge.clone(),
-            mac: n.mac,
+            mac,
             mtu: n.mtu,
             stp: n.stp,
             forward_delay: n.forward_delay,
         });
+        if taking_over {
+            // Up before the port joins: the port's traffic goes on through the bridge at once.
+            actions.push(Action::LinkUp {
+                name: n.bridge.clone(),
+            });
+        }
         for p in &n.interfaces {
             actions.push(Action::EnslavePort {
                 network: n.name.clone(),
@@ -544,9 +680,12 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
                 address: a,
             });
         }
-        actions.push(Action::LinkUp {
-            name: n.bridge.clone(),
-        });
+        diff_takeover(n, observed, None, actions);
+        if !taking_over {
+            actions.push(Action::LinkUp {
+                name: n.bridge.clone(),
+            });
+        }
         return;
     };
     match observed.ownership(l, &n.name) {
@@ -559,11 +698,11 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
         // conflicts() refuses it; a plan never touches a device that is not ours.
         Ownership::Foreign(_) => return,
     }
-    if l.mac != Some(n.mac) {
+    if l.mac != Some(mac) {
         actions.push(Action::SetBridgeMac {
             name: n.bridge.clone(),
             from: l.mac,
-            to: n.mac,
+            to: mac,
         });
     }
     if let Some(m) = n.mtu {
@@ -612,8 +751,9 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
             });
         }
     }
+    let kept = takeover::kept_addresses(n, observed);
     for a in have {
-        if Some(a) != n.address {
+        if Some(a) != n.address && !kept.contains(&a) {
             actions.push(Action::RemoveAddress {
                 bridge: n.bridge.clone(),
                 address: a,
@@ -624,6 +764,86 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
         actions.push(Action::LinkUp {
             name: n.bridge.clone(),
         });
+    }
+    diff_takeover(n, observed, Some(l), actions);
+}
+
+/// For each taken-over port: its addresses and routes moved to the bridge (then the port
+/// cleared), and what the record says the bridge should have but lost put back.
+fn diff_takeover(
+    n: &NetworkSpec,
+    observed: &Observed,
+    bridge: Option<&Link>,
+    actions: &mut Vec<Action>,
+) {
+    let on_bridge = bridge.map(|b| {
+        (
+            takeover::addrs_on(observed, b.index),
+            takeover::routes_via(observed, b.index),
+        )
+    });
+    let (br_addrs, br_routes) = on_bridge.unwrap_or_default();
+    for (p, link) in takeover::ports(n, observed) {
+        let (port_addrs, port_routes) = match link {
+            Some(l) => (
+                takeover::addrs_on(observed, l.index),
+                takeover::routes_via(observed, l.index),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let ids = |network: &str| (network.to_string(), p.to_string(), n.bridge.clone());
+        for a in &port_addrs {
+            let (network, port, bridge) = ids(&n.name);
+            actions.push(Action::MoveAddress {
+                network,
+                port,
+                bridge,
+                address: a.clone(),
+            });
+        }
+        let rec = observed.owned.takeover(&n.name, p);
+        for a in rec.map(|t| t.addresses.as_slice()).unwrap_or_default() {
+            let here = |list: &[AddrDetail]| list.iter().any(|x| x.net == a.net);
+            if !here(&br_addrs) && !here(&port_addrs) {
+                let (network, port, bridge) = ids(&n.name);
+                actions.push(Action::RestoreAddress {
+                    network,
+                    port,
+                    bridge,
+                    address: a.clone(),
+                });
+            }
+        }
+        for r in &port_routes {
+            let (network, port, bridge) = ids(&n.name);
+            actions.push(Action::MoveRoute {
+                network,
+                port,
+                bridge,
+                route: r.clone(),
+            });
+        }
+        for r in rec.map(|t| t.routes.as_slice()).unwrap_or_default() {
+            let here = |list: &[Route]| list.iter().any(|x| x.same_route(r));
+            if !here(&br_routes) && !here(&port_routes) {
+                let (network, port, bridge) = ids(&n.name);
+                actions.push(Action::RestoreRoute {
+                    network,
+                    port,
+                    bridge,
+                    route: r.clone(),
+                });
+            }
+        }
+        if !port_addrs.is_empty() {
+            let (network, port, bridge) = ids(&n.name);
+            actions.push(Action::ClearPort {
+                network,
+                port,
+                bridge,
+                addresses: port_addrs,
+            });
+        }
     }
 }
 
@@ -641,6 +861,20 @@ fn diff_stale_bridges(desired: &Desired, observed: &Observed, actions: &mut Vec<
         };
         match ownership(l, &rec.network, Some(rec)) {
             Ownership::Ours => {
+                for t in observed
+                    .owned
+                    .takeovers
+                    .iter()
+                    .filter(|t| t.bridge == rec.name)
+                {
+                    actions.push(Action::GiveBack {
+                        network: t.network.clone(),
+                        port: t.port.clone(),
+                        bridge: t.bridge.clone(),
+                        addresses: takeover::addrs_on(observed, l.index),
+                        routes: takeover::routes_via(observed, l.index),
+                    });
+                }
                 let b = l.bridge.clone().unwrap_or(BridgeInfo {
                     stp: false,
                     forward_delay: 0,
