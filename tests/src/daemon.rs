@@ -14,6 +14,17 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(ns: &Netns, s: &Scratch, cfg: &str, extra: &[&str]) -> Daemon {
+        Self::start_env(ns, s, cfg, extra, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables for the daemon.
+    pub fn start_env(
+        ns: &Netns,
+        s: &Scratch,
+        cfg: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let log = s.root().join(format!("agent-{}.log", std::process::id()));
         let file = std::fs::File::create(&log).expect("log file");
         let bin = hostagent_bin();
@@ -31,6 +42,7 @@ impl Daemon {
         let argv: Vec<&str> = argv.iter().map(|s| s.as_str()).collect();
         let child = ns
             .cmd(&argv)
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(file)

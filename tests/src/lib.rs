@@ -5,6 +5,8 @@ pub mod qemu;
 
 pub mod daemon;
 
+pub mod firewalld;
+
 pub mod libvirt;
 
 pub mod sock;

@@ -14,6 +14,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use hostagent_tests::daemon::{plug_guest, udhcpc_once, Daemon};
+use hostagent_tests::firewalld::Firewalld;
 use hostagent_tests::sock::{tcp_echo_once, EchoServer};
 use hostagent_tests::{stderr, stdout, wait_for, Netns, Scratch};
 use serde_json::Value;
@@ -34,6 +35,8 @@ struct Lab {
     upstream: Netns,
     off: String,
     auto: String,
+    /// Extra environment for every hostagent run (a private firewalld's bus).
+    env: Vec<(String, String)>,
 }
 
 impl Lab {
@@ -54,13 +57,34 @@ impl Lab {
             upstream,
             off,
             auto: auto_path.to_str().expect("utf-8").to_string(),
+            env: Vec::new(),
         }
     }
 
     fn agent(&self, cfg: &str, args: &[&str]) -> std::process::Output {
-        let mut argv = vec!["-c", cfg, "--root", self.s.root_str()];
+        let bin = hostagent_tests::hostagent_bin();
+        let mut argv = vec![
+            bin.to_str().expect("utf-8"),
+            "-c",
+            cfg,
+            "--root",
+            self.s.root_str(),
+        ];
         argv.extend_from_slice(args);
-        self.host.hostagent(&argv)
+        self.host
+            .cmd(&argv)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
+            .output()
+            .expect("run hostagent")
+    }
+
+    fn daemon(&self, cfg: &str) -> Daemon {
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        Daemon::start_env(&self.host, &self.s, cfg, &[], &env)
     }
 
     fn must(&self, cfg: &str, args: &[&str]) -> String {
@@ -214,7 +238,7 @@ fn docker_forward_drop_is_reported_answered_in_docker_user_repaired_and_left_as_
         plan.contains("accept lab: guests out in table ip filter chain DOCKER-USER (Docker): -s 10.77.0.0/24 -i br-lab -m comment --comment hostagent -j ACCEPT"),
         "{plan}"
     );
-    let daemon = Daemon::start(&lab.host, &lab.s, &lab.auto, &[]);
+    let daemon = lab.daemon(&lab.auto);
     let ours = |ns: &Netns| {
         ns.ok(&["iptables-nft-save"])
             .lines()
@@ -291,7 +315,7 @@ fn an_inet_filter_with_policy_drop_gets_marked_accepts_for_dhcp_and_forwarding_a
         check.contains("guests on br-lab cannot reach hostagent's DHCP, DNS, TFTP and HTTP boot: table inet filter chain input policy drop (nftables, hook input priority 0)"),
         "{check}"
     );
-    let daemon = Daemon::start(&lab.host, &lab.s, &lab.off, &[]);
+    let daemon = lab.daemon(&lab.off);
     let guest = lab.guest();
     assert!(
         dhcp_blocked(&guest),
@@ -303,7 +327,7 @@ fn an_inet_filter_with_policy_drop_gets_marked_accepts_for_dhcp_and_forwarding_a
     );
     drop(daemon);
 
-    let daemon = Daemon::start(&lab.host, &lab.s, &lab.auto, &[]);
+    let daemon = lab.daemon(&lab.auto);
     let marked: Vec<String> = foreign_ruleset(&lab.host)
         .iter()
         .filter_map(|i| i.get("rule"))
@@ -346,5 +370,92 @@ fn an_inet_filter_with_policy_drop_gets_marked_accepts_for_dhcp_and_forwarding_a
         lab.host.ok(&["nft", "list", "ruleset"]),
         text_before,
         "byte for byte"
+    );
+}
+
+#[test]
+fn a_running_firewalld_gets_the_bridge_into_its_trusted_zone_through_firewall_cmd_and_down_takes_it_out(
+) {
+    let mut lab = Lab::new("cxf");
+    let fw = Firewalld::start(&lab.host, lab.s.root());
+    lab.env = vec![("DBUS_SYSTEM_BUS_ADDRESS".into(), fw.bus().into())];
+    let zones = |fw: &Firewalld| {
+        (
+            fw.cmd(&lab.host, &["--list-all-zones"]),
+            fw.cmd(&lab.host, &["--permanent", "--list-all-zones"]),
+        )
+    };
+    let before = zones(&fw);
+    assert!(before.0.contains("trusted"), "{}", before.0);
+    let _echo = EchoServer::tcp(
+        &lab.upstream,
+        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7),
+    );
+
+    let check = stdout(&lab.agent(&lab.off, &["check"]));
+    assert!(
+        check.contains("guests on br-lab cannot reach the outside: table inet firewalld chain filter_FORWARD drops everything it does not accept")
+            && check.contains("(firewalld, hook forward priority 10)"),
+        "{check}"
+    );
+    let daemon = lab.daemon(&lab.off);
+    let guest = lab.guest();
+    assert!(
+        dhcp_blocked(&guest),
+        "firewalld's public zone must keep DHCP out"
+    );
+    assert!(
+        tcp_echo_once(&guest, UPSTREAM).is_err(),
+        "firewalld's forward reject must bite"
+    );
+    drop(daemon);
+
+    let plan = lab.plan(&lab.auto);
+    assert!(
+        plan.contains("put br-lab into firewalld zone trusted (lab: guests and services); because table inet firewalld chain filter_"),
+        "{plan}"
+    );
+    let daemon = lab.daemon(&lab.auto);
+    let bound = |fw: &Firewalld| {
+        fw.cmd(&lab.host, &["--get-zone-of-interface=br-lab"])
+            .trim()
+            == "trusted"
+    };
+    assert!(bound(&fw), "runtime binding; log:\n{}", daemon.log_text());
+    assert!(
+        fw.cmd(
+            &lab.host,
+            &["--permanent", "--zone=trusted", "--list-interfaces"]
+        )
+        .contains("br-lab"),
+        "permanent binding"
+    );
+    let ip = udhcpc_once(&guest, &lab.s, "firewalld", None).expect("DHCP through firewalld");
+    assert!(ip.starts_with("10.77.0.1"), "{ip}");
+    tcp_echo_once(&guest, UPSTREAM).expect("the NAT guest reaches upstream through firewalld");
+
+    // Someone takes the runtime binding away: drift repair puts it back. A reload keeps it
+    // (it is permanent too).
+    fw.cmd(&lab.host, &["--zone=trusted", "--remove-interface=br-lab"]);
+    assert!(!bound(&fw));
+    assert!(
+        wait_for(20, || bound(&fw).then_some(())).is_some(),
+        "log:\n{}",
+        daemon.log_text()
+    );
+    fw.cmd(&lab.host, &["--reload"]);
+    assert!(bound(&fw));
+    tcp_echo_once(&guest, UPSTREAM).expect("after the reload");
+    drop(daemon);
+
+    let out = lab.must(&lab.auto, &["down"]);
+    assert!(
+        out.contains("removed br-lab from firewalld zone trusted"),
+        "{out}"
+    );
+    assert_eq!(
+        zones(&fw),
+        before,
+        "firewalld's zones as they were, runtime and permanent"
     );
 }

@@ -35,7 +35,9 @@ impl FirewalldDriver {
         FirewalldDriver { host: host.clone() }
     }
 
-    /// firewalld's pid file names a live firewalld, or firewall-cmd says it runs.
+    /// firewalld's pid file names a live firewalld, or firewall-cmd says it runs (asked only
+    /// when there is a system bus to ask on: firewall-cmd is a Python program, and `plan` and
+    /// drift repair should not start it every second on hosts without firewalld).
     fn running(&self) -> bool {
         let pid_alive = ["/run/firewalld.pid", "/var/run/firewalld.pid"]
             .iter()
@@ -45,7 +47,8 @@ impl FirewalldDriver {
                 std::fs::read_to_string(PathBuf::from(format!("/proc/{pid}/cmdline")))
                     .is_ok_and(|c| c.contains("firewalld"))
             });
-        pid_alive || run(&["--state"]).is_ok_and(|s| s.trim() == "running")
+        pid_alive
+            || (system_bus().exists() && run(&["--state"]).is_ok_and(|s| s.trim() == "running"))
     }
 
     fn recorded(&self) -> Vec<String> {
@@ -53,6 +56,19 @@ impl FirewalldDriver {
             .map(|o| o.firewalld)
             .unwrap_or_default()
     }
+}
+
+/// The system bus socket firewall-cmd talks to: `DBUS_SYSTEM_BUS_ADDRESS` (a `unix:path=`
+/// address) or D-Bus's default. The real one, never under the root prefix: it is a socket.
+fn system_bus() -> PathBuf {
+    std::env::var("DBUS_SYSTEM_BUS_ADDRESS")
+        .ok()
+        .and_then(|a| {
+            a.split(';')
+                .find_map(|one| one.strip_prefix("unix:path="))
+                .map(|p| PathBuf::from(p.split(',').next().unwrap_or(p)))
+        })
+        .unwrap_or_else(|| PathBuf::from("/run/dbus/system_bus_socket"))
 }
 
 fn run(args: &[&str]) -> Result<String, Error> {
