@@ -2,6 +2,7 @@
 //! its control socket answers; and the simulated DHCP client fleet (`dhcp-flood`) tests point
 //! at it.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Lines};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Stdio};
@@ -75,6 +76,16 @@ impl Daemon {
     /// The log so far, escape sequences removed.
     pub fn log_text(&self) -> String {
         read_log(&self.log)
+    }
+
+    /// Wait until the log has a line containing `needle`; panics with the log after `secs`.
+    pub fn wait_log(&self, needle: &str, secs: u64) {
+        let seen = wait_for(secs, || self.log_text().contains(needle).then_some(()));
+        assert!(
+            seen.is_some(),
+            "no {needle:?} in the log within {secs} s; log:\n{}",
+            self.log_text()
+        );
     }
 
     /// The process id (`ip netns exec` and wrappers exec in place: it is the daemon's).
@@ -207,6 +218,22 @@ impl Drop for Storm {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Every lease a storm was promised (`acked`, mac → ip) is among `leased` (`Cli::leases`), with
+/// the same address: nothing ACKed was lost `across` a stop or crash.
+pub fn assert_kept(leased: &[(String, String, String)], acked: &[(String, String)], across: &str) {
+    let by_mac: HashMap<&str, &str> = leased
+        .iter()
+        .map(|(_, m, i)| (m.as_str(), i.as_str()))
+        .collect();
+    for (mac, ip) in acked {
+        assert_eq!(
+            by_mac.get(mac.as_str()),
+            Some(&ip.as_str()),
+            "ACKed lease {mac} {ip} lost {across}"
+        );
     }
 }
 

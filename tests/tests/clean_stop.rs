@@ -1,12 +1,11 @@
 //! Clean stops: SIGTERM in the middle of a DHCP lease storm and of TFTP and HTTP downloads loses
 //! no ACKed lease, leaves no half-written (`*.tmp`) file, and exits 0 promptly.
 
-use std::collections::HashMap;
 use std::process::Stdio;
 
 use hostagent_tests::cli::Cli;
 use hostagent_tests::config::{Config, Dhcp, Network, Pxe};
-use hostagent_tests::daemon::{Daemon, Storm};
+use hostagent_tests::daemon::{assert_kept, Daemon, Storm};
 use hostagent_tests::Scratch;
 use testkit::Netns;
 
@@ -113,15 +112,5 @@ fn sigterm_during_lease_storm_and_downloads_loses_nothing_and_exits_0() {
     // Restart on the same state: every ACKed lease, also those ACKed while stopping, is back.
     let _d2 = Daemon::start(&host, &s, &cfg, &[]);
     let leased = Cli::new(&host, &s, &cfg).leases();
-    let by_mac: HashMap<&str, &str> = leased
-        .iter()
-        .map(|(_, m, i)| (m.as_str(), i.as_str()))
-        .collect();
-    for (mac, ip) in &acked {
-        assert_eq!(
-            by_mac.get(mac.as_str()),
-            Some(&ip.as_str()),
-            "ACKed lease {mac} {ip} lost across SIGTERM"
-        );
-    }
+    assert_kept(&leased, &acked, "across SIGTERM");
 }

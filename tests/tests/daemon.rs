@@ -1,14 +1,14 @@
 //! `hostagent run` as a daemon: serving, control socket, SIGHUP reload, clean stop, crash safety.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
 
 use hostagent_tests::cli::{counter, Cli};
 use hostagent_tests::config::{Config, Dhcp, Network};
-use hostagent_tests::daemon::{flood, Daemon, Storm};
+use hostagent_tests::daemon::{assert_kept, flood, Daemon, Storm};
 use hostagent_tests::Scratch;
-use testkit::{stderr, wait_for, Netns};
+use testkit::{stderr, Netns};
 
 /// NAT networks (name, bridge, address, DHCP range), 1 h leases.
 fn config(nets: &[(&str, &str, &str, &str)]) -> Config {
@@ -130,15 +130,7 @@ fn sighup_restarts_only_changed_servers_and_keeps_running_on_a_bad_config() {
     // A broken config: reported, the running one kept.
     std::fs::write(&cfg, "state_dir = \"/state\"\n[[network]]\nname = 1\n").expect("write");
     d.signal(libc::SIGHUP);
-    assert!(
-        wait_for(10, || d
-            .log_text()
-            .contains("keeping the running config")
-            .then_some(()))
-        .is_some(),
-        "bad config not reported; log:\n{}",
-        d.log_text()
-    );
+    d.wait_log("keeping the running config", 10);
     assert_eq!(dhcp_acks(&cli, "a"), 3);
 
     // Change only network b's DHCP range: b's server restarts (counters from 0), a's keeps going.
@@ -148,15 +140,7 @@ fn sighup_restarts_only_changed_servers_and_keeps_running_on_a_bad_config() {
     ];
     s.config(config(&changed));
     d.signal(libc::SIGHUP);
-    assert!(
-        wait_for(10, || d
-            .log_text()
-            .contains("config reloaded")
-            .then_some(()))
-        .is_some(),
-        "reload not logged; log:\n{}",
-        d.log_text()
-    );
+    d.wait_log("config reloaded", 10);
     assert_eq!(
         dhcp_acks(&cli, "a"),
         3,
@@ -278,17 +262,7 @@ fn kill_9_during_lease_storm_loses_no_acked_lease_and_never_duplicates() {
     // Restart on the same state: every ACKed lease is back.
     let d2 = Daemon::start(&host, &s, &cfg, &[]);
     let leased = Cli::new(&host, &s, &cfg).leases();
-    let by_mac: HashMap<&str, &str> = leased
-        .iter()
-        .map(|(_, m, i)| (m.as_str(), i.as_str()))
-        .collect();
-    for (mac, ip) in &acked {
-        assert_eq!(
-            by_mac.get(mac.as_str()),
-            Some(&ip.as_str()),
-            "ACKed lease {mac} {ip} lost after kill -9"
-        );
-    }
+    assert_kept(&leased, &acked, "after kill -9");
     let mut seen = HashSet::new();
     for (_, m, ip) in &leased {
         assert!(

@@ -8,7 +8,7 @@ use hostagent_tests::cli::Cli;
 use hostagent_tests::daemon::Daemon;
 use hostagent_tests::{hostagent_bin, Scratch};
 use testkit::dhcp_client::Udhcpc;
-use testkit::{run_ok, wait_for, Netns};
+use testkit::{run_ok, Netns};
 
 #[test]
 fn shipped_default_config_installs_and_serves_a_lab_out_of_the_box() {
@@ -88,5 +88,5 @@ fn shipped_default_config_installs_and_serves_a_lab_out_of_the_box() {
         std::fs::read(&got).expect("downloaded"),
         std::fs::read("/usr/lib/ipxe/undionly.kpxe").expect("ipxe")
     );
-    assert!(wait_for(5, || d.log_text().contains("undionly.kpxe").then_some(())).is_some());
+    d.wait_log("undionly.kpxe", 5);
 }

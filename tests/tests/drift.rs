@@ -295,15 +295,8 @@ fn a_foreign_device_taking_the_bridge_name_is_left_alone() {
         "ip link del br-df && ip link add br-df type bridge",
     ]);
     let theirs = link_summary(&host, "br-df");
-    assert!(
-        wait_for(5, || d
-            .log_text()
-            .contains("drift: cannot repair")
-            .then_some(()))
-        .is_some(),
-        "the conflict is reported; log:\n{}",
-        d.log_text()
-    );
+    // The conflict is reported.
+    d.wait_log("drift: cannot repair", 5);
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
         link_summary(&host, "br-df"),
@@ -333,15 +326,7 @@ fn after_sighup_drift_repairs_to_the_new_config() {
         false,
     ));
     d.signal(libc::SIGHUP);
-    assert!(
-        wait_for(10, || d
-            .log_text()
-            .contains("config reloaded")
-            .then_some(()))
-        .is_some(),
-        "reload; log:\n{}",
-        d.log_text()
-    );
+    d.wait_log("config reloaded", 10);
     assert!(bridge_ok(&host, "br-dh", "10.89.1.1"));
     host.ok(&["ip", "link", "del", "br-dh"]);
     repaired_within("bridge deleted after a reload", &d, || {

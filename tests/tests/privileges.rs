@@ -104,15 +104,7 @@ fn run_keeps_only_net_capabilities_on_every_thread_and_still_reloads_and_tears_d
         &[("vm.max_map_count", 100000)],
     ));
     let mut d = Daemon::start(&host, &s, &cfg, &["--down-on-exit"]);
-    assert!(
-        wait_for(5, || d
-            .log_text()
-            .contains("privileges dropped")
-            .then_some(()))
-        .is_some(),
-        "log:\n{}",
-        d.log_text()
-    );
+    d.wait_log("privileges dropped", 5);
     assert_dropped(d.pid(), &d.log_text());
 
     // SIGHUP after the drop: a new DHCP range (rebinds 67 and the AF_PACKET socket), a net
@@ -123,15 +115,7 @@ fn run_keeps_only_net_capabilities_on_every_thread_and_still_reloads_and_tears_d
     ];
     s.config(config("br-pv", "10.90.0", (50, 60), &sysctls));
     d.signal(libc::SIGHUP);
-    assert!(
-        wait_for(10, || d
-            .log_text()
-            .contains("config reloaded")
-            .then_some(()))
-        .is_some(),
-        "log:\n{}",
-        d.log_text()
-    );
+    d.wait_log("config reloaded", 10);
     let log = d.log_text();
     assert!(
         log.contains("server_errors=0"),
@@ -291,15 +275,7 @@ fn runs_under_the_systemd_units_restrictions() {
             &script,
         ],
     );
-    assert!(
-        wait_for(5, || d
-            .log_text()
-            .contains("privileges dropped")
-            .then_some(()))
-        .is_some(),
-        "{}",
-        d.log_text()
-    );
+    d.wait_log("privileges dropped", 5);
 
     let pid = d.pid(); // `ip netns exec`, `unshare`, `sh` and `setpriv` all exec in place
     let want = Creds {
