@@ -196,21 +196,33 @@ impl Storm {
         Storm { child, lines }
     }
 
-    /// The ACKs up to the `n`th (fewer when the storm ends first); the rest stay in the pipe.
-    pub fn take(&mut self, n: usize) -> Vec<(String, String)> {
+    /// The first `n` ACKs (the rest stay in the pipe); panics with the daemon's log when the
+    /// storm ends before `n` clients got one.
+    pub fn first(&mut self, n: usize, d: &Daemon) -> Vec<(String, String)> {
+        let acked = self.read_up_to(n);
+        assert!(
+            acked.len() >= n,
+            "the storm never reached {n} ACKs ({}); log:\n{}",
+            acked.len(),
+            d.log_text()
+        );
+        acked
+    }
+
+    /// Every ACK not read yet, once the storm is over.
+    pub fn finish(mut self) -> Vec<(String, String)> {
+        let rest = self.read_up_to(usize::MAX);
+        let _ = self.child.wait();
+        rest
+    }
+
+    fn read_up_to(&mut self, n: usize) -> Vec<(String, String)> {
         let mut acked = vec![];
         while acked.len() < n {
             let Some(line) = self.lines.next() else { break };
             acked.extend(parse_acks(&line.expect("dhcp-flood output")));
         }
         acked
-    }
-
-    /// Every ACK not read yet, once the storm is over.
-    pub fn finish(mut self) -> Vec<(String, String)> {
-        let rest = self.take(usize::MAX);
-        let _ = self.child.wait();
-        rest
     }
 }
 
