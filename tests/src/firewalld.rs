@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
-use crate::{run_ok, wait_for, Netns};
+use testkit::{run_ok, wait_for, Netns};
 
 pub struct Firewalld {
     /// firewalld itself (`ip netns exec`, `unshare` and `sh` each exec into the next).

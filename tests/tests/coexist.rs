@@ -13,11 +13,14 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use hostagent_tests::daemon::{plug_guest, udhcpc_once, Daemon};
+use hostagent_tests::cli::Cli;
+use hostagent_tests::daemon::Daemon;
 use hostagent_tests::firewalld::Firewalld;
-use hostagent_tests::sock::{tcp_echo_once, EchoServer};
-use hostagent_tests::{stderr, stdout, wait_for, Netns, Scratch};
+use hostagent_tests::{hostagent_bin, Scratch};
 use serde_json::Value;
+use testkit::dhcp_client::udhcpc_once;
+use testkit::sock::{tcp_echo_once, EchoServer};
+use testkit::{stderr, stdout, wait_for, Netns};
 
 const UPSTREAM: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2)), 7);
 
@@ -42,7 +45,7 @@ struct Lab {
 impl Lab {
     fn new(tag: &str) -> Lab {
         let s = Scratch::new();
-        let off = s.config(&config("off"));
+        let off = s.config(config("off"));
         let auto_path = s.file("auto.toml");
         std::fs::write(&auto_path, config("auto")).expect("write config");
         let host = Netns::new(&format!("{tag}h"));
@@ -62,29 +65,28 @@ impl Lab {
     }
 
     fn agent(&self, cfg: &str, args: &[&str]) -> std::process::Output {
-        let bin = hostagent_tests::hostagent_bin();
-        let mut argv = vec![
-            bin.to_str().expect("utf-8"),
-            "-c",
-            cfg,
-            "--root",
-            self.s.root_str(),
-        ];
-        argv.extend_from_slice(args);
-        self.host
-            .cmd(&argv)
+        Cli::new(&self.host, &self.s, cfg)
+            .cmd(args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .output()
             .expect("run hostagent")
     }
 
+    /// `hostagent run` with `env` (through `env`, which execs it in place).
     fn daemon(&self, cfg: &str) -> Daemon {
-        let env: Vec<(&str, &str)> = self
-            .env
-            .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
-            .collect();
-        Daemon::start_env(&self.host, &self.s, cfg, &[], &env)
+        let bin = hostagent_bin();
+        let vars: Vec<String> = self.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let mut argv: Vec<&str> = vec!["env"];
+        argv.extend(vars.iter().map(String::as_str));
+        argv.extend([
+            bin.to_str().expect("utf-8"),
+            "-c",
+            cfg,
+            "--root",
+            self.s.root_str(),
+            "run",
+        ]);
+        Daemon::spawn(&self.host, &self.s, &argv)
     }
 
     fn must(&self, cfg: &str, args: &[&str]) -> String {
@@ -107,7 +109,7 @@ impl Lab {
 
     /// A guest on br-lab with a static address and default route (the DHCP check is separate).
     fn guest(&self) -> Netns {
-        let g = plug_guest(&self.host, "br-lab", "vg0");
+        let g = self.host.plug("br-lab", "vg0");
         g.ok(&["ip", "addr", "add", "10.77.0.10/24", "dev", "eth0"]);
         g.ok(&["ip", "route", "add", "default", "via", "10.77.0.1"]);
         g
@@ -256,7 +258,7 @@ fn docker_forward_drop_is_reported_answered_in_docker_user_repaired_and_left_as_
         "read back with iptables-nft-save"
     );
     tcp_echo_once(&guest, UPSTREAM).expect("the NAT guest reaches upstream under Docker's rules");
-    udhcpc_once(&guest, &lab.s, "docker", None).expect("DHCP still works");
+    udhcpc_once(&guest, lab.s.root(), "docker", None).expect("DHCP still works");
 
     // Someone (a firewall script, a reload) deletes our accepts: the daemon puts them back.
     for line in &placed {
@@ -356,7 +358,7 @@ fn an_inet_filter_with_policy_drop_gets_marked_accepts_for_dhcp_and_forwarding_a
         .unwrap_or("");
     assert!(first_rule.contains("comment \"hostagent\""), "{input}");
 
-    let ip = udhcpc_once(&guest, &lab.s, "inet", None).expect("DHCP through the input drop");
+    let ip = udhcpc_once(&guest, lab.s.root(), "inet", None).expect("DHCP through the input drop");
     assert!(ip.starts_with("10.77.0.1"), "{ip}");
     tcp_echo_once(&guest, UPSTREAM)
         .expect("the NAT guest reaches upstream through the forward drop");
@@ -430,7 +432,7 @@ fn a_running_firewalld_gets_the_bridge_into_its_trusted_zone_through_firewall_cm
         .contains("br-lab"),
         "permanent binding"
     );
-    let ip = udhcpc_once(&guest, &lab.s, "firewalld", None).expect("DHCP through firewalld");
+    let ip = udhcpc_once(&guest, lab.s.root(), "firewalld", None).expect("DHCP through firewalld");
     assert!(ip.starts_with("10.77.0.1"), "{ip}");
     tcp_echo_once(&guest, UPSTREAM).expect("the NAT guest reaches upstream through firewalld");
 

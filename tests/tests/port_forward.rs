@@ -11,9 +11,11 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use hostagent_tests::daemon::{plug_guest, Daemon};
-use hostagent_tests::sock::{tcp_echo_once, udp_echo_once, EchoServer};
-use hostagent_tests::{stdout, wait_for, Netns, Scratch};
+use hostagent_tests::cli::Cli;
+use hostagent_tests::daemon::Daemon;
+use hostagent_tests::Scratch;
+use testkit::sock::{tcp_echo_once, udp_echo_once, EchoServer};
+use testkit::{stderr, stdout, wait_for, Netns};
 
 const UPLINK: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 const UPSTREAM: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 2);
@@ -44,7 +46,7 @@ to = \"10.77.0.10:53\"
 ";
 
 fn guest(host: &Netns, port: &str, ip: &str) -> Netns {
-    let g = plug_guest(host, "br-lab", port);
+    let g = host.plug("br-lab", port);
     g.ok(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
     g.ok(&["ip", "route", "add", "default", "via", "10.77.0.1"]);
     g
@@ -74,8 +76,8 @@ fn a_host_port_reaches_the_guest_from_outside_from_the_host_and_from_another_gue
     host.ok(&["ip", "addr", "add", "203.0.113.1/24", "dev", "up0"]);
     upstream.ok(&["ip", "addr", "add", "203.0.113.2/24", "dev", "eth0"]);
 
-    let plan = host.hostagent(&["-c", &cfg, "--root", s.root_str(), "plan"]);
-    let shown = format!("{}{}", stdout(&plan), hostagent_tests::stderr(&plan));
+    let plan = Cli::new(&host, &s, &cfg).run(&["plan"]);
+    let shown = format!("{}{}", stdout(&plan), stderr(&plan));
     assert!(
         shown.contains(
             "replace nftables table inet hostagent (1 network; forward tcp *:8022 → 10.77.0.10:22, \

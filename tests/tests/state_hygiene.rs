@@ -2,13 +2,13 @@
 //! live value is still the agent's), and one lock keeps two hostagent processes from changing
 //! the host at the same time, without a stale lock ever blocking.
 
+use hostagent_tests::cli::Cli;
 use hostagent_tests::daemon::Daemon;
-use hostagent_tests::{stderr, stdout, wait_for, Netns, Scratch};
+use hostagent_tests::Scratch;
+use testkit::{stderr, stdout, wait_for, Netns};
 
 fn agent(ns: &Netns, s: &Scratch, cfg: &str, args: &[&str]) -> std::process::Output {
-    let mut argv = vec!["-c", cfg, "--root", s.root_str()];
-    argv.extend_from_slice(args);
-    ns.hostagent(&argv)
+    Cli::new(ns, s, cfg).run(args)
 }
 
 fn must(ns: &Netns, s: &Scratch, cfg: &str, args: &[&str]) -> String {
@@ -66,7 +66,7 @@ fn down_restores_every_sysctl_the_agent_changed_unless_someone_changed_it_since(
     let rp_key = "/proc/sys/net/ipv4/conf/default/rp_filter";
     let rp_before = ns.read(rp_key);
     let rp_want = if rp_before == "2" { "1" } else { "2" };
-    let cfg = s.config(&config(&format!(
+    let cfg = s.config(config(&format!(
         "\"vm.max_map_count\" = 262144\n\"vm.swappiness\" = 10\n\
          \"net.ipv4.conf.default.rp_filter\" = {rp_want}\n"
     )));
@@ -137,7 +137,7 @@ fn a_key_dropped_from_the_config_is_put_back_by_the_next_apply() {
     let s = Scratch::new();
     let map_count = fake_sysctl(&s, "vm.max_map_count", "65530");
     let swappiness = fake_sysctl(&s, "vm.swappiness", "60");
-    let cfg = s.config(&config(
+    let cfg = s.config(config(
         "\"vm.max_map_count\" = 262144\n\"vm.swappiness\" = 10\n",
     ));
     must(&ns, &s, &cfg, &["apply"]);
@@ -158,7 +158,7 @@ fn a_key_dropped_from_the_config_is_put_back_by_the_next_apply() {
 fn while_run_holds_the_lock_apply_and_down_fail_clearly_and_a_killed_holder_never_blocks() {
     let ns = Netns::new("hyl");
     let s = Scratch::new();
-    let cfg = s.config(&format!("state_dir = \"/state\"\n{NETWORK}"));
+    let cfg = s.config(format!("state_dir = \"/state\"\n{NETWORK}"));
     let mut daemon = Daemon::start(&ns, &s, &cfg, &[]);
     let pid = daemon.pid();
 

@@ -14,10 +14,12 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 
+use hostagent_tests::cli::Cli;
 use hostagent_tests::daemon::Daemon;
-use hostagent_tests::sock::{exchange, tcp_connect, EchoServer};
-use hostagent_tests::{stderr, stdout, wait_for, Netns, Scratch};
+use hostagent_tests::Scratch;
 use serde_json::Value;
+use testkit::sock::{exchange, tcp_connect, EchoServer};
+use testkit::{stderr, stdout, wait_for, Netns};
 
 const CONFIG: &str = "state_dir = \"/state\"
 [[network]]
@@ -68,16 +70,7 @@ impl Lab {
     }
 
     fn agent(&self, args: &[&str], fail_after: Option<usize>) -> std::process::Output {
-        let bin = hostagent_tests::hostagent_bin();
-        let mut argv = vec![
-            bin.to_str().expect("utf-8"),
-            "-c",
-            &self.cfg,
-            "--root",
-            self.s.root_str(),
-        ];
-        argv.extend_from_slice(args);
-        let mut cmd = self.host.cmd(&argv);
+        let mut cmd = Cli::new(&self.host, &self.s, &self.cfg).cmd(args);
         if let Some(n) = fail_after {
             cmd.env("HOSTAGENT_FAIL_AFTER_STEPS", n.to_string());
         }

@@ -5,7 +5,6 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
@@ -15,21 +14,6 @@ use crate::Netns;
 
 /// How long a test client waits for a connection or an answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(3);
-
-/// Run `f` on a new thread inside `ns` (setns moves only that thread).
-pub fn in_netns<T: Send + 'static>(
-    ns: &Netns,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<T> {
-    let path = format!("/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns(2) on an fd we own; it moves only this new thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-}
 
 /// Peer addresses an echo server has seen, shared with its thread.
 type Peers = Arc<Mutex<Vec<SocketAddr>>>;
@@ -89,7 +73,7 @@ impl EchoServer {
         let stop = Arc::new(AtomicBool::new(false));
         let (bound_tx, bound_rx) = mpsc::channel();
         let (p, s) = (peers.clone(), stop.clone());
-        let thread = in_netns(ns, move || serve(addr, p, s, bound_tx));
+        let thread = ns.spawn_in(move || serve(addr, p, s, bound_tx));
         bound_rx
             .recv_timeout(Duration::from_secs(5))
             .unwrap_or_else(|_| panic!("echo server on {addr} did not start"));
@@ -133,14 +117,12 @@ fn echo_lines(stream: TcpStream) {
 /// A TCP connection opened from inside `ns` (the socket lives there; the stream can be used
 /// from any thread), with read and write timeouts set.
 pub fn tcp_connect(ns: &Netns, to: SocketAddr) -> std::io::Result<TcpStream> {
-    in_netns(ns, move || {
+    ns.enter(move || {
         let s = TcpStream::connect_timeout(&to, IO_TIMEOUT)?;
         s.set_read_timeout(Some(IO_TIMEOUT))?;
         s.set_write_timeout(Some(IO_TIMEOUT))?;
         Ok(s)
     })
-    .join()
-    .expect("connect thread")
 }
 
 /// Send `text` and a newline over `stream` and read the echoed line back.
@@ -165,7 +147,7 @@ pub fn tcp_echo_once(ns: &Netns, to: SocketAddr) -> Result<(), String> {
 
 /// One UDP datagram from `ns` to an echo server at `to`: Ok(()) when it came back.
 pub fn udp_echo_once(ns: &Netns, to: SocketAddr) -> Result<(), String> {
-    in_netns(ns, move || {
+    ns.enter(move || {
         let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
         sock.set_read_timeout(Some(IO_TIMEOUT))
             .map_err(|e| e.to_string())?;
@@ -178,6 +160,4 @@ pub fn udp_echo_once(ns: &Netns, to: SocketAddr) -> Result<(), String> {
             Err(e) => Err(format!("no answer from {to}: {e}")),
         }
     })
-    .join()
-    .expect("udp thread")
 }
