@@ -14,6 +14,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use hostagent_tests::cli::Cli;
+use hostagent_tests::config::{Config, Dhcp, Network};
 use hostagent_tests::daemon::Daemon;
 use hostagent_tests::firewalld::Firewalld;
 use hostagent_tests::{hostagent_bin, Scratch};
@@ -24,11 +25,9 @@ use testkit::{stderr, stdout, wait_for, Netns};
 
 const UPSTREAM: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2)), 7);
 
-fn config(coexist: &str) -> String {
-    format!(
-        "state_dir = \"/state\"\n[firewall]\ncoexist = \"{coexist}\"\n\
-         [[network]]\nname = \"lab\"\nmode = \"nat\"\nbridge = \"br-lab\"\naddress = \"10.77.0.1/24\"\n\
-         [network.dhcp]\nrange = \"10.77.0.100-10.77.0.150\"\n"
+fn config(coexist: &str) -> Config {
+    Config::new("/state").coexist(coexist).network(
+        Network::nat("lab", "br-lab", "10.77.0.1/24").dhcp(Dhcp::new("10.77.0.100-10.77.0.150")),
     )
 }
 
@@ -47,7 +46,7 @@ impl Lab {
         let s = Scratch::new();
         let off = s.config(config("off"));
         let auto_path = s.file("auto.toml");
-        std::fs::write(&auto_path, config("auto")).expect("write config");
+        std::fs::write(&auto_path, config("auto").to_string()).expect("write config");
         let host = Netns::new(&format!("{tag}h"));
         let upstream = Netns::new(&format!("{tag}u"));
         host.veth_to("up0", &upstream, "eth0");

@@ -12,6 +12,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use hostagent_tests::cli::Cli;
+use hostagent_tests::config::{Config, Dhcp, Forward, Network};
 use hostagent_tests::daemon::Daemon;
 use hostagent_tests::Scratch;
 use testkit::sock::{tcp_echo_once, udp_echo_once, EchoServer};
@@ -26,24 +27,16 @@ fn at(ip: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(ip), port)
 }
 
-const CONFIG: &str = "state_dir = \"/state\"
-[[network]]
-name = \"lab\"
-mode = \"nat\"
-bridge = \"br-lab\"
-address = \"10.77.0.1/24\"
-[network.dhcp]
-range = \"10.77.0.100-10.77.0.200\"
-[[network.forward]]
-proto = \"tcp\"
-host_port = 8022
-to = \"10.77.0.10:22\"
-[[network.forward]]
-proto = \"udp\"
-host_port = 5353
-host_address = \"203.0.113.1\"
-to = \"10.77.0.10:53\"
-";
+/// lab (nat, DHCP) forwarding tcp 8022 from every host address to guest A's 22, and udp 5353
+/// on the uplink address only to its 53.
+fn config() -> Config {
+    Config::new("/state").network(
+        Network::nat("lab", "br-lab", "10.77.0.1/24")
+            .dhcp(Dhcp::new("10.77.0.100-10.77.0.200"))
+            .forward(Forward::new("tcp", 8022, "10.77.0.10:22"))
+            .forward(Forward::new("udp", 5353, "10.77.0.10:53").host_address("203.0.113.1")),
+    )
+}
 
 fn guest(host: &Netns, port: &str, ip: &str) -> Netns {
     let g = host.plug("br-lab", port);
@@ -69,7 +62,7 @@ fn dnat_rules(host: &Netns) -> Vec<serde_json::Value> {
 #[test]
 fn a_host_port_reaches_the_guest_from_outside_from_the_host_and_from_another_guest() {
     let s = Scratch::new();
-    let cfg = s.config(CONFIG);
+    let cfg = s.config(config());
     let host = Netns::new("pfh");
     let upstream = Netns::new("pfu");
     host.veth_to("up0", &upstream, "eth0");

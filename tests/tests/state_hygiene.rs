@@ -3,6 +3,7 @@
 //! the host at the same time, without a stale lock ever blocking.
 
 use hostagent_tests::cli::Cli;
+use hostagent_tests::config::{Config, Network};
 use hostagent_tests::daemon::Daemon;
 use hostagent_tests::Scratch;
 use testkit::{stderr, stdout, wait_for, Netns};
@@ -50,11 +51,14 @@ fn read_trim(path: &std::path::Path) -> String {
         .to_string()
 }
 
-const NETWORK: &str = "[[network]]\nname = \"lab\"\nmode = \"isolated\"\nbridge = \"br-hy\"\n\
-                       address = \"10.77.0.1/24\"\n";
-
-fn config(sysctls: &str) -> String {
-    format!("state_dir = \"/state\"\n[sysctl]\n{sysctls}\n{NETWORK}")
+/// An isolated network on br-hy with `address`, and the `[sysctl]` entries given.
+fn config(address: &str, sysctls: &[(&str, &str)]) -> Config {
+    let mut c =
+        Config::new("/state").network(Network::new("lab", "isolated", "br-hy").address(address));
+    for (k, v) in sysctls {
+        c = c.sysctl(k, v);
+    }
+    c
 }
 
 #[test]
@@ -66,10 +70,14 @@ fn down_restores_every_sysctl_the_agent_changed_unless_someone_changed_it_since(
     let rp_key = "/proc/sys/net/ipv4/conf/default/rp_filter";
     let rp_before = ns.read(rp_key);
     let rp_want = if rp_before == "2" { "1" } else { "2" };
-    let cfg = s.config(config(&format!(
-        "\"vm.max_map_count\" = 262144\n\"vm.swappiness\" = 10\n\
-         \"net.ipv4.conf.default.rp_filter\" = {rp_want}\n"
-    )));
+    let cfg = s.config(config(
+        "10.77.0.1/24",
+        &[
+            ("vm.max_map_count", "262144"),
+            ("vm.swappiness", "10"),
+            ("net.ipv4.conf.default.rp_filter", rp_want),
+        ],
+    ));
 
     let plan = plan(&ns, &s, &cfg);
     assert!(
@@ -138,10 +146,11 @@ fn a_key_dropped_from_the_config_is_put_back_by_the_next_apply() {
     let map_count = fake_sysctl(&s, "vm.max_map_count", "65530");
     let swappiness = fake_sysctl(&s, "vm.swappiness", "60");
     let cfg = s.config(config(
-        "\"vm.max_map_count\" = 262144\n\"vm.swappiness\" = 10\n",
+        "10.77.0.1/24",
+        &[("vm.max_map_count", "262144"), ("vm.swappiness", "10")],
     ));
     must(&ns, &s, &cfg, &["apply"]);
-    std::fs::write(&cfg, config("\"vm.max_map_count\" = 262144\n")).unwrap();
+    s.config(config("10.77.0.1/24", &[("vm.max_map_count", "262144")]));
     let plan = plan(&ns, &s, &cfg);
     assert!(
         plan.contains("set vm.swappiness 10 → 60 (restore the value found before hostagent)"),
@@ -158,7 +167,7 @@ fn a_key_dropped_from_the_config_is_put_back_by_the_next_apply() {
 fn while_run_holds_the_lock_apply_and_down_fail_clearly_and_a_killed_holder_never_blocks() {
     let ns = Netns::new("hyl");
     let s = Scratch::new();
-    let cfg = s.config(format!("state_dir = \"/state\"\n{NETWORK}"));
+    let cfg = s.config(config("10.77.0.1/24", &[]));
     let mut daemon = Daemon::start(&ns, &s, &cfg, &[]);
     let pid = daemon.pid();
 
@@ -187,14 +196,7 @@ fn while_run_holds_the_lock_apply_and_down_fail_clearly_and_a_killed_holder_neve
         daemon.log_text()
     );
     // ...and so does its SIGHUP reload (a new address on the bridge).
-    std::fs::write(
-        &cfg,
-        format!(
-            "state_dir = \"/state\"\n{}",
-            NETWORK.replace("10.77.0.1/24", "10.78.0.1/24")
-        ),
-    )
-    .unwrap();
+    s.config(config("10.78.0.1/24", &[]));
     daemon.signal(libc::SIGHUP);
     let reloaded = wait_for(10, || {
         let addrs = ns.ok(&["ip", "-4", "-o", "addr", "show", "dev", "br-hy"]);

@@ -15,20 +15,21 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 
 use hostagent_tests::cli::Cli;
+use hostagent_tests::config::{Config, Network};
 use hostagent_tests::daemon::Daemon;
 use hostagent_tests::Scratch;
 use serde_json::Value;
 use testkit::sock::{exchange, tcp_connect, EchoServer};
 use testkit::{stderr, stdout, wait_for, Netns};
 
-const CONFIG: &str = "state_dir = \"/state\"
-[[network]]
-name = \"uplink\"
-mode = \"bridge\"
-bridge = \"br0\"
-interfaces = [\"eth0\"]
-stp = false
-";
+/// The uplink network: eth0 on bridge br0, STP as given.
+fn config(stp: bool) -> Config {
+    Config::new("/state").network(
+        Network::new("uplink", "bridge", "br0")
+            .interfaces(&["eth0"])
+            .stp(stp),
+    )
+}
 
 struct Lab {
     s: Scratch,
@@ -41,7 +42,7 @@ struct Lab {
 impl Lab {
     fn new(tag: &str) -> Lab {
         let s = Scratch::new();
-        let cfg = s.config(CONFIG);
+        let cfg = s.config(config(false));
         let host = Netns::new(&format!("{tag}h"));
         let upstream = Netns::new(&format!("{tag}u"));
         host.veth_to("eth0", &upstream, "eth0");
@@ -315,7 +316,7 @@ fn a_port_networkmanager_or_networkd_runs_is_refused_with_what_to_configure_ther
         assert_eq!((eth0(&lab.host), routes(&lab.host)), before, "{who}: nothing changed");
     }
     // STP on would blind the port for seconds: refused, saying what to write.
-    std::fs::write(&lab.cfg, CONFIG.replace("stp = false", "stp = true")).expect("config");
+    lab.s.config(config(true));
     let o = lab.agent(&["apply"], None);
     assert!(stderr(&o).contains("needs stp = false"), "{}", stderr(&o));
     assert_eq!((eth0(&lab.host), routes(&lab.host)), before);
@@ -348,7 +349,7 @@ fn run_puts_a_deleted_takeover_bridge_back_and_a_reload_without_the_network_give
     alive(&mut sessions, "after the repair");
 
     // The config no longer has the network: SIGHUP gives eth0 back, then deletes the bridge.
-    std::fs::write(&lab.cfg, "state_dir = \"/state\"\n").expect("config");
+    lab.s.config(Config::new("/state"));
     daemon.signal(libc::SIGHUP);
     let back = wait_for(10, || (!lab.host.has_link("br0")).then_some(()));
     assert!(back.is_some(), "log:\n{}", daemon.log_text());
