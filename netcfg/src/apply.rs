@@ -17,8 +17,8 @@ use crate::hostops::{HostOps, KernelHost};
 use crate::link::{AddrDetail, Link, Route};
 use crate::model::Host;
 use crate::nft;
-use crate::owned::{owner_alias, Owned, OwnedBridge, SysctlChange};
-use crate::plan::{self, Action, BridgeSnapshot, Plan, SysctlRecord};
+use crate::owned::{owner_alias, Owned, OwnedBridge, SysctlChange, Takeover};
+use crate::plan::{self, Action, BridgeSnapshot, Plan, SysctlRecord, TakenPort};
 
 /// Test hook: fail before step N+1.
 pub const FAIL_AFTER_ENV: &str = "HOSTAGENT_FAIL_AFTER_STEPS";
@@ -190,23 +190,13 @@ impl<O: HostOps> Executor<'_, O> {
         self.save_owned()
     }
 
-    /// Add a moved route to its takeover record.
-    async fn record_route(
-        &mut self,
-        network: &str,
-        bridge: &str,
-        port: &str,
-        route: &Route,
-    ) -> Result<(), Error> {
-        let mac = self.ops.link_by_name(port).await?.and_then(|l| l.mac);
-        let t = self.owned.takeover_mut(network, bridge, port, mac);
-        if !t.routes.iter().any(|r| r.same_route(route)) {
-            t.routes.push(Route {
-                oif: None,
-                ..route.clone()
-            });
-        }
-        self.save_owned()
+    /// The takeover record for `at`, made (with the port's MAC, read before anything moved)
+    /// when missing.
+    async fn takeover_record(&mut self, at: &TakenPort) -> Result<&mut Takeover, Error> {
+        let mac = self.ops.link_by_name(&at.port).await?.and_then(|l| l.mac);
+        Ok(self
+            .owned
+            .takeover_mut(&at.network, &at.bridge, &at.port, mac))
     }
 
     async fn perform(&mut self, action: &Action) -> Result<(), Error> {
@@ -401,85 +391,64 @@ impl<O: HostOps> Executor<'_, O> {
                 self.owned.forget_bridge(name);
                 self.save_owned()?;
             }
-            Action::MoveAddress {
-                network,
-                port,
-                bridge,
-                address,
-            }
-            | Action::RestoreAddress {
-                network,
-                port,
-                bridge,
-                address,
-            } => {
-                let br = self.index_of(bridge).await?;
-                self.ops.add_addr_detail(br, bridge, address).await?;
+            Action::MoveAddress { at, address } | Action::RestoreAddress { at, address } => {
+                let br = self.index_of(&at.bridge).await?;
+                self.ops.add_addr_detail(br, &at.bridge, address).await?;
                 self.undo.push(Undo::DelAddr {
                     index: br,
                     net: address.net,
                 });
-                let mac = self.ops.link_by_name(port).await?.and_then(|l| l.mac);
-                let t = self.owned.takeover_mut(network, bridge, port, mac);
+                let t = self.takeover_record(at).await?;
                 if !t.addresses.iter().any(|a| a.net == address.net) {
                     t.addresses.push(address.clone());
                 }
                 self.save_owned()?;
             }
-            Action::MoveRoute {
-                network,
-                port,
-                bridge,
-                route,
-            } => {
-                let br = self.index_of(bridge).await?;
-                let pt = self.index_of(port).await?;
+            Action::MoveRoute { at, route } | Action::RestoreRoute { at, route } => {
+                let br = self.index_of(&at.bridge).await?;
+                // A moved route goes back to the port; a restored one had no other place.
+                let undo = match action {
+                    Action::MoveRoute { .. } => Undo::ReplaceRoute {
+                        route: route.clone(),
+                        oif: self.index_of(&at.port).await?,
+                    },
+                    _ => Undo::DelRoute {
+                        route: route.clone(),
+                        oif: br,
+                    },
+                };
                 self.ops.replace_route(route, br).await?;
-                self.undo.push(Undo::ReplaceRoute {
-                    route: route.clone(),
-                    oif: pt,
-                });
-                self.record_route(network, bridge, port, route).await?;
+                self.undo.push(undo);
+                let t = self.takeover_record(at).await?;
+                if !t.routes.iter().any(|r| r.same_route(route)) {
+                    t.routes.push(Route {
+                        oif: None,
+                        ..route.clone()
+                    });
+                }
+                self.save_owned()?;
             }
-            Action::RestoreRoute {
-                network,
-                port,
-                bridge,
-                route,
-            } => {
-                let br = self.index_of(bridge).await?;
-                self.ops.replace_route(route, br).await?;
-                self.undo.push(Undo::DelRoute {
-                    route: route.clone(),
-                    oif: br,
-                });
-                self.record_route(network, bridge, port, route).await?;
-            }
-            Action::ClearPort {
-                port, addresses, ..
-            } => {
-                let pt = self.index_of(port).await?;
+            Action::ClearPort { at, addresses } => {
+                let pt = self.index_of(&at.port).await?;
                 // Secondaries first: removing a primary takes its secondaries along.
                 for a in addresses.iter().rev() {
                     self.ops.del_addr(pt, a.net).await?;
                     self.undo.push(Undo::AddAddrDetail {
                         index: pt,
-                        dev: port.clone(),
+                        dev: at.port.clone(),
                         addr: a.clone(),
                     });
                 }
             }
             Action::GiveBack {
-                network,
-                port,
-                bridge,
+                at,
                 addresses,
                 routes,
             } => {
-                let br = self.index_of(bridge).await?;
-                let pt = self.index_of(port).await?;
+                let br = self.index_of(&at.bridge).await?;
+                let pt = self.index_of(&at.port).await?;
                 for a in addresses {
-                    self.ops.add_addr_detail(pt, port, a).await?;
+                    self.ops.add_addr_detail(pt, &at.port, a).await?;
                     self.undo.push(Undo::DelAddr {
                         index: pt,
                         net: a.net,
@@ -496,11 +465,11 @@ impl<O: HostOps> Executor<'_, O> {
                     self.ops.del_addr(br, a.net).await?;
                     self.undo.push(Undo::AddAddrDetail {
                         index: br,
-                        dev: bridge.clone(),
+                        dev: at.bridge.clone(),
                         addr: a.clone(),
                     });
                 }
-                self.owned.forget_takeover(network, port);
+                self.owned.forget_takeover(&at.network, &at.port);
                 self.save_owned()?;
             }
             Action::AddFirewallAccept { accept, .. } => {

@@ -229,28 +229,24 @@ impl Netlink {
         Ok(msgs.iter().map(parse_link).collect())
     }
 
-    pub async fn addrs(&self) -> Result<Vec<Addr>, Error> {
-        let msgs: Vec<AddressMessage> = self
-            .handle
+    async fn addr_messages(&self) -> Result<Vec<AddressMessage>, Error> {
+        self.handle
             .address()
             .get()
             .execute()
             .try_collect()
             .await
-            .map_err(|e| nl("dumping addresses", e))?;
+            .map_err(|e| nl("dumping addresses", e))
+    }
+
+    pub async fn addrs(&self) -> Result<Vec<Addr>, Error> {
+        let msgs = self.addr_messages().await?;
         Ok(msgs.iter().filter_map(parse_addr).collect())
     }
 
     /// Every IPv4 address with its details (see [`AddrDetail`]).
     pub async fn addr_details(&self) -> Result<Vec<AddrDetail>, Error> {
-        let msgs: Vec<AddressMessage> = self
-            .handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(|e| nl("dumping addresses", e))?;
+        let msgs = self.addr_messages().await?;
         let links = self.links().await?;
         Ok(msgs
             .iter()

@@ -127,6 +127,14 @@ pub struct BridgeSnapshot {
     pub up: bool,
 }
 
+/// The port a takeover step is about: its network, the port and the bridge taking it over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TakenPort {
+    pub network: String,
+    pub port: String,
+    pub bridge: String,
+}
+
 /// One concrete step of a plan. Display is a sentence a user can act on; JSON carries a "kind".
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -221,44 +229,38 @@ pub enum Action {
     /// Bridge takeover: add one of the port's addresses to the bridge (the port loses it in
     /// `ClearPort`, after the routes moved).
     MoveAddress {
-        network: String,
-        port: String,
-        bridge: String,
+        #[serde(flatten)]
+        at: TakenPort,
         address: AddrDetail,
     },
     /// Bridge takeover: switch one route through the port over to the bridge.
     MoveRoute {
-        network: String,
-        port: String,
-        bridge: String,
+        #[serde(flatten)]
+        at: TakenPort,
         route: Route,
     },
     /// Bridge takeover: remove the moved addresses from the port (its subnet routes go too).
     ClearPort {
-        network: String,
-        port: String,
-        bridge: String,
+        #[serde(flatten)]
+        at: TakenPort,
         addresses: Vec<AddrDetail>,
     },
     /// A taken-over address or route the bridge lost (drift): put it back on the bridge.
     RestoreAddress {
-        network: String,
-        port: String,
-        bridge: String,
+        #[serde(flatten)]
+        at: TakenPort,
         address: AddrDetail,
     },
     RestoreRoute {
-        network: String,
-        port: String,
-        bridge: String,
+        #[serde(flatten)]
+        at: TakenPort,
         route: Route,
     },
     /// A taken-over port whose network is no longer configured gets its addresses and routes
     /// back before the bridge is deleted.
     GiveBack {
-        network: String,
-        port: String,
-        bridge: String,
+        #[serde(flatten)]
+        at: TakenPort,
         addresses: Vec<AddrDetail>,
         routes: Vec<Route>,
     },
@@ -400,65 +402,63 @@ impl fmt::Display for Action {
             Action::ForgetBridge { name, reason } => {
                 write!(f, "forget the record of bridge {name} ({reason})")
             }
-            Action::MoveAddress {
-                port,
-                bridge,
-                address,
-                ..
-            } => write!(f, "move {} from {port} to {bridge}", address.net),
-            Action::MoveRoute {
-                port,
-                bridge,
-                route,
-                ..
-            } => write!(f, "move {} → dev {bridge}", route.describe(port)),
-            Action::ClearPort {
-                port,
-                bridge,
-                addresses,
-                ..
-            } => {
+            Action::MoveAddress { at, address } => {
+                write!(f, "move {} from {} to {}", address.net, at.port, at.bridge)
+            }
+            Action::MoveRoute { at, route } => {
+                write!(f, "move {} → dev {}", route.describe(&at.port), at.bridge)
+            }
+            Action::ClearPort { at, addresses } => {
                 let list: Vec<String> = addresses.iter().map(|a| a.net.to_string()).collect();
                 write!(
                     f,
-                    "remove {} from {port} (on {bridge} now; {port}'s own subnet routes go with it)",
-                    list.join(", ")
+                    "remove {} from {port} (on {} now; {port}'s own subnet routes go with it)",
+                    list.join(", "),
+                    at.bridge,
+                    port = at.port
                 )
             }
-            Action::RestoreAddress {
-                port,
-                bridge,
-                address,
-                ..
-            } => write!(f, "put {} back on {bridge} (taken over from {port})", address.net),
-            Action::RestoreRoute { bridge, route, .. } => {
-                write!(f, "put route {} back", route.describe(bridge))
+            Action::RestoreAddress { at, address } => write!(
+                f,
+                "put {} back on {} (taken over from {})",
+                address.net, at.bridge, at.port
+            ),
+            Action::RestoreRoute { at, route } => {
+                write!(f, "put route {} back", route.describe(&at.bridge))
             }
             Action::GiveBack {
-                port,
-                bridge,
+                at,
                 addresses,
                 routes,
-                ..
             } => {
                 let mut what: Vec<String> = addresses.iter().map(|a| a.net.to_string()).collect();
-                what.extend(routes.iter().map(|r| format!("route {}", r.describe(port))));
-                write!(f, "give {} back from {bridge} to {port}", what.join(", "))
+                what.extend(
+                    routes
+                        .iter()
+                        .map(|r| format!("route {}", r.describe(&at.port))),
+                );
+                write!(
+                    f,
+                    "give {} back from {} to {}",
+                    what.join(", "),
+                    at.bridge,
+                    at.port
+                )
             }
-            Action::AddFirewallAccept { accept, because } => write!(f, "{accept}; because {because}"),
+            Action::AddFirewallAccept { accept, because } => {
+                write!(f, "{accept}; because {because}")
+            }
             Action::RemoveFirewallAccept { accept } => match accept.system {
                 coexist::System::Firewalld => write!(
                     f,
-                    "take {} out of firewalld zone {} (hostagent put it there; no longer needed)",
-                    accept.rule, accept.chain
+                    "take {} out of {} (hostagent put it there; no longer needed)",
+                    accept.rule,
+                    accept.place()
                 ),
                 _ => write!(
                     f,
-                    "remove hostagent's accept from table {} {} chain {} ({}; no longer needed): {}",
-                    accept.family,
-                    accept.table,
-                    accept.chain,
-                    accept.system.as_str(),
+                    "remove hostagent's accept from {}, no longer needed: {}",
+                    accept.place(),
                     accept.rule
                 ),
             },
@@ -791,56 +791,47 @@ fn diff_takeover(
             ),
             None => (Vec::new(), Vec::new()),
         };
-        let ids = |network: &str| (network.to_string(), p.to_string(), n.bridge.clone());
+        let at = TakenPort {
+            network: n.name.clone(),
+            port: p.to_string(),
+            bridge: n.bridge.clone(),
+        };
+        let rec = observed.owned.takeover(&n.name, p);
+        let recorded_addrs = rec.map(|t| t.addresses.as_slice()).unwrap_or_default();
+        let recorded_routes = rec.map(|t| t.routes.as_slice()).unwrap_or_default();
         for a in &port_addrs {
-            let (network, port, bridge) = ids(&n.name);
             actions.push(Action::MoveAddress {
-                network,
-                port,
-                bridge,
+                at: at.clone(),
                 address: a.clone(),
             });
         }
-        let rec = observed.owned.takeover(&n.name, p);
-        for a in rec.map(|t| t.addresses.as_slice()).unwrap_or_default() {
-            let here = |list: &[AddrDetail]| list.iter().any(|x| x.net == a.net);
-            if !here(&br_addrs) && !here(&port_addrs) {
-                let (network, port, bridge) = ids(&n.name);
+        let has_addr = |list: &[AddrDetail], a: &AddrDetail| list.iter().any(|x| x.net == a.net);
+        for a in recorded_addrs {
+            if !has_addr(&br_addrs, a) && !has_addr(&port_addrs, a) {
                 actions.push(Action::RestoreAddress {
-                    network,
-                    port,
-                    bridge,
+                    at: at.clone(),
                     address: a.clone(),
                 });
             }
         }
         for r in &port_routes {
-            let (network, port, bridge) = ids(&n.name);
             actions.push(Action::MoveRoute {
-                network,
-                port,
-                bridge,
+                at: at.clone(),
                 route: r.clone(),
             });
         }
-        for r in rec.map(|t| t.routes.as_slice()).unwrap_or_default() {
-            let here = |list: &[Route]| list.iter().any(|x| x.same_route(r));
-            if !here(&br_routes) && !here(&port_routes) {
-                let (network, port, bridge) = ids(&n.name);
+        let has_route = |list: &[Route], r: &Route| list.iter().any(|x| x.same_route(r));
+        for r in recorded_routes {
+            if !has_route(&br_routes, r) && !has_route(&port_routes, r) {
                 actions.push(Action::RestoreRoute {
-                    network,
-                    port,
-                    bridge,
+                    at: at.clone(),
                     route: r.clone(),
                 });
             }
         }
         if !port_addrs.is_empty() {
-            let (network, port, bridge) = ids(&n.name);
             actions.push(Action::ClearPort {
-                network,
-                port,
-                bridge,
+                at,
                 addresses: port_addrs,
             });
         }
@@ -868,9 +859,11 @@ fn diff_stale_bridges(desired: &Desired, observed: &Observed, actions: &mut Vec<
                     .filter(|t| t.bridge == rec.name)
                 {
                     actions.push(Action::GiveBack {
-                        network: t.network.clone(),
-                        port: t.port.clone(),
-                        bridge: t.bridge.clone(),
+                        at: TakenPort {
+                            network: t.network.clone(),
+                            port: t.port.clone(),
+                            bridge: t.bridge.clone(),
+                        },
                         addresses: takeover::addrs_on(observed, l.index),
                         routes: takeover::routes_via(observed, l.index),
                     });

@@ -174,17 +174,8 @@ pub(crate) async fn teardown_with<O: HostOps>(
             for a in &found.ours {
                 match ops.firewall_remove(a) {
                     Ok(()) => report.removed.push(match a.system {
-                        coexist::System::Firewalld => {
-                            format!("{} from firewalld zone {}", a.rule, a.chain)
-                        }
-                        _ => format!(
-                            "accept from table {} {} chain {} ({}): {}",
-                            a.family,
-                            a.table,
-                            a.chain,
-                            a.system.as_str(),
-                            a.rule
-                        ),
+                        coexist::System::Firewalld => format!("{} from {}", a.rule, a.place()),
+                        _ => format!("accept from {}: {}", a.place(), a.rule),
                     }),
                     Err(e) => {
                         errors.push(e.to_string());

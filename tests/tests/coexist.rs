@@ -1,11 +1,12 @@
 //! Living with someone else's firewall, with the real binary and the real tools: Docker's
 //! iptables-nft rules (`FORWARD` policy DROP, `DOCKER-USER` jumped to first, made with
-//! `iptables-nft` as Docker makes them) and a hand-written `inet filter` with `policy drop` on
-//! input and forward. Each time: with `coexist = "off"` the guest really is cut off (so the
-//! blocker is real), `check` and `plan` say which chain and what it does; with `"auto"` the NAT
-//! guest gets its DHCP lease and reaches the upstream namespace; drift (a Docker restart
-//! flushing `DOCKER-USER`) is repaired by `run`; and `down` leaves the foreign rules exactly as
-//! they were (`iptables-nft-save`, `nft -j list ruleset`).
+//! `iptables-nft` as Docker makes them), a hand-written `inet filter` with `policy drop` on input
+//! and forward, and a running firewalld (tests/src/firewalld.rs). Each time: with
+//! `coexist = "off"` the guest really is cut off (so the blocker is real), `check` and `plan` say
+//! which chain and what it does; with `"auto"` the NAT guest gets its DHCP lease and reaches the
+//! upstream namespace; drift (our accepts deleted, as a firewall script or a Docker restart does)
+//! is repaired by `run`; and `down` leaves the foreign rules exactly as they were
+//! (`iptables-nft-save`, `nft -j list ruleset`, firewalld's zones).
 //!
 //! ```text
 //!  guest ns eth0 ── vg0 ∈ br-lab 10.77.0.1/24  host ns  up0 203.0.113.1/24 ── upstream ns 203.0.113.2 (echo :7)
@@ -34,11 +35,13 @@ fn config(coexist: &str) -> Config {
 struct Lab {
     s: Scratch,
     host: Netns,
-    upstream: Netns,
+    _upstream: Netns,
     off: String,
     auto: String,
     /// Extra environment for every hostagent run (a private firewalld's bus).
     env: Vec<(String, String)>,
+    /// The upstream's echo server (UPSTREAM) the guests try to reach.
+    _echo: EchoServer,
 }
 
 impl Lab {
@@ -53,13 +56,18 @@ impl Lab {
         host.ok(&["ip", "addr", "add", "203.0.113.1/24", "dev", "up0"]);
         upstream.ok(&["ip", "addr", "add", "203.0.113.2/24", "dev", "eth0"]);
         host.ok(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+        let echo = EchoServer::tcp(
+            &upstream,
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7),
+        );
         Lab {
             s,
             host,
-            upstream,
+            _upstream: upstream,
             off,
             auto: auto_path.to_str().expect("utf-8").to_string(),
             env: Vec::new(),
+            _echo: echo,
         }
     }
 
@@ -104,6 +112,29 @@ impl Lab {
         let o = self.agent(cfg, &["plan"]);
         assert!(matches!(o.status.code(), Some(0 | 2)), "{}", stderr(&o));
         stdout(&o)
+    }
+
+    /// `check` (with coexist = "off") warns with `needle`.
+    fn check_says(&self, needle: &str) {
+        let check = stdout(&self.agent(&self.off, &["check"]));
+        assert!(check.contains(needle), "check lacks {needle:?}:\n{check}");
+    }
+
+    /// With `coexist = "off"` and the daemon serving, the foreign firewall really cuts a new
+    /// guest off: no DHCP answer, no way out. The guest, for the `auto` half of the test.
+    fn cut_off(&self) -> Netns {
+        let daemon = self.daemon(&self.off);
+        let guest = self.guest();
+        assert!(
+            dhcp_blocked(&guest),
+            "the input drop must keep DHCP from the server"
+        );
+        assert!(
+            tcp_echo_once(&guest, UPSTREAM).is_err(),
+            "the forward drop must bite"
+        );
+        drop(daemon);
+        guest
     }
 
     /// A guest on br-lab with a static address and default route (the DHCP check is separate).
@@ -210,17 +241,9 @@ fn docker_forward_drop_is_reported_answered_in_docker_user_repaired_and_left_as_
     docker_rules(&lab.host);
     let save_before = iptables_save(&lab.host);
     let nft_before = foreign_ruleset(&lab.host);
-    let _echo = EchoServer::tcp(
-        &lab.upstream,
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7),
-    );
 
     // coexist = "off": reported, and the guest really is cut off.
-    let check = stdout(&lab.agent(&lab.off, &["check"]));
-    assert!(
-        check.contains("guests on br-lab cannot reach the outside: table ip filter chain FORWARD policy drop (Docker, hook forward priority 0)"),
-        "{check}"
-    );
+    lab.check_says("guests on br-lab cannot reach the outside: table ip filter chain FORWARD policy drop (Docker, hook forward priority 0)");
     lab.must(&lab.off, &["apply"]);
     let guest = lab.guest();
     assert!(
@@ -306,27 +329,9 @@ fn an_inet_filter_with_policy_drop_gets_marked_accepts_for_dhcp_and_forwarding_a
     lab.host.ok(&["nft", "-f", file.to_str().expect("utf-8")]);
     let text_before = lab.host.ok(&["nft", "list", "ruleset"]);
     let nft_before = foreign_ruleset(&lab.host);
-    let _echo = EchoServer::tcp(
-        &lab.upstream,
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7),
-    );
 
-    let check = stdout(&lab.agent(&lab.off, &["check"]));
-    assert!(
-        check.contains("guests on br-lab cannot reach hostagent's DHCP, DNS, TFTP and HTTP boot: table inet filter chain input policy drop (nftables, hook input priority 0)"),
-        "{check}"
-    );
-    let daemon = lab.daemon(&lab.off);
-    let guest = lab.guest();
-    assert!(
-        dhcp_blocked(&guest),
-        "the input drop must keep DHCP from the server"
-    );
-    assert!(
-        tcp_echo_once(&guest, UPSTREAM).is_err(),
-        "the forward drop must bite"
-    );
-    drop(daemon);
+    lab.check_says("guests on br-lab cannot reach hostagent's DHCP, DNS, TFTP and HTTP boot: table inet filter chain input policy drop (nftables, hook input priority 0)");
+    let guest = lab.cut_off();
 
     let daemon = lab.daemon(&lab.auto);
     let marked: Vec<String> = foreign_ruleset(&lab.host)
@@ -388,10 +393,6 @@ fn a_running_firewalld_gets_the_bridge_into_its_trusted_zone_through_firewall_cm
     };
     let before = zones(&fw);
     assert!(before.0.contains("trusted"), "{}", before.0);
-    let _echo = EchoServer::tcp(
-        &lab.upstream,
-        SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 7),
-    );
 
     let check = stdout(&lab.agent(&lab.off, &["check"]));
     assert!(
@@ -399,17 +400,7 @@ fn a_running_firewalld_gets_the_bridge_into_its_trusted_zone_through_firewall_cm
             && check.contains("(firewalld, hook forward priority 10)"),
         "{check}"
     );
-    let daemon = lab.daemon(&lab.off);
-    let guest = lab.guest();
-    assert!(
-        dhcp_blocked(&guest),
-        "firewalld's public zone must keep DHCP out"
-    );
-    assert!(
-        tcp_echo_once(&guest, UPSTREAM).is_err(),
-        "firewalld's forward reject must bite"
-    );
-    drop(daemon);
+    let guest = lab.cut_off();
 
     let plan = lab.plan(&lab.auto);
     assert!(

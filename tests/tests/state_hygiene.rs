@@ -13,14 +13,7 @@ fn agent(ns: &Netns, s: &Scratch, cfg: &str, args: &[&str]) -> std::process::Out
 }
 
 fn must(ns: &Netns, s: &Scratch, cfg: &str, args: &[&str]) -> String {
-    let o = agent(ns, s, cfg, args);
-    assert!(
-        o.status.success(),
-        "hostagent {args:?} failed:\nstdout: {}\nstderr: {}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
+    Cli::new(ns, s, cfg).ok(args)
 }
 
 /// `plan` that has something to do (exit 2); its output.

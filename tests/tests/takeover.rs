@@ -79,14 +79,7 @@ impl Lab {
     }
 
     fn must(&self, args: &[&str]) -> String {
-        let o = self.agent(args, None);
-        assert!(
-            o.status.success(),
-            "hostagent {args:?}:\nstdout: {}\nstderr: {}",
-            stdout(&o),
-            stderr(&o)
-        );
-        stdout(&o)
+        Cli::new(&self.host, &self.s, &self.cfg).ok(args)
     }
 
     /// Sessions over eth0: on-link, through the default route, through the sourced route.

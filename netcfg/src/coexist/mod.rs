@@ -99,24 +99,30 @@ pub struct Accept {
     pub key: String,
 }
 
-impl fmt::Display for Accept {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Accept {
+    /// Where it is, as a user finds it: "table ip filter chain DOCKER-USER (Docker)" or
+    /// "firewalld zone trusted".
+    pub fn place(&self) -> String {
         match self.system {
-            System::Firewalld => write!(
-                f,
-                "put {} into firewalld zone {} ({})",
-                self.rule, self.chain, self.why
-            ),
-            _ => write!(
-                f,
-                "accept {} in table {} {} chain {} ({}): {}",
-                self.why,
+            System::Firewalld => format!("firewalld zone {}", self.chain),
+            _ => format!(
+                "table {} {} chain {} ({})",
                 self.family,
                 self.table,
                 self.chain,
-                self.system.as_str(),
-                self.rule
+                self.system.as_str()
             ),
+        }
+    }
+}
+
+impl fmt::Display for Accept {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.system {
+            System::Firewalld => {
+                write!(f, "put {} into {} ({})", self.rule, self.place(), self.why)
+            }
+            _ => write!(f, "accept {} in {}: {}", self.why, self.place(), self.rule),
         }
     }
 }

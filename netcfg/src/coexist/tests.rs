@@ -264,7 +264,7 @@ async fn apply_adds_the_missing_accepts_removes_stale_ones_and_a_failure_takes_t
     assert_eq!(adds, f.state.firewalls.wanted.len());
     assert_eq!(
         removes,
-        ["remove hostagent's accept from table inet filter chain input (nftables; no longer needed): rule handle 9"]
+        ["remove hostagent's accept from table inet filter chain input (nftables), no longer needed: rule handle 9"]
     );
     let add = plan
         .actions
