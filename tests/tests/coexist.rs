@@ -15,7 +15,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use hostagent_tests::cli::Cli;
-use hostagent_tests::config::{Config, Dhcp, Network};
+use hostagent_tests::config::{Config, Dhcp, Network, Pxe};
 use hostagent_tests::daemon::Daemon;
 use hostagent_tests::firewalld::Firewalld;
 use hostagent_tests::{hostagent_bin, Scratch};
@@ -26,10 +26,26 @@ use testkit::{stderr, stdout, wait_for, Netns};
 
 const UPSTREAM: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 2)), 7);
 
+/// lab: nat with DHCP, TFTP and HTTP boot from ROOT/srv/boot (which holds `boot.ipxe`).
 fn config(coexist: &str) -> Config {
     Config::new("/state").coexist(coexist).network(
-        Network::nat("lab", "br-lab", "10.77.0.1/24").dhcp(Dhcp::new("10.77.0.100-10.77.0.150")),
+        Network::nat("lab", "br-lab", "10.77.0.1/24")
+            .dhcp(Dhcp::new("10.77.0.100-10.77.0.150"))
+            .pxe(Pxe::new("/srv/boot").script("boot.ipxe").http_port(8069)),
     )
+}
+
+const BOOT_SCRIPT: &str = "#!ipxe\nboot\n";
+
+/// Fetch boot.ipxe from the gateway over TFTP and HTTP with curl: both must give it.
+fn boot_files_served(guest: &Netns) {
+    for url in [
+        "tftp://10.77.0.1/boot.ipxe",
+        "http://10.77.0.1:8069/boot.ipxe",
+    ] {
+        let out = guest.run(&["curl", "-sS", "--max-time", "10", url]);
+        assert_eq!(stdout(&out), BOOT_SCRIPT, "{url}: {}", stderr(&out));
+    }
 }
 
 struct Lab {
@@ -47,6 +63,7 @@ struct Lab {
 impl Lab {
     fn new(tag: &str) -> Lab {
         let s = Scratch::new();
+        s.write("srv/boot/boot.ipxe", BOOT_SCRIPT);
         let off = s.config(config("off"));
         let auto_path = s.file("auto.toml");
         std::fs::write(&auto_path, config("auto").to_string()).expect("write config");
@@ -342,9 +359,11 @@ fn an_inet_filter_with_policy_drop_gets_marked_accepts_for_dhcp_and_forwarding_a
         .collect();
     assert_eq!(
         marked.len(),
-        5,
-        "dhcp, dns udp+tcp, guests out, replies in: {marked:#?}"
+        6,
+        "dhcp, dns udp+tcp, tftp, http boot, guests out (its chains accept replies themselves, so \
+         no replies-in or TFTP transfer accepts): {marked:#?}"
     );
+
     assert!(
         marked
             .iter()
@@ -366,6 +385,7 @@ fn an_inet_filter_with_policy_drop_gets_marked_accepts_for_dhcp_and_forwarding_a
     assert!(ip.starts_with("10.77.0.1"), "{ip}");
     tcp_echo_once(&guest, UPSTREAM)
         .expect("the NAT guest reaches upstream through the forward drop");
+    boot_files_served(&guest);
     let again = lab.plan(&lab.auto);
     assert!(again.contains("nothing to change"), "converged: {again}");
     drop(daemon);

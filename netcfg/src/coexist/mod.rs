@@ -359,33 +359,37 @@ pub fn needs(
         }
         Hook::Input => {
             let s = &network.services;
-            let mut service = |what: &str, proto: Proto, lo: u16, hi: u16, to_gw: bool| {
-                push(
-                    what,
-                    AcceptRule {
-                        iif: br(),
-                        daddr: to_gw.then(|| host_net(gw)),
-                        dport: Some((proto, lo, hi)),
-                        ..none.clone()
-                    },
-                )
-            };
+            let mut service =
+                |what: &str, proto: Proto, (lo, hi): (u16, u16), to_gw: bool, ct: Ct| {
+                    push(
+                        what,
+                        AcceptRule {
+                            iif: br(),
+                            daddr: to_gw.then(|| host_net(gw)),
+                            dport: Some((proto, lo, hi)),
+                            ct,
+                            ..none.clone()
+                        },
+                    )
+                };
+            let one = |p: u16| (p, p);
             if s.dhcp {
-                service("dhcp", Proto::Udp, 67, 67, false);
+                service("dhcp", Proto::Udp, one(67), false, Ct::Any);
             }
             if s.dns {
-                service("dns", Proto::Udp, 53, 53, false);
-                service("dns", Proto::Tcp, 53, 53, false);
+                service("dns", Proto::Udp, one(53), false, Ct::Any);
+                service("dns", Proto::Tcp, one(53), false, Ct::Any);
             }
             if s.tftp {
-                service("tftp", Proto::Udp, 69, 69, false);
-                // Each transfer answers from a new ephemeral port, and the guest's ACKs go
-                // there: a new flow to conntrack without the tftp helper.
-                let (lo, hi) = facts.ephemeral_ports;
-                service("tftp transfers", Proto::Udp, lo, hi, true);
+                service("tftp", Proto::Udp, one(69), false, Ct::Any);
+                // Each transfer answers from a new ephemeral port; the guest's ACKs to it are
+                // replies (the transfer's first packet left the host), so a chain that accepts
+                // replies needs nothing more (see `accepts`).
+                let ports = facts.ephemeral_ports;
+                service("tftp transfers", Proto::Udp, ports, true, Ct::Replies);
             }
             if let Some(p) = s.http_port {
-                service("http boot", Proto::Tcp, p, p, false);
+                service("http boot", Proto::Tcp, one(p), false, Ct::Any);
             }
         }
         Hook::Output => {
@@ -451,8 +455,16 @@ pub fn accepts(host: &Host, desired: &Desired, found: &Found) -> Vec<(Accept, St
     }
     for b in found.blockers.iter().filter(|b| b.fixable()) {
         let driver = driver_for(host, b.system);
+        // Where the blocking chain accepts replies itself, the accepts for replies are not needed.
+        let replies_pass = found.chains.iter().any(|c| {
+            c.family == b.family
+                && c.table == b.table
+                && c.name == b.chain
+                && c.accepts_established()
+        });
         for n in &desired.networks {
-            let rules = needs(n, b.hook, desired, &found.host);
+            let mut rules = needs(n, b.hook, desired, &found.host);
+            rules.retain(|(_, r)| !(replies_pass && r.ct == Ct::Replies));
             if rules.is_empty() {
                 continue;
             }

@@ -123,6 +123,37 @@ impl ForeignChain {
         self.rules.iter().find(|r| drops_everything(&r.expr))
     }
 
+    /// Does it accept every reply (`ct state established,related accept` with no other match)?
+    /// Then replies to the guests' and the agent's own connections need no accept of ours.
+    /// (iptables' `-m conntrack` is an opaque xtables match in nft's listing: not recognised.)
+    pub fn accepts_established(&self) -> bool {
+        self.rules.iter().any(|r| {
+            let Some(items) = r.expr.as_array() else {
+                return false;
+            };
+            let mut ct = false;
+            for e in items {
+                if let Some(m) = e.get("match") {
+                    let state = m["left"]["ct"]["key"] == "state";
+                    let right = &m["right"];
+                    let established = right == "established"
+                        || right
+                            .as_array()
+                            .is_some_and(|a| a.iter().any(|v| v == "established"));
+                    if !(state && established) {
+                        return false;
+                    }
+                    ct = true;
+                } else if e.get("accept").is_some() {
+                    return ct;
+                } else if e.get("counter").is_none() {
+                    return false;
+                }
+            }
+            false
+        })
+    }
+
     /// Does one of its rules jump (or go) to `target`?
     pub fn jumps_to(&self, target: &str) -> bool {
         self.rules.iter().any(|r| {

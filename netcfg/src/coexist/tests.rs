@@ -180,7 +180,7 @@ fn a_native_input_drop_gets_exactly_the_services_served_and_tftp_transfers() {
             "iifname \"br-lab\" udp dport 53 accept comment \"hostagent\"",
             "iifname \"br-lab\" tcp dport 53 accept comment \"hostagent\"",
             "iifname \"br-lab\" udp dport 69 accept comment \"hostagent\"",
-            "iifname \"br-lab\" ip daddr 10.77.0.1 udp dport 32768-60999 accept comment \"hostagent\"",
+            "iifname \"br-lab\" ip daddr 10.77.0.1 udp dport 32768-60999 ct state established,related accept comment \"hostagent\"",
             "iifname \"br-lab\" tcp dport 8069 accept comment \"hostagent\"",
         ]
     );
@@ -189,6 +189,35 @@ fn a_native_input_drop_gets_exactly_the_services_served_and_tftp_transfers() {
         && a.rule
             .starts_with("iifname \"br-lab\" ip saddr 10.77.0.0/24 accept")));
     assert!(!wanted.iter().any(|(a, _)| a.chain == "pre"));
+    // That forward chain accepts every reply itself (rule 7): no "replies in" of ours there,
+    // while Docker's FORWARD (whose conntrack match is iptables' own) gets one.
+    assert!(chains()
+        .iter()
+        .any(|c| c.name == "forward" && c.accepts_established()));
+    assert!(!wanted
+        .iter()
+        .any(|(a, _)| a.chain == "forward" && a.why == "lab: replies in"));
+    assert!(wanted
+        .iter()
+        .any(|(a, _)| a.chain == "DOCKER-USER" && a.why == "lab: replies in"));
+    // An input chain accepting replies gets no accept for the TFTP transfer ports either.
+    let mut f = found();
+    for c in f
+        .chains
+        .iter_mut()
+        .filter(|c| c.name == "input" && c.table == "filter")
+    {
+        c.rules.push(ruleset::ForeignRule {
+            handle: 99,
+            comment: None,
+            expr: serde_json::json!([
+                {"match": {"op": "in", "left": {"ct": {"key": "state"}}, "right": ["established", "related"]}},
+                {"accept": null}
+            ]),
+        });
+    }
+    let wanted = accepts(&host(), &desired(), &f);
+    assert!(!wanted.iter().any(|(a, _)| a.why == "lab: tftp transfers"));
     // An isolated network without services needs nothing anywhere.
     let mut d = desired();
     d.networks[0].mode = Mode::Isolated;
