@@ -39,14 +39,14 @@ pub struct OwnedBridge {
 mod mac_or_empty {
     use super::*;
 
-    pub fn serialize<S: Serializer>(mac: &Option<Mac>, s: S) -> Result<S::Ok, S::Error> {
+    pub(super) fn serialize<S: Serializer>(mac: &Option<Mac>, s: S) -> Result<S::Ok, S::Error> {
         match mac {
             Some(m) => m.serialize(s),
             None => s.serialize_str(""),
         }
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Mac>, D::Error> {
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Mac>, D::Error> {
         let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
         if text.is_empty() {
             return Ok(None);

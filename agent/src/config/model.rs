@@ -50,8 +50,8 @@ pub struct Model {
 /// Default `[libvirt] uri`.
 pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
 /// Default warning thresholds for `check`: vCPUs per host CPU, guest memory per host memory.
-pub const DEFAULT_CPU_OVERCOMMIT_PERCENT: u32 = 400;
-pub const DEFAULT_MEMORY_OVERCOMMIT_PERCENT: u32 = 100;
+pub(super) const DEFAULT_CPU_OVERCOMMIT_PERCENT: u32 = 400;
+pub(super) const DEFAULT_MEMORY_OVERCOMMIT_PERCENT: u32 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Libvirt {
@@ -99,7 +99,7 @@ pub fn guest_mac(name: &str) -> Mac {
 
 /// Who has which MAC among `networks`: each bridge and each `[[network.dhcp.host]]`, described
 /// for messages (`the bridge of network "lab"`). Guests must not meet any of them.
-pub fn network_macs(networks: &[Network]) -> Vec<(Mac, String)> {
+pub(super) fn network_macs(networks: &[Network]) -> Vec<(Mac, String)> {
     let mut out = Vec::new();
     for n in networks {
         out.push((n.mac, format!("the bridge of network \"{}\"", n.name)));

@@ -13,11 +13,11 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-pub type S<T> = Spanned<T>;
+pub(super) type S<T> = Spanned<T>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct File {
+pub(super) struct File {
     pub state_dir: Option<S<String>>,
     pub sysctl: Option<BTreeMap<S<String>, S<SysctlValue>>>,
     pub vhost_net: Option<VhostNet>,
@@ -41,7 +41,7 @@ pub struct Firewall {
 /// `[libvirt]`: where guests are defined and how much overcommit `check` tolerates.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Libvirt {
+pub(super) struct Libvirt {
     pub uri: Option<S<String>>,
     /// "kvm" or "qemu" (TCG), as virt-install's --virt-type.
     pub virt_type: Option<S<String>>,
@@ -54,7 +54,7 @@ pub struct Libvirt {
 /// `[[guest]]`: one guest, or `count` guests named NAME-1 … NAME-N.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Guest {
+pub(super) struct Guest {
     pub name: S<String>,
     pub count: Option<S<i64>>,
     pub network: S<String>,
@@ -73,7 +73,7 @@ pub struct Guest {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GuestDisk {
+pub(super) struct GuestDisk {
     pub size: Option<S<String>>,
     pub format: Option<S<String>>,
     pub bus: Option<S<String>>,
@@ -84,7 +84,7 @@ pub struct GuestDisk {
 /// A per-instance value of a `[[guest]]`: `"auto"`, one value (`ip = "10.0.0.5"`) or a list with
 /// one entry per guest of the `count` (`ip = ["10.0.0.5", "auto"]`).
 #[derive(Debug)]
-pub enum PerGuest {
+pub(super) enum PerGuest {
     One(String),
     List(Vec<S<String>>),
 }
@@ -114,14 +114,14 @@ impl<'de> Deserialize<'de> for PerGuest {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VhostNet {
+pub(super) struct VhostNet {
     pub experimental_zcopytx: Option<bool>,
 }
 
 /// `[dhcp]`: defaults for every network's `[network.dhcp]`, and the host-wide per-port limit.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GlobalDhcp {
+pub(super) struct GlobalDhcp {
     pub dns: Option<Vec<S<String>>>,
     pub domain: Option<S<String>>,
     pub lease_time: Option<S<String>>,
@@ -131,7 +131,7 @@ pub struct GlobalDhcp {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Network {
+pub(super) struct Network {
     pub name: S<String>,
     pub mode: S<String>,
     pub bridge: S<String>,
@@ -163,7 +163,7 @@ pub struct Forward {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NetworkDhcp {
+pub(super) struct NetworkDhcp {
     pub range: S<String>,
     pub lease_time: Option<S<String>>,
     pub dns: Option<Vec<S<String>>>,
@@ -174,7 +174,7 @@ pub struct NetworkDhcp {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StaticHost {
+pub(super) struct StaticHost {
     pub mac: S<String>,
     pub ip: S<String>,
     pub name: Option<S<String>>,
@@ -184,7 +184,7 @@ pub struct StaticHost {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Pxe {
+pub(super) struct Pxe {
     pub root: S<String>,
     pub bios: Option<S<String>>,
     pub uefi: Option<S<String>>,
@@ -197,7 +197,7 @@ pub struct Pxe {
 /// An unquoted dotted key (`vm.max_map_count = 1`) is a nested table in TOML; `Table` keeps it so
 /// validation can join the parts back into the dotted name.
 #[derive(Debug, PartialEq, Eq)]
-pub enum SysctlValue {
+pub(super) enum SysctlValue {
     Integer(i64),
     Text(String),
     Table(BTreeMap<S<String>, S<SysctlValue>>),

@@ -14,31 +14,31 @@ use dns::{
     DnsServer, HostRecord, Limits, RecordStore, ServerConfig, Source, Upstreams, ZoneConfig,
 };
 
-pub struct Block(pub u8);
+pub(crate) struct Block(pub u8);
 
 impl Block {
-    pub fn ip(&self, host: u8) -> Ipv4Addr {
+    pub(crate) fn ip(&self, host: u8) -> Ipv4Addr {
         Ipv4Addr::new(127, 53, self.0, host)
     }
-    pub fn server(&self) -> Ipv4Addr {
+    pub(crate) fn server(&self) -> Ipv4Addr {
         self.ip(1)
     }
-    pub fn client(&self) -> Ipv4Addr {
+    pub(crate) fn client(&self) -> Ipv4Addr {
         self.ip(2)
     }
-    pub fn upstream(&self) -> Ipv4Addr {
+    pub(crate) fn upstream(&self) -> Ipv4Addr {
         self.ip(3)
     }
-    pub fn outsider(&self) -> Ipv4Addr {
+    pub(crate) fn outsider(&self) -> Ipv4Addr {
         self.ip(200)
     }
 }
 
 /// The network the records live in (its reverse zone is 122.168.192.in-addr.arpa).
-pub const BASTION: Ipv4Addr = Ipv4Addr::new(192, 168, 122, 10);
-pub const WEB: Ipv4Addr = Ipv4Addr::new(192, 168, 122, 20);
+pub(crate) const BASTION: Ipv4Addr = Ipv4Addr::new(192, 168, 122, 10);
+pub(crate) const WEB: Ipv4Addr = Ipv4Addr::new(192, 168, 122, 20);
 
-pub fn config(block: &Block, upstreams: Upstreams, limits: Limits) -> ServerConfig {
+pub(crate) fn config(block: &Block, upstreams: Upstreams, limits: Limits) -> ServerConfig {
     ServerConfig {
         network: "default".into(),
         listen: vec![SocketAddr::new(IpAddr::V4(block.server()), 0)],
@@ -58,7 +58,7 @@ pub fn config(block: &Block, upstreams: Upstreams, limits: Limits) -> ServerConf
 }
 
 /// Limits for tests: no rate limit unless a test sets one, short upstream timeout.
-pub fn limits() -> Limits {
+pub(crate) fn limits() -> Limits {
     Limits {
         rate: None,
         upstream_timeout: Duration::from_millis(700),
@@ -66,7 +66,7 @@ pub fn limits() -> Limits {
     }
 }
 
-pub async fn start(
+pub(crate) async fn start(
     block: &Block,
     upstreams: Upstreams,
     limits: Limits,
@@ -85,7 +85,7 @@ pub async fn start(
 
 /// One dig run and what it printed, parsed.
 #[derive(Debug)]
-pub struct Dig {
+pub(crate) struct Dig {
     pub status: String,
     pub flags: Vec<String>,
     pub answers: Vec<Vec<String>>,
@@ -94,21 +94,21 @@ pub struct Dig {
 }
 
 impl Dig {
-    pub fn has_flag(&self, f: &str) -> bool {
+    pub(crate) fn has_flag(&self, f: &str) -> bool {
         self.flags.iter().any(|x| x == f)
     }
     /// The data column of each answer (`192.168.122.10`, `bastion.default.`).
-    pub fn data(&self) -> Vec<String> {
+    pub(crate) fn data(&self) -> Vec<String> {
         self.answers.iter().map(|r| r[4..].join(" ")).collect()
     }
-    pub fn types(&self) -> Vec<String> {
+    pub(crate) fn types(&self) -> Vec<String> {
         self.answers.iter().map(|r| r[3].clone()).collect()
     }
 }
 
 /// Runs `dig` from `from` against `server` (one try, 2 s), with extra arguments (`+tcp`, names,
 /// types). dig runs on a blocking thread so the server keeps its runtime.
-pub async fn dig(from: Ipv4Addr, server: SocketAddr, args: &[&str]) -> Dig {
+pub(crate) async fn dig(from: Ipv4Addr, server: SocketAddr, args: &[&str]) -> Dig {
     let mut cmd = Command::new("dig");
     cmd.args(["+time=2", "+tries=1", "+nocookie", "-b"])
         .arg(from.to_string())
@@ -122,7 +122,7 @@ pub async fn dig(from: Ipv4Addr, server: SocketAddr, args: &[&str]) -> Dig {
     parse_dig(&String::from_utf8_lossy(&out.stdout))
 }
 
-pub fn parse_dig(text: &str) -> Dig {
+pub(crate) fn parse_dig(text: &str) -> Dig {
     let status = text
         .lines()
         .find_map(|l| l.split("status: ").nth(1))
@@ -161,7 +161,7 @@ pub fn parse_dig(text: &str) -> Dig {
 }
 
 /// A real dnsmasq as the upstream resolver, logging every query it gets to a file.
-pub struct Dnsmasq {
+pub(crate) struct Dnsmasq {
     child: Child,
     log: PathBuf,
     _dir: tempfile::TempDir,
@@ -171,7 +171,7 @@ pub struct Dnsmasq {
 impl Dnsmasq {
     /// dnsmasq on `addr` answering `upstream.test` (10.9.9.9, TTL 300) and whatever `extra` adds;
     /// no resolv.conf, no hosts file, no forwarding of its own.
-    pub fn start(addr: SocketAddr, extra: &[&str]) -> Dnsmasq {
+    pub(crate) fn start(addr: SocketAddr, extra: &[&str]) -> Dnsmasq {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("dnsmasq.log");
         let child = Command::new("dnsmasq")
@@ -224,12 +224,12 @@ impl Dnsmasq {
         panic!("dnsmasq did not start: {}", self.log_text());
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// How many queries for `name` dnsmasq has logged (`query[TYPE] name from ...`).
-    pub fn queries_for(&self, name: &str) -> usize {
+    pub(crate) fn queries_for(&self, name: &str) -> usize {
         let needle = format!("] {name} from ");
         self.log_text()
             .lines()
@@ -237,7 +237,7 @@ impl Dnsmasq {
             .count()
     }
 
-    pub fn queries(&self) -> usize {
+    pub(crate) fn queries(&self) -> usize {
         self.log_text()
             .lines()
             .filter(|l| l.contains("query["))
@@ -253,7 +253,7 @@ impl Drop for Dnsmasq {
 }
 
 /// A free port on `ip`, for the upstream dnsmasq (UDP and TCP both free).
-pub fn free_port(ip: Ipv4Addr) -> u16 {
+pub(crate) fn free_port(ip: Ipv4Addr) -> u16 {
     loop {
         let udp = std::net::UdpSocket::bind((ip, 0)).unwrap();
         let port = udp.local_addr().unwrap().port();

@@ -90,7 +90,7 @@ pub fn negotiate(
 
 /// How a transfer ended.
 #[derive(Debug)]
-pub enum Outcome {
+pub(super) enum Outcome {
     Completed,
     /// The client sent an ERROR packet (PXE ROMs do this after a tsize probe).
     ClientAbort {
@@ -104,7 +104,7 @@ pub enum Outcome {
     Io(io::Error),
 }
 
-pub struct Context {
+pub(super) struct Context {
     pub root: Arc<SafeRoot>,
     pub limits: TftpLimits,
     pub stats: Arc<TftpStats>,
@@ -115,7 +115,7 @@ pub struct Context {
 
 /// Runs one RRQ to its end, blocking the calling thread. Never panics on client input; every
 /// end is counted and logged.
-pub fn serve(ctx: &Context, req: Request, peer: SocketAddr, local: SocketAddr) {
+pub(super) fn serve(ctx: &Context, req: Request, peer: SocketAddr, local: SocketAddr) {
     let stats = &ctx.stats;
     stats.active.fetch_add(1, Ordering::Relaxed);
     let _active = ActiveGuard(stats.clone());

@@ -12,17 +12,17 @@ use pxe::dhcp::pool::Pool;
 use pxe::dhcp::server::handler::Handler;
 use pxe::dhcp::server::{pool_config, DhcpStats};
 
-pub const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
+pub(crate) const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 /// The one static host: its MAC always gets [`BASTION_IP`] and the name `bastion`.
-pub const BASTION_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x10];
-pub const BASTION_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
+pub(crate) const BASTION_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x10];
+pub(crate) const BASTION_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
 /// The handler's clock (Unix seconds) in tests that do not run a real server.
-pub const NOW: u64 = 1_800_000_000;
+pub(crate) const NOW: u64 = 1_800_000_000;
 
 /// Network `lab` on br0: 10.77.0.0/24, server and router .1, dynamic .`range.0`–.`range.1`,
 /// DNS, domain, MTU, the bastion reservation, PXE (BIOS, UEFI, iPXE script, HTTP on 8069); the
 /// journal under `dir`.
-pub fn config(dir: &Path, range: (u8, u8), lease_secs: u64) -> DhcpConfig {
+pub(crate) fn config(dir: &Path, range: (u8, u8), lease_secs: u64) -> DhcpConfig {
     DhcpConfig {
         network: "lab".into(),
         interface: "br0".into(),
@@ -55,7 +55,7 @@ pub fn config(dir: &Path, range: (u8, u8), lease_secs: u64) -> DhcpConfig {
 }
 
 /// The server's packet handler over a pool opened on `cfg`'s journal.
-pub fn handler(cfg: &DhcpConfig) -> Handler {
+pub(crate) fn handler(cfg: &DhcpConfig) -> Handler {
     let pool = Pool::open(pool_config(cfg)).expect("open pool");
     Handler::new(cfg.clone(), pool, Arc::new(DhcpStats::default()))
 }
