@@ -33,7 +33,7 @@ pub(super) struct File {
 /// `[firewall]`: how the agent lives with other firewalls on the host.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Firewall {
+pub(super) struct Firewall {
     /// "auto" (default) or "off".
     pub coexist: Option<S<String>>,
 }
@@ -152,7 +152,7 @@ pub(super) struct Network {
 /// `to = "ADDR:PORT"` or `guest = "NAME"` (that guest's reservation) with optional `guest_port`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Forward {
+pub(super) struct Forward {
     pub proto: S<String>,
     pub host_port: S<i64>,
     pub host_address: Option<S<String>>,
