@@ -40,6 +40,7 @@ pub struct Config {
     vhost_zcopytx: Option<bool>,
     port_rate_limit: Option<i64>,
     libvirt: Option<(String, Option<String>)>,
+    coexist: Option<String>,
     networks: Vec<Network>,
     guests: Vec<Guest>,
 }
@@ -52,9 +53,16 @@ impl Config {
             vhost_zcopytx: None,
             port_rate_limit: None,
             libvirt: None,
+            coexist: None,
             networks: Vec::new(),
             guests: Vec::new(),
         }
+    }
+
+    /// `[firewall] coexist` ("auto" or "off").
+    pub fn coexist(mut self, mode: &str) -> Config {
+        self.coexist = Some(mode.to_string());
+        self
     }
 
     /// One `[sysctl]` entry; `value` is written as TOML as given (`262144`, `"1"`).
@@ -107,6 +115,9 @@ impl Display for Config {
         if let Some(rate) = self.port_rate_limit {
             writeln!(f, "\n[dhcp]\nport_rate_limit = {rate}")?;
         }
+        if let Some(c) = &self.coexist {
+            writeln!(f, "\n[firewall]\ncoexist = {}", quoted(c))?;
+        }
         if let Some((uri, virt_type)) = &self.libvirt {
             writeln!(f, "\n[libvirt]\nuri = {}", quoted(uri))?;
             if let Some(t) = virt_type {
@@ -137,6 +148,7 @@ pub struct Network {
     interfaces: Option<Vec<String>>,
     dhcp: Option<Dhcp>,
     pxe: Option<Pxe>,
+    forwards: Vec<Forward>,
 }
 
 impl Network {
@@ -153,6 +165,7 @@ impl Network {
             interfaces: None,
             dhcp: None,
             pxe: None,
+            forwards: Vec::new(),
         }
     }
 
@@ -201,6 +214,12 @@ impl Network {
         self.pxe = Some(p);
         self
     }
+
+    /// One `[[network.forward]]`.
+    pub fn forward(mut self, fwd: Forward) -> Network {
+        self.forwards.push(fwd);
+        self
+    }
 }
 
 impl Display for Network {
@@ -233,7 +252,47 @@ impl Display for Network {
         if let Some(p) = &self.pxe {
             write!(f, "{p}")?;
         }
+        for fwd in &self.forwards {
+            write!(f, "{fwd}")?;
+        }
         Ok(())
+    }
+}
+
+/// `[[network.forward]]`: a host port forwarded to `to = "ADDR:PORT"`.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    proto: String,
+    host_port: u16,
+    host_address: Option<String>,
+    to: String,
+}
+
+impl Forward {
+    pub fn new(proto: &str, host_port: u16, to: &str) -> Forward {
+        Forward {
+            proto: proto.to_string(),
+            host_port,
+            host_address: None,
+            to: to.to_string(),
+        }
+    }
+
+    pub fn host_address(mut self, a: &str) -> Forward {
+        self.host_address = Some(a.to_string());
+        self
+    }
+}
+
+impl Display for Forward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "[[network.forward]]")?;
+        writeln!(f, "proto = {}", quoted(&self.proto))?;
+        writeln!(f, "host_port = {}", self.host_port)?;
+        if let Some(a) = &self.host_address {
+            writeln!(f, "host_address = {}", quoted(a))?;
+        }
+        writeln!(f, "to = {}", quoted(&self.to))
     }
 }
 

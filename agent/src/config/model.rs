@@ -43,6 +43,8 @@ pub struct Model {
     pub libvirt: Libvirt,
     /// Every guest instance (a `[[guest]]` with `count = N` gives N entries), in config order.
     pub guests: Vec<Guest>,
+    /// `[firewall] coexist`: add accepts to foreign firewalls that would drop guest traffic.
+    pub coexist: netcfg::coexist::Coexist,
 }
 
 /// Default `[libvirt] uri`.
@@ -242,6 +244,22 @@ pub struct Network {
     pub interfaces: Vec<String>,
     pub dhcp: Option<Dhcp>,
     pub pxe: Option<Pxe>,
+    /// `[[network.forward]]` (nat and routed networks only).
+    pub forwards: Vec<Forward>,
+}
+
+/// A host port forwarded to a guest of the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub proto: netcfg::Proto,
+    /// None: every address of the host.
+    pub host_address: Option<Ipv4Addr>,
+    pub host_port: u16,
+    /// Inside the network's subnet (a guest's reservation when `guest` is set).
+    pub to: Ipv4Addr,
+    pub to_port: u16,
+    /// The guest the target address came from.
+    pub guest: Option<String>,
 }
 
 impl Network {

@@ -27,6 +27,15 @@ pub(super) struct File {
     pub libvirt: Option<S<Libvirt>>,
     #[serde(default)]
     pub guest: Vec<S<Guest>>,
+    pub firewall: Option<S<Firewall>>,
+}
+
+/// `[firewall]`: how the agent lives with other firewalls on the host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Firewall {
+    /// "auto" (default) or "off".
+    pub coexist: Option<S<String>>,
 }
 
 /// `[libvirt]`: where guests are defined and how much overcommit `check` tolerates.
@@ -134,6 +143,22 @@ pub(super) struct Network {
     pub interfaces: Option<S<Vec<S<String>>>>,
     pub dhcp: Option<S<NetworkDhcp>>,
     pub pxe: Option<S<Pxe>>,
+    /// `[[network.forward]]`: host ports forwarded to guests (validated in `validate::forward`).
+    #[serde(default)]
+    pub forward: Vec<S<Forward>>,
+}
+
+/// `[[network.forward]]`: `proto`, `host_port`, optional `host_address`, and the target: either
+/// `to = "ADDR:PORT"` or `guest = "NAME"` (that guest's reservation) with optional `guest_port`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Forward {
+    pub proto: S<String>,
+    pub host_port: S<i64>,
+    pub host_address: Option<S<String>>,
+    pub to: Option<S<String>>,
+    pub guest: Option<S<String>>,
+    pub guest_port: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,8 @@
 //! the conversions to netcfg/pxe types.
 
 mod convert;
+mod firewall;
+mod forward;
 mod guests;
 mod rules;
 

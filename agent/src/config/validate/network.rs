@@ -193,6 +193,8 @@ pub(super) fn network(
         interfaces,
         dhcp,
         pxe,
+        // Filled in by `forward::forwards` once the guests (whose addresses they may name) are known.
+        forwards: Vec::new(),
     };
     Some((net, marks))
 }
