@@ -1,11 +1,11 @@
-//! Links and IPv4 addresses through rtnetlink: the dumps `observe` reads and the few changes
+//! Links and IPv4/IPv6 addresses through rtnetlink: the dumps `observe` reads and the few changes
 //! `apply` makes. Every call works on the caller's network namespace.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use hwaddr::Mac;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::{
     BridgeStpState, InfoBridge, InfoData, InfoKind, LinkAttribute, LinkFlags,
@@ -63,6 +63,15 @@ pub struct Link {
 pub struct Addr {
     pub index: u32,
     pub net: Ipv4Net,
+}
+
+/// One IPv6 address on a link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Addr6 {
+    pub index: u32,
+    pub net: Ipv6Net,
+    /// The kernel's own link-local address (fe80::/10): never the agent's to add or remove.
+    pub link_local: bool,
 }
 
 /// An IPv4 address as the kernel holds it, with what moving it elsewhere must keep.
@@ -242,6 +251,12 @@ impl Netlink {
     pub async fn addrs(&self) -> Result<Vec<Addr>, Error> {
         let msgs = self.addr_messages().await?;
         Ok(msgs.iter().filter_map(parse_addr).collect())
+    }
+
+    /// Every IPv6 address.
+    pub async fn addrs6(&self) -> Result<Vec<Addr6>, Error> {
+        let msgs = self.addr_messages().await?;
+        Ok(msgs.iter().filter_map(parse_addr6).collect())
     }
 
     /// Every IPv4 address with its details (see [`AddrDetail`]).
@@ -488,6 +503,36 @@ impl Netlink {
             .await
             .map_err(|e| nl(&format!("removing {net} from link {index}"), e))
     }
+
+    /// Add an IPv6 address with `nodad`: a bridge without ports has no carrier, and the kernel
+    /// keeps an address that waits for duplicate address detection "tentative" (unusable: no
+    /// bind, never a source) until carrier comes, then ~1 s more. The prefix is the agent's
+    /// own network and the address its gateway, so there is nobody to detect.
+    pub async fn add_addr6(&self, index: u32, net: Ipv6Net) -> Result<(), Error> {
+        let mut req = self
+            .handle
+            .address()
+            .add(index, IpAddr::V6(net.addr()), net.prefix_len());
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        req.execute()
+            .await
+            .map_err(|e| nl(&format!("adding {net} to link {index}"), e))
+    }
+
+    pub async fn del_addr6(&self, index: u32, net: Ipv6Net) -> Result<(), Error> {
+        let msg = rtnetlink::AddressMessageBuilder::<Ipv6Addr>::new()
+            .index(index)
+            .address(net.addr(), net.prefix_len())
+            .build();
+        self.handle
+            .address()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(|e| nl(&format!("removing {net} from link {index}"), e))
+    }
 }
 
 fn bridge_change(index: u32) -> LinkMessageBuilder<LinkBridge> {
@@ -675,5 +720,21 @@ fn parse_addr(m: &AddressMessage) -> Option<Addr> {
     Some(Addr {
         index: m.header.index,
         net,
+    })
+}
+
+fn parse_addr6(m: &AddressMessage) -> Option<Addr6> {
+    if m.header.family != AddressFamily::Inet6 {
+        return None;
+    }
+    let ip = m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(IpAddr::V6(v)) => Some(*v),
+        _ => None,
+    })?;
+    let net = Ipv6Net::new(ip, m.header.prefix_len).ok()?;
+    Some(Addr6 {
+        index: m.header.index,
+        net,
+        link_local: (ip.segments()[0] & 0xffc0) == 0xfe80,
     })
 }

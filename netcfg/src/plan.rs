@@ -11,18 +11,20 @@ use std::fmt;
 use std::path::PathBuf;
 
 use hwaddr::Mac;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use crate::coexist;
 use crate::error::Error;
 use crate::files;
 use crate::hostops::{HostOps, KernelHost};
-use crate::link::{effective_forward_delay, Addr, AddrDetail, BridgeInfo, Link, Netlink, Route};
+use crate::link::{
+    effective_forward_delay, Addr, Addr6, AddrDetail, BridgeInfo, Link, Netlink, Route,
+};
 use crate::model::{Desired, Host, NetworkSpec};
 use crate::nft::{self, FIREWALL_TABLE};
 use crate::owned::{owner_alias, ownership, Owned, Ownership};
-use crate::sysctl::{self, IP_FORWARD};
+use crate::sysctl::{self, IPV6_FORWARD};
 use crate::takeover;
 
 /// What the agent's firewall table looks like now.
@@ -57,6 +59,7 @@ pub struct ObservedFile {
 pub struct Observed {
     pub links: Vec<Link>,
     pub addrs: Vec<Addr>,
+    pub addrs6: Vec<Addr6>,
     /// Current value of every sysctl the desired state or the records mention (None = no such key).
     pub sysctls: BTreeMap<String, Option<String>>,
     pub files: Vec<ObservedFile>,
@@ -87,6 +90,13 @@ impl Observed {
     fn addrs_of(&self, index: u32) -> impl Iterator<Item = &Addr> {
         self.addrs.iter().filter(move |a| a.index == index)
     }
+    /// The IPv6 addresses of a link that are someone's configuration, not the kernel's own
+    /// link-local one.
+    fn addrs6_of(&self, index: u32) -> impl Iterator<Item = &Addr6> {
+        self.addrs6
+            .iter()
+            .filter(move |a| a.index == index && !a.link_local)
+    }
     fn file(&self, path: &std::path::Path) -> Option<&str> {
         self.files
             .iter()
@@ -107,7 +117,8 @@ pub enum SysctlRecord {
     /// A `[sysctl]` value: applied and persisted; the value found first is recorded so `down`
     /// (or an apply whose config no longer names the key) puts it back.
     Config,
-    /// ip_forward for forwarding networks: remember the previous value so `down` can restore it.
+    /// A value the networks need (ip_forward and IPv6 forwarding for forwarding networks, an
+    /// IPv6 bridge's own settings): remember the previous value so `down` can restore it.
     RememberPrevious,
     /// No forwarding network is left: put back the value the agent found, forget the record.
     RestorePrevious,
@@ -124,6 +135,7 @@ pub struct BridgeSnapshot {
     pub forward_delay: u32,
     pub alias: Option<String>,
     pub addresses: Vec<Ipv4Net>,
+    pub addresses6: Vec<Ipv6Net>,
     pub up: bool,
 }
 
@@ -183,6 +195,14 @@ pub enum Action {
     RemoveAddress {
         bridge: String,
         address: Ipv4Net,
+    },
+    AddAddress6 {
+        bridge: String,
+        address: Ipv6Net,
+    },
+    RemoveAddress6 {
+        bridge: String,
+        address: Ipv6Net,
     },
     LinkUp {
         name: String,
@@ -351,6 +371,15 @@ impl fmt::Display for Action {
                     "remove address {address} from {bridge} (not in the config)"
                 )
             }
+            Action::AddAddress6 { bridge, address } => {
+                write!(f, "add address {address} to {bridge} (nodad)")
+            }
+            Action::RemoveAddress6 { bridge, address } => {
+                write!(
+                    f,
+                    "remove address {address} from {bridge} (not in the config)"
+                )
+            }
             Action::LinkUp { name } => write!(f, "set link {name} up"),
             Action::SetSysctl {
                 key,
@@ -361,6 +390,11 @@ impl fmt::Display for Action {
                 let from = from.as_deref().unwrap_or("(absent)");
                 let why = match record {
                     SysctlRecord::Config => " (`down` restores it)",
+                    SysctlRecord::RememberPrevious
+                        if sysctl::split_interface_key(key).is_some() && key != IPV6_FORWARD =>
+                    {
+                        " (IPv6 router on this bridge; `down` restores it)"
+                    }
                     SysctlRecord::RememberPrevious => {
                         " (for forwarding networks; `down` restores it)"
                     }
@@ -501,6 +535,7 @@ pub(crate) async fn observe_with(
 ) -> Result<Observed, Error> {
     let links = nl.links().await?;
     let addrs = nl.addrs().await?;
+    let addrs6 = nl.addrs6().await?;
     let owned = Owned::load(host)?;
     let mut sysctls = BTreeMap::new();
     for (k, _) in sysctl::wanted(desired) {
@@ -529,6 +564,7 @@ pub(crate) async fn observe_with(
     Ok(Observed {
         links,
         addrs,
+        addrs6,
         sysctls,
         files: observed_files,
         firewall,
@@ -608,10 +644,14 @@ pub fn conflicts(desired: &Desired, observed: &Observed) -> Result<(), Error> {
         }
     }
     for (k, _) in sysctl::wanted(desired) {
-        if observed.sysctls.get(&k).is_some_and(|v| v.is_none()) {
+        // A bridge's own keys appear when the plan creates it.
+        let created = sysctl::split_interface_key(&k).is_some_and(|(_, i, _)| {
+            observed.link(i).is_none() && desired.networks.iter().any(|n| n.bridge == i)
+        });
+        if !created && observed.sysctls.get(&k).is_some_and(|v| v.is_none()) {
             return Err(Error::NoSuchSysctl {
                 key: k.clone(),
-                path: PathBuf::from(format!("/proc/sys/{}", k.replace('.', "/"))),
+                path: Host::new("/", "/").sysctl_path(&k),
             });
         }
     }
@@ -622,7 +662,7 @@ pub fn conflicts(desired: &Desired, observed: &Observed) -> Result<(), Error> {
 pub fn diff(desired: &Desired, observed: &Observed) -> Plan {
     let mut actions = Vec::new();
     for n in &desired.networks {
-        diff_network(n, observed, &mut actions);
+        diff_network(desired, n, observed, &mut actions);
     }
     diff_sysctls(desired, observed, &mut actions);
     diff_files(desired, observed, &mut actions);
@@ -649,7 +689,12 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Plan {
     }
 }
 
-fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>) {
+fn diff_network(
+    desired: &Desired,
+    n: &NetworkSpec,
+    observed: &Observed,
+    actions: &mut Vec<Action>,
+) {
     let mac = takeover::bridge_mac(n, observed);
     let taking_over = !takeover::ports(n, observed).is_empty();
     let Some(l) = observed.link(&n.bridge) else {
@@ -678,6 +723,13 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
             actions.push(Action::AddAddress {
                 bridge: n.bridge.clone(),
                 address: a,
+            });
+        }
+        diff_bridge_sysctls(desired, n, observed, actions);
+        if let Some(v6) = &n.ipv6 {
+            actions.push(Action::AddAddress6 {
+                bridge: n.bridge.clone(),
+                address: v6.address,
             });
         }
         diff_takeover(n, observed, None, actions);
@@ -760,12 +812,58 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
             });
         }
     }
+    diff_bridge_sysctls(desired, n, observed, actions);
+    // A bridge-mode bridge is the host's own port on the outer LAN: its IPv6 addresses (SLAAC
+    // from the LAN's router) are not the agent's to manage.
+    if n.mode != crate::model::Mode::Bridge {
+        let have6: Vec<Ipv6Net> = observed.addrs6_of(l.index).map(|a| a.net).collect();
+        let want6 = n.ipv6.as_ref().map(|v| v.address);
+        if let Some(a) = want6.filter(|a| !have6.contains(a)) {
+            actions.push(Action::AddAddress6 {
+                bridge: n.bridge.clone(),
+                address: a,
+            });
+        }
+        for a in have6.into_iter().filter(|a| Some(*a) != want6) {
+            actions.push(Action::RemoveAddress6 {
+                bridge: n.bridge.clone(),
+                address: a,
+            });
+        }
+    }
     if !l.up {
         actions.push(Action::LinkUp {
             name: n.bridge.clone(),
         });
     }
     diff_takeover(n, observed, Some(l), actions);
+}
+
+/// The bridge's own settings ([`sysctl::bridge_wanted`]), before its IPv6 address goes on (a
+/// bridge with IPv6 disabled refuses one) and before it comes up (no RA may configure it).
+fn diff_bridge_sysctls(
+    desired: &Desired,
+    n: &NetworkSpec,
+    observed: &Observed,
+    actions: &mut Vec<Action>,
+) {
+    let exists = observed.link(&n.bridge).is_some();
+    for (key, to) in sysctl::bridge_wanted(desired, n) {
+        let from = observed
+            .sysctls
+            .get(&key)
+            .cloned()
+            .flatten()
+            .filter(|_| exists);
+        if from.as_deref() != Some(to.as_str()) {
+            actions.push(Action::SetSysctl {
+                key,
+                from,
+                to,
+                record: SysctlRecord::RememberPrevious,
+            });
+        }
+    }
 }
 
 /// For each taken-over port: its addresses and routes moved to the bridge (then the port
@@ -883,6 +981,7 @@ fn diff_stale_bridges(desired: &Desired, observed: &Observed, actions: &mut Vec<
                         forward_delay: b.forward_delay,
                         alias: l.alias.clone(),
                         addresses: observed.addrs_of(l.index).map(|a| a.net).collect(),
+                        addresses6: observed.addrs6_of(l.index).map(|a| a.net).collect(),
                         up: l.up,
                     },
                 });
@@ -905,14 +1004,19 @@ fn diff_stale_bridges(desired: &Desired, observed: &Observed, actions: &mut Vec<
 }
 
 fn diff_sysctls(desired: &Desired, observed: &Observed, actions: &mut Vec<Action>) {
-    let forwarding = desired.networks.iter().any(|n| n.mode.forwards());
+    let for_networks = sysctl::for_networks(desired);
     for (key, to) in sysctl::wanted(desired) {
+        // A bridge's own keys are set with the bridge (see diff_bridge_sysctls).
+        let bridge_key = desired.networks.iter().any(|n| {
+            sysctl::bridge_wanted(desired, n)
+                .iter()
+                .any(|(k, _)| *k == key)
+        });
         let from = observed.sysctls.get(&key).cloned().flatten();
-        if from.as_deref() == Some(to.as_str()) {
+        if bridge_key || from.as_deref() == Some(to.as_str()) {
             continue;
         }
-        let record = if key == IP_FORWARD && forwarding && !desired.sysctls.contains_key(IP_FORWARD)
-        {
+        let record = if for_networks.iter().any(|(k, _)| *k == key) {
             SysctlRecord::RememberPrevious
         } else {
             SysctlRecord::Config
@@ -1026,6 +1130,7 @@ mod tests {
     use super::*;
     use crate::model::{Mode, PortLimit, Services};
     use crate::owned::{OwnedBridge, SysctlChange};
+    use crate::sysctl::IP_FORWARD;
 
     fn net(name: &str, bridge: &str, mode: Mode) -> NetworkSpec {
         NetworkSpec {
@@ -1039,6 +1144,7 @@ mod tests {
             mtu: Some(1500),
             interfaces: vec![],
             services: Services::default(),
+            ipv6: None,
         }
     }
 

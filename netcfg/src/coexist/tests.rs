@@ -61,6 +61,7 @@ fn lab() -> NetworkSpec {
             http_port: Some(8069),
             dns: true,
         },
+        ipv6: None,
     }
 }
 
@@ -100,7 +101,7 @@ fn found() -> Found {
 }
 
 #[test]
-fn blockers_are_policy_drops_and_unconditional_rejects_outside_our_table_on_ipv4_families() {
+fn blockers_are_policy_drops_and_unconditional_rejects_outside_our_table_in_ip_ip6_and_inet() {
     let f = found();
     let shown: Vec<String> = f.blockers.iter().map(|b| b.to_string()).collect();
     assert_eq!(
@@ -110,6 +111,7 @@ fn blockers_are_policy_drops_and_unconditional_rejects_outside_our_table_on_ipv4
             "table inet filter chain input policy drop (nftables, hook input priority 0)",
             "table inet filter chain forward drops everything it does not accept (rule handle 8) (nftables, hook forward priority 10)",
             "table inet filter chain pre policy drop (nftables, hook prerouting priority -300)",
+            "table ip6 f6 chain forward policy drop (nftables, hook forward priority 0)",
         ]
     );
     assert_eq!(f.blockers[2].drop, Drop::Rule { handle: 8 });

@@ -23,6 +23,7 @@ fn net(name: &str, mode: Mode, bridge: &str, address: Option<&str>) -> NetworkSp
             http_port: Some(8069),
             dns: true,
         },
+        ipv6: None,
     }
 }
 
