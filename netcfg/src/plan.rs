@@ -1130,7 +1130,7 @@ mod tests {
     use super::*;
     use crate::model::{Mode, PortLimit, Services};
     use crate::owned::{OwnedBridge, SysctlChange};
-    use crate::sysctl::IP_FORWARD;
+    use crate::sysctl::{IPV6_FORWARD, IP_FORWARD};
 
     fn net(name: &str, bridge: &str, mode: Mode) -> NetworkSpec {
         NetworkSpec {
@@ -1176,6 +1176,13 @@ mod tests {
                 index: idx,
                 net: n.address.unwrap(),
             });
+            if let Some(v6) = &n.ipv6 {
+                o.addrs6.push(Addr6 {
+                    index: idx,
+                    net: v6.address,
+                    link_local: false,
+                });
+            }
             o.owned.bridges.push(OwnedBridge {
                 network: n.name.clone(),
                 name: n.bridge.clone(),
@@ -1223,6 +1230,138 @@ mod tests {
         let json = serde_json::to_value(&plan).unwrap();
         assert_eq!(json["actions"][0]["kind"], "create_bridge");
         assert_eq!(json["actions"][3]["record"], "remember_previous");
+    }
+
+    fn desired_v6(mode: Mode) -> Desired {
+        let mut d = desired_one(mode);
+        d.networks[0].ipv6 = Some(crate::model::Ipv6Spec {
+            address: "fd00:77::1/64".parse().unwrap(),
+            nat6: false,
+            dhcp6: false,
+        });
+        d
+    }
+
+    #[test]
+    fn an_ipv6_bridge_gets_its_settings_before_its_address_and_forwarding_is_remembered() {
+        let d = desired_v6(Mode::Nat);
+        let mut o = Observed::default();
+        o.sysctls.insert(IP_FORWARD.into(), Some("0".into()));
+        o.sysctls.insert(IPV6_FORWARD.into(), Some("0".into()));
+        let plan = diff(&d, &o);
+        let steps: Vec<String> = plan.actions.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            steps[1..7],
+            [
+                "add address 10.77.0.1/24 to br-lab",
+                "set net.ipv6.conf.br-lab.disable_ipv6 (absent) → 0 (IPv6 router on this bridge; `down` restores it)",
+                "set net.ipv6.conf.br-lab.accept_ra (absent) → 0 (IPv6 router on this bridge; `down` restores it)",
+                "add address fd00:77::1/64 to br-lab (nodad)",
+                "set link br-lab up",
+                "set net.ipv4.ip_forward 0 → 1 (for forwarding networks; `down` restores it)",
+            ],
+            "{steps:#?}"
+        );
+        assert_eq!(
+            steps[7],
+            "set net.ipv6.conf.all.forwarding 0 → 1 (for forwarding networks; `down` restores it)"
+        );
+        assert!(plan.actions.iter().all(|a| !matches!(
+            a,
+            Action::SetSysctl {
+                record: SysctlRecord::Config,
+                ..
+            }
+        )));
+        // A bridge the plan creates has no keys yet: that is no conflict.
+        assert!(conflicts(&d, &o).is_ok());
+        // Converged: nothing to do.
+        assert!(diff(&d, &converged(&d)).is_empty());
+    }
+
+    #[test]
+    fn isolated_ipv6_sets_the_bridge_but_not_forwarding_and_bridge_mode_gets_nothing() {
+        let d = desired_v6(Mode::Isolated);
+        let keys: Vec<String> = sysctl::wanted(&d).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "net.ipv6.conf.br-lab.disable_ipv6",
+                "net.ipv6.conf.br-lab.accept_ra"
+            ]
+        );
+        let mut b = desired_v6(Mode::Bridge);
+        b.networks[0].address = None;
+        assert!(sysctl::wanted(&b).is_empty());
+        // [sysctl] wins over the network's own value for a key both name.
+        let mut mine = desired_v6(Mode::Isolated);
+        mine.sysctls
+            .insert("net.ipv6.conf.br-lab.accept_ra".into(), "2".into());
+        assert_eq!(
+            sysctl::wanted(&mine),
+            [
+                (
+                    "net.ipv6.conf.br-lab.disable_ipv6".to_string(),
+                    "0".to_string()
+                ),
+                (
+                    "net.ipv6.conf.br-lab.accept_ra".to_string(),
+                    "2".to_string()
+                ),
+            ]
+        );
+        let mut o = converged(&mine);
+        o.sysctls
+            .insert("net.ipv6.conf.br-lab.accept_ra".into(), Some("2".into()));
+        assert!(diff(&mine, &o).is_empty(), "no tug of war");
+    }
+
+    #[test]
+    fn a_lost_address6_comes_back_strays_go_and_the_kernels_link_local_stays() {
+        let d = desired_v6(Mode::Routed);
+        let mut o = converged(&d);
+        o.addrs6.clear();
+        o.addrs6.push(Addr6 {
+            index: 10,
+            net: "fe80::5054:ff:fe01:203/64".parse().unwrap(),
+            link_local: true,
+        });
+        o.addrs6.push(Addr6 {
+            index: 10,
+            net: "2001:db8::5/64".parse().unwrap(),
+            link_local: false,
+        });
+        o.sysctls
+            .insert("net.ipv6.conf.br-lab.accept_ra".into(), Some("1".into()));
+        assert_eq!(
+            diff(&d, &o).actions,
+            [
+                Action::SetSysctl {
+                    key: "net.ipv6.conf.br-lab.accept_ra".into(),
+                    from: Some("1".into()),
+                    to: "0".into(),
+                    record: SysctlRecord::RememberPrevious,
+                },
+                Action::AddAddress6 {
+                    bridge: "br-lab".into(),
+                    address: "fd00:77::1/64".parse().unwrap(),
+                },
+                Action::RemoveAddress6 {
+                    bridge: "br-lab".into(),
+                    address: "2001:db8::5/64".parse().unwrap(),
+                },
+            ]
+        );
+        // A bridge-mode bridge's IPv6 (SLAAC from the outer LAN) is not the agent's.
+        let mut b = desired_one(Mode::Bridge);
+        b.networks[0].address = None;
+        let mut ob = converged(&desired_one(Mode::Bridge));
+        ob.addrs.clear();
+        ob.addrs6 = o.addrs6.clone();
+        assert!(!diff(&b, &ob)
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::RemoveAddress6 { .. })));
     }
 
     #[test]

@@ -484,13 +484,20 @@ pub fn consequences(blocker: &Blocker, desired: &Desired, facts: &HostFacts) -> 
         .networks
         .iter()
         .filter(|n| {
-            needs(n, blocker.hook, desired, facts)
-                .iter()
-                .any(|(_, r)| r.fits(&blocker.family))
+            meets(n, &blocker.family)
+                && needs(n, blocker.hook, desired, facts)
+                    .iter()
+                    .any(|(_, r)| r.fits(&blocker.family))
                 || (!blocker.fixable() && n.mode != Mode::Bridge)
         })
         .map(|n| format!("{}: {blocker}", blocker.hook.consequence(&n.bridge)))
         .collect()
+}
+
+/// Whether a chain of nft family `family` sees any of `network`'s traffic: an `ip6` chain
+/// only that of a network with IPv6.
+fn meets(network: &NetworkSpec, family: &str) -> bool {
+    family != "ip6" || network.ipv6.is_some()
 }
 
 /// What `plan` and `apply` tell the user about foreign firewalls that the accepts do not
@@ -532,7 +539,7 @@ pub fn accepts(host: &Host, desired: &Desired, found: &Found) -> Vec<(Accept, St
                 && c.name == b.chain
                 && c.accepts_established()
         });
-        for n in &desired.networks {
+        for n in desired.networks.iter().filter(|n| meets(n, &b.family)) {
             let mut rules = needs(n, b.hook, desired, &found.host);
             rules.retain(|(_, r)| !(replies_pass && r.ct == Ct::Replies) && r.fits(&b.family));
             if rules.is_empty() {
