@@ -442,6 +442,22 @@ pub fn hop_limit(control: &[u8]) -> Option<u8> {
     None
 }
 
+/// One control message carrying an `int`, laid out as the kernel writes it (the inverse of
+/// [`hop_limit`]'s walk): for tests and the fuzz target, which have no kernel to ask.
+pub fn cmsg(level: i32, kind: i32, value: i32) -> Vec<u8> {
+    let word = std::mem::size_of::<usize>();
+    let align = |n: usize| (n + word - 1) & !(word - 1);
+    let header = align(word + 8);
+    let mut out = Vec::new();
+    out.extend((header + 4).to_ne_bytes());
+    out.extend(level.to_ne_bytes());
+    out.extend(kind.to_ne_bytes());
+    out.resize(header, 0);
+    out.extend(value.to_ne_bytes());
+    out.resize(align(header + 4), 0);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -468,19 +484,6 @@ fe800000000000005054fffe01020304 06 40 20 80   br-two
         );
         assert_eq!(usable_link_local(&done, "br-lab0"), None);
         assert_eq!(usable_link_local("garbage\n\n1 2 3", "br-lab"), None);
-    }
-
-    fn cmsg(level: i32, kind: i32, value: i32) -> Vec<u8> {
-        let word = std::mem::size_of::<usize>();
-        let header = (word + 8 + word - 1) & !(word - 1);
-        let mut out = Vec::new();
-        out.extend((header + 4).to_ne_bytes());
-        out.extend(level.to_ne_bytes());
-        out.extend(kind.to_ne_bytes());
-        out.resize(header, 0);
-        out.extend(value.to_ne_bytes());
-        out.resize((header + 4 + word - 1) & !(word - 1), 0);
-        out
     }
 
     #[test]

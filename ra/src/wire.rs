@@ -160,7 +160,10 @@ impl Advertisement {
                 OPT_PREFIX_INFORMATION if body.len() == 30 => {
                     let mut octets = [0u8; 16];
                     octets.copy_from_slice(&body[14..30]);
-                    let prefix = Ipv6Net::new(Ipv6Addr::from(octets), body[0]).map_err(|_| bad)?;
+                    // Bits past the prefix length are reserved: ignored (RFC 4861 §4.6.2).
+                    let prefix = Ipv6Net::new(Ipv6Addr::from(octets), body[0])
+                        .map_err(|_| bad)?
+                        .trunc();
                     ra.prefixes.push(PrefixInfo {
                         prefix,
                         on_link: body[1] & PREFIX_ON_LINK != 0,
