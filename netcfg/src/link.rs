@@ -521,17 +521,21 @@ impl Netlink {
             .map_err(|e| nl(&format!("adding {net} to link {index}"), e))
     }
 
+    /// Remove an IPv6 address; one already gone is no error. (The kernel drops a link's IPv6
+    /// addresses when it goes down, so an undo that set the bridge down first finds none.)
     pub async fn del_addr6(&self, index: u32, net: Ipv6Net) -> Result<(), Error> {
         let msg = rtnetlink::AddressMessageBuilder::<Ipv6Addr>::new()
             .index(index)
             .address(net.addr(), net.prefix_len())
             .build();
-        self.handle
-            .address()
-            .del(msg)
-            .execute()
-            .await
-            .map_err(|e| nl(&format!("removing {net} from link {index}"), e))
+        match self.handle.address().del(msg).execute().await {
+            Err(rtnetlink::Error::NetlinkError(m))
+                if m.code.map(|c| c.get()) == Some(-libc::EADDRNOTAVAIL) =>
+            {
+                Ok(())
+            }
+            r => r.map_err(|e| nl(&format!("removing {net} from link {index}"), e)),
+        }
     }
 }
 

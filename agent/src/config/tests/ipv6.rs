@@ -164,6 +164,12 @@ fn ipv6_keys_need_address6_and_a_mode_that_uses_them() {
 }
 
 #[test]
+fn ipv6_needs_an_mtu_of_at_least_1280() {
+    one_error(&v6("mtu = 1279\n"), 7, 7, "below 1280");
+    ok(&v6("mtu = 1280\n"));
+}
+
+#[test]
 fn nat6_reaches_netcfg() {
     let m = ok(&v6("nat6 = true\n"));
     assert!(m.desired().networks[0].ipv6.as_ref().unwrap().nat6);

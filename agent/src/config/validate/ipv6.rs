@@ -52,6 +52,19 @@ pub(super) fn ipv6(c: &mut Checker, w: &wire::Network, mode: Option<Mode>) -> Op
         );
     }
     let address = c.check(a.span(), address6(a.get_ref()));
+    if let Some(m) = w.mtu.as_ref().filter(|m| (68..1280).contains(m.get_ref())) {
+        // The kernel turns IPv6 off on a link whose MTU is below the IPv6 minimum.
+        c.report(
+            m.span(),
+            checks::bad(
+                format!(
+                    "mtu = {} is below 1280, the least IPv6 allows (RFC 8200)",
+                    m.get_ref()
+                ),
+                "raise mtu to 1280 or more, or remove address6",
+            ),
+        );
+    }
     let nat6 = w.nat6.as_ref().is_some_and(|n| *n.get_ref());
     if let (Some(n), Some(m)) = (&w.nat6, mode) {
         if *n.get_ref() && m != Mode::Nat {
