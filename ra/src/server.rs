@@ -430,7 +430,8 @@ pub fn hop_limit(control: &[u8]) -> Option<u8> {
         let len = usize::from_ne_bytes(control[at..at + word].try_into().ok()?);
         let level = i32::from_ne_bytes(control[at + word..at + word + 4].try_into().ok()?);
         let kind = i32::from_ne_bytes(control[at + word + 4..at + word + 8].try_into().ok()?);
-        if len < header || at + len > control.len() {
+        // A length past the buffer (or past usize) ends the walk: found by the ra_input target.
+        if len < header || at.checked_add(len)? > control.len() {
             return None;
         }
         if level == libc::IPPROTO_IPV6 && kind == libc::IPV6_HOPLIMIT && len >= header + 4 {
@@ -498,6 +499,9 @@ fe800000000000005054fffe01020304 06 40 20 80   br-two
         let mut lying = hl.clone();
         lying[0] = 200; // a length past the buffer
         assert_eq!(hop_limit(&lying), None);
+        let mut huge = hl.clone();
+        huge[..std::mem::size_of::<usize>()].copy_from_slice(&usize::MAX.to_ne_bytes());
+        assert_eq!(hop_limit(&huge), None);
     }
 
     #[test]

@@ -24,6 +24,7 @@ use testkit::sock::{tcp_connect, EchoServer};
 use testkit::{wait_for, Netns};
 
 const PREFIX: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 0);
+const GATEWAY: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1);
 const UPLINK: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
 const UPSTREAM: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
 /// How long a guest may take from its first solicitation to a usable SLAAC address: the
@@ -99,6 +100,19 @@ impl Lab {
         wait_link_local(&self.host, "br-lab", 10).expect("br-lab has a link-local address")
     }
 
+    /// The upstream learns that the guests' prefix is behind the host (what routed IPv6 needs).
+    fn upstream_routes_back(&self) {
+        self.upstream.ok(&[
+            "ip",
+            "-6",
+            "route",
+            "add",
+            "fd00:77::/64",
+            "via",
+            "2001:db8:1::1",
+        ]);
+    }
+
     /// The address the upstream sees when the guest connects to it over TCP (None: refused).
     fn source_seen_upstream(&self, guest: &Netns) -> Option<Ipv6Addr> {
         let to = SocketAddr::from((UPSTREAM, 7070));
@@ -164,15 +178,7 @@ fn a_routed_guest_autoconfigures_from_the_ra_and_reaches_upstream_with_its_own_a
     assert!(report.contains(&format!("from {router}")), "{report}");
 
     // Routed: forwarded untranslated; the upstream sees the guest's own address.
-    lab.upstream.ok(&[
-        "ip",
-        "-6",
-        "route",
-        "add",
-        "fd00:77::/64",
-        "via",
-        "2001:db8:1::1",
-    ]);
+    lab.upstream_routes_back();
     assert_eq!(lab.source_seen_upstream(&guest), Some(addr));
 
     // The counters say what happened.
@@ -194,15 +200,7 @@ fn nat_forwards_ipv6_untranslated_as_libvirt_and_nat6_masquerades_it() {
     let lab = Lab::new(lab_net("nat"));
     let d = lab.daemon();
     let (guest, addr) = lab.guest(&d, "vg0");
-    lab.upstream.ok(&[
-        "ip",
-        "-6",
-        "route",
-        "add",
-        "fd00:77::/64",
-        "via",
-        "2001:db8:1::1",
-    ]);
+    lab.upstream_routes_back();
     assert_eq!(lab.source_seen_upstream(&guest), Some(addr));
     drop((guest, d, lab));
 
@@ -239,15 +237,8 @@ fn an_isolated_guest_gets_the_prefix_on_link_but_no_default_route_and_cannot_get
     );
     assert_eq!(default_routes(&guest), [], "log:\n{}", d.log_text());
     // The host itself is reachable on the link.
-    let echo = EchoServer::tcp(
-        &lab.host,
-        SocketAddr::from(("fd00:77::1".parse::<Ipv6Addr>().unwrap(), 7071)),
-    );
-    assert!(tcp_connect(
-        &guest,
-        SocketAddr::from(("fd00:77::1".parse::<Ipv6Addr>().unwrap(), 7071))
-    )
-    .is_ok());
+    let echo = EchoServer::tcp(&lab.host, SocketAddr::from((GATEWAY, 7071)));
+    assert!(tcp_connect(&guest, SocketAddr::from((GATEWAY, 7071))).is_ok());
     assert_eq!(echo.peers().len(), 1);
     // Even with a default route of its own the guest gets nowhere: nothing is forwarded.
     guest.ok(&[
@@ -261,15 +252,7 @@ fn an_isolated_guest_gets_the_prefix_on_link_but_no_default_route_and_cannot_get
         "dev",
         "eth0",
     ]);
-    lab.upstream.ok(&[
-        "ip",
-        "-6",
-        "route",
-        "add",
-        "fd00:77::/64",
-        "via",
-        "2001:db8:1::1",
-    ]);
+    lab.upstream_routes_back();
     assert_eq!(lab.source_seen_upstream(&guest), None);
     // The host does not forward for an isolated network: IPv6 forwarding stays as it was.
     assert_eq!(sysctl(&lab.host, "net.ipv6.conf.all.forwarding"), "0");
@@ -305,10 +288,7 @@ fn apply_sets_the_bridge_up_for_ipv6_and_down_restores_every_sysctl() {
     assert_eq!(sysctl(&lab.host, "net.ipv6.conf.br-lab.accept_ra"), "0");
     assert_eq!(sysctl(&lab.host, "net.ipv6.conf.all.forwarding"), "1");
     // nodad: usable at once, though the bridge has no port and so no carrier.
-    assert_eq!(
-        addresses(&lab.host, "br-lab", "global"),
-        [("fd00:77::1".parse().unwrap(), false)]
-    );
+    assert_eq!(addresses(&lab.host, "br-lab", "global"), [(GATEWAY, false)]);
     // A second plan has nothing to do: everything reads back as applied.
     let (code, plan) = lab.cli().plan();
     assert_eq!(code, Some(0), "{plan}");
@@ -334,8 +314,7 @@ fn drift_a_deleted_address6_is_put_back_and_the_ra_resumes_on_a_recreated_bridge
     lab.host
         .ok(&["ip", "addr", "del", "fd00:77::1/64", "dev", "br-lab"]);
     let back = wait_for(5, || {
-        (addresses(&lab.host, "br-lab", "global") == [("fd00:77::1".parse().unwrap(), false)])
-            .then_some(())
+        (addresses(&lab.host, "br-lab", "global") == [(GATEWAY, false)]).then_some(())
     });
     assert!(
         back.is_some(),
