@@ -42,8 +42,12 @@ struct Lab {
 impl Lab {
     /// Namespaces, the uplink with its IPv6 address, and the config with `net`.
     fn new(net: Network) -> Lab {
+        Lab::with(Config::new("/var/lib/hostagent").network(net))
+    }
+
+    fn with(config: Config) -> Lab {
         let scratch = Scratch::new();
-        let config = scratch.config(Config::new("/var/lib/hostagent").network(net));
+        let config = scratch.config(config);
         let host = Netns::new("v6h");
         let upstream = Netns::new("v6u");
         host.veth_to("up0", &upstream, "eth0");
@@ -376,4 +380,70 @@ fn a_clean_stop_says_goodbye_and_the_guests_default_route_goes() {
     );
     // The prefix stays on-link (only the router goes).
     assert!(!addresses(&guest, "eth0", "global").is_empty());
+}
+
+/// An admin's own firewall that drops what it does not accept on input and forward: it trusts
+/// loopback and the uplink, and replies; nothing of the guests'.
+const INET_FILTER: &str = "table inet filter {
+	chain input {
+		type filter hook input priority filter; policy drop;
+		ct state established,related accept
+		iifname { \"lo\", \"up0\" } accept
+	}
+	chain forward {
+		type filter hook forward priority filter; policy drop;
+		ct state established,related accept
+	}
+}
+";
+
+#[test]
+fn behind_an_inet_filter_that_drops_the_guest_is_cut_off_unless_coexist_adds_the_ipv6_accepts() {
+    for coexist in ["off", "auto"] {
+        let lab = Lab::with(
+            Config::new("/var/lib/hostagent")
+                .coexist(coexist)
+                .network(lab_net("routed")),
+        );
+        let loaded = lab.host.run_with_stdin(&["nft", "-f", "-"], INET_FILTER);
+        assert!(loaded.status.success(), "{}", testkit::stderr(&loaded));
+        lab.upstream_routes_back();
+        let d = lab.daemon();
+        let filter = || lab.host.ok(&["nft", "list", "table", "inet", "filter"]);
+        if coexist == "off" {
+            // A guest with an address of its own and a route via the gateway: without the
+            // accepts it cannot even resolve the router (neighbour discovery is input).
+            let guest = lab.host.plug("br-lab", "vg0");
+            guest.ok(&[
+                "ip",
+                "addr",
+                "add",
+                "fd00:77::99/64",
+                "dev",
+                "eth0",
+                "nodad",
+            ]);
+            guest.ok(&["ip", "-6", "route", "add", "default", "via", "fd00:77::1"]);
+            assert_eq!(lab.source_seen_upstream(&guest), None, "{}", filter());
+            assert!(!filter().contains("hostagent"), "{}", filter());
+            continue;
+        }
+        let (guest, addr) = lab.guest(&d, "vg0");
+        assert_eq!(lab.source_seen_upstream(&guest), Some(addr), "{}", filter());
+        let rules = filter();
+        for want in [
+            "iifname \"br-lab\" meta l4proto ipv6-icmp accept comment \"hostagent\"",
+            "iifname \"br-lab\" ip6 saddr fd00:77::/64 accept comment \"hostagent\"",
+            "oifname \"br-lab\" ip6 daddr fd00:77::/64 accept comment \"hostagent\"",
+        ] {
+            assert!(rules.contains(want), "{want} missing:\n{rules}");
+        }
+        drop(d);
+        lab.cli().ok(&["down"]);
+        assert!(
+            !filter().contains("hostagent"),
+            "down leaves the accepts:\n{}",
+            filter()
+        );
+    }
 }
