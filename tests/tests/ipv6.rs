@@ -223,7 +223,8 @@ fn nat_forwards_ipv6_untranslated_as_libvirt_and_nat6_masquerades_it() {
 
 #[test]
 fn an_isolated_guest_gets_the_prefix_on_link_but_no_default_route_and_cannot_get_out() {
-    let lab = Lab::new(lab_net("isolated"));
+    // With a DHCPv6 range configured (the server itself comes later): M and O are advertised.
+    let lab = Lab::new(lab_net("isolated").dhcp6(Some("fd00:77::100-fd00:77::1ff")));
     let d = lab.daemon();
     let (guest, _addr) = lab.guest(&d, "vg0");
     let router = lab.bridge_link_local();
@@ -233,6 +234,21 @@ fn an_isolated_guest_gets_the_prefix_on_link_but_no_default_route_and_cannot_get
         rdisc6_field(&report, "Router lifetime").as_deref(),
         Some("0"),
         "{report}"
+    );
+    assert_eq!(
+        rdisc6_field(&report, "Stateful address conf.").as_deref(),
+        Some("Yes"),
+        "{report}"
+    );
+    assert_eq!(
+        rdisc6_field(&report, "Stateful other conf.").as_deref(),
+        Some("Yes"),
+        "{report}"
+    );
+    let table = lab.host.ok(&["nft", "list", "table", "inet", "hostagent"]);
+    assert!(
+        table.contains("iifname \"br-lab\" udp dport 547 accept"),
+        "{table}"
     );
     assert_eq!(
         rdisc6_field(&report, "Prefix").as_deref(),
