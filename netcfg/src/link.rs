@@ -275,6 +275,33 @@ impl Netlink {
             .collect())
     }
 
+    /// The devices an IPv6 default route learnt from router advertisements goes out of (the
+    /// host configures itself by SLAAC there).
+    pub async fn ra_default_route_devices(&self) -> Result<Vec<u32>, Error> {
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl("dumping IPv6 routes", e))?;
+        Ok(msgs
+            .iter()
+            .filter(|m| {
+                m.header.address_family == AddressFamily::Inet6
+                    && m.header.destination_prefix_length == 0
+                    && m.header.protocol == RouteProtocol::Ra
+            })
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(i) => Some(*i),
+                    _ => None,
+                })
+            })
+            .collect())
+    }
+
     /// Every IPv4 route outside the `local` table.
     pub async fn routes(&self) -> Result<Vec<Route>, Error> {
         let msgs: Vec<RouteMessage> = self

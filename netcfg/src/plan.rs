@@ -78,6 +78,9 @@ pub struct Observed {
     pub routes: Vec<Route>,
     /// Bridge-mode ports another network manager runs.
     pub managers: Vec<takeover::Manager>,
+    /// When the desired state turns IPv6 forwarding on: each device with an IPv6 default route
+    /// from router advertisements, and its `accept_ra` (see [`ipv6_forwarding_notes`]).
+    pub ra_uplinks: Vec<(String, Option<String>)>,
 }
 
 impl Observed {
@@ -553,6 +556,18 @@ pub(crate) async fn observe_with(
     let firewalls = coexist::observe_for(host, desired)?;
     let addr_details = nl.addr_details().await?;
     let routes = nl.routes().await?;
+    let mut ra_uplinks = Vec::new();
+    if sysctl::for_networks(desired)
+        .iter()
+        .any(|(k, _)| k == IPV6_FORWARD)
+    {
+        for index in nl.ra_default_route_devices().await? {
+            if let Some(l) = links.iter().find(|l| l.index == index) {
+                let key = format!("net.ipv6.conf.{}.accept_ra", l.name);
+                ra_uplinks.push((l.name.clone(), sysctl::read(host, &key)?));
+            }
+        }
+    }
     let managers = desired
         .networks
         .iter()
@@ -575,7 +590,28 @@ pub(crate) async fn observe_with(
         addr_details,
         routes,
         managers,
+        ra_uplinks,
     })
+}
+
+/// IPv6 forwarding makes the kernel ignore router advertisements on every interface whose
+/// `accept_ra` is 1 (only 2 accepts them on a router): a host that configures its own uplink by
+/// SLAAC would lose that uplink's default route when it expires. libvirt refuses to start such a
+/// network; the plan says what to set (a `[sysctl]` entry that gives the uplink 2 silences it).
+fn ipv6_forwarding_notes(desired: &Desired, observed: &Observed) -> Vec<String> {
+    observed
+        .ra_uplinks
+        .iter()
+        .filter(|(dev, accept_ra)| {
+            let key = format!("net.ipv6.conf.{dev}.accept_ra");
+            accept_ra.as_deref() == Some("1") && desired.sysctls.get(&key).map(String::as_str) != Some("2")
+        })
+        .map(|(dev, _)| {
+            format!(
+                "{dev} has an IPv6 default route from router advertisements and accept_ra = 1: with IPv6 forwarding on (for the networks with address6) the kernel stops accepting them and the route expires; add \"net.ipv6.conf.{dev}.accept_ra\" = 2 to [sysctl]"
+            )
+        })
+        .collect()
 }
 
 /// Refuse what apply must never do: adopt or replace a device that is not ours, enslave a port
@@ -672,6 +708,7 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Plan {
     // device back its old ifindex, so as little as possible may fail after it.
     diff_stale_bridges(desired, observed, &mut actions);
     let mut notes = coexist::notes(desired, &observed.firewalls);
+    notes.extend(ipv6_forwarding_notes(desired, observed));
     if let (Some(want), Some(live)) = (desired.vhost_zcopytx, observed.vhost_live) {
         if want != live {
             notes.push(format!(
@@ -1277,6 +1314,27 @@ mod tests {
         assert!(conflicts(&d, &o).is_ok());
         // Converged: nothing to do.
         assert!(diff(&d, &converged(&d)).is_empty());
+    }
+
+    #[test]
+    fn an_uplink_configured_by_router_advertisements_gets_a_note_unless_it_accepts_them_as_a_router(
+    ) {
+        let mut d = desired_v6(Mode::Nat);
+        let mut o = converged(&d);
+        o.ra_uplinks = vec![
+            ("eth0".into(), Some("1".into())),
+            ("eth1".into(), Some("2".into())),
+        ];
+        let notes = diff(&d, &o).notes;
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("eth0 has an IPv6 default route from router advertisements")
+                && notes[0].contains("\"net.ipv6.conf.eth0.accept_ra\" = 2"),
+            "{notes:?}"
+        );
+        d.sysctls
+            .insert("net.ipv6.conf.eth0.accept_ra".into(), "2".into());
+        assert!(diff(&d, &converged(&d)).notes.is_empty());
     }
 
     #[test]

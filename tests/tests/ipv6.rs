@@ -294,8 +294,30 @@ fn apply_sets_the_bridge_up_for_ipv6_and_down_restores_every_sysctl() {
     .map(|k| (k, sysctl(&lab.host, k)));
     assert_eq!(before[0].1, "0");
 
+    // The host's uplink configured by router advertisements (a default route with proto ra),
+    // accepting them only while not forwarding: plan says what forwarding does to it.
+    lab.host
+        .ok(&["sysctl", "-qw", "net.ipv6.conf.up0.accept_ra=1"]);
+    lab.host.ok(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "default",
+        "via",
+        "2001:db8:1::2",
+        "dev",
+        "up0",
+        "proto",
+        "ra",
+    ]);
     let (code, plan) = lab.cli().plan();
     assert_eq!(code, Some(2), "{plan}");
+    assert!(
+        plan.contains("up0 has an IPv6 default route from router advertisements and accept_ra = 1")
+            && plan.contains("\"net.ipv6.conf.up0.accept_ra\" = 2"),
+        "{plan}"
+    );
     for step in [
         "set net.ipv6.conf.br-lab.disable_ipv6 (absent) → 0",
         "set net.ipv6.conf.br-lab.accept_ra (absent) → 0",

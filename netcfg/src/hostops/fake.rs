@@ -169,6 +169,7 @@ impl HostOps for FakeHost {
             addr_details: self.details(),
             routes: self.state.routes.clone(),
             managers: Vec::new(),
+            ra_uplinks: Vec::new(),
         })
     }
 
