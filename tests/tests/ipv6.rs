@@ -485,3 +485,36 @@ fn behind_an_inet_filter_that_drops_the_guest_is_cut_off_unless_coexist_adds_the
         );
     }
 }
+
+#[test]
+fn sighup_keeps_the_router_through_new_ra_settings_and_says_goodbye_when_ra_is_turned_off() {
+    let net = |ra: Ra| lab_net("routed").ra(ra);
+    let lab = Lab::new(net(Ra::new().intervals("3s", "4s")));
+    let d = lab.daemon();
+    let (guest, _) = lab.guest(&d, "vg0");
+    assert_eq!(default_routes(&guest).len(), 1, "log:\n{}", d.log_text());
+    let reload = |ra: Ra| {
+        lab.scratch
+            .config(Config::new("/var/lib/hostagent").network(net(ra)));
+        let before = d.log_text().matches("config reloaded").count();
+        d.signal(libc::SIGHUP);
+        let done = wait_for(10, || {
+            (d.log_text().matches("config reloaded").count() > before).then_some(())
+        });
+        assert!(done.is_some(), "no reload; log:\n{}", d.log_text());
+    };
+    // New intervals: the advertiser restarts without a goodbye, the route stays.
+    reload(Ra::new().intervals("5s", "8s"));
+    let restarted = wait_for(10, || {
+        (d.log_text().matches("RA: advertising").count() >= 2).then_some(())
+    });
+    assert!(restarted.is_some(), "log:\n{}", d.log_text());
+    assert_eq!(default_routes(&guest).len(), 1, "log:\n{}", d.log_text());
+    // RA off: the last advertisement takes the route away at once (its lifetime was 24 s).
+    reload(Ra::new().enable(false));
+    let gone = testkit::wait_until(Duration::from_secs(3), Duration::from_millis(50), || {
+        default_routes(&guest).is_empty().then_some(())
+    });
+    assert!(gone.is_some(), "route kept; log:\n{}", d.log_text());
+    assert!(lab.cli().server("lab")["ra"].is_null());
+}
