@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pxe::config::{BootConfig, DhcpConfig, StaticHost};
+use pxe::config::{BootConfig, DhcpConfig, PxelinuxOptions, StaticHost, StaticRoute};
 
 /// pxe's TFTP wire parser, compiled from its own source file: `pxe::tftp::packet` is private, and
 /// fuzzing a copy would prove nothing. (Ask: make it `pub` so this `#[path]` goes away.)
@@ -62,8 +62,9 @@ pub const RESERVED_IN_RANGE: ([u8; 6], Ipv4Addr) =
 pub const RESERVED_OUTSIDE: ([u8; 6], Ipv4Addr) =
     ([0x52, 0x54, 0, 0, 0, 0x11], Ipv4Addr::new(10, 9, 0, 11));
 
-/// A network with every feature the reply path has: router, DNS, domain, MTU, static hosts with
-/// per-host boot files, BIOS/UEFI/arm64/iPXE boot files and HTTP boot.
+/// A network with every feature the reply path has: router, DNS, domain, MTU, NTP, classless
+/// static routes, static hosts with per-host boot files, BIOS/UEFI/arm64/iPXE boot files, HTTP
+/// boot and the PXELINUX options.
 pub fn dhcp_config(lease_file: PathBuf) -> DhcpConfig {
     DhcpConfig {
         network: "fuzz".into(),
@@ -77,6 +78,17 @@ pub fn dhcp_config(lease_file: PathBuf) -> DhcpConfig {
         dns: vec![SERVER_IP, Ipv4Addr::new(9, 9, 9, 9)],
         domain: Some("fuzz.example".into()),
         mtu: Some(1500),
+        ntp: vec![SERVER_IP, Ipv4Addr::new(10, 9, 0, 2)],
+        routes: vec![
+            StaticRoute {
+                destination: "10.20.0.0/16".parse().expect("route literal"),
+                router: Ipv4Addr::new(10, 9, 0, 254),
+            },
+            StaticRoute {
+                destination: "192.168.7.128/25".parse().expect("route literal"),
+                router: Ipv4Addr::new(10, 9, 0, 253),
+            },
+        ],
         hosts: vec![
             StaticHost {
                 mac: RESERVED_IN_RANGE.0,
@@ -100,6 +112,11 @@ pub fn dhcp_config(lease_file: PathBuf) -> DhcpConfig {
             arm64: Some("ipxe-arm64.efi".into()),
             script: Some("boot.ipxe".into()),
             http_port: Some(8069),
+            pxelinux: PxelinuxOptions {
+                config_file: Some("pxelinux.cfg/fuzz".into()),
+                path_prefix: Some("boot/".into()),
+                reboot_time: Some(300),
+            },
         }),
         lease_file,
     }

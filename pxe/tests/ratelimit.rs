@@ -32,6 +32,8 @@ fn config(dir: &Path, range: (u8, u8)) -> DhcpConfig {
         dns: vec![],
         domain: None,
         mtu: None,
+        ntp: Vec::new(),
+        routes: Vec::new(),
         hosts: vec![StaticHost {
             mac: RESERVED_MAC.into(),
             ip: RESERVED_IP,

@@ -3,7 +3,9 @@
 //! group commit).
 
 pub mod classify;
+pub mod ipxe_build;
 pub mod policy;
 pub mod pool;
+pub mod proxy;
 pub mod server;
 pub mod wire;

@@ -6,6 +6,7 @@ mod dhcp;
 mod guest;
 mod guest_macs;
 mod network;
+mod pxe_options;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
