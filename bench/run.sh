@@ -16,20 +16,12 @@ repo=$(dirname "$here")
 smoke=0
 [ "${1:-}" = "--smoke" ] && smoke=1
 
-# Peers and tools, from Debian. The harness never uses their packaged services; on a systemd host
-# apt enables kea-dhcp4-server and tftpd-hpa for the host: `systemctl disable --now` them if unwanted.
-want=(kea-dhcp4-server kea-admin dnsmasq-base tftpd-hpa atftp curl hyperfine busybox-static iproute2 python3)
-[ $smoke = 0 ] && want+=(linux-perf)
-missing=()
-for p in "${want[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "bench: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends "${missing[@]}"
-fi
+# Peers and tools, from Debian (the one install-and-verify rule: scripts/install-deps.sh). The
+# harness never uses their packaged services; on a systemd host apt enables kea-dhcp4-server and
+# tftpd-hpa for the host: `systemctl disable --now` them if unwanted.
+deps=(--bench)
+[ $smoke = 0 ] && deps+=(--profile)
+"$repo/scripts/install-deps.sh" "${deps[@]}"
 
 # Smoke checks answers, not speed: it reuses the debug build the test suite makes. Figures come
 # from release builds only.

@@ -117,6 +117,62 @@ def http_seeds():
         write("http_path_range", s)
 
 
+def dns_name(name):
+    out = b""
+    for label in name.strip(".").split("."):
+        if label:
+            out += bytes([len(label)]) + label.encode()
+    return out + b"\0"
+
+
+OPT = b"\0" + struct.pack(">HHIH", 41, 1232, 0, 0)
+
+
+def dns_query(name, qtype, qid=0x1234, edns=False, rd=True):
+    flags = 0x0100 if rd else 0
+    h = struct.pack(">HHHHHH", qid, flags, 1, 0, 0, 1 if edns else 0)
+    return h + dns_name(name) + struct.pack(">HH", qtype, 1) + (OPT if edns else b"")
+
+
+def dns_answer(name, qtype, rrs, rcode=0, qid=0x7777, tc=False, authority=b"", nauth=0):
+    flags = 0x8180 | rcode | (0x0200 if tc else 0)
+    h = struct.pack(">HHHHHH", qid, flags, 1, len(rrs), nauth, 1)
+    body = dns_name(name) + struct.pack(">HH", qtype, 1)
+    for rtype, rdata, ttl in rrs:
+        body += b"\xc0\x0c" + struct.pack(">HHIH", rtype, 1, ttl, len(rdata)) + rdata
+    return h + body + authority + OPT
+
+
+def dns_seeds():
+    # Frame 0's advance byte is flags × 8 in the target: 0 UDP inside, 1 TCP, 2 refused source.
+    local = [("bastion.default", 1), ("BASTION", 1), ("web", 28), ("web.default", 255),
+             ("nobody.default", 1), ("default", 6), ("k8s.default", 1), ("api.k8s.default", 1),
+             ("10.122.168.192.in-addr.arpa", 12), ("99.122.168.192.in-addr.arpa", 12),
+             ("x.1.122.168.192.in-addr.arpa", 12), ("122.168.192.in-addr.arpa", 6),
+             ("0.2.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.2.2.1.0.0.0.d.f.ip6.arpa", 12),
+             ("default", 252), ("upstream.test", 255)]
+    for name, qtype in local:
+        for flags, edns in [(0, False), (1, True), (2, False)]:
+            write("dns_request", frame(flags, dns_query(name, qtype, edns=edns)))
+    soa = b"\xc0\x0c" + struct.pack(">HHIH", 6, 1, 900, 22) + b"\0\0" + struct.pack(">IiiiI", 1, 2, 3, 4, 30)
+    pairs = [
+        ("upstream.test", 1, dns_answer("upstream.test", 1, [(1, bytes([10, 9, 9, 9]), 300)])),
+        ("Upstream.Test", 1, dns_answer("upstream.test", 1, [(1, bytes([10, 9, 9, 9]), 300)] * 3)),
+        ("nx.test", 1, dns_answer("nx.test", 1, [], rcode=3, authority=soa, nauth=1)),
+        ("big.test", 16, dns_answer("big.test", 16, [(16, bytes([60]) + b"t" * 60, 60)] * 30)),
+        ("tc.test", 16, dns_answer("tc.test", 16, [], tc=True)),
+        ("fail.test", 1, dns_answer("fail.test", 1, [], rcode=2)),
+        ("other.test", 1, dns_answer("wrong.test", 1, [(1, bytes([1, 2, 3, 4]), 60)])),
+    ]
+    for name, qtype, answer in pairs:
+        for flags, edns in [(0, False), (0, True), (1, False)]:
+            write("dns_request", frame(flags, dns_query(name, qtype, edns=edns)) + frame(0, answer))
+        write("dns_request", frame(0, dns_query(name, qtype)))
+    write("dns_request", frame(0, b"\x12\x34\x01\x00\x00\x01" + b"\0" * 6 + b"\xc0\x0c\x00\x01\x00\x01"))
+    write("dns_request", frame(0, dns_query("a.b", 1)[:14]))
+    write("dns_request", frame(0, struct.pack(">HHHHHH", 1, 0x2800, 1, 0, 0, 0) + dns_name("default") + b"\0\x06\0\x01"))
+
+
 def config_seeds():
     for p in [MAIN / "etc/hostagent.toml", *sorted((MAIN / "etc/examples").glob("*.toml"))]:
         write("config_parse", p.read_bytes())
@@ -129,6 +185,7 @@ if __name__ == "__main__":
     dhcp_seeds()
     tftp_seeds()
     http_seeds()
+    dns_seeds()
     config_seeds()
     for d in sorted(CORPUS.iterdir()):
         print(d.name, len(list(d.iterdir())))

@@ -21,9 +21,12 @@ SCRATCH="$(mktemp -d)"
 trap 'rm -rf "$SCRATCH"' EXIT
 
 failed=""
-# Regression: the inputs fuzzing found once (fixed in pxe's wire.rs) must stay harmless.
-for f in artifacts-keep/dhcp_server-*; do
-    "$BIN/dhcp_server" "$f" >/dev/null 2>&1 || { echo "regression: $f crashes dhcp_server again"; failed="$failed dhcp_server"; }
+# Regression: the inputs fuzzing found once (fixed in pxe's wire.rs and dns's relay.rs) must stay
+# harmless. Each file is named after its target: <target>-<what it found>.bin.
+for f in artifacts-keep/*; do
+    target="$(basename "$f")"
+    target="${target%%-*}"
+    "$BIN/$target" "$f" >/dev/null 2>&1 || { echo "regression: $f crashes $target again"; failed="$failed $target"; }
 done
 for target in $(cargo fuzz list); do
     mkdir -p "artifacts/$target" "$SCRATCH/$target"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what hostagent and its test suite need on Debian 12 / Ubuntu. Idempotent; run as root.
+# Installs what hostagent, its test suite (--tests) and its benchmark harness (--bench, --profile)
+# need on Debian 12 / Ubuntu. Idempotent; run as root.
 #
 # Every wanted package goes into ONE apt transaction whenever anything is missing, so apt must
 # satisfy all of them together: installing one can no longer remove another that was already there
@@ -11,21 +12,32 @@ set -euo pipefail
 
 runtime=(nftables iproute2 ipxe kmod procps)
 build=(gcc)   # libvirt is loaded at run time (libvirt0), not linked
-tests=(busybox-static isc-dhcp-client atftp curl cpio gzip tcpdump
+tests=(busybox-static isc-dhcp-client atftp curl cpio gzip tcpdump bind9-dnsutils dnsmasq-base dnsperf
        qemu-system-x86 ovmf ipxe-qemu
        libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils)
 # Commands the suite runs, with the package that ships each: a package can be "installed" and
 # still lack the file (a diverted or half-removed package), so the files are checked too.
 runtime_cmds=(nft:nftables ip:iproute2 modprobe:kmod sysctl:procps)
 test_cmds=(busybox:busybox-static dhclient:isc-dhcp-client atftp:atftp curl:curl cpio:cpio
-           tcpdump:tcpdump qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils
+           tcpdump:tcpdump dig:bind9-dnsutils dnsmasq:dnsmasq-base dnsperf:dnsperf
+           qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils
            libvirtd:libvirt-daemon virsh:libvirt-clients)
+# The peers and tools of the benchmark harness (bench/run.sh); --profile adds perf.
+bench=(kea-dhcp4-server kea-admin dnsmasq-base tftpd-hpa atftp curl hyperfine busybox-static
+       iproute2 python3 dnsperf)
+bench_cmds=(perfdhcp:kea-admin kea-dhcp4:kea-dhcp4-server in.tftpd:tftpd-hpa hyperfine:hyperfine
+            dnsperf:dnsperf python3:python3)
 want=("${runtime[@]}" "${build[@]}")
 cmds=("${runtime_cmds[@]}")
-if [ "${1:-}" = "--tests" ]; then
-  want+=("${tests[@]}")
-  cmds+=("${test_cmds[@]}")
-fi
+with_tests=0
+for arg in "$@"; do
+  case "$arg" in
+    --tests) with_tests=1; want+=("${tests[@]}"); cmds+=("${test_cmds[@]}") ;;
+    --bench) want+=("${bench[@]}"); cmds+=("${bench_cmds[@]}") ;;
+    --profile) want+=(linux-perf); cmds+=(perf:linux-perf) ;;
+    *) echo "usage: install-deps.sh [--tests] [--bench] [--profile]" >&2; exit 2 ;;
+  esac
+done
 
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 has_cmd() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/sbin/$1" ]; }
@@ -59,7 +71,7 @@ if ! command -v cargo >/dev/null 2>&1; then
   echo "install-deps.sh: cargo not found; install Rust (https://rustup.rs) and run again" >&2
   exit 1
 fi
-if [ "${1:-}" = "--tests" ]; then
+if [ $with_tests = 1 ]; then
   cargo nextest --version >/dev/null 2>&1 || cargo install --locked cargo-nextest
   cargo fuzz --version >/dev/null 2>&1 || cargo install --locked cargo-fuzz
 fi

@@ -388,6 +388,11 @@ impl Session<'_> {
         let deadline = Instant::now() + self.neg.timeout;
         let mut buf = [0u8; 1024];
         loop {
+            // Checked before every receive, not only after a quiet one: a client that keeps
+            // acknowledging would otherwise hold shutdown until its whole download is done.
+            if self.cancel.load(Ordering::Relaxed) {
+                return Wait::Abort(Outcome::Cancelled);
+            }
             match self.socket.recv(&mut buf) {
                 Ok(n) => match packet::parse_reply(&buf[..n]) {
                     Reply::Ack(block) if accept(block) => return Wait::Acked(block),
@@ -401,9 +406,6 @@ impl Session<'_> {
                 // ICMP port unreachable shows up as ECONNREFUSED on a connected socket: the
                 // client is gone; retrying would only hit the same wall.
                 Err(e) => return Wait::Abort(Outcome::Io(e)),
-            }
-            if self.cancel.load(Ordering::Relaxed) {
-                return Wait::Abort(Outcome::Cancelled);
             }
             if Instant::now() >= deadline {
                 return Wait::TimedOut;
