@@ -9,6 +9,7 @@ pub mod config;
 pub mod console;
 pub mod daemon;
 pub mod libvirt;
+pub mod netboot;
 pub mod qemu;
 
 use std::collections::BTreeMap;

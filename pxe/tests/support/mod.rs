@@ -35,6 +35,8 @@ pub fn config(dir: &Path, range: (u8, u8), lease_secs: u64) -> DhcpConfig {
         dns: vec![SERVER, Ipv4Addr::new(9, 9, 9, 9)],
         domain: Some("lab.test".into()),
         mtu: Some(1400),
+        ntp: Vec::new(),
+        routes: Vec::new(),
         hosts: vec![StaticHost {
             mac: BASTION_MAC.into(),
             ip: BASTION_IP,
@@ -49,6 +51,7 @@ pub fn config(dir: &Path, range: (u8, u8), lease_secs: u64) -> DhcpConfig {
             arm64: None,
             script: Some("boot.ipxe".into()),
             http_port: Some(8069),
+            pxelinux: Default::default(),
         }),
         lease_file: dir.join("lab.leases"),
     }
