@@ -33,6 +33,7 @@ pub mod opt {
     pub const SERVER_ID: u8 = 54;
     pub const PARAMETER_REQUEST_LIST: u8 = 55;
     pub const CLIENT_ID: u8 = 61;
+    pub const RELAY_AGENT_INFO: u8 = 82;
     pub const END: u8 = 255;
 }
 

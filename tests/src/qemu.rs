@@ -237,7 +237,10 @@ impl Guest {
                 "if=pflash,format=raw,unit=0,readonly=on,file={code}"
             ));
             argv.push("-drive".into());
-            argv.push(format!("if=pflash,format=raw,unit=1,file={}", vars.display()));
+            argv.push(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.display()
+            ));
         }
         argv.extend([
             "-netdev".into(),
@@ -290,12 +293,17 @@ impl Guest {
             let mut buf = [0u8; 512];
             while seen.windows(7).filter(|w| w == b"(qemu) ").count() < count {
                 let n = sock.read(&mut buf).expect("read the QEMU monitor");
-                assert!(n > 0, "QEMU monitor closed: {}", String::from_utf8_lossy(&seen));
+                assert!(
+                    n > 0,
+                    "QEMU monitor closed: {}",
+                    String::from_utf8_lossy(&seen)
+                );
                 seen.extend_from_slice(&buf[..n]);
             }
         };
         prompt(&mut sock, 1);
-        sock.write_all(b"cont\n").expect("send cont to the QEMU monitor");
+        sock.write_all(b"cont\n")
+            .expect("send cont to the QEMU monitor");
         prompt(&mut sock, 2);
     }
 
