@@ -81,7 +81,10 @@ fn client_id_keeps_its_address_on_a_new_chaddr_and_reservations_still_match_the_
             .map(|l| l.ip),
         Some(x)
     );
-    assert_eq!(pool.lease_for(pxe::config::Mac(nic_a)).map(|l| l.ip), Some(y));
+    assert_eq!(
+        pool.lease_for(pxe::config::Mac(nic_a)).map(|l| l.ip),
+        Some(y)
+    );
     let keys: Vec<ClientKey> = pool.leases_at(NOW).iter().map(|l| l.key()).collect();
     assert_eq!(keys.len(), 3, "three clients, three leases: {keys:?}");
 }
