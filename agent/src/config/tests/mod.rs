@@ -3,6 +3,7 @@
 
 mod convert;
 mod guests;
+mod pxe_field;
 mod rules;
 
 use std::path::{Path, PathBuf};
