@@ -121,11 +121,22 @@ pub enum Firmware {
     /// As `UefiNoRom` with OVMF's PXE turned off (fw_cfg `IPv4PXESupport`/`IPv6PXESupport` = n),
     /// so the first boot option is EDK2's own UEFI HTTP boot (option 60 `HTTPClient`, 93 = 16).
     UefiHttpBoot,
+    /// An arm64 `virt` machine (qemu-system-aarch64, Cortex-A57) with EDK2's arm64 build
+    /// (`qemu-efi-aarch64`): its PXE client asks with option 93 = 11. (No arm64 payload here:
+    /// tests watch its DHCP and TFTP, not a marker.)
+    Arm64Uefi,
 }
 
+/// EDK2 for arm64 `virt` (package qemu-efi-aarch64), loaded with -bios.
+const AAVMF: &str = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd";
+
 impl Firmware {
-    fn is_uefi(self) -> bool {
-        self != Firmware::BiosIpxeRom
+    /// OVMF in pflash (x86-64 UEFI).
+    fn is_ovmf(self) -> bool {
+        matches!(
+            self,
+            Firmware::UefiNoRom | Firmware::UefiSecureBoot | Firmware::UefiHttpBoot
+        )
     }
 }
 
@@ -188,17 +199,18 @@ impl Guest {
         let serial = format!("file:{}", serial_log.display());
         let netdev = format!("tap,id=n0,ifname={},script=no,downscript=no", spec.tap);
         let mut nic = format!("virtio-net-pci,netdev=n0,mac={}", spec.mac);
-        let mut argv: Vec<String> = [
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-nographic",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let qemu = match spec.firmware {
+            Firmware::Arm64Uefi => "qemu-system-aarch64",
+            _ => "qemu-system-x86_64",
+        };
+        let mut argv: Vec<String> = [qemu, "-accel", "tcg", "-m", "512", "-nographic"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if spec.firmware == Firmware::Arm64Uefi {
+            nic.push_str(",romfile=");
+            argv.extend(["-M", "virt", "-cpu", "cortex-a57", "-bios", AAVMF].map(String::from));
+        }
         // -no-reboot: a kernel panic (panic=-1 reboots at once) ends QEMU instead of looping.
         // -S: the CPU waits (see below) behind a monitor socket that says `cont`.
         let monitor = spec.dir.join(format!("monitor-{}.sock", spec.tap));
@@ -206,7 +218,7 @@ impl Guest {
         argv.extend(["-no-reboot", "-S", "-serial", &serial].map(String::from));
         argv.push("-monitor".into());
         argv.push(format!("unix:{},server=on,wait=off", monitor.display()));
-        if spec.firmware.is_uefi() {
+        if spec.firmware.is_ovmf() {
             let (code, vars_template) = match spec.firmware {
                 Firmware::UefiSecureBoot => (OVMF_CODE_SECBOOT, OVMF_VARS_MS),
                 _ => (OVMF_CODE, OVMF_VARS),
@@ -242,14 +254,10 @@ impl Guest {
                 vars.display()
             ));
         }
-        argv.extend([
-            "-netdev".into(),
-            netdev,
-            "-device".into(),
-            nic,
-            "-boot".into(),
-            "n".into(),
-        ]);
+        argv.extend(["-netdev".into(), netdev, "-device".into(), nic]);
+        if spec.firmware != Firmware::Arm64Uefi {
+            argv.extend(["-boot".into(), "n".into()]);
+        }
 
         let qemu_out = std::fs::File::create(spec.dir.join(format!("qemu-{}.out", spec.tap)))
             .expect("qemu log");
@@ -261,7 +269,9 @@ impl Guest {
             .stdout(qemu_out.try_clone().expect("dup qemu log"))
             .stderr(qemu_out)
             .spawn()
-            .expect("spawn qemu-system-x86_64 (package qemu-system-x86)");
+            .unwrap_or_else(|e| {
+                panic!("spawn {qemu}: {e} (packages qemu-system-x86, qemu-system-arm)")
+            });
         let mut guest = Guest {
             child,
             spec,

@@ -7,9 +7,12 @@
 //!   stock kernel, through the tree's own GRUB prefix;
 //! - OVMF's own UEFI HTTP boot → ipxe.efi → script;
 //! - proxyDHCP while dnsmasq (another host on the segment) hands out the addresses: SeaBIOS's
-//!   iPXE ROM, and OVMF's PXE (which asks on UDP 4011).
+//!   iPXE ROM, and OVMF's PXE (which asks on UDP 4011);
+//! - arm64 EDK2 (qemu-system-aarch64) up to its download of the `arm64` file: there is no arm64
+//!   loader or kernel among this host's packages (they would need apt's arm64 architecture), so
+//!   that firmware stops at "Unsupported" once it has the file.
 //!
-//! The boot root is Debian's netboot tree copied as shipped (`netboot`); five boots of 25–40 s,
+//! The boot root is Debian's netboot tree copied as shipped (`netboot`); six guests of 20–60 s,
 //! run alone (.config/nextest.toml: `boot_field_`).
 //!
 //! Deviation from a real default: the dnsmasq peer runs with `--no-ping` (it would wait ~3 s per
@@ -403,5 +406,53 @@ fn boot_field_proxy_dhcp_uefi_asks_on_4011_while_dnsmasq_hands_out_the_address()
     assert!(
         acks.iter().any(|l| l.contains(&format!("ip={ip} "))),
         "the 4011 request did not come from dnsmasq's address {ip}: {acks:#?}"
+    );
+}
+
+/// arm64 UEFI: EDK2 for arm64 asks with option 93 = 11, is classed `uefi-arm64` and handed the
+/// `arm64` file, and downloads it by TFTP.
+#[test]
+fn boot_field_arm64_uefi_is_classified_and_downloads_its_file() {
+    const MAC: &str = "52:54:00:f1:00:06";
+    let arm64 = format!("{PAYLOAD}/vmlinuz");
+    let lab = Lab::start(
+        "bfa6",
+        Config::new("/var/lib/hostagent").network(
+            network("10.86.0.1/24")
+                .dhcp(Dhcp::new("10.86.0.100-10.86.0.200"))
+                .pxe(Pxe::new(BOOT_ROOT).bios(PXELINUX).uefi(SHIM).arm64(&arm64)),
+        ),
+        |_| {},
+    );
+    let guest = Guest::launch(
+        &lab.ns,
+        GuestSpec {
+            bridge: BRIDGE.into(),
+            tap: "tap-bfa6".into(),
+            mac: MAC.into(),
+            firmware: Firmware::Arm64Uefi,
+            dir: lab.s.file("guest"),
+            agent_log: Some(lab.daemon.log.clone()),
+        },
+    );
+    let path = format!("path={arm64} ");
+    let downloaded = wait_for(HARD_TIMEOUT.as_secs(), || {
+        let log = lab.log();
+        let done = log
+            .lines()
+            .any(|l| l.contains("tftp: transfer completed") && l.contains(&path));
+        (done && guest.serial().contains("NBP file downloaded successfully")).then_some(())
+    });
+    assert!(
+        downloaded.is_some(),
+        "arm64 firmware did not download {arm64}:\n{}",
+        guest.diagnostics()
+    );
+    assert!(
+        lab.lines_with(MAC, "dhcp ack")
+            .iter()
+            .any(|l| l.contains("kind=uefi-arm64") && l.contains(&format!("boot=\"{arm64}\""))),
+        "{}",
+        lab.log()
     );
 }
