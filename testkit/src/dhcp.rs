@@ -221,6 +221,13 @@ impl Reply {
     }
 
     /// Option codes in the order they first appear.
+    /// Whether the message carries `info` as option 82, unchanged and as its last option: what
+    /// RFC 3046 §2.2 asks of a server's replies.
+    pub fn echoes_relay_info(&self, info: &[u8]) -> bool {
+        self.get(opt::RELAY_AGENT_INFO) == Some(info)
+            && self.codes().last() == Some(&opt::RELAY_AGENT_INFO)
+    }
+
     pub fn codes(&self) -> Vec<u8> {
         self.options.iter().map(|(c, _)| *c).collect()
     }

@@ -95,6 +95,35 @@ impl Lab {
             .collect()
     }
 
+    /// The agent logged `event` ("dhcp ack", "proxy offer", "proxy ack") for `mac` with this
+    /// client kind and boot file or URL; returns those lines.
+    fn assert_answered(&self, mac: &str, event: &str, kind: &str, boot: &str) -> Vec<String> {
+        let (kind, boot) = (format!("kind={kind} "), format!("boot=\"{boot}\""));
+        let lines: Vec<String> = self
+            .lines_with(mac, event)
+            .into_iter()
+            .filter(|l| l.contains(&kind) && l.contains(&boot))
+            .collect();
+        assert!(
+            !lines.is_empty(),
+            "no {event} to {mac} with {kind}{boot}:\n{}",
+            self.log()
+        );
+        lines
+    }
+
+    /// The agent logged a completed TFTP transfer of `file` (as the client spelled it).
+    fn assert_sent(&self, file: &str) {
+        let path = format!("path={file} ");
+        assert!(
+            self.lines_with("", "tftp: transfer completed")
+                .iter()
+                .any(|l| l.contains(&path)),
+            "no TFTP transfer of {file}:\n{}",
+            self.log()
+        );
+    }
+
     /// Misses are answered "file not found" and counted apart; none is logged above debug
     /// level (the daemon runs without -v) and nothing was refused.
     fn assert_misses_quiet(&self) {
@@ -117,40 +146,35 @@ fn network(address: &str) -> Network {
     Network::nat("lab", BRIDGE, address)
 }
 
+/// The stock tree's own config, on `net`.0/24: pxelinux for BIOS, shim for UEFI, and a DNS
+/// server (the installer asks for one); `arm64` when given.
+fn stock(net: &str, arm64: Option<&str>) -> Config {
+    let mut pxe = Pxe::new(BOOT_ROOT).bios(PXELINUX).uefi(SHIM);
+    if let Some(f) = arm64 {
+        pxe = pxe.arm64(f);
+    }
+    Config::new("/var/lib/hostagent").network(
+        network(&format!("{net}.1/24"))
+            .dhcp(Dhcp::new(&format!("{net}.100-{net}.200")).dns(&[&format!("{net}.1")]))
+            .pxe(pxe),
+    )
+}
+
 /// QEMU's default NIC ROM is iPXE: with `bios = "pxelinux.0"` and no script it must get
 /// pxelinux.0, which then finds its per-MAC config by TFTP.
 #[test]
 fn boot_field_bios_ipxe_rom_boots_stock_pxelinux_with_its_per_mac_config() {
     const MAC: &str = "52:54:00:f1:00:01";
-    let lab = Lab::start(
-        "bfpx",
-        Config::new("/var/lib/hostagent").network(
-            network("10.81.0.1/24")
-                .dhcp(Dhcp::new("10.81.0.100-10.81.0.200").dns(&["10.81.0.1"]))
-                .pxe(Pxe::new(BOOT_ROOT).bios(PXELINUX).uefi(SHIM)),
-        ),
-        |root| {
-            netboot::pxelinux_host(root, MAC);
-        },
-    );
+    let lab = Lab::start("bfpx", stock("10.81.0", None), |root| {
+        netboot::pxelinux_host(root, MAC);
+    });
     let booted = lab.boot("tap-bfpx", MAC, Firmware::BiosIpxeRom);
     assert_eq!(booted.path(), "pxelinux", "{}", booted.line);
-    let acks = lab.lines_with(MAC, "dhcp ack");
-    assert!(
-        acks.iter()
-            .any(|l| l.contains("kind=ipxe") && l.contains("boot=\"pxelinux.0\"")),
-        "the iPXE ROM was not handed pxelinux.0: {acks:#?}\n{}",
-        lab.log()
-    );
+    lab.assert_answered(MAC, "dhcp ack", "ipxe", PXELINUX);
     let per_mac = format!("pxelinux.cfg/01-{}", MAC.replace(':', "-"));
+    // Through the tree's own symlinks.
     for file in [PXELINUX, "ldlinux.c32", per_mac.as_str()] {
-        assert!(
-            lab.lines_with("", "transfer completed")
-                .iter()
-                .any(|l| l.contains(&format!("path={file} "))),
-            "no TFTP transfer of {file} (through the tree's symlinks):\n{}",
-            lab.log()
-        );
+        lab.assert_sent(file);
     }
     lab.assert_misses_quiet();
 }
@@ -160,17 +184,9 @@ fn boot_field_bios_ipxe_rom_boots_stock_pxelinux_with_its_per_mac_config() {
 #[test]
 fn boot_field_uefi_secure_boot_shim_grub_stock_tree() {
     const MAC: &str = "52:54:00:f1:00:02";
-    let lab = Lab::start(
-        "bfsb",
-        Config::new("/var/lib/hostagent").network(
-            network("10.82.0.1/24")
-                .dhcp(Dhcp::new("10.82.0.100-10.82.0.200").dns(&["10.82.0.1"]))
-                .pxe(Pxe::new(BOOT_ROOT).bios(PXELINUX).uefi(SHIM)),
-        ),
-        |root| {
-            netboot::grub_host(root, MAC);
-        },
-    );
+    let lab = Lab::start("bfsb", stock("10.82.0", None), |root| {
+        netboot::grub_host(root, MAC);
+    });
     let booted = lab.boot("tap-bfsb", MAC, Firmware::UefiSecureBoot);
     assert_eq!(booted.path(), "grub", "{}", booted.line);
     let serial = read_log(&lab.s.file("guest/serial-tap-bfsb.log"));
@@ -179,23 +195,12 @@ fn boot_field_uefi_secure_boot_shim_grub_stock_tree() {
         "the kernel did not report Secure Boot on:\n{}",
         hostagent_tests::console::tail(&serial, 40)
     );
-    let acks = lab.lines_with(MAC, "dhcp ack");
-    assert!(
-        acks.iter()
-            .any(|l| l.contains("kind=uefi-x64") && l.contains(SHIM)),
-        "OVMF was not handed shim: {acks:#?}"
-    );
+    lab.assert_answered(MAC, "dhcp ack", "uefi-x64", SHIM);
     for file in [
         "debian-installer/amd64/grubx64.efi",
         "/debian-installer/amd64/grub/grub.cfg",
     ] {
-        assert!(
-            lab.lines_with("", "transfer completed")
-                .iter()
-                .any(|l| l.contains(&format!("path={file} "))),
-            "no TFTP transfer of {file}:\n{}",
-            lab.log()
-        );
+        lab.assert_sent(file);
     }
     // shim looks for revocation lists and GRUB for $prefix/x86_64-efi/grub.cfg: misses.
     assert!(
@@ -236,14 +241,8 @@ fn boot_field_uefi_http_boot_reaches_the_marker() {
     );
     let booted = lab.boot("tap-bfhb", MAC, Firmware::UefiHttpBoot);
     assert_eq!(booted.path(), "http", "{}", booted.line);
-    let url = format!("boot=\"http://10.83.0.1:{HTTP_PORT}/{ipxe_efi}\"");
-    assert!(
-        lab.lines_with(MAC, "dhcp ack")
-            .iter()
-            .any(|l| l.contains("kind=uefi-http") && l.contains(&url)),
-        "the firmware was not handed {url} as HTTPClient:\n{}",
-        lab.log()
-    );
+    let url = format!("http://10.83.0.1:{HTTP_PORT}/{ipxe_efi}");
+    lab.assert_answered(MAC, "dhcp ack", "uefi-http", &url);
     assert!(
         lab.lines_with("", "http: transfer complete")
             .iter()
@@ -378,13 +377,7 @@ fn boot_field_proxy_dhcp_bios_ipxe_rom_boots_while_dnsmasq_hands_out_the_address
     let booted = lab.boot("tap-bfpb", MAC, Firmware::BiosIpxeRom);
     assert_eq!(booted.path(), "proxy", "{}", booted.line);
     assert_proxy_only(&lab, &other, MAC, "10.84.0");
-    assert!(
-        lab.lines_with(MAC, "proxy offer")
-            .iter()
-            .any(|l| l.contains("kind=ipxe") && l.contains("boot.ipxe")),
-        "{}",
-        lab.log()
-    );
+    lab.assert_answered(MAC, "proxy offer", "ipxe", &format!("{PAYLOAD}/boot.ipxe"));
 }
 
 /// EDK2 takes a proxy offer without option 43 as BINL and asks for the file on UDP 4011.
@@ -395,13 +388,7 @@ fn boot_field_proxy_dhcp_uefi_asks_on_4011_while_dnsmasq_hands_out_the_address()
     let booted = lab.boot("tap-bfpu", MAC, Firmware::UefiNoRom);
     assert_eq!(booted.path(), "proxy", "{}", booted.line);
     assert_proxy_only(&lab, &other, MAC, "10.85.0");
-    let acks = lab.lines_with(MAC, "proxy ack");
-    assert!(
-        acks.iter()
-            .any(|l| l.contains("kind=uefi-x64") && l.contains("ipxe.efi")),
-        "no 4011 answer to the firmware:\n{}",
-        lab.log()
-    );
+    let acks = lab.assert_answered(MAC, "proxy ack", "uefi-x64", &format!("{PAYLOAD}/ipxe.efi"));
     let ip = other.lease_of(MAC).unwrap_or_default();
     assert!(
         acks.iter().any(|l| l.contains(&format!("ip={ip} "))),
@@ -415,15 +402,7 @@ fn boot_field_proxy_dhcp_uefi_asks_on_4011_while_dnsmasq_hands_out_the_address()
 fn boot_field_arm64_uefi_is_classified_and_downloads_its_file() {
     const MAC: &str = "52:54:00:f1:00:06";
     let arm64 = format!("{PAYLOAD}/vmlinuz");
-    let lab = Lab::start(
-        "bfa6",
-        Config::new("/var/lib/hostagent").network(
-            network("10.86.0.1/24")
-                .dhcp(Dhcp::new("10.86.0.100-10.86.0.200"))
-                .pxe(Pxe::new(BOOT_ROOT).bios(PXELINUX).uefi(SHIM).arm64(&arm64)),
-        ),
-        |_| {},
-    );
+    let lab = Lab::start("bfa6", stock("10.86.0", Some(&arm64)), |_| {});
     let guest = Guest::launch(
         &lab.ns,
         GuestSpec {
@@ -448,11 +427,5 @@ fn boot_field_arm64_uefi_is_classified_and_downloads_its_file() {
         "arm64 firmware did not download {arm64}:\n{}",
         guest.diagnostics()
     );
-    assert!(
-        lab.lines_with(MAC, "dhcp ack")
-            .iter()
-            .any(|l| l.contains("kind=uefi-arm64") && l.contains(&format!("boot=\"{arm64}\""))),
-        "{}",
-        lab.log()
-    );
+    lab.assert_answered(MAC, "dhcp ack", "uefi-arm64", &arm64);
 }

@@ -35,6 +35,15 @@ fn config(net: &str) -> Config {
     )
 }
 
+/// `hostagent run` on `net`.0/24 in a namespace of its own.
+fn start(tag: &str, net: &str) -> (Netns, Scratch, String, Daemon) {
+    let host = Netns::new(tag);
+    let s = Scratch::new();
+    let cfg = s.config(config(net));
+    let d = Daemon::start(&host, &s, &cfg, &[]);
+    (host, s, cfg, d)
+}
+
 /// The first of `reasons` dhcpcd recorded within `secs`.
 fn any_event(c: &Dhcpcd, reasons: &[&str], secs: u64) -> Option<Record> {
     wait_for(secs, || reasons.iter().find_map(|r| c.records(r).pop()))
@@ -43,10 +52,7 @@ fn any_event(c: &Dhcpcd, reasons: &[&str], secs: u64) -> Option<Record> {
 #[test]
 fn dhcpcd_duid_lease_is_renewed_kept_across_a_new_nic_and_released() {
     let net = "10.86.0";
-    let host = Netns::new("rfcd");
-    let s = Scratch::new();
-    let cfg = s.config(config(net));
-    let d = Daemon::start(&host, &s, &cfg, &[]);
+    let (host, s, cfg, d) = start("rfcd", net);
     let cli = Cli::new(&host, &s, &cfg);
     let guest = host.plug(BRIDGE, "vrfcd0");
     let first_mac = guest.mac("eth0");
@@ -156,10 +162,7 @@ fn dhcpcd_duid_lease_is_renewed_kept_across_a_new_nic_and_released() {
 #[test]
 fn option_82_comes_back_byte_for_byte_through_the_relay() {
     let net = "10.87.0";
-    let host = Netns::new("rfcr");
-    let s = Scratch::new();
-    let cfg = s.config(config(net));
-    let d = Daemon::start(&host, &s, &cfg, &[]);
+    let (host, s, cfg, d) = start("rfcr", net);
     let relay = host.plug(BRIDGE, "vrfcr0");
     relay.ok(&["ip", "addr", "add", &format!("{net}.50/24"), "dev", "eth0"]);
     let relay_ip: Ipv4Addr = format!("{net}.50").parse().expect("ip");
@@ -207,15 +210,9 @@ fn option_82_comes_back_byte_for_byte_through_the_relay() {
     for (reply, want) in replies.iter().zip([msg::OFFER, msg::ACK, msg::NAK]) {
         assert_eq!(reply.msg_type(), Some(want), "{reply:?}");
         assert_eq!(reply.giaddr, relay_ip, "answered through the relay");
-        assert_eq!(
-            reply.get(opt::RELAY_AGENT_INFO),
-            Some(&info[..]),
-            "option 82 unchanged in message type {want}"
-        );
-        assert_eq!(
-            reply.codes().last(),
-            Some(&opt::RELAY_AGENT_INFO),
-            "option 82 last (RFC 3046 §2.2): {:?}",
+        assert!(
+            reply.echoes_relay_info(&info),
+            "option 82 unchanged and last in message type {want} (RFC 3046 §2.2): {:?}",
             reply.codes()
         );
     }

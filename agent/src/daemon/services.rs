@@ -249,24 +249,28 @@ async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()>
             });
         }
     }
-    if let Some(cfg) = &w.dhcp {
-        let cfg = cfg.clone();
-        let handle = tokio::task::spawn_blocking(move || DhcpServer::start(cfg))
-            .await
-            .context("DHCP start task")?
-            .map_err(|e| anyhow::anyhow!("DHCP: {e}"))?;
-        tracing::info!(network = %name, "DHCP serving");
-        running.dhcp = Some(handle);
-    } else if let Some(cfg) = &w.proxy {
-        let cfg = cfg.clone();
-        let handle = tokio::task::spawn_blocking(move || DhcpServer::start_proxy(cfg))
-            .await
-            .context("proxyDHCP start task")?
-            .map_err(|e| anyhow::anyhow!("proxyDHCP: {e}"))?;
-        tracing::info!(network = %name, "proxyDHCP serving");
-        running.dhcp = Some(handle);
+    let started = match (&w.dhcp, &w.proxy) {
+        (Some(cfg), _) => Some(("DHCP", start_dhcp(cfg.clone(), DhcpServer::start).await)),
+        (None, Some(cfg)) => Some((
+            "proxyDHCP",
+            start_dhcp(cfg.clone(), DhcpServer::start_proxy).await,
+        )),
+        (None, None) => None,
+    };
+    if let Some((what, handle)) = started {
+        running.dhcp = Some(handle.with_context(|| format!("{what} start"))?);
+        tracing::info!(network = %name, "{what} serving");
     }
     Ok(())
+}
+
+/// Opens a DHCP server's sockets and starts its thread off the runtime (binding and replaying a
+/// journal block).
+async fn start_dhcp<C: Send + 'static>(
+    cfg: C,
+    start: fn(C) -> Result<DhcpHandle, pxe::dhcp::server::DhcpError>,
+) -> Result<DhcpHandle> {
+    Ok(tokio::task::spawn_blocking(move || start(cfg)).await??)
 }
 
 pub type Shared = Arc<tokio::sync::Mutex<Services>>;

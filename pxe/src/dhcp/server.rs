@@ -280,13 +280,9 @@ impl DhcpServer {
         let handler = Handler::new(cfg, pool, stats.clone());
         let thread = {
             let (leases, stop) = (leases.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name(format!("dhcp-{network}"))
-                .spawn(move || serve(handler, sender, leases, feed, stop))
-                .map_err(|source| DhcpError::Thread {
-                    network: network.clone(),
-                    source,
-                })?
+            spawn_thread(&network, "dhcp", move || {
+                serve(handler, sender, leases, feed, stop)
+            })?
         };
         tracing::info!(network = %network, "DHCP server started");
         Ok(DhcpHandle {
@@ -333,13 +329,9 @@ impl DhcpServer {
         let handler = ProxyHandler::new(cfg, stats.clone());
         let thread = {
             let stop = stop.clone();
-            std::thread::Builder::new()
-                .name(format!("proxydhcp-{network}"))
-                .spawn(move || serve_proxy(handler, sender, boot, stop))
-                .map_err(|source| DhcpError::Thread {
-                    network: network.clone(),
-                    source,
-                })?
+            spawn_thread(&network, "proxydhcp", move || {
+                serve_proxy(handler, sender, boot, stop)
+            })?
         };
         tracing::info!(network = %network, "proxyDHCP server started (UDP 67 and 4011)");
         Ok(DhcpHandle {
@@ -351,6 +343,21 @@ impl DhcpServer {
             thread: Some(thread),
         })
     }
+}
+
+/// The server's thread, named `<kind>-<network>`.
+fn spawn_thread(
+    network: &str,
+    kind: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, DhcpError> {
+    std::thread::Builder::new()
+        .name(format!("{kind}-{network}"))
+        .spawn(f)
+        .map_err(|source| DhcpError::Thread {
+            network: network.to_string(),
+            source,
+        })
 }
 
 pub fn pool_config(cfg: &DhcpConfig) -> PoolConfig {
