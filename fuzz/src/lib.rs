@@ -91,14 +91,14 @@ pub fn dhcp_config(lease_file: PathBuf) -> DhcpConfig {
         ],
         hosts: vec![
             StaticHost {
-                mac: RESERVED_IN_RANGE.0,
+                mac: RESERVED_IN_RANGE.0.into(),
                 ip: RESERVED_IN_RANGE.1,
                 name: Some("bastion".into()),
                 boot: Some("custom.kpxe".into()),
                 script: None,
             },
             StaticHost {
-                mac: RESERVED_OUTSIDE.0,
+                mac: RESERVED_OUTSIDE.0.into(),
                 ip: RESERVED_OUTSIDE.1,
                 name: Some("installer".into()),
                 boot: None,

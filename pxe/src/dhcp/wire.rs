@@ -413,8 +413,8 @@ pub struct ReplyMessage {
     pub file: Vec<u8>,
     /// Options other than 53, in priority order. Values over 255 bytes are split (RFC 3396).
     pub options: Vec<(u8, Vec<u8>)>,
-    /// Option 82 to echo (RFC 3046 §2.2): written last and never left out for size (room for it
-    /// is kept before any other option is placed).
+    /// Option 82 to echo (RFC 3046 §2.2): written last, and room for it is kept before any other
+    /// option is placed; left out only if it alone would not fit the client's size limit.
     pub relay_info: Option<Vec<u8>>,
 }
 
@@ -454,10 +454,13 @@ pub fn encode(reply: &ReplyMessage, max_message_size: u16) -> Vec<u8> {
     out.extend_from_slice(&nul_field::<128>(&reply.file));
     out.extend_from_slice(&MAGIC_COOKIE);
     out.extend_from_slice(&[opt::MESSAGE_TYPE, 1, reply.msg_type as u8]);
+    // Option 82 goes in whenever it fits at all: only an option longer than any relay writes
+    // (RFC 3046 caps it at 255 bytes; RFC 3396 concatenation could make more) can be too big.
     let relay = reply
         .relay_info
         .as_deref()
         .map(|v| encode_option(opt::RELAY_AGENT_INFO, v))
+        .filter(|r| out.len() + r.len() < limit)
         .unwrap_or_default();
     for (code, value) in &reply.options {
         let encoded = encode_option(*code, value);
@@ -692,5 +695,16 @@ mod tests {
             assert_eq!(raw.get(opt::RELAY_AGENT_INFO), Some(&info[..]));
             assert!(bytes.len() <= size as usize - 28);
         }
+        // Found by fuzzing: an option 82 bigger than the whole size limit (several concatenated
+        // instances) cannot be echoed; the reply still fits.
+        let huge = ReplyMessage {
+            relay_info: Some(vec![9; 400]),
+            ..reply
+        };
+        let bytes = encode(&huge, 576);
+        assert!(bytes.len() <= 576 - 28, "{}", bytes.len());
+        let raw = RawOptions::parse(&bytes[HEADER_LEN..]).unwrap();
+        assert_eq!(raw.get(opt::RELAY_AGENT_INFO), None);
+        assert!(raw.get(opt::SERVER_ID).is_some());
     }
 }
