@@ -10,6 +10,7 @@ pub mod console;
 pub mod daemon;
 pub mod firewalld;
 pub mod libvirt;
+pub mod netboot;
 pub mod qemu;
 
 use std::collections::BTreeMap;

@@ -5,6 +5,7 @@ mod convert;
 mod firewall;
 mod forward;
 mod guests;
+mod pxe_field;
 mod rules;
 
 use std::path::{Path, PathBuf};
