@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod firewalld;
 pub mod ipv6;
 pub mod libvirt;
+pub mod netboot;
 pub mod qemu;
 
 use std::collections::BTreeMap;

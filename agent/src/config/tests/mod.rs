@@ -6,6 +6,7 @@ mod firewall;
 mod forward;
 mod guests;
 mod ipv6;
+mod pxe_field;
 mod rules;
 
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ mod guest;
 mod guest_macs;
 mod ipv6;
 mod network;
+mod pxe_options;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
