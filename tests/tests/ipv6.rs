@@ -142,6 +142,14 @@ fn lab_net(mode: &str) -> Network {
         .stp(false)
 }
 
+/// An IPv6 default route via `via` out of `dev`, with routing protocol `proto` ("ra": as if
+/// learnt from router advertisements).
+fn add_default_route(ns: &Netns, via: &str, dev: &str, proto: &str) {
+    ns.ok(&[
+        "ip", "-6", "route", "add", "default", "via", via, "dev", dev, "proto", proto,
+    ]);
+}
+
 fn sysctl(ns: &Netns, key: &str) -> String {
     ns.read(&format!("/proc/sys/{}", key.replace('.', "/")))
 }
@@ -262,17 +270,7 @@ fn an_isolated_guest_gets_the_prefix_on_link_but_no_default_route_and_cannot_get
     let seen = wait_for(3, || echo.peers().first().copied());
     assert!(seen.is_some(), "the host never saw the guest's connection");
     // Even with a default route of its own the guest gets nowhere: nothing is forwarded.
-    guest.ok(&[
-        "ip",
-        "-6",
-        "route",
-        "add",
-        "default",
-        "via",
-        &router.to_string(),
-        "dev",
-        "eth0",
-    ]);
+    add_default_route(&guest, &router.to_string(), "eth0", "static");
     lab.upstream_routes_back();
     assert_eq!(lab.source_seen_upstream(&guest), None);
     // The host does not forward for an isolated network: IPv6 forwarding stays as it was.
@@ -298,19 +296,7 @@ fn apply_sets_the_bridge_up_for_ipv6_and_down_restores_every_sysctl() {
     // accepting them only while not forwarding: plan says what forwarding does to it.
     lab.host
         .ok(&["sysctl", "-qw", "net.ipv6.conf.up0.accept_ra=1"]);
-    lab.host.ok(&[
-        "ip",
-        "-6",
-        "route",
-        "add",
-        "default",
-        "via",
-        "2001:db8:1::2",
-        "dev",
-        "up0",
-        "proto",
-        "ra",
-    ]);
+    add_default_route(&lab.host, "2001:db8:1::2", "up0", "ra");
     let (code, plan) = lab.cli().plan();
     assert_eq!(code, Some(2), "{plan}");
     assert!(
