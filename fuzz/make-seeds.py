@@ -216,11 +216,42 @@ def config_seeds():
     write("config_parse", 'state_dir = "/state"\n[[network]]\nname = 1\n')
 
 
+def ra_seeds():
+    """Router solicitations as hosts send them (from an address with its MAC, from the
+    unspecified address), a routed one (hop limit 64), malformed options, and a full RA as the
+    agent sends it (prefix, MTU, RDNSS, source link-layer address)."""
+    rs = bytes([133, 0, 0, 0, 0, 0, 0, 0])
+    sllao = bytes([1, 1]) + bytes.fromhex("525400000010")
+    sol = lambda flags, hop, msg: bytes([flags, hop]) + msg
+    write("ra_input", frame(0, sol(2, 255, rs + sllao)))
+    write("ra_input", frame(0, sol(1, 255, rs)))
+    write("ra_input", b"".join([
+        frame(0, sol(2, 255, rs + sllao)),
+        frame(5, sol(4, 255, rs)),
+        frame(40, sol(1, 255, rs)),
+        frame(1, sol(1, 64, rs)),
+        frame(1, sol(1, 255, rs + sllao)),
+        frame(1, sol(6, 255, rs + bytes([1, 0, 0, 0, 0, 0, 0, 0]))),
+        frame(1, sol(8, 255, rs + bytes([1, 3, 0, 0]))),
+        frame(200, sol(10, 255, rs + bytes([99, 1, 0, 0, 0, 0, 0, 0]))),
+    ]))
+    # A flood from many hosts, then quiet.
+    write("ra_input", b"".join(frame(0, sol(2 * i, 255, rs)) for i in range(1, 45)) + frame(255, sol(1, 255, rs)))
+    ra = bytes([134, 0, 0, 0, 64, 0xc0, 0x07, 0x08]) + bytes(8)
+    ra += sllao
+    ra += bytes([5, 1, 0, 0]) + struct.pack(">I", 1400)
+    ra += bytes([3, 4, 64, 0xc0]) + struct.pack(">II", 2592000, 604800) + bytes(4) + bytes.fromhex("fd000122000000000000000000000000")
+    ra += bytes([25, 3, 0, 0]) + struct.pack(">I", 1800) + bytes.fromhex("fd000122000000000000000000000001")
+    write("ra_input", ra)
+    write("ra_input", ra[:40])
+
+
 if __name__ == "__main__":
     dhcp_seeds()
     tftp_seeds()
     http_seeds()
     dns_seeds()
     config_seeds()
+    ra_seeds()
     for d in sorted(CORPUS.iterdir()):
         print(d.name, len(list(d.iterdir())))

@@ -149,6 +149,11 @@ pub struct Network {
     dhcp: Option<Dhcp>,
     pxe: Option<Pxe>,
     forwards: Vec<Forward>,
+    address6: Option<String>,
+    nat6: Option<bool>,
+    ra: Option<Ra>,
+    /// `[network.dhcp6]`: None absent, Some(None) without a range (stateless), Some(range).
+    dhcp6: Option<Option<String>>,
 }
 
 impl Network {
@@ -166,6 +171,10 @@ impl Network {
             dhcp: None,
             pxe: None,
             forwards: Vec::new(),
+            address6: None,
+            nat6: None,
+            ra: None,
+            dhcp6: None,
         }
     }
 
@@ -220,6 +229,71 @@ impl Network {
         self.forwards.push(fwd);
         self
     }
+
+    /// `address6`: the host's IPv6 address on the bridge (CIDR).
+    pub fn address6(mut self, cidr: &str) -> Network {
+        self.address6 = Some(cidr.to_string());
+        self
+    }
+
+    pub fn nat6(mut self, on: bool) -> Network {
+        self.nat6 = Some(on);
+        self
+    }
+
+    /// `[network.ra]`.
+    pub fn ra(mut self, ra: Ra) -> Network {
+        self.ra = Some(ra);
+        self
+    }
+
+    /// `[network.dhcp6]`, with `range` when given (stateful) or without (stateless).
+    pub fn dhcp6(mut self, range: Option<&str>) -> Network {
+        self.dhcp6 = Some(range.map(str::to_string));
+        self
+    }
+}
+
+/// `[network.ra]`: router advertisements on the bridge.
+#[derive(Debug, Clone, Default)]
+pub struct Ra {
+    enable: Option<bool>,
+    min_interval: Option<String>,
+    max_interval: Option<String>,
+}
+
+impl Ra {
+    pub fn new() -> Ra {
+        Ra::default()
+    }
+
+    pub fn enable(mut self, on: bool) -> Ra {
+        self.enable = Some(on);
+        self
+    }
+
+    /// `min_interval` and `max_interval` ("3s", "4s").
+    pub fn intervals(mut self, min: &str, max: &str) -> Ra {
+        self.min_interval = Some(min.to_string());
+        self.max_interval = Some(max.to_string());
+        self
+    }
+}
+
+impl Display for Ra {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "[network.ra]")?;
+        if let Some(e) = self.enable {
+            writeln!(f, "enable = {e}")?;
+        }
+        if let Some(m) = &self.min_interval {
+            writeln!(f, "min_interval = {}", quoted(m))?;
+        }
+        if let Some(m) = &self.max_interval {
+            writeln!(f, "max_interval = {}", quoted(m))?;
+        }
+        Ok(())
+    }
 }
 
 impl Display for Network {
@@ -230,6 +304,12 @@ impl Display for Network {
         writeln!(f, "bridge = {}", quoted(&self.bridge))?;
         if let Some(a) = &self.address {
             writeln!(f, "address = {}", quoted(a))?;
+        }
+        if let Some(a) = &self.address6 {
+            writeln!(f, "address6 = {}", quoted(a))?;
+        }
+        if let Some(n) = self.nat6 {
+            writeln!(f, "nat6 = {n}")?;
         }
         if let Some(m) = &self.mac {
             writeln!(f, "mac = {}", quoted(m))?;
@@ -251,6 +331,15 @@ impl Display for Network {
         }
         if let Some(p) = &self.pxe {
             write!(f, "{p}")?;
+        }
+        if let Some(r) = &self.ra {
+            write!(f, "{r}")?;
+        }
+        if let Some(range) = &self.dhcp6 {
+            writeln!(f, "[network.dhcp6]")?;
+            if let Some(r) = range {
+                writeln!(f, "range = {}", quoted(r))?;
+            }
         }
         for fwd in &self.forwards {
             write!(f, "{fwd}")?;
@@ -562,6 +651,32 @@ pub fn position(text: &str, line_with: &str, token: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_network_reads_as_the_agent_expects_it() {
+        let n = Network::nat("lab", "br-lab", "10.77.0.1/24")
+            .address6("fd00:77::1/64")
+            .nat6(true)
+            .ra(Ra::new().enable(true).intervals("3s", "4s"))
+            .dhcp6(Some("fd00:77::100-fd00:77::1ff"));
+        assert_eq!(
+            n.to_string(),
+            r#"[[network]]
+name = "lab"
+mode = "nat"
+bridge = "br-lab"
+address = "10.77.0.1/24"
+address6 = "fd00:77::1/64"
+nat6 = true
+[network.ra]
+enable = true
+min_interval = "3s"
+max_interval = "4s"
+[network.dhcp6]
+range = "fd00:77::100-fd00:77::1ff"
+"#
+        );
+    }
 
     #[test]
     fn a_network_with_everything_reads_as_the_agent_expects_it() {

@@ -4,7 +4,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use hwaddr::Mac;
-use netcfg::{Desired, Host, Mode, NetworkSpec, PortForward, PortLimit, Services};
+use netcfg::{Desired, Host, Ipv6Spec, Mode, NetworkSpec, PortForward, PortLimit, Services};
 use pxe::config::{
     BootConfig, DhcpConfig, FileServiceConfig, ProxyConfig, PxelinuxOptions, StaticHost,
     StaticRoute,
@@ -238,6 +238,11 @@ impl Model {
             .collect()
     }
 
+    /// One router advertiser per network with `address6` and `[network.ra]` on.
+    pub fn ra_configs(&self) -> Vec<ra::RaConfig> {
+        self.networks.iter().filter_map(ra_config).collect()
+    }
+
     /// ROOT/state_dir/leases/<network>.journal
     pub fn lease_file(&self, root: &Path, network: &str) -> PathBuf {
         self.host(root)
@@ -277,7 +282,43 @@ fn network_spec(n: &Network) -> NetworkSpec {
             http_port: n.pxe.as_ref().and_then(|p| p.http_port),
             dns: n.mode != Mode::Bridge && n.address.is_some(),
         },
+        ipv6: n.ipv6.as_ref().map(|v| Ipv6Spec {
+            address: v.address,
+            nat6: v.nat6,
+            dhcp6: v.dhcp6.is_some(),
+        }),
     }
+}
+
+/// Whether the network's own DNS server runs on its gateway (so the RA's RDNSS may point
+/// there). The DNS server is wired by a separate change (`[network.dns]`); until the model
+/// carries it, no network has one and the RA carries no RDNSS. This is the one place the RA
+/// asks, so that change only has to answer here.
+fn dns_server_runs(_n: &Network) -> bool {
+    false
+}
+
+/// What the router advertisement on a network's bridge says (a network with `address6` whose
+/// `[network.ra]` is not turned off).
+fn ra_config(n: &Network) -> Option<ra::RaConfig> {
+    let v6 = n.ipv6.as_ref()?;
+    let intervals = v6.ra?;
+    Some(ra::RaConfig {
+        network: n.name.clone(),
+        interface: n.bridge.clone(),
+        mac: n.mac,
+        address: v6.address,
+        // libvirt's meaning: an isolated network's prefix is on-link, nothing routes beyond it.
+        default_router: n.mode.forwards(),
+        dhcp6: v6.dhcp6.as_ref().map(|d| d.mode()).unwrap_or_default(),
+        rdnss: if dns_server_runs(n) {
+            vec![v6.address.addr()]
+        } else {
+            Vec::new()
+        },
+        mtu: n.mtu.map(u32::from),
+        intervals,
+    })
 }
 
 /// IPv4 `nameserver` lines of a resolv.conf, without loopback (a local stub resolver such as

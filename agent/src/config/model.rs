@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hwaddr::Mac;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use netcfg::Mode;
 
@@ -246,6 +246,39 @@ pub struct Network {
     pub pxe: Option<Pxe>,
     /// `[[network.forward]]` (nat and routed networks only).
     pub forwards: Vec<Forward>,
+    /// `address6` and what goes with it (nat, routed and isolated networks only).
+    pub ipv6: Option<Ipv6>,
+}
+
+/// A network's IPv6: the bridge's address, router advertisements, DHCPv6.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6 {
+    /// Gateway address with the guests' prefix length.
+    pub address: Ipv6Net,
+    /// nat only: masquerade the prefix (default: forwarded untranslated, as libvirt does).
+    pub nat6: bool,
+    /// `[network.ra]` interval bounds; None when `enable = false`.
+    pub ra: Option<ra::Intervals>,
+    /// `[network.dhcp6]`, when configured.
+    pub dhcp6: Option<Dhcp6>,
+}
+
+/// `[network.dhcp6]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dhcp6 {
+    /// Inclusive range inside the prefix, not covering the gateway; None: stateless
+    /// (information only).
+    pub range: Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)>,
+}
+
+impl Dhcp6 {
+    /// Which DHCPv6 this is, for the RA's M and O flags.
+    pub fn mode(&self) -> ra::Dhcp6Mode {
+        match self.range {
+            Some(_) => ra::Dhcp6Mode::Stateful,
+            None => ra::Dhcp6Mode::Stateless,
+        }
+    }
 }
 
 /// A host port forwarded to a guest of the network.

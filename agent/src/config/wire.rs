@@ -143,6 +143,14 @@ pub(super) struct Network {
     pub interfaces: Option<S<Vec<S<String>>>>,
     pub dhcp: Option<S<NetworkDhcp>>,
     pub pxe: Option<S<Pxe>>,
+    /// IPv6 (validated in `validate::ipv6`): the gateway address with prefix on the bridge.
+    pub address6: Option<S<String>>,
+    /// nat mode: masquerade the IPv6 prefix too.
+    pub nat6: Option<S<bool>>,
+    /// `[network.ra]`: router advertisements on the bridge.
+    pub ra: Option<S<NetworkRa>>,
+    /// `[network.dhcp6]`: its presence (and `range`) decides the RA's M/O flags.
+    pub dhcp6: Option<S<NetworkDhcp6>>,
     /// `[[network.forward]]`: host ports forwarded to guests (validated in `validate::forward`).
     #[serde(default)]
     pub forward: Vec<S<Forward>>,
@@ -159,6 +167,22 @@ pub(super) struct Forward {
     pub to: Option<S<String>>,
     pub guest: Option<S<String>>,
     pub guest_port: Option<S<i64>>,
+}
+
+/// `[network.ra]`: `enable` (default true) and the unsolicited interval bounds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NetworkRa {
+    pub enable: Option<bool>,
+    pub min_interval: Option<S<String>>,
+    pub max_interval: Option<S<String>>,
+}
+
+/// `[network.dhcp6]`: stateful with `range` (the RA sets M and O), stateless without (O).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NetworkDhcp6 {
+    pub range: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use pxe::dhcp::server::DhcpStatsSnapshot;
 use pxe::http::HttpStatsSnapshot;
 use pxe::leases::Lease;
@@ -91,6 +91,9 @@ pub struct NetworkInfo {
     pub bridge: String,
     /// The host's address with prefix, e.g. `10.0.0.1/24`.
     pub address: Option<Ipv4Net>,
+    /// The host's IPv6 address with prefix, e.g. `fd00:122::1/64`.
+    #[serde(default)]
+    pub address6: Option<Ipv6Net>,
 }
 
 /// One network's boot servers; a server that does not run is absent.
@@ -100,6 +103,17 @@ pub struct ServerStatus {
     pub dhcp: Option<DhcpStatus>,
     pub tftp: Option<FileServerStatus<TftpStatsSnapshot>>,
     pub http: Option<FileServerStatus<HttpStatsSnapshot>>,
+    /// Router advertisements on the bridge.
+    #[serde(default)]
+    pub ra: Option<RaStatus>,
+}
+
+/// The router advertiser's counters and the bridge it advertises on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaStatus {
+    pub interface: String,
+    #[serde(flatten)]
+    pub counters: ra::RaStatsSnapshot,
 }
 
 /// The DHCP server's counters and the bridge it serves.

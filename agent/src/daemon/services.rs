@@ -16,7 +16,9 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::config::Model;
-use crate::control::protocol::{DhcpStatus, FileServerStatus, NetworkLeases, ServerStatus};
+use crate::control::protocol::{
+    DhcpStatus, FileServerStatus, NetworkLeases, RaStatus, ServerStatus,
+};
 
 /// A file server (TFTP or HTTP) running as a task, stopped through its watch channel; `C` is
 /// its counters' snapshot.
@@ -48,11 +50,13 @@ struct Wanted {
     /// proxyDHCP instead of `dhcp` (validation never sets both).
     proxy: Option<ProxyConfig>,
     files: Option<(FileServiceConfig, Option<u16>)>,
+    ra: Option<ra::RaConfig>,
 }
 
 struct Running {
     wanted: Wanted,
     dhcp: Option<DhcpHandle>,
+    ra: Option<ra::RaHandle>,
     tftp: Option<FileTask<TftpStatsSnapshot>>,
     http: Option<FileTask<HttpStatsSnapshot>>,
 }
@@ -73,6 +77,7 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
                     dhcp: None,
                     proxy: None,
                     files: None,
+                    ra: None,
                 },
             )
         })
@@ -90,6 +95,11 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
     for (f, port) in model.file_services(root) {
         if let Some(w) = out.get_mut(&f.network) {
             w.files = Some((f, port));
+        }
+    }
+    for r in model.ra_configs() {
+        if let Some(w) = out.get_mut(&r.network) {
+            w.ra = Some(r);
         }
     }
     out
@@ -110,7 +120,9 @@ impl Services {
             if !keep {
                 if let Some(r) = self.networks.remove(&name) {
                     tracing::info!(network = %name, "stopping servers (settings changed or network removed)");
-                    stop_running(r).await;
+                    // Router advertisements that end (not merely change) say goodbye.
+                    let farewell = wanted.get(&name).is_none_or(|w| w.ra.is_none());
+                    stop_running(r, farewell).await;
                 }
             }
         }
@@ -137,14 +149,14 @@ impl Services {
         root: &Path,
     ) -> Vec<anyhow::Error> {
         if let Some(r) = self.networks.remove(name) {
-            stop_running(r).await;
+            stop_running(r, false).await;
         }
         self.reconcile(model, root).await
     }
 
     pub async fn stop_all(&mut self) {
         for (_, r) in std::mem::take(&mut self.networks) {
-            stop_running(r).await;
+            stop_running(r, true).await;
         }
     }
 
@@ -166,6 +178,14 @@ impl Services {
                 }),
                 tftp: r.tftp.as_ref().map(FileTask::status),
                 http: r.http.as_ref().map(FileTask::status),
+                ra: r
+                    .ra
+                    .as_ref()
+                    .zip(r.wanted.ra.as_ref())
+                    .map(|(h, cfg)| RaStatus {
+                        interface: cfg.interface.clone(),
+                        counters: h.stats(),
+                    }),
             })
             .collect()
     }
@@ -183,7 +203,12 @@ impl Services {
     }
 }
 
-async fn stop_running(r: Running) {
+/// Stop one network's servers; `farewell`: its router advertisements end for good (the network
+/// is gone, RA is turned off, the daemon stops), so hosts are told to drop the router.
+async fn stop_running(r: Running, farewell: bool) {
+    if let Some(a) = r.ra {
+        a.stop(farewell).await;
+    }
     if let Some(d) = r.dhcp {
         // The DHCP server is a blocking thread: joining it must not stall the runtime.
         let _ = tokio::task::spawn_blocking(move || d.stop()).await;
@@ -200,13 +225,14 @@ async fn start(name: &str, w: &Wanted) -> Result<Running> {
     let mut running = Running {
         wanted: w.clone(),
         dhcp: None,
+        ra: None,
         tftp: None,
         http: None,
     };
     // Half-started networks are stopped again: never leave a TFTP server running whose DHCP
     // partner failed to bind.
     if let Err(e) = start_into(name, w, &mut running).await {
-        stop_running(running).await;
+        stop_running(running, false).await;
         return Err(e);
     }
     Ok(running)
@@ -260,6 +286,12 @@ async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()>
     if let Some((what, handle)) = started {
         running.dhcp = Some(handle.with_context(|| format!("{what} start"))?);
         tracing::info!(network = %name, "{what} serving");
+    }
+    if let Some(cfg) = &w.ra {
+        if cfg.dhcp6 != ra::Dhcp6Mode::None {
+            tracing::warn!(network = %name, "[network.dhcp6] is configured and the router advertisements announce it (M/O flags), but this release serves no DHCPv6 yet");
+        }
+        running.ra = Some(ra::RaServer::start(cfg.clone()));
     }
     Ok(())
 }

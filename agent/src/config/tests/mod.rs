@@ -5,6 +5,7 @@ mod convert;
 mod firewall;
 mod forward;
 mod guests;
+mod ipv6;
 mod pxe_field;
 mod rules;
 

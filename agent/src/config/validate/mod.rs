@@ -7,6 +7,7 @@ mod firewall;
 mod forward;
 mod guest;
 mod guest_macs;
+mod ipv6;
 mod network;
 mod pxe_options;
 
@@ -83,6 +84,7 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
         }
     }
     across::across_networks(&mut c, &networks, &marks);
+    ipv6::across(&mut c, &networks, &marks);
     let libvirt = guest::libvirt(&mut c, file.libvirt.as_ref());
     let guests = guest::guests(&mut c, &file.guest, &networks, state_dir.as_deref());
     forward::forwards(&mut c, &file.network, &mut networks, &file.guest, &guests);

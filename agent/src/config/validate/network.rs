@@ -16,6 +16,7 @@ pub(super) struct Marks {
     pub(super) name: Range<usize>,
     pub(super) bridge: Range<usize>,
     pub(super) address: Option<Range<usize>>,
+    pub(super) address6: Option<Range<usize>>,
     /// Where the MAC came from: the `mac` value, or the name when derived.
     pub(super) mac: Range<usize>,
     pub(super) mac_derived: bool,
@@ -171,6 +172,8 @@ pub(super) fn network(
         }
     }
 
+    let ipv6 = super::ipv6::ipv6(c, w, mode);
+
     if c.problems.len() != before {
         return None;
     }
@@ -178,6 +181,7 @@ pub(super) fn network(
         name: w.name.span(),
         bridge: w.bridge.span(),
         address: w.address.as_ref().map(|a| a.span()),
+        address6: super::ipv6::span(w),
         mac: w.mac.as_ref().map_or(w.name.span(), |m| m.span()),
         mac_derived: w.mac.is_none(),
         interfaces: interface_spans,
@@ -196,6 +200,7 @@ pub(super) fn network(
         pxe,
         // Filled in by `forward::forwards` once the guests (whose addresses they may name) are known.
         forwards: Vec::new(),
+        ipv6,
     };
     Some((net, marks))
 }

@@ -84,6 +84,7 @@ fn each_reply_reads_back_as_the_type_the_client_asked_for() {
             mode: "nat".into(),
             bridge: "br-lab".into(),
             address: Some("10.77.0.1/24".parse().expect("net")),
+            address6: Some("fd00:122::1/64".parse().expect("net")),
         }],
         servers: vec![ServerStatus {
             network: "lab".into(),
@@ -123,6 +124,16 @@ fn each_reply_reads_back_as_the_type_the_client_asked_for() {
                 },
             }),
             http: None,
+            ra: Some(RaStatus {
+                interface: "br-lab".into(),
+                counters: ra::RaStatsSnapshot {
+                    advertising: true,
+                    multicast_sent: 4,
+                    solicitations: 2,
+                    unicast_sent: 2,
+                    ..Default::default()
+                },
+            }),
         }],
     };
     let line = wire(&Response::Status(status.clone()));
