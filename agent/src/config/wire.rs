@@ -134,6 +134,30 @@ pub struct Network {
     pub interfaces: Option<S<Vec<S<String>>>>,
     pub dhcp: Option<S<NetworkDhcp>>,
     pub pxe: Option<S<Pxe>>,
+    pub dns: Option<S<NetworkDns>>,
+}
+
+/// `[network.dns]`: the network's DNS server on its gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkDns {
+    pub enable: Option<S<bool>>,
+    pub domain: Option<S<String>>,
+    /// `"IP"` or `"IP:PORT"` (`"[IPv6]:PORT"`): where names outside the domain go instead of the
+    /// host's resolvers.
+    pub forwarders: Option<S<Vec<S<String>>>>,
+    /// Queries per second one guest address may send; 0 = no limit.
+    pub rate_limit: Option<S<i64>>,
+    #[serde(default)]
+    pub host: Vec<S<DnsHost>>,
+}
+
+/// `[[network.dns.host]]`: one extra name → address record.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsHost {
+    pub name: S<String>,
+    pub ip: S<String>,
 }
 
 #[derive(Debug, Deserialize)]

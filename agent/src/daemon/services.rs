@@ -1,5 +1,5 @@
-//! The per-network boot services the daemon runs, and how a new config is reconciled with them:
-//! only the servers whose settings changed are restarted.
+//! The per-network services the daemon runs (DHCP, TFTP, HTTP boot, DNS), and how a new config
+//! is reconciled with them: only the networks whose settings changed are restarted.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,7 +15,8 @@ use pxe::tftp::{TftpServer, TftpStatsSnapshot};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Model;
+use super::dns::RunningDns;
+use crate::config::{DnsService, Model};
 use crate::control::protocol::{DhcpStatus, FileServerStatus, NetworkLeases, ServerStatus};
 
 /// A file server (TFTP or HTTP) running as a task, stopped through its watch channel; `C` is
@@ -46,13 +47,16 @@ impl<C> FileTask<C> {
 struct Wanted {
     dhcp: Option<DhcpConfig>,
     files: Option<(FileServiceConfig, Option<u16>)>,
+    dns: Option<DnsService>,
 }
 
 struct Running {
     wanted: Wanted,
-    dhcp: Option<DhcpHandle>,
+    /// Shared with the DNS server's lease feed.
+    dhcp: Option<Arc<DhcpHandle>>,
     tftp: Option<FileTask<TftpStatsSnapshot>>,
     http: Option<FileTask<HttpStatsSnapshot>>,
+    dns: Option<RunningDns>,
 }
 
 #[derive(Default)]
@@ -70,6 +74,7 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
                 Wanted {
                     dhcp: None,
                     files: None,
+                    dns: None,
                 },
             )
         })
@@ -82,6 +87,11 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
     for (f, port) in model.file_services(root) {
         if let Some(w) = out.get_mut(&f.network) {
             w.files = Some((f, port));
+        }
+    }
+    for d in model.dns_services(root) {
+        if let Some(w) = out.get_mut(&d.config.network) {
+            w.dns = Some(d);
         }
     }
     out
@@ -121,7 +131,8 @@ impl Services {
     }
 
     /// Stop and start one network's servers again with the same settings: after drift repair
-    /// recreated its bridge, the DHCP sockets are still bound to the old device's ifindex.
+    /// recreated its bridge, the DHCP and DNS sockets are still bound to the old device's
+    /// ifindex.
     pub async fn restart_network(
         &mut self,
         name: &str,
@@ -155,6 +166,7 @@ impl Services {
                     }),
                 tftp: r.tftp.as_ref().map(FileTask::status),
                 http: r.http.as_ref().map(FileTask::status),
+                dns: r.dns.as_ref().map(RunningDns::status),
             })
             .collect()
     }
@@ -173,9 +185,20 @@ impl Services {
 }
 
 async fn stop_running(r: Running) {
+    // First: its lease feed holds the DHCP handle.
+    if let Some(d) = r.dns {
+        d.stop().await;
+    }
     if let Some(d) = r.dhcp {
-        // The DHCP server is a blocking thread: joining it must not stall the runtime.
-        let _ = tokio::task::spawn_blocking(move || d.stop()).await;
+        match Arc::try_unwrap(d) {
+            // The DHCP server is a blocking thread: joining it must not stall the runtime.
+            Ok(d) => {
+                let _ = tokio::task::spawn_blocking(move || d.stop()).await;
+            }
+            Err(d) => {
+                tracing::error!(network = %d.network(), "DHCP handle still shared at stop; the server stops when its last user lets go");
+            }
+        }
     }
     if let Some(t) = r.tftp {
         t.stop().await;
@@ -191,6 +214,7 @@ async fn start(name: &str, w: &Wanted) -> Result<Running> {
         dhcp: None,
         tftp: None,
         http: None,
+        dns: None,
     };
     // Half-started networks are stopped again: never leave a TFTP server running whose DHCP
     // partner failed to bind.
@@ -245,7 +269,12 @@ async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()>
             .context("DHCP start task")?
             .map_err(|e| anyhow::anyhow!("DHCP: {e}"))?;
         tracing::info!(network = %name, "DHCP serving");
-        running.dhcp = Some(handle);
+        running.dhcp = Some(Arc::new(handle));
+    }
+    if let Some(service) = &w.dns {
+        let dns = RunningDns::start(service, running.dhcp.clone()).await?;
+        tracing::info!(network = %name, listen = ?service.config.listen, domain = %service.config.zone.domain, "DNS serving");
+        running.dns = Some(dns);
     }
     Ok(())
 }

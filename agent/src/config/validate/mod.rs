@@ -3,6 +3,7 @@
 
 mod across;
 mod dhcp;
+mod dns;
 mod guest;
 mod guest_macs;
 mod network;
@@ -82,6 +83,7 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
     across::across_networks(&mut c, &networks, &marks);
     let libvirt = guest::libvirt(&mut c, file.libvirt.as_ref());
     let guests = guest::guests(&mut c, &file.guest, &networks, state_dir.as_deref());
+    dns::names_across(&mut c, &file.network, &networks, &guests);
 
     match (c.problems.is_empty(), state_dir, dhcp_port_rate_limit) {
         (true, Some(state_dir), Some(dhcp_port_rate_limit)) => Ok(Model {

@@ -1,4 +1,5 @@
-//! One [[network]]: its own values, and its [network.dhcp] / [network.pxe] sections.
+//! One [[network]]: its own values, and its [network.dhcp] / [network.pxe] / [network.dns]
+//! sections.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -170,6 +171,19 @@ pub(super) fn network(
         }
     }
 
+    let dns = super::dns::dns(
+        c,
+        w.dns.as_ref(),
+        &super::dns::Around {
+            name: &w.name,
+            mode,
+            address,
+            has_address: w.address.is_some(),
+            dhcp: dhcp.as_ref(),
+            has_dhcp: w.dhcp.is_some(),
+        },
+    );
+
     if c.problems.len() != before {
         return None;
     }
@@ -193,6 +207,7 @@ pub(super) fn network(
         interfaces,
         dhcp,
         pxe,
+        dns,
     };
     Some((net, marks))
 }
