@@ -5,6 +5,8 @@ pub mod qemu;
 
 pub mod daemon;
 
+pub mod dns;
+
 pub mod libvirt;
 
 use std::path::{Path, PathBuf};

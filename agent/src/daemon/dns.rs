@@ -38,9 +38,6 @@ impl RunningDns {
             // Validation checked these names; a clone reservation's name is the one way in.
             tracing::warn!(network = %network, name = %r.record.name, "name not served by DNS: {}", r.error);
         }
-        if let Some(problem) = &service.upstream_problem {
-            tracing::warn!(network = %network, "DNS: {problem}");
-        }
         let server = DnsServer::start(service.config.clone(), records.clone())
             .await
             .context("DNS")?;
