@@ -65,6 +65,11 @@ pub fn findings(model: &Model, root: &Path) -> Vec<Finding> {
                 ),
                 &enable_hint(n),
             ),
+            (GuestResolvers::Configured(list), _) if list.is_empty() => finding(
+                false,
+                "DHCP hands out no DNS server: dns = [] is written under [network.dhcp] or [dhcp]".into(),
+                "list a resolver in dns, or remove dns = [] to hand out the network's own DNS server",
+            ),
             (GuestResolvers::Configured(list), Some(server))
                 if !list.iter().any(|ip| Some(*ip) == n.gateway()) =>
             {
@@ -107,4 +112,55 @@ fn join(list: &[std::net::Ipv4Addr]) -> String {
         .map(|ip| ip.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NET: &str = "[[network]]\nname = \"lab\"\nmode = \"nat\"\nbridge = \"br-lab\"\naddress = \"10.77.0.1/24\"\n[network.dhcp]\nrange = \"10.77.0.100-10.77.0.200\"\n";
+
+    fn findings_for(extra: &str, resolv: Option<&str>) -> Vec<Finding> {
+        let root = tempfile::tempdir().expect("tempdir");
+        if let Some(text) = resolv {
+            std::fs::create_dir_all(root.path().join("etc")).expect("etc");
+            std::fs::write(root.path().join("etc/resolv.conf"), text).expect("resolv.conf");
+        }
+        let model = crate::config::parse(&format!("{NET}{extra}"), Path::new("t.toml"))
+            .expect("config");
+        findings(&model, root.path())
+    }
+
+    fn one(extra: &str, resolv: Option<&str>) -> Finding {
+        let mut f = findings_for(extra, resolv);
+        assert_eq!(f.len(), 1, "{f:?}");
+        f.remove(0)
+    }
+
+    #[test]
+    fn each_way_of_ending_up_without_a_resolver_is_a_warning_with_a_hint() {
+        let stub = Some("nameserver 127.0.0.53\n");
+        let off = "[network.dns]\nenable = false\n";
+        let f = one(off, stub);
+        assert!(!f.ok && f.message.contains("hands out no DNS server"), "{f:?}");
+        assert!(f.hint.contains("enable = false"), "{f:?}");
+        let f = one("dns = []\n", stub);
+        assert!(!f.ok && f.message.contains("dns = []"), "{f:?}");
+        let f = one("dns = [\"192.0.2.53\"]\n", stub);
+        assert!(!f.ok && f.message.contains("not the network's own"), "{f:?}");
+        let f = one("", None);
+        assert!(!f.ok && f.message.contains("only its own names"), "{f:?}");
+        assert!(f.hint.contains("forwarders"), "{f:?}");
+    }
+
+    #[test]
+    fn what_guests_are_told_is_said_when_all_is_well() {
+        let f = one("", Some("nameserver 192.0.2.1\n"));
+        assert!(f.ok, "{f:?}");
+        assert!(f.message.starts_with("guests are told 10.77.0.1: DNS server on 10.77.0.1 for domain lab forwards to 192.0.2.1"), "{f:?}");
+        let f = one("[network.dns]\nenable = false\n", Some("nameserver 192.0.2.1\n"));
+        assert!(f.ok && f.message == "guests are told 192.0.2.1", "{f:?}");
+        let f = one("dns = [\"10.77.0.1\", \"192.0.2.9\"]\n", Some("nameserver 192.0.2.1\n"));
+        assert!(f.ok && f.message.starts_with("guests are told 10.77.0.1, 192.0.2.9; DNS server"), "{f:?}");
+    }
 }

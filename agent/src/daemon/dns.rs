@@ -40,7 +40,7 @@ impl RunningDns {
         }
         let server = DnsServer::start(service.config.clone(), records.clone())
             .await
-            .context("DNS")?;
+            .context("DNS server (to run without it: [network.dns] enable = false)")?;
         let feed = dhcp.map(|dhcp| {
             let taken = names_of(&service.records, &records);
             LeaseFeed::spawn(network.clone(), dhcp, records, taken)

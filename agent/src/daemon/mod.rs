@@ -4,7 +4,7 @@
 mod answers;
 mod dns;
 pub mod drift;
-mod lease_names;
+pub mod lease_names;
 pub mod privileges;
 pub mod services;
 
