@@ -111,7 +111,7 @@ fuzz_target!(|data: &[u8]| {
     );
 
     let leases = handler.pool().leases_at(now);
-    let mut holder: HashMap<Ipv4Addr, [u8; 6]> = HashMap::new();
+    let mut holder: HashMap<Ipv4Addr, pxe::config::Mac> = HashMap::new();
     for l in &leases {
         if let Some(other) = holder.insert(l.ip, l.mac) {
             panic!("{} leased to {:?} and {:?}", l.ip, other, l.mac);

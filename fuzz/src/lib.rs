@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pxe::config::{BootConfig, DhcpConfig, StaticHost};
+use pxe::config::{BootConfig, DhcpConfig, Mac, StaticHost};
 
 /// pxe's TFTP wire parser, compiled from its own source file: `pxe::tftp::packet` is private, and
 /// fuzzing a copy would prove nothing. (Ask: make it `pub` so this `#[path]` goes away.)
@@ -56,11 +56,11 @@ pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 pub const RANGE_START: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 100);
 pub const RANGE_END: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 115);
 /// Reservation inside the dynamic range (must never be offered to anyone else).
-pub const RESERVED_IN_RANGE: ([u8; 6], Ipv4Addr) =
-    ([0x52, 0x54, 0, 0, 0, 0x10], Ipv4Addr::new(10, 9, 0, 105));
+pub const RESERVED_IN_RANGE: (Mac, Ipv4Addr) =
+    (Mac([0x52, 0x54, 0, 0, 0, 0x10]), Ipv4Addr::new(10, 9, 0, 105));
 /// Reservation outside the dynamic range.
-pub const RESERVED_OUTSIDE: ([u8; 6], Ipv4Addr) =
-    ([0x52, 0x54, 0, 0, 0, 0x11], Ipv4Addr::new(10, 9, 0, 11));
+pub const RESERVED_OUTSIDE: (Mac, Ipv4Addr) =
+    (Mac([0x52, 0x54, 0, 0, 0, 0x11]), Ipv4Addr::new(10, 9, 0, 11));
 
 /// A network with every feature the reply path has: router, DNS, domain, MTU, static hosts with
 /// per-host boot files, BIOS/UEFI/arm64/iPXE boot files and HTTP boot.
