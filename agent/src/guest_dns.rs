@@ -126,8 +126,8 @@ mod tests {
             std::fs::create_dir_all(root.path().join("etc")).expect("etc");
             std::fs::write(root.path().join("etc/resolv.conf"), text).expect("resolv.conf");
         }
-        let model = crate::config::parse(&format!("{NET}{extra}"), Path::new("t.toml"))
-            .expect("config");
+        let model =
+            crate::config::parse(&format!("{NET}{extra}"), Path::new("t.toml")).expect("config");
         findings(&model, root.path())
     }
 
@@ -142,12 +142,18 @@ mod tests {
         let stub = Some("nameserver 127.0.0.53\n");
         let off = "[network.dns]\nenable = false\n";
         let f = one(off, stub);
-        assert!(!f.ok && f.message.contains("hands out no DNS server"), "{f:?}");
+        assert!(
+            !f.ok && f.message.contains("hands out no DNS server"),
+            "{f:?}"
+        );
         assert!(f.hint.contains("enable = false"), "{f:?}");
         let f = one("dns = []\n", stub);
         assert!(!f.ok && f.message.contains("dns = []"), "{f:?}");
         let f = one("dns = [\"192.0.2.53\"]\n", stub);
-        assert!(!f.ok && f.message.contains("not the network's own"), "{f:?}");
+        assert!(
+            !f.ok && f.message.contains("not the network's own"),
+            "{f:?}"
+        );
         let f = one("", None);
         assert!(!f.ok && f.message.contains("only its own names"), "{f:?}");
         assert!(f.hint.contains("forwarders"), "{f:?}");
@@ -158,9 +164,20 @@ mod tests {
         let f = one("", Some("nameserver 192.0.2.1\n"));
         assert!(f.ok, "{f:?}");
         assert!(f.message.starts_with("guests are told 10.77.0.1: DNS server on 10.77.0.1 for domain lab forwards to 192.0.2.1"), "{f:?}");
-        let f = one("[network.dns]\nenable = false\n", Some("nameserver 192.0.2.1\n"));
+        let f = one(
+            "[network.dns]\nenable = false\n",
+            Some("nameserver 192.0.2.1\n"),
+        );
         assert!(f.ok && f.message == "guests are told 192.0.2.1", "{f:?}");
-        let f = one("dns = [\"10.77.0.1\", \"192.0.2.9\"]\n", Some("nameserver 192.0.2.1\n"));
-        assert!(f.ok && f.message.starts_with("guests are told 10.77.0.1, 192.0.2.9; DNS server"), "{f:?}");
+        let f = one(
+            "dns = [\"10.77.0.1\", \"192.0.2.9\"]\n",
+            Some("nameserver 192.0.2.1\n"),
+        );
+        assert!(
+            f.ok && f
+                .message
+                .starts_with("guests are told 10.77.0.1, 192.0.2.9; DNS server"),
+            "{f:?}"
+        );
     }
 }

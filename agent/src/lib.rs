@@ -9,4 +9,5 @@ pub mod guest_dns;
 pub mod guestcmd;
 pub mod guests;
 pub mod hostcmd;
+pub mod lock;
 pub mod logging;

@@ -2,7 +2,7 @@
 //! small raw clients where the test needs to see individual packets.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{mpsc, Arc};
@@ -13,6 +13,9 @@ use pxe::config::TftpLimits;
 use pxe::http::{HttpServer, HttpStats};
 use pxe::saferoot::SafeRoot;
 use pxe::tftp::{TftpServer, TftpStats};
+use testkit::http::{exchange, get, header, Response};
+use testkit::tftp::{Client, Packet, WRQ};
+use testkit::{sha256, wait_until};
 use tokio::sync::watch;
 
 const SECRET: &[u8] = b"TOP-SECRET-OUTSIDE-THE-ROOT";
@@ -149,130 +152,13 @@ fn limits() -> TftpLimits {
     }
 }
 
+/// Wait (polling every 20 ms) until `cond` holds; panics after `limit`.
 fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn sha256(path: &Path) -> String {
-    let out = Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap_or("")
-        .to_owned()
-}
-
-// ---------------------------------------------------------------------------------------------
-// A raw TFTP client: just enough to see single packets.
-
-struct Raw {
-    sock: UdpSocket,
-    server: SocketAddr,
-    /// The transfer's TID, learned from the first reply.
-    tid: Option<SocketAddr>,
-}
-
-#[derive(Debug, PartialEq)]
-enum Pkt {
-    Data(u16, Vec<u8>),
-    Oack(Vec<(String, String)>),
-    Error(u16, String),
-    Other(Vec<u8>),
-}
-
-impl Raw {
-    fn new(server: SocketAddr) -> Raw {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind");
-        Raw {
-            sock,
-            server,
-            tid: None,
-        }
-    }
-
-    fn rrq(&self, name: &[u8], mode: &str, opts: &[(&str, &str)]) {
-        self.request(1, name, mode, opts)
-    }
-
-    fn request(&self, op: u8, name: &[u8], mode: &str, opts: &[(&str, &str)]) {
-        let mut p = vec![0, op];
-        p.extend_from_slice(name);
-        p.push(0);
-        p.extend_from_slice(mode.as_bytes());
-        p.push(0);
-        for (k, v) in opts {
-            p.extend_from_slice(k.as_bytes());
-            p.push(0);
-            p.extend_from_slice(v.as_bytes());
-            p.push(0);
-        }
-        self.sock.send_to(&p, self.server).expect("send");
-    }
-
-    fn recv(&mut self, timeout: Duration) -> Option<Pkt> {
-        self.sock.set_read_timeout(Some(timeout)).expect("timeout");
-        let mut buf = vec![0u8; 70000];
-        let (n, from) = self.sock.recv_from(&mut buf).ok()?;
-        self.tid.get_or_insert(from);
-        let b = &buf[..n];
-        let op = u16::from_be_bytes([b[0], b[1]]);
-        Some(match op {
-            3 => Pkt::Data(u16::from_be_bytes([b[2], b[3]]), b[4..].to_vec()),
-            5 => {
-                let msg = String::from_utf8_lossy(&b[4..n - 1]).into_owned();
-                Pkt::Error(u16::from_be_bytes([b[2], b[3]]), msg)
-            }
-            6 => {
-                let parts: Vec<String> = b[2..n - 1]
-                    .split(|c| *c == 0)
-                    .map(|s| String::from_utf8_lossy(s).into_owned())
-                    .collect();
-                Pkt::Oack(
-                    parts
-                        .chunks(2)
-                        .map(|c| (c[0].clone(), c[1].clone()))
-                        .collect(),
-                )
-            }
-            _ => Pkt::Other(b.to_vec()),
-        })
-    }
-
-    fn to_tid(&self, p: &[u8]) {
-        self.sock
-            .send_to(p, self.tid.expect("tid known"))
-            .expect("send");
-    }
-
-    fn ack(&self, block: u16) {
-        let b = block.to_be_bytes();
-        self.to_tid(&[0, 4, b[0], b[1]]);
-    }
-
-    fn error(&self, code: u16, msg: &str) {
-        let mut p = vec![0, 5];
-        p.extend_from_slice(&code.to_be_bytes());
-        p.extend_from_slice(msg.as_bytes());
-        p.push(0);
-        self.to_tid(&p);
-    }
+    let held = wait_until(limit, Duration::from_millis(20), || cond().then_some(()));
+    assert!(held.is_some(), "timed out waiting for {what}");
 }
 
 const WAIT: Duration = Duration::from_secs(3);
-
-fn oack_value(p: &Pkt, name: &str) -> Option<String> {
-    match p {
-        Pkt::Oack(opts) => opts.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()),
-        _ => None,
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // TFTP with real clients
@@ -381,10 +267,10 @@ fn tftp_24_parallel_atftp_clients_all_get_correct_files() {
 // TFTP path rules
 
 fn assert_tftp_refused(addr: SocketAddr, name: &[u8], code: u16) {
-    let mut c = Raw::new(addr);
+    let mut c = Client::new(addr);
     c.rrq(name, "octet", &[("tsize", "0")]);
     match c.recv(WAIT) {
-        Some(Pkt::Error(got, _)) => {
+        Some(Packet::Error(got, _)) => {
             assert_eq!(got, code, "{:?}", String::from_utf8_lossy(name))
         }
         other => panic!(
@@ -447,12 +333,12 @@ fn tftp_serves_symlink_inside_root_and_leading_slash() {
 fn tftp_write_requests_and_netascii_are_refused() {
     let t = tree();
     let srv = start_tftp(&t.root, limits(), Duration::from_secs(1));
-    let mut c = Raw::new(srv.addr);
-    c.request(2, b"new.bin", "octet", &[]);
-    assert!(matches!(c.recv(WAIT), Some(Pkt::Error(2, _))));
-    let mut c = Raw::new(srv.addr);
+    let mut c = Client::new(srv.addr);
+    c.request(WRQ, b"new.bin", "octet", &[]);
+    assert!(matches!(c.recv(WAIT), Some(Packet::Error(2, _))));
+    let mut c = Client::new(srv.addr);
     c.rrq(b"mid.bin", "netascii", &[]);
-    assert!(matches!(c.recv(WAIT), Some(Pkt::Error(0, _))));
+    assert!(matches!(c.recv(WAIT), Some(Packet::Error(0, _))));
     assert!(!t.root.join("new.bin").exists());
     assert_eq!(srv.stats.snapshot().refused, 2);
 }
@@ -466,10 +352,10 @@ fn tftp_client_error_after_oack_ends_transfer_at_once() {
     // Default timeout 1 s: a server that ignored the ERROR would resend its OACK within the
     // 1.5 s we listen.
     let srv = start_tftp(&t.root, limits(), Duration::from_secs(1));
-    let mut c = Raw::new(srv.addr);
+    let mut c = Client::new(srv.addr);
     c.rrq(b"big.bin", "octet", &[("blksize", "1468"), ("tsize", "0")]);
     let oack = c.recv(WAIT).expect("oack");
-    assert_eq!(oack_value(&oack, "tsize"), Some(BIG.to_string()));
+    assert_eq!(oack.oack_value("tsize"), Some(BIG.to_string().as_str()));
     assert_eq!(srv.stats.snapshot().active, 1);
     c.error(8, "tsize probe");
     assert_eq!(
@@ -488,16 +374,16 @@ fn tftp_client_error_after_oack_ends_transfer_at_once() {
 fn tftp_client_error_mid_transfer_ends_it_at_once() {
     let t = tree();
     let srv = start_tftp(&t.root, limits(), Duration::from_secs(1));
-    let mut c = Raw::new(srv.addr);
+    let mut c = Client::new(srv.addr);
     c.rrq(b"big.bin", "octet", &[("blksize", "1024")]);
     assert_eq!(
-        oack_value(&c.recv(WAIT).expect("oack"), "blksize").as_deref(),
+        c.recv(WAIT).expect("oack").oack_value("blksize"),
         Some("1024")
     );
     c.ack(0);
     for block in 1..=3u16 {
         match c.recv(WAIT) {
-            Some(Pkt::Data(n, d)) => {
+            Some(Packet::Data(n, d)) => {
                 assert_eq!(n, block);
                 let at = (block as usize - 1) * 1024;
                 assert_eq!(d, t.big[at..at + 1024]);
@@ -523,20 +409,23 @@ fn tftp_client_error_mid_transfer_ends_it_at_once() {
 fn tftp_windowsize_sends_a_window_and_resends_after_an_early_ack() {
     let t = tree();
     let srv = start_tftp(&t.root, limits(), Duration::from_secs(1));
-    let mut c = Raw::new(srv.addr);
+    let mut c = Client::new(srv.addr);
     c.rrq(
         b"mid.bin",
         "octet",
         &[("windowsize", "4"), ("tsize", "0"), ("blksize", "512")],
     );
     let oack = c.recv(WAIT).expect("oack");
-    assert_eq!(oack_value(&oack, "windowsize").as_deref(), Some("4"));
-    assert_eq!(oack_value(&oack, "tsize"), Some(t.mid.len().to_string()));
+    assert_eq!(oack.oack_value("windowsize"), Some("4"));
+    assert_eq!(
+        oack.oack_value("tsize"),
+        Some(t.mid.len().to_string().as_str())
+    );
     c.ack(0);
     let mut got = Vec::new();
     for _ in 0..4 {
         match c.recv(WAIT) {
-            Some(Pkt::Data(n, _)) => got.push(n),
+            Some(Packet::Data(n, _)) => got.push(n),
             other => panic!("expected DATA, got {other:?}"),
         }
     }
@@ -551,7 +440,7 @@ fn tftp_windowsize_sends_a_window_and_resends_after_an_early_ack() {
     let mut got = Vec::new();
     for _ in 0..4 {
         match c.recv(WAIT) {
-            Some(Pkt::Data(n, d)) => {
+            Some(Packet::Data(n, d)) => {
                 let at = (n as usize - 1) * 512;
                 assert_eq!(d, t.mid[at..at + 512]);
                 got.push(n)
@@ -573,19 +462,19 @@ fn tftp_options_are_clamped_to_limits() {
         retries: 3,
     };
     let srv = start_tftp(&t.root, lim, Duration::from_secs(1));
-    let mut c = Raw::new(srv.addr);
+    let mut c = Client::new(srv.addr);
     c.rrq(
         b"mid.bin",
         "octet",
         &[("blksize", "1468"), ("windowsize", "64")],
     );
     let oack = c.recv(WAIT).expect("oack");
-    assert_eq!(oack_value(&oack, "blksize").as_deref(), Some("1024"));
-    assert_eq!(oack_value(&oack, "windowsize").as_deref(), Some("8"));
+    assert_eq!(oack.oack_value("blksize"), Some("1024"));
+    assert_eq!(oack.oack_value("windowsize"), Some("8"));
     c.ack(0);
     for block in 1..=8u16 {
         match c.recv(WAIT) {
-            Some(Pkt::Data(n, d)) => assert_eq!((n, d.len()), (block, 1024)),
+            Some(Packet::Data(n, d)) => assert_eq!((n, d.len()), (block, 1024)),
             other => panic!("expected DATA {block}, got {other:?}"),
         }
     }
@@ -596,17 +485,17 @@ fn tftp_options_are_clamped_to_limits() {
     );
     c.error(0, "done");
 
-    let mut c = Raw::new(srv.addr);
+    let mut c = Client::new(srv.addr);
     c.rrq(
         b"mid.bin",
         "octet",
         &[("blksize", "2"), ("windowsize", "0")],
     );
     let oack = c.recv(WAIT).expect("oack");
-    assert_eq!(oack_value(&oack, "blksize").as_deref(), Some("8"));
-    assert_eq!(oack_value(&oack, "windowsize").as_deref(), Some("1"));
+    assert_eq!(oack.oack_value("blksize"), Some("8"));
+    assert_eq!(oack.oack_value("windowsize"), Some("1"));
     c.ack(0);
-    assert_eq!(c.recv(WAIT), Some(Pkt::Data(1, t.mid[..8].to_vec())));
+    assert_eq!(c.recv(WAIT), Some(Packet::Data(1, t.mid[..8].to_vec())));
     c.error(0, "done");
 }
 
@@ -614,12 +503,12 @@ fn tftp_options_are_clamped_to_limits() {
 fn tftp_without_options_is_lockstep_and_ends_with_an_empty_block() {
     let t = tree();
     let srv = start_tftp(&t.root, limits(), Duration::from_secs(1));
-    let mut c = Raw::new(srv.addr);
+    let mut c = Client::new(srv.addr);
     c.rrq(b"/sub/exact1024.bin", "octet", &[("unknown", "1")]);
     let mut data = Vec::new();
     for block in 1..=3u16 {
         match c.recv(WAIT) {
-            Some(Pkt::Data(n, d)) => {
+            Some(Packet::Data(n, d)) => {
                 assert_eq!(n, block, "no OACK when no known option was asked");
                 data.extend_from_slice(&d);
                 c.ack(n);
@@ -636,13 +525,13 @@ fn tftp_block_numbers_roll_over_past_65535() {
     let t = tree();
     let srv = start_tftp(&t.root, limits(), Duration::from_secs(1));
     // 5 MiB in 64-byte blocks is 81 920 blocks: the 16-bit number wraps to 0 once.
-    let mut c = Raw::new(srv.addr);
+    let mut c = Client::new(srv.addr);
     c.rrq(
         b"big.bin",
         "octet",
         &[("blksize", "64"), ("windowsize", "64")],
     );
-    assert!(matches!(c.recv(WAIT), Some(Pkt::Oack(_))));
+    assert!(matches!(c.recv(WAIT), Some(Packet::Oack(_))));
     c.ack(0);
     let mut data = Vec::with_capacity(BIG);
     let mut expect: u16 = 1;
@@ -650,7 +539,7 @@ fn tftp_block_numbers_roll_over_past_65535() {
     loop {
         assert!(Instant::now() < deadline, "rollover transfer too slow");
         match c.recv(WAIT) {
-            Some(Pkt::Data(n, d)) if n == expect => {
+            Some(Packet::Data(n, d)) if n == expect => {
                 let last = d.len() < 64;
                 data.extend_from_slice(&d);
                 if last {
@@ -663,7 +552,7 @@ fn tftp_block_numbers_roll_over_past_65535() {
                 }
                 expect = expect.wrapping_add(1);
             }
-            Some(Pkt::Data(_, _)) => c.ack(expect.wrapping_sub(1)),
+            Some(Packet::Data(_, _)) => c.ack(expect.wrapping_sub(1)),
             other => panic!("unexpected {other:?} after {} bytes", data.len()),
         }
     }
@@ -680,14 +569,14 @@ fn tftp_client_that_never_acks_is_given_up_after_retries() {
         ..limits()
     };
     let srv = start_tftp(&t.root, lim, Duration::from_millis(300));
-    let mut c = Raw::new(srv.addr);
+    let mut c = Client::new(srv.addr);
     let started = Instant::now();
     c.rrq(b"mid.bin", "octet", &[]);
     let mut copies = 0;
     loop {
         match c.recv(WAIT) {
-            Some(Pkt::Data(1, _)) => copies += 1,
-            Some(Pkt::Error(0, msg)) => {
+            Some(Packet::Data(1, _)) => copies += 1,
+            Some(Packet::Error(0, msg)) => {
                 assert!(msg.contains("timed out"), "{msg}");
                 break;
             }
@@ -718,21 +607,21 @@ fn tftp_refuses_past_max_transfers_with_server_busy() {
         ..limits()
     };
     let srv = start_tftp(&t.root, lim, Duration::from_secs(1));
-    let mut first = Raw::new(srv.addr);
+    let mut first = Client::new(srv.addr);
     first.rrq(b"mid.bin", "octet", &[]);
-    assert!(matches!(first.recv(WAIT), Some(Pkt::Data(1, _))));
-    let mut second = Raw::new(srv.addr);
+    assert!(matches!(first.recv(WAIT), Some(Packet::Data(1, _))));
+    let mut second = Client::new(srv.addr);
     second.rrq(b"mid.bin", "octet", &[]);
     match second.recv(WAIT) {
-        Some(Pkt::Error(0, msg)) => assert!(msg.contains("busy"), "{msg}"),
+        Some(Packet::Error(0, msg)) => assert!(msg.contains("busy"), "{msg}"),
         other => panic!("expected busy, got {other:?}"),
     }
     first.error(0, "done");
     wait_for("slot freed", WAIT, || srv.stats.snapshot().active == 0);
-    let mut third = Raw::new(srv.addr);
+    let mut third = Client::new(srv.addr);
     third.rrq(b"mid.bin", "octet", &[]);
     assert!(
-        matches!(third.recv(WAIT), Some(Pkt::Data(1, _))),
+        matches!(third.recv(WAIT), Some(Packet::Data(1, _))),
         "slot reusable"
     );
     third.error(0, "done");
@@ -745,43 +634,13 @@ fn tftp_stops_listening_on_shutdown() {
     let srv = start_tftp(&t.root, limits(), Duration::from_secs(1));
     let addr = srv.addr;
     drop(srv); // flips the watch and joins the server thread: run() returned
-    let mut c = Raw::new(addr);
+    let mut c = Client::new(addr);
     c.rrq(b"mid.bin", "octet", &[]);
     assert_eq!(c.recv(Duration::from_millis(500)), None);
 }
 
 // ---------------------------------------------------------------------------------------------
 // HTTP
-
-/// Sends one raw request, returns (status, headers, body). Raw so the path reaches the server
-/// exactly as written (curl would normalise `..`).
-fn http_raw(addr: SocketAddr, request: &str) -> (u16, String, Vec<u8>) {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    s.write_all(request.as_bytes()).expect("write");
-    let mut resp = Vec::new();
-    let _ = s.read_to_end(&mut resp);
-    let split = resp
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or(resp.len());
-    let head = String::from_utf8_lossy(&resp[..split]).into_owned();
-    let body = resp.get(split + 4..).unwrap_or_default().to_vec();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (status, head, body)
-}
-
-fn get(addr: SocketAddr, path: &str) -> (u16, String, Vec<u8>) {
-    http_raw(
-        addr,
-        &format!("GET {path} HTTP/1.1\r\nHost: boot\r\nConnection: close\r\n\r\n"),
-    )
-}
 
 fn curl(args: &[&str]) -> (String, Vec<u8>) {
     let out = Command::new("curl")
@@ -800,13 +659,6 @@ fn curl(args: &[&str]) -> (String, Vec<u8>) {
     )
 }
 
-fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
-    head.lines().find_map(|l| {
-        let (k, v) = l.split_once(':')?;
-        k.trim().eq_ignore_ascii_case(name).then_some(v.trim())
-    })
-}
-
 #[test]
 fn http_curl_full_range_and_head() {
     let t = tree();
@@ -819,17 +671,17 @@ fn http_curl_full_range_and_head() {
 
     let (_, part) = curl(&["-f", "-r", "100-199", &url]);
     assert_eq!(part, t.big[100..200]);
-    let (status, head, body) = http_raw(
+    let r = exchange(
         srv.addr,
         "GET /big.bin HTTP/1.1\r\nHost: b\r\nRange: bytes=100-199\r\nConnection: close\r\n\r\n",
     );
-    assert_eq!(status, 206);
+    assert_eq!(r.status, 206);
     assert_eq!(
-        header(&head, "content-range"),
+        r.header("content-range"),
         Some(&*format!("bytes 100-199/{BIG}"))
     );
-    assert_eq!(header(&head, "content-length"), Some("100"));
-    assert_eq!(body, t.big[100..200]);
+    assert_eq!(r.header("content-length"), Some("100"));
+    assert_eq!(r.body, t.big[100..200]);
     let (_, tail) = curl(&["-f", "-r", "-10", &url]);
     assert_eq!(tail, t.big[BIG - 10..]);
 
@@ -871,7 +723,7 @@ fn http_traversal_and_escaping_symlinks_are_refused() {
     ];
     let hostname = std::fs::read("/etc/hostname").unwrap_or_default();
     for path in refused {
-        let (status, _, body) = get(srv.addr, path);
+        let Response { status, body, .. } = get(srv.addr, path, "");
         assert!(matches!(status, 400 | 403), "{path}: {status}");
         assert!(
             !body.windows(SECRET.len()).any(|w| w == SECRET),
@@ -884,9 +736,9 @@ fn http_traversal_and_escaping_symlinks_are_refused() {
             );
         }
     }
-    let (status, _, body) = get(srv.addr, "/inside");
-    assert_eq!(status, 200);
-    assert!(body == t.big);
+    let r = get(srv.addr, "/inside", "");
+    assert_eq!(r.status, 200);
+    assert!(r.body == t.big);
     let s = srv.stats.snapshot();
     assert_eq!(s.refused, refused.len() as u64);
 }
@@ -895,39 +747,27 @@ fn http_traversal_and_escaping_symlinks_are_refused() {
 fn http_status_codes_for_bad_requests() {
     let t = tree();
     let srv = start_http(&t.root, Duration::from_secs(10));
-    let (status, head, _) = http_raw(
+    let r = exchange(
         srv.addr,
         "POST /big.bin HTTP/1.1\r\nHost: b\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     );
-    assert_eq!(status, 405);
-    assert_eq!(header(&head, "allow"), Some("GET, HEAD"));
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, HEAD"));
 
     for dir in ["/sub", "/sub/", "/"] {
-        assert_eq!(get(srv.addr, dir).0, 404, "{dir}");
+        assert_eq!(get(srv.addr, dir, "").status, 404, "{dir}");
     }
-    assert_eq!(get(srv.addr, "/missing").0, 404);
+    assert_eq!(get(srv.addr, "/missing", "").status, 404);
 
-    let (status, head, _) = http_raw(
-        srv.addr,
-        "GET /big.bin HTTP/1.1\r\nHost: b\r\nRange: bytes=99999999999-\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(status, 416);
-    assert_eq!(
-        header(&head, "content-range"),
-        Some(&*format!("bytes */{BIG}"))
-    );
+    let r = get(srv.addr, "/big.bin", "Range: bytes=99999999999-\r\n");
+    assert_eq!(r.status, 416);
+    assert_eq!(r.header("content-range"), Some(&*format!("bytes */{BIG}")));
 
     // Several ranges: answered with the whole file.
-    let (status, head, body) = http_raw(
-        srv.addr,
-        "GET /mid.bin HTTP/1.1\r\nHost: b\r\nRange: bytes=0-1,5-6\r\nConnection: close\r\n\r\n",
-    );
-    assert_eq!(status, 200);
-    assert_eq!(
-        header(&head, "content-length"),
-        Some(&*t.mid.len().to_string())
-    );
-    assert!(body == t.mid);
+    let r = get(srv.addr, "/mid.bin", "Range: bytes=0-1,5-6\r\n");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-length"), Some(&*t.mid.len().to_string()));
+    assert!(r.body == t.mid);
 }
 
 #[test]
@@ -1000,7 +840,7 @@ fn http_stops_listening_on_shutdown() {
     let t = tree();
     let srv = start_http(&t.root, Duration::from_secs(10));
     let addr = srv.addr;
-    assert_eq!(get(addr, "/sub/exact1024.bin").0, 200);
+    assert_eq!(get(addr, "/sub/exact1024.bin", "").status, 200);
     drop(srv);
     assert!(
         TcpStream::connect(addr).is_err(),

@@ -3,93 +3,50 @@
 //! particular) keep their own buckets; the limiter stays bounded under thousands of random MACs.
 
 use std::net::Ipv4Addr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pxe::config::{DhcpConfig, StaticHost};
-use pxe::dhcp::pool::Pool;
 use pxe::dhcp::server::handler::Handler;
 use pxe::dhcp::server::ratelimit::{RateLimit, MAC_BURST};
-use pxe::dhcp::server::{pool_config, DhcpStats};
-use pxe::dhcp::wire::{self, MessageType};
+use pxe::dhcp::wire::MessageType;
+use testkit::dhcp::{msg, Packet};
 
-const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
-const RESERVED_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x10];
-const RESERVED_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
-const NOW: u64 = 1_800_000_000;
+mod support;
+use support::{
+    config, handler, BASTION_IP as RESERVED_IP, BASTION_MAC as RESERVED_MAC, NOW, SERVER,
+};
 
-fn config(dir: &Path, range: (u8, u8)) -> DhcpConfig {
-    DhcpConfig {
-        network: "lab".into(),
-        interface: "br0".into(),
-        server_ip: SERVER,
-        subnet: "10.77.0.0/24".parse().unwrap(),
-        range_start: Ipv4Addr::new(10, 77, 0, range.0),
-        range_end: Ipv4Addr::new(10, 77, 0, range.1),
-        lease_time: Duration::from_secs(3600),
-        router: Some(SERVER),
-        dns: vec![],
-        domain: None,
-        mtu: None,
-        hosts: vec![StaticHost {
-            mac: RESERVED_MAC.into(),
-            ip: RESERVED_IP,
-            name: Some("bastion".into()),
-            boot: None,
-            script: None,
-        }],
-        boot: None,
-        lease_file: dir.join("lab.leases"),
-    }
+/// A broadcast DISCOVER from `mac`.
+fn discover(mac: [u8; 6], xid: u32) -> Vec<u8> {
+    Packet::new(msg::DISCOVER, mac).xid(xid).broadcast().bytes()
 }
 
-fn handler(cfg: &DhcpConfig) -> Handler {
-    let pool = Pool::open(pool_config(cfg)).expect("open pool");
-    Handler::new(cfg.clone(), pool, Arc::new(DhcpStats::default()))
-}
-
-fn packet(kind: MessageType, mac: [u8; 6], xid: u32, requested: Option<Ipv4Addr>) -> Vec<u8> {
-    let mut p = vec![0u8; 240];
-    p[0] = 1;
-    p[1] = 1;
-    p[2] = 6;
-    p[4..8].copy_from_slice(&xid.to_be_bytes());
-    p[10] = 0x80;
-    p[28..34].copy_from_slice(&mac);
-    p[236..240].copy_from_slice(&wire::MAGIC_COOKIE);
-    p.extend_from_slice(&[53, 1, kind as u8]);
-    if let Some(ip) = requested {
-        p.extend_from_slice(&[50, 4]);
-        p.extend_from_slice(&ip.octets());
-        p.extend_from_slice(&[54, 4]);
-        p.extend_from_slice(&SERVER.octets());
-    }
-    p.push(255);
-    p
+/// A broadcast SELECTING REQUEST from `mac` for `ip`, offered by us.
+fn request(mac: [u8; 6], xid: u32, ip: Ipv4Addr) -> Vec<u8> {
+    Packet::new(msg::REQUEST, mac)
+        .xid(xid)
+        .broadcast()
+        .selecting(ip, SERVER)
+        .bytes()
 }
 
 /// DISCOVER then REQUEST at `clock`; the ACKed address, if both were answered.
 fn lease(h: &mut Handler, mac: [u8; 6], clock: Instant) -> Option<Ipv4Addr> {
-    let offer = h.handle_packet_at(&packet(MessageType::Discover, mac, 1, None), NOW, clock)?;
+    let offer = h.handle_packet_at(&discover(mac, 1), NOW, clock)?;
     let ip = offer.reply.yiaddr;
-    let ack = h.handle_packet_at(&packet(MessageType::Request, mac, 1, Some(ip)), NOW, clock)?;
+    let ack = h.handle_packet_at(&request(mac, 1, ip), NOW, clock)?;
     (ack.reply.msg_type == MessageType::Ack).then_some(ack.reply.yiaddr)
 }
 
 #[test]
 fn one_mac_over_its_burst_is_dropped_before_the_pool_and_counted() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), (100, 200));
+    let cfg = config(dir.path(), (100, 200), 3600);
     let mut h = handler(&cfg);
     let t = Instant::now();
     let spammer = [2, 0x77, 0, 0, 0, 1];
 
     let answered = (0..100)
-        .filter(|i| {
-            h.handle_packet_at(&packet(MessageType::Discover, spammer, *i, None), NOW, t)
-                .is_some()
-        })
+        .filter(|i| h.handle_packet_at(&discover(spammer, *i), NOW, t).is_some())
         .count() as u32;
     assert_eq!(answered, MAC_BURST);
     let s = h.stats().snapshot();
@@ -99,12 +56,7 @@ fn one_mac_over_its_burst_is_dropped_before_the_pool_and_counted() {
 
     // Over its rate, even a valid REQUEST does no pool work: no lease, no ACK.
     let offered = h.pool().leases().len();
-    let req = packet(
-        MessageType::Request,
-        spammer,
-        7,
-        Some(Ipv4Addr::new(10, 77, 0, 100)),
-    );
+    let req = request(spammer, 7, Ipv4Addr::new(10, 77, 0, 100));
     assert!(h.handle_packet_at(&req, NOW, t).is_none());
     assert_eq!(h.stats().snapshot().acks, 0);
     assert_eq!(h.pool().leases().len(), offered);
@@ -117,17 +69,17 @@ fn one_mac_over_its_burst_is_dropped_before_the_pool_and_counted() {
     // Half a second later the spammer has earned one packet (2/s), not two.
     let later = t + Duration::from_millis(500);
     assert!(h
-        .handle_packet_at(&packet(MessageType::Discover, spammer, 8, None), NOW, later)
+        .handle_packet_at(&discover(spammer, 8), NOW, later)
         .is_some());
     assert!(h
-        .handle_packet_at(&packet(MessageType::Discover, spammer, 9, None), NOW, later)
+        .handle_packet_at(&discover(spammer, 9), NOW, later)
         .is_none());
 }
 
 #[test]
 fn thousands_of_random_macs_exhaust_the_pool_but_the_reservation_is_served_and_memory_is_bounded() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), (100, 109));
+    let cfg = config(dir.path(), (100, 109), 3600);
     let limit = RateLimit {
         max_tracked: 1024,
         ..RateLimit::default()
@@ -142,7 +94,7 @@ fn thousands_of_random_macs_exhaust_the_pool_but_the_reservation_is_served_and_m
         let b = seed.to_be_bytes();
         let mac = [b[0] & 0xfe | 0x02, b[1], b[2], b[3], b[4], b[5]];
         let clock = t + Duration::from_micros(u64::from(i) * 50);
-        h.handle_packet_at(&packet(MessageType::Discover, mac, i, None), NOW, clock);
+        h.handle_packet_at(&discover(mac, i), NOW, clock);
         assert!(
             h.rate_tracked() <= 1024,
             "{} MACs tracked",

@@ -1,10 +1,19 @@
-//! Helpers for tests that run `hostagent run`: start it with its log captured, wait for its
-//! control socket, attach guest namespaces to its bridges, run simulated DHCP clients.
+//! `hostagent run` as a daemon in a test's namespace: started with its log captured, ready once
+//! its control socket answers; and the simulated DHCP client fleet (`dhcp-flood`) tests point
+//! at it.
 
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Lines};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Stdio};
 
-use crate::{hostagent_bin, wait_for, Netns, Scratch};
+use testkit::{wait_for, Netns};
+
+use crate::console::read_log;
+use crate::{helper_bin, hostagent_bin, Scratch};
+
+/// How long a daemon may take to open its control socket (apply included).
+const READY_SECS: u64 = 30;
 
 /// A running `hostagent run` inside a namespace; killed on drop (the namespace drop kills it too).
 pub struct Daemon {
@@ -13,49 +22,73 @@ pub struct Daemon {
 }
 
 impl Daemon {
+    /// `hostagent -c CFG --root ROOT run EXTRA...`.
     pub fn start(ns: &Netns, s: &Scratch, cfg: &str, extra: &[&str]) -> Daemon {
-        let log = s.root().join(format!("agent-{}.log", std::process::id()));
-        let file = std::fs::File::create(&log).expect("log file");
         let bin = hostagent_bin();
         let mut argv = vec![
-            bin.to_str().expect("utf-8").to_string(),
-            "-c".into(),
-            cfg.into(),
+            bin.to_str().expect("utf-8"),
+            "-c",
+            cfg,
+            "--root",
+            s.root_str(),
+            "run",
         ];
-        argv.extend([
-            "--root".to_string(),
-            s.root_str().to_string(),
-            "run".to_string(),
-        ]);
-        argv.extend(extra.iter().map(|s| s.to_string()));
-        let argv: Vec<&str> = argv.iter().map(|s| s.as_str()).collect();
+        argv.extend_from_slice(extra);
+        Daemon::spawn(ns, s, &argv)
+    }
+
+    /// Start `argv` in `ns` (a `hostagent run`, possibly behind wrappers that exec it in place)
+    /// with stdout and stderr in a log under the scratch root; returns once the control socket
+    /// answers, panics with the log if the process exits first or takes too long.
+    pub fn spawn(ns: &Netns, s: &Scratch, argv: &[&str]) -> Daemon {
+        let log = s.root().join(format!("agent-{}.log", std::process::id()));
+        let file = std::fs::File::create(&log).expect("log file");
         let child = ns
-            .cmd(&argv)
+            .cmd(argv)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(file.try_clone().expect("dup log"))
             .stderr(file)
             .spawn()
-            .expect("spawn run");
-        let d = Daemon { child, log };
+            .expect("spawn hostagent run");
+        let mut d = Daemon { child, log };
         let sock = s.root().join("run/hostagent/control.sock");
         // Connect, not just exist: a daemon killed with -9 leaves its socket file behind.
-        let up = wait_for(30, || {
+        let up = wait_for(READY_SECS, || {
+            if let Ok(Some(status)) = d.child.try_wait() {
+                panic!(
+                    "hostagent run exited ({status}) before serving; log:\n{}",
+                    d.log_text()
+                );
+            }
             std::os::unix::net::UnixStream::connect(&sock)
                 .ok()
                 .map(|_| ())
         });
         assert!(
             up.is_some(),
-            "hostagent run did not open its control socket in 30 s; log:\n{}",
+            "hostagent run did not open its control socket in {READY_SECS} s; log:\n{}",
             d.log_text()
         );
         d
     }
 
+    /// The log so far, escape sequences removed.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        read_log(&self.log)
     }
 
+    /// Wait until the log has a line containing `needle`; panics with the log after `secs`.
+    pub fn wait_log(&self, needle: &str, secs: u64) {
+        let seen = wait_for(secs, || self.log_text().contains(needle).then_some(()));
+        assert!(
+            seen.is_some(),
+            "no {needle:?} in the log within {secs} s; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// The process id (`ip netns exec` and wrappers exec in place: it is the daemon's).
     pub fn pid(&self) -> i32 {
         self.child.id() as i32
     }
@@ -70,6 +103,53 @@ impl Daemon {
         let child = &mut self.child;
         wait_for(secs, || child.try_wait().ok().flatten().map(|s| s.code()))
     }
+
+    /// Panics with the log unless the daemon is still running.
+    pub fn assert_alive(&mut self) {
+        assert!(
+            self.child.try_wait().expect("try_wait").is_none(),
+            "daemon died; log:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// `count` simulated clients in `guest` at once (MACs 02:PREFIX:…): every one must get a
+    /// lease within 20 s. Their (mac, ip) pairs.
+    pub fn lease_all(&self, guest: &Netns, count: u32, prefix: u8) -> Vec<(String, String)> {
+        let acks = flood(guest, count, prefix, count, 20);
+        assert_eq!(
+            acks.len(),
+            count as usize,
+            "{count} clients should get leases, got {acks:?}; agent log:\n{}",
+            self.log_text()
+        );
+        acks
+    }
+
+    /// Wait until `bridge` exists and something listens on these UDP and TCP ports in `ns`
+    /// (`ss`, independently of the daemon's own status).
+    pub fn wait_listening(&mut self, ns: &Netns, bridge: &str, udp: &[u16], tcp: &[u16]) {
+        let listening = |table: &[u8], port: &u16| {
+            let suffix = format!(":{port}");
+            String::from_utf8_lossy(table)
+                .split_whitespace()
+                .any(|w| w.ends_with(&suffix))
+        };
+        let ready = wait_for(READY_SECS, || {
+            self.assert_alive();
+            let (u, t) = (ns.sh("ss -Hlun").stdout, ns.sh("ss -Hltn").stdout);
+            let ok = ns.has_link(bridge)
+                && udp.iter().all(|p| listening(&u, p))
+                && tcp.iter().all(|p| listening(&t, p));
+            ok.then_some(())
+        });
+        assert!(
+            ready.is_some(),
+            "not serving after {READY_SECS} s (bridge {bridge}, udp {udp:?}, tcp {tcp:?});\nss -lunt:\n{}\nlog:\n{}",
+            String::from_utf8_lossy(&ns.sh("ss -lunt").stdout),
+            self.log_text()
+        );
+    }
 }
 
 impl Drop for Daemon {
@@ -79,98 +159,97 @@ impl Drop for Daemon {
     }
 }
 
-/// A guest namespace with `eth0` plugged into `bridge` of the agent's namespace.
-/// `port` is the host-side veth name (unique within the agent's namespace).
-pub fn plug_guest(host: &Netns, bridge: &str, port: &str) -> Netns {
-    let guest = Netns::new(port);
-    host.veth_to(port, &guest, "eth0");
-    host.ok(&["ip", "link", "set", port, "master", bridge]);
-    // With STP on (the default, as libvirt) a new port listens and learns before it forwards.
-    let fwd = wait_for(15, || {
-        let out = host.run(&["bridge", "-j", "link", "show", "dev", port]);
-        String::from_utf8_lossy(&out.stdout)
-            .contains("\"state\":\"forwarding\"")
-            .then_some(())
-    });
-    assert!(
-        fwd.is_some(),
-        "bridge port {port} never reached the forwarding state"
-    );
-    guest
-}
-
-/// Path of the dhcp-flood test client.
-/// One busybox udhcpc exchange on the guest's eth0 (after setting its MAC, if given): the bound
-/// address, or udhcpc's output when it got none. Patient (8 tries, 3 s apart): on a loaded 2-core
-/// CI machine an answer can take more than a second.
-pub fn udhcpc_once(
-    guest: &Netns,
-    s: &Scratch,
-    tag: &str,
-    mac: Option<&str>,
-) -> Result<String, String> {
-    if let Some(mac) = mac {
-        guest.ok(&["ip", "link", "set", "eth0", "address", mac]);
-    }
-    let record = s.file(&format!("udhcpc-{tag}.ip"));
-    let script = s.file(&format!("udhcpc-{tag}.sh"));
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = bound ] && echo \"$ip\" > '{}'\nexit 0\n",
-            record.display()
-        ),
-    )
-    .expect("script");
-    crate::run_ok(Command::new("chmod").arg("+x").arg(&script));
-    let out = guest.run(&[
-        "busybox",
-        "udhcpc",
-        "-i",
-        "eth0",
-        "-n",
-        "-q",
-        "-t",
-        "8",
-        "-T",
-        "3",
-        "-s",
-        script.to_str().expect("utf-8"),
-    ]);
-    if !out.status.success() {
-        return Err(format!(
-            "udhcpc failed: {}{}",
-            crate::stdout(&out),
-            crate::stderr(&out)
-        ));
-    }
-    Ok(std::fs::read_to_string(&record)
-        .unwrap_or_default()
-        .trim()
-        .to_string())
-}
-
+/// The `dhcp-flood` client fleet.
 pub fn dhcp_flood_bin() -> PathBuf {
-    hostagent_bin().with_file_name("dhcp-flood")
+    helper_bin("dhcp-flood")
 }
 
-/// `dhcp-flood IFACE COUNT PREFIX WINDOW SECONDS` in `ns`; returns the (mac, ip) pairs it got ACKs for.
+/// `dhcp-flood eth0 COUNT PREFIX WINDOW SECONDS` in `ns`; returns the (mac, ip) pairs it got ACKs for.
 pub fn flood(ns: &Netns, count: u32, prefix: u8, window: u32, secs: u32) -> Vec<(String, String)> {
-    let bin = dhcp_flood_bin();
-    let out = ns
-        .cmd(&[
-            bin.to_str().expect("utf-8"),
-            "eth0",
-            &count.to_string(),
-            &prefix.to_string(),
-            &window.to_string(),
-            &secs.to_string(),
-        ])
-        .output()
-        .expect("run dhcp-flood");
-    parse_acks(&String::from_utf8_lossy(&out.stdout))
+    Storm::start(ns, count, prefix, window, secs).finish()
 }
 
+/// dhcp-flood in the background: the (mac, ip) of each ACK read the moment it arrives, so a test
+/// can stop or kill the server mid-storm and still know every lease that was promised.
+pub struct Storm {
+    child: Child,
+    lines: Lines<BufReader<ChildStdout>>,
+}
+
+impl Storm {
+    pub fn start(ns: &Netns, count: u32, prefix: u8, window: u32, secs: u32) -> Storm {
+        let bin = dhcp_flood_bin();
+        let mut child = ns
+            .cmd(&[
+                bin.to_str().expect("utf-8"),
+                "eth0",
+                &count.to_string(),
+                &prefix.to_string(),
+                &window.to_string(),
+                &secs.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run dhcp-flood");
+        let lines = BufReader::new(child.stdout.take().expect("dhcp-flood stdout")).lines();
+        Storm { child, lines }
+    }
+
+    /// The first `n` ACKs (the rest stay in the pipe); panics with the daemon's log when the
+    /// storm ends before `n` clients got one.
+    pub fn first(&mut self, n: usize, d: &Daemon) -> Vec<(String, String)> {
+        let acked = self.read_up_to(n);
+        assert!(
+            acked.len() >= n,
+            "the storm never reached {n} ACKs ({}); log:\n{}",
+            acked.len(),
+            d.log_text()
+        );
+        acked
+    }
+
+    /// Every ACK not read yet, once the storm is over.
+    pub fn finish(mut self) -> Vec<(String, String)> {
+        let rest = self.read_up_to(usize::MAX);
+        let _ = self.child.wait();
+        rest
+    }
+
+    fn read_up_to(&mut self, n: usize) -> Vec<(String, String)> {
+        let mut acked = vec![];
+        while acked.len() < n {
+            let Some(line) = self.lines.next() else { break };
+            acked.extend(parse_acks(&line.expect("dhcp-flood output")));
+        }
+        acked
+    }
+}
+
+impl Drop for Storm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Every lease a storm was promised (`acked`, mac → ip) is among `leased` (`Cli::leases`), with
+/// the same address: nothing ACKed was lost `across` a stop or crash.
+pub fn assert_kept(leased: &[(String, String, String)], acked: &[(String, String)], across: &str) {
+    let by_mac: HashMap<&str, &str> = leased
+        .iter()
+        .map(|(_, m, i)| (m.as_str(), i.as_str()))
+        .collect();
+    for (mac, ip) in acked {
+        assert_eq!(
+            by_mac.get(mac.as_str()),
+            Some(&ip.as_str()),
+            "ACKed lease {mac} {ip} lost {across}"
+        );
+    }
+}
+
+/// The `ACK <mac> <ip>` lines dhcp-flood prints, as (mac, ip).
 pub fn parse_acks(text: &str) -> Vec<(String, String)> {
     text.lines()
         .filter_map(|l| {
@@ -185,43 +264,10 @@ pub fn parse_acks(text: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// `hostagent leases --json` as (network, mac, ip) triples.
-pub fn leases(ns: &Netns, s: &Scratch, cfg: &str) -> Vec<(String, String, String)> {
-    let out = ns.hostagent(&["-c", cfg, "--root", s.root_str(), "leases", "--json"]);
-    assert!(
-        out.status.success(),
-        "leases failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("leases json");
-    let mut res = vec![];
-    for net in v.as_array().into_iter().flatten() {
-        let name = net["network"].as_str().unwrap_or("").to_string();
-        for l in net["leases"].as_array().into_iter().flatten() {
-            res.push((
-                name.clone(),
-                mac_text(&l["mac"]),
-                l["ip"].as_str().unwrap_or("").to_string(),
-            ));
-        }
-    }
-    res
-}
-
-/// A MAC as JSON text or as a byte array, rendered aa:bb:...
-pub fn mac_text(v: &serde_json::Value) -> String {
-    if let Some(s) = v.as_str() {
-        return s.to_lowercase();
-    }
-    v.as_array()
-        .into_iter()
-        .flatten()
-        .map(|b| format!("{:02x}", b.as_u64().unwrap_or(0)))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Run a command and return its stdout (for tests that shell out in the host namespace).
-pub fn output(cmd: &mut Command) -> String {
-    String::from_utf8_lossy(&cmd.output().expect("spawn").stdout).into_owned()
+/// `dhcp-raw eth0 ARGS...` in `guest`: each hex argument one datagram to the DHCP server.
+pub fn dhcp_raw(guest: &Netns, args: &[&str]) {
+    let bin = helper_bin("dhcp-raw");
+    let mut argv = vec![bin.to_str().expect("utf-8"), "eth0"];
+    argv.extend_from_slice(args);
+    testkit::run_ok(&mut guest.cmd(&argv));
 }

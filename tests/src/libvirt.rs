@@ -13,7 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use crate::{wait_for, Netns};
+use testkit::{wait_for, Netns};
 
 /// Directories the daemons write to, each replaced by a private one.
 const PRIVATE_DIRS: [(&str, &str); 5] = [

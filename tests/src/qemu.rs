@@ -11,7 +11,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::Netns;
+use testkit::Netns;
+
+use crate::console::{read_log, strip_escapes, tail};
 
 /// Printed by the payload's /init once the guest's kernel runs.
 pub const BOOT_MARKER: &str = "HOSTAGENT-BOOT-OK";
@@ -323,64 +325,15 @@ fn scan_new(path: &Path, seen: &mut u64, pending: &mut String) -> Option<String>
     // Keep an unfinished last line for the next round; drop the lines already searched.
     let cut = pending.rfind('\n').map(|i| i + 1).unwrap_or(0);
     let done: String = pending.drain(..cut).collect();
-    strip_ansi(&done)
+    strip_escapes(&done)
         .lines()
         .find(|l| l.contains(BOOT_MARKER))
         .map(|l| l.trim().to_string())
 }
 
-/// A log file as text without terminal escape sequences (SeaBIOS, iPXE and tracing's colours).
-pub fn read_log(path: &Path) -> String {
-    match std::fs::read(path) {
-        Ok(b) => strip_ansi(&String::from_utf8_lossy(&b)),
-        Err(e) => format!("<cannot read {}: {e}>", path.display()),
-    }
-}
-
-/// Remove CSI escape sequences (`ESC [ ... final-byte`) and other lone escapes and carriage returns.
-pub fn strip_ansi(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\u{1b}' => {
-                if chars.peek() == Some(&'[') {
-                    chars.next();
-                    // Parameters and intermediates, then one final byte in '@'..='~'.
-                    for c in chars.by_ref() {
-                        if ('@'..='~').contains(&c) {
-                            break;
-                        }
-                    }
-                } else {
-                    chars.next();
-                }
-            }
-            '\r' => {}
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// The last `n` lines of `s`.
-pub fn tail(s: &str, n: usize) -> String {
-    let lines: Vec<&str> = s.lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn strip_ansi_removes_colours_and_screen_control() {
-        assert_eq!(
-            strip_ansi("\u{1b}[2m2026\u{1b}[0m \u{1b}[32m INFO\u{1b}[0m x\r\n"),
-            "2026  INFO x\n"
-        );
-        assert_eq!(strip_ansi("c\u{1b}[?7l\u{1b}[2JHOSTAGENT"), "cHOSTAGENT");
-    }
 
     #[test]
     fn booted_path_reads_the_echoed_word() {
@@ -397,11 +350,5 @@ mod tests {
         assert!(http.contains("kernel http://${next-server}:8069/vmlinuz initrd=initrd.img"));
         assert!(http.contains("initrd http://${next-server}:8069/initrd.img"));
         assert!(ipxe_script(Fetch::Tftp).contains("kernel tftp://${next-server}/vmlinuz"));
-    }
-
-    #[test]
-    fn tail_keeps_the_last_lines() {
-        assert_eq!(tail("a\nb\nc\n", 2), "b\nc");
-        assert_eq!(tail("a", 5), "a");
     }
 }

@@ -11,13 +11,13 @@
 //! - a DHCP ACK: one line containing the word `ack` (or `dhcpack`), the client MAC (lower case,
 //!   colons) and the boot file or URL handed out.
 
-use std::path::PathBuf;
-use std::process::{Child, Stdio};
-
+use hostagent_tests::config::{Config, Dhcp, Network, Pxe};
+use hostagent_tests::daemon::Daemon;
 use hostagent_tests::qemu::{
-    install_payload, read_log, tail, Booted, Fetch, Firmware, Guest, GuestSpec, HARD_TIMEOUT,
+    install_payload, Booted, Fetch, Firmware, Guest, GuestSpec, HARD_TIMEOUT,
 };
-use hostagent_tests::{hostagent_bin, wait_for, Netns, Scratch};
+use hostagent_tests::Scratch;
+use testkit::{wait_for, Netns};
 
 const BRIDGE: &str = "br-lab";
 const TAP: &str = "tap-boot";
@@ -26,102 +26,16 @@ const BOOT_ROOT: &str = "/srv/boot";
 const SCRIPT: &str = "boot.ipxe";
 const HTTP_PORT: u16 = 8069;
 
-fn config(http_port: Option<u16>) -> String {
-    let http = http_port
-        .map(|p| format!("http_port = {p}\n"))
-        .unwrap_or_default();
-    format!(
-        r#"state_dir = "/var/lib/hostagent"
-
-[[network]]
-name = "lab"
-mode = "nat"
-bridge = "{BRIDGE}"
-address = "10.77.0.1/24"
-
-[network.dhcp]
-range = "10.77.0.100-10.77.0.200"
-lease_time = "1h"
-
-[network.pxe]
-root = "{BOOT_ROOT}"
-bios = "undionly.kpxe"
-uefi = "ipxe.efi"
-script = "{SCRIPT}"
-{http}"#
+fn config(http_port: Option<u16>) -> Config {
+    let mut pxe = Pxe::ipxe(BOOT_ROOT).script(SCRIPT);
+    if let Some(p) = http_port {
+        pxe = pxe.http_port(p);
+    }
+    Config::new("/var/lib/hostagent").network(
+        Network::nat("lab", BRIDGE, "10.77.0.1/24")
+            .dhcp(Dhcp::new("10.77.0.100-10.77.0.200").lease_time("1h"))
+            .pxe(pxe),
     )
-}
-
-/// `hostagent run` inside the namespace, its stdout+stderr in a file; killed on drop.
-struct Agent {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Agent {
-    fn start(ns: &Netns, scratch: &Scratch, cfg: &str) -> Agent {
-        let log = scratch.file("agent.log");
-        let out = std::fs::File::create(&log).expect("agent log");
-        let bin = hostagent_bin();
-        let child = ns
-            .cmd(&[
-                bin.to_str().expect("utf-8 path"),
-                "-c",
-                cfg,
-                "--root",
-                scratch.root_str(),
-                "run",
-            ])
-            .env("NO_COLOR", "1")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup agent log"))
-            .stderr(out)
-            .spawn()
-            .expect("spawn hostagent run");
-        Agent { child, log }
-    }
-
-    fn log(&self) -> String {
-        read_log(&self.log)
-    }
-
-    /// Wait until the bridge exists and DHCP (udp 67), TFTP (udp 69) and, if asked, HTTP listen.
-    fn wait_ready(&mut self, ns: &Netns, http_port: Option<u16>) {
-        let ready = wait_for(30, || {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "hostagent run exited ({status}) before serving:\n{}",
-                    tail(&self.log(), 60)
-                );
-            }
-            let udp = ns.sh("ss -Hlun").stdout;
-            let tcp = ns.sh("ss -Hltn").stdout;
-            let listening = |table: &[u8], port: u16| {
-                let suffix = format!(":{port}");
-                String::from_utf8_lossy(table)
-                    .split_whitespace()
-                    .any(|w| w.ends_with(&suffix))
-            };
-            let ok = ns.has_link(BRIDGE)
-                && listening(&udp, 67)
-                && listening(&udp, 69)
-                && http_port.is_none_or(|p| listening(&tcp, p));
-            ok.then_some(())
-        });
-        assert!(
-            ready.is_some(),
-            "hostagent run not serving after 30 s (bridge {BRIDGE}, udp 67/69, http {http_port:?});\nss -lun:\n{}\nagent log:\n{}",
-            String::from_utf8_lossy(&ns.sh("ss -lunt").stdout),
-            tail(&self.log(), 60)
-        );
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Does `line` name `word` as a whole path component (not as part of a longer name)?
@@ -179,9 +93,11 @@ fn boot(tag: &str, mac: &'static str, firmware: Firmware, fetch: Fetch) -> Run {
         SCRIPT,
         fetch,
     );
-    let cfg = scratch.config(&config(http_port));
-    let mut agent = Agent::start(&ns, &scratch, &cfg);
-    agent.wait_ready(&ns, http_port);
+    let cfg = scratch.config(config(http_port));
+    let mut agent = Daemon::start(&ns, &scratch, &cfg, &[]);
+    // DHCP (udp 67), TFTP (udp 69) and, if asked, HTTP listen.
+    let tcp: Vec<u16> = http_port.into_iter().collect();
+    agent.wait_listening(&ns, BRIDGE, &[67, 69], &tcp);
 
     let mut guest = Guest::launch(
         &ns,
@@ -203,10 +119,10 @@ fn boot(tag: &str, mac: &'static str, firmware: Firmware, fetch: Fetch) -> Run {
     );
     // The agent logs a transfer when it ends; the guest may power off a moment before that line.
     let log = wait_for(5, || {
-        let log = agent.log();
+        let log = agent.log_text();
         (!transfers(&log, fetch.name(), "initrd.img").is_empty()).then_some(log)
     })
-    .unwrap_or_else(|| agent.log());
+    .unwrap_or_else(|| agent.log_text());
     // What the assertions read, for the record (shown by --nocapture and on failure).
     for line in log
         .lines()

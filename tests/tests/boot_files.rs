@@ -4,16 +4,10 @@
 
 use std::process::Command;
 
-use hostagent_tests::daemon::{plug_guest, Daemon};
-use hostagent_tests::{run_ok, Netns, Scratch};
-
-fn sha256(path: &std::path::Path) -> String {
-    let out = run_ok(Command::new("sha256sum").arg(path));
-    out.split_whitespace()
-        .next()
-        .unwrap_or_default()
-        .to_string()
-}
+use hostagent_tests::config::{Config, Dhcp, Network, Pxe};
+use hostagent_tests::daemon::Daemon;
+use hostagent_tests::Scratch;
+use testkit::{run_ok, sha256, Netns};
 
 #[test]
 fn atftp_and_curl_download_through_the_daemon_and_traversal_is_refused() {
@@ -31,11 +25,14 @@ fn atftp_and_curl_download_through_the_daemon_and_traversal_is_refused() {
     std::os::unix::fs::symlink(s.file("secret"), boot.join("escape")).expect("symlink");
     let want = sha256(&boot.join("sub/kernel"));
     let cfg = s.config(
-        "state_dir = \"/state\"\n[[network]]\nname = \"lab\"\nmode = \"nat\"\nbridge = \"br-files\"\naddress = \"10.93.0.1/24\"\n\
-         [network.dhcp]\nrange = \"10.93.0.100-10.93.0.200\"\n[network.pxe]\nroot = \"/srv/boot\"\nbios = \"sub/kernel\"\nhttp_port = 8069\n",
+        Config::new("/state").network(
+            Network::nat("lab", "br-files", "10.93.0.1/24")
+                .dhcp(Dhcp::new("10.93.0.100-10.93.0.200"))
+                .pxe(Pxe::new("/srv/boot").bios("sub/kernel").http_port(8069)),
+        ),
     );
     let d = Daemon::start(&host, &s, &cfg, &[]);
-    let guest = plug_guest(&host, "br-files", "vfiles");
+    let guest = host.plug("br-files", "vfiles");
     guest.ok(&["ip", "addr", "add", "10.93.0.50/24", "dev", "eth0"]);
 
     let out = |name: &str| s.file(name).to_str().expect("utf-8").to_string();

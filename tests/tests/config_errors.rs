@@ -1,37 +1,27 @@
 //! A config error names file:line:column, says what to write instead, and changes nothing on the
 //! host — whichever command was asked for.
 
-use hostagent_tests::{stderr, Netns, Scratch};
+use hostagent_tests::cli::Cli;
+use hostagent_tests::config::{position, Config, Dhcp, Network};
+use hostagent_tests::Scratch;
+use testkit::{stderr, Netns};
 
-/// Every file under the scratch root, with its content.
-fn files(s: &Scratch) -> Vec<(String, Vec<u8>)> {
-    let mut out = vec![];
-    let mut stack = vec![s.root().to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for e in std::fs::read_dir(&dir).expect("read_dir").flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push((
-                    p.display().to_string(),
-                    std::fs::read(&p).unwrap_or_default(),
-                ));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn assert_refused_without_change(ns: &Netns, s: &Scratch, cfg: &str, expect: &[(&str, &str)]) {
+/// Every command refuses `config` with exit 1 and the errors `expect`s (position as
+/// `LINE:COLUMN`, words the message must contain), each with a hint; nothing on the host or
+/// under the root changes.
+fn assert_refused_without_change(
+    ns: &Netns,
+    s: &Scratch,
+    config: &Config,
+    expect: &[(String, &str)],
+) {
+    let cfg = s.config(config);
+    let cli = Cli::new(ns, s, &cfg);
     let links_before = ns.ip_json(&["link"]);
     let fwd_before = ns.read("/proc/sys/net/ipv4/ip_forward");
-    let files_before = files(s);
+    let files_before = s.files();
     for cmd in [&["plan"][..], &["apply"], &["run"], &["down"]] {
-        let mut argv = vec!["-c", cfg, "--root", s.root_str()];
-        argv.extend_from_slice(cmd);
-        let out = ns.hostagent(&argv);
+        let out = cli.run(cmd);
         assert_eq!(out.status.code(), Some(1), "{cmd:?} must fail with exit 1");
         let err = stderr(&out);
         for (position, words) in expect {
@@ -55,26 +45,39 @@ fn assert_refused_without_change(ns: &Netns, s: &Scratch, cfg: &str, expect: &[(
     );
     let nft = ns.ok(&["nft", "list", "tables"]);
     assert!(nft.trim().is_empty(), "nft tables appeared: {nft}");
-    assert_eq!(files(s), files_before, "files under --root changed");
+    assert_eq!(s.files(), files_before, "files under --root changed");
 }
 
-const VALID_NETWORK: &str = "state_dir = \"/state\"\n[sysctl]\n\"vm.max_map_count\" = 262144\n\
-    [[network]]\nname = \"ok\"\nmode = \"nat\"\nbridge = \"br-ok\"\naddress = \"10.91.0.1/24\"\n";
+/// A valid config: a sysctl and one network, `ok`.
+fn valid() -> Config {
+    Config::new("/state").sysctl("vm.max_map_count", 262144)
+}
+
+fn ok_network() -> Network {
+    Network::nat("ok", "br-ok", "10.91.0.1/24")
+}
 
 #[test]
 fn semantic_config_errors_are_all_reported_located_and_change_nothing() {
     let ns = Netns::new("cfgsem");
     let s = Scratch::new();
     // A valid network first, then two mistakes: nothing of the valid network may be created either.
-    let cfg = s.config(&format!(
-        "{VALID_NETWORK}[[network]]\nname = \"bad\"\nmode = \"nat\"\nbridge = \"virbr0-with-a-long-name\"\n\
-         address = \"10.92.0.1/24\"\n[network.dhcp]\nrange = \"10.92.0.1-10.92.0.254\"\n"
-    ));
+    let config = valid().network(ok_network()).network(
+        Network::nat("bad", "virbr0-with-a-long-name", "10.92.0.1/24")
+            .dhcp(Dhcp::new("10.92.0.1-10.92.0.254")),
+    );
+    let text = config.to_string();
     assert_refused_without_change(
         &ns,
         &s,
-        &cfg,
-        &[("12:10", "virbr0-with-a-long-name"), ("15:9", "gateway")],
+        &config,
+        &[
+            (
+                position(&text, "virbr0-with-a-long-name", "\""),
+                "virbr0-with-a-long-name",
+            ),
+            (position(&text, "10.92.0.1-10.92.0.254", "\""), "gateway"),
+        ],
     );
 }
 
@@ -82,24 +85,34 @@ fn semantic_config_errors_are_all_reported_located_and_change_nothing() {
 fn unknown_keys_are_located_with_the_valid_keys_and_change_nothing() {
     let ns = Netns::new("cfgkey");
     let s = Scratch::new();
-    let cfg = s.config(&format!(
-        "{VALID_NETWORK}[network.dhcp]\nrange = \"10.91.0.2-10.91.0.254\"\nleese_time = \"1h\"\n"
-    ));
-    assert_refused_without_change(&ns, &s, &cfg, &[("11:1", "leese_time")]);
+    let config = valid()
+        .network(ok_network().dhcp(Dhcp::new("10.91.0.2-10.91.0.254").raw("leese_time = \"1h\"")));
+    let text = config.to_string();
+    assert_refused_without_change(
+        &ns,
+        &s,
+        &config,
+        &[(position(&text, "leese_time", "leese_time"), "leese_time")],
+    );
 }
 
 #[test]
 fn an_out_of_range_port_rate_limit_is_located_with_its_range_and_changes_nothing() {
     let ns = Netns::new("cfgprl");
     let s = Scratch::new();
-    let cfg = s.config(&format!("{VALID_NETWORK}[dhcp]\nport_rate_limit = 5\n"));
+    let config = valid().port_rate_limit(5).network(ok_network());
+    let text = config.to_string();
     assert_refused_without_change(
         &ns,
         &s,
-        &cfg,
-        &[("10:19", "port_rate_limit = 5 is out of range")],
+        &config,
+        &[(
+            position(&text, "port_rate_limit = 5", "5"),
+            "port_rate_limit = 5 is out of range",
+        )],
     );
-    let err = stderr(&ns.hostagent(&["-c", &cfg, "--root", s.root_str(), "plan"]));
+    let cfg = s.config(config);
+    let err = stderr(&Cli::new(&ns, &s, &cfg).run(&["plan"]));
     assert!(
         err.contains("hint: write DHCP packets per second from 10 to 100000 (default 100), or 0"),
         "{err}"

@@ -1,59 +1,43 @@
 //! `hostagent run` as a daemon: serving, control socket, SIGHUP reload, clean stop, crash safety.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::process::Stdio;
 
-use hostagent_tests::daemon::{dhcp_flood_bin, flood, leases, parse_acks, plug_guest, Daemon};
-use hostagent_tests::{stderr, stdout, wait_for, Netns, Scratch};
+use hostagent_tests::cli::{counter, Cli};
+use hostagent_tests::config::{Config, Dhcp, Network};
+use hostagent_tests::daemon::{assert_kept, flood, Daemon, Storm};
+use hostagent_tests::Scratch;
+use testkit::{stderr, Netns};
 
-fn config(state: &str, nets: &[(&str, &str, &str, &str)]) -> String {
-    let mut c = format!("state_dir = \"{state}\"\n");
-    for (name, bridge, addr, range) in nets {
-        c.push_str(&format!(
-            "[[network]]\nname = \"{name}\"\nmode = \"nat\"\nbridge = \"{bridge}\"\naddress = \"{addr}\"\n\
-             [network.dhcp]\nrange = \"{range}\"\nlease_time = \"1h\"\n"
-        ));
-    }
-    c
+/// NAT networks (name, bridge, address, DHCP range), 1 h leases.
+fn config(nets: &[(&str, &str, &str, &str)]) -> Config {
+    nets.iter()
+        .fold(Config::new("/state"), |c, (name, bridge, addr, range)| {
+            c.network(Network::nat(name, bridge, addr).dhcp(Dhcp::new(range).lease_time("1h")))
+        })
 }
 
-fn status_json(ns: &Netns, s: &Scratch, cfg: &str) -> serde_json::Value {
-    let out = ns.hostagent(&["-c", cfg, "--root", s.root_str(), "status", "--json"]);
-    assert!(out.status.success(), "status failed: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).expect("status json")
-}
-
-fn dhcp_acks(status: &serde_json::Value, network: &str) -> u64 {
-    status["servers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["network"] == network)
-        .and_then(|s| s["dhcp"]["acks"].as_u64())
-        .unwrap_or_else(|| panic!("no dhcp acks counter for {network} in {status}"))
+fn dhcp_acks(cli: &Cli, network: &str) -> u64 {
+    counter(&cli.server(network), &["dhcp", "acks"])
 }
 
 #[test]
 fn run_serves_leases_reports_status_and_stops_cleanly() {
     let host = Netns::new("run");
     let s = Scratch::new();
-    let cfg = s.config(&config(
-        "/state",
-        &[("lab", "br-lab", "10.81.0.1/24", "10.81.0.100-10.81.0.199")],
-    ));
+    let cfg = s.config(config(&[(
+        "lab",
+        "br-lab",
+        "10.81.0.1/24",
+        "10.81.0.100-10.81.0.199",
+    )]));
+    let cli = Cli::new(&host, &s, &cfg);
     let mut d = Daemon::start(&host, &s, &cfg, &[]);
-    let guest = plug_guest(&host, "br-lab", "vrun0");
+    let guest = host.plug("br-lab", "vrun0");
 
-    let acks = flood(&guest, 5, 0x21, 5, 20);
-    assert_eq!(
-        acks.len(),
-        5,
-        "5 clients should get leases; agent log:\n{}",
-        d.log_text()
-    );
-    let leased = leases(&host, &s, &cfg);
+    let acks = d.lease_all(&guest, 5, 0x21);
+    let leased = cli.leases();
     for (mac, ip) in &acks {
         assert!(
             leased
@@ -66,12 +50,12 @@ fn run_serves_leases_reports_status_and_stops_cleanly() {
             "address {ip} outside the range"
         );
     }
-    let st = status_json(&host, &s, &cfg);
+    let st = cli.status();
     assert_eq!(st["networks"][0]["bridge"], "br-lab");
-    assert!(dhcp_acks(&st, "lab") >= 5, "status counters: {st}");
+    assert!(dhcp_acks(&cli, "lab") >= 5, "status counters: {st}");
     // Human output names the network too.
-    let human = host.hostagent(&["-c", &cfg, "--root", s.root_str(), "status"]);
-    assert!(stdout(&human).contains("br-lab"), "{}", stdout(&human));
+    let human = cli.ok(&["status"]);
+    assert!(human.contains("br-lab"), "{human}");
 
     d.signal(libc::SIGTERM);
     let code = d
@@ -101,10 +85,12 @@ fn run_serves_leases_reports_status_and_stops_cleanly() {
 fn down_on_exit_removes_the_networks() {
     let host = Netns::new("doe");
     let s = Scratch::new();
-    let cfg = s.config(&config(
-        "/state",
-        &[("lab", "br-doe", "10.82.0.1/24", "10.82.0.100-10.82.0.199")],
-    ));
+    let cfg = s.config(config(&[(
+        "lab",
+        "br-doe",
+        "10.82.0.1/24",
+        "10.82.0.100-10.82.0.199",
+    )]));
     let mut d = Daemon::start(&host, &s, &cfg, &["--down-on-exit"]);
     assert!(host.has_link("br-doe"));
     d.signal(libc::SIGINT);
@@ -133,67 +119,41 @@ fn sighup_restarts_only_changed_servers_and_keeps_running_on_a_bad_config() {
         ("a", "br-ha", "10.83.0.1/24", "10.83.0.100-10.83.0.199"),
         ("b", "br-hb", "10.84.0.1/24", "10.84.0.100-10.84.0.199"),
     ];
-    let cfg = s.config(&config("/state", &nets));
+    let cfg = s.config(config(&nets));
+    let cli = Cli::new(&host, &s, &cfg);
     let d = Daemon::start(&host, &s, &cfg, &[]);
-    let ga = plug_guest(&host, "br-ha", "vhupa");
-    let gb = plug_guest(&host, "br-hb", "vhupb");
-    assert_eq!(
-        flood(&ga, 3, 0x31, 3, 20).len(),
-        3,
-        "log:\n{}",
-        d.log_text()
-    );
-    assert_eq!(
-        flood(&gb, 3, 0x32, 3, 20).len(),
-        3,
-        "log:\n{}",
-        d.log_text()
-    );
+    let ga = host.plug("br-ha", "vhupa");
+    let gb = host.plug("br-hb", "vhupb");
+    d.lease_all(&ga, 3, 0x31);
+    d.lease_all(&gb, 3, 0x32);
 
     // A broken config: reported, the running one kept.
     std::fs::write(&cfg, "state_dir = \"/state\"\n[[network]]\nname = 1\n").expect("write");
     d.signal(libc::SIGHUP);
-    assert!(
-        wait_for(10, || d
-            .log_text()
-            .contains("keeping the running config")
-            .then_some(()))
-        .is_some(),
-        "bad config not reported; log:\n{}",
-        d.log_text()
-    );
-    let st = status_json(&host, &s, &cfg);
-    assert_eq!(dhcp_acks(&st, "a"), 3);
+    d.wait_log("keeping the running config", 10);
+    assert_eq!(dhcp_acks(&cli, "a"), 3);
 
     // Change only network b's DHCP range: b's server restarts (counters from 0), a's keeps going.
     let changed = [
         nets[0],
         ("b", "br-hb", "10.84.0.1/24", "10.84.0.50-10.84.0.99"),
     ];
-    std::fs::write(&cfg, config("/state", &changed)).expect("write");
+    s.config(config(&changed));
     d.signal(libc::SIGHUP);
-    assert!(
-        wait_for(10, || d
-            .log_text()
-            .contains("config reloaded")
-            .then_some(()))
-        .is_some(),
-        "reload not logged; log:\n{}",
-        d.log_text()
-    );
-    let st = status_json(&host, &s, &cfg);
+    d.wait_log("config reloaded", 10);
     assert_eq!(
-        dhcp_acks(&st, "a"),
+        dhcp_acks(&cli, "a"),
         3,
-        "network a's server must not restart: {st}"
+        "network a's server must not restart: {}",
+        cli.status()
     );
     assert_eq!(
-        dhcp_acks(&st, "b"),
+        dhcp_acks(&cli, "b"),
         0,
-        "network b's server restarts with its new range: {st}"
+        "network b's server restarts with its new range: {}",
+        cli.status()
     );
-    let fresh = flood(&gb, 2, 0x33, 2, 20);
-    assert_eq!(fresh.len(), 2);
+    let fresh = d.lease_all(&gb, 2, 0x33);
     for (_, ip) in &fresh {
         let last: u8 = ip
             .rsplit('.')
@@ -211,10 +171,12 @@ fn sighup_restarts_only_changed_servers_and_keeps_running_on_a_bad_config() {
 fn control_socket_is_root_only_and_answers_garbage_with_an_error() {
     let host = Netns::new("ctl");
     let s = Scratch::new();
-    let cfg = s.config(&config(
-        "/state",
-        &[("lab", "br-ctl", "10.85.0.1/24", "10.85.0.100-10.85.0.199")],
-    ));
+    let cfg = s.config(config(&[(
+        "lab",
+        "br-ctl",
+        "10.85.0.1/24",
+        "10.85.0.100-10.85.0.199",
+    )]));
     let _d = Daemon::start(&host, &s, &cfg, &[]);
     let sock = s.file("run/hostagent/control.sock");
     let mode = std::fs::metadata(&sock)
@@ -275,62 +237,27 @@ fn control_socket_is_root_only_and_answers_garbage_with_an_error() {
 fn kill_9_during_lease_storm_loses_no_acked_lease_and_never_duplicates() {
     let host = Netns::new("k9");
     let s = Scratch::new();
-    let cfg = s.config(&config(
-        "/state",
-        &[("lab", "br-k9", "10.86.0.1/20", "10.86.1.0-10.86.15.250")],
-    ));
+    let cfg = s.config(config(&[(
+        "lab",
+        "br-k9",
+        "10.86.0.1/20",
+        "10.86.1.0-10.86.15.250",
+    )]));
     let mut d = Daemon::start(&host, &s, &cfg, &[]);
-    let guest = plug_guest(&host, "br-k9", "vk9");
+    let guest = host.plug("br-k9", "vk9");
 
     // Clients keep asking while the daemon is killed -9 after the 150th ACK.
-    let bin = dhcp_flood_bin();
-    let mut flood_child = guest
-        .cmd(&[
-            bin.to_str().expect("utf-8"),
-            "eth0",
-            "1500",
-            "65",
-            "64",
-            "10",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("flood");
-    let reader = BufReader::new(flood_child.stdout.take().expect("stdout"));
-    let mut acked = vec![];
-    let mut killed = false;
-    for line in reader.lines() {
-        let line = line.expect("line");
-        acked.extend(parse_acks(&line));
-        if !killed && acked.len() >= 150 {
-            d.signal(libc::SIGKILL);
-            killed = true;
-        }
-    }
-    let _ = flood_child.wait();
-    assert!(
-        killed,
-        "the storm never reached 150 ACKs; log:\n{}",
-        d.log_text()
-    );
+    let mut storm = Storm::start(&guest, 1500, 65, 64, 10);
+    let mut acked = storm.first(150, &d);
+    d.signal(libc::SIGKILL);
+    acked.extend(storm.finish());
     let _ = d.wait_exit(5);
     assert!(acked.len() < 1500, "the daemon was not killed mid-storm");
 
     // Restart on the same state: every ACKed lease is back.
     let d2 = Daemon::start(&host, &s, &cfg, &[]);
-    let leased = leases(&host, &s, &cfg);
-    let by_mac: HashMap<&str, &str> = leased
-        .iter()
-        .map(|(_, m, i)| (m.as_str(), i.as_str()))
-        .collect();
-    for (mac, ip) in &acked {
-        assert_eq!(
-            by_mac.get(mac.as_str()),
-            Some(&ip.as_str()),
-            "ACKed lease {mac} {ip} lost after kill -9"
-        );
-    }
+    let leased = Cli::new(&host, &s, &cfg).leases();
+    assert_kept(&leased, &acked, "after kill -9");
     let mut seen = HashSet::new();
     for (_, m, ip) in &leased {
         assert!(

@@ -4,8 +4,11 @@
 
 use std::process::Command;
 
-use hostagent_tests::daemon::{plug_guest, Daemon};
-use hostagent_tests::{hostagent_bin, run_ok, stdout, wait_for, Netns, Scratch};
+use hostagent_tests::cli::Cli;
+use hostagent_tests::daemon::Daemon;
+use hostagent_tests::{hostagent_bin, Scratch};
+use testkit::dhcp_client::Udhcpc;
+use testkit::{run_ok, Netns};
 
 #[test]
 fn shipped_default_config_installs_and_serves_a_lab_out_of_the_box() {
@@ -27,22 +30,17 @@ fn shipped_default_config_installs_and_serves_a_lab_out_of_the_box() {
     }
     // The default config sets host-wide vm.* sysctls; under --root they live in ROOT/proc/sys,
     // seeded from the machine's real values so the test never writes the real ones.
-    std::fs::create_dir_all(s.file("proc/sys/vm")).expect("mkdir");
     for key in ["max_map_count", "overcommit_memory"] {
         let real = std::fs::read(format!("/proc/sys/vm/{key}")).expect("read real sysctl");
-        std::fs::write(s.file(&format!("proc/sys/vm/{key}")), real).expect("seed sysctl");
+        s.write(&format!("proc/sys/vm/{key}"), real);
     }
     let cfg = s.file("etc/hostagent/hostagent.toml");
     let cfg = cfg.to_str().expect("utf-8");
 
     let host = Netns::new("dflt");
-    let plan = host.hostagent(&["-c", cfg, "--root", s.root_str(), "plan"]);
-    assert_eq!(plan.status.code(), Some(2), "a fresh host needs changes");
-    assert!(
-        stdout(&plan).contains("create bridge virbr0"),
-        "{}",
-        stdout(&plan)
-    );
+    let (code, plan) = Cli::new(&host, &s, cfg).plan();
+    assert_eq!(code, Some(2), "a fresh host needs changes: {plan}");
+    assert!(plan.contains("create bridge virbr0"), "{plan}");
 
     let d = Daemon::start(&host, &s, cfg, &[]);
     assert_eq!(
@@ -56,45 +54,20 @@ fn shipped_default_config_installs_and_serves_a_lab_out_of_the_box() {
             .expect("drop-in")
             .contains("vm.max_map_count = 262144")
     );
-    let guest = plug_guest(&host, "virbr0", "vdflt");
-    // busybox udhcpc as a PXE-less client: it gets an address from the default range.
-    let script = s.file("udhcpc.sh");
-    std::fs::write(
-        &script,
-        "#!/bin/sh\n[ \"$1\" = bound ] || exit 0\nip addr add \"$ip/$subnet\" dev \"$interface\"\n\
-         echo \"BOUND ip=$ip router=$router boot_file=$boot_file siaddr=$siaddr\"\n",
-    )
-    .expect("script");
-    run_ok(Command::new("chmod").arg("+x").arg(&script));
-    let out = guest.run(&[
-        "busybox",
-        "udhcpc",
-        "-i",
-        "eth0",
-        "-n",
-        "-q",
-        "-f",
-        "-t",
-        "5",
-        "-T",
-        "2",
-        "-s",
-        script.to_str().expect("utf-8"),
-        "-V",
-        "PXEClient:Arch:00000:UNDI:002001",
-    ]);
-    let text = stdout(&out);
-    let bound = text
-        .lines()
-        .find(|l| l.starts_with("BOUND"))
-        .unwrap_or_else(|| panic!("no lease: {text}\nlog:\n{}", d.log_text()));
-    assert!(bound.contains("ip=192.168.122."), "{bound}");
-    assert!(bound.contains("router=192.168.122.1"), "{bound}");
-    assert!(
-        bound.contains("boot_file=undionly.kpxe"),
-        "a BIOS PXE client gets the BIOS boot file: {bound}"
+    let guest = host.plug("virbr0", "vdflt");
+    // busybox udhcpc as a BIOS PXE client: it gets an address from the default range, and the
+    // boot file.
+    let bound = Udhcpc::configuring(&guest, s.root(), "dflt")
+        .args(&["-V", "PXEClient:Arch:00000:UNDI:002001"])
+        .once()
+        .unwrap_or_else(|e| panic!("no lease: {e}\nlog:\n{}", d.log_text()));
+    assert!(bound["ip"].starts_with("192.168.122."), "{bound:?}");
+    assert_eq!(bound["router"], "192.168.122.1", "{bound:?}");
+    assert_eq!(
+        bound["boot_file"], "undionly.kpxe",
+        "a BIOS PXE client gets the BIOS boot file: {bound:?}"
     );
-    assert!(bound.contains("siaddr=192.168.122.1"), "{bound}");
+    assert_eq!(bound["siaddr"], "192.168.122.1", "{bound:?}");
     // The boot file it was told about is really served over TFTP from the installed boot root.
     let got = s.file("got.kpxe");
     let tftp = guest.run(&[
@@ -115,5 +88,5 @@ fn shipped_default_config_installs_and_serves_a_lab_out_of_the_box() {
         std::fs::read(&got).expect("downloaded"),
         std::fs::read("/usr/lib/ipxe/undionly.kpxe").expect("ipxe")
     );
-    assert!(wait_for(5, || d.log_text().contains("undionly.kpxe").then_some(())).is_some());
+    d.wait_log("undionly.kpxe", 5);
 }

@@ -10,60 +10,51 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use hostagent_tests::daemon::{plug_guest, Daemon};
-use hostagent_tests::dns::{dig, getent_hosts, nameservers, search, Dhclient, Udhcpc, Upstream};
-use hostagent_tests::{stdout, wait_for, Netns, Scratch};
+use hostagent_tests::cli::{counter, Cli};
+use hostagent_tests::config::{Config, Dhcp, Dns, Guest, Network};
+use hostagent_tests::daemon::Daemon;
+use hostagent_tests::dns::Upstream;
+use hostagent_tests::Scratch;
 use serde_json::Value;
+use testkit::dhcp_client::{Dhclient, Udhcpc};
+use testkit::dns::{dig, getent_hosts, nameservers, search};
+use testkit::{stdout, wait_for, Netns};
 
 /// A nat network `lab` on `NET.0/24` with DHCP, a reservation `bastion` (.10), a `[[guest]]`
 /// `web` (.20) and two extra names, `nas` (.50) and `api.k8s` (.51). libvirt's in-process test
 /// driver takes the guest, so no libvirtd is needed.
-fn config(bridge: &str, net: &str, dns_extra: &str) -> String {
-    format!(
-        "state_dir = \"/state\"\n\
-         [[network]]\nname = \"lab\"\nmode = \"nat\"\nbridge = \"{bridge}\"\naddress = \"{net}.1/24\"\n\
-         [network.dhcp]\nrange = \"{net}.100-{net}.199\"\nlease_time = \"1h\"\n\
-         [[network.dhcp.host]]\nmac = \"52:54:00:00:aa:10\"\nip = \"{net}.10\"\nname = \"bastion\"\n\
-         [network.dns]\n{dns_extra}\
-         [[network.dns.host]]\nname = \"nas\"\nip = \"{net}.50\"\n\
-         [[network.dns.host]]\nname = \"api.k8s\"\nip = \"{net}.51\"\n\
-         [libvirt]\nuri = \"test:///default\"\nvirt_type = \"qemu\"\n\
-         [[guest]]\nname = \"web\"\nnetwork = \"lab\"\nip = \"{net}.20\"\n"
-    )
+fn config(bridge: &str, net: &str, dns: Dns) -> Config {
+    Config::new("/state")
+        .libvirt("test:///default", Some("qemu"))
+        .network(
+            Network::nat("lab", bridge, &format!("{net}.1/24"))
+                .dhcp(
+                    Dhcp::new(&format!("{net}.100-{net}.199"))
+                        .lease_time("1h")
+                        .host("52:54:00:00:aa:10", &format!("{net}.10"), Some("bastion")),
+                )
+                .dns(
+                    dns.host("nas", &format!("{net}.50"))
+                        .host("api.k8s", &format!("{net}.51")),
+                ),
+        )
+        .guest(Guest::new("web", "lab").ip(&format!("{net}.20")))
 }
 
-/// `hostagent status --json`: the DNS counters of network `lab`.
-fn dns_status(host: &Netns, s: &Scratch, cfg: &str) -> Value {
-    let out = host.hostagent(&["-c", cfg, "--root", s.root_str(), "status", "--json"]);
-    assert!(
-        out.status.success(),
-        "status: {}",
-        hostagent_tests::stderr(&out)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("status json");
-    v["servers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["network"] == "lab")
-        .map(|s| s["dns"].clone())
-        .filter(|d| !d.is_null())
-        .unwrap_or_else(|| panic!("no DNS status for lab: {v}"))
+/// `status --json`: the DNS server of network `lab`.
+fn dns_status(cli: &Cli) -> Value {
+    let dns = cli.server("lab")["dns"].clone();
+    assert!(!dns.is_null(), "no DNS status for lab: {}", cli.status());
+    dns
 }
 
-fn counter(status: &Value, name: &str) -> u64 {
-    status[name]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no counter {name} in {status}"))
-}
-
-/// `dig @server NAME A` until it answers `want` (a lease is published within a moment of its
-/// ACK), or the last answer's text.
-fn resolves(guest: &Netns, server: &str, name: &str, want: &str) -> Result<(), String> {
+/// `dig @server NAME A` until it answers `want` with authority (a lease is published within a
+/// moment of its ACK); the last answer's text otherwise.
+fn resolves(ns: &Netns, server: &str, name: &str, want: &str) -> Result<(), String> {
     let at = format!("@{server}");
     let mut last = String::new();
     wait_for(5, || {
-        let d = dig(guest, &[&at, name, "A"]);
+        let d = dig(Some(ns), &[&at, name, "A"]);
         if d.status == "NOERROR" && d.data() == [want] && d.has_flag("aa") {
             return Some(());
         }
@@ -73,14 +64,14 @@ fn resolves(guest: &Netns, server: &str, name: &str, want: &str) -> Result<(), S
     .ok_or(last)
 }
 
-/// `dig @server NAME` until it says NXDOMAIN (a released lease is withdrawn within a moment).
+/// `dig @server ARGS` until it says NXDOMAIN (a released lease is withdrawn within a moment).
 fn stops_resolving(ns: &Netns, server: &str, args: &[&str]) -> Result<(), String> {
     let at = format!("@{server}");
     let mut argv = vec![at.as_str()];
     argv.extend_from_slice(args);
     let mut last = String::new();
     wait_for(5, || {
-        let d = dig(ns, &argv);
+        let d = dig(Some(ns), &argv);
         if d.status == "NXDOMAIN" {
             return Some(());
         }
@@ -90,8 +81,9 @@ fn stops_resolving(ns: &Netns, server: &str, args: &[&str]) -> Result<(), String
     .ok_or(last)
 }
 
-/// Everything one guest can ask: every name bare and qualified, then the reverse of each
-/// address, with dig at the server of its resolv.conf and with its libc resolver.
+/// Everything one guest can ask: every name (bare when it has one label, and qualified), then
+/// the reverse of each address, with dig at the server of its resolv.conf and with its libc
+/// resolver.
 fn check_names(guest: &Netns, resolv_conf: &Path, names: &BTreeMap<&str, String>, d: &Daemon) {
     let servers = nameservers(resolv_conf);
     let [server] = servers.as_slice() else {
@@ -108,33 +100,29 @@ fn check_names(guest: &Netns, resolv_conf: &Path, names: &BTreeMap<&str, String>
                 panic!("{q} should be {ip}:\n{text}\nagent log:\n{}", d.log_text())
             });
         }
-        let d = dig(guest, &[&format!("@{server}"), "-x", ip]);
+        let back = dig(Some(guest), &[&format!("@{server}"), "-x", ip]);
         assert_eq!(
-            d.data(),
+            back.data(),
             [format!("{name}.lab.")],
             "reverse of {ip}:\n{}",
-            d.text
+            back.text
         );
-        assert!(d.has_flag("aa"), "{}", d.text);
-        // The guest's own resolver: search domain from DHCP, then the server.
-        let line = getent_hosts(guest, resolv_conf, &format!("{name}.lab"))
-            .unwrap_or_else(|| panic!("libc does not resolve {name}.lab"));
-        assert!(
-            line.starts_with(&format!("{ip} ")),
-            "getent hosts {name}.lab: {line}"
-        );
-        let line = getent_hosts(guest, resolv_conf, name)
-            .unwrap_or_else(|| panic!("libc does not resolve {name}"));
-        assert!(
-            line.starts_with(&format!("{ip} ")),
-            "getent hosts {name}: {line}"
-        );
-        let back = getent_hosts(guest, resolv_conf, ip)
+        assert!(back.has_flag("aa"), "{}", back.text);
+        // The guest's own resolver: the search domain DHCP gave it, then the server.
+        for q in [format!("{name}.lab"), name.to_string()] {
+            let line = getent_hosts(guest, resolv_conf, &q)
+                .unwrap_or_else(|| panic!("libc does not resolve {q}"));
+            assert!(
+                line.starts_with(&format!("{ip} ")),
+                "getent hosts {q}: {line}"
+            );
+        }
+        let line = getent_hosts(guest, resolv_conf, ip)
             .unwrap_or_else(|| panic!("libc does not resolve {ip} back"));
         assert_eq!(
-            back.split_whitespace().nth(1),
+            line.split_whitespace().nth(1),
             Some(format!("{name}.lab").as_str()),
-            "getent hosts {ip}: {back}"
+            "getent hosts {ip}: {line}"
         );
     }
 }
@@ -144,31 +132,37 @@ fn udhcpc_and_dhclient_guests_resolve_leases_reservations_guests_and_extra_names
     let host = Netns::new("dnsn");
     let s = Scratch::new();
     let net = "10.91.0";
-    let cfg = s.config(&config("br-dnsn", net, ""));
+    let cfg = s.config(config("br-dnsn", net, Dns::new()));
+    let cli = Cli::new(&host, &s, &cfg);
     let d = Daemon::start(&host, &s, &cfg, &[]);
-    let before = dns_status(&host, &s, &cfg);
+    let before = dns_status(&cli);
 
-    let alpha = plug_guest(&host, "br-dnsn", "vdnsa");
-    let udhcpc = Udhcpc::start(&alpha, s.root(), "alpha", "alpha");
+    let alpha = host.plug("br-dnsn", "vdnsa");
+    let udhcpc = Udhcpc::resolving(&alpha, s.root(), "alpha").args(&["-x", "hostname:alpha"]);
     let alpha_ip = udhcpc
-        .wait_bound(30)
-        .unwrap_or_else(|| panic!("udhcpc got no lease; log:\n{}", d.log_text()));
-    let beta = plug_guest(&host, "br-dnsn", "vdnsb");
-    let dhclient = Dhclient::new(&beta, s.root(), "beta", "beta");
-    dhclient
-        .run(&["-1"])
-        .unwrap_or_else(|e| panic!("dhclient: {e}\nlog:\n{}", d.log_text()));
-    let beta_ip = dhclient.files.bound_ip().expect("dhclient bound");
+        .once()
+        .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", d.log_text()))["ip"]
+        .clone();
+    let beta = host.plug("br-dnsn", "vdnsb");
+    let dhclient = Dhclient::resolving(&beta, s.root(), "beta", "beta");
+    let out = dhclient.run(&["-1"]);
+    assert!(
+        out.status.success(),
+        "dhclient: {}\nlog:\n{}",
+        testkit::stderr(&out),
+        d.log_text()
+    );
+    let beta_ip = dhclient.records("BOUND").pop().expect("dhclient bound")["ip"].clone();
 
     // Option 6 is the gateway (the network's DNS server runs), option 15 its domain.
-    for files in [&udhcpc.files, &dhclient.files] {
+    for resolv_conf in [udhcpc.resolv_conf(), dhclient.resolv_conf()] {
         assert_eq!(
-            nameservers(&files.resolv_conf),
+            nameservers(resolv_conf),
             [format!("{net}.1")],
             "{}",
-            files.resolv_conf.display()
+            resolv_conf.display()
         );
-        assert_eq!(search(&files.resolv_conf), ["lab"]);
+        assert_eq!(search(resolv_conf), ["lab"]);
     }
 
     let names: BTreeMap<&str, String> = [
@@ -183,31 +177,30 @@ fn udhcpc_and_dhclient_guests_resolve_leases_reservations_guests_and_extra_names
     .collect();
     // Each guest: its own name, the other's (a lease name), the reservation's, the guest's and
     // the extra ones.
-    check_names(&alpha, &udhcpc.files.resolv_conf, &names, &d);
-    check_names(&beta, &dhclient.files.resolv_conf, &names, &d);
+    check_names(&alpha, udhcpc.resolv_conf(), &names, &d);
+    check_names(&beta, dhclient.resolv_conf(), &names, &d);
 
     // A name of the domain nobody has: NXDOMAIN from here, not forwarded.
-    let at = format!("@{net}.1");
-    let miss = dig(&alpha, &[&at, "nobody.lab", "A"]);
+    let miss = dig(Some(&alpha), &[&format!("@{net}.1"), "nobody.lab", "A"]);
     assert_eq!(miss.status, "NXDOMAIN", "{}", miss.text);
     assert!(miss.has_flag("aa"));
 
-    let after = dns_status(&host, &s, &cfg);
+    let after = dns_status(&cli);
     assert_eq!(after["domain"], "lab");
     assert_eq!(after["listen"][0], format!("{net}.1:53"));
     assert_eq!(
-        counter(&after, "names"),
+        counter(&after, &["names"]),
         6,
         "bastion, web, nas, api.k8s and two leases: {after}"
     );
     for c in ["queries", "answered_local", "nxdomain"] {
         assert!(
-            counter(&after, c) > counter(&before, c),
+            counter(&after, &[c]) > counter(&before, &[c]),
             "{c} did not move: {before} → {after}"
         );
     }
-    assert_eq!(counter(&after, "forwarded"), 0, "{after}");
-    assert_eq!(counter(&after, "refused"), 0, "{after}");
+    assert_eq!(counter(&after, &["forwarded"]), 0, "{after}");
+    assert_eq!(counter(&after, &["refused"]), 0, "{after}");
 }
 
 #[test]
@@ -218,7 +211,6 @@ fn foreign_names_are_forwarded_upstream_also_through_systemd_resolveds_list_and_
     let net = "10.92.0";
     let up = Upstream::start(
         &host,
-        s.root(),
         "10.92.1.1/24",
         "10.92.1.2/24",
         &[
@@ -226,20 +218,22 @@ fn foreign_names_are_forwarded_upstream_also_through_systemd_resolveds_list_and_
             "--address=/second.test/10.9.9.8",
         ],
     );
-    std::fs::create_dir_all(s.file("etc")).expect("etc");
-    std::fs::write(s.file("etc/resolv.conf"), "nameserver 10.92.1.2\n").expect("resolv.conf");
-    let cfg = s.config(&config("br-dnsf", net, ""));
+    let up = &up.dnsmasq;
+    s.write("etc/resolv.conf", "nameserver 10.92.1.2\n");
+    let cfg = s.config(config("br-dnsf", net, Dns::new()));
+    let cli = Cli::new(&host, &s, &cfg);
     let mut d = Daemon::start(&host, &s, &cfg, &[]);
-    let alpha = plug_guest(&host, "br-dnsf", "vdnsf");
-    let udhcpc = Udhcpc::start(&alpha, s.root(), "alpha", "alpha");
+    let alpha = host.plug("br-dnsf", "vdnsf");
+    let udhcpc = Udhcpc::resolving(&alpha, s.root(), "alpha").args(&["-x", "hostname:alpha"]);
     let alpha_ip = udhcpc
-        .wait_bound(30)
-        .unwrap_or_else(|| panic!("udhcpc got no lease; log:\n{}", d.log_text()));
-    let resolv = &udhcpc.files.resolv_conf;
+        .once()
+        .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", d.log_text()))["ip"]
+        .clone();
+    let resolv = udhcpc.resolv_conf();
     let at = format!("@{net}.1");
 
     // Forwarded (not authoritative), then the same question from the cache.
-    let first = dig(&alpha, &[&at, "upstream.test", "A"]);
+    let first = dig(Some(&alpha), &[&at, "upstream.test", "A"]);
     assert_eq!(
         first.data(),
         ["10.9.9.9"],
@@ -250,58 +244,44 @@ fn foreign_names_are_forwarded_upstream_also_through_systemd_resolveds_list_and_
     assert!(!first.has_flag("aa"), "{}", first.text);
     let line = getent_hosts(&alpha, resolv, "upstream.test").expect("libc resolves a foreign name");
     assert!(line.starts_with("10.9.9.9 "), "{line}");
-    let again = dig(&alpha, &[&at, "upstream.test", "A"]);
+    let again = dig(Some(&alpha), &[&at, "upstream.test", "A"]);
     assert_eq!(again.data(), ["10.9.9.9"], "{}", again.text);
-    assert_eq!(up.queries_for("A", "upstream.test"), 1, "{}", up.log_text());
+    assert_eq!(up.queries_of("A", "upstream.test"), 1, "{}", up.log_text());
     // A name of the local domain never reaches the upstream.
-    assert_eq!(dig(&alpha, &[&at, "nobody.lab"]).status, "NXDOMAIN");
-    assert_eq!(up.queries_for("A", "nobody.lab"), 0, "{}", up.log_text());
-    let status = dns_status(&host, &s, &cfg);
+    assert_eq!(dig(Some(&alpha), &[&at, "nobody.lab"]).status, "NXDOMAIN");
+    assert_eq!(up.queries_for("nobody.lab"), 0, "{}", up.log_text());
+    let status = dns_status(&cli);
     assert_eq!(status["upstreams"][0], "10.92.1.2:53", "{status}");
     // Each question the upstream saw (libc asked AAAA too) was one forward, and no more.
     assert_eq!(
-        counter(&status, "forwarded") as usize,
+        counter(&status, &["forwarded"]) as usize,
         up.queries(),
         "{status}\n{}",
         up.log_text()
     );
-    assert!(counter(&status, "cache_hits") >= 1, "{status}");
+    assert!(counter(&status, &["cache_hits"]) >= 1, "{status}");
 
     // A query from outside the network's subnet (an address the host routes to the bridge,
     // but not the network's): REFUSED, nothing forwarded.
     alpha.ok(&["ip", "addr", "add", "10.93.0.5/24", "dev", "eth0"]);
     host.ok(&["ip", "route", "add", "10.93.0.0/24", "dev", "br-dnsf"]);
-    let outsider = dig(&alpha, &["-b", "10.93.0.5", &at, "second.test", "A"]);
+    let outsider = dig(Some(&alpha), &["-b", "10.93.0.5", &at, "second.test", "A"]);
     assert_eq!(outsider.status, "REFUSED", "{}", outsider.text);
     assert!(outsider.answers.is_empty());
-    assert_eq!(up.queries_for("A", "second.test"), 0);
-    assert!(counter(&dns_status(&host, &s, &cfg), "refused") >= 1);
+    assert_eq!(up.queries_for("second.test"), 0);
+    assert!(counter(&dns_status(&cli), &["refused"]) >= 1);
 
     // systemd-resolved's layout: resolv.conf names only the stub, the real upstreams are in
     // /run/systemd/resolve/resolv.conf. SIGHUP reads them again.
-    std::fs::write(
-        s.file("etc/resolv.conf"),
+    s.write(
+        "etc/resolv.conf",
         "nameserver 127.0.0.53\noptions edns0 trust-ad\n",
-    )
-    .expect("stub");
-    std::fs::create_dir_all(s.file("run/systemd/resolve")).expect("dir");
-    std::fs::write(
-        s.file("run/systemd/resolve/resolv.conf"),
-        "nameserver 10.92.1.2\n",
-    )
-    .expect("resolved");
-    d.signal(libc::SIGHUP);
-    assert!(
-        wait_for(10, || d
-            .log_text()
-            .contains("config reloaded")
-            .then_some(()))
-        .is_some(),
-        "{}",
-        d.log_text()
     );
+    s.write("run/systemd/resolve/resolv.conf", "nameserver 10.92.1.2\n");
+    d.signal(libc::SIGHUP);
+    d.wait_log("config reloaded", 10);
     let second = wait_for(5, || {
-        let r = dig(&alpha, &[&at, "second.test", "A"]);
+        let r = dig(Some(&alpha), &[&at, "second.test", "A"]);
         (r.data() == ["10.9.9.8"]).then_some(r)
     });
     assert!(
@@ -309,16 +289,16 @@ fn foreign_names_are_forwarded_upstream_also_through_systemd_resolveds_list_and_
         "not forwarded through resolved's list; log:\n{}",
         d.log_text()
     );
-    assert_eq!(up.queries_for("A", "second.test"), 1, "{}", up.log_text());
+    assert_eq!(up.queries_of("A", "second.test"), 1, "{}", up.log_text());
     assert_eq!(
-        dns_status(&host, &s, &cfg)["upstreams"][0],
+        dns_status(&cli)["upstreams"][0],
         "10.92.1.2:53",
         "the stub is not used when resolved's list is there"
     );
     // The restarted servers still know the lease.
     resolves(&alpha, &format!("{net}.1"), "alpha.lab", &alpha_ip)
         .unwrap_or_else(|t| panic!("lease name lost over the reload:\n{t}"));
-    assert!(d.wait_exit(0).is_none(), "daemon still running");
+    d.assert_alive();
 }
 
 #[test]
@@ -326,20 +306,22 @@ fn a_released_lease_stops_resolving_for_udhcpc_and_dhclient() {
     let host = Netns::new("dnsr");
     let s = Scratch::new();
     let net = "10.94.0";
-    let cfg = s.config(&config("br-dnsr", net, ""));
+    let cfg = s.config(config("br-dnsr", net, Dns::new()));
     let d = Daemon::start(&host, &s, &cfg, &[]);
     // A probe with a fixed address of the subnet asks; the guests come and go.
-    let probe = plug_guest(&host, "br-dnsr", "vdnsp");
+    let probe = host.plug("br-dnsr", "vdnsp");
     probe.ok(&["ip", "addr", "add", &format!("{net}.250/24"), "dev", "eth0"]);
     let server = format!("{net}.1");
 
-    let alpha = plug_guest(&host, "br-dnsr", "vdnsa");
-    let udhcpc = Udhcpc::start(&alpha, s.root(), "alpha", "alpha");
-    let alpha_ip = udhcpc.wait_bound(30).expect("udhcpc lease");
-    let beta = plug_guest(&host, "br-dnsr", "vdnsb");
-    let dhclient = Dhclient::new(&beta, s.root(), "beta", "beta");
-    dhclient.run(&["-1"]).expect("dhclient lease");
-    let beta_ip = dhclient.files.bound_ip().expect("dhclient bound");
+    let alpha = host.plug("br-dnsr", "vdnsa");
+    let udhcpc = Udhcpc::resolving(&alpha, s.root(), "alpha")
+        .args(&["-x", "hostname:alpha"])
+        .spawn();
+    let alpha_ip = udhcpc.wait_event("bound", 30).expect("udhcpc lease")["ip"].clone();
+    let beta = host.plug("br-dnsr", "vdnsb");
+    let dhclient = Dhclient::resolving(&beta, s.root(), "beta", "beta");
+    assert!(dhclient.run(&["-1"]).status.success(), "dhclient lease");
+    let beta_ip = dhclient.records("BOUND").pop().expect("dhclient bound")["ip"].clone();
     for (name, ip) in [("alpha", &alpha_ip), ("beta", &beta_ip)] {
         resolves(&probe, &server, name, ip)
             .unwrap_or_else(|t| panic!("{name} before release:\n{t}\n{}", d.log_text()));
@@ -352,7 +334,7 @@ fn a_released_lease_stops_resolving_for_udhcpc_and_dhclient() {
         .unwrap_or_else(|t| panic!("alpha's address still points back:\n{t}"));
     resolves(&probe, &server, "beta", &beta_ip).expect("beta unaffected");
 
-    dhclient.run(&["-r"]).expect("dhclient -r");
+    assert!(dhclient.run(&["-r"]).status.success(), "dhclient -r");
     stops_resolving(&probe, &server, &["beta.lab", "A"]).unwrap_or_else(|t| {
         panic!(
             "beta still resolves after dhclient -r:\n{t}\n{}",
@@ -368,41 +350,19 @@ fn dns_is_bound_again_on_a_recreated_bridge_after_the_privilege_drop() {
     let host = Netns::new("dnsd");
     let s = Scratch::new();
     let net = "10.95.0";
-    let cfg = s.config(&config("br-dnsd", net, ""));
+    let cfg = s.config(config("br-dnsd", net, Dns::new()));
     let d = Daemon::start(&host, &s, &cfg, &[]);
-    assert!(
-        wait_for(5, || d
-            .log_text()
-            .contains("privileges dropped")
-            .then_some(()))
-        .is_some(),
-        "{}",
-        d.log_text()
-    );
-    let probe = plug_guest(&host, "br-dnsd", "vdnsp");
+    d.wait_log("privileges dropped", 5);
+    let probe = host.plug("br-dnsd", "vdnsp");
     probe.ok(&["ip", "addr", "add", &format!("{net}.250/24"), "dev", "eth0"]);
     let server = format!("{net}.1");
     resolves(&probe, &server, "nas", &format!("{net}.50")).expect("before");
 
     host.ok(&["ip", "link", "del", "br-dnsd"]);
-    let back = wait_for(10, || {
-        d.log_text()
-            .contains("restarting its servers on the new device")
-            .then_some(())
-    });
-    assert!(
-        back.is_some(),
-        "bridge not recreated; log:\n{}",
-        d.log_text()
-    );
+    d.wait_log("restarting its servers on the new device", 10);
     // The port left with the old bridge: plug it into the new one.
     host.ok(&["ip", "link", "set", "vdnsp", "master", "br-dnsd"]);
-    assert!(wait_for(15, || stdout(
-        &host.run(&["bridge", "-j", "link", "show", "dev", "vdnsp"])
-    )
-    .contains("\"state\":\"forwarding\"")
-    .then_some(()))
-    .is_some());
+    host.wait_forwarding("vdnsp");
     resolves(&probe, &server, "nas", &format!("{net}.50")).unwrap_or_else(|t| {
         panic!(
             "no DNS on the recreated bridge:\n{t}\nlog:\n{}",
@@ -421,33 +381,19 @@ fn plan_and_check_warn_when_guests_would_get_no_resolver_and_dns_off_hands_out_t
     let host = Netns::new("dnso");
     let s = Scratch::new();
     let net = "10.96.0";
-    std::fs::create_dir_all(s.file("etc")).expect("etc");
-    std::fs::write(s.file("etc/resolv.conf"), "nameserver 127.0.0.53\n").expect("stub only");
-    let off = s.config(&config("br-dnso", net, "enable = false\n"));
-    let args = |cmd: &str| {
-        [
-            "-c".to_string(),
-            off.clone(),
-            "--root".into(),
-            s.root_str().into(),
-            cmd.into(),
-        ]
-    };
-    let run = |cmd: &[&str]| {
-        let mut argv: Vec<String> = args(cmd[0]).to_vec();
-        argv.extend(cmd[1..].iter().map(|s| s.to_string()));
-        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        host.hostagent(&argv)
-    };
-    let plan = stdout(&run(&["plan"]));
+    s.write("etc/resolv.conf", "nameserver 127.0.0.53\n");
+    let off = s.config(config("br-dnso", net, Dns::new().enable(false)));
+    let cli = Cli::new(&host, &s, &off);
+    let (_, plan) = cli.plan();
     assert!(
         plan.contains("warning: network lab: DHCP hands out no DNS server")
             && plan.contains("127.0.0.53"),
         "{plan}"
     );
-    let json: Value = serde_json::from_str(&stdout(&run(&["plan", "--json"]))).expect("plan json");
-    assert_eq!(json["warnings"][0]["network"], "lab", "{json}");
-    let check = stdout(&run(&["check"]));
+    let plan_json: Value =
+        serde_json::from_str(&stdout(&cli.run(&["plan", "--json"]))).expect("plan --json");
+    assert_eq!(plan_json["warnings"][0]["network"], "lab", "{plan_json}");
+    let check = stdout(&cli.run(&["check"]));
     assert!(
         check
             .lines()
@@ -456,17 +402,19 @@ fn plan_and_check_warn_when_guests_would_get_no_resolver_and_dns_off_hands_out_t
     );
 
     // With DNS off the guests get what they got before it existed: the host's resolvers.
-    std::fs::write(s.file("etc/resolv.conf"), "nameserver 192.0.2.53\n").expect("resolv.conf");
+    s.write("etc/resolv.conf", "nameserver 192.0.2.53\n");
     let d = Daemon::start(&host, &s, &off, &[]);
-    let guest = plug_guest(&host, "br-dnso", "vdnso");
-    let udhcpc = Udhcpc::start(&guest, s.root(), "g", "g");
-    udhcpc.wait_bound(30).expect("lease");
-    assert_eq!(nameservers(&udhcpc.files.resolv_conf), ["192.0.2.53"]);
+    let guest = host.plug("br-dnso", "vdnso");
+    let udhcpc = Udhcpc::resolving(&guest, s.root(), "g");
+    udhcpc
+        .once()
+        .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", d.log_text()));
+    assert_eq!(nameservers(udhcpc.resolv_conf()), ["192.0.2.53"]);
     assert!(
-        search(&udhcpc.files.resolv_conf).is_empty(),
+        search(udhcpc.resolv_conf()).is_empty(),
         "no domain unless configured"
     );
-    let no_server = dig(&guest, &[&format!("@{net}.1"), "nas.lab"]);
+    let no_server = dig(Some(&guest), &[&format!("@{net}.1"), "nas.lab"]);
     assert_eq!(
         no_server.status, "NO ANSWER",
         "nothing listens: {}",
@@ -475,14 +423,16 @@ fn plan_and_check_warn_when_guests_would_get_no_resolver_and_dns_off_hands_out_t
     drop(d);
 
     // DNS on: no warning, and check says what guests are told.
-    let on = s.config(&config("br-dnso", net, ""));
-    let check = stdout(&host.hostagent(&["-c", &on, "--root", s.root_str(), "check"]));
+    let on = s.config(config("br-dnso", net, Dns::new()));
+    let cli = Cli::new(&host, &s, &on);
+    let check = stdout(&cli.run(&["check"]));
+    let told = format!("guests are told {net}.1");
     assert!(
-        check.lines().any(|l| l.starts_with("PASS")
-            && l.contains("dns on lab")
-            && l.contains(&format!("guests are told {net}.1"))),
+        check
+            .lines()
+            .any(|l| l.starts_with("PASS") && l.contains("dns on lab") && l.contains(&told)),
         "{check}"
     );
-    let plan = stdout(&host.hostagent(&["-c", &on, "--root", s.root_str(), "plan"]));
+    let (_, plan) = cli.plan();
     assert!(!plan.contains("warning:"), "{plan}");
 }

@@ -4,35 +4,29 @@
 
 use std::time::{Duration, Instant};
 
-use hostagent_tests::daemon::{flood, plug_guest, Daemon};
-use hostagent_tests::{stderr, wait_for, Netns, Scratch};
+use hostagent_tests::config::{Config, Dhcp, Network, Pxe};
+use hostagent_tests::daemon::Daemon;
+use hostagent_tests::Scratch;
+use testkit::{stderr, wait_for, wait_until, Netns};
 
 /// The promise: repaired within 2 s of the change.
 const REPAIR_DEADLINE: Duration = Duration::from_secs(2);
 
-fn config(bridge: &str, address: &str, range: &str, pxe: bool) -> String {
-    let mut c = format!(
-        "state_dir = \"/state\"\n[[network]]\nname = \"lab\"\nmode = \"nat\"\nbridge = \"{bridge}\"\n\
-         address = \"{address}\"\n[network.dhcp]\nrange = \"{range}\"\nlease_time = \"1h\"\n"
-    );
+fn config(bridge: &str, address: &str, range: &str, pxe: bool) -> Config {
+    let mut net = Network::nat("lab", bridge, address).dhcp(Dhcp::new(range).lease_time("1h"));
     if pxe {
-        c.push_str(
-            "[network.pxe]\nroot = \"/srv/boot\"\nbios = \"undionly.kpxe\"\nuefi = \"ipxe.efi\"\n\
-             script = \"boot.ipxe\"\nhttp_port = 8069\n",
-        );
+        net = net.pxe(Pxe::ipxe("/srv/boot").http_port(8069));
     }
-    c
+    Config::new("/state").network(net)
 }
 
 fn boot_root(s: &Scratch) {
-    let dir = s.file("srv/boot");
-    std::fs::create_dir_all(&dir).expect("boot root");
     for (name, body) in [
         ("undionly.kpxe", "bios-loader"),
         ("ipxe.efi", "uefi-loader"),
         ("boot.ipxe", "#!ipxe\nboot\n"),
     ] {
-        std::fs::write(dir.join(name), body).expect("boot file");
+        s.write(&format!("srv/boot/{name}"), body);
     }
 }
 
@@ -40,32 +34,26 @@ fn boot_root(s: &Scratch) {
 fn repaired_within(what: &str, d: &Daemon, mut ok: impl FnMut() -> bool) -> Duration {
     let start = Instant::now();
     let limit = REPAIR_DEADLINE + Duration::from_millis(500);
-    while start.elapsed() < limit {
-        if ok() {
-            let took = start.elapsed();
-            assert!(
-                took <= REPAIR_DEADLINE,
-                "{what}: repaired only after {took:?}; log:\n{}",
-                d.log_text()
-            );
-            return took;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!(
-        "{what}: not repaired within {limit:?}; log:\n{}",
+    let took = wait_until(limit, Duration::from_millis(25), || {
+        ok().then(|| start.elapsed())
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "{what}: not repaired within {limit:?}; log:\n{}",
+            d.log_text()
+        )
+    });
+    assert!(
+        took <= REPAIR_DEADLINE,
+        "{what}: repaired only after {took:?}; log:\n{}",
         d.log_text()
     );
-}
-
-fn link(ns: &Netns, name: &str) -> Option<serde_json::Value> {
-    let v = ns.ip_json(&["addr", "show"]);
-    v.as_array()?.iter().find(|l| l["ifname"] == name).cloned()
+    took
 }
 
 /// What the agent could change on a link (not the bridge timers, which tick on their own).
 fn link_summary(ns: &Netns, name: &str) -> String {
-    let l = link(ns, name).unwrap_or_else(|| panic!("{name} is gone"));
+    let l = ns.link(name).unwrap_or_else(|| panic!("{name} is gone"));
     let addrs: Vec<String> = l["addr_info"]
         .as_array()
         .into_iter()
@@ -87,7 +75,7 @@ fn has_addr(l: &serde_json::Value, ip: &str) -> bool {
 }
 
 fn bridge_ok(ns: &Netns, name: &str, ip: &str) -> bool {
-    link(ns, name).is_some_and(|l| {
+    ns.link(name).is_some_and(|l| {
         has_addr(&l, ip)
             && l["flags"]
                 .as_array()
@@ -101,29 +89,15 @@ fn nft_tables(ns: &Netns) -> String {
     ns.ok(&["nft", "list", "tables"])
 }
 
-/// Lines of the agent log that start a repair step, colours stripped.
+/// Lines of the agent log that start a repair step.
 fn drift_lines(d: &Daemon) -> Vec<String> {
-    let text = d.log_text();
-    text.lines()
-        .map(strip_ansi)
+    d.log_text()
+        .lines()
         .filter(|l| {
             l.contains("drift: ") && !l.contains("drift: repaired") && !l.contains("watcher")
         })
+        .map(str::to_string)
         .collect()
-}
-
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut esc = false;
-    for c in s.chars() {
-        match (esc, c) {
-            (false, '\u{1b}') => esc = true,
-            (true, 'm') => esc = false,
-            (true, _) => {}
-            (false, c) => out.push(c),
-        }
-    }
-    out
 }
 
 /// The log gained a drift line containing `needle` after the first `before` lines.
@@ -139,7 +113,7 @@ fn drift_is_repaired_within_two_seconds_and_foreign_objects_stay() {
     let host = Netns::new("drift");
     let s = Scratch::new();
     boot_root(&s);
-    let cfg = s.config(&config(
+    let cfg = s.config(config(
         "br-dr",
         "10.87.0.1/24",
         "10.87.0.100-10.87.0.199",
@@ -179,14 +153,9 @@ fn drift_is_repaired_within_two_seconds_and_foreign_objects_stay() {
         "the repair names the action; log:\n{}",
         d.log_text()
     );
-    let guest = plug_guest(&host, "br-dr", "vdr0");
-    let acks = flood(&guest, 2, 0x41, 2, 20);
-    assert_eq!(
-        acks.len(),
-        2,
-        "DHCP must answer on the recreated bridge; log:\n{}",
-        d.log_text()
-    );
+    let guest = host.plug("br-dr", "vdr0");
+    // DHCP answers on the recreated bridge.
+    d.lease_all(&guest, 2, 0x41);
     guest.ok(&["ip", "addr", "add", "10.87.0.50/24", "dev", "eth0"]);
     let tftp = guest.run(&[
         "curl",
@@ -272,13 +241,15 @@ fn drift_is_repaired_within_two_seconds_and_foreign_objects_stay() {
     );
 
     // 5. The bridge MAC is changed: the configured one is back.
-    let mac = link(&host, "br-dr")
+    let mac = host
+        .link("br-dr")
         .and_then(|l| l["address"].as_str().map(String::from))
         .expect("mac");
     let before = drift_lines(&d).len();
     host.ok(&["ip", "link", "set", "br-dr", "address", "02:11:22:33:44:55"]);
     repaired_within("changed MAC", &d, || {
-        link(&host, "br-dr").is_some_and(|l| l["address"].as_str() == Some(mac.as_str()))
+        host.link("br-dr")
+            .is_some_and(|l| l["address"].as_str() == Some(mac.as_str()))
     });
     assert!(wait_for(2, || logged_after(&d, before, "set MAC of br-dr")
         .then_some(()))
@@ -310,7 +281,7 @@ fn drift_is_repaired_within_two_seconds_and_foreign_objects_stay() {
 fn a_foreign_device_taking_the_bridge_name_is_left_alone() {
     let host = Netns::new("drfor");
     let s = Scratch::new();
-    let cfg = s.config(&config(
+    let cfg = s.config(config(
         "br-df",
         "10.88.0.1/24",
         "10.88.0.100-10.88.0.199",
@@ -324,15 +295,8 @@ fn a_foreign_device_taking_the_bridge_name_is_left_alone() {
         "ip link del br-df && ip link add br-df type bridge",
     ]);
     let theirs = link_summary(&host, "br-df");
-    assert!(
-        wait_for(5, || d
-            .log_text()
-            .contains("drift: cannot repair")
-            .then_some(()))
-        .is_some(),
-        "the conflict is reported; log:\n{}",
-        d.log_text()
-    );
+    // The conflict is reported.
+    d.wait_log("drift: cannot repair", 5);
     std::thread::sleep(Duration::from_millis(2500));
     assert_eq!(
         link_summary(&host, "br-df"),
@@ -348,41 +312,33 @@ fn a_foreign_device_taking_the_bridge_name_is_left_alone() {
 fn after_sighup_drift_repairs_to_the_new_config() {
     let host = Netns::new("drhup");
     let s = Scratch::new();
-    let cfg = s.config(&config(
+    let cfg = s.config(config(
         "br-dh",
         "10.89.0.1/24",
         "10.89.0.100-10.89.0.199",
         false,
     ));
     let d = Daemon::start(&host, &s, &cfg, &[]);
-    std::fs::write(
-        &cfg,
-        config("br-dh", "10.89.1.1/24", "10.89.1.100-10.89.1.199", false),
-    )
-    .expect("write");
+    s.config(config(
+        "br-dh",
+        "10.89.1.1/24",
+        "10.89.1.100-10.89.1.199",
+        false,
+    ));
     d.signal(libc::SIGHUP);
-    assert!(
-        wait_for(10, || d
-            .log_text()
-            .contains("config reloaded")
-            .then_some(()))
-        .is_some(),
-        "reload; log:\n{}",
-        d.log_text()
-    );
+    d.wait_log("config reloaded", 10);
     assert!(bridge_ok(&host, "br-dh", "10.89.1.1"));
     host.ok(&["ip", "link", "del", "br-dh"]);
     repaired_within("bridge deleted after a reload", &d, || {
         bridge_ok(&host, "br-dh", "10.89.1.1")
     });
-    let l = link(&host, "br-dh").expect("bridge");
+    let l = host.link("br-dh").expect("bridge");
     assert!(
         !has_addr(&l, "10.89.0.1"),
         "the old config's address came back: {l}"
     );
-    let guest = plug_guest(&host, "br-dh", "vdh0");
-    let acks = flood(&guest, 1, 0x42, 1, 20);
-    assert_eq!(acks.len(), 1, "log:\n{}", d.log_text());
+    let guest = host.plug("br-dh", "vdh0");
+    let acks = d.lease_all(&guest, 1, 0x42);
     assert!(
         acks[0].1.starts_with("10.89.1."),
         "lease from the new range: {:?}",

@@ -13,12 +13,14 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hostagent_tests::{stderr, stdout, wait_for, Netns, Scratch};
+use hostagent_tests::cli::Cli;
+use hostagent_tests::config::{Config, Network};
+use hostagent_tests::Scratch;
+use testkit::Netns;
 
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 const GUEST: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 10);
@@ -37,10 +39,10 @@ impl Lab {
     /// Namespaces and uplink; the guest is attached after `apply` made the bridge.
     fn new(mode: &str) -> Lab {
         let scratch = Scratch::new();
-        let config = scratch.config(&format!(
-            "state_dir = \"/var/lib/hostagent\"\n\
-             [[network]]\nname = \"lab\"\nmode = \"{mode}\"\nbridge = \"br-lab\"\naddress = \"10.77.0.1/24\"\n"
-        ));
+        let config = scratch.config(
+            Config::new("/var/lib/hostagent")
+                .network(Network::new("lab", mode, "br-lab").address("10.77.0.1/24")),
+        );
         let host = Netns::new("fwh");
         let guest = Netns::new("fwg");
         let upstream = Netns::new("fwu");
@@ -56,24 +58,12 @@ impl Lab {
         }
     }
 
-    fn agent(&self, command: &str) -> std::process::Output {
-        self.host.hostagent(&[
-            "-c",
-            &self.config,
-            "--root",
-            self.scratch.root_str(),
-            command,
-        ])
+    fn cli(&self) -> Cli<'_> {
+        Cli::new(&self.host, &self.scratch, &self.config)
     }
 
     fn apply(&self) {
-        let out = self.agent("apply");
-        assert!(
-            out.status.success(),
-            "apply failed:\nstdout: {}\nstderr: {}",
-            stdout(&out),
-            stderr(&out)
-        );
+        self.cli().ok(&["apply"]);
     }
 
     fn attach_guest(&self) {
@@ -85,16 +75,7 @@ impl Lab {
         self.guest
             .ok(&["ip", "route", "add", "default", "via", "10.77.0.1"]);
         // The bridge runs STP by default, so a new port listens and learns (2 x 2 s) first.
-        let forwarding = wait_for(15, || {
-            let state = self
-                .host
-                .ok(&["bridge", "-j", "link", "show", "dev", "vg0"]);
-            state.contains("\"state\":\"forwarding\"").then_some(())
-        });
-        assert!(
-            forwarding.is_some(),
-            "guest port never reached the forwarding state"
-        );
+        self.host.wait_forwarding("vg0");
     }
 
     fn upstream_routes_back(&self) {
@@ -103,26 +84,11 @@ impl Lab {
     }
 }
 
-/// Run `f` on a new thread inside the namespace.
-fn in_netns<T: Send + 'static>(
-    ns: &Netns,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> JoinHandle<T> {
-    let path = format!("/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns(2) on an fd we own; it moves only this (new, short-lived) thread.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-}
-
 /// Listen on `addr` inside `ns`; the handle yields the peer address of the first connection
 /// (None if nobody connected within 4 s). Returns once the socket is bound.
 fn tcp_peer(ns: &Netns, addr: SocketAddr) -> JoinHandle<Option<SocketAddr>> {
     let (bound_tx, bound_rx) = mpsc::channel();
-    let handle = in_netns(ns, move || {
+    let handle = ns.spawn_in(move || {
         let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
         listener.set_nonblocking(true).expect("nonblocking");
         bound_tx.send(()).expect("signal bound");
@@ -149,21 +115,19 @@ fn tcp_peer(ns: &Netns, addr: SocketAddr) -> JoinHandle<Option<SocketAddr>> {
 
 /// Connect from inside `ns` and read the listener's greeting.
 fn tcp_connect(ns: &Netns, to: SocketAddr) -> std::io::Result<String> {
-    in_netns(ns, move || {
+    ns.enter(move || {
         let mut s = TcpStream::connect_timeout(&to, Duration::from_secs(3))?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
         let mut buf = [0u8; 16];
         let n = s.read(&mut buf)?;
         Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
     })
-    .join()
-    .expect("connect thread")
 }
 
 /// Send one UDP datagram from `from_ns` to `to` (bound in `to_ns`); the source address seen there.
 fn udp_source(from_ns: &Netns, to_ns: &Netns, to: SocketAddr) -> Option<SocketAddr> {
     let (bound_tx, bound_rx) = mpsc::channel();
-    let rx = in_netns(to_ns, move || {
+    let rx = to_ns.spawn_in(move || {
         let sock = UdpSocket::bind(to).unwrap_or_else(|e| panic!("bind {to}: {e}"));
         sock.set_read_timeout(Some(Duration::from_secs(3)))
             .expect("timeout");
@@ -174,23 +138,15 @@ fn udp_source(from_ns: &Netns, to_ns: &Netns, to: SocketAddr) -> Option<SocketAd
     bound_rx
         .recv_timeout(Duration::from_secs(5))
         .expect("udp bound");
-    in_netns(from_ns, move || {
+    from_ns.enter(move || {
         let sock = UdpSocket::bind("0.0.0.0:0").expect("bind client");
         sock.send_to(b"ping", to).expect("send");
-    })
-    .join()
-    .expect("udp sender");
+    });
     rx.join().expect("udp receiver")
 }
 
 fn at(ip: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(ip), port)
-}
-
-fn nft_has_table(ns: &Netns, family: &str, name: &str) -> bool {
-    ns.run(&["nft", "list", "table", family, name])
-        .status
-        .success()
 }
 
 #[test]
@@ -208,9 +164,9 @@ fn nat_guest_reaches_upstream_from_the_uplink_address_and_foreign_table_survives
         "1",
         "nat forwards"
     );
-    assert!(nft_has_table(&lab.host, "inet", "hostagent"));
+    assert!(lab.host.has_nft_table("inet", "hostagent"));
     assert!(
-        nft_has_table(&lab.host, "inet", "foreign"),
+        lab.host.has_nft_table("inet", "foreign"),
         "apply must not touch other tables"
     );
     lab.attach_guest();
@@ -244,14 +200,10 @@ fn nat_guest_reaches_upstream_from_the_uplink_address_and_foreign_table_survives
 
     // A second apply replaces our table in place; the foreign one is still there.
     lab.apply();
-    assert!(nft_has_table(&lab.host, "inet", "foreign"));
+    assert!(lab.host.has_nft_table("inet", "foreign"));
 
     // A rule deleted by hand inside our table is drift: plan wants to repair it, apply does.
-    assert_eq!(
-        lab.agent("plan").status.code(),
-        Some(0),
-        "nothing to do after apply"
-    );
+    assert_eq!(lab.cli().plan().0, Some(0), "nothing to do after apply");
     let listing = lab.host.ok(&[
         "nft",
         "-a",
@@ -278,24 +230,14 @@ fn nat_guest_reaches_upstream_from_the_uplink_address_and_foreign_table_survives
         "handle",
         &handle,
     ]);
-    let plan = lab.agent("plan");
-    assert_eq!(
-        plan.status.code(),
-        Some(2),
-        "plan must see the tampered table:\n{}",
-        stdout(&plan)
-    );
+    let (code, plan) = lab.cli().plan();
+    assert_eq!(code, Some(2), "plan must see the tampered table:\n{plan}");
     lab.apply();
-    assert_eq!(
-        lab.agent("plan").status.code(),
-        Some(0),
-        "apply repaired the table"
-    );
+    assert_eq!(lab.cli().plan().0, Some(0), "apply repaired the table");
 
-    let out = lab.agent("down");
-    assert!(out.status.success(), "down failed: {}", stderr(&out));
+    lab.cli().ok(&["down"]);
     assert!(
-        !nft_has_table(&lab.host, "inet", "hostagent"),
+        !lab.host.has_nft_table("inet", "hostagent"),
         "down removes our table"
     );
     let rules = lab.host.ok(&["nft", "list", "table", "inet", "foreign"]);

@@ -5,41 +5,30 @@
 
 use std::time::Instant;
 
-use hostagent_tests::daemon::{leases, Daemon};
+use hostagent_tests::cli::{json, Cli};
+use hostagent_tests::config::{Config, Dhcp, Guest, Network, Pxe};
+use hostagent_tests::console::{read_log, tail};
+use hostagent_tests::daemon::Daemon;
 use hostagent_tests::libvirt::Libvirtd;
-use hostagent_tests::qemu::{install_payload, ipxe_script, read_log, tail, Fetch, BOOT_MARKER};
-use hostagent_tests::{stderr, stdout, Netns, Scratch};
+use hostagent_tests::qemu::{install_payload, ipxe_script, Fetch, BOOT_MARKER};
+use hostagent_tests::Scratch;
+use testkit::{stderr, stdout, wait_for, Netns};
 
-const NET: &str = "[[network]]
-name = \"lab\"
-mode = \"nat\"
-bridge = \"br-lab\"
-address = \"10.77.0.1/24\"
+const STATE_DIR: &str = "/var/lib/hostagent";
 
-[network.dhcp]
-range = \"10.77.0.100-10.77.0.200\"
-lease_time = \"1h\"
-
-[network.pxe]
-root = \"/srv/boot\"
-bios = \"undionly.kpxe\"
-uefi = \"ipxe.efi\"
-script = \"boot.ipxe\"
-";
-
-fn config(uri: &str, guests: &str) -> String {
-    format!("state_dir = \"/var/lib/hostagent\"\n\n{NET}\n[libvirt]\nuri = \"{uri}\"\nvirt_type = \"qemu\"\n\n{guests}")
+/// The network the guests boot from: DHCP and PXE from the agent.
+fn lab() -> Network {
+    Network::nat("lab", "br-lab", "10.77.0.1/24")
+        .dhcp(Dhcp::new("10.77.0.100-10.77.0.200").lease_time("1h"))
+        .pxe(Pxe::ipxe("/srv/boot"))
 }
 
-fn json(out: &std::process::Output) -> serde_json::Value {
-    assert!(
-        out.status.success(),
-        "command failed: {}{}",
-        stdout(out),
-        stderr(out)
-    );
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("bad JSON ({e}): {}", stdout(out)))
+/// The lab network, libvirt at `uri` with TCG guests, and `guests`.
+fn config(uri: &str, guests: &[Guest]) -> Config {
+    let c = Config::new(STATE_DIR)
+        .libvirt(uri, Some("qemu"))
+        .network(lab());
+    guests.iter().cloned().fold(c, Config::guest)
 }
 
 /// Attribute `attr` of every `<tag ...>` in `xml`, in order (the tests read libvirt's own XML).
@@ -84,14 +73,20 @@ fn guests_fleet_pxe_boots_from_one_entry() {
         "hostagent_path=tftp hostagent_guest={{name}}",
     );
     std::fs::write(boot_root.join("fleet.ipxe"), template).expect("template");
-    let cfg = s.config(&config(
-        &lv.uri,
-        "[[guest]]\nname = \"node\"\ncount = 3\nnetwork = \"lab\"\nvcpus = 1\nmemory = \"256MiB\"\nboot = \"network\"\nfirmware = \"bios\"\nvhost = true\nip = \"auto\"\nscript = \"fleet.ipxe\"\n",
-    ));
-    let root = s.root_str();
+    let node = Guest::new("node", "lab")
+        .count(3)
+        .vcpus(1)
+        .memory("256MiB")
+        .boot("network")
+        .firmware("bios")
+        .vhost(true)
+        .ip("auto")
+        .script("fleet.ipxe");
+    let cfg = s.config(config(&lv.uri, &[node]));
+    let cli = Cli::new(&ns, &s, &cfg);
 
     // plan: three guests to define and start (libvirt is asked; the host's networks too).
-    let plan = ns.hostagent(&["-c", &cfg, "--root", root, "plan"]);
+    let plan = cli.run(&["plan"]);
     assert_eq!(
         plan.status.code(),
         Some(2),
@@ -117,13 +112,12 @@ fn guests_fleet_pxe_boots_from_one_entry() {
     let console = |n: &str| s.file(&format!("var/lib/hostagent/guests/console/{n}.log"));
     let mut booted = Vec::new();
     for n in ["node-1", "node-2", "node-3"] {
-        let line =
-            hostagent_tests::wait_for(240u64.saturating_sub(started.elapsed().as_secs()), || {
-                read_log(&console(n))
-                    .lines()
-                    .find(|l| l.contains(BOOT_MARKER))
-                    .map(str::to_string)
-            });
+        let line = wait_for(240u64.saturating_sub(started.elapsed().as_secs()), || {
+            read_log(&console(n))
+                .lines()
+                .find(|l| l.contains(BOOT_MARKER))
+                .map(str::to_string)
+        });
         let Some(line) = line else {
             panic!(
                 "{n} did not boot in {:?}\n--- console ---\n{}\n--- agent ---\n{}\n--- libvirtd ---\n{}",
@@ -152,10 +146,10 @@ fn guests_fleet_pxe_boots_from_one_entry() {
     }
 
     // Each guest holds a lease on its reserved address, shown by `hostagent guests`.
-    let rows = json(&ns.hostagent(&["-c", &cfg, "--root", root, "guests", "--json"]));
+    let rows = json(&cli.run(&["guests", "--json"]));
     let rows = rows.as_array().expect("rows");
     assert_eq!(rows.len(), 3, "{rows:#?}");
-    let held = leases(&ns, &s, &cfg);
+    let held = cli.leases();
     let mut ips = Vec::new();
     for (r, n) in rows.iter().zip(booted) {
         assert_eq!(r["name"], n, "{r}");
@@ -200,20 +194,20 @@ fn guests_fleet_pxe_boots_from_one_entry() {
     ips.sort();
     ips.dedup();
     assert_eq!(ips.len(), 3, "reservations must differ: {ips:?}");
-    let table = ns.hostagent(&["-c", &cfg, "--root", root, "guests"]);
+    let table = cli.run(&["guests"]);
     assert!(stdout(&table).contains("os booted"), "{}", stdout(&table));
 
     // Guests that powered off are not started again, and nothing else is left to do for them.
-    let plan = ns.hostagent(&["-c", &cfg, "--root", root, "plan", "--json"]);
+    let plan = cli.run(&["plan", "--json"]);
     let p: serde_json::Value = serde_json::from_slice(&plan.stdout).expect("plan json");
     assert_eq!(p["guests"]["actions"], serde_json::json!([]), "{p}");
     drop(daemon);
 
     // down keeps guests unless asked; down --guests removes them.
-    let down = ns.hostagent(&["-c", &cfg, "--root", root, "down"]);
+    let down = cli.run(&["down"]);
     assert!(down.status.success(), "{}", stderr(&down));
     assert!(lv.virsh_ok(&["list", "--all", "--name"]).contains("node-2"));
-    let down = ns.hostagent(&["-c", &cfg, "--root", root, "down", "--guests"]);
+    let down = cli.run(&["down", "--guests"]);
     assert!(down.status.success(), "{}", stderr(&down));
     assert!(
         !lv.virsh_ok(&["list", "--all", "--name"]).contains("node-"),
@@ -257,12 +251,10 @@ fn guest_clone_gives_new_identity_reservation_and_overlay_disks() {
     assert!(o.status.success());
     lv.define(&base_xml(disk));
     let base_uuid = element_text(&lv.inactive_xml("base"), "uuid").expect("uuid");
-    let cfg = s.config(&config(&lv.uri, ""));
-    let root = s.root_str();
+    let cfg = s.config(config(&lv.uri, &[]));
+    let cli = Cli::new(&ns, &s, &cfg);
 
-    let out = ns.hostagent(&[
-        "-c", &cfg, "--root", root, "guest", "clone", "base", "web", "--count", "2",
-    ]);
+    let out = cli.run(&["guest", "clone", "base", "web", "--count", "2"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let mut seen_uuids = vec![base_uuid];
     let mut seen_macs = vec!["52:54:00:aa:00:01".to_string()];
@@ -321,7 +313,7 @@ fn guest_clone_gives_new_identity_reservation_and_overlay_disks() {
     assert_eq!(ips.len(), 2);
     assert_ne!(ips[0], ips[1]);
     // The clones are listed (no daemon here: lease unknown).
-    let rows = json(&ns.hostagent(&["-c", &cfg, "--root", root, "guests", "--json"]));
+    let rows = json(&cli.run(&["guests", "--json"]));
     let names: Vec<&str> = rows
         .as_array()
         .expect("rows")
@@ -334,18 +326,14 @@ fn guest_clone_gives_new_identity_reservation_and_overlay_disks() {
     );
 
     // A taken name is refused; --full copies instead of overlaying.
-    let again = ns.hostagent(&[
-        "-c", &cfg, "--root", root, "guest", "clone", "base", "web-1",
-    ]);
+    let again = cli.run(&["guest", "clone", "base", "web-1"]);
     assert_eq!(again.status.code(), Some(1));
     assert!(
         stderr(&again).contains("already exists"),
         "{}",
         stderr(&again)
     );
-    let full = ns.hostagent(&[
-        "-c", &cfg, "--root", root, "guest", "clone", "base", "db", "--full",
-    ]);
+    let full = cli.run(&["guest", "clone", "base", "db", "--full"]);
     assert!(full.status.success(), "{}", stderr(&full));
     let file = attrs(&lv.inactive_xml("db"), "source", "file")
         .pop()
@@ -381,16 +369,9 @@ fn guest_virtio_moves_ide_sata_disks_and_e1000_nic() {
         3,
         "{before}"
     );
-    let cfg = s.config(&config(&lv.uri, ""));
-    let out = ns.hostagent(&[
-        "-c",
-        &cfg,
-        "--root",
-        s.root_str(),
-        "guest",
-        "virtio",
-        "legacy",
-    ]);
+    let cfg = s.config(config(&lv.uri, &[]));
+    let cli = Cli::new(&ns, &s, &cfg);
+    let out = cli.run(&["guest", "virtio", "legacy"]);
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     let after = lv.inactive_xml("legacy");
     let d = disks(&after);
@@ -413,15 +394,7 @@ fn guest_virtio_moves_ide_sata_disks_and_e1000_nic() {
     );
     assert_eq!(attrs(&after, "model", "type"), ["virtio"], "{after}");
     // Nothing left to move.
-    let again = ns.hostagent(&[
-        "-c",
-        &cfg,
-        "--root",
-        s.root_str(),
-        "guest",
-        "virtio",
-        "legacy",
-    ]);
+    let again = cli.run(&["guest", "virtio", "legacy"]);
     assert!(
         stdout(&again).contains("nothing to change"),
         "{}",
@@ -439,18 +412,10 @@ fn guest_vhost_off_and_on_in_the_definition() {
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
   <devices><interface type='bridge'><mac address='52:54:00:aa:00:03'/><source bridge='br-lab'/><model type='virtio'/></interface></devices></domain>",
     );
-    let cfg = s.config(&config(&lv.uri, ""));
+    let cfg = s.config(config(&lv.uri, &[]));
+    let cli = Cli::new(&ns, &s, &cfg);
     let vhost = |state: &str| {
-        let o = ns.hostagent(&[
-            "-c",
-            &cfg,
-            "--root",
-            s.root_str(),
-            "guest",
-            "vhost",
-            "net",
-            state,
-        ]);
+        let o = cli.run(&["guest", "vhost", "net", state]);
         assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
         lv.inactive_xml("net")
     };
@@ -462,9 +427,11 @@ fn guest_vhost_off_and_on_in_the_definition() {
 #[test]
 fn guest_edits_refuse_a_running_guest_without_next_boot() {
     let s = Scratch::new();
-    let cfg = s.config(&format!(
-        "state_dir = \"/var/lib/hostagent\"\n\n{NET}\n[libvirt]\nuri = \"test:///default\"\n"
-    ));
+    let cfg = s.config(
+        Config::new(STATE_DIR)
+            .libvirt("test:///default", None)
+            .network(lab()),
+    );
     let bin = hostagent_tests::hostagent_bin();
     let run = |args: &[&str]| {
         std::process::Command::new(&bin)
@@ -491,11 +458,10 @@ fn guest_check_reports_libvirt_and_overcommit() {
     let ns = Netns::new("gk");
     let s = Scratch::new();
     let lv = Libvirtd::start(&ns);
-    let cfg = s.config(&config(
-        &lv.uri,
-        "[[guest]]\nname = \"big\"\nnetwork = \"lab\"\nvcpus = 64\nmemory = \"1024GiB\"\n",
-    ));
-    let out = ns.hostagent(&["-c", &cfg, "--root", s.root_str(), "check", "--json"]);
+    let big = Guest::new("big", "lab").vcpus(64).memory("1024GiB");
+    let cfg = s.config(config(&lv.uri, &[big]));
+    let cli = Cli::new(&ns, &s, &cfg);
+    let out = cli.run(&["check", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
     let status = |name: &str| {
@@ -516,11 +482,12 @@ fn guest_check_reports_libvirt_and_overcommit() {
     assert_eq!(status("libvirt memory overcommit"), "warn");
 
     // An unreachable daemon fails the check when the config has guests.
-    let cfg = s.config(&config(
+    let cfg = s.config(config(
         "qemu:///system?socket=/nonexistent/sock",
-        "[[guest]]\nname = \"n\"\nnetwork = \"lab\"\n",
+        &[Guest::new("n", "lab")],
     ));
-    let out = ns.hostagent(&["-c", &cfg, "--root", s.root_str(), "check"]);
+    let cli = Cli::new(&ns, &s, &cfg);
+    let out = cli.run(&["check"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stdout(&out).contains("FAIL  libvirt daemon"),
@@ -561,10 +528,7 @@ fn without_libvirt_the_agent_runs_and_guest_checks_say_what_to_install() {
             .args(args);
         c.output().expect("run hostagent with libvirt hidden")
     };
-    let with_guest = s.config(&config(
-        "qemu:///system",
-        "[[guest]]\nname = \"g\"\nnetwork = \"lab\"\n",
-    ));
+    let with_guest = s.config(config("qemu:///system", &[Guest::new("g", "lab")]));
     let out = hidden(&["-c", &with_guest, "--root", s.root_str(), "check"]);
     assert_eq!(
         out.status.code(),
@@ -580,7 +544,7 @@ fn without_libvirt_the_agent_runs_and_guest_checks_say_what_to_install() {
         "{text}"
     );
     // Without guests the same host applies and tears down its networks: libvirt never loads.
-    let no_guests = s.config(&format!("state_dir = \"/var/lib/hostagent\"\n\n{NET}"));
+    let no_guests = s.config(Config::new(STATE_DIR).network(lab()));
     for cmd in ["apply", "down"] {
         let out = hidden(&["-c", &no_guests, "--root", s.root_str(), cmd]);
         assert!(

@@ -10,12 +10,18 @@
 //! every journal it writes).
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use hostagent_tests::daemon::{flood, plug_guest, udhcpc_once, Daemon};
-use hostagent_tests::{hostagent_bin, run_ok, stderr, wait_for, Netns, Scratch};
+use hostagent_tests::cli::{counter, Cli};
+use hostagent_tests::config::{Config, Dhcp, Network, Pxe};
+use hostagent_tests::daemon::{dhcp_raw, flood, Daemon};
+use hostagent_tests::{hostagent_bin, Scratch};
+use testkit::dhcp::{msg, to_hex, Packet};
+use testkit::dhcp_client::udhcpc_once;
+use testkit::http::{get, Response};
+use testkit::tftp::{self, Client};
+use testkit::{stderr, wait_for, Netns};
 
 const SECRET: &[u8] = b"TOP-SECRET-OUTSIDE-THE-BOOT-ROOT";
 const HTTP_PORT: u16 = 8069;
@@ -26,14 +32,15 @@ const MAX_TRANSFERS: usize = 512;
 const HTTP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// One network with DHCP (10 dynamic addresses + one reservation), TFTP and HTTP boot.
-fn config(bridge: &str, net: &str) -> String {
-    format!(
-        "state_dir = \"/state\"\n\
-         [[network]]\nname = \"lab\"\nmode = \"nat\"\nbridge = \"{bridge}\"\naddress = \"{net}.1/24\"\n\
-         [network.dhcp]\nrange = \"{net}.100-{net}.109\"\nlease_time = \"1h\"\n\
-         [[network.dhcp.host]]\nmac = \"52:54:00:00:00:10\"\nip = \"{net}.10\"\nname = \"bastion\"\n\
-         [network.pxe]\nroot = \"/srv/boot\"\nbios = \"undionly.kpxe\"\nuefi = \"ipxe.efi\"\n\
-         script = \"boot.ipxe\"\nhttp_port = {HTTP_PORT}\n"
+fn config(bridge: &str, net: &str) -> Config {
+    Config::new("/state").network(
+        Network::nat("lab", bridge, &format!("{net}.1/24"))
+            .dhcp(
+                Dhcp::new(&format!("{net}.100-{net}.109"))
+                    .lease_time("1h")
+                    .host("52:54:00:00:00:10", &format!("{net}.10"), Some("bastion")),
+            )
+            .pxe(Pxe::ipxe("/srv/boot").http_port(HTTP_PORT)),
     )
 }
 
@@ -83,20 +90,6 @@ fn traversal_names(s: &Scratch) -> Vec<String> {
     ]
 }
 
-/// Runs `f` on a thread inside `ns` (setns on that thread only), so sockets it opens live there.
-fn in_ns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let path = format!("/run/netns/{}", ns.name);
-    std::thread::spawn(move || {
-        let fd = std::fs::File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-        // SAFETY: setns on this thread with a valid namespace fd.
-        let rc = unsafe { libc::setns(fd.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
-        f()
-    })
-    .join()
-    .unwrap_or_else(|e| std::panic::resume_unwind(e))
-}
-
 /// Open descriptors of a process (counted in /proc, independent of the daemon's own stats).
 fn fd_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
@@ -127,55 +120,12 @@ fn daemon_pid(d: &Daemon) -> i32 {
     d.pid()
 }
 
-fn status(ns: &Netns, s: &Scratch, cfg: &str) -> serde_json::Value {
-    let out = ns.hostagent(&["-c", cfg, "--root", s.root_str(), "status", "--json"]);
-    assert!(out.status.success(), "status failed: {}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
-    v["servers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["network"] == "lab")
-        .cloned()
-        .unwrap_or_else(|| panic!("no server status for network lab: {v}"))
-}
-
-fn counter(v: &serde_json::Value, path: &[&str]) -> u64 {
-    path.iter().fold(v, |v, k| &v[*k]).as_u64().unwrap_or(0)
-}
-
-fn hexs(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// A DHCPDISCOVER from `mac`, broadcast flag set, with `extra` options before END.
-fn discover(mac: [u8; 6], extra: &[u8]) -> Vec<u8> {
-    let mut p = vec![0u8; 236];
-    p[0] = 1;
-    p[1] = 1;
-    p[2] = 6;
-    p[4..8].copy_from_slice(&0x5eed_0001u32.to_be_bytes());
-    p[10] = 0x80;
-    p[28..34].copy_from_slice(&mac);
-    p.extend_from_slice(&[99, 130, 83, 99, 53, 1, 1]);
-    p.extend_from_slice(extra);
-    p.push(255);
-    p
-}
-
-fn dhcp_raw(guest: &Netns, args: &[&str]) {
-    let bin = hostagent_bin().with_file_name("dhcp-raw");
-    let mut argv = vec![bin.to_str().expect("utf-8"), "eth0"];
-    argv.extend_from_slice(args);
-    run_ok(&mut guest.cmd(&argv));
-}
-
-fn daemon_alive(d: &mut Daemon) {
-    assert!(
-        d.child.try_wait().expect("try_wait").is_none(),
-        "daemon died; log:\n{}",
-        d.log_text()
-    );
+/// A DHCPDISCOVER from `mac`, broadcast flag set.
+fn discover(mac: [u8; 6]) -> Vec<u8> {
+    Packet::new(msg::DISCOVER, mac)
+        .xid(0x5eed_0001)
+        .broadcast()
+        .bytes()
 }
 
 #[test]
@@ -183,12 +133,13 @@ fn malformed_dhcp_is_dropped_and_counted_and_a_good_client_is_served_afterwards(
     let host = Netns::new("hmal");
     let s = Scratch::new();
     boot_tree(&s);
-    let cfg = s.config(&config("br-hmal", "10.94.0"));
+    let cfg = s.config(config("br-hmal", "10.94.0"));
     let mut d = Daemon::start(&host, &s, &cfg, &[]);
-    let guest = plug_guest(&host, "br-hmal", "vhmal0");
+    let cli = Cli::new(&host, &s, &cfg);
+    let guest = host.plug("br-hmal", "vhmal0");
 
     let mac = [0x02, 0xba, 0xd0, 0, 0, 1];
-    let good = discover(mac, &[]);
+    let good = discover(mac);
     let with = |f: &dyn Fn(&mut Vec<u8>)| {
         let mut p = good.clone();
         f(&mut p);
@@ -232,7 +183,7 @@ fn malformed_dhcp_is_dropped_and_counted_and_a_good_client_is_served_afterwards(
         ("server_message", with(&|p| p[242] = 2)),
         ("not_request", with(&|p| p[0] = 2)),
     ];
-    let hex: Vec<String> = cases.iter().map(|(_, p)| hexs(p)).collect();
+    let hex: Vec<String> = cases.iter().map(|(_, p)| to_hex(p)).collect();
     let args: Vec<&str> = hex.iter().map(String::as_str).collect();
     dhcp_raw(&guest, &args);
 
@@ -241,14 +192,14 @@ fn malformed_dhcp_is_dropped_and_counted_and_a_good_client_is_served_afterwards(
         *expected.entry(reason).or_default() += 1;
     }
     let counted = wait_for(10, || {
-        let st = status(&host, &s, &cfg);
+        let st = cli.server("lab");
         let dropped = &st["dhcp"]["dropped_malformed"];
         expected
             .iter()
             .all(|(r, n)| dropped[*r].as_u64() == Some(*n))
             .then_some(st)
     });
-    let st = status(&host, &s, &cfg);
+    let st = cli.server("lab");
     assert!(
         counted.is_some(),
         "drops not counted as {expected:?}: {}",
@@ -260,7 +211,7 @@ fn malformed_dhcp_is_dropped_and_counted_and_a_good_client_is_served_afterwards(
         "a malformed packet was answered: {}",
         st["dhcp"]
     );
-    daemon_alive(&mut d);
+    d.assert_alive();
 
     // A well-behaved client right after is served normally.
     let acks = flood(&guest, 1, 0x44, 1, 15);
@@ -270,7 +221,7 @@ fn malformed_dhcp_is_dropped_and_counted_and_a_good_client_is_served_afterwards(
         "good client not served after malformed packets; log:\n{}",
         d.log_text()
     );
-    daemon_alive(&mut d);
+    d.assert_alive();
 }
 
 #[test]
@@ -278,10 +229,11 @@ fn dhcp_starvation_exhausts_the_pool_but_reservations_are_still_served() {
     let host = Netns::new("hsta");
     let s = Scratch::new();
     boot_tree(&s);
-    let cfg = s.config(&config("br-hsta", "10.95.0"));
+    let cfg = s.config(config("br-hsta", "10.95.0"));
     let mut d = Daemon::start(&host, &s, &cfg, &[]);
+    let cli = Cli::new(&host, &s, &cfg);
     let pid = daemon_pid(&d);
-    let guest = plug_guest(&host, "br-hsta", "vhsta0");
+    let guest = host.plug("br-hsta", "vhsta0");
     let (fds0, rss0) = (fd_count(pid), rss_kib(pid));
 
     // 2,000 clients with distinct MACs race for 10 addresses.
@@ -297,17 +249,17 @@ fn dhcp_starvation_exhausts_the_pool_but_reservations_are_still_served() {
     ips.dedup();
     assert_eq!(ips.len(), 10, "an address was ACKed twice: {acks:?}");
     assert!(ips.iter().all(|ip| ip.starts_with("10.95.0.10")), "{ips:?}");
-    let st = status(&host, &s, &cfg);
+    let st = cli.server("lab");
     assert!(
         counter(&st, &["dhcp", "exhausted"]) > 0,
         "exhaustion not counted: {}",
         st["dhcp"]
     );
-    daemon_alive(&mut d);
+    d.assert_alive();
 
     // The reserved guest still gets its address: a real client (busybox udhcpc).
-    let reserved = plug_guest(&host, "br-hsta", "vhsta1");
-    let got = udhcpc_once(&reserved, &s, "reserved", Some("52:54:00:00:00:10"))
+    let reserved = host.plug("br-hsta", "vhsta1");
+    let got = udhcpc_once(&reserved, s.root(), "reserved", Some("52:54:00:00:00:10"))
         .unwrap_or_else(|e| panic!("{e}\nlog:\n{}", d.log_text()));
     assert_eq!(got, "10.95.0.10");
 
@@ -333,16 +285,17 @@ fn dhcp_rate_limits_hold_per_mac_and_per_port() {
     let host = Netns::new("hrat");
     let s = Scratch::new();
     boot_tree(&s);
-    let cfg = s.config(&config("br-hrat", "10.96.0"));
+    let cfg = s.config(config("br-hrat", "10.96.0"));
     let _d = Daemon::start(&host, &s, &cfg, &[]);
-    let guest = plug_guest(&host, "br-hrat", "vhrat0");
+    let cli = Cli::new(&host, &s, &cfg);
+    let guest = host.plug("br-hrat", "vhrat0");
 
-    let one = hexs(&discover([0x02, 0x77, 0, 0, 0, 1], &[]));
+    let one = to_hex(&discover([0x02, 0x77, 0, 0, 0, 1]));
     let started = Instant::now();
     dhcp_raw(&guest, &["--repeat", "1000", &one]);
     let secs = started.elapsed().as_secs() + 1;
     std::thread::sleep(Duration::from_secs(1));
-    let st = status(&host, &s, &cfg);
+    let st = cli.server("lab");
     let offers = counter(&st, &["dhcp", "offers"]);
     assert!(
         offers <= 10 * secs,
@@ -353,7 +306,7 @@ fn dhcp_rate_limits_hold_per_mac_and_per_port() {
     let many: Vec<String> = (0..1000u32)
         .map(|i| {
             let b = i.to_be_bytes();
-            hexs(&discover([0x02, 0x78, b[0], b[1], b[2], b[3]], &[]))
+            to_hex(&discover([0x02, 0x78, b[0], b[1], b[2], b[3]]))
         })
         .collect();
     let args: Vec<&str> = many.iter().map(String::as_str).collect();
@@ -361,7 +314,7 @@ fn dhcp_rate_limits_hold_per_mac_and_per_port() {
     dhcp_raw(&guest, &args);
     let secs = started.elapsed().as_secs() + 1;
     std::thread::sleep(Duration::from_secs(1));
-    let st = status(&host, &s, &cfg);
+    let st = cli.server("lab");
     let answered = counter(&st, &["dhcp", "offers"]) - offers;
     assert!(
         answered <= 100 * secs,
@@ -372,59 +325,6 @@ fn dhcp_rate_limits_hold_per_mac_and_per_port() {
 
 // ---------------------------------------------------------------------------------------------
 // TFTP
-
-fn rrq(name: &[u8], opts: &[(&str, &str)]) -> Vec<u8> {
-    let mut p = vec![0, 1];
-    p.extend_from_slice(name);
-    p.push(0);
-    p.extend_from_slice(b"octet\0");
-    for (k, v) in opts {
-        p.extend_from_slice(k.as_bytes());
-        p.push(0);
-        p.extend_from_slice(v.as_bytes());
-        p.push(0);
-    }
-    p
-}
-
-fn udp_client(timeout: Duration) -> UdpSocket {
-    let sock = UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0)).expect("bind");
-    sock.set_read_timeout(Some(timeout)).expect("timeout");
-    sock
-}
-
-fn recv(sock: &UdpSocket) -> Option<(Vec<u8>, SocketAddr)> {
-    let mut buf = vec![0u8; 70000];
-    match sock.recv_from(&mut buf) {
-        Ok((n, from)) => Some((buf[..n].to_vec(), from)),
-        Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => None,
-        Err(e) => panic!("recv: {e}"),
-    }
-}
-
-fn opcode(p: &[u8]) -> u16 {
-    u16::from_be_bytes([p[0], p[1]])
-}
-
-fn block(p: &[u8]) -> u16 {
-    u16::from_be_bytes([p[2], p[3]])
-}
-
-fn ack(n: u16) -> [u8; 4] {
-    let b = n.to_be_bytes();
-    [0, 4, b[0], b[1]]
-}
-
-fn oack_options(p: &[u8]) -> Vec<(String, String)> {
-    let parts: Vec<String> = p[2..]
-        .split(|b| *b == 0)
-        .map(|x| String::from_utf8_lossy(x).into_owned())
-        .collect();
-    parts
-        .chunks_exact(2)
-        .map(|c| (c[0].to_lowercase(), c[1].clone()))
-        .collect()
-}
 
 /// A whole file over TFTP with a real client (curl), as the good client after an attack.
 fn curl_tftp(host: &Netns, server: &str, name: &str) -> Vec<u8> {
@@ -445,12 +345,13 @@ fn tftp_abuse_is_refused_clamped_timed_out_and_bounded() {
     let s = Scratch::new();
     let big = boot_tree(&s);
     let names = traversal_names(&s);
-    let cfg = s.config(&config("br-htftp", "10.97.0"));
+    let cfg = s.config(config("br-htftp", "10.97.0"));
     let mut d = Daemon::start(&host, &s, &cfg, &[]);
+    let cli = Cli::new(&host, &s, &cfg);
     let pid = daemon_pid(&d);
     let server: SocketAddr = "10.97.0.1:69".parse().expect("addr");
     assert!(
-        wait_for(15, || status(&host, &s, &cfg)["tftp"]["listen"]
+        wait_for(15, || cli.server("lab")["tftp"]["listen"]
             .is_string()
             .then_some(()))
         .is_some(),
@@ -459,53 +360,41 @@ fn tftp_abuse_is_refused_clamped_timed_out_and_bounded() {
     );
 
     // 1. Traversal in every spelling: an ERROR, never a byte of DATA.
-    in_ns(&host, move || {
+    host.enter(move || {
         for name in names {
-            let sock = udp_client(Duration::from_secs(3));
-            sock.send_to(&rrq(name.as_bytes(), &[]), server)
-                .expect("send");
-            let (p, _) = recv(&sock).unwrap_or_else(|| panic!("no answer to {name:?}"));
-            assert_eq!(
-                opcode(&p),
-                5,
-                "{name:?} answered with opcode {} ({:?})",
-                opcode(&p),
-                String::from_utf8_lossy(&p)
-            );
-            assert!(
-                // 1 not found / 2 access violation; a NUL ends the name, so what follows is
-                // read as the mode and refused as such (0).
-                matches!(block(&p), 1 | 2) || (name.contains('\0') && block(&p) == 0),
-                "{name:?}: error code {}",
-                block(&p)
-            );
-            assert!(!p.windows(SECRET.len()).any(|w| w == SECRET));
+            let mut c = Client::new(server);
+            c.rrq(name.as_bytes(), "octet", &[]);
+            match c.recv(Duration::from_secs(3)) {
+                Some(tftp::Packet::Error(code, text)) => {
+                    assert!(
+                        // 1 not found / 2 access violation; a NUL ends the name, so what
+                        // follows is read as the mode and refused as such (0).
+                        matches!(code, 1 | 2) || (name.contains('\0') && code == 0),
+                        "{name:?}: error code {code}"
+                    );
+                    assert!(!text.as_bytes().windows(SECRET.len()).any(|w| w == SECRET));
+                }
+                None => panic!("no answer to {name:?}"),
+                Some(other) => panic!("{name:?} answered with {other:?}"),
+            }
         }
     });
 
     // 2. windowsize 65535 × blksize 65464: clamped in the OACK, and the window honours the clamp.
-    in_ns(&host, move || {
-        let sock = udp_client(Duration::from_secs(3));
+    host.enter(move || {
+        let mut c = Client::new(server);
         let opts = [
             ("blksize", "65464"),
             ("windowsize", "65535"),
             ("tsize", "0"),
         ];
-        sock.send_to(&rrq(b"undionly.kpxe", &opts), server)
-            .expect("send");
-        let (p, tid) = recv(&sock).expect("OACK");
-        assert_eq!(
-            opcode(&p),
-            6,
-            "expected OACK, got {:?}",
-            String::from_utf8_lossy(&p)
+        c.rrq(b"undionly.kpxe", "octet", &opts);
+        let oack = c.recv(Duration::from_secs(3)).expect("OACK");
+        assert!(
+            matches!(oack, tftp::Packet::Oack(_)),
+            "expected OACK, got {oack:?}"
         );
-        let o = oack_options(&p);
-        let get = |k: &str| {
-            o.iter()
-                .find(|(n, _)| n == k)
-                .and_then(|(_, v)| v.parse::<usize>().ok())
-        };
+        let get = |k: &str| oack.oack_value(k).and_then(|v| v.parse::<usize>().ok());
         let (blk, win) = (
             get("blksize").expect("blksize acked"),
             get("windowsize").expect("windowsize acked"),
@@ -519,18 +408,18 @@ fn tftp_abuse_is_refused_clamped_timed_out_and_bounded() {
             "windowsize {win} not clamped to ≤ {MAX_WINDOWSIZE}"
         );
         assert_eq!(get("tsize"), Some(1 << 20));
-        sock.send_to(&ack(0), tid).expect("ack 0");
-        sock.set_read_timeout(Some(Duration::from_millis(400)))
-            .expect("timeout");
+        c.ack(0);
         let mut got = 0u16;
-        while let Some((p, _)) = recv(&sock) {
-            assert_eq!(opcode(&p), 3);
+        while let Some(p) = c.recv(Duration::from_millis(400)) {
+            let tftp::Packet::Data(n, data) = p else {
+                panic!("expected DATA, got {p:?}")
+            };
             assert!(
-                p.len() <= 4 + blk,
+                data.len() <= blk,
                 "DATA of {} bytes over blksize {blk}",
-                p.len() - 4
+                data.len()
             );
-            if block(&p) == got + 1 {
+            if n == got + 1 {
                 got += 1;
             }
             if got as usize >= win {
@@ -541,29 +430,26 @@ fn tftp_abuse_is_refused_clamped_timed_out_and_bounded() {
             got >= 1 && got as usize <= win,
             "{got} blocks for a window of {win}"
         );
-        let _ = sock.send_to(&[0, 5, 0, 0, b'b', b'y', b'e', 0], tid);
+        c.error(0, "bye");
     });
 
     // 3. A client that never ACKs: the server retransmits a bounded number of times, then gives up.
-    let never_acked = in_ns(&host, move || {
-        let sock = udp_client(Duration::from_secs(1));
-        sock.send_to(&rrq(b"undionly.kpxe", &[("timeout", "1")]), server)
-            .expect("send");
+    let never_acked = host.enter(move || {
+        let mut c = Client::new(server);
+        c.rrq(b"undionly.kpxe", "octet", &[("timeout", "1")]);
         let start = Instant::now();
         let (mut copies, mut gave_up) = (0, false);
         while start.elapsed() < Duration::from_secs(15) {
-            if let Some((p, _)) = recv(&sock) {
+            if let Some(p) = c.recv(Duration::from_secs(1)) {
                 // With an option the first packet is the OACK (RFC 2347); never anything past it
                 // but a final ERROR when the server gives up.
-                assert!(
-                    !gave_up,
-                    "packet after the final ERROR: opcode {}",
-                    opcode(&p)
-                );
-                match opcode(&p) {
-                    6 => copies += 1,
-                    5 => gave_up = true,
-                    op => panic!("opcode {op} sent to a client that never acknowledged the OACK"),
+                assert!(!gave_up, "packet after the final ERROR: {p:?}");
+                match p {
+                    tftp::Packet::Oack(_) => copies += 1,
+                    tftp::Packet::Error(..) => gave_up = true,
+                    other => {
+                        panic!("{other:?} sent to a client that never acknowledged the OACK")
+                    }
                 }
             }
         }
@@ -573,7 +459,7 @@ fn tftp_abuse_is_refused_clamped_timed_out_and_bounded() {
         (2..=8).contains(&never_acked),
         "OACK sent {never_acked} times to a silent client"
     );
-    let st = status(&host, &s, &cfg);
+    let st = cli.server("lab");
     assert!(
         counter(&st, &["tftp", "timeouts"]) >= 1,
         "timeout not counted: {}",
@@ -581,28 +467,23 @@ fn tftp_abuse_is_refused_clamped_timed_out_and_bounded() {
     );
 
     // 4. ERROR mid-transfer: the transfer stops at once (no retransmission afterwards).
-    let aborts_before = counter(&status(&host, &s, &cfg), &["tftp", "client_aborts"]);
-    in_ns(&host, move || {
-        let sock = udp_client(Duration::from_secs(3));
-        sock.send_to(&rrq(b"undionly.kpxe", &[]), server)
-            .expect("send");
-        let (p, tid) = recv(&sock).expect("DATA 1");
-        assert_eq!((opcode(&p), block(&p)), (3, 1));
-        sock.send_to(&ack(1), tid).expect("ack 1");
-        let (p, _) = recv(&sock).expect("DATA 2");
-        assert_eq!((opcode(&p), block(&p)), (3, 2));
-        sock.send_to(b"\x00\x05\x00\x00client gave up\x00", tid)
-            .expect("error");
+    let aborts_before = counter(&cli.server("lab"), &["tftp", "client_aborts"]);
+    host.enter(move || {
+        let wait = Duration::from_secs(3);
+        let mut c = Client::new(server);
+        c.rrq(b"undionly.kpxe", "octet", &[]);
+        let p = c.recv(wait);
+        assert!(matches!(p, Some(tftp::Packet::Data(1, _))), "DATA 1: {p:?}");
+        c.ack(1);
+        let p = c.recv(wait);
+        assert!(matches!(p, Some(tftp::Packet::Data(2, _))), "DATA 2: {p:?}");
+        c.error(0, "client gave up");
         // The default timeout is 1 s: an ignored ERROR would show as DATA 2 again within 3 s.
-        if let Some((p, _)) = recv(&sock) {
-            panic!(
-                "server kept sending after the client's ERROR: opcode {} block {}",
-                opcode(&p),
-                block(&p)
-            );
+        if let Some(p) = c.recv(wait) {
+            panic!("server kept sending after the client's ERROR: {p:?}");
         }
     });
-    let st = status(&host, &s, &cfg);
+    let st = cli.server("lab");
     assert!(
         counter(&st, &["tftp", "client_aborts"]) > aborts_before,
         "abort not counted: {}",
@@ -610,31 +491,32 @@ fn tftp_abuse_is_refused_clamped_timed_out_and_bounded() {
     );
 
     // 5. Thousands of half-open requests: bounded transfers, fds and memory; all reclaimed.
-    assert!(wait_for(20, || (counter(
-        &status(&host, &s, &cfg),
-        &["tftp", "active"]
-    ) == 0)
-        .then_some(()))
-    .is_some());
+    assert!(
+        wait_for(20, || (counter(&cli.server("lab"), &["tftp", "active"])
+            == 0)
+            .then_some(()))
+        .is_some()
+    );
     let (fds0, rss0) = (fd_count(pid), rss_kib(pid));
-    in_ns(&host, move || {
-        let socks: Vec<UdpSocket> = (0..20)
-            .map(|_| udp_client(Duration::from_millis(10)))
-            .collect();
-        let req = rrq(b"undionly.kpxe", &[("timeout", "1"), ("blksize", "8192")]);
+    host.enter(move || {
+        let clients: Vec<Client> = (0..20).map(|_| Client::new(server)).collect();
         for _ in 0..100 {
-            for sock in &socks {
-                let _ = sock.send_to(&req, server);
+            for c in &clients {
+                c.rrq(
+                    b"undionly.kpxe",
+                    "octet",
+                    &[("timeout", "1"), ("blksize", "8192")],
+                );
             }
             std::thread::sleep(Duration::from_millis(2));
         }
         // Keep the sockets open (never reading, never ACKing) until the server gave up on them.
         std::thread::sleep(Duration::from_secs(2));
-        drop(socks);
+        drop(clients);
     });
     let peak_fds = fd_count(pid);
     let peak_rss = rss_kib(pid);
-    let st = status(&host, &s, &cfg);
+    let st = cli.server("lab");
     assert!(
         peak_fds <= fds0 + 2 * MAX_TRANSFERS + 8,
         "fds {fds0} → {peak_fds} with ≤ {MAX_TRANSFERS} transfers (a socket + a file each)"
@@ -650,12 +532,12 @@ fn tftp_abuse_is_refused_clamped_timed_out_and_bounded() {
         st["tftp"]
     );
     let drained = wait_for(60, || {
-        (counter(&status(&host, &s, &cfg), &["tftp", "active"]) == 0).then_some(())
+        (counter(&cli.server("lab"), &["tftp", "active"]) == 0).then_some(())
     });
     assert!(
         drained.is_some(),
         "half-open transfers never timed out: {}",
-        status(&host, &s, &cfg)["tftp"]
+        cli.server("lab")["tftp"]
     );
     assert!(
         wait_for(5, || (fd_count(pid) <= fds0 + 2).then_some(())).is_some(),
@@ -671,7 +553,7 @@ fn tftp_abuse_is_refused_clamped_timed_out_and_bounded() {
         rss1 <= rss0 + 64 * 1024,
         "VmRSS {rss0} KiB → {rss1} KiB after the storm"
     );
-    daemon_alive(&mut d);
+    d.assert_alive();
 
     // And a real client still gets the whole file.
     assert_eq!(
@@ -684,58 +566,9 @@ fn tftp_abuse_is_refused_clamped_timed_out_and_bounded() {
 // ---------------------------------------------------------------------------------------------
 // HTTP
 
-struct HttpAnswer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl HttpAnswer {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// One raw request (the target is sent exactly as given: no client-side normalisation).
-fn http(server: SocketAddr, target: &str, extra: &str) -> HttpAnswer {
-    let mut c = TcpStream::connect_timeout(&server, Duration::from_secs(5)).expect("connect");
-    c.set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
-    write!(
-        c,
-        "GET {target} HTTP/1.1\r\nHost: boot\r\nConnection: close\r\n{extra}\r\n"
-    )
-    .expect("write");
-    let mut raw = Vec::new();
-    c.read_to_end(&mut raw).expect("read response");
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .expect("end of headers");
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|c| c.parse().ok())
-        .expect("status");
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-        .collect();
-    HttpAnswer {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
-}
-
 /// Whatever the Range header, the answer is consistent with the file: 200 = the whole file,
 /// 206 = exactly the slice Content-Range names, 416 = `bytes */len`.
-fn check_range_answer(a: &HttpAnswer, file: &[u8], range: &str) {
+fn check_range_answer(a: &Response, file: &[u8], range: &str) {
     let len = file.len();
     match a.status {
         200 => assert!(
@@ -775,12 +608,13 @@ fn http_abuse_traversal_absurd_ranges_and_idle_connections() {
     let s = Scratch::new();
     let big = boot_tree(&s);
     let names = traversal_names(&s);
-    let cfg = s.config(&config("br-hhttp", "10.98.0"));
+    let cfg = s.config(config("br-hhttp", "10.98.0"));
     let mut d = Daemon::start(&host, &s, &cfg, &[]);
+    let cli = Cli::new(&host, &s, &cfg);
     let pid = daemon_pid(&d);
     let server: SocketAddr = format!("10.98.0.1:{HTTP_PORT}").parse().expect("addr");
     assert!(
-        wait_for(15, || status(&host, &s, &cfg)["http"]["listen"]
+        wait_for(15, || cli.server("lab")["http"]["listen"]
             .is_string()
             .then_some(()))
         .is_some(),
@@ -789,7 +623,7 @@ fn http_abuse_traversal_absurd_ranges_and_idle_connections() {
     );
 
     // 1. Traversal, raw and percent-encoded in every spelling.
-    in_ns(&host, move || {
+    host.enter(move || {
         let mut targets: Vec<String> = vec![
             "/%2e%2e/secret".into(),
             "/%2E%2E%2Fsecret".into(),
@@ -808,7 +642,7 @@ fn http_abuse_traversal_absurd_ranges_and_idle_connections() {
                 .map(|n| format!("/{}", n.replace('\u{0}', "%00").replace(' ', "%20"))),
         );
         for t in targets {
-            let a = http(server, &t, "");
+            let a = get(server, &t, "");
             assert!(
                 matches!(a.status, 400 | 403 | 404),
                 "{t}: status {}",
@@ -823,7 +657,7 @@ fn http_abuse_traversal_absurd_ranges_and_idle_connections() {
 
     // 2. Absurd Range headers: never a crash, never bytes outside the file.
     let file = big.clone();
-    in_ns(&host, move || {
+    host.enter(move || {
         let many: String = (0..2000)
             .map(|i| format!("{}-{}", i * 2, i * 2 + 1))
             .collect::<Vec<_>>()
@@ -847,28 +681,28 @@ fn http_abuse_traversal_absurd_ranges_and_idle_connections() {
             format!("bytes=0-{}", "9".repeat(4000)),
         ];
         for r in &ranges {
-            let a = http(server, "/undionly.kpxe", &format!("Range: {r}\r\n"));
+            let a = get(server, "/undionly.kpxe", &format!("Range: {r}\r\n"));
             check_range_answer(&a, &file, r);
         }
-        let a = http(
+        let a = get(
             server,
             "/undionly.kpxe",
             "Range: bytes=0-18446744073709551615\r\n",
         );
         assert_eq!(a.status, 206, "0-u64::MAX is the whole file as a range");
-        let a = http(
+        let a = get(
             server,
             "/undionly.kpxe",
             "Range: bytes=18446744073709551615-\r\n",
         );
         assert_eq!(a.status, 416);
     });
-    daemon_alive(&mut d);
+    d.assert_alive();
 
     // 3. Slowloris: 200 silent connections and one that dribbles its headers a byte a second
     // are all closed by the server within the idle timeout; the fds come back.
     let fds0 = fd_count(pid);
-    let closed_after = in_ns(&host, move || {
+    let closed_after = host.enter(move || {
         let start = Instant::now();
         let mut conns: Vec<TcpStream> = (0..200)
             .map(|_| {
@@ -943,14 +777,11 @@ fn http_abuse_traversal_absurd_ranges_and_idle_connections() {
         "fds not back to baseline: {fds0} before, {} after",
         fd_count(pid)
     );
-    assert_eq!(
-        counter(&status(&host, &s, &cfg), &["http", "connections"]),
-        0
-    );
-    daemon_alive(&mut d);
+    assert_eq!(counter(&cli.server("lab"), &["http", "connections"]), 0);
+    d.assert_alive();
 
     // A good client is still served the whole file.
-    let a = in_ns(&host, move || http(server, "/undionly.kpxe", ""));
+    let a = host.enter(move || get(server, "/undionly.kpxe", ""));
     assert_eq!(a.status, 200);
     assert!(a.body == big, "file damaged");
 }

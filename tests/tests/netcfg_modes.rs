@@ -3,51 +3,29 @@
 
 use std::time::Duration;
 
-use hostagent_tests::{stderr, stdout, Netns, Scratch};
+use hostagent_tests::cli::Cli;
+use hostagent_tests::config::{Config, Network};
+use hostagent_tests::Scratch;
 use serde_json::Value;
+use testkit::{stderr, stdout, Netns};
 
 const MAC: &str = "52:54:00:aa:00:01";
 
-/// One `[[network]]` block.
-fn network(name: &str, mode: &str, bridge: &str, extra: &str) -> String {
-    format!("[[network]]\nname = \"{name}\"\nmode = \"{mode}\"\nbridge = \"{bridge}\"\n{extra}\n")
-}
+const STATE_DIR: &str = "/var/lib/hostagent";
 
-fn config(body: &str) -> String {
-    format!("state_dir = \"/var/lib/hostagent\"\n\n{body}")
-}
-
-fn run(ns: &Netns, s: &Scratch, cfg: &str, cmd: &[&str]) -> std::process::Output {
-    let mut argv = vec!["-c", cfg, "--root", s.root_str()];
-    argv.extend_from_slice(cmd);
-    ns.hostagent(&argv)
-}
-
-fn must(ns: &Netns, s: &Scratch, cfg: &str, cmd: &[&str]) -> String {
-    let o = run(ns, s, cfg, cmd);
-    assert!(
-        o.status.success(),
-        "hostagent {cmd:?} failed:\nstdout: {}\nstderr: {}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
+/// A network with its address and the pinned MAC.
+fn one_network(name: &str, mode: &str, bridge: &str, address: &str) -> Network {
+    Network::new(name, mode, bridge).address(address).mac(MAC)
 }
 
 /// `plan` must say "nothing to do" (exit 0) after an apply.
-fn assert_converged(ns: &Netns, s: &Scratch, cfg: &str) {
-    let o = run(ns, s, cfg, &["plan"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "second plan is not empty:\n{}\n{}",
-        stdout(&o),
-        stderr(&o)
-    );
+fn assert_converged(cli: &Cli) {
+    let (code, out) = cli.plan();
+    assert_eq!(code, Some(0), "second plan is not empty:\n{out}");
 }
 
 fn link(ns: &Netns, dev: &str) -> Value {
-    ns.ip_json(&["link", "show", "dev", dev])[0].clone()
+    ns.link(dev).unwrap_or_else(|| panic!("no device {dev}"))
 }
 
 fn inet_addrs(ns: &Netns, dev: &str) -> Vec<String> {
@@ -64,12 +42,6 @@ fn inet_addrs(ns: &Netns, dev: &str) -> Vec<String> {
 
 fn ip_forward(ns: &Netns) -> String {
     ns.read("/proc/sys/net/ipv4/ip_forward")
-}
-
-fn has_table(ns: &Netns, family: &str, table: &str) -> bool {
-    ns.run(&["nft", "list", "table", family, table])
-        .status
-        .success()
 }
 
 fn owned_json(s: &Scratch) -> Option<Value> {
@@ -111,32 +83,27 @@ fn forwarding_mode_round_trip(mode: &str) {
         "0",
         "a new namespace starts without forwarding"
     );
-    let cfg = s.config(&config(&network(
-        "lab",
-        mode,
-        "br-lab",
-        &format!("address = \"10.77.0.1/24\"\nmac = \"{MAC}\"\nmtu = 1400"),
-    )));
-    let plan = run(&ns, &s, &cfg, &["plan"]);
-    assert_eq!(plan.status.code(), Some(2), "{}", stderr(&plan));
-    assert!(
-        stdout(&plan).contains("create bridge br-lab"),
-        "{}",
-        stdout(&plan)
+    let cfg = s.config(
+        Config::new(STATE_DIR)
+            .network(one_network("lab", mode, "br-lab", "10.77.0.1/24").mtu(1400)),
     );
+    let cli = Cli::new(&ns, &s, &cfg);
+    let (code, plan) = cli.plan();
+    assert_eq!(code, Some(2), "{plan}");
+    assert!(plan.contains("create bridge br-lab"), "{plan}");
 
-    must(&ns, &s, &cfg, &["apply"]);
+    cli.ok(&["apply"]);
     let l = assert_our_bridge(&ns, &s, "lab", "br-lab");
     assert_eq!(l["mtu"], 1400);
     assert_eq!(inet_addrs(&ns, "br-lab"), vec!["10.77.0.1/24"]);
     assert_eq!(ip_forward(&ns), "1", "{mode} turns forwarding on");
-    assert!(has_table(&ns, "inet", "hostagent"));
+    assert!(ns.has_nft_table("inet", "hostagent"));
     let owned = owned_json(&s).unwrap();
     assert_eq!(owned["sysctls"][0]["key"], "net.ipv4.ip_forward");
     assert_eq!(owned["sysctls"][0]["previous"], "0");
-    assert_converged(&ns, &s, &cfg);
+    assert_converged(&cli);
 
-    let down = must(&ns, &s, &cfg, &["down"]);
+    let down = cli.ok(&["down"]);
     assert!(down.contains("br-lab"), "{down}");
     assert!(!ns.has_link("br-lab"));
     assert_eq!(
@@ -144,7 +111,7 @@ fn forwarding_mode_round_trip(mode: &str) {
         "0",
         "down restores the forwarding we turned on"
     );
-    assert!(!has_table(&ns, "inet", "hostagent"));
+    assert!(!ns.has_nft_table("inet", "hostagent"));
     assert!(owned_json(&s).is_none(), "owned.json cleared");
 }
 
@@ -162,18 +129,19 @@ fn routed_mode_creates_marked_bridge_forwarding_and_table_and_down_removes_them(
 fn isolated_mode_leaves_ip_forward_off() {
     let ns = Netns::new("iso");
     let s = Scratch::new();
-    let cfg = s.config(&config(&network(
+    let cfg = s.config(Config::new(STATE_DIR).network(one_network(
         "iso",
         "isolated",
         "br-iso",
-        &format!("address = \"10.78.0.1/24\"\nmac = \"{MAC}\""),
+        "10.78.0.1/24",
     )));
-    must(&ns, &s, &cfg, &["apply"]);
+    let cli = Cli::new(&ns, &s, &cfg);
+    cli.ok(&["apply"]);
     assert_our_bridge(&ns, &s, "iso", "br-iso");
     assert_eq!(inet_addrs(&ns, "br-iso"), vec!["10.78.0.1/24"]);
     assert_eq!(ip_forward(&ns), "0");
-    assert!(has_table(&ns, "inet", "hostagent"));
-    assert_converged(&ns, &s, &cfg);
+    assert!(ns.has_nft_table("inet", "hostagent"));
+    assert_converged(&cli);
 }
 
 #[test]
@@ -185,13 +153,16 @@ fn bridge_mode_enslaves_a_veth_port_and_keeps_the_pinned_mac() {
     ]);
     let port_mac = link(&ns, "port0")["address"].as_str().unwrap().to_string();
     assert_ne!(port_mac, MAC);
-    let cfg = s.config(&config(&network(
-        "prov",
-        "bridge",
-        "br-prov",
-        &format!("interfaces = [\"port0\"]\nstp = false\nmac = \"{MAC}\""),
-    )));
-    must(&ns, &s, &cfg, &["apply"]);
+    let cfg = s.config(
+        Config::new(STATE_DIR).network(
+            Network::new("prov", "bridge", "br-prov")
+                .interfaces(&["port0"])
+                .stp(false)
+                .mac(MAC),
+        ),
+    );
+    let cli = Cli::new(&ns, &s, &cfg);
+    cli.ok(&["apply"]);
     let br = assert_our_bridge(&ns, &s, "prov", "br-prov");
     let port = link(&ns, "port0");
     assert_eq!(port["master"], "br-prov", "{port}");
@@ -205,9 +176,9 @@ fn bridge_mode_enslaves_a_veth_port_and_keeps_the_pinned_mac() {
         "address is optional in bridge mode"
     );
     assert_eq!(ip_forward(&ns), "0");
-    assert_converged(&ns, &s, &cfg);
+    assert_converged(&cli);
 
-    must(&ns, &s, &cfg, &["down"]);
+    cli.ok(&["down"]);
     assert!(!ns.has_link("br-prov"));
     assert!(
         ns.has_link("port0"),
@@ -220,14 +191,21 @@ fn bridge_mode_enslaves_a_veth_port_and_keeps_the_pinned_mac() {
 fn stp_on_with_delay_0_and_4_and_stp_off() {
     let ns = Netns::new("stp");
     let s = Scratch::new();
-    let body = [
-        network("a", "isolated", "br-a", &format!("address = \"10.81.0.1/24\"\nmac = \"{MAC}\"\nstp = true\nforward_delay = 0")),
-        network("b", "isolated", "br-b", "address = \"10.82.0.1/24\"\nmac = \"52:54:00:aa:00:02\"\nstp = true\nforward_delay = 4"),
-        network("c", "isolated", "br-c", "address = \"10.83.0.1/24\"\nmac = \"52:54:00:aa:00:03\"\nstp = false\nforward_delay = 0"),
-    ]
-    .join("\n");
-    let cfg = s.config(&config(&body));
-    must(&ns, &s, &cfg, &["apply"]);
+    let bridge = |name: &str, net: &str, mac: &str, stp: bool, delay: u32| {
+        Network::new(name, "isolated", &format!("br-{name}"))
+            .address(net)
+            .mac(mac)
+            .stp(stp)
+            .forward_delay(delay)
+    };
+    let cfg = s.config(
+        Config::new(STATE_DIR)
+            .network(bridge("a", "10.81.0.1/24", MAC, true, 0))
+            .network(bridge("b", "10.82.0.1/24", "52:54:00:aa:00:02", true, 4))
+            .network(bridge("c", "10.83.0.1/24", "52:54:00:aa:00:03", false, 0)),
+    );
+    let cli = Cli::new(&ns, &s, &cfg);
+    cli.ok(&["apply"]);
     let info = |br: &str| link(&ns, br)["linkinfo"]["info_data"].clone();
     // With kernel STP on the kernel keeps at least 2 s (200 centiseconds) of forward delay.
     assert_eq!(info("br-a")["stp_state"], 1);
@@ -236,7 +214,7 @@ fn stp_on_with_delay_0_and_4_and_stp_off() {
     assert_eq!(info("br-b")["forward_delay"], 400);
     assert_eq!(info("br-c")["stp_state"], 0);
     assert_eq!(info("br-c")["forward_delay"], 0);
-    assert_converged(&ns, &s, &cfg);
+    assert_converged(&cli);
 
     // Drift by hand is put back by the next apply (STP off → on needs delay before STP).
     ns.ok(&[
@@ -271,27 +249,27 @@ fn stp_on_with_delay_0_and_4_and_stp_off() {
         "stp_state",
         "1",
     ]);
-    let plan = run(&ns, &s, &cfg, &["plan"]);
-    assert_eq!(plan.status.code(), Some(2));
-    must(&ns, &s, &cfg, &["apply"]);
+    assert_eq!(cli.plan().0, Some(2));
+    cli.ok(&["apply"]);
     assert_eq!(info("br-b")["forward_delay"], 400);
     assert_eq!(info("br-b")["stp_state"], 1);
     assert_eq!(info("br-c")["stp_state"], 0);
     assert_eq!(info("br-c")["forward_delay"], 0);
-    assert_converged(&ns, &s, &cfg);
+    assert_converged(&cli);
 }
 
 #[test]
 fn drift_on_our_bridge_is_repaired_and_stray_addresses_removed() {
     let ns = Netns::new("dri");
     let s = Scratch::new();
-    let cfg = s.config(&config(&network(
+    let cfg = s.config(Config::new(STATE_DIR).network(one_network(
         "lab",
         "nat",
         "br-lab",
-        &format!("address = \"10.77.0.1/24\"\nmac = \"{MAC}\""),
+        "10.77.0.1/24",
     )));
-    must(&ns, &s, &cfg, &["apply"]);
+    let cli = Cli::new(&ns, &s, &cfg);
+    cli.ok(&["apply"]);
     let index = link(&ns, "br-lab")["ifindex"].clone();
     ns.ok(&["ip", "addr", "add", "192.168.99.1/24", "dev", "br-lab"]);
     ns.ok(&["ip", "link", "set", "br-lab", "down"]);
@@ -303,11 +281,11 @@ fn drift_on_our_bridge_is_repaired_and_stray_addresses_removed() {
         "address",
         "02:00:00:00:00:09",
     ]);
-    must(&ns, &s, &cfg, &["apply"]);
+    cli.ok(&["apply"]);
     let l = assert_our_bridge(&ns, &s, "lab", "br-lab");
     assert_eq!(l["ifindex"], index, "repaired in place, not recreated");
     assert_eq!(inet_addrs(&ns, "br-lab"), vec!["10.77.0.1/24"]);
-    assert_converged(&ns, &s, &cfg);
+    assert_converged(&cli);
 }
 
 #[test]
@@ -315,20 +293,15 @@ fn sysctl_table_is_applied_live_and_dropin_written_only_when_different() {
     let ns = Netns::new("sys");
     let s = Scratch::new();
     // vm.* is host-wide, so it lives under --root: give it a fake /proc file.
-    let fake = s.file("proc/sys/vm/max_map_count");
-    std::fs::create_dir_all(fake.parent().unwrap()).unwrap();
-    std::fs::write(&fake, "65530\n").unwrap();
-    let body = format!(
-        "[sysctl]\n\"vm.max_map_count\" = 262144\n\"net.ipv4.conf.default.rp_filter\" = 2\n\n{}",
-        network(
-            "lab",
-            "isolated",
-            "br-lab",
-            &format!("address = \"10.77.0.1/24\"\nmac = \"{MAC}\"")
-        )
+    let fake = s.write("proc/sys/vm/max_map_count", "65530\n");
+    let cfg = s.config(
+        Config::new(STATE_DIR)
+            .sysctl("vm.max_map_count", 262144)
+            .sysctl("net.ipv4.conf.default.rp_filter", 2)
+            .network(one_network("lab", "isolated", "br-lab", "10.77.0.1/24")),
     );
-    let cfg = s.config(&config(&body));
-    must(&ns, &s, &cfg, &["apply"]);
+    let cli = Cli::new(&ns, &s, &cfg);
+    cli.ok(&["apply"]);
     assert_eq!(std::fs::read_to_string(&fake).unwrap().trim(), "262144");
     assert_eq!(ns.read("/proc/sys/net/ipv4/conf/default/rp_filter"), "2");
     let dropin = s.file("etc/sysctl.d/90-hostagent.conf");
@@ -342,7 +315,7 @@ fn sysctl_table_is_applied_live_and_dropin_written_only_when_different() {
     let mtime = std::fs::metadata(&dropin).unwrap().modified().unwrap();
 
     std::thread::sleep(Duration::from_millis(50));
-    let second = must(&ns, &s, &cfg, &["apply"]);
+    let second = cli.ok(&["apply"]);
     assert!(second.contains("nothing to change"), "{second}");
     assert_eq!(
         std::fs::metadata(&dropin).unwrap().modified().unwrap(),
@@ -356,14 +329,14 @@ fn sysctl_table_is_applied_live_and_dropin_written_only_when_different() {
         "-c",
         "echo 0 > /proc/sys/net/ipv4/conf/default/rp_filter",
     ]);
-    must(&ns, &s, &cfg, &["apply"]);
+    cli.ok(&["apply"]);
     assert_eq!(ns.read("/proc/sys/net/ipv4/conf/default/rp_filter"), "2");
     assert_eq!(
         std::fs::metadata(&dropin).unwrap().modified().unwrap(),
         mtime
     );
 
-    must(&ns, &s, &cfg, &["down"]);
+    cli.ok(&["down"]);
     assert!(!dropin.exists(), "down removes our drop-in");
 }
 
@@ -371,21 +344,18 @@ fn sysctl_table_is_applied_live_and_dropin_written_only_when_different() {
 fn vhost_net_conf_is_written_and_reload_need_reported() {
     let ns = Netns::new("vho");
     let s = Scratch::new();
-    let param = s.file("sys/module/vhost_net/parameters/experimental_zcopytx");
-    std::fs::create_dir_all(param.parent().unwrap()).unwrap();
-    std::fs::write(&param, "N\n").unwrap();
-    let body = format!(
-        "[vhost_net]\nexperimental_zcopytx = true\n\n{}",
-        network(
-            "lab",
-            "isolated",
-            "br-lab",
-            &format!("address = \"10.77.0.1/24\"\nmac = \"{MAC}\"")
-        )
+    let param = s.write(
+        "sys/module/vhost_net/parameters/experimental_zcopytx",
+        "N\n",
     );
-    let cfg = s.config(&config(&body));
+    let cfg = s.config(
+        Config::new(STATE_DIR)
+            .vhost_zcopytx(true)
+            .network(one_network("lab", "isolated", "br-lab", "10.77.0.1/24")),
+    );
+    let cli = Cli::new(&ns, &s, &cfg);
 
-    let plan: Value = serde_json::from_str(&must_any(&ns, &s, &cfg, &["plan", "--json"])).unwrap();
+    let plan: Value = serde_json::from_str(&must_any(&cli, &["plan", "--json"])).unwrap();
     assert!(plan["actions"]
         .as_array()
         .unwrap()
@@ -397,7 +367,7 @@ fn vhost_net_conf_is_written_and_reload_need_reported() {
         "{plan}"
     );
 
-    must(&ns, &s, &cfg, &["apply"]);
+    cli.ok(&["apply"]);
     let conf = std::fs::read_to_string(s.file("etc/modprobe.d/vhost-net.conf")).unwrap();
     assert!(conf.starts_with("# Managed by hostagent"), "{conf}");
     assert!(
@@ -410,8 +380,7 @@ fn vhost_net_conf_is_written_and_reload_need_reported() {
         "the module is never reloaded by us"
     );
 
-    let check: Value =
-        serde_json::from_str(&must_any(&ns, &s, &cfg, &["check", "--json"])).unwrap();
+    let check: Value = serde_json::from_str(&must_any(&cli, &["check", "--json"])).unwrap();
     let z = check
         .as_array()
         .unwrap()
@@ -424,14 +393,14 @@ fn vhost_net_conf_is_written_and_reload_need_reported() {
 
     // Once the loaded module agrees there is nothing to report.
     std::fs::write(&param, "Y\n").unwrap();
-    let plan: Value = serde_json::from_str(&must_any(&ns, &s, &cfg, &["plan", "--json"])).unwrap();
+    let plan: Value = serde_json::from_str(&must_any(&cli, &["plan", "--json"])).unwrap();
     assert!(plan["actions"].as_array().unwrap().is_empty(), "{plan}");
     assert!(plan["notes"].as_array().unwrap().is_empty(), "{plan}");
 }
 
 /// Run and return stdout whatever the exit code (plan exits 2 with changes, check 1 on a FAIL).
-fn must_any(ns: &Netns, s: &Scratch, cfg: &str, cmd: &[&str]) -> String {
-    let o = run(ns, s, cfg, cmd);
+fn must_any(cli: &Cli, cmd: &[&str]) -> String {
+    let o = cli.run(cmd);
     assert!(
         matches!(o.status.code(), Some(0..=2)),
         "hostagent {cmd:?}: {}\n{}",

@@ -2,86 +2,62 @@
 //! half-applied host behind. Every test runs the real binary in its own network namespace.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
-use hostagent_tests::{hostagent_bin, stderr, stdout, Netns, Scratch};
+use hostagent_tests::cli::Cli;
+use hostagent_tests::config::{Config, Network};
+use hostagent_tests::Scratch;
 use serde_json::Value;
+use testkit::{stderr, stdout, Netns};
 
-const CONFIG: &str = r#"state_dir = "/var/lib/hostagent"
+/// What the tests change between two applies: everything about the lab network and the
+/// host-wide settings.
+struct Lab {
+    address: &'static str,
+    mac: &'static str,
+    forward_delay: u32,
+    mtu: u32,
+    zcopytx: bool,
+    rp_filter: u32,
+}
 
-[sysctl]
-"net.ipv4.conf.default.rp_filter" = 2
+const LAB: Lab = Lab {
+    address: "10.77.0.1/24",
+    mac: "52:54:00:aa:00:01",
+    forward_delay: 4,
+    mtu: 1400,
+    zcopytx: true,
+    rp_filter: 2,
+};
 
-[vhost_net]
-experimental_zcopytx = true
+/// A sysctl, a vhost-net option, the nat network `lab` and, if `with_iso`, the isolated `iso`.
+fn config(lab: &Lab, with_iso: bool) -> Config {
+    let c = Config::new("/var/lib/hostagent")
+        .sysctl("net.ipv4.conf.default.rp_filter", lab.rp_filter)
+        .vhost_zcopytx(lab.zcopytx)
+        .network(
+            Network::nat("lab", "br-lab", lab.address)
+                .mac(lab.mac)
+                .stp(true)
+                .forward_delay(lab.forward_delay)
+                .mtu(lab.mtu),
+        );
+    if !with_iso {
+        return c;
+    }
+    c.network(
+        Network::new("iso", "isolated", "br-iso")
+            .address("10.78.0.1/24")
+            .mac("52:54:00:aa:00:02"),
+    )
+}
 
-[[network]]
-name = "lab"
-mode = "nat"
-bridge = "br-lab"
-address = "10.77.0.1/24"
-mac = "52:54:00:aa:00:01"
-stp = true
-forward_delay = 4
-mtu = 1400
-
-[[network]]
-name = "iso"
-mode = "isolated"
-bridge = "br-iso"
-address = "10.78.0.1/24"
-mac = "52:54:00:aa:00:02"
-"#;
-
-fn run(
-    ns: &Netns,
-    s: &Scratch,
-    cfg: &str,
-    cmd: &[&str],
-    fail_after: Option<usize>,
-) -> std::process::Output {
-    let bin = hostagent_bin();
-    let mut argv = vec![bin.to_str().unwrap(), "-c", cfg, "--root", s.root_str()];
-    argv.extend_from_slice(cmd);
-    let mut c = ns.cmd(&argv);
+/// `hostagent ARGS`, with a failure injected after `fail_after` apply steps if given.
+fn run(cli: &Cli, cmd: &[&str], fail_after: Option<usize>) -> std::process::Output {
+    let mut c = cli.cmd(cmd);
     if let Some(n) = fail_after {
         c.env("HOSTAGENT_FAIL_AFTER_STEPS", n.to_string());
     }
     c.output().expect("spawn hostagent")
-}
-
-fn must(ns: &Netns, s: &Scratch, cfg: &str, cmd: &[&str]) -> String {
-    let o = run(ns, s, cfg, cmd, None);
-    assert!(
-        o.status.success(),
-        "hostagent {cmd:?} failed:\nstdout: {}\nstderr: {}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
-}
-
-/// Every regular file under `dir` (relative path → content), except the test's config.
-fn files_under(dir: &Path) -> BTreeMap<String, String> {
-    fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
-        let Ok(rd) = std::fs::read_dir(dir) else {
-            return;
-        };
-        for e in rd.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(base, &p, out);
-            } else {
-                let rel = p.strip_prefix(base).unwrap().display().to_string();
-                if rel != "config.toml" {
-                    out.insert(rel, std::fs::read_to_string(&p).unwrap_or_default());
-                }
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out);
-    out
 }
 
 /// Everything apply may touch, read back independently of hostagent.
@@ -92,7 +68,7 @@ struct Snapshot {
     ip_forward: String,
     rp_filter: String,
     ruleset: String,
-    files: BTreeMap<String, String>,
+    files: BTreeMap<String, Vec<u8>>,
 }
 
 /// `ip -j` output without the carrier state and qdisc: the kernel settles a new bridge's carrier
@@ -118,12 +94,12 @@ fn snapshot(ns: &Netns, s: &Scratch) -> Snapshot {
         ip_forward: ns.read("/proc/sys/net/ipv4/ip_forward"),
         rp_filter: ns.read("/proc/sys/net/ipv4/conf/default/rp_filter"),
         ruleset: ns.ok(&["nft", "list", "ruleset"]),
-        files: files_under(s.root()),
+        files: s.files(),
     }
 }
 
 fn link(ns: &Netns, dev: &str) -> Value {
-    ns.ip_json(&["link", "show", "dev", dev])[0].clone()
+    ns.link(dev).unwrap_or_else(|| panic!("no device {dev}"))
 }
 
 fn add_foreign_table(ns: &Netns) {
@@ -146,13 +122,14 @@ fn add_foreign_table(ns: &Netns) {
 fn foreign_bridge_with_a_configured_name_fails_plan_and_apply_and_changes_nothing() {
     let ns = Netns::new("fgn");
     let s = Scratch::new();
-    let cfg = s.config(CONFIG);
+    let cfg = s.config(config(&LAB, true));
+    let cli = Cli::new(&ns, &s, &cfg);
     ns.ok(&["ip", "link", "add", "br-iso", "type", "bridge"]);
     ns.ok(&["ip", "addr", "add", "192.168.50.1/24", "dev", "br-iso"]);
     let before = snapshot(&ns, &s);
 
     for cmd in [&["plan"][..], &["apply"][..]] {
-        let o = run(&ns, &s, &cfg, cmd, None);
+        let o = run(&cli, cmd, None);
         assert_eq!(
             o.status.code(),
             Some(1),
@@ -178,7 +155,7 @@ fn foreign_bridge_with_a_configured_name_fails_plan_and_apply_and_changes_nothin
     assert!(!ns.has_link("br-lab"));
 
     // down with nothing recorded leaves the foreign bridge alone as well.
-    must(&ns, &s, &cfg, &["down"]);
+    cli.ok(&["down"]);
     assert_eq!(snapshot(&ns, &s), before);
 }
 
@@ -186,14 +163,15 @@ fn foreign_bridge_with_a_configured_name_fails_plan_and_apply_and_changes_nothin
 fn down_leaves_foreign_bridge_and_foreign_nft_table_untouched() {
     let ns = Netns::new("dwn");
     let s = Scratch::new();
-    let cfg = s.config(CONFIG);
+    let cfg = s.config(config(&LAB, true));
+    let cli = Cli::new(&ns, &s, &cfg);
     ns.ok(&["ip", "link", "add", "br-foreign", "type", "bridge"]);
     ns.ok(&["ip", "link", "set", "br-foreign", "alias", "someone-else"]);
     add_foreign_table(&ns);
     let foreign_link = link(&ns, "br-foreign");
     let foreign_table = ns.ok(&["nft", "list", "table", "inet", "foreign"]);
 
-    must(&ns, &s, &cfg, &["apply"]);
+    cli.ok(&["apply"]);
     assert!(ns.has_link("br-lab") && ns.has_link("br-iso"));
     assert_eq!(
         ns.ok(&["nft", "list", "table", "inet", "foreign"]),
@@ -201,7 +179,7 @@ fn down_leaves_foreign_bridge_and_foreign_nft_table_untouched() {
         "apply leaves other tables alone"
     );
 
-    let out = must(&ns, &s, &cfg, &["down"]);
+    let out = cli.ok(&["down"]);
     assert!(out.contains("br-lab") && out.contains("br-iso"), "{out}");
     assert!(!ns.has_link("br-lab") && !ns.has_link("br-iso"));
     assert_eq!(
@@ -214,31 +192,29 @@ fn down_leaves_foreign_bridge_and_foreign_nft_table_untouched() {
         foreign_table,
         "foreign table untouched"
     );
-    assert!(!ns
-        .run(&["nft", "list", "table", "inet", "hostagent"])
-        .status
-        .success());
+    assert!(!ns.has_nft_table("inet", "hostagent"));
 }
 
 #[test]
 fn down_leaves_a_foreign_bridge_that_took_our_bridges_name() {
     let ns = Netns::new("tkn");
     let s = Scratch::new();
-    let cfg = s.config(CONFIG);
-    must(&ns, &s, &cfg, &["apply"]);
+    let cfg = s.config(config(&LAB, true));
+    let cli = Cli::new(&ns, &s, &cfg);
+    cli.ok(&["apply"]);
     // Someone deletes our bridge and makes their own under the same name.
     ns.ok(&["ip", "link", "del", "br-lab"]);
     ns.ok(&["ip", "link", "add", "br-lab", "type", "bridge"]);
     let theirs = link(&ns, "br-lab");
 
-    let o = run(&ns, &s, &cfg, &["down"], None);
+    let o = run(&cli, &["down"], None);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("left alone"), "{}", stdout(&o));
     assert_eq!(link(&ns, "br-lab"), theirs, "their br-lab survives");
     assert!(!ns.has_link("br-iso"), "our other bridge is removed");
 
     // Apply now refuses to adopt it.
-    let o = run(&ns, &s, &cfg, &["apply"], None);
+    let o = run(&cli, &["apply"], None);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("not hostagent's"), "{}", stderr(&o));
 }
@@ -247,12 +223,13 @@ fn down_leaves_a_foreign_bridge_that_took_our_bridges_name() {
 fn down_keeps_a_changed_drop_in_and_a_changed_ip_forward() {
     let ns = Netns::new("kep");
     let s = Scratch::new();
-    let cfg = s.config(CONFIG);
-    must(&ns, &s, &cfg, &["apply"]);
+    let cfg = s.config(config(&LAB, true));
+    let cli = Cli::new(&ns, &s, &cfg);
+    cli.ok(&["apply"]);
     let dropin = s.file("etc/sysctl.d/90-hostagent.conf");
-    std::fs::write(&dropin, "# mine now\nvm.swappiness = 5\n").unwrap();
+    std::fs::write(&dropin, "# mine now\nvm.swappiness = 5\n").expect("write the drop-in");
     ns.ok(&["sh", "-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]); // still our value: restored
-    must(&ns, &s, &cfg, &["down"]);
+    cli.ok(&["down"]);
     assert_eq!(
         std::fs::read_to_string(&dropin).unwrap(),
         "# mine now\nvm.swappiness = 5\n"
@@ -266,13 +243,14 @@ fn down_keeps_a_changed_drop_in_and_a_changed_ip_forward() {
 
 /// Inject a failure before every step in turn: the host must end exactly as it started.
 fn rollback_at_every_step(ns: &Netns, s: &Scratch, cfg: &str) {
-    let plan: Value = serde_json::from_str(&stdout(&run(ns, s, cfg, &["plan", "--json"], None)))
-        .expect("plan --json");
+    let cli = Cli::new(ns, s, cfg);
+    let plan: Value =
+        serde_json::from_str(&stdout(&run(&cli, &["plan", "--json"], None))).expect("plan --json");
     let steps = plan["actions"].as_array().expect("actions").len();
     assert!(steps >= 3, "{plan}");
     let before = snapshot(ns, s);
     for n in 0..steps {
-        let o = run(ns, s, cfg, &["apply"], Some(n));
+        let o = run(&cli, &["apply"], Some(n));
         assert_eq!(
             o.status.code(),
             Some(1),
@@ -293,7 +271,7 @@ fn rollback_at_every_step(ns: &Netns, s: &Scratch, cfg: &str) {
         );
     }
     // A number past the last step does nothing special: apply succeeds.
-    let o = run(ns, s, cfg, &["apply"], Some(steps));
+    let o = run(&cli, &["apply"], Some(steps));
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
@@ -301,7 +279,7 @@ fn rollback_at_every_step(ns: &Netns, s: &Scratch, cfg: &str) {
 fn rollback_after_any_failed_step_restores_a_fresh_host() {
     let ns = Netns::new("rb1");
     let s = Scratch::new();
-    let cfg = s.config(CONFIG);
+    let cfg = s.config(config(&LAB, true));
     add_foreign_table(&ns);
     rollback_at_every_step(&ns, &s, &cfg);
     assert!(ns.has_link("br-lab"));
@@ -311,28 +289,26 @@ fn rollback_after_any_failed_step_restores_a_fresh_host() {
 fn rollback_after_any_failed_step_restores_a_previously_applied_host() {
     let ns = Netns::new("rb2");
     let s = Scratch::new();
-    let cfg = s.config(CONFIG);
-    must(&ns, &s, &cfg, &["apply"]);
+    let cfg = s.config(config(&LAB, true));
+    let cli = Cli::new(&ns, &s, &cfg);
+    cli.ok(&["apply"]);
     // The new config changes almost everything about the existing networks and drops one.
-    let changed = CONFIG
-        .replace("10.77.0.1/24", "10.99.0.1/24")
-        .replace("mtu = 1400", "mtu = 1300")
-        .replace("forward_delay = 4", "forward_delay = 6")
-        .replace("52:54:00:aa:00:01", "52:54:00:aa:00:11")
-        .replace(
-            "experimental_zcopytx = true",
-            "experimental_zcopytx = false",
-        )
-        .replace("rp_filter\" = 2", "rp_filter\" = 1");
-    let changed = &changed[..changed.find("[[network]]\nname = \"iso\"").unwrap()];
-    let cfg2 = s.config(changed);
+    let changed = Lab {
+        address: "10.99.0.1/24",
+        mac: "52:54:00:aa:00:11",
+        forward_delay: 6,
+        mtu: 1300,
+        zcopytx: false,
+        rp_filter: 1,
+    };
+    let cfg2 = s.config(config(&changed, false));
     rollback_at_every_step(&ns, &s, &cfg2);
     assert!(
         !ns.has_link("br-iso"),
         "the successful apply removed the dropped network's bridge"
     );
-    let o = run(&ns, &s, &cfg2, &["plan"], None);
-    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    let (code, plan) = Cli::new(&ns, &s, &cfg2).plan();
+    assert_eq!(code, Some(0), "{plan}");
 }
 
 #[test]
@@ -344,17 +320,13 @@ fn rollback_in_bridge_mode_releases_the_port_and_restores_its_state() {
         "ip", "link", "add", "port0", "type", "veth", "peer", "name", "port0b",
     ]);
     let cfg = s.config(
-        r#"state_dir = "/var/lib/hostagent"
-
-[[network]]
-name = "prov"
-mode = "bridge"
-bridge = "br-prov"
-interfaces = ["port0"]
-stp = false
-mac = "52:54:00:aa:00:21"
-address = "10.90.0.1/24"
-"#,
+        Config::new("/var/lib/hostagent").network(
+            Network::new("prov", "bridge", "br-prov")
+                .interfaces(&["port0"])
+                .stp(false)
+                .mac("52:54:00:aa:00:21")
+                .address("10.90.0.1/24"),
+        ),
     );
     rollback_at_every_step(&ns, &s, &cfg);
     assert_eq!(link(&ns, "port0")["master"], "br-prov");

@@ -3,49 +3,30 @@
 //! that rate with twice the burst, a change is planned and applied, and an unchanged config is a
 //! no-op. Read back with `nft -j list table bridge hostagent` inside the namespace.
 
-use hostagent_tests::{stderr, stdout, Netns, Scratch};
+use hostagent_tests::cli::Cli;
+use hostagent_tests::config::{Config, Dhcp, Network};
+use hostagent_tests::Scratch;
 use serde_json::Value;
+use testkit::Netns;
 
 /// The rule comment netcfg::nft::bridge::PORT_RULE_COMMENT.
 const RULE_COMMENT: &str = "dhcp per-port limit";
 
-/// A nat network serving DHCP (what gets the per-port limit), with `dhcp` as the `[dhcp]` body.
-fn config(dhcp: &str) -> String {
-    format!(
-        "state_dir = \"/var/lib/hostagent\"\n\
-         [dhcp]\n{dhcp}\n\
-         [[network]]\nname = \"lab\"\nmode = \"nat\"\nbridge = \"br-prl\"\naddress = \"10.64.0.1/24\"\n\
-         [network.dhcp]\nrange = \"10.64.0.100-10.64.0.199\"\n"
-    )
-}
-
-fn hostagent(ns: &Netns, s: &Scratch, cfg: &str, cmd: &str) -> std::process::Output {
-    ns.hostagent(&["-c", cfg, "--root", s.root_str(), cmd])
-}
-
-fn apply(ns: &Netns, s: &Scratch, cfg: &str) -> String {
-    let o = hostagent(ns, s, cfg, "apply");
-    assert!(
-        o.status.success(),
-        "apply failed:\nstdout: {}\nstderr: {}",
-        stdout(&o),
-        stderr(&o)
+/// A nat network serving DHCP (what gets the per-port limit), with `[dhcp] port_rate_limit`
+/// set to `rate` (left out for None).
+fn config(rate: Option<i64>) -> Config {
+    let c = Config::new("/var/lib/hostagent").network(
+        Network::nat("lab", "br-prl", "10.64.0.1/24").dhcp(Dhcp::new("10.64.0.100-10.64.0.199")),
     );
-    stdout(&o)
-}
-
-/// `plan`'s exit code (0: nothing to do, 2: changes) and its stdout.
-fn plan(ns: &Netns, s: &Scratch, cfg: &str) -> (Option<i32>, String) {
-    let o = hostagent(ns, s, cfg, "plan");
-    (o.status.code(), format!("{}{}", stdout(&o), stderr(&o)))
+    match rate {
+        Some(r) => c.port_rate_limit(r),
+        None => c,
+    }
 }
 
 /// The objects of `nft -j list table bridge hostagent` in the namespace.
 fn bridge_table(ns: &Netns) -> Vec<Value> {
-    let v: Value =
-        serde_json::from_str(&ns.ok(&["nft", "-j", "list", "table", "bridge", "hostagent"]))
-            .expect("nft json");
-    v["nftables"].as_array().cloned().unwrap_or_default()
+    ns.nft_json(&["list", "table", "bridge", "hostagent"])
 }
 
 fn objects<'a>(table: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
@@ -104,11 +85,11 @@ fn assert_no_limit(ns: &Netns) {
 }
 
 /// Nothing to do: `plan` exits 0, and another `apply` leaves the table as it is (same handle).
-fn assert_noop(ns: &Netns, s: &Scratch, cfg: &str) {
-    let (code, out) = plan(ns, s, cfg);
+fn assert_noop(ns: &Netns, cli: &Cli) {
+    let (code, out) = cli.plan();
     assert_eq!(code, Some(0), "plan after apply is not empty:\n{out}");
     let before = table_handle(&bridge_table(ns));
-    apply(ns, s, cfg);
+    cli.ok(&["apply"]);
     assert_eq!(
         table_handle(&bridge_table(ns)),
         before,
@@ -123,36 +104,37 @@ fn port_rate_limit_0_removes_the_rule_a_rate_reads_back_with_twice_the_burst_and
     let s = Scratch::new();
 
     // 0: the bridge table and its chain, nothing in it.
-    let cfg = s.config(&config("port_rate_limit = 0"));
-    apply(&ns, &s, &cfg);
+    let cfg = s.config(config(Some(0)));
+    let cli = Cli::new(&ns, &s, &cfg);
+    cli.ok(&["apply"]);
     assert_no_limit(&ns);
-    assert_noop(&ns, &s, &cfg);
+    assert_noop(&ns, &cli);
     assert_no_limit(&ns);
 
     // 500: the change is planned, applied, and read back as 500/s burst 1000.
-    let cfg = s.config(&config("port_rate_limit = 500"));
-    let (code, out) = plan(&ns, &s, &cfg);
+    s.config(config(Some(500)));
+    let (code, out) = cli.plan();
     assert_eq!(code, Some(2), "a changed rate must be a change:\n{out}");
     assert!(
         out.contains("replace nftables table inet hostagent"),
         "{out}"
     );
-    apply(&ns, &s, &cfg);
+    cli.ok(&["apply"]);
     assert_limit(&ns, 500);
-    assert_noop(&ns, &s, &cfg);
+    assert_noop(&ns, &cli);
     assert_limit(&ns, 500);
 
     // Key left out: the default, 100/s burst 200 (what tests/tests/ratelimit.rs relies on).
-    let cfg = s.config(&config(""));
-    assert_eq!(plan(&ns, &s, &cfg).0, Some(2));
-    apply(&ns, &s, &cfg);
+    s.config(config(None));
+    assert_eq!(cli.plan().0, Some(2));
+    cli.ok(&["apply"]);
     assert_limit(&ns, 100);
-    assert_noop(&ns, &s, &cfg);
+    assert_noop(&ns, &cli);
 
     // Back to 0: the rule and set go again.
-    let cfg = s.config(&config("port_rate_limit = 0"));
-    assert_eq!(plan(&ns, &s, &cfg).0, Some(2));
-    apply(&ns, &s, &cfg);
+    s.config(config(Some(0)));
+    assert_eq!(cli.plan().0, Some(2));
+    cli.ok(&["apply"]);
     assert_no_limit(&ns);
-    assert_noop(&ns, &s, &cfg);
+    assert_noop(&ns, &cli);
 }

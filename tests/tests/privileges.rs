@@ -4,19 +4,27 @@
 //! restrictions (reproduced by hand: there is no systemd as PID 1 here).
 
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-use hostagent_tests::daemon::{flood, plug_guest, Daemon};
-use hostagent_tests::{hostagent_bin, stderr, wait_for, Netns, Scratch};
+use hostagent_tests::cli::Cli;
+use hostagent_tests::config::{Config, Dhcp, Network};
+use hostagent_tests::daemon::Daemon;
+use hostagent_tests::{hostagent_bin, Scratch};
+use testkit::{stderr, wait_for, Netns};
 
 /// CAP_NET_BIND_SERVICE (10) | CAP_NET_ADMIN (12) | CAP_NET_RAW (13).
 const KEPT: u64 = (1 << 10) | (1 << 12) | (1 << 13);
 
-fn config(bridge: &str, net: &str, range: &str, sysctl: &str) -> String {
-    format!(
-        "state_dir = \"/state\"\n[sysctl]\n{sysctl}\n[[network]]\nname = \"lab\"\nmode = \"nat\"\n\
-         bridge = \"{bridge}\"\naddress = \"{net}.1/24\"\n[network.dhcp]\nrange = \"{net}.{range}\"\n\
-         lease_time = \"1h\"\n"
+/// Network `lab` on `bridge`, `NET.1/24`, DHCP `NET.FIRST-NET.LAST` (1 h leases), and the
+/// `[sysctl]` entries given.
+fn config(bridge: &str, net: &str, range: (u8, u8), sysctls: &[(&str, u64)]) -> Config {
+    let mut c = Config::new("/state");
+    for (key, value) in sysctls {
+        c = c.sysctl(key, value);
+    }
+    c.network(
+        Network::nat("lab", bridge, &format!("{net}.1/24"))
+            .dhcp(Dhcp::new(&format!("{net}.{}-{net}.{}", range.0, range.1)).lease_time("1h")),
     )
 }
 
@@ -81,20 +89,6 @@ fn assert_dropped(pid: i32, log: &str) {
     }
 }
 
-fn strip_ansi(s: &str) -> String {
-    let mut out = String::new();
-    let mut esc = false;
-    for c in s.chars() {
-        match (esc, c) {
-            (false, '\u{1b}') => esc = true,
-            (true, 'm') => esc = false,
-            (true, _) => {}
-            (false, c) => out.push(c),
-        }
-    }
-    out
-}
-
 #[test]
 fn run_keeps_only_net_capabilities_on_every_thread_and_still_reloads_and_tears_down() {
     let host = Netns::new("priv");
@@ -103,39 +97,26 @@ fn run_keeps_only_net_capabilities_on_every_thread_and_still_reloads_and_tears_d
     let vm = s.file("proc/sys/vm/max_map_count");
     std::fs::create_dir_all(vm.parent().expect("dir")).expect("mkdir");
     std::fs::write(&vm, "65530\n").expect("write");
-    let cfg = s.config(&config(
+    let cfg = s.config(config(
         "br-pv",
         "10.90.0",
-        "100-10.90.0.199",
-        "\"vm.max_map_count\" = 100000",
+        (100, 199),
+        &[("vm.max_map_count", 100000)],
     ));
     let mut d = Daemon::start(&host, &s, &cfg, &["--down-on-exit"]);
-    assert!(
-        wait_for(5, || d
-            .log_text()
-            .contains("privileges dropped")
-            .then_some(()))
-        .is_some(),
-        "log:\n{}",
-        d.log_text()
-    );
+    d.wait_log("privileges dropped", 5);
     assert_dropped(d.pid(), &d.log_text());
 
     // SIGHUP after the drop: a new DHCP range (rebinds 67 and the AF_PACKET socket), a net
     // sysctl in /proc/sys and a changed vm sysctl plus its sysctl.d drop-in.
-    let sysctls = "\"vm.max_map_count\" = 262144\n\"net.ipv4.conf.default.rp_filter\" = 2";
-    std::fs::write(&cfg, config("br-pv", "10.90.0", "50-10.90.0.60", sysctls)).expect("write");
+    let sysctls = [
+        ("vm.max_map_count", 262144),
+        ("net.ipv4.conf.default.rp_filter", 2),
+    ];
+    s.config(config("br-pv", "10.90.0", (50, 60), &sysctls));
     d.signal(libc::SIGHUP);
-    assert!(
-        wait_for(10, || d
-            .log_text()
-            .contains("config reloaded")
-            .then_some(()))
-        .is_some(),
-        "log:\n{}",
-        d.log_text()
-    );
-    let log = strip_ansi(&d.log_text());
+    d.wait_log("config reloaded", 10);
+    let log = d.log_text();
     assert!(
         log.contains("server_errors=0"),
         "servers restarted after the drop:\n{log}"
@@ -149,9 +130,8 @@ fn run_keeps_only_net_capabilities_on_every_thread_and_still_reloads_and_tears_d
         .filter_map(|e| std::fs::read_to_string(e.path()).ok())
         .any(|t| t.contains("262144"));
     assert!(dropin, "the sysctl.d drop-in was rewritten");
-    let guest = plug_guest(&host, "br-pv", "vpv0");
-    let acks = flood(&guest, 2, 0x51, 2, 20);
-    assert_eq!(acks.len(), 2, "log:\n{}", d.log_text());
+    let guest = host.plug("br-pv", "vpv0");
+    let acks = d.lease_all(&guest, 2, 0x51);
     for (_, ip) in &acks {
         let last: u8 = ip
             .rsplit('.')
@@ -265,9 +245,7 @@ fn runs_under_the_systemd_units_restrictions() {
 
     let host = Netns::new("unit");
     let s = Scratch::new();
-    let cfg = s.config(&config("br-un", "10.92.0", "100-10.92.0.199", ""));
-    let log_path = s.file("agent.log");
-    let log = std::fs::File::create(&log_path).expect("log");
+    let cfg = s.config(config("br-un", "10.92.0", (100, 199), &[]));
     // ProtectSystem=strict by hand: every mount read-only except /proc, /sys, /dev, then the
     // --root (state dir, run dir, sysctl.d) writable again, as ReadWritePaths/StateDirectory do.
     // A probe outside proves the read-only part holds before the daemon starts.
@@ -284,8 +262,10 @@ fn runs_under_the_systemd_units_restrictions() {
          exec setpriv --bounding-set={caps_arg} --inh-caps=-all --no-new-privs -- '{bin}' -c '{cfg}' --root '{root}' run",
         bin = hostagent_bin().display(),
     );
-    let mut child = host
-        .cmd(&[
+    let mut d = Daemon::spawn(
+        &host,
+        &s,
+        &[
             "unshare",
             "-m",
             "--propagation",
@@ -293,31 +273,11 @@ fn runs_under_the_systemd_units_restrictions() {
             "sh",
             "-c",
             &script,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn restricted daemon");
-    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
-    let sock = s.file("run/hostagent/control.sock");
-    let up = wait_for(30, || {
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("restricted daemon exited ({st}); log:\n{}", read_log());
-        }
-        std::os::unix::net::UnixStream::connect(&sock).ok()
-    });
-    assert!(up.is_some(), "no control socket; log:\n{}", read_log());
-    assert!(
-        wait_for(5, || read_log()
-            .contains("privileges dropped")
-            .then_some(()))
-        .is_some(),
-        "{}",
-        read_log()
+        ],
     );
+    d.wait_log("privileges dropped", 5);
 
-    let pid = child.id() as i32; // `ip netns exec`, `unshare`, `sh` and `setpriv` all exec in place
+    let pid = d.pid(); // `ip netns exec`, `unshare`, `sh` and `setpriv` all exec in place
     let want = Creds {
         inh: 0,
         prm: KEPT & unit_mask,
@@ -327,20 +287,13 @@ fn runs_under_the_systemd_units_restrictions() {
         nnp: true,
     };
     for (tid, c) in thread_creds(pid) {
-        assert_eq!(c, want, "thread {tid}; log:\n{}", read_log());
+        assert_eq!(c, want, "thread {tid}; log:\n{}", d.log_text());
     }
 
-    let guest = plug_guest(&host, "br-un", "vun0");
-    let acks = flood(&guest, 2, 0x52, 2, 20);
-    assert_eq!(
-        acks.len(),
-        2,
-        "leases under the unit's restrictions; log:\n{}",
-        read_log()
-    );
-    let status = host.hostagent(&["-c", &cfg, "--root", root, "status", "--json"]);
-    assert!(status.status.success(), "status: {}", stderr(&status));
-    let v: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status json");
+    let guest = host.plug("br-un", "vun0");
+    // Leases under the unit's restrictions.
+    d.lease_all(&guest, 2, 0x52);
+    let v = Cli::new(&host, &s, &cfg).status();
     assert_eq!(v["networks"][0]["bridge"], "br-un");
     // A drift repair (netlink + nft child + DHCP rebind) under the same restrictions.
     host.ok(&["ip", "link", "del", "br-un"]);
@@ -352,11 +305,10 @@ fn runs_under_the_systemd_units_restrictions() {
     assert!(
         repaired.is_some(),
         "no repair under the restrictions; log:\n{}",
-        read_log()
+        d.log_text()
     );
 
-    // SAFETY: kill(2) on our own child.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let code = wait_for(15, || child.try_wait().ok().flatten());
-    assert_eq!(code.and_then(|c| c.code()), Some(0), "log:\n{}", read_log());
+    d.signal(libc::SIGTERM);
+    let code = d.wait_exit(15).flatten();
+    assert_eq!(code, Some(0), "log:\n{}", d.log_text());
 }

@@ -10,8 +10,12 @@ use std::io::Read;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use hostagent_tests::daemon::{dhcp_flood_bin, plug_guest, udhcpc_once, Daemon};
-use hostagent_tests::{stderr, stdout, Netns, Scratch};
+use hostagent_tests::cli::{counter, Cli};
+use hostagent_tests::config::{Config, Dhcp, Network};
+use hostagent_tests::daemon::{dhcp_flood_bin, Daemon};
+use hostagent_tests::{helper_bin, Scratch};
+use testkit::dhcp_client::udhcpc_once;
+use testkit::Netns;
 
 /// pxe::dhcp::server::ratelimit::{MAC_BURST, MAC_REFILL_PER_SEC}.
 const MAC_BURST: u64 = 8;
@@ -22,33 +26,19 @@ const PORT_BURST: u64 = 200;
 const PORT_PER_SEC: f64 = 100.0;
 const RESERVED_MAC: &str = "52:54:00:00:00:10";
 
-fn config(bridge: &str, net: &str) -> String {
-    format!(
-        "state_dir = \"/state\"\n\
-         [[network]]\nname = \"lab\"\nmode = \"nat\"\nbridge = \"{bridge}\"\naddress = \"{net}.1/24\"\n\
-         [network.dhcp]\nrange = \"{net}.100-{net}.149\"\nlease_time = \"1h\"\n\
-         [[network.dhcp.host]]\nmac = \"{RESERVED_MAC}\"\nip = \"{net}.10\"\nname = \"bastion\"\n"
+fn config(bridge: &str, net: &str) -> Config {
+    Config::new("/state").network(
+        Network::nat("lab", bridge, &format!("{net}.1/24")).dhcp(
+            Dhcp::new(&format!("{net}.100-{net}.149"))
+                .lease_time("1h")
+                .host(RESERVED_MAC, &format!("{net}.10"), Some("bastion")),
+        ),
     )
 }
 
-/// The `lab` server's DHCP counters from `hostagent status --json`.
-fn dhcp_status(ns: &Netns, s: &Scratch, cfg: &str) -> serde_json::Value {
-    let out = ns.hostagent(&["-c", cfg, "--root", s.root_str(), "status", "--json"]);
-    assert!(out.status.success(), "status failed: {}", stderr(&out));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
-    v["servers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find(|s| s["network"] == "lab")
-        .map(|s| s["dhcp"].clone())
-        .unwrap_or_else(|| panic!("no DHCP status for network lab: {v}"))
-}
-
-fn counter(v: &serde_json::Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no counter {key} in {v}"))
+/// One of the `lab` server's DHCP counters from `hostagent status --json`.
+fn dhcp_counter(cli: &Cli, name: &str) -> u64 {
+    counter(&cli.server("lab"), &["dhcp", name])
 }
 
 fn spawn(ns: &Netns, argv: &[&str]) -> Child {
@@ -85,14 +75,15 @@ fn field(text: &str, key: &str) -> f64 {
 fn one_mac_spamming_is_limited_while_another_client_on_the_same_port_gets_a_lease() {
     let host = Netns::new("rlm");
     let s = Scratch::new();
-    let cfg = s.config(&config("br-rlm", "10.61.0"));
+    let cfg = s.config(config("br-rlm", "10.61.0"));
     let d = Daemon::start(&host, &s, &cfg, &[]);
-    let guest = plug_guest(&host, "br-rlm", "vrlm0");
+    let cli = Cli::new(&host, &s, &cfg);
+    let guest = host.plug("br-rlm", "vrlm0");
 
     // 200 DISCOVERs for one MAC over 4 s: 50/s, under the per-port meter, far over the per-MAC
     // rate. The spammer's MAC is only in chaddr: the frames leave from eth0 like the good
     // client's, through the same bridge port.
-    let spam_bin = dhcp_flood_bin().with_file_name("dhcp-spam");
+    let spam_bin = helper_bin("dhcp-spam");
     let spammer = spawn(
         &guest,
         &[
@@ -105,7 +96,7 @@ fn one_mac_spamming_is_limited_while_another_client_on_the_same_port_gets_a_leas
         ],
     );
     std::thread::sleep(Duration::from_millis(500));
-    let got = udhcpc_once(&guest, &s, "same-port", None);
+    let got = udhcpc_once(&guest, s.root(), "same-port", None);
     let out = finish(spammer);
     let got = got.unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", d.log_text()));
     assert!(got.starts_with("10.61.0.1"), "good client got {got:?}");
@@ -121,11 +112,11 @@ fn one_mac_spamming_is_limited_while_another_client_on_the_same_port_gets_a_leas
         (MAC_BURST..=ceiling).contains(&offers),
         "one MAC got {offers} offers for {sent} DISCOVERs in {secs} s (allowed {MAC_BURST}..={ceiling})"
     );
-    let st = dhcp_status(&host, &s, &cfg);
-    let limited = counter(&st, "rate_limited");
+    let limited = dhcp_counter(&cli, "rate_limited");
     assert!(
         limited >= sent - ceiling,
-        "rate_limited {limited} for {sent} sent: {st}"
+        "rate_limited {limited} for {sent} sent: {}",
+        cli.server("lab")
     );
     assert!(
         d.log_text().contains("over its rate limit"),
@@ -136,30 +127,27 @@ fn one_mac_spamming_is_limited_while_another_client_on_the_same_port_gets_a_leas
 
 /// The per-port drop rule's packet counter in `bridge hostagent`.
 fn port_drops(host: &Netns) -> u64 {
-    let v: serde_json::Value =
-        serde_json::from_str(&host.ok(&["nft", "-j", "list", "table", "bridge", "hostagent"]))
-            .expect("nft json");
-    v["nftables"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let table = host.nft_json(&["list", "table", "bridge", "hostagent"]);
+    table
+        .iter()
         .filter_map(|i| i.get("rule"))
         .filter(|r| r["comment"] == "dhcp per-port limit")
         .flat_map(|r| r["expr"].as_array().cloned().unwrap_or_default())
         .find_map(|e| e["counter"]["packets"].as_u64())
-        .unwrap_or_else(|| panic!("no per-port drop rule with a counter: {v}"))
+        .unwrap_or_else(|| panic!("no per-port drop rule with a counter: {table:?}"))
 }
 
 #[test]
 fn a_port_flooding_random_macs_is_capped_by_the_kernel_and_another_port_is_served() {
     let host = Netns::new("rlp");
     let s = Scratch::new();
-    let cfg = s.config(&config("br-rlp", "10.62.0"));
+    let cfg = s.config(config("br-rlp", "10.62.0"));
     let d = Daemon::start(&host, &s, &cfg, &[]);
-    let flooder = plug_guest(&host, "br-rlp", "vrlp0");
-    let other = plug_guest(&host, "br-rlp", "vrlp1");
+    let cli = Cli::new(&host, &s, &cfg);
+    let flooder = host.plug("br-rlp", "vrlp0");
+    let other = host.plug("br-rlp", "vrlp1");
     assert_eq!(port_drops(&host), 0);
-    let before = counter(&dhcp_status(&host, &s, &cfg), "received");
+    let before = dhcp_counter(&cli, "received");
 
     // 20,000 MACs, 1,024 in flight, each retried every second: ~1,000 packets/s from one port,
     // for at most 8 s.
@@ -177,7 +165,7 @@ fn a_port_flooding_random_macs_is_capped_by_the_kernel_and_another_port_is_serve
     );
     std::thread::sleep(Duration::from_secs(1));
     // The reservation, on another port, in the middle of the flood.
-    let got = udhcpc_once(&other, &s, "other-port", Some(RESERVED_MAC));
+    let got = udhcpc_once(&other, s.root(), "other-port", Some(RESERVED_MAC));
     let _ = finish(flood);
     let secs = started.elapsed().as_secs_f64();
     let got = got.unwrap_or_else(|e| panic!("{e}\nagent log:\n{}", d.log_text()));
@@ -189,8 +177,8 @@ fn a_port_flooding_random_macs_is_capped_by_the_kernel_and_another_port_is_serve
         "the kernel meter dropped only {drops} packets"
     );
     std::thread::sleep(Duration::from_millis(500));
-    let st = dhcp_status(&host, &s, &cfg);
-    let received = counter(&st, "received") - before;
+    let st = cli.server("lab")["dhcp"].clone();
+    let received = counter(&st, &["received"]) - before;
     // What the meter lets through from the flooding port, plus the other port's few packets.
     let ceiling = PORT_BURST + (PORT_PER_SEC * (secs + 1.0)) as u64 + 20;
     assert!(
@@ -198,17 +186,11 @@ fn a_port_flooding_random_macs_is_capped_by_the_kernel_and_another_port_is_serve
         "server received {received} packets in {secs:.1} s (ceiling {ceiling}), kernel dropped {drops}: {st}"
     );
     assert!(
-        counter(&st, "exhausted") > 0 || counter(&st, "acks") >= 50,
+        counter(&st, &["exhausted"]) > 0 || counter(&st, &["acks"]) >= 50,
         "the flood reached the server at all: {st}"
     );
 
     // Counters and the set's per-port entries count traffic, not configuration: no drift.
-    let plan = host.hostagent(&["-c", &cfg, "--root", s.root_str(), "plan"]);
-    assert_eq!(
-        plan.status.code(),
-        Some(0),
-        "plan after the flood: {}{}",
-        stdout(&plan),
-        stderr(&plan)
-    );
+    let (code, plan) = cli.plan();
+    assert_eq!(code, Some(0), "plan after the flood: {plan}");
 }

@@ -9,10 +9,10 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use hwaddr::Mac;
-use netcfg::{Desired, Host, Mode, NetworkSpec, PortLimit, Services};
+use netcfg::{Desired, Host, Mode, NetworkSpec, PortForward, PortLimit, Services};
 use pxe::config::{BootConfig, DhcpConfig, FileServiceConfig, StaticHost};
 
-use super::model::{Guest, Model, Network};
+use super::model::{Forward, Guest, Model, Network};
 
 /// Where a guest's rendered boot script goes, relative to its network's pxe root.
 pub fn guest_script_path(guest: &str) -> String {
@@ -76,6 +76,12 @@ impl Model {
             vhost_zcopytx: self.vhost_zcopytx,
             dhcp_port_limit: (self.dhcp_port_rate_limit > 0)
                 .then(|| PortLimit::per_second(self.dhcp_port_rate_limit)),
+            forwards: self
+                .networks
+                .iter()
+                .flat_map(|n| n.forwards.iter().map(|f| port_forward(n, f)))
+                .collect(),
+            coexist: self.coexist,
         }
     }
 
@@ -201,6 +207,17 @@ impl Model {
             .state_path()
             .join("leases")
             .join(format!("{network}.journal"))
+    }
+}
+
+fn port_forward(n: &Network, f: &Forward) -> PortForward {
+    PortForward {
+        network: n.name.clone(),
+        proto: f.proto,
+        host_address: f.host_address,
+        host_port: f.host_port,
+        to: f.to,
+        to_port: f.to_port,
     }
 }
 

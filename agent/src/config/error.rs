@@ -15,7 +15,7 @@ pub(crate) struct Problem {
 }
 
 impl Problem {
-    pub fn new(span: Range<usize>, message: impl Into<String>) -> Self {
+    pub(crate) fn new(span: Range<usize>, message: impl Into<String>) -> Self {
         Problem {
             span,
             message: message.into(),
@@ -23,7 +23,7 @@ impl Problem {
         }
     }
 
-    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+    pub(crate) fn hint(mut self, hint: impl Into<String>) -> Self {
         self.hint = Some(hint.into());
         self
     }

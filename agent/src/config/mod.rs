@@ -28,8 +28,8 @@ pub use convert::{
 };
 pub use error::{ConfigError, Diagnostic};
 pub use model::{
-    guest_mac, BootDevice, Dhcp, DhcpDefaults, DiskBus, DiskFormat, Dns, DnsHost, Guest, GuestDisk,
-    GuestFirmware, Libvirt, Mode, Model, Network, Pxe, StaticHost, Upstream, VirtType,
+    guest_mac, BootDevice, Dhcp, DhcpDefaults, DiskBus, DiskFormat, Dns, DnsHost, Forward, Guest,
+    GuestDisk, GuestFirmware, Libvirt, Mode, Model, Network, Pxe, StaticHost, Upstream, VirtType,
     DEFAULT_LEASE_TIME, DEFAULT_LIBVIRT_URI, DEFAULT_PORT_RATE_LIMIT, DEFAULT_STATE_DIR,
     MIN_LEASE_TIME, PORT_RATE_LIMIT_RANGE,
 };

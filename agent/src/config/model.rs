@@ -43,13 +43,15 @@ pub struct Model {
     pub libvirt: Libvirt,
     /// Every guest instance (a `[[guest]]` with `count = N` gives N entries), in config order.
     pub guests: Vec<Guest>,
+    /// `[firewall] coexist`: add accepts to foreign firewalls that would drop guest traffic.
+    pub coexist: netcfg::coexist::Coexist,
 }
 
 /// Default `[libvirt] uri`.
 pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
 /// Default warning thresholds for `check`: vCPUs per host CPU, guest memory per host memory.
-pub const DEFAULT_CPU_OVERCOMMIT_PERCENT: u32 = 400;
-pub const DEFAULT_MEMORY_OVERCOMMIT_PERCENT: u32 = 100;
+pub(super) const DEFAULT_CPU_OVERCOMMIT_PERCENT: u32 = 400;
+pub(super) const DEFAULT_MEMORY_OVERCOMMIT_PERCENT: u32 = 100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Libvirt {
@@ -97,7 +99,7 @@ pub fn guest_mac(name: &str) -> Mac {
 
 /// Who has which MAC among `networks`: each bridge and each `[[network.dhcp.host]]`, described
 /// for messages (`the bridge of network "lab"`). Guests must not meet any of them.
-pub fn network_macs(networks: &[Network]) -> Vec<(Mac, String)> {
+pub(super) fn network_macs(networks: &[Network]) -> Vec<(Mac, String)> {
     let mut out = Vec::new();
     for n in networks {
         out.push((n.mac, format!("the bridge of network \"{}\"", n.name)));
@@ -244,6 +246,22 @@ pub struct Network {
     pub pxe: Option<Pxe>,
     /// The network's DNS server; None when it does not run.
     pub dns: Option<Dns>,
+    /// `[[network.forward]]` (nat and routed networks only).
+    pub forwards: Vec<Forward>,
+}
+
+/// A host port forwarded to a guest of the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub proto: netcfg::Proto,
+    /// None: every address of the host.
+    pub host_address: Option<Ipv4Addr>,
+    pub host_port: u16,
+    /// Inside the network's subnet (a guest's reservation when `guest` is set).
+    pub to: Ipv4Addr,
+    pub to_port: u16,
+    /// The guest the target address came from.
+    pub guest: Option<String>,
 }
 
 impl Network {
@@ -303,9 +321,9 @@ pub struct Dns {
 
 /// `[network.dns] rate_limit` when left out: the dns crate's default, far above what a guest's
 /// resolver sends.
-pub const DEFAULT_DNS_RATE_LIMIT: u32 = 200;
+pub(crate) const DEFAULT_DNS_RATE_LIMIT: u32 = 200;
 /// The accepted `rate_limit` values besides 0 (off).
-pub const DNS_RATE_LIMIT_RANGE: std::ops::RangeInclusive<u32> = 10..=1_000_000;
+pub(crate) const DNS_RATE_LIMIT_RANGE: std::ops::RangeInclusive<u32> = 10..=1_000_000;
 
 /// Where a network's DNS server sends the names that are not its own.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,11 +13,11 @@ use serde::de::{self, Deserializer, Visitor};
 use serde::Deserialize;
 use toml::Spanned;
 
-pub type S<T> = Spanned<T>;
+pub(super) type S<T> = Spanned<T>;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct File {
+pub(super) struct File {
     pub state_dir: Option<S<String>>,
     pub sysctl: Option<BTreeMap<S<String>, S<SysctlValue>>>,
     pub vhost_net: Option<VhostNet>,
@@ -27,12 +27,21 @@ pub struct File {
     pub libvirt: Option<S<Libvirt>>,
     #[serde(default)]
     pub guest: Vec<S<Guest>>,
+    pub firewall: Option<S<Firewall>>,
+}
+
+/// `[firewall]`: how the agent lives with other firewalls on the host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Firewall {
+    /// "auto" (default) or "off".
+    pub coexist: Option<S<String>>,
 }
 
 /// `[libvirt]`: where guests are defined and how much overcommit `check` tolerates.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Libvirt {
+pub(super) struct Libvirt {
     pub uri: Option<S<String>>,
     /// "kvm" or "qemu" (TCG), as virt-install's --virt-type.
     pub virt_type: Option<S<String>>,
@@ -45,7 +54,7 @@ pub struct Libvirt {
 /// `[[guest]]`: one guest, or `count` guests named NAME-1 … NAME-N.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Guest {
+pub(super) struct Guest {
     pub name: S<String>,
     pub count: Option<S<i64>>,
     pub network: S<String>,
@@ -64,7 +73,7 @@ pub struct Guest {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GuestDisk {
+pub(super) struct GuestDisk {
     pub size: Option<S<String>>,
     pub format: Option<S<String>>,
     pub bus: Option<S<String>>,
@@ -75,7 +84,7 @@ pub struct GuestDisk {
 /// A per-instance value of a `[[guest]]`: `"auto"`, one value (`ip = "10.0.0.5"`) or a list with
 /// one entry per guest of the `count` (`ip = ["10.0.0.5", "auto"]`).
 #[derive(Debug)]
-pub enum PerGuest {
+pub(super) enum PerGuest {
     One(String),
     List(Vec<S<String>>),
 }
@@ -105,14 +114,14 @@ impl<'de> Deserialize<'de> for PerGuest {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct VhostNet {
+pub(super) struct VhostNet {
     pub experimental_zcopytx: Option<bool>,
 }
 
 /// `[dhcp]`: defaults for every network's `[network.dhcp]`, and the host-wide per-port limit.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct GlobalDhcp {
+pub(super) struct GlobalDhcp {
     pub dns: Option<Vec<S<String>>>,
     pub domain: Option<S<String>>,
     pub lease_time: Option<S<String>>,
@@ -122,7 +131,7 @@ pub struct GlobalDhcp {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Network {
+pub(super) struct Network {
     pub name: S<String>,
     pub mode: S<String>,
     pub bridge: S<String>,
@@ -135,12 +144,28 @@ pub struct Network {
     pub dhcp: Option<S<NetworkDhcp>>,
     pub pxe: Option<S<Pxe>>,
     pub dns: Option<S<NetworkDns>>,
+    /// `[[network.forward]]`: host ports forwarded to guests (validated in `validate::forward`).
+    #[serde(default)]
+    pub forward: Vec<S<Forward>>,
+}
+
+/// `[[network.forward]]`: `proto`, `host_port`, optional `host_address`, and the target: either
+/// `to = "ADDR:PORT"` or `guest = "NAME"` (that guest's reservation) with optional `guest_port`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Forward {
+    pub proto: S<String>,
+    pub host_port: S<i64>,
+    pub host_address: Option<S<String>>,
+    pub to: Option<S<String>>,
+    pub guest: Option<S<String>>,
+    pub guest_port: Option<S<i64>>,
 }
 
 /// `[network.dns]`: the network's DNS server on its gateway.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NetworkDns {
+pub(super) struct NetworkDns {
     pub enable: Option<S<bool>>,
     pub domain: Option<S<String>>,
     /// `"IP"` or `"IP:PORT"` (`"[IPv6]:PORT"`): where names outside the domain go instead of the
@@ -155,14 +180,14 @@ pub struct NetworkDns {
 /// `[[network.dns.host]]`: one extra name → address record.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct DnsHost {
+pub(super) struct DnsHost {
     pub name: S<String>,
     pub ip: S<String>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct NetworkDhcp {
+pub(super) struct NetworkDhcp {
     pub range: S<String>,
     pub lease_time: Option<S<String>>,
     pub dns: Option<Vec<S<String>>>,
@@ -173,7 +198,7 @@ pub struct NetworkDhcp {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct StaticHost {
+pub(super) struct StaticHost {
     pub mac: S<String>,
     pub ip: S<String>,
     pub name: Option<S<String>>,
@@ -183,7 +208,7 @@ pub struct StaticHost {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Pxe {
+pub(super) struct Pxe {
     pub root: S<String>,
     pub bios: Option<S<String>>,
     pub uefi: Option<S<String>>,
@@ -196,7 +221,7 @@ pub struct Pxe {
 /// An unquoted dotted key (`vm.max_map_count = 1`) is a nested table in TOML; `Table` keeps it so
 /// validation can join the parts back into the dotted name.
 #[derive(Debug, PartialEq, Eq)]
-pub enum SysctlValue {
+pub(super) enum SysctlValue {
     Integer(i64),
     Text(String),
     Table(BTreeMap<S<String>, S<SysctlValue>>),

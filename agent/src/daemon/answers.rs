@@ -13,7 +13,7 @@ use crate::control::protocol::{
 use crate::control::server::Answer;
 use crate::guests::{self, LeaseView};
 
-pub struct DaemonState {
+pub(super) struct DaemonState {
     root: PathBuf,
     model: RwLock<Model>,
     services: Shared,
@@ -21,7 +21,7 @@ pub struct DaemonState {
 }
 
 impl DaemonState {
-    pub fn new(root: &Path, model: Model, services: Shared) -> Self {
+    pub(super) fn new(root: &Path, model: Model, services: Shared) -> Self {
         DaemonState {
             root: root.to_path_buf(),
             model: RwLock::new(model),
@@ -30,7 +30,7 @@ impl DaemonState {
         }
     }
 
-    pub async fn set_model(&self, model: Model) {
+    pub(super) async fn set_model(&self, model: Model) {
         *self.model.write().await = model;
     }
 

@@ -22,7 +22,7 @@ use crate::control::protocol::DnsStatus;
 /// resolves within this plus the DHCP thread's receive timeout (200 ms) of being bound.
 const LEASE_POLL: Duration = Duration::from_millis(250);
 
-pub struct RunningDns {
+pub(super) struct RunningDns {
     server: DnsServer,
     feed: Option<LeaseFeed>,
 }
@@ -30,7 +30,10 @@ pub struct RunningDns {
 impl RunningDns {
     /// Binds the server (UDP and TCP 53 on the gateway, on the bridge) and, when the network
     /// has a DHCP server, starts following its leases.
-    pub async fn start(service: &DnsService, dhcp: Option<Arc<DhcpHandle>>) -> Result<RunningDns> {
+    pub(super) async fn start(
+        service: &DnsService,
+        dhcp: Option<Arc<DhcpHandle>>,
+    ) -> Result<RunningDns> {
         let network = &service.config.network;
         let records = RecordStore::for_domain(&service.config.zone.domain)
             .with_context(|| format!("DNS domain {:?}", service.config.zone.domain))?;
@@ -48,7 +51,7 @@ impl RunningDns {
         Ok(RunningDns { server, feed })
     }
 
-    pub fn status(&self) -> DnsStatus {
+    pub(super) fn status(&self) -> DnsStatus {
         DnsStatus {
             listen: self.server.local_addrs().to_vec(),
             domain: self
@@ -65,7 +68,7 @@ impl RunningDns {
     }
 
     /// Stops the feed first (it holds the DHCP handle) and then the server.
-    pub async fn stop(self) {
+    pub(super) async fn stop(self) {
         if let Some(feed) = self.feed {
             feed.stop().await;
         }

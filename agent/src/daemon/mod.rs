@@ -16,6 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::Cli;
 use crate::config::Model;
+use crate::lock::HostLock;
 use crate::{control, hostcmd};
 use services::Services;
 
@@ -23,6 +24,8 @@ pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
     let model = hostcmd::load(cli)?;
     warn_about_guest_dns(cli, &model);
     let host = hostcmd::host_for(cli, &model);
+    // Held until this function returns: no `apply` or `down` runs while the daemon does.
+    let _lock = HostLock::acquire(&cli.root, "run")?;
     hostcmd::apply_model(&host, &model)
         .await
         .context("applying the host config")?;

@@ -128,6 +128,7 @@ extern "C" fn on_drop_signal(_sig: libc::c_int) {
     // SAFETY: __errno_location is thread-local and always valid.
     let saved = unsafe { *libc::__errno_location() };
     let _ = drop_this_thread(KEEP.load(Ordering::SeqCst), LAST_CAP.load(Ordering::SeqCst));
+    // SAFETY: the same thread-local errno slot, written back before the handler returns.
     unsafe { *libc::__errno_location() = saved };
 }
 

@@ -82,7 +82,7 @@ pub struct Error {
 }
 
 /// `VIR_ERR_NO_DOMAIN`.
-pub const ERR_NO_DOMAIN: i32 = 42;
+pub(super) const ERR_NO_DOMAIN: i32 = 42;
 
 fn api() -> Result<&'static Api, Error> {
     static API: OnceLock<Result<Api, String>> = OnceLock::new();
@@ -193,6 +193,7 @@ fn take_string(api: &Api, p: *mut c_char) -> Result<String, Error> {
     }
     // SAFETY: non-null, NUL-terminated, allocated by libvirt with malloc; freed once, here.
     let s = unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned();
+    // SAFETY: `p` came from libvirt's malloc and nothing refers to it after the copy above.
     unsafe { libc::free(p.cast()) };
     Ok(s)
 }
@@ -206,7 +207,7 @@ fn check(api: &Api, rc: c_int) -> Result<c_int, Error> {
 }
 
 /// A connection; closed on drop.
-pub struct Connect {
+pub(super) struct Connect {
     ptr: ConnPtr,
     api: &'static Api,
 }
@@ -216,7 +217,7 @@ pub struct Connect {
 unsafe impl Send for Connect {}
 
 impl Connect {
-    pub fn open(uri: &str) -> Result<Connect, Error> {
+    pub(super) fn open(uri: &str) -> Result<Connect, Error> {
         let api = api()?;
         let uri = c_string(uri)?;
         // SAFETY: valid NUL-terminated URI.
@@ -228,20 +229,20 @@ impl Connect {
     }
 
     /// Closes now, reporting an error (drop closes silently).
-    pub fn close(mut self) -> Result<(), Error> {
+    pub(super) fn close(mut self) -> Result<(), Error> {
         let ptr = std::mem::replace(&mut self.ptr, std::ptr::null_mut());
         // SAFETY: a connection we opened and have not closed.
         check(self.api, unsafe { (self.api.connect_close)(ptr) }).map(drop)
     }
 
-    pub fn lookup_by_name(&self, name: &str) -> Result<Domain, Error> {
+    pub(super) fn lookup_by_name(&self, name: &str) -> Result<Domain, Error> {
         let name = c_string(name)?;
         // SAFETY: open connection, valid C string.
         let d = unsafe { (self.api.lookup_by_name)(self.ptr, name.as_ptr()) };
         self.domain(d)
     }
 
-    pub fn define_xml(&self, xml: &str) -> Result<Domain, Error> {
+    pub(super) fn define_xml(&self, xml: &str) -> Result<Domain, Error> {
         let xml = c_string(xml)?;
         // SAFETY: open connection, valid C string.
         let d = unsafe { (self.api.define_xml)(self.ptr, xml.as_ptr()) };
@@ -255,7 +256,7 @@ impl Connect {
         Ok(Domain { ptr, api: self.api })
     }
 
-    pub fn list_all_domains(&self) -> Result<Vec<Domain>, Error> {
+    pub(super) fn list_all_domains(&self) -> Result<Vec<Domain>, Error> {
         let mut list: *mut DomPtr = std::ptr::null_mut();
         // SAFETY: open connection; libvirt allocates the array and stores it in `list`.
         let n = check(self.api, unsafe {
@@ -263,8 +264,8 @@ impl Connect {
         })?;
         let mut out = Vec::with_capacity(n as usize);
         for i in 0..n as usize {
-            // SAFETY: libvirt returned n valid domain pointers, each now owned by a Domain.
             out.push(Domain {
+                // SAFETY: libvirt returned n valid domain pointers, each now owned by a Domain.
                 ptr: unsafe { *list.add(i) },
                 api: self.api,
             });
@@ -275,7 +276,7 @@ impl Connect {
     }
 
     /// `virConnectGetDomainCapabilities` for x86_64 with the given virt type ("qemu", "kvm").
-    pub fn domain_capabilities(&self, virt_type: &str) -> Result<String, Error> {
+    pub(super) fn domain_capabilities(&self, virt_type: &str) -> Result<String, Error> {
         let arch = c_string("x86_64")?;
         let virt = c_string(virt_type)?;
         // SAFETY: open connection; null means "default" for the emulator and machine.
@@ -293,7 +294,7 @@ impl Connect {
     }
 
     /// (host CPUs, host memory in KiB).
-    pub fn node_info(&self) -> Result<(u32, u64), Error> {
+    pub(super) fn node_info(&self) -> Result<(u32, u64), Error> {
         // SAFETY: an all-zero virNodeInfo is a valid out-parameter.
         let mut info: NodeInfo = unsafe { std::mem::zeroed() };
         // SAFETY: open connection and a writable struct of the right layout.

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::model::{Mode, NetworkSpec, PortLimit, Services};
+use crate::model::{Mode, NetworkSpec, PortForward, PortLimit, Proto, Services};
 
 fn net(name: &str, mode: Mode, bridge: &str, address: Option<&str>) -> NetworkSpec {
     NetworkSpec {
@@ -32,6 +32,8 @@ fn desired(networks: Vec<NetworkSpec>) -> Desired {
         sysctls: BTreeMap::new(),
         vhost_zcopytx: None,
         dhcp_port_limit: Some(PortLimit::default()),
+        forwards: Vec::new(),
+        coexist: Default::default(),
     }
 }
 
@@ -510,6 +512,92 @@ fn expected_state_differs_only_from_a_different_listing() {
     assert!(!matches(&NftObserved::default(), &d));
 }
 
+fn forward(network: &str, proto: Proto, host: Option<&str>, port: u16, to: &str) -> PortForward {
+    let (addr, to_port) = to.split_once(':').expect("ADDR:PORT");
+    PortForward {
+        network: network.into(),
+        proto,
+        host_address: host.map(|h| h.parse().expect("test address")),
+        host_port: port,
+        to: addr.parse().expect("test address"),
+        to_port: to_port.parse().expect("test port"),
+    }
+}
+
+/// One nat network with two forwards: any host address tcp 8022 → guest :22, and only
+/// 203.0.113.1 udp 5353 → guest :53.
+fn nat_with_forwards() -> Desired {
+    let mut d = one(Mode::Nat);
+    d.forwards = vec![
+        forward("lab", Proto::Tcp, None, 8022, "10.77.0.10:22"),
+        forward(
+            "lab",
+            Proto::Udp,
+            Some("203.0.113.1"),
+            5353,
+            "10.77.0.11:53",
+        ),
+    ];
+    d
+}
+
+#[test]
+fn port_forwards_are_dnat_from_outside_and_from_the_host_accepted_in_and_masqueraded_for_hairpin() {
+    let s = render(&nat_with_forwards());
+    let dnat = [
+        "meta nfproto ipv4 fib daddr type local tcp dport 8022 dnat ip to 10.77.0.10:22",
+        "ip daddr 203.0.113.1 udp dport 5353 dnat ip to 10.77.0.11:53",
+    ];
+    assert_eq!(chain_rules(&s, "prerouting"), dnat);
+    assert_eq!(chain_rules(&s, "output_dnat"), dnat);
+    assert!(
+        s.contains("type nat hook prerouting priority dstnat;"),
+        "{s}"
+    );
+    assert!(s.contains("type nat hook output priority -100;"), "{s}");
+    assert_eq!(
+        chain_rules(&s, "forward")[1..4],
+        [
+            "oifname \"br-lab\" ip daddr 10.77.0.10 tcp dport 22 ct status dnat accept",
+            "oifname \"br-lab\" ip daddr 10.77.0.11 udp dport 53 ct status dnat accept",
+            "oifname \"br-lab\" ip daddr 10.77.0.0/24 ct state established,related accept",
+        ]
+    );
+    assert_eq!(
+        chain_rules(&s, "postrouting")[..2],
+        [
+            "ip saddr 10.77.0.0/24 ip daddr 10.77.0.10 tcp dport 22 ct status dnat masquerade",
+            "ip saddr 10.77.0.0/24 ip daddr 10.77.0.11 udp dport 53 ct status dnat masquerade",
+        ]
+    );
+    assert!(s.contains("comment \"lab: forward tcp 8022\""), "{s}");
+    assert!(s.contains("comment \"lab: hairpin udp 5353\""), "{s}");
+    // No forwards, no nat chains for them; a different forward is a different fingerprint.
+    assert!(!render(&one(Mode::Nat)).contains("prerouting"));
+    let mut other = nat_with_forwards();
+    other.forwards[0].to_port = 2222;
+    assert_ne!(fingerprint(&other), fingerprint(&nat_with_forwards()));
+}
+
+#[test]
+fn a_routed_network_forwards_without_an_extra_accept_and_other_networks_forwards_stay_off_it() {
+    let mut d = desired(vec![
+        net("lab", Mode::Routed, "br-lab", Some("10.77.0.1/24")),
+        net("iso", Mode::Isolated, "br-iso", Some("10.78.0.1/24")),
+    ]);
+    d.forwards = vec![forward("lab", Proto::Tcp, None, 8022, "10.77.0.10:22")];
+    let s = render(&d);
+    assert_eq!(chain_rules(&s, "prerouting").len(), 1);
+    assert!(!chain_rules(&s, "forward")
+        .iter()
+        .any(|r| r.contains("ct status dnat")));
+    assert_eq!(
+        chain_rules(&s, "postrouting"),
+        ["ip saddr 10.77.0.0/24 ip daddr 10.77.0.10 tcp dport 22 ct status dnat masquerade"]
+    );
+    assert!(!s.contains("br-iso\" ip daddr 10.77"), "{s}");
+}
+
 /// Root tests: a fresh network namespace per test. The test's thread enters it (setns affects
 /// only the calling thread, and the `nft` processes it spawns inherit it), then leaves it again.
 mod root {
@@ -539,6 +627,7 @@ mod root {
                 "nat-port-limit-100000",
                 one_limited(Mode::Nat, Some(PortLimit::per_second(100_000))),
             ),
+            ("nat-forwards", nat_with_forwards()),
         ]
     }
 

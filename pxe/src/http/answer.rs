@@ -12,7 +12,7 @@ use crate::saferoot::{PathError, SafeRoot};
 
 /// One parsed request head, as much of it as a boot server looks at.
 #[derive(Debug)]
-pub struct RequestHead {
+pub(super) struct RequestHead {
     pub method: String,
     /// The request target exactly as sent (origin form, or absolute form from a proxy).
     pub target: String,
@@ -20,7 +20,7 @@ pub struct RequestHead {
     pub range: Option<String>,
 }
 
-pub enum Body {
+pub(super) enum Body {
     None,
     Text(&'static str),
     /// `count` bytes of `file` from `start`, logged through `log` when they are sent (or not).
@@ -32,7 +32,7 @@ pub enum Body {
     },
 }
 
-pub struct Answer {
+pub(super) struct Answer {
     pub status: u16,
     /// Extra headers; Content-Length and Date are added by the framing.
     pub headers: Vec<(&'static str, String)>,
@@ -52,7 +52,12 @@ impl Answer {
     }
 
     /// An error answer for a request the framing could not even parse.
-    pub fn malformed(stats: &Arc<HttpStats>, peer: SocketAddr, status: u16, why: &str) -> Answer {
+    pub(super) fn malformed(
+        stats: &Arc<HttpStats>,
+        peer: SocketAddr,
+        status: u16,
+        why: &str,
+    ) -> Answer {
         stats.requests.fetch_add(1, Ordering::Relaxed);
         tracing::warn!(client = %peer, reason = why, "http: request refused");
         Outcome {
@@ -67,7 +72,7 @@ impl Answer {
 
 /// Opens the file and works out status and length. Runs on the async runtime: the open is a
 /// few syscalls on a boot root that is normally in the page cache.
-pub fn answer(
+pub(super) fn answer(
     root: &SafeRoot,
     stats: &Arc<HttpStats>,
     peer: SocketAddr,
@@ -159,7 +164,7 @@ fn path_of(target: &str) -> &str {
     target.split(['?', '#']).next().unwrap_or("/")
 }
 
-pub fn reason(status: u16) -> &'static str {
+pub(super) fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
         206 => "Partial Content",
@@ -176,14 +181,14 @@ pub fn reason(status: u16) -> &'static str {
 }
 
 /// Logs one line and counts a response when it is finished.
-pub struct Outcome {
+pub(super) struct Outcome {
     stats: Arc<HttpStats>,
     pub peer: SocketAddr,
     pub path: String,
 }
 
 impl Outcome {
-    pub fn finish(self, status: u16, bytes: u64) {
+    pub(super) fn finish(self, status: u16, bytes: u64) {
         let stats = &self.stats;
         stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
         let counter = match status {
@@ -201,7 +206,7 @@ impl Outcome {
     }
 
     /// A body that did not go out in full: counted as an error.
-    pub fn cut(self, sent: u64, expected: u64, why: &str) {
+    pub(super) fn cut(self, sent: u64, expected: u64, why: &str) {
         tracing::warn!(client = %self.peer.ip(), path = %self.path, sent, expected, reason = why,
             "http: body cut short");
         self.finish(500, sent);

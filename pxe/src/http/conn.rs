@@ -45,7 +45,7 @@ enum Head {
     Gone,
 }
 
-pub async fn serve(ctx: Arc<Ctx>, mut stream: TcpStream, peer: SocketAddr, idle: Duration) {
+pub(super) async fn serve(ctx: Arc<Ctx>, mut stream: TcpStream, peer: SocketAddr, idle: Duration) {
     let _ = stream.set_nodelay(true);
     let mut buf: Vec<u8> = Vec::with_capacity(1024);
     loop {

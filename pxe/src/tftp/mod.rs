@@ -16,7 +16,8 @@
 //!   transfers still in flight are cut without a final ERROR packet; `run` returns once their
 //!   threads have ended (within 200 ms).
 
-mod packet;
+// Public for the fuzz target (fuzz/fuzz_targets/tftp_request.rs), which parses what the server parses.
+pub mod packet;
 mod transfer;
 
 use std::net::SocketAddr;

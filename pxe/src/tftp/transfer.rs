@@ -90,7 +90,7 @@ pub fn negotiate(
 
 /// How a transfer ended.
 #[derive(Debug)]
-pub enum Outcome {
+pub(super) enum Outcome {
     Completed,
     /// The client sent an ERROR packet (PXE ROMs do this after a tsize probe).
     ClientAbort {
@@ -104,7 +104,7 @@ pub enum Outcome {
     Io(io::Error),
 }
 
-pub struct Context {
+pub(super) struct Context {
     pub root: Arc<SafeRoot>,
     pub limits: TftpLimits,
     pub stats: Arc<TftpStats>,
@@ -115,7 +115,7 @@ pub struct Context {
 
 /// Runs one RRQ to its end, blocking the calling thread. Never panics on client input; every
 /// end is counted and logged.
-pub fn serve(ctx: &Context, req: Request, peer: SocketAddr, local: SocketAddr) {
+pub(super) fn serve(ctx: &Context, req: Request, peer: SocketAddr, local: SocketAddr) {
     let stats = &ctx.stats;
     stats.active.fetch_add(1, Ordering::Relaxed);
     let _active = ActiveGuard(stats.clone());
@@ -382,6 +382,11 @@ impl Session<'_> {
         let deadline = Instant::now() + self.neg.timeout;
         let mut buf = [0u8; 1024];
         loop {
+            // Checked before every receive, not only after a quiet one: a client that keeps
+            // acknowledging would otherwise hold shutdown until its whole download is done.
+            if self.cancel.load(Ordering::Relaxed) {
+                return Wait::Abort(Outcome::Cancelled);
+            }
             match self.socket.recv(&mut buf) {
                 Ok(n) => match packet::parse_reply(&buf[..n]) {
                     Reply::Ack(block) if accept(block) => return Wait::Acked(block),
@@ -395,9 +400,6 @@ impl Session<'_> {
                 // ICMP port unreachable shows up as ECONNREFUSED on a connected socket: the
                 // client is gone; retrying would only hit the same wall.
                 Err(e) => return Wait::Abort(Outcome::Io(e)),
-            }
-            if self.cancel.load(Ordering::Relaxed) {
-                return Wait::Abort(Outcome::Cancelled);
             }
             if Instant::now() >= deadline {
                 return Wait::TimedOut;

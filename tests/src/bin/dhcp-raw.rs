@@ -6,23 +6,14 @@
 //!   --repeat N   send the whole list N times (for rate-limit tests)
 //!   --sport P    source port (default: an ephemeral one, so it never collides with a client on 68)
 
-use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::exit;
+
+use testkit::dhcp::{client_socket, from_hex};
 
 fn usage() -> ! {
     eprintln!("usage: dhcp-raw IFACE [--repeat N] [--sport PORT] HEX...");
     exit(2)
-}
-
-fn hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 fn main() {
@@ -43,7 +34,7 @@ fn main() {
                     .and_then(|v| v.parse().ok())
                     .unwrap_or_else(|| usage())
             }
-            h => packets.push(hex(h).unwrap_or_else(|| {
+            h => packets.push(from_hex(h).unwrap_or_else(|| {
                 eprintln!("dhcp-raw: not hex: {h}");
                 exit(2)
             })),
@@ -52,33 +43,10 @@ fn main() {
     if packets.is_empty() {
         usage();
     }
-    let sock =
-        UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, sport)).unwrap_or_else(|e| {
-            eprintln!("dhcp-raw: bind :{sport}: {e}");
-            exit(1)
-        });
-    if let Err(e) = sock.set_broadcast(true) {
-        eprintln!("dhcp-raw: SO_BROADCAST: {e}");
-        exit(1);
-    }
-    let name = std::ffi::CString::new(iface.as_str()).unwrap_or_else(|_| usage());
-    // SAFETY: setsockopt with a valid fd and a NUL-terminated name of the given length.
-    let rc = unsafe {
-        libc::setsockopt(
-            sock.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_BINDTODEVICE,
-            name.as_ptr().cast(),
-            name.as_bytes_with_nul().len() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        eprintln!(
-            "dhcp-raw: SO_BINDTODEVICE {iface}: {}",
-            std::io::Error::last_os_error()
-        );
-        exit(1);
-    }
+    let sock = client_socket(&iface, sport, false).unwrap_or_else(|e| {
+        eprintln!("dhcp-raw: a UDP socket on {iface}, port {sport}: {e}");
+        exit(1)
+    });
     let dest = SocketAddrV4::new(Ipv4Addr::BROADCAST, 67);
     let mut sent = 0u64;
     for _ in 0..repeat {

@@ -3,6 +3,8 @@
 
 mod convert;
 mod dns;
+mod firewall;
+mod forward;
 mod guests;
 mod rules;
 

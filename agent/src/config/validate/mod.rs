@@ -4,6 +4,8 @@
 mod across;
 mod dhcp;
 mod dns;
+mod firewall;
+mod forward;
 mod guest;
 mod guest_macs;
 mod network;
@@ -83,6 +85,8 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
     across::across_networks(&mut c, &networks, &marks);
     let libvirt = guest::libvirt(&mut c, file.libvirt.as_ref());
     let guests = guest::guests(&mut c, &file.guest, &networks, state_dir.as_deref());
+    forward::forwards(&mut c, &file.network, &mut networks, &file.guest, &guests);
+    let coexist = firewall::coexist(&mut c, file.firewall.as_ref());
     dns::names_across(&mut c, &file.network, &networks, &guests);
 
     match (c.problems.is_empty(), state_dir, dhcp_port_rate_limit) {
@@ -96,6 +100,7 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
             networks,
             libvirt,
             guests,
+            coexist,
         }),
         _ => Err(c.problems),
     }

@@ -208,6 +208,8 @@ pub(super) fn network(
         dhcp,
         pxe,
         dns,
+        // Filled in by `forward::forwards` once the guests (whose addresses they may name) are known.
+        forwards: Vec::new(),
     };
     Some((net, marks))
 }
