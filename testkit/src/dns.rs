@@ -43,18 +43,22 @@ impl Dig {
 pub fn dig(ns: Option<&Netns>, args: &[&str]) -> Dig {
     let mut argv = vec!["dig", "+time=2", "+tries=1", "+nocookie"];
     argv.extend_from_slice(args);
-    let mut cmd = match ns {
-        Some(ns) => ns.cmd(&argv),
+    let out = command(ns, &argv)
+        .output()
+        .expect("dig runs (Debian package bind9-dnsutils)");
+    parse_dig(&String::from_utf8_lossy(&out.stdout))
+}
+
+/// `argv` in `ns`, or in the test's own namespace.
+fn command(ns: Option<&Netns>, argv: &[&str]) -> Command {
+    match ns {
+        Some(ns) => ns.cmd(argv),
         None => {
             let mut c = Command::new(argv[0]);
             c.args(&argv[1..]);
             c
         }
-    };
-    let out = cmd
-        .output()
-        .expect("dig runs (Debian package bind9-dnsutils)");
-    parse_dig(&String::from_utf8_lossy(&out.stdout))
+    }
 }
 
 pub fn parse_dig(text: &str) -> Dig {
@@ -167,15 +171,7 @@ impl Dnsmasq {
         argv.push(format!("--log-facility={}", log.display()));
         argv.extend(extra.iter().map(|s| s.to_string()));
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-        let mut cmd = match ns {
-            Some(ns) => ns.cmd(&argv),
-            None => {
-                let mut c = Command::new(argv[0]);
-                c.args(&argv[1..]);
-                c
-            }
-        };
-        let child = cmd
+        let child = command(ns, &argv)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
