@@ -201,6 +201,14 @@ fn udhcpc_and_dhclient_guests_resolve_leases_reservations_guests_and_extra_names
     }
     assert_eq!(counter(&after, &["forwarded"]), 0, "{after}");
     assert_eq!(counter(&after, &["refused"]), 0, "{after}");
+    // The text form has them too, on the network's `dns` line.
+    let text = cli.ok(&["status"]);
+    assert!(
+        text.lines().any(|l| l.trim_start().starts_with("dns ")
+            && l.contains("answered_local=")
+            && l.contains("domain=\"lab\"")),
+        "{text}"
+    );
 }
 
 #[test]
