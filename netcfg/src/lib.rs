@@ -22,9 +22,6 @@ pub mod sysctl;
 pub mod takeover;
 pub mod teardown;
 
-#[cfg(test)]
-mod testns;
-
 pub use apply::{apply, ApplyError, ApplyReport};
 pub use check::{check, CheckResult, Status};
 pub use error::Error;

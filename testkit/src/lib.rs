@@ -28,6 +28,6 @@ pub mod sock;
 pub mod tftp;
 pub mod wait;
 
-pub use netns::Netns;
+pub use netns::{Entered, Netns};
 pub use process::{run_ok, sha256, stderr, stdout};
 pub use wait::{wait_for, wait_until};

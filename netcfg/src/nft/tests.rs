@@ -602,7 +602,7 @@ fn a_routed_network_forwards_without_an_extra_accept_and_other_networks_forwards
 /// only the calling thread, and the `nft` processes it spawns inherit it), then leaves it again.
 mod root {
     use super::*;
-    use crate::testns::TestNs;
+    use testkit::Netns;
 
     fn all_modes() -> Vec<(&'static str, Desired)> {
         let mixed = desired(vec![
@@ -633,9 +633,9 @@ mod root {
 
     #[test]
     fn rendered_rules_pass_nft_check_mode_for_every_mode() {
-        let ns = TestNs::new("nftc");
+        let ns = Netns::new("nftc");
         for (mode, d) in all_modes() {
-            let out = ns.exec(&["nft", "-c", "-f", "-"], Some(&render(&d)));
+            let out = ns.run_with_stdin(&["nft", "-c", "-f", "-"], &render(&d));
             assert!(
                 out.status.success(),
                 "{mode}: nft -c rejected:\n{}\n{}",
@@ -646,15 +646,15 @@ mod root {
         // Check mode really checks: a broken rule is refused.
         let bad = render(&one(Mode::Nat)).replace("masquerade to", "masquerade too");
         assert!(!ns
-            .exec(&["nft", "-c", "-f", "-"], Some(&bad))
+            .run_with_stdin(&["nft", "-c", "-f", "-"], &bad)
             .status
             .success());
     }
 
     #[test]
     fn replaced_table_reads_back_as_matching_for_every_mode() {
-        let mut ns = TestNs::new("nftr");
-        ns.enter();
+        let ns = Netns::new("nftr");
+        let _in = ns.enter_here();
         for (mode, d) in all_modes() {
             replace(&d).unwrap_or_else(|e| panic!("{mode}: {e}"));
             let seen = observe().expect("observe");
@@ -677,8 +677,8 @@ mod root {
 
     #[test]
     fn hand_edits_inside_our_table_are_noticed() {
-        let mut ns = TestNs::new("nftt");
-        ns.enter();
+        let ns = Netns::new("nftt");
+        let _in = ns.enter_here();
         let d = one(Mode::Nat);
         let nft = |script: &str| run::run(&["-f", "-"], Some(script), "test").expect("nft");
 
@@ -775,8 +775,8 @@ mod root {
 
     #[test]
     fn other_tables_survive_replace_and_delete_and_delete_is_idempotent() {
-        let mut ns = TestNs::new("nftd");
-        ns.enter();
+        let ns = Netns::new("nftd");
+        let _in = ns.enter_here();
         assert!(!observe().expect("observe absent").present);
         delete().expect("delete when absent is a no-op");
 
@@ -796,8 +796,8 @@ mod root {
 
     #[test]
     fn failed_replace_keeps_the_old_table_and_reports_nft_stderr_verbatim() {
-        let mut ns = TestNs::new("nftf");
-        ns.enter();
+        let ns = Netns::new("nftf");
+        let _in = ns.enter_here();
         let d = one(Mode::Nat);
         replace(&d).expect("replace");
         // A script that fails on its last statement: nft must refuse the whole batch.
