@@ -24,10 +24,16 @@ use testkit::{stdout, wait_for, Netns};
 /// `web` (.20) and two extra names, `nas` (.50) and `api.k8s` (.51). libvirt's in-process test
 /// driver takes the guest, so no libvirtd is needed.
 fn config(bridge: &str, net: &str, dns: Dns) -> Config {
+    config_of("nat", bridge, net, dns)
+}
+
+/// The same network in another mode.
+fn config_of(mode: &str, bridge: &str, net: &str, dns: Dns) -> Config {
     Config::new("/state")
         .libvirt("test:///default", Some("qemu"))
         .network(
-            Network::nat("lab", bridge, &format!("{net}.1/24"))
+            Network::new("lab", mode, bridge)
+                .address(&format!("{net}.1/24"))
                 .dhcp(
                     Dhcp::new(&format!("{net}.100-{net}.199"))
                         .lease_time("1h")
@@ -307,6 +313,38 @@ fn foreign_names_are_forwarded_upstream_also_through_systemd_resolveds_list_and_
     resolves(&alpha, &format!("{net}.1"), "alpha.lab", &alpha_ip)
         .unwrap_or_else(|t| panic!("lease name lost over the reload:\n{t}"));
     d.assert_alive();
+}
+
+#[test]
+fn an_isolated_network_answers_its_own_names_and_forwards_nothing() {
+    let host = Netns::new("dnsi");
+    let s = Scratch::new();
+    let net = "10.97.0";
+    let up = Upstream::start(
+        &host,
+        "10.97.1.1/24",
+        "10.97.1.2/24",
+        &["--address=/upstream.test/10.9.9.9"],
+    );
+    // The host's resolver is reachable: the isolated network still does not use it.
+    s.write("etc/resolv.conf", "nameserver 10.97.1.2\n");
+    let cfg = s.config(config_of("isolated", "br-dnsi", net, Dns::new()));
+    let cli = Cli::new(&host, &s, &cfg);
+    let d = Daemon::start(&host, &s, &cfg, &[]);
+    let probe = host.plug("br-dnsi", "vdnsp");
+    probe.ok(&["ip", "addr", "add", &format!("{net}.250/24"), "dev", "eth0"]);
+    let server = format!("{net}.1");
+    resolves(&probe, &server, "nas", &format!("{net}.50"))
+        .unwrap_or_else(|t| panic!("{t}\nlog:\n{}", d.log_text()));
+    let foreign = dig(Some(&probe), &[&format!("@{server}"), "upstream.test", "A"]);
+    assert_eq!(foreign.status, "REFUSED", "{}", foreign.text);
+    assert_eq!(up.dnsmasq.queries(), 0, "{}", up.dnsmasq.log_text());
+    let status = dns_status(&cli);
+    assert!(
+        status["upstreams"].as_array().is_some_and(|u| u.is_empty()),
+        "{status}"
+    );
+    assert_eq!(counter(&status, &["upstream_failures"]), 0, "{status}");
 }
 
 #[test]
