@@ -13,7 +13,9 @@ set -euo pipefail
 runtime=(nftables iproute2 ipxe kmod procps)
 build=(gcc)   # libvirt is loaded at run time (libvirt0), not linked
 tests=(busybox-static isc-dhcp-client atftp curl cpio gzip tcpdump bind9-dnsutils dnsmasq-base dnsperf
-       iptables firewalld dbus-daemon util-linux
+       iptables firewalld dbus-daemon util-linux dhcpcd-base
+       pxelinux syslinux-common shim-signed grub-efi-amd64-signed debian-installer-12-netboot-amd64
+       qemu-system-arm qemu-efi-aarch64
        qemu-system-x86 ovmf ipxe-qemu
        libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils)
 # Commands the suite runs, with the package that ships each: a package can be "installed" and
@@ -22,7 +24,7 @@ runtime_cmds=(nft:nftables ip:iproute2 modprobe:kmod sysctl:procps)
 test_cmds=(busybox:busybox-static dhclient:isc-dhcp-client atftp:atftp curl:curl cpio:cpio
            tcpdump:tcpdump dig:bind9-dnsutils dnsmasq:dnsmasq-base dnsperf:dnsperf
            iptables-nft:iptables firewall-cmd:firewalld firewalld:firewalld dbus-daemon:dbus-daemon
-           unshare:util-linux
+           unshare:util-linux dhcpcd:dhcpcd-base qemu-system-aarch64:qemu-system-arm
            qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils
            libvirtd:libvirt-daemon virsh:libvirt-clients)
 # The peers and tools of the benchmark harness (bench/run.sh); --profile adds perf.
@@ -64,8 +66,22 @@ if [ ${#missing[@]} -gt 0 ]; then
     chmod 0755 /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
   fi
+  # First every wanted package at once. That fails when an installed package comes from outside
+  # the configured repositories and breaks what they ship: this machine image carries qemu-utils
+  # 10.0 from bookworm-backports, which Breaks bookworm's qemu-system-common 7.2. Then install
+  # what is missing (apt may remove such a package to make room) and install again whatever that
+  # removed, now in the repositories' version. The check after all of this is what counts.
+  if ! "${apt[@]}" install "${want[@]}"; then
+    echo "install-deps.sh: not installable together as they are; installing the missing ones first"
+    "${apt[@]}" install "${missing[@]}"
+    again=()
+    for p in "${want[@]}"; do installed "$p" || again+=("$p"); done
+    if [ ${#again[@]} -gt 0 ]; then
+      echo "install-deps.sh: installing again what that removed: ${again[*]}"
+      "${apt[@]}" install "${again[@]}"
+    fi
+  fi
   # --reinstall only for packages whose status is fine but whose files are gone.
-  "${apt[@]}" install "${want[@]}"
   for c in "${cmds[@]}"; do
     has_cmd "${c%%:*}" || "${apt[@]}" install --reinstall "${c#*:}"
   done

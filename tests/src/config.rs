@@ -463,8 +463,12 @@ pub struct Pxe {
     root: String,
     bios: Option<String>,
     uefi: Option<String>,
+    arm64: Option<String>,
     script: Option<String>,
     http_port: Option<u16>,
+    proxy: bool,
+    /// Lines written as they are (keys the builder has no method for).
+    raw: Vec<String>,
 }
 
 impl Pxe {
@@ -473,9 +477,29 @@ impl Pxe {
             root: root.to_string(),
             bios: None,
             uefi: None,
+            arm64: None,
             script: None,
             http_port: None,
+            proxy: false,
+            raw: Vec::new(),
         }
+    }
+
+    pub fn arm64(mut self, file: &str) -> Pxe {
+        self.arm64 = Some(file.to_string());
+        self
+    }
+
+    /// `proxy = true`: proxyDHCP, another server hands out the addresses.
+    pub fn proxy(mut self) -> Pxe {
+        self.proxy = true;
+        self
+    }
+
+    /// A line written as it is, e.g. `pxelinux_reboot = "5m"`.
+    pub fn raw(mut self, line: &str) -> Pxe {
+        self.raw.push(line.to_string());
+        self
     }
 
     /// The usual iPXE chain: `undionly.kpxe` for BIOS, `ipxe.efi` for UEFI, `boot.ipxe` for iPXE.
@@ -514,6 +538,7 @@ impl Display for Pxe {
         for (key, value) in [
             ("bios", &self.bios),
             ("uefi", &self.uefi),
+            ("arm64", &self.arm64),
             ("script", &self.script),
         ] {
             if let Some(v) = value {
@@ -522,6 +547,12 @@ impl Display for Pxe {
         }
         if let Some(p) = self.http_port {
             writeln!(f, "http_port = {p}")?;
+        }
+        if self.proxy {
+            writeln!(f, "proxy = true")?;
+        }
+        for line in &self.raw {
+            writeln!(f, "{line}")?;
         }
         Ok(())
     }

@@ -11,6 +11,7 @@ pub mod daemon;
 pub mod dns;
 pub mod firewalld;
 pub mod libvirt;
+pub mod netboot;
 pub mod qemu;
 
 use std::collections::BTreeMap;

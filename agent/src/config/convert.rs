@@ -10,9 +10,12 @@ use std::path::{Path, PathBuf};
 
 use hwaddr::Mac;
 use netcfg::{Desired, Host, Mode, NetworkSpec, PortForward, PortLimit, Services};
-use pxe::config::{BootConfig, DhcpConfig, FileServiceConfig, StaticHost};
+use pxe::config::{
+    BootConfig, DhcpConfig, FileServiceConfig, ProxyConfig, PxelinuxOptions, StaticHost,
+    StaticRoute,
+};
 
-use super::model::{Forward, Guest, Model, Network};
+use super::model::{Forward, Guest, Model, Network, Pxe};
 
 /// Where a guest's rendered boot script goes, relative to its network's pxe root.
 pub fn guest_script_path(guest: &str) -> String {
@@ -47,6 +50,24 @@ pub fn read_clone_reservations(root: &Path, state_dir: &Path) -> Vec<ExtraReserv
         tracing::warn!(file = %path.display(), "ignoring clone reservations: {e}");
         Vec::new()
     })
+}
+
+fn boot_config(host: &Host, p: &Pxe) -> BootConfig {
+    BootConfig {
+        root: host.path(&p.root),
+        bios: p.bios.clone(),
+        uefi: p.uefi.clone(),
+        arm64: p.arm64.clone(),
+        script: p.script.clone(),
+        http_port: p.http_port,
+        pxelinux: PxelinuxOptions {
+            config_file: p.pxelinux_config.clone(),
+            path_prefix: p.pxelinux_path_prefix.clone(),
+            reboot_time: p
+                .pxelinux_reboot
+                .map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32),
+        },
+    }
 }
 
 fn guest_host(g: &Guest, has_pxe: bool) -> StaticHost {
@@ -116,19 +137,40 @@ impl Model {
                     .clone()
                     .or_else(|| n.dns.as_ref().map(|dns| dns.domain.clone())),
                 mtu: n.mtu,
+                ntp: d.ntp.clone(),
+                routes: d
+                    .routes
+                    .iter()
+                    .map(|r| StaticRoute {
+                        destination: r.to,
+                        router: r.via,
+                    })
+                    .collect(),
                 hosts: self.reservations(n, &clones),
-                boot: n.pxe.as_ref().map(|p| BootConfig {
-                    root: host.path(&p.root),
-                    bios: p.bios.clone(),
-                    uefi: p.uefi.clone(),
-                    arm64: p.arm64.clone(),
-                    script: p.script.clone(),
-                    http_port: p.http_port,
-                }),
+                boot: n.pxe.as_ref().map(|p| boot_config(&host, p)),
                 lease_file: self.lease_file(root, &n.name),
             });
         }
         out
+    }
+
+    /// One proxyDHCP service per network with `[network.pxe] proxy = true` (validation keeps
+    /// `[network.dhcp]` off those networks), on the network's bridge and address.
+    pub fn proxy_configs(&self, root: &Path) -> Vec<ProxyConfig> {
+        let host = self.host(root);
+        self.networks
+            .iter()
+            .filter_map(|n| {
+                let (p, gw) = (n.pxe.as_ref().filter(|p| p.proxy)?, n.gateway()?);
+                Some(ProxyConfig {
+                    network: n.name.clone(),
+                    interface: n.bridge.clone(),
+                    server_ip: gw,
+                    boot: boot_config(&host, p),
+                    hosts: Vec::new(),
+                })
+            })
+            .collect()
     }
 
     /// A network's reservations: `[[network.dhcp.host]]`, then every guest on it, then clone
@@ -233,7 +275,9 @@ fn network_spec(n: &Network) -> NetworkSpec {
         mtu: n.mtu.map(u32::from),
         interfaces: n.interfaces.clone(),
         services: Services {
-            dhcp: n.dhcp.is_some(),
+            // A proxyDHCP network answers on 67 too (and on 4011, which the accept-only input
+            // chain leaves open).
+            dhcp: n.dhcp.is_some() || n.pxe.as_ref().is_some_and(|p| p.proxy),
             tftp: n.pxe.is_some(),
             http_port: n.pxe.as_ref().and_then(|p| p.http_port),
             // Open even without our server (as before it existed), so a resolver of the

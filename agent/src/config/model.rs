@@ -282,7 +282,18 @@ pub struct Dhcp {
     /// None: the host's resolvers (see `DhcpDefaults::dns`).
     pub dns: Option<Vec<Ipv4Addr>>,
     pub domain: Option<String>,
+    /// Option 42.
+    pub ntp: Vec<Ipv4Addr>,
+    /// Option 121 (see `pxe::config::DhcpConfig::routes`).
+    pub routes: Vec<Route>,
     pub hosts: Vec<StaticHost>,
+}
+
+/// A classless static route: `to` (no host bits) through `via` (a host of the subnet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub to: Ipv4Net,
+    pub via: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -305,6 +316,12 @@ pub struct Pxe {
     pub arm64: Option<String>,
     pub script: Option<String>,
     pub http_port: Option<u16>,
+    /// proxyDHCP (no `[network.dhcp]` then): answer PXE clients with boot information only.
+    pub proxy: bool,
+    /// PXELINUX options 209–211.
+    pub pxelinux_config: Option<String>,
+    pub pxelinux_path_prefix: Option<String>,
+    pub pxelinux_reboot: Option<Duration>,
 }
 
 /// `[network.dns]` of a network whose DNS server runs (on its gateway, port 53).

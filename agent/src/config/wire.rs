@@ -192,8 +192,20 @@ pub(super) struct NetworkDhcp {
     pub lease_time: Option<S<String>>,
     pub dns: Option<Vec<S<String>>>,
     pub domain: Option<S<String>>,
+    /// Option 42.
+    pub ntp: Option<Vec<S<String>>>,
+    /// Option 121: `routes = [{ to = "10.20.0.0/16", via = "10.77.0.254" }]`.
+    pub routes: Option<Vec<S<Route>>>,
     #[serde(default)]
     pub host: Vec<S<StaticHost>>,
+}
+
+/// One classless static route handed to DHCP clients.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Route {
+    pub to: S<String>,
+    pub via: S<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -215,6 +227,14 @@ pub(super) struct Pxe {
     pub arm64: Option<S<String>>,
     pub script: Option<S<String>>,
     pub http_port: Option<S<i64>>,
+    /// proxyDHCP: boot information only, another server hands out the addresses.
+    pub proxy: Option<S<bool>>,
+    /// PXELINUX option 209 (config file).
+    pub pxelinux_config: Option<S<String>>,
+    /// PXELINUX option 210 (path prefix).
+    pub pxelinux_path_prefix: Option<S<String>>,
+    /// PXELINUX option 211 (reboot time), a duration.
+    pub pxelinux_reboot: Option<S<String>>,
 }
 
 /// A sysctl value: TOML integer or string (booleans are not accepted: the kernel wants 0/1).

@@ -1,15 +1,15 @@
 //! A network's DNS server as the daemon runs it: the server on the gateway, its record store
 //! filled from the config, and the feed that keeps the store's lease names in step with the
-//! network's DHCP leases (a new lease resolves, an expired or released one stops).
+//! network's DHCP leases (a new lease resolves, an expired or released one stops): every set
+//! the DHCP server publishes on its lease watch (`DhcpHandle::leases_watch`) replaces the lease
+//! records at once.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use dns::{DnsServer, HostRecord, RecordStore, Source};
-use pxe::dhcp::pool::unix_now;
-use pxe::dhcp::server::DhcpHandle;
+use dns::{DnsServer, RecordStore, Source};
+use pxe::dhcp::server::BoundLeases;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -17,10 +17,8 @@ use super::lease_names::{lease_records, names_of};
 use crate::config::DnsService;
 use crate::control::protocol::DnsStatus;
 
-/// How often the feed reads the DHCP server's leases. pxe has no lease-change notification yet
-/// (`DhcpHandle::leases()` is a view fetched on request), so the feed asks; a lease therefore
-/// resolves within this plus the DHCP thread's receive timeout (200 ms) of being bound.
-const LEASE_POLL: Duration = Duration::from_millis(250);
+/// The DHCP server's lease sets, as `DhcpHandle::leases_watch` gives them.
+pub(super) type Leases = watch::Receiver<Arc<BoundLeases>>;
 
 pub(super) struct RunningDns {
     server: DnsServer,
@@ -30,10 +28,7 @@ pub(super) struct RunningDns {
 impl RunningDns {
     /// Binds the server (UDP and TCP 53 on the gateway, on the bridge) and, when the network
     /// has a DHCP server, starts following its leases.
-    pub(super) async fn start(
-        service: &DnsService,
-        dhcp: Option<Arc<DhcpHandle>>,
-    ) -> Result<RunningDns> {
+    pub(super) async fn start(service: &DnsService, leases: Option<Leases>) -> Result<RunningDns> {
         let network = &service.config.network;
         let records = RecordStore::for_domain(&service.config.zone.domain)
             .with_context(|| format!("DNS domain {:?}", service.config.zone.domain))?;
@@ -44,9 +39,9 @@ impl RunningDns {
         let server = DnsServer::start(service.config.clone(), records.clone())
             .await
             .context("DNS server (to run without it: [network.dns] enable = false)")?;
-        let feed = dhcp.map(|dhcp| {
+        let feed = leases.map(|leases| {
             let taken = names_of(&service.records, &records);
-            LeaseFeed::spawn(network.clone(), dhcp, records, taken)
+            LeaseFeed::spawn(network.clone(), leases, records, taken)
         });
         Ok(RunningDns { server, feed })
     }
@@ -67,7 +62,7 @@ impl RunningDns {
         }
     }
 
-    /// Stops the feed first (it holds the DHCP handle) and then the server.
+    /// Stops the feed, then the server.
     pub(super) async fn stop(self) {
         if let Some(feed) = self.feed {
             feed.stop().await;
@@ -85,46 +80,41 @@ struct LeaseFeed {
 impl LeaseFeed {
     fn spawn(
         network: String,
-        dhcp: Arc<DhcpHandle>,
+        leases: Leases,
         records: RecordStore,
         taken: HashSet<String>,
     ) -> LeaseFeed {
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(follow(network, dhcp, records, taken, stop_rx));
+        let task = tokio::spawn(follow(network, leases, records, taken, stop_rx));
         LeaseFeed { stop, task }
     }
 
-    /// Waits for a lease read in progress to end, so the DHCP handle is released when this
-    /// returns.
     async fn stop(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
 }
 
+/// Publishes the current set, then every new one, until stopped or the DHCP server is gone.
 async fn follow(
     network: String,
-    dhcp: Arc<DhcpHandle>,
+    mut leases: Leases,
     records: RecordStore,
     taken: HashSet<String>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut published: Option<Vec<HostRecord>> = None;
-    while !*stop.borrow() {
-        let handle = dhcp.clone();
-        // Not cancelled by `stop`: it ends within the view's wait, and then lets go of `dhcp`.
-        let Ok(leases) = tokio::task::spawn_blocking(move || handle.leases()).await else {
-            return;
-        };
-        let names = lease_records(&leases, &records, &taken, unix_now());
-        if published.as_ref() != Some(&names) {
-            tracing::debug!(network = %network, names = names.len(), "DNS: lease names updated");
-            records.replace_source(Source::Lease, names.clone());
-            published = Some(names);
-        }
+    loop {
+        let set = leases.borrow_and_update().clone();
+        let names = lease_records(&set.leases, &records, &taken, set.at);
+        tracing::debug!(network = %network, names = names.len(), "DNS: lease names updated");
+        records.replace_source(Source::Lease, names);
         tokio::select! {
             _ = stop.changed() => return,
-            _ = tokio::time::sleep(LEASE_POLL) => {}
+            changed = leases.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
         }
     }
 }

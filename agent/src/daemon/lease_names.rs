@@ -69,6 +69,7 @@ mod tests {
             ip: [10, 0, 0, last].into(),
             expires,
             hostname: name.map(String::from),
+            client_id: None,
         }
     }
 

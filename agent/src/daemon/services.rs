@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use pxe::config::{DhcpConfig, FileServiceConfig, TftpLimits};
+use pxe::config::{DhcpConfig, FileServiceConfig, ProxyConfig, TftpLimits};
 use pxe::dhcp::server::{DhcpHandle, DhcpServer};
 use pxe::http::{HttpServer, HttpStatsSnapshot};
 use pxe::saferoot::SafeRoot;
@@ -46,14 +46,15 @@ impl<C> FileTask<C> {
 #[derive(Clone, PartialEq)]
 struct Wanted {
     dhcp: Option<DhcpConfig>,
+    /// proxyDHCP instead of `dhcp` (validation never sets both).
+    proxy: Option<ProxyConfig>,
     files: Option<(FileServiceConfig, Option<u16>)>,
     dns: Option<DnsService>,
 }
 
 struct Running {
     wanted: Wanted,
-    /// Shared with the DNS server's lease feed.
-    dhcp: Option<Arc<DhcpHandle>>,
+    dhcp: Option<DhcpHandle>,
     tftp: Option<FileTask<TftpStatsSnapshot>>,
     http: Option<FileTask<HttpStatsSnapshot>>,
     dns: Option<RunningDns>,
@@ -73,6 +74,7 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
                 n.name.clone(),
                 Wanted {
                     dhcp: None,
+                    proxy: None,
                     files: None,
                     dns: None,
                 },
@@ -82,6 +84,11 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
     for d in model.dhcp_configs(root) {
         if let Some(w) = out.get_mut(&d.network) {
             w.dhcp = Some(d);
+        }
+    }
+    for p in model.proxy_configs(root) {
+        if let Some(w) = out.get_mut(&p.network) {
+            w.proxy = Some(p);
         }
     }
     for (f, port) in model.file_services(root) {
@@ -156,14 +163,17 @@ impl Services {
             .iter()
             .map(|(name, r)| ServerStatus {
                 network: name.clone(),
-                dhcp: r
-                    .dhcp
-                    .as_ref()
-                    .zip(r.wanted.dhcp.as_ref())
-                    .map(|(h, cfg)| DhcpStatus {
-                        interface: cfg.interface.clone(),
+                dhcp: r.dhcp.as_ref().and_then(|h| {
+                    let interface = match (&r.wanted.dhcp, &r.wanted.proxy) {
+                        (Some(cfg), _) => cfg.interface.clone(),
+                        (None, Some(p)) => p.interface.clone(),
+                        (None, None) => return None,
+                    };
+                    Some(DhcpStatus {
+                        interface,
                         counters: h.stats().snapshot(),
-                    }),
+                    })
+                }),
                 tftp: r.tftp.as_ref().map(FileTask::status),
                 http: r.http.as_ref().map(FileTask::status),
                 dns: r.dns.as_ref().map(RunningDns::status),
@@ -185,20 +195,13 @@ impl Services {
 }
 
 async fn stop_running(r: Running) {
-    // First: its lease feed holds the DHCP handle.
+    // The DNS server first: it names the DHCP server's leases until the end.
     if let Some(d) = r.dns {
         d.stop().await;
     }
     if let Some(d) = r.dhcp {
-        match Arc::try_unwrap(d) {
-            // The DHCP server is a blocking thread: joining it must not stall the runtime.
-            Ok(d) => {
-                let _ = tokio::task::spawn_blocking(move || d.stop()).await;
-            }
-            Err(d) => {
-                tracing::error!(network = %d.network(), "DHCP handle still shared at stop; the server stops when its last user lets go");
-            }
-        }
+        // The DHCP server is a blocking thread: joining it must not stall the runtime.
+        let _ = tokio::task::spawn_blocking(move || d.stop()).await;
     }
     if let Some(t) = r.tftp {
         t.stop().await;
@@ -262,21 +265,34 @@ async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()>
             });
         }
     }
-    if let Some(cfg) = &w.dhcp {
-        let cfg = cfg.clone();
-        let handle = tokio::task::spawn_blocking(move || DhcpServer::start(cfg))
-            .await
-            .context("DHCP start task")?
-            .map_err(|e| anyhow::anyhow!("DHCP: {e}"))?;
-        tracing::info!(network = %name, "DHCP serving");
-        running.dhcp = Some(Arc::new(handle));
+    let started = match (&w.dhcp, &w.proxy) {
+        (Some(cfg), _) => Some(("DHCP", start_dhcp(cfg.clone(), DhcpServer::start).await)),
+        (None, Some(cfg)) => Some((
+            "proxyDHCP",
+            start_dhcp(cfg.clone(), DhcpServer::start_proxy).await,
+        )),
+        (None, None) => None,
+    };
+    if let Some((what, handle)) = started {
+        running.dhcp = Some(handle.with_context(|| format!("{what} start"))?);
+        tracing::info!(network = %name, "{what} serving");
     }
     if let Some(service) = &w.dns {
-        let dns = RunningDns::start(service, running.dhcp.clone()).await?;
+        let leases = running.dhcp.as_ref().map(DhcpHandle::leases_watch);
+        let dns = RunningDns::start(service, leases).await?;
         tracing::info!(network = %name, listen = ?service.config.listen, domain = %service.config.zone.domain, "DNS serving");
         running.dns = Some(dns);
     }
     Ok(())
+}
+
+/// Opens a DHCP server's sockets and starts its thread off the runtime (binding and replaying a
+/// journal block).
+async fn start_dhcp<C: Send + 'static>(
+    cfg: C,
+    start: fn(C) -> Result<DhcpHandle, pxe::dhcp::server::DhcpError>,
+) -> Result<DhcpHandle> {
+    Ok(tokio::task::spawn_blocking(move || start(cfg)).await??)
 }
 
 pub type Shared = Arc<tokio::sync::Mutex<Services>>;

@@ -6,6 +6,7 @@ mod dns;
 mod firewall;
 mod forward;
 mod guests;
+mod pxe_field;
 mod rules;
 
 use std::path::{Path, PathBuf};

@@ -9,6 +9,7 @@ mod forward;
 mod guest;
 mod guest_macs;
 mod network;
+mod pxe_options;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;

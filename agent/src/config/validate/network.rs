@@ -153,6 +153,7 @@ pub(super) fn network(
             if w.address.is_none() {
                 c.report(p.span(), needs_address("[network.pxe]"));
             }
+            super::pxe_options::proxy_without_dhcp(c, p.get_ref(), w.dhcp.as_ref());
             pxe(c, p.get_ref(), state_dir)
         }
     };
@@ -243,9 +244,11 @@ fn pxe(c: &mut Checker, p: &wire::Pxe, state_dir: Option<&Path>) -> Option<Pxe> 
         });
         c.check(port.span(), result)
     });
+    let extra = super::pxe_options::pxe_options(c, p);
     if c.problems.len() != before {
         return None;
     }
+    let extra = extra?;
     Some(Pxe {
         root: root?,
         bios,
@@ -253,5 +256,9 @@ fn pxe(c: &mut Checker, p: &wire::Pxe, state_dir: Option<&Path>) -> Option<Pxe> 
         arm64,
         script,
         http_port,
+        proxy: extra.proxy,
+        pxelinux_config: extra.pxelinux_config,
+        pxelinux_path_prefix: extra.pxelinux_path_prefix,
+        pxelinux_reboot: extra.pxelinux_reboot,
     })
 }
