@@ -148,6 +148,7 @@ pub struct Network {
     interfaces: Option<Vec<String>>,
     dhcp: Option<Dhcp>,
     pxe: Option<Pxe>,
+    dns: Option<Dns>,
     forwards: Vec<Forward>,
     address6: Option<String>,
     nat6: Option<bool>,
@@ -170,6 +171,7 @@ impl Network {
             interfaces: None,
             dhcp: None,
             pxe: None,
+            dns: None,
             forwards: Vec::new(),
             address6: None,
             nat6: None,
@@ -221,6 +223,11 @@ impl Network {
 
     pub fn pxe(mut self, p: Pxe) -> Network {
         self.pxe = Some(p);
+        self
+    }
+
+    pub fn dns(mut self, d: Dns) -> Network {
+        self.dns = Some(d);
         self
     }
 
@@ -340,6 +347,9 @@ impl Display for Network {
             if let Some(r) = range {
                 writeln!(f, "range = {}", quoted(r))?;
             }
+        }
+        if let Some(d) = &self.dns {
+            write!(f, "{d}")?;
         }
         for fwd in &self.forwards {
             write!(f, "{fwd}")?;
@@ -462,6 +472,75 @@ impl Display for Dhcp {
             if let Some(n) = name {
                 writeln!(f, "name = {}", quoted(n))?;
             }
+        }
+        Ok(())
+    }
+}
+
+/// `[network.dns]` and its `[[network.dns.host]]` names; an empty one leaves every key to the
+/// agent's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Dns {
+    enable: Option<bool>,
+    domain: Option<String>,
+    forwarders: Option<Vec<String>>,
+    rate_limit: Option<u32>,
+    hosts: Vec<(String, String)>,
+}
+
+impl Dns {
+    pub fn new() -> Dns {
+        Dns::default()
+    }
+
+    pub fn enable(mut self, on: bool) -> Dns {
+        self.enable = Some(on);
+        self
+    }
+
+    pub fn domain(mut self, d: &str) -> Dns {
+        self.domain = Some(d.to_string());
+        self
+    }
+
+    /// `forwarders = [...]` (`"IP"` or `"IP:PORT"`).
+    pub fn forwarders(mut self, servers: &[&str]) -> Dns {
+        self.forwarders = Some(servers.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    /// Queries per second per guest address; 0 = off.
+    pub fn rate_limit(mut self, rate: u32) -> Dns {
+        self.rate_limit = Some(rate);
+        self
+    }
+
+    /// An extra name: `[[network.dns.host]]`.
+    pub fn host(mut self, name: &str, ip: &str) -> Dns {
+        self.hosts.push((name.to_string(), ip.to_string()));
+        self
+    }
+}
+
+impl Display for Dns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "[network.dns]")?;
+        if let Some(on) = self.enable {
+            writeln!(f, "enable = {on}")?;
+        }
+        if let Some(d) = &self.domain {
+            writeln!(f, "domain = {}", quoted(d))?;
+        }
+        if let Some(servers) = &self.forwarders {
+            writeln!(f, "forwarders = {}", list(servers))?;
+        }
+        if let Some(r) = self.rate_limit {
+            writeln!(f, "rate_limit = {r}")?;
+        }
+        for (name, ip) in &self.hosts {
+            writeln!(f, "[[network.dns.host]]")?;
+            writeln!(f, "name = {}", quoted(name))?;
+            writeln!(f, "ip = {}", quoted(ip))?;
         }
         Ok(())
     }
@@ -734,5 +813,29 @@ vhost = true
 "#
         );
         assert_eq!(position(&c.to_string(), "mtu = ", "1400"), "14:7");
+    }
+
+    #[test]
+    fn dns_settings_and_names_follow_the_network() {
+        let n = Network::nat("lab", "br-lab", "10.77.0.1/24").dns(
+            Dns::new()
+                .enable(true)
+                .domain("lab.example")
+                .forwarders(&["192.0.2.53", "192.0.2.54:5353"])
+                .rate_limit(0)
+                .host("nas", "10.77.0.50"),
+        );
+        assert!(
+            n.to_string().ends_with(
+                "[network.dns]\nenable = true\ndomain = \"lab.example\"\n\
+             forwarders = [\"192.0.2.53\", \"192.0.2.54:5353\"]\nrate_limit = 0\n\
+             [[network.dns.host]]\nname = \"nas\"\nip = \"10.77.0.50\"\n"
+            ),
+            "{n}"
+        );
+        assert!(Network::nat("lab", "br-lab", "10.77.0.1/24")
+            .dns(Dns::new())
+            .to_string()
+            .ends_with("[network.dns]\n"));
     }
 }

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod console;
 pub mod daemon;
+pub mod dns;
 pub mod firewalld;
 pub mod ipv6;
 pub mod libvirt;

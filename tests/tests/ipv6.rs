@@ -13,13 +13,14 @@ use std::net::{Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 use hostagent_tests::cli::{counter, Cli};
-use hostagent_tests::config::{Config, Network, Ra};
+use hostagent_tests::config::{Config, Dns, Network, Ra};
 use hostagent_tests::daemon::Daemon;
 use hostagent_tests::ipv6::{
     addresses, default_routes, rdisc6, rdisc6_field, slaac_guest, wait_global_address,
     wait_link_local,
 };
 use hostagent_tests::Scratch;
+use testkit::dns::dig;
 use testkit::sock::{tcp_connect, EchoServer};
 use testkit::{wait_for, Netns};
 
@@ -204,6 +205,43 @@ fn a_routed_guest_autoconfigures_from_the_ra_and_reaches_upstream_with_its_own_a
         "{ra}"
     );
     assert_eq!(counter(ra, &["invalid"]), 0, "{ra}");
+}
+
+#[test]
+fn the_ra_names_the_networks_dns_server_as_rdnss_and_it_answers_on_the_ipv6_gateway() {
+    let lab = Lab::new(
+        lab_net("nat").dns(
+            Dns::new()
+                .enable(true)
+                .forwarders(&[])
+                .host("nas", "10.77.0.50")
+                .host("nas6", "fd00:77::50"),
+        ),
+    );
+    let d = lab.daemon();
+    let (guest, _addr) = lab.guest(&d, "vg0");
+
+    // rdisc6 sees the gateway's IPv6 address as the recursive DNS server (RFC 8106).
+    let report = rdisc6(&guest, "eth0");
+    assert_eq!(
+        rdisc6_field(&report, "Recursive DNS server").as_deref(),
+        Some(GATEWAY.to_string().as_str()),
+        "{report}"
+    );
+
+    // And the server named there answers, over IPv6, from the guest's SLAAC address: its A and
+    // AAAA records, and the reverse of an address in the IPv6 prefix (ip6.arpa is local too).
+    let at = format!("@{GATEWAY}");
+    let a = dig(Some(&guest), &[&at, "nas.lab", "A"]);
+    assert_eq!(a.status, "NOERROR", "{}", a.text);
+    assert_eq!(a.data(), ["10.77.0.50"], "{}", a.text);
+    assert!(a.has_flag("aa"), "{}", a.text);
+    let aaaa = dig(Some(&guest), &[&at, "nas6.lab", "AAAA"]);
+    assert_eq!(aaaa.data(), ["fd00:77::50"], "{}", aaaa.text);
+    let ptr = dig(Some(&guest), &[&at, "-x", "fd00:77::50"]);
+    assert_eq!(ptr.data(), ["nas6.lab."], "{}", ptr.text);
+    let miss = dig(Some(&guest), &[&at, "-x", "fd00:77::99"]);
+    assert_eq!(miss.status, "NXDOMAIN", "{}", miss.text);
 }
 
 #[test]

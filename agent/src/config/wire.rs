@@ -151,6 +151,7 @@ pub(super) struct Network {
     pub ra: Option<S<NetworkRa>>,
     /// `[network.dhcp6]`: its presence (and `range`) decides the RA's M/O flags.
     pub dhcp6: Option<S<NetworkDhcp6>>,
+    pub dns: Option<S<NetworkDns>>,
     /// `[[network.forward]]`: host ports forwarded to guests (validated in `validate::forward`).
     #[serde(default)]
     pub forward: Vec<S<Forward>>,
@@ -183,6 +184,29 @@ pub(super) struct NetworkRa {
 #[serde(deny_unknown_fields)]
 pub(super) struct NetworkDhcp6 {
     pub range: Option<S<String>>,
+}
+
+/// `[network.dns]`: the network's DNS server on its gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NetworkDns {
+    pub enable: Option<S<bool>>,
+    pub domain: Option<S<String>>,
+    /// `"IP"` or `"IP:PORT"` (`"[IPv6]:PORT"`): where names outside the domain go instead of the
+    /// host's resolvers.
+    pub forwarders: Option<S<Vec<S<String>>>>,
+    /// Queries per second one guest address may send; 0 = no limit.
+    pub rate_limit: Option<S<i64>>,
+    #[serde(default)]
+    pub host: Vec<S<DnsHost>>,
+}
+
+/// `[[network.dns.host]]`: one extra name → address record.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DnsHost {
+    pub name: S<String>,
+    pub ip: S<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -64,6 +64,7 @@ pub async fn status(root: &Path, json: bool) -> Result<ExitCode> {
         print_counters("tftp", server.tftp.as_ref())?;
         print_counters("http", server.http.as_ref())?;
         print_counters("ra", server.ra.as_ref())?;
+        print_counters("dns", server.dns.as_ref())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,6 +8,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use dns::CountersSnapshot;
 use ipnet::{Ipv4Net, Ipv6Net};
 use pxe::dhcp::server::DhcpStatsSnapshot;
 use pxe::http::HttpStatsSnapshot;
@@ -103,6 +104,8 @@ pub struct ServerStatus {
     pub dhcp: Option<DhcpStatus>,
     pub tftp: Option<FileServerStatus<TftpStatsSnapshot>>,
     pub http: Option<FileServerStatus<HttpStatsSnapshot>>,
+    #[serde(default)]
+    pub dns: Option<DnsStatus>,
     /// Router advertisements on the bridge.
     #[serde(default)]
     pub ra: Option<RaStatus>,
@@ -114,6 +117,19 @@ pub struct RaStatus {
     pub interface: String,
     #[serde(flatten)]
     pub counters: ra::RaStatsSnapshot,
+}
+
+/// The DNS server's counters, where it listens, its domain, its upstreams and how many names
+/// it answers for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsStatus {
+    pub listen: Vec<SocketAddr>,
+    pub domain: String,
+    /// Where names outside the domain are forwarded (empty: nowhere).
+    pub upstreams: Vec<SocketAddr>,
+    pub names: usize,
+    #[serde(flatten)]
+    pub counters: CountersSnapshot,
 }
 
 /// The DHCP server's counters and the bridge it serves.

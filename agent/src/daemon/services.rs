@@ -1,5 +1,5 @@
-//! The per-network boot services the daemon runs, and how a new config is reconciled with them:
-//! only the servers whose settings changed are restarted.
+//! The per-network services the daemon runs (DHCP, TFTP, HTTP boot, DNS), and how a new config
+//! is reconciled with them: only the networks whose settings changed are restarted.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,7 +15,8 @@ use pxe::tftp::{TftpServer, TftpStatsSnapshot};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Model;
+use super::dns::RunningDns;
+use crate::config::{DnsService, Model};
 use crate::control::protocol::{
     DhcpStatus, FileServerStatus, NetworkLeases, RaStatus, ServerStatus,
 };
@@ -51,6 +52,7 @@ struct Wanted {
     proxy: Option<ProxyConfig>,
     files: Option<(FileServiceConfig, Option<u16>)>,
     ra: Option<ra::RaConfig>,
+    dns: Option<DnsService>,
 }
 
 struct Running {
@@ -59,6 +61,7 @@ struct Running {
     ra: Option<ra::RaHandle>,
     tftp: Option<FileTask<TftpStatsSnapshot>>,
     http: Option<FileTask<HttpStatsSnapshot>>,
+    dns: Option<RunningDns>,
 }
 
 #[derive(Default)]
@@ -78,6 +81,7 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
                     proxy: None,
                     files: None,
                     ra: None,
+                    dns: None,
                 },
             )
         })
@@ -100,6 +104,11 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
     for r in model.ra_configs() {
         if let Some(w) = out.get_mut(&r.network) {
             w.ra = Some(r);
+        }
+    }
+    for d in model.dns_services(root) {
+        if let Some(w) = out.get_mut(&d.config.network) {
+            w.dns = Some(d);
         }
     }
     out
@@ -141,7 +150,8 @@ impl Services {
     }
 
     /// Stop and start one network's servers again with the same settings: after drift repair
-    /// recreated its bridge, the DHCP sockets are still bound to the old device's ifindex.
+    /// recreated its bridge, the DHCP and DNS sockets are still bound to the old device's
+    /// ifindex.
     pub async fn restart_network(
         &mut self,
         name: &str,
@@ -186,6 +196,7 @@ impl Services {
                         interface: cfg.interface.clone(),
                         counters: h.stats(),
                     }),
+                dns: r.dns.as_ref().map(RunningDns::status),
             })
             .collect()
     }
@@ -206,6 +217,10 @@ impl Services {
 /// Stop one network's servers; `farewell`: its router advertisements end for good (the network
 /// is gone, RA is turned off, the daemon stops), so hosts are told to drop the router.
 async fn stop_running(r: Running, farewell: bool) {
+    // The DNS server first: it names the DHCP server's leases until the end.
+    if let Some(d) = r.dns {
+        d.stop().await;
+    }
     if let Some(a) = r.ra {
         a.stop(farewell).await;
     }
@@ -228,6 +243,7 @@ async fn start(name: &str, w: &Wanted) -> Result<Running> {
         ra: None,
         tftp: None,
         http: None,
+        dns: None,
     };
     // Half-started networks are stopped again: never leave a TFTP server running whose DHCP
     // partner failed to bind.
@@ -292,6 +308,12 @@ async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()>
             tracing::warn!(network = %name, "[network.dhcp6] is configured and the router advertisements announce it (M/O flags), but this release serves no DHCPv6 yet");
         }
         running.ra = Some(ra::RaServer::start(cfg.clone()));
+    }
+    if let Some(service) = &w.dns {
+        let leases = running.dhcp.as_ref().map(DhcpHandle::leases_watch);
+        let dns = RunningDns::start(service, leases).await?;
+        tracing::info!(network = %name, listen = ?service.config.listen, domain = %service.config.zone.domain, "DNS serving");
+        running.dns = Some(dns);
     }
     Ok(())
 }

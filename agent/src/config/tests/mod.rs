@@ -2,6 +2,7 @@
 //! the conversions to netcfg/pxe types.
 
 mod convert;
+mod dns;
 mod firewall;
 mod forward;
 mod guests;

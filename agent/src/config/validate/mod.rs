@@ -3,6 +3,7 @@
 
 mod across;
 mod dhcp;
+mod dns;
 mod firewall;
 mod forward;
 mod guest;
@@ -89,6 +90,7 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
     let guests = guest::guests(&mut c, &file.guest, &networks, state_dir.as_deref());
     forward::forwards(&mut c, &file.network, &mut networks, &file.guest, &guests);
     let coexist = firewall::coexist(&mut c, file.firewall.as_ref());
+    dns::names_across(&mut c, &file.network, &networks, &guests);
 
     match (c.problems.is_empty(), state_dir, dhcp_port_rate_limit) {
         (true, Some(state_dir), Some(dhcp_port_rate_limit)) => Ok(Model {

@@ -1,4 +1,5 @@
-//! One [[network]]: its own values, and its [network.dhcp] / [network.pxe] sections.
+//! One [[network]]: its own values, and its [network.dhcp] / [network.pxe] / [network.dns]
+//! sections.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -173,6 +174,18 @@ pub(super) fn network(
     }
 
     let ipv6 = super::ipv6::ipv6(c, w, mode);
+    let dns = super::dns::dns(
+        c,
+        w.dns.as_ref(),
+        &super::dns::Around {
+            name: &w.name,
+            mode,
+            address,
+            has_address: w.address.is_some(),
+            dhcp: dhcp.as_ref(),
+            has_dhcp: w.dhcp.is_some(),
+        },
+    );
 
     if c.problems.len() != before {
         return None;
@@ -198,6 +211,7 @@ pub(super) fn network(
         interfaces,
         dhcp,
         pxe,
+        dns,
         // Filled in by `forward::forwards` once the guests (whose addresses they may name) are known.
         forwards: Vec::new(),
         ipv6,
