@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use dhcproto::v6::{
     DhcpOption, IAAddr, Message, MessageType, OptionCode, Status, StatusCode, UnknownOption,
-    VendorClass, IANA,
+    IANA,
 };
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 
@@ -266,10 +266,15 @@ impl Handler6 {
                     b.url.clone().into_bytes(),
                 )));
                 if let Some(vc) = b.vendor_class {
-                    m.opts_mut().insert(DhcpOption::VendorClass(VendorClass {
-                        num: PXE_ENTERPRISE,
-                        data: vec![vc.as_bytes().to_vec()],
-                    }));
+                    // Raw: dhcproto 0.15 writes a Vendor Class's length as its number of
+                    // entries, not its bytes, and the client would read past it.
+                    let mut raw = PXE_ENTERPRISE.to_be_bytes().to_vec();
+                    raw.extend_from_slice(&(vc.len() as u16).to_be_bytes());
+                    raw.extend_from_slice(vc.as_bytes());
+                    m.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
+                        OptionCode::VendorClass,
+                        raw,
+                    )));
                 }
                 self.stats.boot_urls.fetch_add(1, Ordering::Relaxed);
                 Some(Event6::Boot {
