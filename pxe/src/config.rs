@@ -125,6 +125,8 @@ pub struct ProxyConfig {
 pub struct FileServiceConfig {
     pub network: String,
     pub listen: Ipv4Addr,
+    /// The IPv6 gateway, where TFTP and HTTP listen too (PXE over IPv6).
+    pub listen6: Option<std::net::Ipv6Addr>,
     pub root: PathBuf,
 }
 

@@ -42,7 +42,9 @@ fn config(dir: &Path, rapid_commit: bool) -> Dhcp6Config {
         domain_search: vec!["lab.test".into()],
         hosts: vec![
             StaticHost6 {
-                id: Host6Id::Duid(Duid::parse("00:04:aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99").unwrap()),
+                id: Host6Id::Duid(
+                    Duid::parse("00:04:aa:bb:cc:dd:ee:ff:00:11:22:33:44:55:66:77:88:99").unwrap(),
+                ),
                 ip: "fd00:122::10".parse().unwrap(),
                 name: Some("bastion".into()),
             },
@@ -144,7 +146,10 @@ fn ask(h: &mut Handler6, c: &Client, m: &Message) -> Option<Message> {
     let out = answer_batch(h, &[(&b, c.from)], NOW);
     assert!(out.len() <= 1);
     let r = out.into_iter().next()?;
-    assert_eq!(r.dest, c.from, "replies go back to the client's address and port");
+    assert_eq!(
+        r.dest, c.from,
+        "replies go back to the client's address and port"
+    );
     Some(Message::decode(&mut Decoder::new(&r.bytes)).unwrap())
 }
 
@@ -181,9 +186,16 @@ fn solicit_request_renew_rebind_release_with_lifetimes_dns_and_search_list() {
     let adv = ask(&mut h, &c, &c.msg(MessageType::Solicit, false, Some(None))).unwrap();
     assert_eq!(adv.msg_type(), MessageType::Advertise);
     assert_eq!(adv.xid(), [1, 2, 3]);
-    assert!(matches!(adv.opts().get(OptionCode::Preference), Some(DhcpOption::Preference(255))));
-    assert!(matches!(adv.opts().get(OptionCode::ServerId), Some(DhcpOption::ServerId(id)) if id == server_duid().as_bytes()));
-    assert!(matches!(adv.opts().get(OptionCode::ClientId), Some(DhcpOption::ClientId(id)) if *id == c.duid));
+    assert!(matches!(
+        adv.opts().get(OptionCode::Preference),
+        Some(DhcpOption::Preference(255))
+    ));
+    assert!(
+        matches!(adv.opts().get(OptionCode::ServerId), Some(DhcpOption::ServerId(id)) if id == server_duid().as_bytes())
+    );
+    assert!(
+        matches!(adv.opts().get(OptionCode::ClientId), Some(DhcpOption::ClientId(id)) if *id == c.duid)
+    );
     let (offered, ..) = address(&adv).unwrap();
     assert!(in_range(offered), "{offered}");
     assert!(
@@ -191,10 +203,17 @@ fn solicit_request_renew_rebind_release_with_lifetimes_dns_and_search_list() {
         "an Advertise binds nothing"
     );
 
-    let reply = ask(&mut h, &c, &c.msg(MessageType::Request, true, Some(Some(offered)))).unwrap();
+    let reply = ask(
+        &mut h,
+        &c,
+        &c.msg(MessageType::Request, true, Some(Some(offered))),
+    )
+    .unwrap();
     assert_eq!(reply.msg_type(), MessageType::Reply);
     assert_eq!(address(&reply), Some((offered, 3600, 1800, 2880)));
-    assert!(matches!(reply.opts().get(OptionCode::DomainNameServers), Some(DhcpOption::DomainNameServers(d)) if *d == vec![gw()]));
+    assert!(
+        matches!(reply.opts().get(OptionCode::DomainNameServers), Some(DhcpOption::DomainNameServers(d)) if *d == vec![gw()])
+    );
     match reply.opts().get(OptionCode::DomainSearchList) {
         Some(DhcpOption::DomainSearchList(names)) => {
             assert_eq!(names[0].to_ascii(), "lab.test.")
@@ -206,7 +225,12 @@ fn solicit_request_renew_rebind_release_with_lifetimes_dns_and_search_list() {
     let (reopened, report) = Pool6::open(&config(dir.path(), false)).unwrap();
     assert_eq!(report.records, 1);
     let duid = Duid::new(&c.duid).unwrap();
-    let lease = reopened.store().index().by_binding(&duid, 1).unwrap().clone();
+    let lease = reopened
+        .store()
+        .index()
+        .by_binding(&duid, 1)
+        .unwrap()
+        .clone();
     assert_eq!((lease.ip, lease.expires), (offered, NOW + 3600));
     assert_eq!(lease.mac, Some(Mac([0x52, 0x54, 0, 0, 0x10, 1])));
 
@@ -216,17 +240,38 @@ fn solicit_request_renew_rebind_release_with_lifetimes_dns_and_search_list() {
         assert_eq!(address(&r).map(|a| a.0), Some(offered), "{kind:?}");
     }
     // A Renew that names no server, or another, is not ours to answer.
-    assert!(ask(&mut h, &c, &c.msg(MessageType::Renew, false, Some(Some(offered)))).is_none());
-    assert_eq!(h.stats().snapshot().dropped.get("missing_or_wrong_ids"), Some(&1));
+    assert!(ask(
+        &mut h,
+        &c,
+        &c.msg(MessageType::Renew, false, Some(Some(offered)))
+    )
+    .is_none());
+    assert_eq!(
+        h.stats().snapshot().dropped.get("missing_or_wrong_ids"),
+        Some(&1)
+    );
 
-    let r = ask(&mut h, &c, &c.msg(MessageType::Release, true, Some(Some(offered)))).unwrap();
+    let r = ask(
+        &mut h,
+        &c,
+        &c.msg(MessageType::Release, true, Some(Some(offered))),
+    )
+    .unwrap();
     assert_eq!(status(&r), Some(Status::Success));
     assert!(h.pool().store().index().by_ip(offered).is_none());
     let (reopened, _) = Pool6::open(&config(dir.path(), false)).unwrap();
-    assert!(reopened.store().index().by_ip(offered).is_none(), "the release is durable");
+    assert!(
+        reopened.store().index().by_ip(offered).is_none(),
+        "the release is durable"
+    );
 
     // After the release a Renew finds no binding, but the address is free: bound again.
-    let r = ask(&mut h, &c, &c.msg(MessageType::Renew, true, Some(Some(offered)))).unwrap();
+    let r = ask(
+        &mut h,
+        &c,
+        &c.msg(MessageType::Renew, true, Some(Some(offered))),
+    )
+    .unwrap();
     assert_eq!(address(&r).map(|a| a.0), Some(offered));
 }
 
@@ -261,16 +306,32 @@ fn static_hosts_by_duid_and_by_mac_get_their_addresses_and_names() {
         .unwrap()
         .as_bytes()
         .to_vec();
-    let r = ask(&mut h, &bastion, &bastion.msg(MessageType::Request, true, Some(None))).unwrap();
-    assert_eq!(address(&r).map(|a| a.0), Some("fd00:122::10".parse().unwrap()));
+    let r = ask(
+        &mut h,
+        &bastion,
+        &bastion.msg(MessageType::Request, true, Some(None)),
+    )
+    .unwrap();
+    assert_eq!(
+        address(&r).map(|a| a.0),
+        Some("fd00:122::10".parse().unwrap())
+    );
 
     // MAC 52:54:00:00:00:20 through the EUI-64 link-local source; its DUID is a DUID-UUID.
     let bymac = Client {
         duid: vec![0, 4, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9, 9],
         from: SocketAddrV6::new("fe80::5054:ff:fe00:20".parse().unwrap(), 546, 0, 7),
     };
-    let r = ask(&mut h, &bymac, &bymac.msg(MessageType::Request, true, Some(None))).unwrap();
-    assert_eq!(address(&r).map(|a| a.0), Some("fd00:122::20".parse().unwrap()));
+    let r = ask(
+        &mut h,
+        &bymac,
+        &bymac.msg(MessageType::Request, true, Some(None)),
+    )
+    .unwrap();
+    assert_eq!(
+        address(&r).map(|a| a.0),
+        Some("fd00:122::20".parse().unwrap())
+    );
     let names: Vec<_> = h
         .pool()
         .leases_at(NOW)
@@ -284,7 +345,11 @@ fn static_hosts_by_duid_and_by_mac_get_their_addresses_and_names() {
     let r = ask(
         &mut h,
         &other,
-        &other.msg(MessageType::Request, true, Some(Some("fd00:122::10".parse().unwrap()))),
+        &other.msg(
+            MessageType::Request,
+            true,
+            Some(Some("fd00:122::10".parse().unwrap())),
+        ),
     )
     .unwrap();
     let (ip, ..) = address(&r).unwrap();
@@ -296,7 +361,12 @@ fn information_request_gets_dns_and_search_list_and_no_address() {
     let dir = tempfile::tempdir().unwrap();
     let mut h = handler(config(dir.path(), false));
     let c = Client::new(5);
-    let r = ask(&mut h, &c, &c.msg(MessageType::InformationRequest, false, None)).unwrap();
+    let r = ask(
+        &mut h,
+        &c,
+        &c.msg(MessageType::InformationRequest, false, None),
+    )
+    .unwrap();
     assert_eq!(r.msg_type(), MessageType::Reply);
     assert!(r.opts().get(OptionCode::IANA).is_none());
     assert!(r.opts().get(OptionCode::DomainNameServers).is_some());
@@ -311,10 +381,11 @@ fn the_client_fqdn_is_kept_in_the_lease_and_answered_with_the_s_flag() {
     let mut h = handler(config(dir.path(), false));
     let c = Client::new(6);
     let mut req = c.msg(MessageType::Request, true, Some(None));
-    req.opts_mut().insert(DhcpOption::Unknown(UnknownOption::new(
-        OptionCode::ClientFqdn,
-        vec![0, 4, b'W', b'e', b'b', b'6', 0],
-    )));
+    req.opts_mut()
+        .insert(DhcpOption::Unknown(UnknownOption::new(
+            OptionCode::ClientFqdn,
+            vec![0, 4, b'W', b'e', b'b', b'6', 0],
+        )));
     let r = ask(&mut h, &c, &req).unwrap();
     match r.opts().get(OptionCode::ClientFqdn) {
         Some(DhcpOption::Unknown(u)) => assert_eq!(u.data(), [1, 4, b'w', b'e', b'b', b'6', 0]),
@@ -334,18 +405,41 @@ fn decline_quarantines_and_confirm_checks_the_link() {
     let c = Client::new(7);
     let r = ask(&mut h, &c, &c.msg(MessageType::Request, true, Some(None))).unwrap();
     let (ip, ..) = address(&r).unwrap();
-    let r = ask(&mut h, &c, &c.msg(MessageType::Decline, true, Some(Some(ip)))).unwrap();
+    let r = ask(
+        &mut h,
+        &c,
+        &c.msg(MessageType::Decline, true, Some(Some(ip))),
+    )
+    .unwrap();
     assert_eq!(status(&r), Some(Status::Success));
     assert!(h.pool().store().index().quarantined_until(ip).is_some());
-    let r = ask(&mut h, &c, &c.msg(MessageType::Request, true, Some(Some(ip)))).unwrap();
-    assert_ne!(address(&r).map(|a| a.0), Some(ip), "a declined address is not handed out");
+    let r = ask(
+        &mut h,
+        &c,
+        &c.msg(MessageType::Request, true, Some(Some(ip))),
+    )
+    .unwrap();
+    assert_ne!(
+        address(&r).map(|a| a.0),
+        Some(ip),
+        "a declined address is not handed out"
+    );
 
-    let on = ask(&mut h, &c, &c.msg(MessageType::Confirm, false, Some(Some(ip)))).unwrap();
+    let on = ask(
+        &mut h,
+        &c,
+        &c.msg(MessageType::Confirm, false, Some(Some(ip))),
+    )
+    .unwrap();
     assert_eq!(status(&on), Some(Status::Success));
     let off = ask(
         &mut h,
         &c,
-        &c.msg(MessageType::Confirm, false, Some(Some("2001:db8::5".parse().unwrap()))),
+        &c.msg(
+            MessageType::Confirm,
+            false,
+            Some(Some("2001:db8::5".parse().unwrap())),
+        ),
     )
     .unwrap();
     assert_eq!(status(&off), Some(Status::NotOnLink));
@@ -369,7 +463,10 @@ fn pxe_clients_get_a_boot_file_url_for_their_architecture() {
     http.opts_mut()
         .insert(DhcpOption::ClientArchType(vec![Architecture(16)]));
     let r = ask(&mut h, &c, &http).unwrap();
-    assert_eq!(url(&r).as_deref(), Some("http://[fd00:122::1]:8069/ipxe.efi"));
+    assert_eq!(
+        url(&r).as_deref(),
+        Some("http://[fd00:122::1]:8069/ipxe.efi")
+    );
     match r.opts().get(OptionCode::VendorClass) {
         Some(DhcpOption::VendorClass(v)) => assert_eq!(v.data, vec![b"HTTPClient".to_vec()]),
         other => panic!("no vendor class: {other:?}"),
@@ -387,9 +484,9 @@ fn malformed_and_foreign_packets_are_dropped_by_name() {
     let mut cut = good.clone();
     cut.truncate(good.len() - 3);
     let mut foreign = c.msg(MessageType::Request, false, Some(None));
-    foreign
-        .opts_mut()
-        .insert(DhcpOption::ServerId(vec![0, 4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]));
+    foreign.opts_mut().insert(DhcpOption::ServerId(vec![
+        0, 4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+    ]));
     let foreign = bytes(&foreign);
     let advertise = {
         let mut b = good.clone();
@@ -409,7 +506,12 @@ fn malformed_and_foreign_packets_are_dropped_by_name() {
     );
     assert_eq!(out.len(), 1, "only the good Solicit is answered");
     let dropped = h.stats().snapshot().dropped;
-    for reason in [Drop6::OptionOverflow, Drop6::NotForUs, Drop6::NotClientMessage, Drop6::Short] {
+    for reason in [
+        Drop6::OptionOverflow,
+        Drop6::NotForUs,
+        Drop6::NotClientMessage,
+        Drop6::Short,
+    ] {
         assert_eq!(dropped.get(reason.as_str()), Some(&1), "{reason:?}");
     }
 }
@@ -436,7 +538,11 @@ fn a_storm_of_clients_gets_distinct_addresses_until_the_range_is_full_and_all_ar
     }
     let unique: HashSet<_> = got.iter().collect();
     assert_eq!(unique.len(), got.len(), "no address twice");
-    assert_eq!(got.len(), 256, "the range has 256 addresses, all handed out");
+    assert_eq!(
+        got.len(),
+        256,
+        "the range has 256 addresses, all handed out"
+    );
     assert!(got.iter().all(|ip| in_range(*ip)));
     assert_eq!(h.stats().snapshot().exhausted, 44);
     let (reopened, _) = Pool6::open(&config(dir.path(), false)).unwrap();

@@ -109,8 +109,14 @@ mod tests {
                 data: vec![s.as_bytes().to_vec()],
             })])
         };
-        assert_eq!(classify(&vendor("HTTPClient:Arch:00016")).as_str(), "uefi-http");
-        assert_eq!(classify(&vendor("PXEClient:Arch:00007:UNDI:003016")).as_str(), "uefi-x64");
+        assert_eq!(
+            classify(&vendor("HTTPClient:Arch:00016")).as_str(),
+            "uefi-http"
+        );
+        assert_eq!(
+            classify(&vendor("PXEClient:Arch:00007:UNDI:003016")).as_str(),
+            "uefi-x64"
+        );
         let ipxe = opts(vec![
             DhcpOption::ClientArchType(vec![Architecture(7)]),
             DhcpOption::UserClass(UserClass {
@@ -125,11 +131,15 @@ mod tests {
     fn urls_name_the_v6_gateway_in_brackets() {
         let gw: Ipv6Addr = "fd00:122::1".parse().unwrap();
         let no_ipxe = |_: &str| false;
-        let uefi = classify(&opts(vec![DhcpOption::ClientArchType(vec![Architecture(7)])]));
+        let uefi = classify(&opts(vec![DhcpOption::ClientArchType(vec![Architecture(
+            7,
+        )])]));
         let b = boot_url(&uefi, Some(&boot(None)), gw, &no_ipxe).unwrap();
         assert_eq!(b.url, "tftp://[fd00:122::1]/ipxe.efi");
         assert_eq!(b.vendor_class, Some("PXEClient"));
-        let http = classify(&opts(vec![DhcpOption::ClientArchType(vec![Architecture(16)])]));
+        let http = classify(&opts(vec![DhcpOption::ClientArchType(vec![Architecture(
+            16,
+        )])]));
         let b = boot_url(&http, Some(&boot(Some(8069))), gw, &no_ipxe).unwrap();
         assert_eq!(b.url, "http://[fd00:122::1]:8069/ipxe.efi");
         assert_eq!(b.vendor_class, Some("HTTPClient"));

@@ -104,8 +104,20 @@ fn options(mut buf: &[u8], depth: usize) -> Result<(), Drop6> {
 
 fn option(code: u16, body: &[u8], depth: usize) -> Result<(), Drop6> {
     let len = body.len();
-    let exactly = |n: usize| if len == n { Ok(()) } else { Err(Drop6::BadOptionLength) };
-    let at_least = |n: usize| if len >= n { Ok(()) } else { Err(Drop6::BadOptionLength) };
+    let exactly = |n: usize| {
+        if len == n {
+            Ok(())
+        } else {
+            Err(Drop6::BadOptionLength)
+        }
+    };
+    let at_least = |n: usize| {
+        if len >= n {
+            Ok(())
+        } else {
+            Err(Drop6::BadOptionLength)
+        }
+    };
     match code {
         // Client / Server Identifier: a DUID (type + at least one byte, at most 130).
         1 | 2 => {
@@ -137,7 +149,7 @@ fn option(code: u16, body: &[u8], depth: usize) -> Result<(), Drop6> {
         }
         // ORO: a list of u16.
         6 => {
-            if len % 2 == 0 {
+            if len.is_multiple_of(2) {
                 Ok(())
             } else {
                 Err(Drop6::BadOptionLength)
@@ -165,7 +177,7 @@ fn option(code: u16, body: &[u8], depth: usize) -> Result<(), Drop6> {
         19 => exactly(1),
         // DNS servers: whole addresses.
         23 => {
-            if len % 16 == 0 {
+            if len.is_multiple_of(16) {
                 Ok(())
             } else {
                 Err(Drop6::BadOptionLength)
@@ -173,7 +185,7 @@ fn option(code: u16, body: &[u8], depth: usize) -> Result<(), Drop6> {
         }
         // Client architecture types: whole u16s.
         61 => {
-            if len % 2 == 0 {
+            if len.is_multiple_of(2) {
                 Ok(())
             } else {
                 Err(Drop6::BadOptionLength)
@@ -206,14 +218,22 @@ mod tests {
     #[test]
     fn each_malformation_has_its_reason() {
         let duid = opt(1, &[0, 3, 0, 1, 1, 2, 3, 4, 5, 6]);
-        assert_eq!(check(&solicit(&[duid.clone()])), Ok(()));
+        assert_eq!(check(&solicit(std::slice::from_ref(&duid))), Ok(()));
         assert_eq!(check(&[1, 2]), Err(Drop6::Short));
         assert_eq!(check(&[2, 0, 0, 0]), Err(Drop6::NotClientMessage));
         assert_eq!(check(&[12, 0, 0, 0]), Err(Drop6::NotClientMessage));
-        let mut cut = solicit(&[duid.clone()]);
+        let mut cut = solicit(std::slice::from_ref(&duid));
         cut.pop();
         assert_eq!(check(&cut), Err(Drop6::OptionOverflow));
-        for short in [(13, 1), (11, 10), (16, 3), (17, 3), (7, 0), (8, 1), (12, 15)] {
+        for short in [
+            (13, 1),
+            (11, 10),
+            (16, 3),
+            (17, 3),
+            (7, 0),
+            (8, 1),
+            (12, 15),
+        ] {
             let p = solicit(&[duid.clone(), opt(short.0, &vec![0; short.1])]);
             assert_eq!(check(&p), Err(Drop6::BadOptionLength), "option {}", short.0);
         }

@@ -19,8 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use dhcproto::v6::{
-    DhcpOption, IAAddr, Message, MessageType, OptionCode, Status, StatusCode, UnknownOption,
-    IANA,
+    DhcpOption, IAAddr, Message, MessageType, OptionCode, Status, StatusCode, UnknownOption, IANA,
 };
 use dhcproto::{Decodable, Decoder, Encodable, Encoder};
 
@@ -307,7 +306,11 @@ impl Handler6 {
     }
 
     fn lifetimes(&self) -> (u32, u32, u32) {
-        let secs = self.pool.lease_time().as_secs().min(u64::from(u32::MAX - 1)) as u32;
+        let secs = self
+            .pool
+            .lease_time()
+            .as_secs()
+            .min(u64::from(u32::MAX - 1)) as u32;
         (secs, secs / 2, (secs as u64 * 4 / 5) as u32)
     }
 
@@ -375,9 +378,9 @@ impl Handler6 {
                     .index()
                     .by_binding(&duid, *iaid)
                     .is_some_and(|l| l.ip == ip && l.expires > now);
-                let lease =
-                    self.pool
-                        .bind(&duid, *iaid, ip, ask.mac, ask.fqdn.clone(), now);
+                let lease = self
+                    .pool
+                    .bind(&duid, *iaid, ip, ask.mac, ask.fqdn.clone(), now);
                 if let Some(name) = &lease.hostname {
                     set_fqdn(&mut m, name);
                 }
@@ -386,10 +389,8 @@ impl Handler6 {
             m.opts_mut().insert(self.ia_with(*iaid, ip, lifetime));
         }
         if ias.is_empty() || !any {
-            m.opts_mut().insert(status_code(
-                Status::NoAddrsAvail,
-                "no addresses available",
-            ));
+            m.opts_mut()
+                .insert(status_code(Status::NoAddrsAvail, "no addresses available"));
         }
         if kind == MessageType::Advertise {
             m.opts_mut().insert(DhcpOption::Preference(255));
@@ -426,15 +427,13 @@ impl Handler6 {
                 .or_else(|| {
                     // A static host's address follows the host even when the client asks for
                     // another.
-                    self.pool
-                        .static_host(&duid, ask.mac)
-                        .map(|h| h.ip)
+                    self.pool.static_host(&duid, ask.mac).map(|h| h.ip)
                 });
             match want {
                 Some(ip) => {
-                    let lease =
-                        self.pool
-                            .bind(&duid, iaid, ip, ask.mac, ask.fqdn.clone(), now);
+                    let lease = self
+                        .pool
+                        .bind(&duid, iaid, ip, ask.mac, ask.fqdn.clone(), now);
                     if let Some(name) = &lease.hostname {
                         set_fqdn(&mut m, name);
                     }

@@ -87,7 +87,9 @@ pub fn answer_batch(
         let withheld = out.iter().filter(|o| o.needs_flush).count() as u64;
         let stats = handler.stats();
         stats.flush_errors.fetch_add(1, Ordering::Relaxed);
-        stats.replies_withheld.fetch_add(withheld, Ordering::Relaxed);
+        stats
+            .replies_withheld
+            .fetch_add(withheld, Ordering::Relaxed);
         tracing::error!(
             network = %handler.config().network,
             error = %e,
@@ -111,13 +113,12 @@ impl Dhcp6Server {
     /// the network's DHCPv6 thread.
     pub fn start(cfg: Dhcp6Config) -> Result<Dhcp6Handle, Dhcp6Error> {
         let network = cfg.network.clone();
-        let duid = server_duid::load_or_create(&cfg.duid_file).map_err(|source| {
-            Dhcp6Error::Duid {
+        let duid =
+            server_duid::load_or_create(&cfg.duid_file).map_err(|source| Dhcp6Error::Duid {
                 network: network.clone(),
                 path: cfg.duid_file.clone(),
                 source,
-            }
-        })?;
+            })?;
         let socket = bind_socket(&cfg.interface).map_err(|source| Dhcp6Error::Socket {
             network: network.clone(),
             interface: cfg.interface.clone(),

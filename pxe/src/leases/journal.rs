@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use super::codec::{self, Decoded, Format, HEADER_LEN, V4};
 use super::{LeaseError, LoadReport};
 
+/// An opened journal, the records it replayed, and what replay found.
+pub(crate) type Opened<F> = (Journal<F>, Vec<<F as Format>::Record>, LoadReport);
+
 /// A journal of records of kind `F` (DHCPv4 leases unless said otherwise).
 pub(crate) struct Journal<F: Format = V4> {
     path: PathBuf,
@@ -31,7 +34,7 @@ pub(crate) struct Journal<F: Format = V4> {
 impl<F: Format> Journal<F> {
     /// Opens (creating if needed) the journal and replays it. A torn or corrupt tail is cut off
     /// so that later appends are not hidden behind it.
-    pub(crate) fn open(path: &Path) -> Result<(Journal<F>, Vec<F::Record>, LoadReport), LeaseError> {
+    pub(crate) fn open(path: &Path) -> Result<Opened<F>, LeaseError> {
         let io_err = |source| LeaseError::io(path, source);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.exists() {
@@ -75,7 +78,8 @@ impl<F: Format> Journal<F> {
             report.dropped_bytes = bytes.len() as u64;
             report.version = F::VERSION;
             file.set_len(0).map_err(io_err)?;
-            file.write_all_at(&codec::header_of::<F>(), 0).map_err(io_err)?;
+            file.write_all_at(&codec::header_of::<F>(), 0)
+                .map_err(io_err)?;
             file.sync_all().map_err(io_err)?;
             sync_dir(path)?;
             let journal = Journal {

@@ -69,7 +69,7 @@ impl Duid {
     /// Parses `aa:bb:...` (colons optional), as the config and `hostagent leases` write it.
     pub fn parse(text: &str) -> Option<Duid> {
         let hex: String = text.chars().filter(|c| *c != ':' && *c != '-').collect();
-        if hex.len() % 2 != 0 || !hex.is_ascii() {
+        if !hex.len().is_multiple_of(2) || !hex.is_ascii() {
             return None;
         }
         let bytes: Option<Vec<u8>> = (0..hex.len())
@@ -323,14 +323,10 @@ impl Lease6Index {
         self.by_binding
             .values()
             .map(|l| Record6::Lease(l.clone()))
-            .chain(
-                self.quarantine
-                    .iter()
-                    .map(|(ip, until)| Record6::Decline {
-                        ip: *ip,
-                        until: *until,
-                    }),
-            )
+            .chain(self.quarantine.iter().map(|(ip, until)| Record6::Decline {
+                ip: *ip,
+                until: *until,
+            }))
     }
 
     fn live_count(&self) -> usize {

@@ -130,9 +130,5 @@ fn snapshot<P: LeaseSource>(pool: &P, now: u64) -> BoundSet<P::Lease> {
 }
 
 fn earliest<P: LeaseSource>(set: &BoundSet<P::Lease>) -> u64 {
-    set.leases
-        .iter()
-        .map(P::expires)
-        .min()
-        .unwrap_or(u64::MAX)
+    set.leases.iter().map(P::expires).min().unwrap_or(u64::MAX)
 }
