@@ -413,8 +413,8 @@ impl<'a> Dhcpcd<'a> {
         let inner = format!(
             "mount --bind '{}' /var/lib/dhcpcd && mount -t tmpfs hostagent-test /run && \
              exec dhcpcd {} -B -d -f '{}' -c '{}' eth0",
-            self.family,
             self.db.display(),
+            self.family,
             self.conf.display(),
             self.script.display()
         );
