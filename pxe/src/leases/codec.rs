@@ -240,10 +240,11 @@ fn decode_payload(p: &[u8]) -> Option<Record> {
     r.0.is_empty().then_some(record)
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Reads a record payload front to back (`None` once it is short).
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -258,7 +259,7 @@ impl<'a> Reader<'a> {
         let b: [u8; 4] = self.take(4)?.try_into().ok()?;
         Some(Ipv4Addr::from(b))
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub(crate) fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
     fn id(&mut self) -> Option<ClientId> {

@@ -23,7 +23,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::codec::Format;
+use super::client::write_hex;
+use super::codec::{Format, Reader};
 use super::journal::Journal;
 use super::{truncate_hostname, LeaseError, LoadReport, COMPACT_MIN_BYTES, COMPACT_RATIO};
 use crate::config::Mac;
@@ -82,13 +83,7 @@ impl Duid {
 
 impl fmt::Display for Duid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (i, b) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str(":")?;
-            }
-            write!(f, "{b:02x}")?;
-        }
-        Ok(())
+        write_hex(f, &self.0)
     }
 }
 
@@ -201,7 +196,7 @@ impl Format for V6 {
         let mut r = Reader(rest);
         let record = match kind {
             KIND_LEASE => {
-                let (duid, iaid, ip) = r.binding()?;
+                let (duid, iaid, ip) = read_binding(&mut r)?;
                 let expires = r.u64()?;
                 let mac = match r.take(1)?[0] {
                     0 => None,
@@ -220,11 +215,11 @@ impl Format for V6 {
                 })
             }
             KIND_RELEASE => {
-                let (duid, iaid, ip) = r.binding()?;
+                let (duid, iaid, ip) = read_binding(&mut r)?;
                 Record6::Release { duid, iaid, ip }
             }
             KIND_DECLINE => Record6::Decline {
-                ip: r.ip()?,
+                ip: read_ip(&mut r)?,
                 until: r.u64()?,
             },
             _ => return None,
@@ -233,30 +228,16 @@ impl Format for V6 {
     }
 }
 
-struct Reader<'a>(&'a [u8]);
+fn read_ip(r: &mut Reader) -> Option<Ipv6Addr> {
+    let b: [u8; 16] = r.take(16)?.try_into().ok()?;
+    Some(Ipv6Addr::from(b))
+}
 
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn ip(&mut self) -> Option<Ipv6Addr> {
-        let b: [u8; 16] = self.take(16)?.try_into().ok()?;
-        Some(Ipv6Addr::from(b))
-    }
-    fn binding(&mut self) -> Option<(Duid, u32, Ipv6Addr)> {
-        let len = self.take(1)?[0] as usize;
-        let duid = Duid::new(self.take(len)?)?;
-        let iaid = u32::from_le_bytes(self.take(4)?.try_into().ok()?);
-        Some((duid, iaid, self.ip()?))
-    }
+fn read_binding(r: &mut Reader) -> Option<(Duid, u32, Ipv6Addr)> {
+    let len = r.take(1)?[0] as usize;
+    let duid = Duid::new(r.take(len)?)?;
+    let iaid = u32::from_le_bytes(r.take(4)?.try_into().ok()?);
+    Some((duid, iaid, read_ip(r)?))
 }
 
 /// The replayed v6 state: who holds what, and which addresses are quarantined.
