@@ -69,7 +69,7 @@ fn feed_leases(h: &QueryHandler, raw: &[u8]) {
         .collect();
     let store = h.records();
     let taken: HashSet<String> = names_of(&config_records(), store);
-    let records = lease_records(&leases, store, &taken, now);
+    let records = lease_records(&leases, &[], store, &taken, now);
     for r in &records {
         let name = store
             .relative_name(&r.name)
