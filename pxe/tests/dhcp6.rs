@@ -459,6 +459,8 @@ fn pxe_clients_get_a_boot_file_url_for_their_architecture() {
         .insert(DhcpOption::ClientArchType(vec![Architecture(7)]));
     let r = ask(&mut h, &c, &pxe).unwrap();
     assert_eq!(url(&r).as_deref(), Some("tftp://[fd00:122::1]/ipxe.efi"));
+    // EDK2 would take a `PXEClient` Vendor Class for a BINL offer and ask again on port 4011.
+    assert_eq!(r.opts().get(OptionCode::VendorClass), None);
     let mut http = c.msg(MessageType::Solicit, false, Some(None));
     http.opts_mut()
         .insert(DhcpOption::ClientArchType(vec![Architecture(16)]));

@@ -121,6 +121,10 @@ pub enum Firmware {
     /// As `UefiNoRom` with OVMF's PXE turned off (fw_cfg `IPv4PXESupport`/`IPv6PXESupport` = n),
     /// so the first boot option is EDK2's own UEFI HTTP boot (option 60 `HTTPClient`, 93 = 16).
     UefiHttpBoot,
+    /// As `UefiNoRom` with only OVMF's IPv4 PXE turned off (fw_cfg `IPv4PXESupport` = n), so the
+    /// first boot option is EDK2's PXE over IPv6: router solicitation, DHCPv6 with option 61 = 7,
+    /// the Boot File URL (59), TFTP over IPv6.
+    UefiPxe6,
     /// An arm64 `virt` machine (qemu-system-aarch64, Cortex-A57) with EDK2's arm64 build
     /// (`qemu-efi-aarch64`): its PXE client asks with option 93 = 11. (No arm64 payload here:
     /// tests watch its DHCP and TFTP, not a marker.)
@@ -135,7 +139,10 @@ impl Firmware {
     fn is_ovmf(self) -> bool {
         matches!(
             self,
-            Firmware::UefiNoRom | Firmware::UefiSecureBoot | Firmware::UefiHttpBoot
+            Firmware::UefiNoRom
+                | Firmware::UefiSecureBoot
+                | Firmware::UefiHttpBoot
+                | Firmware::UefiPxe6
         )
     }
 }
@@ -238,11 +245,14 @@ impl Guest {
                     .map(String::from),
                 );
             }
-            if spec.firmware == Firmware::UefiHttpBoot {
-                for knob in ["IPv4PXESupport", "IPv6PXESupport"] {
-                    argv.push("-fw_cfg".into());
-                    argv.push(format!("name=opt/org.tianocore/{knob},string=n"));
-                }
+            let pxe_off: &[&str] = match spec.firmware {
+                Firmware::UefiHttpBoot => &["IPv4PXESupport", "IPv6PXESupport"],
+                Firmware::UefiPxe6 => &["IPv4PXESupport"],
+                _ => &[],
+            };
+            for knob in pxe_off {
+                argv.push("-fw_cfg".into());
+                argv.push(format!("name=opt/org.tianocore/{knob},string=n"));
             }
             argv.push("-drive".into());
             argv.push(format!(

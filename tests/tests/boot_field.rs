@@ -8,11 +8,12 @@
 //! - OVMF's own UEFI HTTP boot → ipxe.efi → script;
 //! - proxyDHCP while dnsmasq (another host on the segment) hands out the addresses: SeaBIOS's
 //!   iPXE ROM, and OVMF's PXE (which asks on UDP 4011);
+//! - OVMF's PXE over IPv6: DHCPv6's Boot File URL, ipxe.efi over TFTP on IPv6, then the script;
 //! - arm64 EDK2 (qemu-system-aarch64) up to its download of the `arm64` file: there is no arm64
 //!   loader or kernel among this host's packages (they would need apt's arm64 architecture), so
 //!   that firmware stops at "Unsupported" once it has the file.
 //!
-//! The boot root is Debian's netboot tree copied as shipped (`netboot`); six guests of 20–60 s,
+//! The boot root is Debian's netboot tree copied as shipped (`netboot`); seven guests of 20–60 s,
 //! run alone (.config/nextest.toml: `boot_field_`).
 //!
 //! Deviation from a real default: the dnsmasq peer runs with `--no-ping` (it would wait ~3 s per
@@ -428,4 +429,61 @@ fn boot_field_arm64_uefi_is_classified_and_downloads_its_file() {
         guest.diagnostics()
     );
     lab.assert_answered(MAC, "dhcp ack", "uefi-arm64", &arm64);
+}
+
+/// PXE over IPv6 (RFC 5970): OVMF with its IPv4 PXE off solicits on the IPv6 segment (the RA's
+/// M flag), asks DHCPv6 with Client Architecture 7, gets the `uefi` file as a Boot File URL
+/// `tftp://[gateway6]/…` and fetches it by TFTP over IPv6; that ipxe.efi asks again as iPXE
+/// (on DHCPv4 and DHCPv6, the segment is dual-stack) and gets the script, not ipxe.efi (no
+/// loop), which boots the marker.
+#[test]
+fn boot_field_uefi_pxe_over_ipv6_fetches_its_boot_file_url_over_tftp6() {
+    const MAC: &str = "52:54:00:f1:00:07";
+    const GATEWAY6: &str = "fd00:87::1";
+    let ipxe_efi = format!("{PAYLOAD}/ipxe.efi");
+    let script = format!("{PAYLOAD}/boot.ipxe");
+    let config = Config::new("/var/lib/hostagent").network(
+        network("10.87.0.1/24")
+            .dhcp(Dhcp::new("10.87.0.100-10.87.0.200"))
+            .address6(&format!("{GATEWAY6}/64"))
+            .dhcp6(Some("fd00:87::100-fd00:87::1ff"))
+            .pxe(Pxe::new(BOOT_ROOT).uefi(&ipxe_efi).script(&script)),
+    );
+    let lab = Lab::start("bfp6", config, |root| {
+        let body = format!(
+            "#!ipxe\nkernel tftp://${{next-server}}/{PAYLOAD}/vmlinuz initrd=initrd.img \
+             console=ttyS0 panic=-1 quiet hostagent_path=tftp\n\
+             initrd tftp://${{next-server}}/{PAYLOAD}/initrd.img\nboot\n"
+        );
+        std::fs::write(root.join(PAYLOAD).join("boot.ipxe"), body).expect("script");
+    });
+    let booted = lab.boot("tap-bfp6", MAC, Firmware::UefiPxe6);
+    assert_eq!(booted.path(), "tftp", "{}", booted.line);
+
+    let url = format!("tftp://[{GATEWAY6}]/{ipxe_efi}");
+    let log = lab.log();
+    assert!(
+        log.lines().any(|l| l.contains("DHCPv6 boot file URL")
+            && l.contains("kind=\"uefi-x64\"")
+            && l.contains(&format!("url=\"{url}\""))),
+        "no DHCPv6 Boot File URL {url} to a UEFI client:\n{log}"
+    );
+    assert!(
+        log.lines().any(|l| l.contains("DHCPv6 bound")),
+        "the PXEv6 client got no DHCPv6 lease:\n{log}"
+    );
+    let path = format!("path={ipxe_efi} ");
+    assert!(
+        log.lines().any(|l| l.contains("tftp: transfer completed")
+            && l.contains(&path)
+            && l.contains(&format!("client=[{}", "fd00:87::"))),
+        "ipxe.efi did not go over TFTP on IPv6:\n{log}"
+    );
+    lab.assert_answered(MAC, "dhcp ack", "ipxe", &script);
+    assert!(
+        !log.lines().any(|l| l.contains("DHCPv6 boot file URL")
+            && l.contains("kind=\"ipxe\"")
+            && l.contains("ipxe.efi")),
+        "iPXE was handed ipxe.efi again over DHCPv6 (a loop):\n{log}"
+    );
 }
