@@ -76,6 +76,8 @@ pub struct FileServiceConfig {
     pub network: String,
     pub listen: Ipv4Addr,
     pub root: PathBuf,
+    /// Directories served at one top-level name of the root each (`SafeRoot::with_mount`).
+    pub mounts: Vec<(String, PathBuf)>,
 }
 
 /// Bounds on what a TFTP client may negotiate (RFC 2348/7440 options are clamped, not refused).

@@ -18,6 +18,9 @@ use crate::{control, hostcmd};
 use services::Services;
 
 pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
+    // Guest work runs in helper processes (`guests::helper`): libvirt, once loaded, would stay
+    // mapped in the daemon for good.
+    crate::guests::forbid_libvirt_in_this_process();
     let model = hostcmd::load(cli)?;
     let host = hostcmd::host_for(cli, &model);
     hostcmd::apply_model(&host, &model)
@@ -138,7 +141,9 @@ async fn reload(cli: &Cli, current: &Model, services: &services::Shared) -> Resu
 }
 
 async fn start_guests(cli: &Cli, model: &Model) {
-    if let Err(e) = crate::guests::apply(model, &cli.root).await {
-        tracing::error!("guests: {e:#}");
+    match crate::guests::helper::apply(model, &cli.root).await {
+        Ok(done) if !done.is_empty() => tracing::info!(steps = done.len(), "guests applied"),
+        Ok(_) => {}
+        Err(e) => tracing::error!("guests: {e:#}"),
     }
 }

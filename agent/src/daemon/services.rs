@@ -203,8 +203,7 @@ async fn start(name: &str, w: &Wanted) -> Result<Running> {
 
 async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()> {
     if let Some((files, http_port)) = &w.files {
-        let root = SafeRoot::new(&files.root)
-            .with_context(|| format!("boot root {}", files.root.display()))?;
+        let root = safe_root(files)?;
         let addr = SocketAddr::from((files.listen, 69));
         let tftp = TftpServer::bind(addr, root, TftpLimits::default())
             .await
@@ -221,8 +220,7 @@ async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()>
         });
         if let Some(port) = http_port {
             let addr = SocketAddr::from((files.listen, *port));
-            let root = SafeRoot::new(&files.root)
-                .with_context(|| format!("boot root {}", files.root.display()))?;
+            let root = safe_root(files)?;
             let http = HttpServer::bind(addr, root)
                 .await
                 .with_context(|| format!("HTTP on {addr}"))?;
@@ -248,6 +246,20 @@ async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()>
         running.dhcp = Some(handle);
     }
     Ok(())
+}
+
+/// The boot root with its mounts. A mounted directory is the agent's own (rendered guest
+/// scripts in the state directory): made here if the guests have not written it yet.
+fn safe_root(files: &FileServiceConfig) -> Result<SafeRoot> {
+    let mut root = SafeRoot::new(&files.root)
+        .with_context(|| format!("boot root {}", files.root.display()))?;
+    for (name, dir) in &files.mounts {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        root = root
+            .with_mount(name, dir)
+            .with_context(|| format!("serving {} as {name}/", dir.display()))?;
+    }
+    Ok(root)
 }
 
 pub type Shared = Arc<tokio::sync::Mutex<Services>>;
