@@ -40,6 +40,7 @@ pub struct Config {
     vhost_zcopytx: Option<bool>,
     port_rate_limit: Option<i64>,
     libvirt: Option<(String, Option<String>)>,
+    libvirt_pool: Option<String>,
     networks: Vec<Network>,
     guests: Vec<Guest>,
 }
@@ -52,6 +53,7 @@ impl Config {
             vhost_zcopytx: None,
             port_rate_limit: None,
             libvirt: None,
+            libvirt_pool: None,
             networks: Vec::new(),
             guests: Vec::new(),
         }
@@ -81,6 +83,12 @@ impl Config {
         self
     }
 
+    /// `[libvirt] pool`: the storage pool guests' disks are volumes of.
+    pub fn libvirt_pool(mut self, pool: &str) -> Config {
+        self.libvirt_pool = Some(pool.to_string());
+        self
+    }
+
     pub fn network(mut self, n: Network) -> Config {
         self.networks.push(n);
         self
@@ -107,11 +115,17 @@ impl Display for Config {
         if let Some(rate) = self.port_rate_limit {
             writeln!(f, "\n[dhcp]\nport_rate_limit = {rate}")?;
         }
+        if self.libvirt.is_some() || self.libvirt_pool.is_some() {
+            writeln!(f, "\n[libvirt]")?;
+        }
         if let Some((uri, virt_type)) = &self.libvirt {
-            writeln!(f, "\n[libvirt]\nuri = {}", quoted(uri))?;
+            writeln!(f, "uri = {}", quoted(uri))?;
             if let Some(t) = virt_type {
                 writeln!(f, "virt_type = {}", quoted(t))?;
             }
+        }
+        if let Some(pool) = &self.libvirt_pool {
+            writeln!(f, "pool = {}", quoted(pool))?;
         }
         for n in &self.networks {
             write!(f, "\n{n}")?;
@@ -442,6 +456,11 @@ impl Guest {
     /// The boot script template in the network's boot root.
     pub fn script(self, file: &str) -> Guest {
         self.set("script", quoted(file))
+    }
+
+    /// A new disk of `size` (a volume `NAME.qcow2` in the storage pool).
+    pub fn disk_size(self, size: &str) -> Guest {
+        self.set("disk", format!("{{ size = {} }}", quoted(size)))
     }
 }
 

@@ -119,13 +119,15 @@ pub(super) fn plan(
             let how = match (&d.backing, d.size_bytes) {
                 (Some(b), _) => format!("qcow2 overlay on {}", backing_name(b, &host, pool.name)),
                 (None, Some(s)) => format!("{} {}", gib(s), d.format.as_str()),
-                (None, None) => return Err(plan_error(
-                    &g.name,
-                    format!(
+                (None, None) => {
+                    return Err(plan_error(
+                        &g.name,
+                        format!(
                         "{} does not exist and the disk has no size or backing to create it from",
                         path.display()
                     ),
-                )),
+                    ))
+                }
             };
             actions.push(GuestAction::CreateDisk {
                 guest: g.name.clone(),
