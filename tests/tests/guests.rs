@@ -143,15 +143,16 @@ fn guests_fleet_pxe_boots_from_one_entry() {
             tail(&daemon.log_text(), 40),
             tail(&lv.log(), 20)
         );
+        // Read while it runs (it powers off once booted): libvirt's live label for it.
+        let live = lv.virsh_ok(&["dumpxml", n]);
+        assert!(
+            live.contains("<seclabel type='dynamic' model='dac' relabel='yes'>"),
+            "{live}"
+        );
     }
-    let live = lv.virsh_ok(&["dumpxml", "node-1"]);
-    assert!(
-        live.contains("<seclabel type='dynamic' model='dac' relabel='yes'>"),
-        "{live}"
-    );
     let mut booted = Vec::new();
     for n in ["node-1", "node-2", "node-3"] {
-        let line = wait_for(240u64.saturating_sub(started.elapsed().as_secs()), || {
+        let line = wait_for(360u64.saturating_sub(started.elapsed().as_secs()), || {
             read_log(&console(n))
                 .lines()
                 .find(|l| l.contains(BOOT_MARKER))
