@@ -31,12 +31,14 @@ def captured():
     return out
 
 
-def dhcp(mac, msg, xid=0x11223344, opts=b"", ciaddr=b"\0\0\0\0", hlen=6, cookie=b"\x63\x82\x53\x63"):
+def dhcp(mac, msg, xid=0x11223344, opts=b"", ciaddr=b"\0\0\0\0", hlen=6, cookie=b"\x63\x82\x53\x63",
+         giaddr=b"\0\0\0\0"):
     p = bytearray(236)
     p[0], p[1], p[2] = 1, 1, hlen
     p[4:8] = struct.pack(">I", xid)
     p[10] = 0x80
     p[12:16] = ciaddr
+    p[24:28] = giaddr
     p[28:34] = mac
     return bytes(p) + cookie + bytes([53, 1, msg]) + opts + b"\xff"
 
@@ -48,6 +50,8 @@ def ip(s):
 SERVER = ip("10.9.0.1")
 DYN = bytes.fromhex("020000000042")
 RES = bytes.fromhex("525400000010")
+NEW = bytes.fromhex("020000000043")
+DUID = bytes.fromhex("ff0000000100012a1b3c5254000042")
 
 
 def dhcp_seeds():
@@ -84,6 +88,37 @@ def dhcp_seeds():
     write("dhcp_server", frame(0, dhcp(DYN, 1)[:-1] + b"\x3c\xc8ab"))
     write("dhcp_server", frame(0, dhcp(DYN, 1, opts=b"\x2b\xff" + b"A" * 255 + b"\x2b\xff" + b"B" * 255 * 5)))
     write("dhcp_server", frame(0, dhcp(DYN, 1, opts=b"\x39\x02\x00\x10\x4d\x04iPXE\xaf\x03\x01\x01\x01")))
+    # Option 61: a DUID keeps its address on a new chaddr; an Ethernet-type id names its MAC.
+    duid = b"\x3d" + bytes([len(DUID)]) + DUID
+    req100 = b"\x32\x04" + ip("10.9.0.100") + b"\x36\x04" + SERVER
+    write("dhcp_server", b"".join([
+        frame(0, dhcp(DYN, 1, opts=duid)),
+        frame(0, dhcp(DYN, 3, opts=duid + req100)),
+        frame(2, dhcp(NEW, 1, opts=duid)),
+        frame(0, dhcp(NEW, 3, opts=duid + req100)),
+        frame(0, dhcp(NEW, 1, opts=b"\x3d\x07\x01" + DYN)),
+        frame(0, dhcp(RES, 3, opts=duid + b"\x32\x04" + ip("10.9.0.105"))),
+        frame(2, dhcp(NEW, 7, ciaddr=ip("10.9.0.100"), opts=duid + b"\x36\x04" + SERVER)),
+    ]))
+    # Option 82 through a relay (giaddr): OFFER, ACK, NAK and INFORM all echo it.
+    agent = b"\x52\x09\x01\x03p7a\x02\x02\xbe\xef"
+    relay = ip("10.9.0.254")
+    write("dhcp_server", b"".join([
+        frame(0, dhcp(DYN, 1, giaddr=relay, opts=agent)),
+        frame(0, dhcp(DYN, 3, giaddr=relay, opts=req100 + agent)),
+        frame(0, dhcp(DYN, 3, giaddr=relay, opts=b"\x32\x04" + ip("192.168.9.9") + b"\x36\x04" + SERVER + agent)),
+        frame(0, dhcp(DYN, 8, giaddr=relay, ciaddr=ip("10.9.0.100"), opts=agent)),
+    ]))
+    # Asking for 121 and Microsoft's 249 (old Windows), and the PXELINUX options' range.
+    write("dhcp_server", frame(0, dhcp(DYN, 1, opts=b"\x37\x06\x01\x03\x79\xf9\xd0\xd1")))
+    # proxyDHCP: a firmware DISCOVER on 67 (even advance), then its boot-server REQUEST on 4011
+    # (odd advance) from the address the other server gave it, and an OS client it ignores.
+    pxe = b"\x3c\x20PXEClient:Arch:00007:UNDI:003000\x5d\x02\x00\x07\x61\x11" + bytes(17)
+    write("dhcp_server", b"".join([
+        frame(0, dhcp(NEW, 1, opts=pxe)),
+        frame(1, dhcp(NEW, 3, ciaddr=ip("10.9.0.150"), opts=pxe + b"\x36\x04" + SERVER + agent)),
+        frame(0, dhcp(NEW, 1, opts=b"\x3c\x0cudhcp 1.35.0")),
+    ]))
 
 
 def tftp_seeds():

@@ -13,6 +13,9 @@ set -euo pipefail
 runtime=(nftables iproute2 ipxe kmod procps)
 build=(gcc)   # libvirt is loaded at run time (libvirt0), not linked
 tests=(busybox-static isc-dhcp-client atftp curl cpio gzip tcpdump bind9-dnsutils dnsmasq-base dnsperf
+       iptables firewalld dbus-daemon util-linux dhcpcd-base
+       pxelinux syslinux-common shim-signed grub-efi-amd64-signed debian-installer-12-netboot-amd64
+       qemu-system-arm qemu-efi-aarch64
        qemu-system-x86 ovmf ipxe-qemu
        libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils)
 # Commands the suite runs, with the package that ships each: a package can be "installed" and
@@ -20,6 +23,8 @@ tests=(busybox-static isc-dhcp-client atftp curl cpio gzip tcpdump bind9-dnsutil
 runtime_cmds=(nft:nftables ip:iproute2 modprobe:kmod sysctl:procps)
 test_cmds=(busybox:busybox-static dhclient:isc-dhcp-client atftp:atftp curl:curl cpio:cpio
            tcpdump:tcpdump dig:bind9-dnsutils dnsmasq:dnsmasq-base dnsperf:dnsperf
+           iptables-nft:iptables firewall-cmd:firewalld firewalld:firewalld dbus-daemon:dbus-daemon
+           unshare:util-linux dhcpcd:dhcpcd-base qemu-system-aarch64:qemu-system-arm
            qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils
            libvirtd:libvirt-daemon virsh:libvirt-clients)
 # The peers and tools of the benchmark harness (bench/run.sh); --profile adds perf.
@@ -50,11 +55,40 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt=(apt-get -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends)
   "${apt[@]}" update
+  # The tests run firewalld only inside their own namespace, on a private D-Bus. Installing the
+  # package must not start it on this host (it would apply its default zone to the host's own
+  # interfaces): while apt runs, a policy-rc.d refuses every service start, as in a container
+  # build; on a systemd host the unit is then disabled so it does not start at the next boot.
+  firewalld_new=0
+  installed firewalld || firewalld_new=1
+  if [ $firewalld_new = 1 ] && printf '%s\n' "${want[@]}" | grep -qx firewalld && [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\n# hostagent install-deps.sh: no service starts while it installs\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 0755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
+  # First every wanted package at once. That fails when an installed package comes from outside
+  # the configured repositories and breaks what they ship: this machine image carries qemu-utils
+  # 10.0 from bookworm-backports, which Breaks bookworm's qemu-system-common 7.2. Then install
+  # what is missing (apt may remove such a package to make room) and install again whatever that
+  # removed, now in the repositories' version. The check after all of this is what counts.
+  if ! "${apt[@]}" install "${want[@]}"; then
+    echo "install-deps.sh: not installable together as they are; installing the missing ones first"
+    "${apt[@]}" install "${missing[@]}"
+    again=()
+    for p in "${want[@]}"; do installed "$p" || again+=("$p"); done
+    if [ ${#again[@]} -gt 0 ]; then
+      echo "install-deps.sh: installing again what that removed: ${again[*]}"
+      "${apt[@]}" install "${again[@]}"
+    fi
+  fi
   # --reinstall only for packages whose status is fine but whose files are gone.
-  "${apt[@]}" install "${want[@]}"
   for c in "${cmds[@]}"; do
     has_cmd "${c%%:*}" || "${apt[@]}" install --reinstall "${c#*:}"
   done
+  if [ $firewalld_new = 1 ] && installed firewalld && [ -d /run/systemd/system ]; then
+    systemctl disable firewalld.service >/dev/null 2>&1 || true
+    echo "install-deps.sh: firewalld installed for the tests, not started and disabled on this host"
+  fi
 fi
 
 # Verify after installing: what apt did is checked, not assumed.

@@ -8,6 +8,7 @@ use netcfg::Host;
 
 use crate::cli::Cli;
 use crate::config::{self, Model};
+use crate::lock::HostLock;
 
 /// Load and validate the config; a config error is printed as-is (it already names file:line:col).
 pub fn load(cli: &Cli) -> Result<Model> {
@@ -33,6 +34,8 @@ pub async fn check(cli: &Cli, json: bool) -> Result<ExitCode> {
         None => Host::new(&cli.root, "/var/lib/hostagent"),
     };
     let mut results = netcfg::check::check(&host);
+    let desired = model.as_ref().map(|m| m.desired());
+    results.extend(netcfg::coexist::check(&host, desired.as_ref()));
     // The libvirt side: daemon, QEMU driver, KVM vs TCG, overcommit.
     let libvirt = model
         .as_ref()
@@ -145,6 +148,7 @@ pub async fn apply_model(host: &Host, model: &Model) -> Result<usize> {
 pub async fn apply(cli: &Cli) -> Result<ExitCode> {
     let model = load(cli)?;
     let host = host_for(cli, &model);
+    let _lock = HostLock::acquire(&cli.root, "apply")?;
     let n = apply_model(&host, &model).await?;
     // Guests after the networks they plug into; existing guests are never changed.
     let guest_changes = crate::guests::apply(&model, &cli.root)
@@ -168,6 +172,7 @@ pub async fn apply(cli: &Cli) -> Result<ExitCode> {
 pub async fn down(cli: &Cli, guests: bool) -> Result<ExitCode> {
     let model = load(cli)?;
     let host = host_for(cli, &model);
+    let _lock = HostLock::acquire(&cli.root, "down")?;
     if guests {
         for line in crate::guests::down(&model)
             .await

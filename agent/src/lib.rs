@@ -8,4 +8,5 @@ pub mod daemon;
 pub mod guestcmd;
 pub mod guests;
 pub mod hostcmd;
+pub mod lock;
 pub mod logging;

@@ -14,10 +14,74 @@ use std::sync::Arc;
 
 use hostagent_fuzz::{dhcp_config, frames, scratch_dir, RESERVED_IN_RANGE, RESERVED_OUTSIDE};
 use libfuzzer_sys::fuzz_target;
+use pxe::config::ProxyConfig;
 use pxe::dhcp::pool::Pool;
+use pxe::dhcp::proxy::{ProxyHandler, Via};
 use pxe::dhcp::server::handler::Handler;
 use pxe::dhcp::server::{answer_batch, pool_config, DhcpStats};
-use pxe::dhcp::wire::{self, MessageType, RawOptions, HEADER_LEN};
+use pxe::dhcp::wire::{self, MessageType, RawOptions, ReplyMessage, HEADER_LEN};
+
+/// Encode `reply`, check what every reply must hold, and return its options.
+fn check_encoded(request: &[u8], reply: &ReplyMessage, mms: u16) -> RawOptions {
+    let bytes = wire::encode(reply, mms);
+    let limit = usize::from(mms.max(wire::MIN_MAX_MESSAGE_SIZE)) - 28;
+    assert!(
+        bytes.len() <= limit.max(300),
+        "reply of {} bytes over option 57 = {mms}",
+        bytes.len()
+    );
+    assert!(bytes.len() >= 300, "reply shorter than a BOOTP message");
+    assert_eq!(&bytes[236..240], &wire::MAGIC_COOKIE);
+    let opts = RawOptions::parse(&bytes[HEADER_LEN..]).expect("our own reply must parse");
+    assert_eq!(
+        opts.get(wire::opt::MESSAGE_TYPE),
+        Some(&[reply.msg_type as u8][..])
+    );
+    // RFC 3046: the relay's option 82, byte for byte, last; left out only when it alone would
+    // not fit the size limit (found by fuzzing: several concatenated instances).
+    let asked = wire::decode(request).ok().and_then(|m| m.relay_info);
+    let echoed = opts.get(wire::opt::RELAY_AGENT_INFO);
+    match (&asked, echoed) {
+        (Some(a), Some(e)) => assert_eq!(a.as_slice(), e),
+        (Some(a), None) => {
+            let encoded = a.len() + 2 * a.len().div_ceil(255).max(1);
+            assert!(
+                HEADER_LEN + 3 + encoded >= limit,
+                "option 82 of {} bytes left out although it fits",
+                a.len()
+            );
+        }
+        (None, e) => assert_eq!(e, None, "option 82 nobody sent"),
+    }
+    if let Some(info) = asked.filter(|i| i.len() <= 255) {
+        let end = bytes
+            .iter()
+            .rposition(|&b| b == wire::opt::END)
+            .expect("END");
+        let last = [&[wire::opt::RELAY_AGENT_INFO, info.len() as u8][..], &info].concat();
+        assert!(
+            bytes[..end].ends_with(&last),
+            "option 82 is not the last option"
+        );
+    }
+    opts
+}
+
+/// A boot root whose files carry (or lack) iPXE's signatures, so the chain rule's content check
+/// runs on every iPXE request.
+fn boot_root(dir: &std::path::Path) -> std::path::PathBuf {
+    let root = dir.join("boot");
+    let _ = std::fs::create_dir_all(&root);
+    for (name, body) in [
+        ("undionly.kpxe", &b"\xea\x05 PXE->EB: !PXE"[..]),
+        ("ipxe.efi", b"MZ iPXE http://ipxe.org/cfg"),
+        ("custom.kpxe", b"PXE->EB:"),
+        ("pxelinux.0", b"PXELINUX 6.04"),
+    ] {
+        let _ = std::fs::write(root.join(name), body);
+    }
+    root
+}
 
 /// Start of the fuzz clock (unix seconds); inputs move it forward.
 const EPOCH: u64 = 1_800_000_000;
@@ -54,32 +118,53 @@ fuzz_target!(|data: &[u8]| {
         static DIR: std::path::PathBuf = scratch_dir("dhcp");
     }
     let journal = DIR.with(|d| d.join("fuzz.journal"));
+    let root = DIR.with(|d| boot_root(d));
     let _ = std::fs::remove_file(&journal);
-    let cfg = dhcp_config(journal);
+    let mut cfg = dhcp_config(journal);
+    if let Some(b) = cfg.boot.as_mut() {
+        b.root = root;
+    }
     let pool = Pool::open(pool_config(&cfg)).expect("open an empty journal");
     let subnet = cfg.subnet;
     let mut handler = Handler::new(cfg.clone(), pool, Arc::new(DhcpStats::default()));
+    let mut proxy = ProxyHandler::new(
+        ProxyConfig {
+            network: cfg.network.clone(),
+            interface: cfg.interface.clone(),
+            server_ip: cfg.server_ip,
+            boot: cfg.boot.clone().expect("the fuzz network boots"),
+            hosts: cfg.hosts.clone(),
+        },
+        Arc::new(DhcpStats::default()),
+    );
 
     let mut now = EPOCH;
     let packets = frames(data);
     for frame in &packets {
         now += frame.advance;
-        for out in answer_batch(&mut handler, &[frame.bytes], now) {
-            let mms = out.max_message_size;
-            let bytes = wire::encode(&out.reply, mms);
-            let limit = usize::from(mms.max(wire::MIN_MAX_MESSAGE_SIZE)) - 28;
-            assert!(
-                bytes.len() <= limit.max(300),
-                "reply of {} bytes over option 57 = {mms}",
-                bytes.len()
-            );
-            assert!(bytes.len() >= 300, "reply shorter than a BOOTP message");
-            assert_eq!(&bytes[236..240], &wire::MAGIC_COOKIE);
-            let opts = RawOptions::parse(&bytes[HEADER_LEN..]).expect("our own reply must parse");
+        let via = if (frame.advance / 8) % 2 == 1 {
+            Via::BootServer {
+                from: std::net::SocketAddrV4::new(Ipv4Addr::new(10, 9, 0, 150), 4011),
+            }
+        } else {
+            Via::Dhcp
+        };
+        if let Some(out) = proxy.handle_packet(frame.bytes, via) {
+            let opts = check_encoded(frame.bytes, &out.reply, out.max_message_size);
             assert_eq!(
-                opts.get(wire::opt::MESSAGE_TYPE),
-                Some(&[out.reply.msg_type as u8][..])
+                out.reply.yiaddr,
+                Ipv4Addr::UNSPECIFIED,
+                "a proxy offered an address"
             );
+            assert_eq!(
+                opts.get(wire::opt::LEASE_TIME),
+                None,
+                "a proxy reply with a lease"
+            );
+            assert!(!out.needs_flush, "a proxy reply waiting for a lease write");
+        }
+        for out in answer_batch(&mut handler, &[frame.bytes], now) {
+            check_encoded(frame.bytes, &out.reply, out.max_message_size);
 
             let yiaddr = out.reply.yiaddr;
             if matches!(out.reply.msg_type, MessageType::Offer) || out.needs_flush {

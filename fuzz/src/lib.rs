@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pxe::config::{BootConfig, DhcpConfig, Mac, StaticHost};
+use pxe::config::{BootConfig, DhcpConfig, Mac, PxelinuxOptions, StaticHost, StaticRoute};
 
 /// pxe's TFTP wire parser itself (public for this target), not a copy.
 pub use pxe::tftp::packet as tftp_packet;
@@ -53,14 +53,19 @@ pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 1);
 pub const RANGE_START: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 100);
 pub const RANGE_END: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 115);
 /// Reservation inside the dynamic range (must never be offered to anyone else).
-pub const RESERVED_IN_RANGE: (Mac, Ipv4Addr) =
-    (Mac([0x52, 0x54, 0, 0, 0, 0x10]), Ipv4Addr::new(10, 9, 0, 105));
+pub const RESERVED_IN_RANGE: (Mac, Ipv4Addr) = (
+    Mac([0x52, 0x54, 0, 0, 0, 0x10]),
+    Ipv4Addr::new(10, 9, 0, 105),
+);
 /// Reservation outside the dynamic range.
-pub const RESERVED_OUTSIDE: (Mac, Ipv4Addr) =
-    (Mac([0x52, 0x54, 0, 0, 0, 0x11]), Ipv4Addr::new(10, 9, 0, 11));
+pub const RESERVED_OUTSIDE: (Mac, Ipv4Addr) = (
+    Mac([0x52, 0x54, 0, 0, 0, 0x11]),
+    Ipv4Addr::new(10, 9, 0, 11),
+);
 
-/// A network with every feature the reply path has: router, DNS, domain, MTU, static hosts with
-/// per-host boot files, BIOS/UEFI/arm64/iPXE boot files and HTTP boot.
+/// A network with every feature the reply path has: router, DNS, domain, MTU, NTP, classless
+/// static routes, static hosts with per-host boot files, BIOS/UEFI/arm64/iPXE boot files, HTTP
+/// boot and the PXELINUX options.
 pub fn dhcp_config(lease_file: PathBuf) -> DhcpConfig {
     DhcpConfig {
         network: "fuzz".into(),
@@ -74,16 +79,27 @@ pub fn dhcp_config(lease_file: PathBuf) -> DhcpConfig {
         dns: vec![SERVER_IP, Ipv4Addr::new(9, 9, 9, 9)],
         domain: Some("fuzz.example".into()),
         mtu: Some(1500),
+        ntp: vec![SERVER_IP, Ipv4Addr::new(10, 9, 0, 2)],
+        routes: vec![
+            StaticRoute {
+                destination: "10.20.0.0/16".parse().expect("route literal"),
+                router: Ipv4Addr::new(10, 9, 0, 254),
+            },
+            StaticRoute {
+                destination: "192.168.7.128/25".parse().expect("route literal"),
+                router: Ipv4Addr::new(10, 9, 0, 253),
+            },
+        ],
         hosts: vec![
             StaticHost {
-                mac: RESERVED_IN_RANGE.0,
+                mac: RESERVED_IN_RANGE.0.into(),
                 ip: RESERVED_IN_RANGE.1,
                 name: Some("bastion".into()),
                 boot: Some("custom.kpxe".into()),
                 script: None,
             },
             StaticHost {
-                mac: RESERVED_OUTSIDE.0,
+                mac: RESERVED_OUTSIDE.0.into(),
                 ip: RESERVED_OUTSIDE.1,
                 name: Some("installer".into()),
                 boot: None,
@@ -97,6 +113,11 @@ pub fn dhcp_config(lease_file: PathBuf) -> DhcpConfig {
             arm64: Some("ipxe-arm64.efi".into()),
             script: Some("boot.ipxe".into()),
             http_port: Some(8069),
+            pxelinux: PxelinuxOptions {
+                config_file: Some("pxelinux.cfg/fuzz".into()),
+                path_prefix: Some("boot/".into()),
+                reboot_time: Some(300),
+            },
         }),
         lease_file,
     }

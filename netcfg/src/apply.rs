@@ -11,13 +11,14 @@ use hwaddr::Mac;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
+use crate::coexist;
 use crate::error::Error;
 use crate::hostops::{HostOps, KernelHost};
-use crate::link::Link;
+use crate::link::{AddrDetail, Link, Route};
 use crate::model::Host;
 use crate::nft;
-use crate::owned::{owner_alias, Owned, OwnedBridge, SysctlChange};
-use crate::plan::{self, Action, BridgeSnapshot, Plan, SysctlRecord};
+use crate::owned::{owner_alias, Owned, OwnedBridge, SysctlChange, Takeover};
+use crate::plan::{self, Action, BridgeSnapshot, Plan, SysctlRecord, TakenPort};
 
 /// Test hook: fail before step N+1.
 pub const FAIL_AFTER_ENV: &str = "HOSTAGENT_FAIL_AFTER_STEPS";
@@ -108,6 +109,25 @@ enum Undo {
         name: String,
         snapshot: BridgeSnapshot,
     },
+    /// Put a route back on the device it went out of.
+    ReplaceRoute {
+        route: Route,
+        oif: u32,
+    },
+    DelRoute {
+        route: Route,
+        oif: u32,
+    },
+    /// Put an address back with its details.
+    AddAddrDetail {
+        index: u32,
+        dev: String,
+        addr: AddrDetail,
+    },
+    /// Take out an accept this apply added to a foreign firewall.
+    RemoveAccept(coexist::Accept),
+    /// Put back a marked accept this apply removed.
+    AddAccept(coexist::Accept),
 }
 
 struct Executor<'a, O: HostOps> {
@@ -168,6 +188,15 @@ impl<O: HostOps> Executor<'_, O> {
             mac,
         });
         self.save_owned()
+    }
+
+    /// The takeover record for `at`, made (with the port's MAC, read before anything moved)
+    /// when missing.
+    async fn takeover_record(&mut self, at: &TakenPort) -> Result<&mut Takeover, Error> {
+        let mac = self.ops.link_by_name(&at.port).await?.and_then(|l| l.mac);
+        Ok(self
+            .owned
+            .takeover_mut(&at.network, &at.bridge, &at.port, mac))
     }
 
     async fn perform(&mut self, action: &Action) -> Result<(), Error> {
@@ -301,8 +330,7 @@ impl<O: HostOps> Executor<'_, O> {
                     });
                 }
                 match record {
-                    SysctlRecord::Config => {}
-                    SysctlRecord::RememberPrevious => {
+                    SysctlRecord::Config | SysctlRecord::RememberPrevious => {
                         self.owned.record_sysctl(SysctlChange {
                             key: key.clone(),
                             previous: before.unwrap_or_default(),
@@ -363,6 +391,101 @@ impl<O: HostOps> Executor<'_, O> {
                 self.owned.forget_bridge(name);
                 self.save_owned()?;
             }
+            Action::MoveAddress { at, address } | Action::RestoreAddress { at, address } => {
+                let br = self.index_of(&at.bridge).await?;
+                self.ops.add_addr_detail(br, &at.bridge, address).await?;
+                self.undo.push(Undo::DelAddr {
+                    index: br,
+                    net: address.net,
+                });
+                let t = self.takeover_record(at).await?;
+                if !t.addresses.iter().any(|a| a.net == address.net) {
+                    t.addresses.push(address.clone());
+                }
+                self.save_owned()?;
+            }
+            Action::MoveRoute { at, route } | Action::RestoreRoute { at, route } => {
+                let br = self.index_of(&at.bridge).await?;
+                // A moved route goes back to the port; a restored one had no other place.
+                let undo = match action {
+                    Action::MoveRoute { .. } => Undo::ReplaceRoute {
+                        route: route.clone(),
+                        oif: self.index_of(&at.port).await?,
+                    },
+                    _ => Undo::DelRoute {
+                        route: route.clone(),
+                        oif: br,
+                    },
+                };
+                self.ops.replace_route(route, br).await?;
+                self.undo.push(undo);
+                let t = self.takeover_record(at).await?;
+                if !t.routes.iter().any(|r| r.same_route(route)) {
+                    t.routes.push(Route {
+                        oif: None,
+                        ..route.clone()
+                    });
+                }
+                self.save_owned()?;
+            }
+            Action::ClearPort { at, addresses } => {
+                let pt = self.index_of(&at.port).await?;
+                // Secondaries first: removing a primary takes its secondaries along.
+                for a in addresses.iter().rev() {
+                    self.ops.del_addr(pt, a.net).await?;
+                    self.undo.push(Undo::AddAddrDetail {
+                        index: pt,
+                        dev: at.port.clone(),
+                        addr: a.clone(),
+                    });
+                }
+            }
+            Action::GiveBack {
+                at,
+                addresses,
+                routes,
+            } => {
+                let br = self.index_of(&at.bridge).await?;
+                let pt = self.index_of(&at.port).await?;
+                for a in addresses {
+                    self.ops.add_addr_detail(pt, &at.port, a).await?;
+                    self.undo.push(Undo::DelAddr {
+                        index: pt,
+                        net: a.net,
+                    });
+                }
+                for r in routes {
+                    self.ops.replace_route(r, pt).await?;
+                    self.undo.push(Undo::ReplaceRoute {
+                        route: r.clone(),
+                        oif: br,
+                    });
+                }
+                for a in addresses.iter().rev() {
+                    self.ops.del_addr(br, a.net).await?;
+                    self.undo.push(Undo::AddAddrDetail {
+                        index: br,
+                        dev: at.bridge.clone(),
+                        addr: a.clone(),
+                    });
+                }
+                self.owned.forget_takeover(&at.network, &at.port);
+                self.save_owned()?;
+            }
+            Action::AddFirewallAccept { accept, .. } => {
+                self.ops.firewall_add(accept)?;
+                self.undo.push(Undo::RemoveAccept(accept.clone()));
+                if self.owned.record_accept(accept) {
+                    self.save_owned()?;
+                }
+            }
+            Action::RemoveFirewallAccept { accept } => {
+                self.ops.firewall_remove(accept)?;
+                self.undo.push(Undo::AddAccept(accept.clone()));
+                if self.owned.forget_accept(accept) {
+                    self.save_owned()?;
+                }
+            }
         }
         Ok(())
     }
@@ -393,6 +516,13 @@ impl<O: HostOps> Executor<'_, O> {
                 Some(text) => self.ops.nft_load(&nft::restore_script(&text)),
                 None => self.ops.nft_delete(),
             },
+            Undo::ReplaceRoute { route, oif } => self.ops.replace_route(&route, oif).await,
+            Undo::DelRoute { route, oif } => self.ops.del_route(&route, oif).await,
+            Undo::AddAddrDetail { index, dev, addr } => {
+                self.ops.add_addr_detail(index, &dev, &addr).await
+            }
+            Undo::RemoveAccept(a) => self.ops.firewall_remove(&a),
+            Undo::AddAccept(a) => self.ops.firewall_add(&a),
             Undo::Recreate { name, snapshot } => {
                 let index = self
                     .ops

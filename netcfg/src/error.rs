@@ -37,6 +37,20 @@ pub enum Error {
         port: String,
         problem: String,
     },
+    /// A port to take over is run by another network manager.
+    #[error(
+        "network {network:?}: {port} is managed by {manager} ({evidence}); hostagent will not take          its addresses over behind {manager}'s back\n  hint: {hint}"
+    )]
+    Managed {
+        network: String,
+        port: String,
+        manager: String,
+        evidence: String,
+        hint: String,
+    },
+    /// A port's addresses cannot be taken over safely; `why` says what to change.
+    #[error("network {network:?}: {why}")]
+    Takeover { network: String, why: String },
     /// The state file (owned.json) cannot be parsed.
     #[error("{path}: corrupt state file: {msg}; move it away to start over (the agent then owns nothing)")]
     State { path: PathBuf, msg: String },
@@ -53,6 +67,10 @@ pub enum Error {
     /// device under the same name).
     #[error("bridge {name} changed since the plan was made ({what}); run the plan again")]
     Stale { name: String, what: String },
+    /// A foreign firewall's tool (iptables-nft, firewall-cmd) failed or is missing; the text
+    /// says which command and carries its message.
+    #[error("{0}")]
+    Coexist(String),
     /// HOSTAGENT_FAIL_AFTER_STEPS test hook.
     #[error("injected failure after {0} step(s) (HOSTAGENT_FAIL_AFTER_STEPS)")]
     Injected(usize),

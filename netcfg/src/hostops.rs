@@ -11,9 +11,10 @@ use std::path::Path;
 use hwaddr::Mac;
 use ipnet::Ipv4Net;
 
+use crate::coexist;
 use crate::error::Error;
 use crate::files;
-use crate::link::{Link, Netlink};
+use crate::link::{AddrDetail, Link, Netlink, Route};
 use crate::model::{Desired, Host};
 use crate::nft;
 use crate::plan::{self, Observed};
@@ -47,6 +48,16 @@ pub(crate) trait HostOps {
     async fn delete_link(&mut self, index: u32) -> Result<(), Error>;
     async fn add_addr(&mut self, index: u32, net: Ipv4Net) -> Result<(), Error>;
     async fn del_addr(&mut self, index: u32, net: Ipv4Net) -> Result<(), Error>;
+    /// Every IPv4 address with its details (see [`crate::link::AddrDetail`]).
+    async fn addr_details(&mut self) -> Result<Vec<AddrDetail>, Error>;
+    /// IPv4 routes outside the local table.
+    async fn routes(&mut self) -> Result<Vec<Route>, Error>;
+    /// Add an address with its details; `dev` is `index`'s name (for the label).
+    async fn add_addr_detail(&mut self, index: u32, dev: &str, a: &AddrDetail)
+        -> Result<(), Error>;
+    /// Add `route` out of `oif`, or switch the same route over to `oif`.
+    async fn replace_route(&mut self, route: &Route, oif: u32) -> Result<(), Error>;
+    async fn del_route(&mut self, route: &Route, oif: u32) -> Result<(), Error>;
     fn read_sysctl(&mut self, key: &str) -> Result<Option<String>, Error>;
     fn write_sysctl(&mut self, key: &str, value: &str) -> Result<(), Error>;
     fn read_file(&mut self, path: &Path) -> Result<Option<String>, Error>;
@@ -58,6 +69,12 @@ pub(crate) trait HostOps {
     fn nft_load(&mut self, script: &str) -> Result<(), Error>;
     /// Delete the agent's nft tables (a no-op when absent).
     fn nft_delete(&mut self) -> Result<(), Error>;
+    /// Foreign firewalls and the agent's marked accepts in them (see [`coexist::observe`]).
+    fn firewall_found(&mut self) -> Result<coexist::Found, Error>;
+    /// Add one marked accept to a foreign firewall, through its driver.
+    fn firewall_add(&mut self, accept: &coexist::Accept) -> Result<(), Error>;
+    /// Remove one marked accept (already gone is fine).
+    fn firewall_remove(&mut self, accept: &coexist::Accept) -> Result<(), Error>;
 
     async fn link_by_name(&mut self, name: &str) -> Result<Option<Link>, Error> {
         Ok(self.links().await?.into_iter().find(|l| l.name == name))
@@ -131,6 +148,26 @@ impl HostOps for KernelHost {
     async fn del_addr(&mut self, index: u32, net: Ipv4Net) -> Result<(), Error> {
         self.nl()?.del_addr(index, net).await
     }
+    async fn addr_details(&mut self) -> Result<Vec<AddrDetail>, Error> {
+        self.nl()?.addr_details().await
+    }
+    async fn routes(&mut self) -> Result<Vec<Route>, Error> {
+        self.nl()?.routes().await
+    }
+    async fn add_addr_detail(
+        &mut self,
+        index: u32,
+        dev: &str,
+        a: &AddrDetail,
+    ) -> Result<(), Error> {
+        self.nl()?.add_addr_detail(index, dev, a).await
+    }
+    async fn replace_route(&mut self, route: &Route, oif: u32) -> Result<(), Error> {
+        self.nl()?.replace_route(route, oif).await
+    }
+    async fn del_route(&mut self, route: &Route, oif: u32) -> Result<(), Error> {
+        self.nl()?.del_route(route, oif).await
+    }
     fn read_sysctl(&mut self, key: &str) -> Result<Option<String>, Error> {
         sysctl::read(&self.host, key)
     }
@@ -154,5 +191,14 @@ impl HostOps for KernelHost {
     }
     fn nft_delete(&mut self) -> Result<(), Error> {
         nft::delete()
+    }
+    fn firewall_found(&mut self) -> Result<coexist::Found, Error> {
+        coexist::observe(&self.host)
+    }
+    fn firewall_add(&mut self, accept: &coexist::Accept) -> Result<(), Error> {
+        coexist::apply(&self.host, accept)
+    }
+    fn firewall_remove(&mut self, accept: &coexist::Accept) -> Result<(), Error> {
+        coexist::remove(&self.host, accept)
     }
 }

@@ -9,6 +9,7 @@
 
 pub mod apply;
 pub mod check;
+pub mod coexist;
 pub mod error;
 pub mod files;
 mod hostops;
@@ -18,15 +19,13 @@ pub mod nft;
 pub mod owned;
 pub mod plan;
 pub mod sysctl;
+pub mod takeover;
 pub mod teardown;
-
-#[cfg(test)]
-mod testns;
 
 pub use apply::{apply, ApplyError, ApplyReport};
 pub use check::{check, CheckResult, Status};
 pub use error::Error;
 pub use hwaddr::Mac;
-pub use model::{Desired, Host, Mode, NetworkSpec, PortLimit, Services};
+pub use model::{Desired, Host, Mode, NetworkSpec, PortForward, PortLimit, Proto, Services};
 pub use plan::{diff, observe, plan, Action, Observed, Plan};
 pub use teardown::{teardown, TeardownError, TeardownReport};

@@ -6,14 +6,18 @@ use std::net::{IpAddr, Ipv4Addr};
 use futures::TryStreamExt;
 use hwaddr::Mac;
 use ipnet::Ipv4Net;
-use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::{
     BridgeStpState, InfoBridge, InfoData, InfoKind, LinkAttribute, LinkFlags,
     LinkInfo as NlLinkInfo, LinkMessage,
 };
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteFlags, RouteMessage, RouteMetric, RouteProtocol, RouteScope,
+    RouteType,
+};
 use rtnetlink::packet_route::AddressFamily;
-use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec};
-use serde::Serialize;
+use rtnetlink::{Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, RouteMessageBuilder};
+use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
@@ -61,6 +65,141 @@ pub struct Addr {
     pub net: Ipv4Net,
 }
 
+/// An IPv4 address as the kernel holds it, with what moving it elsewhere must keep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddrDetail {
+    #[serde(skip)]
+    pub index: u32,
+    pub net: Ipv4Net,
+    /// The broadcast address, when the address has one (`ip addr add ... brd +`).
+    pub broadcast: Option<Ipv4Addr>,
+    /// The label's part after the device name (`eth0:1` → `:1`), when it has one.
+    pub label_suffix: Option<String>,
+    /// `noprefixroute`: no subnet route comes with it.
+    pub noprefixroute: bool,
+    /// Valid forever (not from a DHCP client with a lease running out). Not recorded: only
+    /// permanent addresses are ever taken over.
+    #[serde(skip, default = "permanent")]
+    pub permanent: bool,
+    /// Seconds of validity left when not permanent.
+    #[serde(skip, default = "forever")]
+    pub valid_secs: u32,
+}
+
+fn permanent() -> bool {
+    true
+}
+
+fn forever() -> u32 {
+    u32::MAX
+}
+
+impl AddrDetail {
+    /// A plain address: no broadcast, label or flags, valid forever.
+    pub fn plain(index: u32, net: Ipv4Net) -> AddrDetail {
+        AddrDetail {
+            index,
+            net,
+            broadcast: None,
+            label_suffix: None,
+            noprefixroute: false,
+            permanent: true,
+            valid_secs: u32::MAX,
+        }
+    }
+}
+
+/// An IPv4 route as the kernel holds it (main and other tables; never the `local` table, whose
+/// routes follow the addresses), with what moving it to another device must keep.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Route {
+    pub table: u32,
+    pub dst: Ipv4Net,
+    pub gateway: Option<Ipv4Addr>,
+    /// The device (ifindex) it goes out of; replaced by the target's when moved.
+    #[serde(skip)]
+    pub oif: Option<u32>,
+    pub metric: Option<u32>,
+    pub protocol: u8,
+    pub scope: u8,
+    pub kind: u8,
+    pub prefsrc: Option<Ipv4Addr>,
+    pub onlink: bool,
+    pub tos: u8,
+    pub mtu: Option<u32>,
+    pub advmss: Option<u32>,
+    /// Why the route cannot be moved (several next hops, a nexthop object, encapsulation,
+    /// metrics other than mtu/advmss); None for an ordinary route.
+    #[serde(skip)]
+    pub unmovable: Option<String>,
+}
+
+/// RTPROT_KERNEL: a route the kernel made for an address; it follows the address.
+pub const PROTO_KERNEL: u8 = 2;
+const TABLE_MAIN: u32 = 254;
+const TABLE_LOCAL: u32 = 255;
+
+fn proto_name(p: u8) -> String {
+    match p {
+        0 => "unspec".into(),
+        1 => "redirect".into(),
+        2 => "kernel".into(),
+        3 => "boot".into(),
+        4 => "static".into(),
+        16 => "dhcp".into(),
+        n => n.to_string(),
+    }
+}
+
+impl Route {
+    /// The route as `ip route` would show it, on device `dev`.
+    pub fn describe(&self, dev: &str) -> String {
+        let mut s = if self.dst.prefix_len() == 0 {
+            "default".to_string()
+        } else {
+            self.dst.to_string()
+        };
+        if let Some(g) = self.gateway {
+            s.push_str(&format!(" via {g}"));
+        }
+        s.push_str(&format!(" dev {dev}"));
+        if self.table != TABLE_MAIN {
+            s.push_str(&format!(" table {}", self.table));
+        }
+        s.push_str(&format!(" proto {}", proto_name(self.protocol)));
+        if self.scope == 253 {
+            s.push_str(" scope link");
+        }
+        if let Some(src) = self.prefsrc {
+            s.push_str(&format!(" src {src}"));
+        }
+        if let Some(m) = self.metric {
+            s.push_str(&format!(" metric {m}"));
+        }
+        if self.onlink {
+            s.push_str(" onlink");
+        }
+        if let Some(m) = self.mtu {
+            s.push_str(&format!(" mtu {m}"));
+        }
+        if let Some(m) = self.advmss {
+            s.push_str(&format!(" advmss {m}"));
+        }
+        s
+    }
+
+    /// The same route (destination, table, metric, gateway and the rest), whatever device.
+    pub fn same_route(&self, other: &Route) -> bool {
+        Route {
+            oif: None,
+            ..self.clone()
+        } == Route {
+            oif: None,
+            ..other.clone()
+        }
+    }
+}
+
 fn nl(what: &str, e: rtnetlink::Error) -> Error {
     Error::Netlink(format!("{what}: {e}"))
 }
@@ -90,16 +229,115 @@ impl Netlink {
         Ok(msgs.iter().map(parse_link).collect())
     }
 
-    pub async fn addrs(&self) -> Result<Vec<Addr>, Error> {
-        let msgs: Vec<AddressMessage> = self
-            .handle
+    async fn addr_messages(&self) -> Result<Vec<AddressMessage>, Error> {
+        self.handle
             .address()
             .get()
             .execute()
             .try_collect()
             .await
-            .map_err(|e| nl("dumping addresses", e))?;
+            .map_err(|e| nl("dumping addresses", e))
+    }
+
+    pub async fn addrs(&self) -> Result<Vec<Addr>, Error> {
+        let msgs = self.addr_messages().await?;
         Ok(msgs.iter().filter_map(parse_addr).collect())
+    }
+
+    /// Every IPv4 address with its details (see [`AddrDetail`]).
+    pub async fn addr_details(&self) -> Result<Vec<AddrDetail>, Error> {
+        let msgs = self.addr_messages().await?;
+        let links = self.links().await?;
+        Ok(msgs
+            .iter()
+            .filter_map(|m| {
+                let name = links
+                    .iter()
+                    .find(|l| l.index == m.header.index)
+                    .map(|l| l.name.as_str());
+                parse_addr_detail(m, name.unwrap_or(""))
+            })
+            .collect())
+    }
+
+    /// Every IPv4 route outside the `local` table.
+    pub async fn routes(&self) -> Result<Vec<Route>, Error> {
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl("dumping routes", e))?;
+        Ok(msgs
+            .iter()
+            .filter_map(parse_route)
+            .filter(|r| r.table != TABLE_LOCAL)
+            .collect())
+    }
+
+    /// Add or replace `route` going out of `oif` (NLM_F_REPLACE: the route with the same
+    /// destination, table, tos and metric is switched over in one step).
+    pub async fn replace_route(&self, route: &Route, oif: u32) -> Result<(), Error> {
+        self.handle
+            .route()
+            .add(route_message(route, oif))
+            .replace()
+            .execute()
+            .await
+            .map_err(|e| {
+                nl(
+                    &format!("setting route {}", route.describe(&oif.to_string())),
+                    e,
+                )
+            })
+    }
+
+    pub async fn del_route(&self, route: &Route, oif: u32) -> Result<(), Error> {
+        self.handle
+            .route()
+            .del(route_message(route, oif))
+            .execute()
+            .await
+            .map_err(|e| {
+                nl(
+                    &format!("removing route {}", route.describe(&oif.to_string())),
+                    e,
+                )
+            })
+    }
+
+    /// Add an address with the details it had elsewhere (broadcast, label, noprefixroute);
+    /// `dev` is the name the label is made from.
+    pub async fn add_addr_detail(
+        &self,
+        index: u32,
+        dev: &str,
+        a: &AddrDetail,
+    ) -> Result<(), Error> {
+        let mut req =
+            self.handle
+                .address()
+                .add(index, IpAddr::V4(a.net.addr()), a.net.prefix_len());
+        let msg = req.message_mut();
+        // The builder guesses a broadcast address; keep exactly the one the address had.
+        msg.attributes
+            .retain(|x| !matches!(x, AddressAttribute::Broadcast(_)));
+        if let Some(b) = a.broadcast {
+            msg.attributes.push(AddressAttribute::Broadcast(b));
+        }
+        if let Some(suffix) = &a.label_suffix {
+            msg.attributes
+                .push(AddressAttribute::Label(format!("{dev}{suffix}")));
+        }
+        if a.noprefixroute {
+            msg.attributes
+                .push(AddressAttribute::Flags(AddressFlags::Noprefixroute));
+        }
+        req.execute()
+            .await
+            .map_err(|e| nl(&format!("adding {} to link {index}", a.net), e))
     }
 
     pub async fn link_by_name(&self, name: &str) -> Result<Option<Link>, Error> {
@@ -303,6 +541,119 @@ fn parse_info(infos: &[NlLinkInfo], link: &mut Link) {
             _ => {}
         }
     }
+}
+
+fn parse_addr_detail(m: &AddressMessage, dev: &str) -> Option<AddrDetail> {
+    let addr = parse_addr(m)?;
+    let mut d = AddrDetail::plain(addr.index, addr.net);
+    for a in &m.attributes {
+        match a {
+            AddressAttribute::Broadcast(b) => d.broadcast = Some(*b),
+            AddressAttribute::Label(l) if l != dev => {
+                d.label_suffix = l.strip_prefix(dev).map(str::to_string)
+            }
+            AddressAttribute::Flags(f) => {
+                d.noprefixroute = f.contains(AddressFlags::Noprefixroute);
+                d.permanent = f.contains(AddressFlags::Permanent);
+            }
+            AddressAttribute::CacheInfo(c) => d.valid_secs = c.ifa_valid,
+            _ => {}
+        }
+    }
+    // Addresses without IFA_FLAGS (old kernels) count by their lifetime.
+    d.permanent = d.permanent || d.valid_secs == u32::MAX;
+    Some(d)
+}
+
+fn route_message(r: &Route, oif: u32) -> RouteMessage {
+    let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
+        .destination_prefix(r.dst.addr(), r.dst.prefix_len())
+        .output_interface(oif)
+        .table_id(r.table)
+        .protocol(RouteProtocol::from(r.protocol))
+        .scope(RouteScope::from(r.scope))
+        .kind(RouteType::from(r.kind))
+        .tos(r.tos);
+    if let Some(g) = r.gateway {
+        b = b.gateway(g);
+    }
+    if let Some(m) = r.metric {
+        b = b.priority(m);
+    }
+    if let Some(src) = r.prefsrc {
+        b = b.pref_source(src);
+    }
+    if r.onlink {
+        b = b.onlink();
+    }
+    let mut msg = b.build();
+    let mut metrics = Vec::new();
+    if let Some(m) = r.mtu {
+        metrics.push(RouteMetric::Mtu(m));
+    }
+    if let Some(m) = r.advmss {
+        metrics.push(RouteMetric::Advmss(m));
+    }
+    if !metrics.is_empty() {
+        msg.attributes.push(RouteAttribute::Metrics(metrics));
+    }
+    msg
+}
+
+fn parse_route(m: &RouteMessage) -> Option<Route> {
+    if m.header.address_family != AddressFamily::Inet {
+        return None;
+    }
+    let mut r = Route {
+        table: u32::from(m.header.table),
+        dst: Ipv4Net::new(Ipv4Addr::UNSPECIFIED, m.header.destination_prefix_length).ok()?,
+        gateway: None,
+        oif: None,
+        metric: None,
+        protocol: u8::from(m.header.protocol),
+        scope: u8::from(m.header.scope),
+        kind: u8::from(m.header.kind),
+        prefsrc: None,
+        onlink: m.header.flags.contains(RouteFlags::Onlink),
+        tos: m.header.tos,
+        mtu: None,
+        advmss: None,
+        unmovable: None,
+    };
+    let v4 = |a: &RouteAddress| match a {
+        RouteAddress::Inet(v) => Some(*v),
+        _ => None,
+    };
+    for a in &m.attributes {
+        match a {
+            RouteAttribute::Destination(d) => {
+                r.dst = Ipv4Net::new(v4(d)?, m.header.destination_prefix_length).ok()?
+            }
+            RouteAttribute::Gateway(g) => r.gateway = v4(g),
+            RouteAttribute::PrefSource(p) => r.prefsrc = v4(p),
+            RouteAttribute::Oif(i) => r.oif = Some(*i),
+            RouteAttribute::Priority(p) => r.metric = Some(*p),
+            RouteAttribute::Table(t) => r.table = *t,
+            RouteAttribute::MultiPath(_) => r.unmovable = Some("it has several next hops".into()),
+            RouteAttribute::NhId(_) => r.unmovable = Some("it uses a nexthop object".into()),
+            RouteAttribute::Encap(_) | RouteAttribute::EncapType(_) => {
+                r.unmovable = Some("it is encapsulated".into())
+            }
+            RouteAttribute::Metrics(ms) => {
+                for metric in ms {
+                    match metric {
+                        RouteMetric::Mtu(v) => r.mtu = Some(*v),
+                        RouteMetric::Advmss(v) => r.advmss = Some(*v),
+                        other => {
+                            r.unmovable = Some(format!("it carries the route metric {other:?}"))
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(r)
 }
 
 fn parse_addr(m: &AddressMessage) -> Option<Addr> {

@@ -2,6 +2,7 @@
 //! netcfg never sees TOML.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
@@ -78,6 +79,54 @@ impl NetworkSpec {
     }
 }
 
+/// A transport protocol of a port forward (and of the firewall's port matches).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+}
+
+/// A port of the host forwarded to a guest on a nat or routed network (DNAT in the agent's
+/// table): from outside, from the host itself, and from the network's other guests (hairpin).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PortForward {
+    /// The network the guest is on.
+    pub network: String,
+    pub proto: Proto,
+    /// Only connections to this host address are forwarded; None: any of the host's addresses.
+    pub host_address: Option<Ipv4Addr>,
+    pub host_port: u16,
+    /// The guest's address (inside the network's subnet) and port.
+    pub to: Ipv4Addr,
+    pub to_port: u16,
+}
+
+impl fmt::Display for PortForward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let host = self
+            .host_address
+            .map_or_else(|| "*".to_string(), |a| a.to_string());
+        write!(
+            f,
+            "{} {host}:{} → {}:{}",
+            self.proto.as_str(),
+            self.host_port,
+            self.to,
+            self.to_port
+        )
+    }
+}
+
 /// Everything the agent wants the host to look like.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Desired {
@@ -89,6 +138,11 @@ pub struct Desired {
     /// How much DHCP one bridge port may send to the host (the `bridge hostagent` table, rendered
     /// by nft::bridge); None: no per-port limit.
     pub dhcp_port_limit: Option<PortLimit>,
+    /// `[[network.forward]]` of every network, in config order.
+    pub forwards: Vec<PortForward>,
+    /// `[firewall] coexist`: whether the agent adds accepts to foreign firewalls that would
+    /// drop its networks' traffic (see [`crate::coexist`]).
+    pub coexist: crate::coexist::Coexist,
 }
 
 /// No networks, no sysctls, and the default per-port DHCP limit (what a config that leaves
@@ -100,6 +154,8 @@ impl Default for Desired {
             sysctls: BTreeMap::new(),
             vhost_zcopytx: None,
             dhcp_port_limit: Some(PortLimit::default()),
+            forwards: Vec::new(),
+            coexist: crate::coexist::Coexist::Auto,
         }
     }
 }

@@ -265,6 +265,23 @@ pub fn list_tables() -> Result<String, Error> {
     Ok(run::run(&["list", "tables"], None, "list tables")?)
 }
 
+/// The host's whole ruleset, `nft -j list ruleset` (for [`crate::coexist`]: foreign tables).
+pub(crate) fn list_ruleset() -> Result<String, Error> {
+    Ok(run::run(&["-j", "list", "ruleset"], None, "list ruleset")?)
+}
+
+/// `nft -j ARGS...` (a listing), through the one runner; `action` names it in errors.
+pub(crate) fn list_json(args: &[&str], action: &str) -> Result<String, NftError> {
+    let mut argv = vec!["-j"];
+    argv.extend_from_slice(args);
+    run::run(&argv, None, action)
+}
+
+/// Run an `nft -f` script that changes a foreign table (the coexist accepts); `action` names it.
+pub(crate) fn run_script(script: &str, action: &str) -> Result<(), NftError> {
+    run::run(&["-f", "-"], Some(script), action).map(|_| ())
+}
+
 /// Bridge names go inside quoted nft strings, which have no escapes: allow only plain names.
 /// `plan` refuses such a name before anything runs (see `plan::conflicts`).
 pub fn check_names(desired: &Desired) -> Result<(), Error> {
@@ -436,7 +453,7 @@ fn parse_listing(json: &str) -> Result<NftObserved, Error> {
 }
 
 /// A rule's expressions with every anonymous `counter` reset to 0 packets, 0 bytes.
-fn zero_counters(expr: Value) -> Value {
+pub(crate) fn zero_counters(expr: Value) -> Value {
     match expr {
         Value::Array(items) => Value::Array(
             items

@@ -55,8 +55,9 @@ mod mac_or_empty {
     }
 }
 
-/// ip_forward as the agent found it and what it set: `down` restores `previous` only when the
-/// live value is still `set`.
+/// A sysctl as the agent found it (read just before its first write) and what it set: `down`
+/// restores `previous` only when the live value is still `set`. Every key the agent writes is
+/// recorded: ip_forward for forwarding networks and each `[sysctl]` key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SysctlChange {
     pub key: String,
@@ -70,6 +71,30 @@ pub struct Owned {
     pub bridges: Vec<OwnedBridge>,
     #[serde(default)]
     pub sysctls: Vec<SysctlChange>,
+    /// Interfaces the agent put into a firewalld zone (a zone binding carries no mark of its
+    /// own, see [`crate::coexist::firewalld`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub firewalld: Vec<String>,
+    /// Host ports whose addresses and routes the agent moved onto a bridge (see
+    /// [`crate::takeover`]); `down` gives them back.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub takeovers: Vec<Takeover>,
+}
+
+/// What the agent moved from a host port onto its bridge, so `down` (and drift repair) can put
+/// it back exactly.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Takeover {
+    pub network: String,
+    pub bridge: String,
+    pub port: String,
+    /// The port's MAC, which the bridge carries (upstream ARP caches and DHCP reservations
+    /// keep working).
+    #[serde(with = "mac_or_empty")]
+    pub port_mac: Option<Mac>,
+    /// In the order they were on the port (the first is the primary).
+    pub addresses: Vec<crate::link::AddrDetail>,
+    pub routes: Vec<crate::link::Route>,
 }
 
 impl Owned {
@@ -135,8 +160,71 @@ impl Owned {
         }
     }
 
+    /// Record an accept that carries no mark of its own (a firewalld zone binding); true when
+    /// the record changed.
+    pub fn record_accept(&mut self, a: &crate::coexist::Accept) -> bool {
+        let unmarked = a.system == crate::coexist::System::Firewalld;
+        if unmarked && !self.firewalld.contains(&a.rule) {
+            self.firewalld.push(a.rule.clone());
+            return true;
+        }
+        false
+    }
+
+    /// Forget the record [`Owned::record_accept`] made; true when the record changed.
+    pub fn forget_accept(&mut self, a: &crate::coexist::Accept) -> bool {
+        let before = self.firewalld.len();
+        if a.system == crate::coexist::System::Firewalld {
+            self.firewalld.retain(|i| *i != a.rule);
+        }
+        before != self.firewalld.len()
+    }
+
+    pub fn takeover(&self, network: &str, port: &str) -> Option<&Takeover> {
+        self.takeovers
+            .iter()
+            .find(|t| t.network == network && t.port == port)
+    }
+
+    /// The record for (network, port), made when missing.
+    pub fn takeover_mut(
+        &mut self,
+        network: &str,
+        bridge: &str,
+        port: &str,
+        port_mac: Option<Mac>,
+    ) -> &mut Takeover {
+        let i = match self
+            .takeovers
+            .iter()
+            .position(|t| t.network == network && t.port == port)
+        {
+            Some(i) => i,
+            None => {
+                self.takeovers.push(Takeover {
+                    network: network.to_string(),
+                    bridge: bridge.to_string(),
+                    port: port.to_string(),
+                    port_mac,
+                    addresses: Vec::new(),
+                    routes: Vec::new(),
+                });
+                self.takeovers.len() - 1
+            }
+        };
+        &mut self.takeovers[i]
+    }
+
+    pub fn forget_takeover(&mut self, network: &str, port: &str) {
+        self.takeovers
+            .retain(|t| !(t.network == network && t.port == port));
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.bridges.is_empty() && self.sysctls.is_empty()
+        self.bridges.is_empty()
+            && self.sysctls.is_empty()
+            && self.firewalld.is_empty()
+            && self.takeovers.is_empty()
     }
 }
 

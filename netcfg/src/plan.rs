@@ -14,14 +14,16 @@ use hwaddr::Mac;
 use ipnet::Ipv4Net;
 use serde::Serialize;
 
+use crate::coexist;
 use crate::error::Error;
 use crate::files;
 use crate::hostops::{HostOps, KernelHost};
-use crate::link::{effective_forward_delay, Addr, BridgeInfo, Link, Netlink};
+use crate::link::{effective_forward_delay, Addr, AddrDetail, BridgeInfo, Link, Netlink, Route};
 use crate::model::{Desired, Host, NetworkSpec};
 use crate::nft::{self, FIREWALL_TABLE};
 use crate::owned::{owner_alias, ownership, Owned, Ownership};
 use crate::sysctl::{self, IP_FORWARD};
+use crate::takeover;
 
 /// What the agent's firewall table looks like now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -64,6 +66,15 @@ pub struct Observed {
     pub owned_path: PathBuf,
     /// Live vhost_net experimental_zcopytx, when the module is loaded.
     pub vhost_live: Option<bool>,
+    /// Foreign firewalls that would drop the networks' traffic, the agent's accepts in them,
+    /// and the accepts the desired state needs there.
+    pub firewalls: coexist::Found,
+    /// Every IPv4 address with the details a takeover moves (see [`crate::takeover`]).
+    pub addr_details: Vec<AddrDetail>,
+    /// IPv4 routes outside the local table.
+    pub routes: Vec<Route>,
+    /// Bridge-mode ports another network manager runs.
+    pub managers: Vec<takeover::Manager>,
 }
 
 impl Observed {
@@ -93,7 +104,8 @@ impl Observed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SysctlRecord {
-    /// A `[sysctl]` value: applied and persisted, not restored by `down`.
+    /// A `[sysctl]` value: applied and persisted; the value found first is recorded so `down`
+    /// (or an apply whose config no longer names the key) puts it back.
     Config,
     /// ip_forward for forwarding networks: remember the previous value so `down` can restore it.
     RememberPrevious,
@@ -113,6 +125,14 @@ pub struct BridgeSnapshot {
     pub alias: Option<String>,
     pub addresses: Vec<Ipv4Net>,
     pub up: bool,
+}
+
+/// The port a takeover step is about: its network, the port and the bridge taking it over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TakenPort {
+    pub network: String,
+    pub port: String,
+    pub bridge: String,
 }
 
 /// One concrete step of a plan. Display is a sentence a user can act on; JSON carries a "kind".
@@ -185,6 +205,8 @@ pub enum Action {
     ReplaceFirewall {
         table: String,
         networks: usize,
+        /// The port forwards the table carries (shown, so `plan` says what is forwarded).
+        forwards: Vec<crate::model::PortForward>,
         /// The `nft -f` script that replaces our tables (rendered when the plan is made).
         #[serde(skip)]
         script: String,
@@ -203,6 +225,54 @@ pub enum Action {
     ForgetBridge {
         name: String,
         reason: String,
+    },
+    /// Bridge takeover: add one of the port's addresses to the bridge (the port loses it in
+    /// `ClearPort`, after the routes moved).
+    MoveAddress {
+        #[serde(flatten)]
+        at: TakenPort,
+        address: AddrDetail,
+    },
+    /// Bridge takeover: switch one route through the port over to the bridge.
+    MoveRoute {
+        #[serde(flatten)]
+        at: TakenPort,
+        route: Route,
+    },
+    /// Bridge takeover: remove the moved addresses from the port (its subnet routes go too).
+    ClearPort {
+        #[serde(flatten)]
+        at: TakenPort,
+        addresses: Vec<AddrDetail>,
+    },
+    /// A taken-over address or route the bridge lost (drift): put it back on the bridge.
+    RestoreAddress {
+        #[serde(flatten)]
+        at: TakenPort,
+        address: AddrDetail,
+    },
+    RestoreRoute {
+        #[serde(flatten)]
+        at: TakenPort,
+        route: Route,
+    },
+    /// A taken-over port whose network is no longer configured gets its addresses and routes
+    /// back before the bridge is deleted.
+    GiveBack {
+        #[serde(flatten)]
+        at: TakenPort,
+        addresses: Vec<AddrDetail>,
+        routes: Vec<Route>,
+    },
+    /// Add a marked accept to a foreign firewall that would drop the networks' traffic.
+    AddFirewallAccept {
+        accept: coexist::Accept,
+        /// The blocker it answers, as a sentence.
+        because: String,
+    },
+    /// Remove a marked accept that no configured network needs any more.
+    RemoveFirewallAccept {
+        accept: coexist::Accept,
     },
 }
 
@@ -290,7 +360,7 @@ impl fmt::Display for Action {
             } => {
                 let from = from.as_deref().unwrap_or("(absent)");
                 let why = match record {
-                    SysctlRecord::Config => "",
+                    SysctlRecord::Config => " (`down` restores it)",
                     SysctlRecord::RememberPrevious => {
                         " (for forwarding networks; `down` restores it)"
                     }
@@ -307,12 +377,22 @@ impl fmt::Display for Action {
                 path.display()
             ),
             Action::ReplaceFirewall {
-                table, networks, ..
-            } => write!(
-                f,
-                "replace nftables table {table} ({networks} network{})",
-                if *networks == 1 { "" } else { "s" }
-            ),
+                table,
+                networks,
+                forwards,
+                ..
+            } => {
+                write!(
+                    f,
+                    "replace nftables table {table} ({networks} network{}",
+                    if *networks == 1 { "" } else { "s" }
+                )?;
+                if !forwards.is_empty() {
+                    let list: Vec<String> = forwards.iter().map(|p| p.to_string()).collect();
+                    write!(f, "; forward {}", list.join(", "))?;
+                }
+                write!(f, ")")
+            }
             Action::DeleteFirewall { table } => {
                 write!(f, "delete nftables table {table} (no network configured)")
             }
@@ -322,6 +402,66 @@ impl fmt::Display for Action {
             Action::ForgetBridge { name, reason } => {
                 write!(f, "forget the record of bridge {name} ({reason})")
             }
+            Action::MoveAddress { at, address } => {
+                write!(f, "move {} from {} to {}", address.net, at.port, at.bridge)
+            }
+            Action::MoveRoute { at, route } => {
+                write!(f, "move {} → dev {}", route.describe(&at.port), at.bridge)
+            }
+            Action::ClearPort { at, addresses } => {
+                let list: Vec<String> = addresses.iter().map(|a| a.net.to_string()).collect();
+                write!(
+                    f,
+                    "remove {} from {port} (on {} now; {port}'s own subnet routes go with it)",
+                    list.join(", "),
+                    at.bridge,
+                    port = at.port
+                )
+            }
+            Action::RestoreAddress { at, address } => write!(
+                f,
+                "put {} back on {} (taken over from {})",
+                address.net, at.bridge, at.port
+            ),
+            Action::RestoreRoute { at, route } => {
+                write!(f, "put route {} back", route.describe(&at.bridge))
+            }
+            Action::GiveBack {
+                at,
+                addresses,
+                routes,
+            } => {
+                let mut what: Vec<String> = addresses.iter().map(|a| a.net.to_string()).collect();
+                what.extend(
+                    routes
+                        .iter()
+                        .map(|r| format!("route {}", r.describe(&at.port))),
+                );
+                write!(
+                    f,
+                    "give {} back from {} to {}",
+                    what.join(", "),
+                    at.bridge,
+                    at.port
+                )
+            }
+            Action::AddFirewallAccept { accept, because } => {
+                write!(f, "{accept}; because {because}")
+            }
+            Action::RemoveFirewallAccept { accept } => match accept.system {
+                coexist::System::Firewalld => write!(
+                    f,
+                    "take {} out of {} (hostagent put it there; no longer needed)",
+                    accept.rule,
+                    accept.place()
+                ),
+                _ => write!(
+                    f,
+                    "remove hostagent's accept from {}, no longer needed: {}",
+                    accept.place(),
+                    accept.rule
+                ),
+            },
         }
     }
 }
@@ -375,6 +515,17 @@ pub(crate) async fn observe_with(
         observed_files.push(ObservedFile { path, content });
     }
     let firewall = FirewallState::of(&nft::observe()?, desired);
+    let firewalls = coexist::observe_for(host, desired)?;
+    let addr_details = nl.addr_details().await?;
+    let routes = nl.routes().await?;
+    let managers = desired
+        .networks
+        .iter()
+        .filter(|n| n.mode == crate::model::Mode::Bridge)
+        .flat_map(|n| &n.interfaces)
+        .filter_map(|p| links.iter().find(|l| l.name == *p))
+        .filter_map(|l| takeover::managed_by(host, l))
+        .collect();
     Ok(Observed {
         links,
         addrs,
@@ -384,6 +535,10 @@ pub(crate) async fn observe_with(
         owned,
         owned_path: Owned::path(host),
         vhost_live: files::live_vhost_zcopytx(host),
+        firewalls,
+        addr_details,
+        routes,
+        managers,
     })
 }
 
@@ -433,6 +588,25 @@ pub fn conflicts(desired: &Desired, observed: &Observed) -> Result<(), Error> {
             }
         }
     }
+    for n in &desired.networks {
+        for (p, link) in takeover::ports(n, observed) {
+            if let Some(m) = observed.managers.iter().find(|m| m.port == p) {
+                return Err(Error::Managed {
+                    network: n.name.clone(),
+                    port: p.to_string(),
+                    manager: m.name.to_string(),
+                    evidence: m.evidence.clone(),
+                    hint: m.hint.clone(),
+                });
+            }
+            if let Some(why) = link.and_then(|l| takeover::refusal(n, l, observed)) {
+                return Err(Error::Takeover {
+                    network: n.name.clone(),
+                    why,
+                });
+            }
+        }
+    }
     for (k, _) in sysctl::wanted(desired) {
         if observed.sysctls.get(&k).is_some_and(|v| v.is_none()) {
             return Err(Error::NoSuchSysctl {
@@ -453,10 +627,11 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Plan {
     diff_sysctls(desired, observed, &mut actions);
     diff_files(desired, observed, &mut actions);
     diff_firewall(desired, observed, &mut actions);
+    diff_coexist(observed, &mut actions);
     // Deleting comes last: it is the one step whose undo (recreating the bridge) cannot give the
     // device back its old ifindex, so as little as possible may fail after it.
     diff_stale_bridges(desired, observed, &mut actions);
-    let mut notes = Vec::new();
+    let mut notes = coexist::notes(desired, &observed.firewalls);
     if let (Some(want), Some(live)) = (desired.vhost_zcopytx, observed.vhost_live) {
         if want != live {
             notes.push(format!(
@@ -475,15 +650,23 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Plan {
 }
 
 fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>) {
+    let mac = takeover::bridge_mac(n, observed);
+    let taking_over = !takeover::ports(n, observed).is_empty();
     let Some(l) = observed.link(&n.bridge) else {
         actions.push(Action::CreateBridge {
             network: n.name.clone(),
             name: n.bridge.clone(),
-            mac: n.mac,
+            mac,
             mtu: n.mtu,
             stp: n.stp,
             forward_delay: n.forward_delay,
         });
+        if taking_over {
+            // Up before the port joins: the port's traffic goes on through the bridge at once.
+            actions.push(Action::LinkUp {
+                name: n.bridge.clone(),
+            });
+        }
         for p in &n.interfaces {
             actions.push(Action::EnslavePort {
                 network: n.name.clone(),
@@ -497,9 +680,12 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
                 address: a,
             });
         }
-        actions.push(Action::LinkUp {
-            name: n.bridge.clone(),
-        });
+        diff_takeover(n, observed, None, actions);
+        if !taking_over {
+            actions.push(Action::LinkUp {
+                name: n.bridge.clone(),
+            });
+        }
         return;
     };
     match observed.ownership(l, &n.name) {
@@ -512,11 +698,11 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
         // conflicts() refuses it; a plan never touches a device that is not ours.
         Ownership::Foreign(_) => return,
     }
-    if l.mac != Some(n.mac) {
+    if l.mac != Some(mac) {
         actions.push(Action::SetBridgeMac {
             name: n.bridge.clone(),
             from: l.mac,
-            to: n.mac,
+            to: mac,
         });
     }
     if let Some(m) = n.mtu {
@@ -565,8 +751,9 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
             });
         }
     }
+    let kept = takeover::kept_addresses(n, observed);
     for a in have {
-        if Some(a) != n.address {
+        if Some(a) != n.address && !kept.contains(&a) {
             actions.push(Action::RemoveAddress {
                 bridge: n.bridge.clone(),
                 address: a,
@@ -577,6 +764,77 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
         actions.push(Action::LinkUp {
             name: n.bridge.clone(),
         });
+    }
+    diff_takeover(n, observed, Some(l), actions);
+}
+
+/// For each taken-over port: its addresses and routes moved to the bridge (then the port
+/// cleared), and what the record says the bridge should have but lost put back.
+fn diff_takeover(
+    n: &NetworkSpec,
+    observed: &Observed,
+    bridge: Option<&Link>,
+    actions: &mut Vec<Action>,
+) {
+    let on_bridge = bridge.map(|b| {
+        (
+            takeover::addrs_on(observed, b.index),
+            takeover::routes_via(observed, b.index),
+        )
+    });
+    let (br_addrs, br_routes) = on_bridge.unwrap_or_default();
+    for (p, link) in takeover::ports(n, observed) {
+        let (port_addrs, port_routes) = match link {
+            Some(l) => (
+                takeover::addrs_on(observed, l.index),
+                takeover::routes_via(observed, l.index),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        let at = TakenPort {
+            network: n.name.clone(),
+            port: p.to_string(),
+            bridge: n.bridge.clone(),
+        };
+        let rec = observed.owned.takeover(&n.name, p);
+        let recorded_addrs = rec.map(|t| t.addresses.as_slice()).unwrap_or_default();
+        let recorded_routes = rec.map(|t| t.routes.as_slice()).unwrap_or_default();
+        for a in &port_addrs {
+            actions.push(Action::MoveAddress {
+                at: at.clone(),
+                address: a.clone(),
+            });
+        }
+        let has_addr = |list: &[AddrDetail], a: &AddrDetail| list.iter().any(|x| x.net == a.net);
+        for a in recorded_addrs {
+            if !has_addr(&br_addrs, a) && !has_addr(&port_addrs, a) {
+                actions.push(Action::RestoreAddress {
+                    at: at.clone(),
+                    address: a.clone(),
+                });
+            }
+        }
+        for r in &port_routes {
+            actions.push(Action::MoveRoute {
+                at: at.clone(),
+                route: r.clone(),
+            });
+        }
+        let has_route = |list: &[Route], r: &Route| list.iter().any(|x| x.same_route(r));
+        for r in recorded_routes {
+            if !has_route(&br_routes, r) && !has_route(&port_routes, r) {
+                actions.push(Action::RestoreRoute {
+                    at: at.clone(),
+                    route: r.clone(),
+                });
+            }
+        }
+        if !port_addrs.is_empty() {
+            actions.push(Action::ClearPort {
+                at,
+                addresses: port_addrs,
+            });
+        }
     }
 }
 
@@ -594,6 +852,22 @@ fn diff_stale_bridges(desired: &Desired, observed: &Observed, actions: &mut Vec<
         };
         match ownership(l, &rec.network, Some(rec)) {
             Ownership::Ours => {
+                for t in observed
+                    .owned
+                    .takeovers
+                    .iter()
+                    .filter(|t| t.bridge == rec.name)
+                {
+                    actions.push(Action::GiveBack {
+                        at: TakenPort {
+                            network: t.network.clone(),
+                            port: t.port.clone(),
+                            bridge: t.bridge.clone(),
+                        },
+                        addresses: takeover::addrs_on(observed, l.index),
+                        routes: takeover::routes_via(observed, l.index),
+                    });
+                }
                 let b = l.bridge.clone().unwrap_or(BridgeInfo {
                     stp: false,
                     forward_delay: 0,
@@ -707,8 +981,27 @@ fn diff_firewall(desired: &Desired, observed: &Observed, actions: &mut Vec<Actio
         actions.push(Action::ReplaceFirewall {
             table,
             networks: desired.networks.len(),
+            forwards: desired.forwards.clone(),
             script: nft::render(desired),
         });
+    }
+}
+
+/// The accepts foreign firewalls need and lack, then the marked ones nothing needs any more.
+fn diff_coexist(observed: &Observed, actions: &mut Vec<Action>) {
+    let found = &observed.firewalls;
+    for (a, because) in &found.wanted {
+        if !found.ours.iter().any(|o| o.same_place_and_rule(a)) {
+            actions.push(Action::AddFirewallAccept {
+                accept: a.clone(),
+                because: because.clone(),
+            });
+        }
+    }
+    for o in &found.ours {
+        if !found.wanted.iter().any(|(a, _)| a.same_place_and_rule(o)) {
+            actions.push(Action::RemoveFirewallAccept { accept: o.clone() });
+        }
     }
 }
 
@@ -853,6 +1146,7 @@ mod tests {
                 [Action::ReplaceFirewall {
                     table: FIREWALL_TABLE.into(),
                     networks: 1,
+                    forwards: vec![],
                     script: nft::render(&wanted),
                 }],
                 "{limit:?}"

@@ -5,11 +5,13 @@ use std::fmt;
 
 use serde::Serialize;
 
+use crate::coexist;
 use crate::files;
 use crate::hostops::{HostOps, KernelHost};
 use crate::model::Host;
 use crate::nft::FIREWALL_TABLE;
 use crate::owned::{owner_alias, ownership, Owned, Ownership};
+use crate::takeover;
 
 /// What `down` did and what it deliberately left alone.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -67,6 +69,7 @@ pub(crate) async fn teardown_with<O: HostOps>(
         }
     };
 
+    let mut taken = std::mem::take(&mut owned.takeovers);
     match ops.links().await {
         // Without the links nothing can be told apart: keep every record for the next try.
         Err(e) => errors.push(e.to_string()),
@@ -80,7 +83,26 @@ pub(crate) async fn teardown_with<O: HostOps>(
                     continue;
                 };
                 match ownership(l, &rec.network, Some(&rec)) {
-                    Ownership::Ours => match ops.delete_link(l.index).await {
+                    Ownership::Ours => {
+                        // A taken-over port gets its addresses and routes back first.
+                        let mut given = true;
+                        for t in taken.iter().filter(|t| t.bridge == rec.name) {
+                            match takeover::give_back(ops, t, Some(l.index)).await {
+                                Ok(what) => report
+                                    .removed
+                                    .push(format!("{}'s takeover of {} ({what})", rec.name, t.port)),
+                                Err(e) => {
+                                    errors.push(e.to_string());
+                                    given = false;
+                                }
+                            }
+                        }
+                        if !given {
+                            kept.push(rec);
+                            continue;
+                        }
+                        taken.retain(|t| t.bridge != rec.name);
+                        match ops.delete_link(l.index).await {
                         Ok(()) => report
                             .removed
                             .push(format!("bridge {} (network {})", rec.name, rec.network)),
@@ -88,7 +110,8 @@ pub(crate) async fn teardown_with<O: HostOps>(
                             errors.push(e.to_string());
                             kept.push(rec);
                         }
-                    },
+                    }
+                    }
                     Ownership::NeedsMark(_) => report.left_alone.push(format!(
                         "{}: hostagent made it, but its alias is no longer {}: someone took it over",
                         rec.name,
@@ -101,8 +124,36 @@ pub(crate) async fn teardown_with<O: HostOps>(
                 }
             }
             owned.bridges = kept;
+            // Takeovers whose bridge is gone (deleted behind the agent's back, its addresses
+            // with it): put what the record says back on the port.
+            for t in std::mem::take(&mut taken) {
+                let bridge_left = links.iter().any(|l| l.name == t.bridge)
+                    && owned.bridges.iter().any(|b| b.name == t.bridge);
+                if bridge_left {
+                    taken.push(t);
+                    continue;
+                }
+                if links.iter().any(|l| l.name == t.bridge) {
+                    report.left_alone.push(format!(
+                        "{}: its addresses were moved to {}, which is no longer hostagent's; move them back yourself",
+                        t.port, t.bridge
+                    ));
+                    continue;
+                }
+                match takeover::give_back(ops, &t, None).await {
+                    Ok(what) => report.removed.push(format!(
+                        "the record of {}'s takeover of {}, whose bridge is gone ({what})",
+                        t.bridge, t.port
+                    )),
+                    Err(e) => {
+                        errors.push(e.to_string());
+                        taken.push(t);
+                    }
+                }
+            }
         }
     }
+    owned.takeovers = taken;
 
     match ops.nft_saved() {
         Ok(Some(_)) => match ops.nft_delete() {
@@ -112,6 +163,27 @@ pub(crate) async fn teardown_with<O: HostOps>(
             Err(e) => errors.push(e.to_string()),
         },
         Ok(None) => {}
+        Err(e) => errors.push(e.to_string()),
+    }
+
+    // Every marked accept in foreign firewalls goes; their own rules stay exactly as they are.
+    match ops.firewall_found() {
+        Ok(found) => {
+            // Records of bindings no longer live are dropped; those that fail to go are kept.
+            owned.firewalld.clear();
+            for a in &found.ours {
+                match ops.firewall_remove(a) {
+                    Ok(()) => report.removed.push(match a.system {
+                        coexist::System::Firewalld => format!("{} from {}", a.rule, a.place()),
+                        _ => format!("accept from {}: {}", a.place(), a.rule),
+                    }),
+                    Err(e) => {
+                        errors.push(e.to_string());
+                        owned.record_accept(a);
+                    }
+                }
+            }
+        }
         Err(e) => errors.push(e.to_string()),
     }
 

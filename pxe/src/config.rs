@@ -40,6 +40,36 @@ pub struct BootConfig {
     pub script: Option<String>,
     /// HTTP boot port: enables the HTTP server, UEFI HTTP boot and http:// URLs for iPXE.
     pub http_port: Option<u16>,
+    /// PXELINUX options 209–211 (with the 208 magic) for clients handed a boot file.
+    pub pxelinux: PxelinuxOptions,
+}
+
+/// RFC 5071's PXELINUX options. Sent, whether or not the client asked for them (a PXE ROM's
+/// request list never names them; pxelinux reads the ROM's cached reply), in every reply that
+/// hands out a boot file (not an iPXE script, not an HTTP boot URL), together with option 208
+/// (`f1:00:74:7e`), which older pxelinux builds require before they look at 209–211.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct PxelinuxOptions {
+    /// 209: the config file to load instead of searching `pxelinux.cfg/` (relative to the path
+    /// prefix, or absolute from the TFTP root).
+    pub config_file: Option<String>,
+    /// 210: prefix for every file pxelinux fetches (instead of the boot file's own directory).
+    pub path_prefix: Option<String>,
+    /// 211: seconds before pxelinux reboots when it finds no config or cannot boot.
+    pub reboot_time: Option<u32>,
+}
+
+impl PxelinuxOptions {
+    pub fn is_empty(&self) -> bool {
+        self.config_file.is_none() && self.path_prefix.is_none() && self.reboot_time.is_none()
+    }
+}
+
+/// A classless static route (RFC 3442): `destination` is reached through `router`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct StaticRoute {
+    pub destination: Ipv4Net,
+    pub router: Ipv4Addr,
 }
 
 /// One network's DHCP service.
@@ -64,10 +94,30 @@ pub struct DhcpConfig {
     pub domain: Option<String>,
     /// Option 26.
     pub mtu: Option<u16>,
+    /// Option 42 (NTP servers).
+    pub ntp: Vec<Ipv4Addr>,
+    /// Option 121 (and 249 for clients that ask for it). A client that gets 121 ignores option 3
+    /// (RFC 3442 §2), so when `router` is set and no route here is the default one, a default
+    /// route through `router` is sent with them.
+    pub routes: Vec<StaticRoute>,
     pub hosts: Vec<StaticHost>,
     pub boot: Option<BootConfig>,
     /// Where this network's lease journal lives (a file under state_dir).
     pub lease_file: PathBuf,
+}
+
+/// One network's proxyDHCP service (`dhcp::proxy`): boot information for PXE clients on a
+/// segment where another server hands out the addresses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProxyConfig {
+    pub network: String,
+    /// Device the server binds to (UDP 67 and 4011).
+    pub interface: String,
+    /// The host's address on that segment: server identifier and next-server.
+    pub server_ip: Ipv4Addr,
+    pub boot: BootConfig,
+    /// Per-host boot overrides by MAC (`ip` is not used: addresses are the other server's).
+    pub hosts: Vec<StaticHost>,
 }
 
 /// Where TFTP/HTTP listen and what they serve.

@@ -13,6 +13,7 @@
 //! - Compaction writes the live set to `<journal>.tmp`, fsyncs, renames over the journal and
 //!   fsyncs the directory; until the rename the old journal is complete.
 
+mod client;
 mod codec;
 mod journal;
 
@@ -24,17 +25,30 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::Mac;
+pub use client::{Client, ClientId, ClientKey, MAX_CLIENT_ID};
 pub(crate) use codec::truncate_hostname;
 use journal::Journal;
 
 /// A client's lease (also what `dhcp::pool` hands out).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lease {
+    /// The client's hardware address when it last asked (`chaddr`).
     pub mac: Mac,
     pub ip: Ipv4Addr,
     /// Unix seconds.
     pub expires: u64,
+    /// Option 12 as the client sent it (or the reservation's name).
     pub hostname: Option<String>,
+    /// Option 61 as the client sent it, when it sent a usable one (see [`ClientKey`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<ClientId>,
+}
+
+impl Lease {
+    /// Who holds this lease.
+    pub fn key(&self) -> ClientKey {
+        ClientKey::of(self.mac, self.client_id.as_ref())
+    }
 }
 
 /// One journal entry. Later records override earlier ones on replay.
@@ -42,8 +56,11 @@ pub struct Lease {
 pub enum Record {
     /// Granted or renewed: `mac` holds `ip` until `expires`; any other holder of `ip` loses it.
     Lease(Lease),
-    /// The client gave the address back.
+    /// The client known by `mac` (no client identifier, or an Ethernet one) gave the address
+    /// back.
     Release { mac: Mac, ip: Ipv4Addr },
+    /// The client known by its identifier `id` gave the address back.
+    ReleaseClient { id: ClientId, ip: Ipv4Addr },
     /// A client found the address in use (DHCPDECLINE): nobody gets it before `until`.
     Decline { ip: Ipv4Addr, until: u64 },
 }
@@ -99,13 +116,16 @@ pub struct LoadReport {
     pub corruption: Option<String>,
     /// Whether open rewrote the journal to its live set.
     pub compacted: bool,
+    /// The format version the file had when opened (see `codec`); an older one is rewritten in
+    /// the current format on open.
+    pub version: u32,
 }
 
 /// The replayed state: who holds what, and which addresses are quarantined.
 #[derive(Debug, Default, Clone)]
 pub struct LeaseIndex {
-    by_mac: HashMap<Mac, Lease>,
-    by_ip: HashMap<Ipv4Addr, Mac>,
+    by_client: HashMap<ClientKey, Lease>,
+    by_ip: HashMap<Ipv4Addr, ClientKey>,
     quarantine: HashMap<Ipv4Addr, u64>,
 }
 
@@ -113,40 +133,50 @@ impl LeaseIndex {
     pub fn apply(&mut self, record: &Record) {
         match record {
             Record::Lease(lease) => {
-                if let Some(old) = self.by_mac.get(&lease.mac) {
+                let key = lease.key();
+                if let Some(old) = self.by_client.get(&key) {
                     if old.ip != lease.ip {
                         self.by_ip.remove(&old.ip);
                     }
                 }
-                if let Some(other) = self.by_ip.insert(lease.ip, lease.mac) {
-                    if other != lease.mac {
-                        self.by_mac.remove(&other);
+                if let Some(other) = self.by_ip.insert(lease.ip, key.clone()) {
+                    if other != key {
+                        self.by_client.remove(&other);
                     }
                 }
                 self.quarantine.remove(&lease.ip);
-                self.by_mac.insert(lease.mac, lease.clone());
+                self.by_client.insert(key, lease.clone());
             }
-            Record::Release { mac, ip } => {
-                if self.by_mac.get(mac).is_some_and(|l| l.ip == *ip) {
-                    self.by_mac.remove(mac);
-                    self.by_ip.remove(ip);
-                }
-            }
+            Record::Release { mac, ip } => self.release(&ClientKey::Mac(*mac), *ip),
+            Record::ReleaseClient { id, ip } => self.release(&ClientKey::Id(id.clone()), *ip),
             Record::Decline { ip, until } => {
-                if let Some(mac) = self.by_ip.remove(ip) {
-                    self.by_mac.remove(&mac);
+                if let Some(key) = self.by_ip.remove(ip) {
+                    self.by_client.remove(&key);
                 }
                 self.quarantine.insert(*ip, *until);
             }
         }
     }
 
+    fn release(&mut self, key: &ClientKey, ip: Ipv4Addr) {
+        if self.by_client.get(key).is_some_and(|l| l.ip == ip) {
+            self.by_client.remove(key);
+            self.by_ip.remove(&ip);
+        }
+    }
+
+    /// The lease of the client known by `key`, expired or not.
+    pub fn by_client(&self, key: &ClientKey) -> Option<&Lease> {
+        self.by_client.get(key)
+    }
+
+    /// The lease of the client known by `mac` alone (no identifier, or an Ethernet one).
     pub fn by_mac(&self, mac: &Mac) -> Option<&Lease> {
-        self.by_mac.get(mac)
+        self.by_client.get(&ClientKey::Mac(*mac))
     }
 
     pub fn by_ip(&self, ip: Ipv4Addr) -> Option<&Lease> {
-        self.by_ip.get(&ip).and_then(|mac| self.by_mac.get(mac))
+        self.by_ip.get(&ip).and_then(|key| self.by_client.get(key))
     }
 
     /// Until when `ip` is quarantined (may be in the past until someone lifts it).
@@ -161,7 +191,7 @@ impl LeaseIndex {
 
     /// Every lease known, expired or not (one per client).
     pub fn leases(&self) -> impl Iterator<Item = &Lease> {
-        self.by_mac.values()
+        self.by_client.values()
     }
 
     pub fn quarantined(&self) -> impl Iterator<Item = (Ipv4Addr, u64)> + '_ {
@@ -170,7 +200,7 @@ impl LeaseIndex {
 
     /// The records that rebuild this index.
     fn live_records(&self) -> impl Iterator<Item = Record> + '_ {
-        self.by_mac
+        self.by_client
             .values()
             .map(|l| Record::Lease(l.clone()))
             .chain(
@@ -180,7 +210,7 @@ impl LeaseIndex {
     }
 
     fn live_count(&self) -> usize {
-        self.by_mac.len() + self.quarantine.len()
+        self.by_client.len() + self.quarantine.len()
     }
 }
 
@@ -212,12 +242,15 @@ impl LeaseStore {
             index,
             compact_min_bytes: COMPACT_MIN_BYTES,
         };
-        if store.compaction_due() {
-            // Only an optimisation: a full disk must not keep the service from starting.
+        let old_format = report.version < codec::VERSION;
+        if store.compaction_due() || old_format {
+            // A full disk must not keep the service from starting. An old-format journal that
+            // could not be rewritten stays readable by this release; only an older hostagent
+            // would then stop at the first record it does not know.
             match store.compact() {
                 Ok(()) => report.compacted = true,
                 Err(e) => {
-                    tracing::warn!(path = %path.display(), error = %e, "lease journal compaction on open failed")
+                    tracing::warn!(path = %path.display(), error = %e, old_format, "lease journal compaction on open failed")
                 }
             }
         }
@@ -283,6 +316,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 0, 0, ip),
             expires,
             hostname: None,
+            client_id: None,
         })
     }
 

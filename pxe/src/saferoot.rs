@@ -6,8 +6,9 @@
 //! - ONE leading `/` is stripped, so `/pxelinux.0` and `pxelinux.0` name the same file (what
 //!   tftpd-hpa's `-s` chroot gives; PXE ROMs send both spellings);
 //! - `..` anywhere is refused, even when it would stay inside the root; empty components
-//!   (`a//b`, or a second leading `/`) are refused; `.` components are skipped; a name ending
-//!   in `/` names a directory and is never served;
+//!   (`a//b`, `//a`) and `.` components are skipped, as the kernel's own path lookup, nginx and
+//!   Apache do (shim over UEFI HTTP boot asks for `/debian-installer/amd64//grubx64.efi`); a
+//!   name ending in `/` names a directory and is never served;
 //! - symlinks are followed only while they stay inside the root: a link inside the root to a
 //!   file inside the root is served, a link to anything outside is refused;
 //! - only a regular file is served (a directory, FIFO or device reads as "not found");
@@ -56,8 +57,6 @@ pub enum PathError {
     Backslash,
     #[error("file name contains a '..' component")]
     DotDot,
-    #[error("file name contains an empty component")]
-    EmptyComponent,
     #[error("file name is not valid UTF-8")]
     NotUtf8,
     #[error("the path leads outside the boot root (symlink)")]
@@ -290,8 +289,7 @@ pub fn validate_name(requested: &str) -> Result<PathBuf, PathError> {
     }
     for part in stripped.split('/') {
         match part {
-            "" => return Err(PathError::EmptyComponent),
-            "." => continue,
+            "" | "." => continue,
             ".." => return Err(PathError::DotDot),
             _ if part.len() > MAX_COMPONENT_BYTES => return Err(PathError::ComponentTooLong),
             _ => relative.push(part),
@@ -338,14 +336,10 @@ mod tests {
         assert_eq!(read(&sr, "a.bin").expect("plain"), b"inside");
         assert_eq!(read(&sr, "/a.bin").expect("slash"), b"inside");
         assert_eq!(read(&sr, "./sub/b.bin").expect("dot"), b"nested");
-        assert!(matches!(
-            read(&sr, "//a.bin"),
-            Err(PathError::EmptyComponent)
-        ));
-        assert!(matches!(
-            read(&sr, "sub//b.bin"),
-            Err(PathError::EmptyComponent)
-        ));
+        // Empty components are skipped (shim over HTTP sends `dir//grubx64.efi`).
+        assert_eq!(read(&sr, "//a.bin").expect("double slash"), b"inside");
+        assert_eq!(read(&sr, "sub//b.bin").expect("inner"), b"nested");
+        assert!(matches!(read(&sr, "sub//../a.bin"), Err(PathError::DotDot)));
         assert!(matches!(read(&sr, "a.bin/"), Err(PathError::NotAFile)));
         assert!(matches!(read(&sr, "sub/"), Err(PathError::NotAFile)));
     }

@@ -9,33 +9,18 @@ use std::time::{Duration, Instant};
 
 use pxe::dhcp::pool::Pool;
 use pxe::dhcp::server::delivery::Destination;
-use pxe::dhcp::server::handler::{Handler, Outgoing};
-use pxe::dhcp::server::{answer_batch, pool_config, DhcpServer};
+use pxe::dhcp::server::{answer_batch, pool_config};
 use pxe::dhcp::wire::{self, opt, DropReason, MessageType};
 use testkit::dhcp::{client_socket, msg, parse_mac, Packet, Reply, BOOTREPLY};
-use testkit::Netns;
 
 mod support;
-use support::{config, handler, BASTION_IP, BASTION_MAC, NOW, SERVER};
+use support::{config, handler, one, raw, Lab, BASTION_IP, BASTION_MAC, NOW, SERVER};
 
 #[allow(dead_code)]
 #[path = "../src/dhcp/classify/testpackets.rs"]
 mod testpackets;
 
 const NO_IP: Ipv4Addr = Ipv4Addr::UNSPECIFIED;
-
-fn one(h: &mut Handler, p: &[u8]) -> Option<Outgoing> {
-    let mut out = answer_batch(h, &[p], NOW);
-    assert!(out.len() <= 1);
-    out.pop()
-}
-
-/// Our reply as it goes on the wire, and as an independent parser reads it back.
-fn raw(o: &Outgoing) -> (Vec<u8>, Reply) {
-    let bytes = wire::encode(&o.reply, o.max_message_size);
-    let reply = Reply::parse(&bytes).expect("our reply parses");
-    (bytes, reply)
-}
 
 // ---------------------------------------------------------------- decoder under hostile input
 
@@ -577,49 +562,6 @@ fn flush_failure_child() {
 // ---------------------------------------------------------------- real sockets in namespaces
 // (The real DHCP clients, busybox udhcpc and ISC dhclient, are in one suite against the whole
 // agent: tests/tests/dhcp_clients.rs.)
-
-/// Server namespace with bridge br0 (10.77.0.1/24) running the DHCP server, and a client
-/// namespace whose `eth0` is a port of that bridge.
-struct Lab {
-    // Field order: the server stops before its namespaces go.
-    server: Option<pxe::dhcp::server::DhcpHandle>,
-    cli: Netns,
-    srv: Netns,
-    _dir: tempfile::TempDir,
-}
-
-impl Lab {
-    fn new(tag: &str) -> Lab {
-        let srv = Netns::new(&format!("{tag}s"));
-        srv.ok(&["ip", "link", "add", "br0", "type", "bridge"]);
-        srv.ok(&["ip", "addr", "add", "10.77.0.1/24", "dev", "br0"]);
-        srv.ok(&["ip", "link", "set", "br0", "up"]);
-        let cli = srv.plug("br0", "v0");
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = config(dir.path(), (100, 200), 3600);
-        let server = srv
-            .enter(move || DhcpServer::start(cfg))
-            .expect("start DHCP server");
-        Lab {
-            server: Some(server),
-            cli,
-            srv,
-            _dir: dir,
-        }
-    }
-
-    fn server(&self) -> &pxe::dhcp::server::DhcpHandle {
-        self.server.as_ref().unwrap()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        if let Some(s) = self.server.take() {
-            s.stop();
-        }
-    }
-}
 
 /// RFC 1071 sum, written independently of the server's.
 fn ones_complement_sum(data: &[u8]) -> u16 {

@@ -169,7 +169,7 @@ fn expired_leases_are_reused_oldest_first_when_nothing_else_is_left() {
     let l = pool.request(mac(100), by_time[0], None, after).unwrap();
     assert_eq!(l.mac, mac(100));
     assert!(
-        pool.lease_for(&mac(1)).is_none(),
+        pool.lease_for(mac(1)).is_none(),
         "the old holder's lease is gone"
     );
 }
@@ -271,8 +271,8 @@ fn leases_survive_close_and_reopen() {
     drop(pool);
 
     let mut pool = open(&f.journal);
-    assert_eq!(pool.lease_for(&mac(1)), Some(a.clone()));
-    assert_eq!(pool.lease_for(&mac(2)), Some(b.clone()));
+    assert_eq!(pool.lease_for(mac(1)), Some(a.clone()));
+    assert_eq!(pool.lease_for(mac(2)), Some(b.clone()));
     assert_eq!(pool.leases_at(T0), vec![a.clone(), b.clone()]);
     assert_eq!(
         pool.offer(mac(1), None, T0 + 10),
@@ -299,7 +299,7 @@ fn release_frees_the_address_durably() {
     pool.flush().unwrap();
     drop(pool);
     let mut pool = open(&f.journal);
-    assert_eq!(pool.lease_for(&mac(1)), None);
+    assert_eq!(pool.lease_for(mac(1)), None);
     assert_eq!(pool.offer(mac(2), None, T0 + 1), Some(a.ip));
 }
 
@@ -318,7 +318,7 @@ fn declined_address_is_quarantined_durably() {
     );
     assert!(pool.decline(mac(1), a.ip, T0));
     pool.flush().unwrap();
-    assert_eq!(pool.lease_for(&mac(1)), None);
+    assert_eq!(pool.lease_for(mac(1)), None);
     drop(pool);
 
     let mut pool = open(&f.journal);
@@ -404,18 +404,21 @@ fn journal_with_boundaries(path: &Path) -> (Vec<u8>, Vec<u64>, Vec<Record>) {
             ip: ip(10),
             expires: T0 + 10,
             hostname: Some("alpha".into()),
+            client_id: None,
         }),
         Record::Lease(Lease {
             mac: mac(2),
             ip: ip(11),
             expires: T0 + 20,
             hostname: None,
+            client_id: None,
         }),
         Record::Lease(Lease {
             mac: mac(1),
             ip: ip(10),
             expires: T0 + 30,
             hostname: Some("alpha".into()),
+            client_id: None,
         }),
         Record::Decline {
             ip: ip(13),
@@ -430,6 +433,7 @@ fn journal_with_boundaries(path: &Path) -> (Vec<u8>, Vec<u64>, Vec<Record>) {
             ip: ip(11),
             expires: T0 + 40,
             hostname: Some("γάμμα".into()),
+            client_id: None,
         }),
     ];
     let (mut store, _) = LeaseStore::open(path).unwrap();
@@ -501,6 +505,7 @@ fn journal_cut_at_every_byte_loads_exactly_the_complete_records() {
             ip: ip(19),
             expires: T0,
             hostname: None,
+            client_id: None,
         }));
         store.flush().unwrap();
         drop(store);
@@ -619,7 +624,7 @@ fn crash_writer_child() {
             let m = mac((n * 37 % CHILD_MACS as u64) as u16);
             // (a release of a lease granted earlier in the same batch would follow its ACK)
             if n.is_multiple_of(13) && batch.iter().all(|l: &Lease| l.mac != m) {
-                if let Some(l) = pool.lease_for(&m) {
+                if let Some(l) = pool.lease_for(m) {
                     // announce before staging: from here on the parent no longer relies on it
                     println!("@REL {:?}", m);
                     pool.release(m, l.ip);

@@ -33,6 +33,7 @@ pub mod opt {
     pub const SERVER_ID: u8 = 54;
     pub const PARAMETER_REQUEST_LIST: u8 = 55;
     pub const CLIENT_ID: u8 = 61;
+    pub const RELAY_AGENT_INFO: u8 = 82;
     pub const END: u8 = 255;
 }
 
@@ -220,6 +221,13 @@ impl Reply {
     }
 
     /// Option codes in the order they first appear.
+    /// Whether the message carries `info` as option 82, unchanged and as its last option: what
+    /// RFC 3046 §2.2 asks of a server's replies.
+    pub fn echoes_relay_info(&self, info: &[u8]) -> bool {
+        self.get(opt::RELAY_AGENT_INFO) == Some(info)
+            && self.codes().last() == Some(&opt::RELAY_AGENT_INFO)
+    }
+
     pub fn codes(&self) -> Vec<u8> {
         self.options.iter().map(|(c, _)| *c).collect()
     }

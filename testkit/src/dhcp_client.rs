@@ -1,5 +1,5 @@
-//! Real DHCP clients nobody here wrote, in a test's namespace: busybox `udhcpc` and ISC
-//! `dhclient`. Each runs with a hook script that appends one line per event to a record file,
+//! Real DHCP clients nobody here wrote, in a test's namespace: busybox `udhcpc`, ISC
+//! `dhclient` and dhcpcd. Each runs with a hook script that appends one line per event to a record file,
 //! `REASON key=value ...`, so a test reads exactly what the client was told (address, mask,
 //! router, DNS, lease time, names, MTU, server id, boot file).
 
@@ -249,5 +249,135 @@ impl<'a> Dhclient<'a> {
     /// What the record file holds, for failure messages.
     pub fn record_text(&self) -> String {
         std::fs::read_to_string(&self.record).unwrap_or_default()
+    }
+}
+
+/// dhcpcd 9 (`dhcpcd-base`) calls its script with `$reason` and `new_*` variables.
+const DHCPCD_HOOK: &str = r#"echo "$reason ip=$new_ip_address cidr=$new_subnet_cidr routers=$(echo $new_routers | tr ' ' ,) dns=$(echo $new_domain_name_servers | tr ' ' ,) lease=$new_dhcp_lease_time host=$new_host_name ntp=$(echo $new_ntp_servers | tr ' ' ,) routes=$(echo $new_classless_static_routes | tr ' ' ,) server=$new_dhcp_server_identifier" >> "$RECORD""#;
+
+/// Debian's /etc/dhcpcd.conf as shipped (DUID client identifier, the options it asks for), with
+/// NTP servers asked for too and the host name set: a test's namespace shares the host's UTS
+/// name, which dhcpcd would otherwise send.
+const DHCPCD_CONF: &str = "duid\npersistent\nvendorclassid\n\
+    option domain_name_servers, domain_name, domain_search\noption classless_static_routes\n\
+    option interface_mtu\noption host_name\noption rapid_commit\noption ntp_servers\n\
+    require dhcp_server_identifier\n";
+
+/// dhcpcd on `eth0` of a namespace, IPv4 only, in the foreground. It keeps its DUID and leases
+/// in `dir` (bind-mounted over /var/lib/dhcpcd, with a private /run, in a mount namespace of its
+/// own), so the host's dhcpcd state is never touched and the DUID survives a restart.
+pub struct Dhcpcd<'a> {
+    ns: &'a Netns,
+    conf: PathBuf,
+    script: PathBuf,
+    record: PathBuf,
+    db: PathBuf,
+}
+
+impl<'a> Dhcpcd<'a> {
+    /// `extra` is appended to the config (e.g. `interface eth0\niaid 1\n`).
+    pub fn new(ns: &'a Netns, dir: &Path, tag: &str, hostname: &str, extra: &str) -> Dhcpcd<'a> {
+        let record = dir.join(format!("dhcpcd-{tag}.record"));
+        let conf = dir.join(format!("dhcpcd-{tag}.conf"));
+        std::fs::write(&conf, format!("{DHCPCD_CONF}hostname {hostname}\n{extra}"))
+            .expect("write dhcpcd.conf");
+        let db = dir.join(format!("dhcpcd-{tag}.db"));
+        std::fs::create_dir_all(&db).expect("dhcpcd state dir");
+        Dhcpcd {
+            ns,
+            script: hook(dir, &format!("dhcpcd-{tag}"), &record, DHCPCD_HOOK),
+            conf,
+            record,
+            db,
+        }
+    }
+
+    pub fn spawn(&self) -> RunningDhcpcd {
+        let inner = format!(
+            "mount --bind '{}' /var/lib/dhcpcd && mount -t tmpfs hostagent-test /run && \
+             exec dhcpcd -4 -B -d -f '{}' -c '{}' eth0",
+            self.db.display(),
+            self.conf.display(),
+            self.script.display()
+        );
+        let log = std::fs::File::create(self.record.with_extension("log")).expect("dhcpcd log");
+        let child = self
+            .ns
+            .cmd(&["unshare", "-m", "sh", "-c", &inner])
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn dhcpcd (package dhcpcd-base)");
+        RunningDhcpcd {
+            child: Some(child),
+            record: self.record.clone(),
+        }
+    }
+
+    pub fn records(&self, reason: &str) -> Vec<Record> {
+        records(&self.record, reason)
+    }
+
+    /// dhcpcd's own log, for failure messages.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(self.record.with_extension("log")).unwrap_or_default()
+    }
+}
+
+/// A dhcpcd in the foreground (`ip netns exec` and `unshare` exec in place, so the pid is
+/// dhcpcd's); killed on drop.
+pub struct RunningDhcpcd {
+    child: Option<Child>,
+    record: PathBuf,
+}
+
+impl RunningDhcpcd {
+    /// The latest event of `reason` once it was recorded (within `secs`).
+    pub fn wait_event(&self, reason: &str, secs: u64) -> Option<Record> {
+        wait_for(secs, || records(&self.record, reason).pop())
+    }
+
+    /// SIGUSR1: renew now.
+    pub fn renew(&self) {
+        self.signal(libc::SIGUSR1);
+    }
+
+    /// SIGALRM: release the lease and exit; waits for the exit.
+    pub fn release(mut self) {
+        self.signal(libc::SIGALRM);
+        self.wait();
+    }
+
+    /// SIGTERM: exit keeping the lease (a reboot); waits for the exit.
+    pub fn stop(mut self) {
+        self.signal(libc::SIGTERM);
+        self.wait();
+    }
+
+    fn signal(&self, sig: i32) {
+        if let Some(c) = &self.child {
+            // SAFETY: kill(2) on our own child.
+            unsafe { libc::kill(c.id() as i32, sig) };
+        }
+    }
+
+    fn wait(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let exited = wait_for(15, || c.try_wait().ok().flatten());
+            if exited.is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
+impl Drop for RunningDhcpcd {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

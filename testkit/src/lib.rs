@@ -13,15 +13,18 @@
 //! - [`dhcp_client`]: the real clients (busybox udhcpc, ISC dhclient) with hook scripts that
 //!   record what they were told.
 //! - [`tftp`], [`http`]: raw clients that show single packets and answers.
+//! - [`sock`]: TCP/UDP echo servers that record their peers, and clients whose sockets live in a
+//!   namespace.
 
 pub mod dhcp;
 pub mod dhcp_client;
 pub mod http;
 pub mod netns;
 pub mod process;
+pub mod sock;
 pub mod tftp;
 pub mod wait;
 
-pub use netns::Netns;
+pub use netns::{Entered, Netns};
 pub use process::{run_ok, sha256, stderr, stdout};
 pub use wait::{wait_for, wait_until};

@@ -4,8 +4,9 @@
 //! the host's own namespace.
 
 use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::process::{Command, Output};
+use std::io::Write;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::thread::JoinHandle;
 
@@ -155,14 +156,71 @@ impl Netns {
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> JoinHandle<T> {
-        let path = format!("/run/netns/{}", self.name);
+        let ns = open_ns(&self.path());
         std::thread::spawn(move || {
-            let ns = File::open(&path).unwrap_or_else(|e| panic!("open {path}: {e}"));
-            // SAFETY: setns(2) on a namespace fd we own; it moves only this new thread.
-            let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+            setns(&ns);
             f()
         })
+    }
+
+    /// Move the CALLING thread into this namespace until the returned guard drops (then it goes
+    /// back to the namespace it was in): for async tests whose runtime runs on the test thread.
+    /// Processes it spawns meanwhile start in the namespace.
+    pub fn enter_here(&self) -> Entered {
+        let home = open_ns("/proc/thread-self/ns/net");
+        setns(&open_ns(&self.path()));
+        Entered { home }
+    }
+
+    /// Run `f` on a scoped thread inside the namespace whose CHILD processes lack the
+    /// capability `cap` (e.g. 12, CAP_NET_ADMIN): the thread drops it from its bounding set,
+    /// which exec'd programs inherit, while the thread itself keeps it. So a program it starts
+    /// (`nft`) really fails with "Operation not permitted", as it does for an unprivileged
+    /// caller, while netlink from the thread still works.
+    pub fn enter_with_children_lacking<T: Send>(
+        &self,
+        cap: u32,
+        f: impl FnOnce() -> T + Send,
+    ) -> T {
+        let path = self.path();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                setns(&open_ns(&path));
+                // SAFETY: prctl(2) with integer arguments; it changes only this thread's
+                // bounding set, and this thread ends when `f` returns.
+                let rc = unsafe {
+                    libc::prctl(libc::PR_CAPBSET_DROP, libc::c_ulong::from(cap), 0, 0, 0)
+                };
+                assert_eq!(
+                    rc,
+                    0,
+                    "PR_CAPBSET_DROP: {}",
+                    std::io::Error::last_os_error()
+                );
+                f()
+            })
+            .join()
+            .unwrap_or_else(|e| std::panic::resume_unwind(e))
+        })
+    }
+
+    /// Run `argv` in the namespace with `stdin` on its standard input.
+    pub fn run_with_stdin(&self, argv: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .cmd(argv)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {argv:?}: {e}"));
+        if let Some(mut pipe) = child.stdin.take() {
+            let _ = pipe.write_all(stdin.as_bytes());
+        }
+        child.wait_with_output().expect("wait for the child")
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
     }
 
     /// PIDs of the processes in this namespace.
@@ -180,9 +238,37 @@ impl Netns {
     }
 }
 
+/// The calling thread's stay in a namespace ([`Netns::enter_here`]); dropping it goes back.
+pub struct Entered {
+    home: OwnedFd,
+}
+
+impl Drop for Entered {
+    fn drop(&mut self) {
+        // SAFETY: setns(2) back to the namespace fd this thread came from, which we own.
+        unsafe { libc::setns(self.home.as_raw_fd(), libc::CLONE_NEWNET) };
+    }
+}
+
+fn open_ns(path: &str) -> OwnedFd {
+    File::open(path)
+        .unwrap_or_else(|e| panic!("open {path}: {e}"))
+        .into()
+}
+
+/// Move the calling thread into the namespace behind `ns`.
+fn setns(ns: &OwnedFd) {
+    // SAFETY: setns(2) on a namespace fd we own; it moves only the calling thread.
+    let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
 impl Drop for Netns {
     fn drop(&mut self) {
-        for pid in self.pids() {
+        // A test whose main thread entered the namespace (enter_here) is listed too: never
+        // kill the test itself.
+        let me = std::process::id() as i32;
+        for pid in self.pids().into_iter().filter(|p| *p != me) {
             // SAFETY: plain kill(2) on a pid we just listed.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }

@@ -41,6 +41,7 @@ pub struct Config {
     port_rate_limit: Option<i64>,
     libvirt: Option<(String, Option<String>)>,
     libvirt_pool: Option<String>,
+    coexist: Option<String>,
     networks: Vec<Network>,
     guests: Vec<Guest>,
 }
@@ -54,9 +55,16 @@ impl Config {
             port_rate_limit: None,
             libvirt: None,
             libvirt_pool: None,
+            coexist: None,
             networks: Vec::new(),
             guests: Vec::new(),
         }
+    }
+
+    /// `[firewall] coexist` ("auto" or "off").
+    pub fn coexist(mut self, mode: &str) -> Config {
+        self.coexist = Some(mode.to_string());
+        self
     }
 
     /// One `[sysctl]` entry; `value` is written as TOML as given (`262144`, `"1"`).
@@ -115,6 +123,9 @@ impl Display for Config {
         if let Some(rate) = self.port_rate_limit {
             writeln!(f, "\n[dhcp]\nport_rate_limit = {rate}")?;
         }
+        if let Some(c) = &self.coexist {
+            writeln!(f, "\n[firewall]\ncoexist = {}", quoted(c))?;
+        }
         if self.libvirt.is_some() || self.libvirt_pool.is_some() {
             writeln!(f, "\n[libvirt]")?;
         }
@@ -151,6 +162,7 @@ pub struct Network {
     interfaces: Option<Vec<String>>,
     dhcp: Option<Dhcp>,
     pxe: Option<Pxe>,
+    forwards: Vec<Forward>,
 }
 
 impl Network {
@@ -167,6 +179,7 @@ impl Network {
             interfaces: None,
             dhcp: None,
             pxe: None,
+            forwards: Vec::new(),
         }
     }
 
@@ -215,6 +228,12 @@ impl Network {
         self.pxe = Some(p);
         self
     }
+
+    /// One `[[network.forward]]`.
+    pub fn forward(mut self, fwd: Forward) -> Network {
+        self.forwards.push(fwd);
+        self
+    }
 }
 
 impl Display for Network {
@@ -247,7 +266,47 @@ impl Display for Network {
         if let Some(p) = &self.pxe {
             write!(f, "{p}")?;
         }
+        for fwd in &self.forwards {
+            write!(f, "{fwd}")?;
+        }
         Ok(())
+    }
+}
+
+/// `[[network.forward]]`: a host port forwarded to `to = "ADDR:PORT"`.
+#[derive(Debug, Clone)]
+pub struct Forward {
+    proto: String,
+    host_port: u16,
+    host_address: Option<String>,
+    to: String,
+}
+
+impl Forward {
+    pub fn new(proto: &str, host_port: u16, to: &str) -> Forward {
+        Forward {
+            proto: proto.to_string(),
+            host_port,
+            host_address: None,
+            to: to.to_string(),
+        }
+    }
+
+    pub fn host_address(mut self, a: &str) -> Forward {
+        self.host_address = Some(a.to_string());
+        self
+    }
+}
+
+impl Display for Forward {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "[[network.forward]]")?;
+        writeln!(f, "proto = {}", quoted(&self.proto))?;
+        writeln!(f, "host_port = {}", self.host_port)?;
+        if let Some(a) = &self.host_address {
+            writeln!(f, "host_address = {}", quoted(a))?;
+        }
+        writeln!(f, "to = {}", quoted(&self.to))
     }
 }
 
@@ -339,8 +398,12 @@ pub struct Pxe {
     root: String,
     bios: Option<String>,
     uefi: Option<String>,
+    arm64: Option<String>,
     script: Option<String>,
     http_port: Option<u16>,
+    proxy: bool,
+    /// Lines written as they are (keys the builder has no method for).
+    raw: Vec<String>,
 }
 
 impl Pxe {
@@ -349,9 +412,29 @@ impl Pxe {
             root: root.to_string(),
             bios: None,
             uefi: None,
+            arm64: None,
             script: None,
             http_port: None,
+            proxy: false,
+            raw: Vec::new(),
         }
+    }
+
+    pub fn arm64(mut self, file: &str) -> Pxe {
+        self.arm64 = Some(file.to_string());
+        self
+    }
+
+    /// `proxy = true`: proxyDHCP, another server hands out the addresses.
+    pub fn proxy(mut self) -> Pxe {
+        self.proxy = true;
+        self
+    }
+
+    /// A line written as it is, e.g. `pxelinux_reboot = "5m"`.
+    pub fn raw(mut self, line: &str) -> Pxe {
+        self.raw.push(line.to_string());
+        self
     }
 
     /// The usual iPXE chain: `undionly.kpxe` for BIOS, `ipxe.efi` for UEFI, `boot.ipxe` for iPXE.
@@ -390,6 +473,7 @@ impl Display for Pxe {
         for (key, value) in [
             ("bios", &self.bios),
             ("uefi", &self.uefi),
+            ("arm64", &self.arm64),
             ("script", &self.script),
         ] {
             if let Some(v) = value {
@@ -398,6 +482,12 @@ impl Display for Pxe {
         }
         if let Some(p) = self.http_port {
             writeln!(f, "http_port = {p}")?;
+        }
+        if self.proxy {
+            writeln!(f, "proxy = true")?;
+        }
+        for line in &self.raw {
+            writeln!(f, "{line}")?;
         }
         Ok(())
     }

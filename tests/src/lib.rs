@@ -2,13 +2,15 @@
 //! waiting, test packets, DHCP clients): the hostagent binary and its command line ([`cli`]), a
 //! scratch `--root` ([`Scratch`]), config files built from parts ([`config`]), `hostagent run`
 //! as a daemon ([`daemon`]), console and agent logs ([`console`]), QEMU guests ([`qemu`]) and a
-//! private libvirtd ([`libvirt`]).
+//! private libvirtd ([`libvirt`]) and a private firewalld ([`firewalld`]).
 
 pub mod cli;
 pub mod config;
 pub mod console;
 pub mod daemon;
+pub mod firewalld;
 pub mod libvirt;
+pub mod netboot;
 pub mod qemu;
 
 use std::collections::BTreeMap;

@@ -26,6 +26,10 @@ pub const PAYLOAD_FILES: [&str; 4] = ["vmlinuz", "initrd.img", "undionly.kpxe", 
 
 const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
 const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+/// Secure Boot build of OVMF (needs SMM) and a variable store with Microsoft's keys enrolled, so
+/// Microsoft-signed shim starts and refuses anything unsigned.
+const OVMF_CODE_SECBOOT: &str = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd";
+const OVMF_VARS_MS: &str = "/usr/share/OVMF/OVMF_VARS_4M.ms.fd";
 
 /// How many lines of each log a failure message shows.
 const TAIL_LINES: usize = 60;
@@ -111,6 +115,29 @@ pub enum Firmware {
     /// OVMF with the NIC's option ROM disabled (`romfile=`): EDK2's own PXE client asks first
     /// (option 93 = 7) and must be handed an iPXE binary.
     UefiNoRom,
+    /// As `UefiNoRom` with Secure Boot on: q35 with SMM, `OVMF_CODE_4M.secboot.fd` and a copy of
+    /// `OVMF_VARS_4M.ms.fd` (Microsoft keys enrolled).
+    UefiSecureBoot,
+    /// As `UefiNoRom` with OVMF's PXE turned off (fw_cfg `IPv4PXESupport`/`IPv6PXESupport` = n),
+    /// so the first boot option is EDK2's own UEFI HTTP boot (option 60 `HTTPClient`, 93 = 16).
+    UefiHttpBoot,
+    /// An arm64 `virt` machine (qemu-system-aarch64, Cortex-A57) with EDK2's arm64 build
+    /// (`qemu-efi-aarch64`): its PXE client asks with option 93 = 11. (No arm64 payload here:
+    /// tests watch its DHCP and TFTP, not a marker.)
+    Arm64Uefi,
+}
+
+/// EDK2 for arm64 `virt` (package qemu-efi-aarch64), loaded with -bios.
+const AAVMF: &str = "/usr/share/qemu-efi-aarch64/QEMU_EFI.fd";
+
+impl Firmware {
+    /// OVMF in pflash (x86-64 UEFI).
+    fn is_ovmf(self) -> bool {
+        matches!(
+            self,
+            Firmware::UefiNoRom | Firmware::UefiSecureBoot | Firmware::UefiHttpBoot
+        )
+    }
 }
 
 /// What to launch.
@@ -172,37 +199,65 @@ impl Guest {
         let serial = format!("file:{}", serial_log.display());
         let netdev = format!("tap,id=n0,ifname={},script=no,downscript=no", spec.tap);
         let mut nic = format!("virtio-net-pci,netdev=n0,mac={}", spec.mac);
-        let mut argv: Vec<String> = [
-            "qemu-system-x86_64",
-            "-accel",
-            "tcg",
-            "-m",
-            "512",
-            "-nographic",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        // -no-reboot: a kernel panic (panic=-1 reboots at once) ends QEMU instead of looping.
-        argv.extend(["-no-reboot", "-monitor", "none", "-serial", &serial].map(String::from));
-        if spec.firmware == Firmware::UefiNoRom {
-            let vars = spec.dir.join(format!("OVMF_VARS-{}.fd", spec.tap));
-            std::fs::copy(OVMF_VARS, &vars)
-                .unwrap_or_else(|e| panic!("copy {OVMF_VARS}: {e} (package ovmf)"));
+        let qemu = match spec.firmware {
+            Firmware::Arm64Uefi => "qemu-system-aarch64",
+            _ => "qemu-system-x86_64",
+        };
+        let mut argv: Vec<String> = [qemu, "-accel", "tcg", "-m", "512", "-nographic"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        if spec.firmware == Firmware::Arm64Uefi {
             nic.push_str(",romfile=");
-            argv.push("-drive".into());
-            argv.push(format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"));
-            argv.push("-drive".into());
-            argv.push(format!("if=pflash,format=raw,file={}", vars.display()));
+            argv.extend(["-M", "virt", "-cpu", "cortex-a57", "-bios", AAVMF].map(String::from));
         }
-        argv.extend([
-            "-netdev".into(),
-            netdev,
-            "-device".into(),
-            nic,
-            "-boot".into(),
-            "n".into(),
-        ]);
+        // -no-reboot: a kernel panic (panic=-1 reboots at once) ends QEMU instead of looping.
+        // -S: the CPU waits (see below) behind a monitor socket that says `cont`.
+        let monitor = spec.dir.join(format!("monitor-{}.sock", spec.tap));
+        let _ = std::fs::remove_file(&monitor);
+        argv.extend(["-no-reboot", "-S", "-serial", &serial].map(String::from));
+        argv.push("-monitor".into());
+        argv.push(format!("unix:{},server=on,wait=off", monitor.display()));
+        if spec.firmware.is_ovmf() {
+            let (code, vars_template) = match spec.firmware {
+                Firmware::UefiSecureBoot => (OVMF_CODE_SECBOOT, OVMF_VARS_MS),
+                _ => (OVMF_CODE, OVMF_VARS),
+            };
+            let vars = spec.dir.join(format!("OVMF_VARS-{}.fd", spec.tap));
+            std::fs::copy(vars_template, &vars)
+                .unwrap_or_else(|e| panic!("copy {vars_template}: {e} (package ovmf)"));
+            nic.push_str(",romfile=");
+            if spec.firmware == Firmware::UefiSecureBoot {
+                argv.extend(
+                    [
+                        "-machine",
+                        "q35,smm=on",
+                        "-global",
+                        "driver=cfi.pflash01,property=secure,value=on",
+                    ]
+                    .map(String::from),
+                );
+            }
+            if spec.firmware == Firmware::UefiHttpBoot {
+                for knob in ["IPv4PXESupport", "IPv6PXESupport"] {
+                    argv.push("-fw_cfg".into());
+                    argv.push(format!("name=opt/org.tianocore/{knob},string=n"));
+                }
+            }
+            argv.push("-drive".into());
+            argv.push(format!(
+                "if=pflash,format=raw,unit=0,readonly=on,file={code}"
+            ));
+            argv.push("-drive".into());
+            argv.push(format!(
+                "if=pflash,format=raw,unit=1,file={}",
+                vars.display()
+            ));
+        }
+        argv.extend(["-netdev".into(), netdev, "-device".into(), nic]);
+        if spec.firmware != Firmware::Arm64Uefi {
+            argv.extend(["-boot".into(), "n".into()]);
+        }
 
         let qemu_out = std::fs::File::create(spec.dir.join(format!("qemu-{}.out", spec.tap)))
             .expect("qemu log");
@@ -214,13 +269,52 @@ impl Guest {
             .stdout(qemu_out.try_clone().expect("dup qemu log"))
             .stderr(qemu_out)
             .spawn()
-            .expect("spawn qemu-system-x86_64 (package qemu-system-x86)");
-        Guest {
+            .unwrap_or_else(|e| {
+                panic!("spawn {qemu}: {e} (packages qemu-system-x86, qemu-system-arm)")
+            });
+        let mut guest = Guest {
             child,
             spec,
             serial_log,
             started: Instant::now(),
-        }
+        };
+        // The tap has a carrier once QEMU holds it; with STP on, the port then listens and
+        // learns for ~4 s. The firmware's first DISCOVERs must not vanish meanwhile: a client
+        // that starts late in its own DHCP timeline takes the first offer it sees (iPXE stops
+        // waiting for a proxyDHCP offer), which would make a run depend on luck. So the CPU
+        // starts only once the port forwards.
+        ns.wait_forwarding(&guest.spec.tap);
+        guest.resume(&monitor);
+        guest.started = Instant::now();
+        guest
+    }
+
+    /// `cont` on QEMU's monitor socket (started with -S); returns once the monitor has taken
+    /// the command (its next `(qemu)` prompt).
+    fn resume(&mut self, monitor: &Path) {
+        use std::io::{Read, Write};
+        let mut sock =
+            testkit::wait_for(10, || std::os::unix::net::UnixStream::connect(monitor).ok())
+                .unwrap_or_else(|| panic!("QEMU monitor {} never appeared", monitor.display()));
+        sock.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("monitor timeout");
+        let mut seen = Vec::new();
+        let mut prompt = |sock: &mut std::os::unix::net::UnixStream, count: usize| {
+            let mut buf = [0u8; 512];
+            while seen.windows(7).filter(|w| w == b"(qemu) ").count() < count {
+                let n = sock.read(&mut buf).expect("read the QEMU monitor");
+                assert!(
+                    n > 0,
+                    "QEMU monitor closed: {}",
+                    String::from_utf8_lossy(&seen)
+                );
+                seen.extend_from_slice(&buf[..n]);
+            }
+        };
+        prompt(&mut sock, 1);
+        sock.write_all(b"cont\n")
+            .expect("send cont to the QEMU monitor");
+        prompt(&mut sock, 2);
     }
 
     pub fn serial_log(&self) -> &Path {

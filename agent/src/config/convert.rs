@@ -4,10 +4,13 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use hwaddr::Mac;
-use netcfg::{Desired, Host, Mode, NetworkSpec, PortLimit, Services};
-use pxe::config::{BootConfig, DhcpConfig, FileServiceConfig, StaticHost};
+use netcfg::{Desired, Host, Mode, NetworkSpec, PortForward, PortLimit, Services};
+use pxe::config::{
+    BootConfig, DhcpConfig, FileServiceConfig, ProxyConfig, PxelinuxOptions, StaticHost,
+    StaticRoute,
+};
 
-use super::model::{Guest, Model, Network};
+use super::model::{Forward, Guest, Model, Network, Pxe};
 
 /// The name under which TFTP and HTTP serve the rendered guest boot scripts, at the top of each
 /// boot root ([`guest_scripts_dir`] mounted there).
@@ -57,6 +60,24 @@ pub fn read_clone_reservations(root: &Path, state_dir: &Path) -> Vec<ExtraReserv
     })
 }
 
+fn boot_config(host: &Host, p: &Pxe) -> BootConfig {
+    BootConfig {
+        root: host.path(&p.root),
+        bios: p.bios.clone(),
+        uefi: p.uefi.clone(),
+        arm64: p.arm64.clone(),
+        script: p.script.clone(),
+        http_port: p.http_port,
+        pxelinux: PxelinuxOptions {
+            config_file: p.pxelinux_config.clone(),
+            path_prefix: p.pxelinux_path_prefix.clone(),
+            reboot_time: p
+                .pxelinux_reboot
+                .map(|d| d.as_secs().min(u64::from(u32::MAX)) as u32),
+        },
+    }
+}
+
 fn guest_host(g: &Guest, has_pxe: bool) -> StaticHost {
     StaticHost {
         mac: g.mac,
@@ -84,6 +105,12 @@ impl Model {
             vhost_zcopytx: self.vhost_zcopytx,
             dhcp_port_limit: (self.dhcp_port_rate_limit > 0)
                 .then(|| PortLimit::per_second(self.dhcp_port_rate_limit)),
+            forwards: self
+                .networks
+                .iter()
+                .flat_map(|n| n.forwards.iter().map(|f| port_forward(n, f)))
+                .collect(),
+            coexist: self.coexist,
         }
     }
 
@@ -118,19 +145,40 @@ impl Model {
                 dns,
                 domain: d.domain.clone(),
                 mtu: n.mtu,
+                ntp: d.ntp.clone(),
+                routes: d
+                    .routes
+                    .iter()
+                    .map(|r| StaticRoute {
+                        destination: r.to,
+                        router: r.via,
+                    })
+                    .collect(),
                 hosts: self.reservations(n, &clones),
-                boot: n.pxe.as_ref().map(|p| BootConfig {
-                    root: host.path(&p.root),
-                    bios: p.bios.clone(),
-                    uefi: p.uefi.clone(),
-                    arm64: p.arm64.clone(),
-                    script: p.script.clone(),
-                    http_port: p.http_port,
-                }),
+                boot: n.pxe.as_ref().map(|p| boot_config(&host, p)),
                 lease_file: self.lease_file(root, &n.name),
             });
         }
         out
+    }
+
+    /// One proxyDHCP service per network with `[network.pxe] proxy = true` (validation keeps
+    /// `[network.dhcp]` off those networks), on the network's bridge and address.
+    pub fn proxy_configs(&self, root: &Path) -> Vec<ProxyConfig> {
+        let host = self.host(root);
+        self.networks
+            .iter()
+            .filter_map(|n| {
+                let (p, gw) = (n.pxe.as_ref().filter(|p| p.proxy)?, n.gateway()?);
+                Some(ProxyConfig {
+                    network: n.name.clone(),
+                    interface: n.bridge.clone(),
+                    server_ip: gw,
+                    boot: boot_config(&host, p),
+                    hosts: Vec::new(),
+                })
+            })
+            .collect()
     }
 
     /// A network's reservations: `[[network.dhcp.host]]`, then every guest on it, then clone
@@ -226,6 +274,17 @@ impl Model {
     }
 }
 
+fn port_forward(n: &Network, f: &Forward) -> PortForward {
+    PortForward {
+        network: n.name.clone(),
+        proto: f.proto,
+        host_address: f.host_address,
+        host_port: f.host_port,
+        to: f.to,
+        to_port: f.to_port,
+    }
+}
+
 fn network_spec(n: &Network) -> NetworkSpec {
     NetworkSpec {
         name: n.name.clone(),
@@ -238,7 +297,9 @@ fn network_spec(n: &Network) -> NetworkSpec {
         mtu: n.mtu.map(u32::from),
         interfaces: n.interfaces.clone(),
         services: Services {
-            dhcp: n.dhcp.is_some(),
+            // A proxyDHCP network answers on 67 too (and on 4011, which the accept-only input
+            // chain leaves open).
+            dhcp: n.dhcp.is_some() || n.pxe.as_ref().is_some_and(|p| p.proxy),
             tftp: n.pxe.is_some(),
             http_port: n.pxe.as_ref().and_then(|p| p.http_port),
             dns: n.mode != Mode::Bridge && n.address.is_some(),

@@ -46,6 +46,8 @@ pub struct Model {
     pub libvirt: Libvirt,
     /// Every guest instance (a `[[guest]]` with `count = N` gives N entries), in config order.
     pub guests: Vec<Guest>,
+    /// `[firewall] coexist`: add accepts to foreign firewalls that would drop guest traffic.
+    pub coexist: netcfg::coexist::Coexist,
 }
 
 /// Default `[libvirt] uri`.
@@ -261,6 +263,22 @@ pub struct Network {
     pub interfaces: Vec<String>,
     pub dhcp: Option<Dhcp>,
     pub pxe: Option<Pxe>,
+    /// `[[network.forward]]` (nat and routed networks only).
+    pub forwards: Vec<Forward>,
+}
+
+/// A host port forwarded to a guest of the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forward {
+    pub proto: netcfg::Proto,
+    /// None: every address of the host.
+    pub host_address: Option<Ipv4Addr>,
+    pub host_port: u16,
+    /// Inside the network's subnet (a guest's reservation when `guest` is set).
+    pub to: Ipv4Addr,
+    pub to_port: u16,
+    /// The guest the target address came from.
+    pub guest: Option<String>,
 }
 
 impl Network {
@@ -281,7 +299,18 @@ pub struct Dhcp {
     /// None: the host's resolvers (see `DhcpDefaults::dns`).
     pub dns: Option<Vec<Ipv4Addr>>,
     pub domain: Option<String>,
+    /// Option 42.
+    pub ntp: Vec<Ipv4Addr>,
+    /// Option 121 (see `pxe::config::DhcpConfig::routes`).
+    pub routes: Vec<Route>,
     pub hosts: Vec<StaticHost>,
+}
+
+/// A classless static route: `to` (no host bits) through `via` (a host of the subnet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Route {
+    pub to: Ipv4Net,
+    pub via: Ipv4Addr,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,4 +333,10 @@ pub struct Pxe {
     pub arm64: Option<String>,
     pub script: Option<String>,
     pub http_port: Option<u16>,
+    /// proxyDHCP (no `[network.dhcp]` then): answer PXE clients with boot information only.
+    pub proxy: bool,
+    /// PXELINUX options 209–211.
+    pub pxelinux_config: Option<String>,
+    pub pxelinux_path_prefix: Option<String>,
+    pub pxelinux_reboot: Option<Duration>,
 }

@@ -27,6 +27,15 @@ pub(super) struct File {
     pub libvirt: Option<S<Libvirt>>,
     #[serde(default)]
     pub guest: Vec<S<Guest>>,
+    pub firewall: Option<S<Firewall>>,
+}
+
+/// `[firewall]`: how the agent lives with other firewalls on the host.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Firewall {
+    /// "auto" (default) or "off".
+    pub coexist: Option<S<String>>,
 }
 
 /// `[libvirt]`: where guests are defined and how much overcommit `check` tolerates.
@@ -136,6 +145,22 @@ pub(super) struct Network {
     pub interfaces: Option<S<Vec<S<String>>>>,
     pub dhcp: Option<S<NetworkDhcp>>,
     pub pxe: Option<S<Pxe>>,
+    /// `[[network.forward]]`: host ports forwarded to guests (validated in `validate::forward`).
+    #[serde(default)]
+    pub forward: Vec<S<Forward>>,
+}
+
+/// `[[network.forward]]`: `proto`, `host_port`, optional `host_address`, and the target: either
+/// `to = "ADDR:PORT"` or `guest = "NAME"` (that guest's reservation) with optional `guest_port`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Forward {
+    pub proto: S<String>,
+    pub host_port: S<i64>,
+    pub host_address: Option<S<String>>,
+    pub to: Option<S<String>>,
+    pub guest: Option<S<String>>,
+    pub guest_port: Option<S<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -145,8 +170,20 @@ pub(super) struct NetworkDhcp {
     pub lease_time: Option<S<String>>,
     pub dns: Option<Vec<S<String>>>,
     pub domain: Option<S<String>>,
+    /// Option 42.
+    pub ntp: Option<Vec<S<String>>>,
+    /// Option 121: `routes = [{ to = "10.20.0.0/16", via = "10.77.0.254" }]`.
+    pub routes: Option<Vec<S<Route>>>,
     #[serde(default)]
     pub host: Vec<S<StaticHost>>,
+}
+
+/// One classless static route handed to DHCP clients.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Route {
+    pub to: S<String>,
+    pub via: S<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -168,6 +205,14 @@ pub(super) struct Pxe {
     pub arm64: Option<S<String>>,
     pub script: Option<S<String>>,
     pub http_port: Option<S<i64>>,
+    /// proxyDHCP: boot information only, another server hands out the addresses.
+    pub proxy: Option<S<bool>>,
+    /// PXELINUX option 209 (config file).
+    pub pxelinux_config: Option<S<String>>,
+    /// PXELINUX option 210 (path prefix).
+    pub pxelinux_path_prefix: Option<S<String>>,
+    /// PXELINUX option 211 (reboot time), a duration.
+    pub pxelinux_reboot: Option<S<String>>,
 }
 
 /// A sysctl value: TOML integer or string (booleans are not accepted: the kernel wants 0/1).

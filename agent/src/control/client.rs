@@ -90,18 +90,21 @@ pub async fn leases(root: &Path, json: bool) -> Result<ExitCode> {
     // The leases' own clock.
     let now = pxe::dhcp::pool::unix_now();
     println!(
-        "{:<12} {:<17} {:<15} {:<20} EXPIRES IN",
-        "NETWORK", "MAC", "IP", "HOSTNAME"
+        "{:<12} {:<17} {:<15} {:<20} {:<12} CLIENT ID",
+        "NETWORK", "MAC", "IP", "HOSTNAME", "EXPIRES IN"
     );
     for net in &reply.leases {
         for l in &net.leases {
             println!(
-                "{:<12} {:<17} {:<15} {:<20} {}s",
+                "{:<12} {:<17} {:<15} {:<20} {:<12} {}",
                 net.network,
                 l.mac.to_string(),
                 l.ip.to_string(),
                 l.hostname.as_deref().unwrap_or("-"),
-                l.expires.saturating_sub(now)
+                format!("{}s", l.expires.saturating_sub(now)),
+                l.client_id
+                    .as_ref()
+                    .map_or_else(|| "-".to_string(), ToString::to_string)
             );
         }
     }

@@ -14,6 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 
 use crate::cli::Cli;
 use crate::config::Model;
+use crate::lock::HostLock;
 use crate::{control, hostcmd};
 use services::Services;
 
@@ -23,6 +24,8 @@ pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
     crate::guests::forbid_libvirt_in_this_process();
     let model = hostcmd::load(cli)?;
     let host = hostcmd::host_for(cli, &model);
+    // Held until this function returns: no `apply` or `down` runs while the daemon does.
+    let _lock = HostLock::acquire(&cli.root, "run")?;
     hostcmd::apply_model(&host, &model)
         .await
         .context("applying the host config")?;

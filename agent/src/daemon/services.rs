@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use pxe::config::{DhcpConfig, FileServiceConfig, TftpLimits};
+use pxe::config::{DhcpConfig, FileServiceConfig, ProxyConfig, TftpLimits};
 use pxe::dhcp::server::{DhcpHandle, DhcpServer};
 use pxe::http::{HttpServer, HttpStatsSnapshot};
 use pxe::saferoot::SafeRoot;
@@ -45,6 +45,8 @@ impl<C> FileTask<C> {
 #[derive(Clone, PartialEq)]
 struct Wanted {
     dhcp: Option<DhcpConfig>,
+    /// proxyDHCP instead of `dhcp` (validation never sets both).
+    proxy: Option<ProxyConfig>,
     files: Option<(FileServiceConfig, Option<u16>)>,
 }
 
@@ -69,6 +71,7 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
                 n.name.clone(),
                 Wanted {
                     dhcp: None,
+                    proxy: None,
                     files: None,
                 },
             )
@@ -77,6 +80,11 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
     for d in model.dhcp_configs(root) {
         if let Some(w) = out.get_mut(&d.network) {
             w.dhcp = Some(d);
+        }
+    }
+    for p in model.proxy_configs(root) {
+        if let Some(w) = out.get_mut(&p.network) {
+            w.proxy = Some(p);
         }
     }
     for (f, port) in model.file_services(root) {
@@ -145,14 +153,17 @@ impl Services {
             .iter()
             .map(|(name, r)| ServerStatus {
                 network: name.clone(),
-                dhcp: r
-                    .dhcp
-                    .as_ref()
-                    .zip(r.wanted.dhcp.as_ref())
-                    .map(|(h, cfg)| DhcpStatus {
-                        interface: cfg.interface.clone(),
+                dhcp: r.dhcp.as_ref().and_then(|h| {
+                    let interface = match (&r.wanted.dhcp, &r.wanted.proxy) {
+                        (Some(cfg), _) => cfg.interface.clone(),
+                        (None, Some(p)) => p.interface.clone(),
+                        (None, None) => return None,
+                    };
+                    Some(DhcpStatus {
+                        interface,
                         counters: h.stats().snapshot(),
-                    }),
+                    })
+                }),
                 tftp: r.tftp.as_ref().map(FileTask::status),
                 http: r.http.as_ref().map(FileTask::status),
             })
@@ -236,16 +247,28 @@ async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()>
             });
         }
     }
-    if let Some(cfg) = &w.dhcp {
-        let cfg = cfg.clone();
-        let handle = tokio::task::spawn_blocking(move || DhcpServer::start(cfg))
-            .await
-            .context("DHCP start task")?
-            .map_err(|e| anyhow::anyhow!("DHCP: {e}"))?;
-        tracing::info!(network = %name, "DHCP serving");
-        running.dhcp = Some(handle);
+    let started = match (&w.dhcp, &w.proxy) {
+        (Some(cfg), _) => Some(("DHCP", start_dhcp(cfg.clone(), DhcpServer::start).await)),
+        (None, Some(cfg)) => Some((
+            "proxyDHCP",
+            start_dhcp(cfg.clone(), DhcpServer::start_proxy).await,
+        )),
+        (None, None) => None,
+    };
+    if let Some((what, handle)) = started {
+        running.dhcp = Some(handle.with_context(|| format!("{what} start"))?);
+        tracing::info!(network = %name, "{what} serving");
     }
     Ok(())
+}
+
+/// Opens a DHCP server's sockets and starts its thread off the runtime (binding and replaying a
+/// journal block).
+async fn start_dhcp<C: Send + 'static>(
+    cfg: C,
+    start: fn(C) -> Result<DhcpHandle, pxe::dhcp::server::DhcpError>,
+) -> Result<DhcpHandle> {
+    Ok(tokio::task::spawn_blocking(move || start(cfg)).await??)
 }
 
 /// The boot root with its mounts. A mounted directory is the agent's own (rendered guest

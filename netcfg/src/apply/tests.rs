@@ -148,7 +148,7 @@ fn expected_steps() -> Vec<Step> {
             &[&["write_sysctl net.ipv4.ip_forward 0"]],
         ),
         step(
-            &["write_sysctl vm.swappiness 10"],
+            &["write_sysctl vm.swappiness 10", WRITE_OWNED],
             &[&["write_sysctl vm.swappiness 60"]],
         ),
         step(
@@ -199,7 +199,7 @@ async fn the_plan_is_the_one_the_step_table_describes() {
             "add port eth1 to bridge br-prov and set it up",
             "set link br-prov up",
             "set net.ipv4.ip_forward 0 → 1 (for forwarding networks; `down` restores it)",
-            "set vm.swappiness 60 → 10",
+            "set vm.swappiness 60 → 10 (`down` restores it)",
             "write /etc/sysctl.d/90-hostagent.conf (1 key)",
             "replace nftables table inet hostagent (2 networks)",
             "delete bridge br-old (hostagent's, for network old, no longer configured)",

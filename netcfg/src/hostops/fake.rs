@@ -9,9 +9,10 @@ use hwaddr::Mac;
 use ipnet::Ipv4Net;
 
 use super::HostOps;
+use crate::coexist;
 use crate::error::Error;
 use crate::files;
-use crate::link::{effective_forward_delay, Addr, BridgeInfo, Link};
+use crate::link::{effective_forward_delay, Addr, AddrDetail, BridgeInfo, Link, Route};
 use crate::model::{Desired, Host};
 use crate::nft;
 use crate::owned::Owned;
@@ -42,6 +43,13 @@ pub(crate) struct FakeState {
     pub files: BTreeMap<PathBuf, String>,
     /// The script that made our nft tables (what `nft_saved` lists), None when absent.
     pub nft: Option<String>,
+    /// Address details by (index, net), where an address has more than its net.
+    pub details: Vec<AddrDetail>,
+    pub routes: Vec<Route>,
+    /// The agent's marked accepts in foreign firewalls.
+    pub accepts: Vec<coexist::Accept>,
+    /// Blockers and wanted accepts the fake's observe reports (what a real ruleset would show).
+    pub firewalls: coexist::Found,
 }
 
 impl FakeHost {
@@ -65,6 +73,22 @@ impl FakeHost {
         let path = Owned::path(host);
         let text = self.state.files.get(&path)?;
         Some(Owned::parse(&path, Some(text)).expect("the fake's owned.json parses"))
+    }
+
+    /// Every address with its details (plain ones: permanent, no broadcast or label).
+    fn details(&self) -> Vec<AddrDetail> {
+        self.state
+            .addrs
+            .iter()
+            .map(|a| {
+                self.state
+                    .details
+                    .iter()
+                    .find(|d| d.index == a.index && d.net == a.net)
+                    .cloned()
+                    .unwrap_or(AddrDetail::plain(a.index, a.net))
+            })
+            .collect()
     }
 
     /// Log `line` and fail if it is cued.
@@ -136,6 +160,13 @@ impl HostOps for FakeHost {
             owned,
             owned_path,
             vhost_live: None,
+            firewalls: coexist::Found {
+                ours: self.state.accepts.clone(),
+                ..self.state.firewalls.clone()
+            },
+            addr_details: self.details(),
+            routes: self.state.routes.clone(),
+            managers: Vec::new(),
         })
     }
 
@@ -223,6 +254,16 @@ impl HostOps for FakeHost {
         self.change(format!("delete_link {index}"))?;
         self.state.links.retain(|l| l.index != index);
         self.state.addrs.retain(|a| a.index != index);
+        self.state.details.retain(|a| a.index != index);
+        self.state.routes.retain(|r| r.oif != Some(index));
+        for l in self
+            .state
+            .links
+            .iter_mut()
+            .filter(|l| l.controller == Some(index))
+        {
+            l.controller = None;
+        }
         Ok(())
     }
 
@@ -237,6 +278,58 @@ impl HostOps for FakeHost {
         self.state
             .addrs
             .retain(|a| !(a.index == index && a.net == net));
+        self.state
+            .details
+            .retain(|a| !(a.index == index && a.net == net));
+
+        Ok(())
+    }
+
+    async fn addr_details(&mut self) -> Result<Vec<AddrDetail>, Error> {
+        self.read("addr_details")?;
+        Ok(self.details())
+    }
+
+    async fn routes(&mut self) -> Result<Vec<Route>, Error> {
+        self.read("routes")?;
+        Ok(self.state.routes.clone())
+    }
+
+    async fn add_addr_detail(
+        &mut self,
+        index: u32,
+        dev: &str,
+        a: &AddrDetail,
+    ) -> Result<(), Error> {
+        self.change(format!("add_addr {index} {}", a.net))?;
+        let _ = dev;
+        self.state.addrs.push(Addr { index, net: a.net });
+        self.state
+            .details
+            .retain(|d| !(d.index == index && d.net == a.net));
+        let detail = AddrDetail { index, ..a.clone() };
+        // Plain addresses are kept as plain `addrs` only, as a test sets them up.
+        if detail != AddrDetail::plain(index, a.net) {
+            self.state.details.push(detail);
+        }
+        Ok(())
+    }
+
+    async fn replace_route(&mut self, route: &Route, oif: u32) -> Result<(), Error> {
+        self.change(format!("replace_route {} {oif}", route.describe("-")))?;
+        self.state.routes.retain(|r| !r.same_route(route));
+        self.state.routes.push(Route {
+            oif: Some(oif),
+            ..route.clone()
+        });
+        Ok(())
+    }
+
+    async fn del_route(&mut self, route: &Route, oif: u32) -> Result<(), Error> {
+        self.change(format!("del_route {} {oif}", route.describe("-")))?;
+        self.state
+            .routes
+            .retain(|r| !(r.same_route(route) && r.oif == Some(oif)));
         Ok(())
     }
 
@@ -295,6 +388,28 @@ impl HostOps for FakeHost {
     fn nft_delete(&mut self) -> Result<(), Error> {
         self.change("nft_delete".into())?;
         self.state.nft = None;
+        Ok(())
+    }
+
+    fn firewall_found(&mut self) -> Result<coexist::Found, Error> {
+        self.read("firewall_found")?;
+        Ok(coexist::Found {
+            ours: self.state.accepts.clone(),
+            ..self.state.firewalls.clone()
+        })
+    }
+
+    fn firewall_add(&mut self, a: &coexist::Accept) -> Result<(), Error> {
+        self.change(format!("firewall_add {} {} {}", a.table, a.chain, a.key))?;
+        if !self.state.accepts.iter().any(|o| o.same_place_and_rule(a)) {
+            self.state.accepts.push(a.clone());
+        }
+        Ok(())
+    }
+
+    fn firewall_remove(&mut self, a: &coexist::Accept) -> Result<(), Error> {
+        self.change(format!("firewall_remove {} {} {}", a.table, a.chain, a.key))?;
+        self.state.accepts.retain(|o| !o.same_place_and_rule(a));
         Ok(())
     }
 }

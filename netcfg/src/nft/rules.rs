@@ -26,25 +26,13 @@
 //! with full UDP checksums. This kernel has neither act_csum nor cls_u32 ("Failed to load TC action
 //! module"), so the agent's DHCP server computes full checksums in software instead.
 
+use std::net::Ipv4Addr;
+
 use ipnet::Ipv4Net;
 use serde_json::{json, Value};
 
-use crate::model::{Desired, Mode, NetworkSpec};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-}
+pub use crate::model::Proto;
+use crate::model::{Desired, Mode, NetworkSpec, PortForward};
 
 /// One match expression of a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,9 +43,17 @@ pub enum Match {
     Daddr(Ipv4Net),
     DaddrNot(Ipv4Net),
     Dport(Proto, u16),
+    /// A destination port range, lo-hi inclusive.
+    DportRange(Proto, u16, u16),
     L4proto(Proto),
     /// `ct state established,related`: replies to connections the guests opened.
     CtReplies,
+    /// `ct status dnat`: a connection one of our port forwards redirected.
+    CtDnat,
+    /// `meta nfproto ipv4`: an IPv4 packet (the inet table sees IPv6 too).
+    Ipv4,
+    /// `fib daddr type local`: addressed to one of the host's own addresses.
+    ToHost,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +64,8 @@ pub enum Verdict {
     Reject,
     /// Masquerade, optionally with a source port range.
     Masquerade(Option<(u16, u16)>),
+    /// `dnat ip to ADDR:PORT`.
+    Dnat(Ipv4Addr, u16),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -168,9 +166,25 @@ fn cross_rules(net: &NetworkSpec) -> Vec<Rule> {
 }
 
 /// libvirt's FWI: what may be forwarded into the bridge, then reject the rest.
-fn in_rules(net: &NetworkSpec) -> Vec<Rule> {
+fn in_rules(net: &NetworkSpec, forwards: &[&PortForward]) -> Vec<Rule> {
     let oif = || Match::Oifname(net.bridge.clone());
     let mut rules = Vec::new();
+    if net.mode == Mode::Nat {
+        // A routed network's "routed in" already lets these through.
+        for f in forwards {
+            rules.push(rule(
+                vec![
+                    oif(),
+                    to_guest(f),
+                    Match::Dport(f.proto, f.to_port),
+                    Match::CtDnat,
+                ],
+                Verdict::Accept,
+                net,
+                &forward_purpose("forward", f),
+            ));
+        }
+    }
     match (net.mode, net.subnet()) {
         (Mode::Nat, Some(subnet)) => rules.push(rule(
             vec![oif(), Match::Daddr(subnet), Match::CtReplies],
@@ -204,6 +218,62 @@ fn out_rules(net: &NetworkSpec) -> Vec<Rule> {
     }
     rules.push(rule(vec![iif()], Verdict::Reject, net, "reject out"));
     rules
+}
+
+fn to_guest(f: &PortForward) -> Match {
+    Match::Daddr(Ipv4Net::from(f.to))
+}
+
+fn forward_purpose(what: &str, f: &PortForward) -> String {
+    format!("{what} {} {}", f.proto.as_str(), f.host_port)
+}
+
+/// DNAT of each port forward, for the prerouting hook (from outside and from guests) and the
+/// output hook (from the host itself). Without `host_address` every address of the host
+/// forwards the port; `meta nfproto ipv4` because the inet table sees IPv6 too (an address
+/// match implies it).
+fn dnat_rules(net: &NetworkSpec, forwards: &[&PortForward]) -> Vec<Rule> {
+    forwards
+        .iter()
+        .map(|f| {
+            let mut m = match f.host_address {
+                Some(a) => vec![Match::Daddr(Ipv4Net::from(a))],
+                None => vec![Match::Ipv4, Match::ToHost],
+            };
+            m.push(Match::Dport(f.proto, f.host_port));
+            rule(
+                m,
+                Verdict::Dnat(f.to, f.to_port),
+                net,
+                &forward_purpose("forward", f),
+            )
+        })
+        .collect()
+}
+
+/// Hairpin: a guest that reaches another guest of the same network through the host's port
+/// gets the gateway as its source, or the answer would go straight back to it from an address
+/// it never spoke to.
+fn hairpin_rules(net: &NetworkSpec, forwards: &[&PortForward]) -> Vec<Rule> {
+    let Some(subnet) = net.subnet() else {
+        return Vec::new();
+    };
+    forwards
+        .iter()
+        .map(|f| {
+            rule(
+                vec![
+                    Match::Saddr(subnet),
+                    to_guest(f),
+                    Match::Dport(f.proto, f.to_port),
+                    Match::CtDnat,
+                ],
+                Verdict::Masquerade(None),
+                net,
+                &forward_purpose("hairpin", f),
+            )
+        })
+        .collect()
 }
 
 /// libvirt's masquerade set for a nat network.
@@ -259,46 +329,77 @@ impl Ruleset {
             .collect();
         let all =
             |f: fn(&NetworkSpec) -> Vec<Rule>| l3.iter().flat_map(|n| f(n)).collect::<Vec<Rule>>();
+        // Port forwards of each network (validated: only nat and routed networks have them).
+        let fwd = |n: &NetworkSpec| -> Vec<&PortForward> {
+            let forwards = n.mode.forwards().then_some(&desired.forwards);
+            forwards
+                .into_iter()
+                .flatten()
+                .filter(|f| f.network == n.name)
+                .collect()
+        };
+        let with_forwards = |f: fn(&NetworkSpec, &[&PortForward]) -> Vec<Rule>| {
+            l3.iter().flat_map(|n| f(n, &fwd(n))).collect::<Vec<Rule>>()
+        };
         let mut forward = all(cross_rules);
-        forward.extend(all(in_rules));
+        forward.extend(with_forwards(in_rules));
         forward.extend(all(out_rules));
-        let nat = l3
-            .iter()
-            .filter(|n| n.mode == Mode::Nat)
-            .flat_map(|n| nat_rules(n))
-            .collect();
-        Ruleset {
-            chains: vec![
-                Chain {
-                    name: "input",
-                    kind: "filter",
-                    hook: "input",
-                    priority: ("filter", 0),
-                    rules: all(input_rules),
-                },
-                Chain {
-                    name: "output",
-                    kind: "filter",
-                    hook: "output",
-                    priority: ("filter", 0),
-                    rules: all(output_rules),
-                },
-                Chain {
-                    name: "forward",
-                    kind: "filter",
-                    hook: "forward",
-                    priority: ("filter", 0),
-                    rules: forward,
-                },
-                Chain {
-                    name: "postrouting",
-                    kind: "nat",
-                    hook: "postrouting",
-                    priority: ("srcnat", 100),
-                    rules: nat,
-                },
-            ],
+        let mut nat = with_forwards(hairpin_rules);
+        nat.extend(
+            l3.iter()
+                .filter(|n| n.mode == Mode::Nat)
+                .flat_map(|n| nat_rules(n)),
+        );
+        let dnat = with_forwards(dnat_rules);
+        let mut chains = Vec::new();
+        if !dnat.is_empty() {
+            chains.push(Chain {
+                name: "prerouting",
+                kind: "nat",
+                hook: "prerouting",
+                priority: ("dstnat", -100),
+                rules: dnat.clone(),
+            });
+            // nft 1.0.6 refuses the `dstnat` keyword on the inet output hook: its number.
+            chains.push(Chain {
+                name: "output_dnat",
+                kind: "nat",
+                hook: "output",
+                priority: ("-100", -100),
+                rules: dnat,
+            });
         }
+        chains.extend([
+            Chain {
+                name: "input",
+                kind: "filter",
+                hook: "input",
+                priority: ("filter", 0),
+                rules: all(input_rules),
+            },
+            Chain {
+                name: "output",
+                kind: "filter",
+                hook: "output",
+                priority: ("filter", 0),
+                rules: all(output_rules),
+            },
+            Chain {
+                name: "forward",
+                kind: "filter",
+                hook: "forward",
+                priority: ("filter", 0),
+                rules: forward,
+            },
+            Chain {
+                name: "postrouting",
+                kind: "nat",
+                hook: "postrouting",
+                priority: ("srcnat", 100),
+                rules: nat,
+            },
+        ]);
+        Ruleset { chains }
     }
 
     /// The chains as nft script text (the body of `table inet hostagent { ... }`).
@@ -353,8 +454,12 @@ impl Match {
             Match::Daddr(a) => format!("ip daddr {}", addr_text(a)),
             Match::DaddrNot(a) => format!("ip daddr != {}", addr_text(a)),
             Match::Dport(p, port) => format!("{} dport {port}", p.as_str()),
+            Match::DportRange(p, lo, hi) => format!("{} dport {lo}-{hi}", p.as_str()),
             Match::L4proto(p) => format!("meta l4proto {}", p.as_str()),
             Match::CtReplies => "ct state established,related".to_string(),
+            Match::CtDnat => "ct status dnat".to_string(),
+            Match::Ipv4 => "meta nfproto ipv4".to_string(),
+            Match::ToHost => "fib daddr type local".to_string(),
         }
     }
 
@@ -370,6 +475,11 @@ impl Match {
                 json!({"payload": {"protocol": p.as_str(), "field": "dport"}}),
                 json!(port),
             ),
+            Match::DportRange(p, lo, hi) => matcher(
+                "==",
+                json!({"payload": {"protocol": p.as_str(), "field": "dport"}}),
+                json!({"range": [lo, hi]}),
+            ),
             Match::L4proto(p) => {
                 matcher("==", json!({"meta": {"key": "l4proto"}}), json!(p.as_str()))
             }
@@ -377,6 +487,13 @@ impl Match {
                 "in",
                 json!({"ct": {"key": "state"}}),
                 json!(["established", "related"]),
+            ),
+            Match::CtDnat => matcher("in", json!({"ct": {"key": "status"}}), json!("dnat")),
+            Match::Ipv4 => matcher("==", json!({"meta": {"key": "nfproto"}}), json!("ipv4")),
+            Match::ToHost => matcher(
+                "==",
+                json!({"fib": {"result": "type", "flags": ["daddr"]}}),
+                json!("local"),
             ),
         }
     }
@@ -390,6 +507,7 @@ impl Verdict {
             Verdict::Reject => "reject with icmpx type port-unreachable".into(),
             Verdict::Masquerade(None) => "masquerade".into(),
             Verdict::Masquerade(Some((lo, hi))) => format!("masquerade to :{lo}-{hi}"),
+            Verdict::Dnat(addr, port) => format!("dnat ip to {addr}:{port}"),
         }
     }
 
@@ -401,6 +519,9 @@ impl Verdict {
             Verdict::Masquerade(None) => json!({"masquerade": null}),
             Verdict::Masquerade(Some((lo, hi))) => {
                 json!({"masquerade": {"port": {"range": [lo, hi]}}})
+            }
+            Verdict::Dnat(addr, port) => {
+                json!({"dnat": {"family": "ip", "addr": addr.to_string(), "port": port}})
             }
         }
     }

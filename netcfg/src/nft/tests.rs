@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::model::{Mode, NetworkSpec, PortLimit, Services};
+use crate::model::{Mode, NetworkSpec, PortForward, PortLimit, Proto, Services};
 
 fn net(name: &str, mode: Mode, bridge: &str, address: Option<&str>) -> NetworkSpec {
     NetworkSpec {
@@ -32,6 +32,8 @@ fn desired(networks: Vec<NetworkSpec>) -> Desired {
         sysctls: BTreeMap::new(),
         vhost_zcopytx: None,
         dhcp_port_limit: Some(PortLimit::default()),
+        forwards: Vec::new(),
+        coexist: Default::default(),
     }
 }
 
@@ -510,11 +512,97 @@ fn expected_state_differs_only_from_a_different_listing() {
     assert!(!matches(&NftObserved::default(), &d));
 }
 
+fn forward(network: &str, proto: Proto, host: Option<&str>, port: u16, to: &str) -> PortForward {
+    let (addr, to_port) = to.split_once(':').expect("ADDR:PORT");
+    PortForward {
+        network: network.into(),
+        proto,
+        host_address: host.map(|h| h.parse().expect("test address")),
+        host_port: port,
+        to: addr.parse().expect("test address"),
+        to_port: to_port.parse().expect("test port"),
+    }
+}
+
+/// One nat network with two forwards: any host address tcp 8022 → guest :22, and only
+/// 203.0.113.1 udp 5353 → guest :53.
+fn nat_with_forwards() -> Desired {
+    let mut d = one(Mode::Nat);
+    d.forwards = vec![
+        forward("lab", Proto::Tcp, None, 8022, "10.77.0.10:22"),
+        forward(
+            "lab",
+            Proto::Udp,
+            Some("203.0.113.1"),
+            5353,
+            "10.77.0.11:53",
+        ),
+    ];
+    d
+}
+
+#[test]
+fn port_forwards_are_dnat_from_outside_and_from_the_host_accepted_in_and_masqueraded_for_hairpin() {
+    let s = render(&nat_with_forwards());
+    let dnat = [
+        "meta nfproto ipv4 fib daddr type local tcp dport 8022 dnat ip to 10.77.0.10:22",
+        "ip daddr 203.0.113.1 udp dport 5353 dnat ip to 10.77.0.11:53",
+    ];
+    assert_eq!(chain_rules(&s, "prerouting"), dnat);
+    assert_eq!(chain_rules(&s, "output_dnat"), dnat);
+    assert!(
+        s.contains("type nat hook prerouting priority dstnat;"),
+        "{s}"
+    );
+    assert!(s.contains("type nat hook output priority -100;"), "{s}");
+    assert_eq!(
+        chain_rules(&s, "forward")[1..4],
+        [
+            "oifname \"br-lab\" ip daddr 10.77.0.10 tcp dport 22 ct status dnat accept",
+            "oifname \"br-lab\" ip daddr 10.77.0.11 udp dport 53 ct status dnat accept",
+            "oifname \"br-lab\" ip daddr 10.77.0.0/24 ct state established,related accept",
+        ]
+    );
+    assert_eq!(
+        chain_rules(&s, "postrouting")[..2],
+        [
+            "ip saddr 10.77.0.0/24 ip daddr 10.77.0.10 tcp dport 22 ct status dnat masquerade",
+            "ip saddr 10.77.0.0/24 ip daddr 10.77.0.11 udp dport 53 ct status dnat masquerade",
+        ]
+    );
+    assert!(s.contains("comment \"lab: forward tcp 8022\""), "{s}");
+    assert!(s.contains("comment \"lab: hairpin udp 5353\""), "{s}");
+    // No forwards, no nat chains for them; a different forward is a different fingerprint.
+    assert!(!render(&one(Mode::Nat)).contains("prerouting"));
+    let mut other = nat_with_forwards();
+    other.forwards[0].to_port = 2222;
+    assert_ne!(fingerprint(&other), fingerprint(&nat_with_forwards()));
+}
+
+#[test]
+fn a_routed_network_forwards_without_an_extra_accept_and_other_networks_forwards_stay_off_it() {
+    let mut d = desired(vec![
+        net("lab", Mode::Routed, "br-lab", Some("10.77.0.1/24")),
+        net("iso", Mode::Isolated, "br-iso", Some("10.78.0.1/24")),
+    ]);
+    d.forwards = vec![forward("lab", Proto::Tcp, None, 8022, "10.77.0.10:22")];
+    let s = render(&d);
+    assert_eq!(chain_rules(&s, "prerouting").len(), 1);
+    assert!(!chain_rules(&s, "forward")
+        .iter()
+        .any(|r| r.contains("ct status dnat")));
+    assert_eq!(
+        chain_rules(&s, "postrouting"),
+        ["ip saddr 10.77.0.0/24 ip daddr 10.77.0.10 tcp dport 22 ct status dnat masquerade"]
+    );
+    assert!(!s.contains("br-iso\" ip daddr 10.77"), "{s}");
+}
+
 /// Root tests: a fresh network namespace per test. The test's thread enters it (setns affects
 /// only the calling thread, and the `nft` processes it spawns inherit it), then leaves it again.
 mod root {
     use super::*;
-    use crate::testns::TestNs;
+    use testkit::Netns;
 
     fn all_modes() -> Vec<(&'static str, Desired)> {
         let mixed = desired(vec![
@@ -539,14 +627,15 @@ mod root {
                 "nat-port-limit-100000",
                 one_limited(Mode::Nat, Some(PortLimit::per_second(100_000))),
             ),
+            ("nat-forwards", nat_with_forwards()),
         ]
     }
 
     #[test]
     fn rendered_rules_pass_nft_check_mode_for_every_mode() {
-        let ns = TestNs::new("nftc");
+        let ns = Netns::new("nftc");
         for (mode, d) in all_modes() {
-            let out = ns.exec(&["nft", "-c", "-f", "-"], Some(&render(&d)));
+            let out = ns.run_with_stdin(&["nft", "-c", "-f", "-"], &render(&d));
             assert!(
                 out.status.success(),
                 "{mode}: nft -c rejected:\n{}\n{}",
@@ -557,15 +646,15 @@ mod root {
         // Check mode really checks: a broken rule is refused.
         let bad = render(&one(Mode::Nat)).replace("masquerade to", "masquerade too");
         assert!(!ns
-            .exec(&["nft", "-c", "-f", "-"], Some(&bad))
+            .run_with_stdin(&["nft", "-c", "-f", "-"], &bad)
             .status
             .success());
     }
 
     #[test]
     fn replaced_table_reads_back_as_matching_for_every_mode() {
-        let mut ns = TestNs::new("nftr");
-        ns.enter();
+        let ns = Netns::new("nftr");
+        let _in = ns.enter_here();
         for (mode, d) in all_modes() {
             replace(&d).unwrap_or_else(|e| panic!("{mode}: {e}"));
             let seen = observe().expect("observe");
@@ -588,8 +677,8 @@ mod root {
 
     #[test]
     fn hand_edits_inside_our_table_are_noticed() {
-        let mut ns = TestNs::new("nftt");
-        ns.enter();
+        let ns = Netns::new("nftt");
+        let _in = ns.enter_here();
         let d = one(Mode::Nat);
         let nft = |script: &str| run::run(&["-f", "-"], Some(script), "test").expect("nft");
 
@@ -686,8 +775,8 @@ mod root {
 
     #[test]
     fn other_tables_survive_replace_and_delete_and_delete_is_idempotent() {
-        let mut ns = TestNs::new("nftd");
-        ns.enter();
+        let ns = Netns::new("nftd");
+        let _in = ns.enter_here();
         assert!(!observe().expect("observe absent").present);
         delete().expect("delete when absent is a no-op");
 
@@ -707,8 +796,8 @@ mod root {
 
     #[test]
     fn failed_replace_keeps_the_old_table_and_reports_nft_stderr_verbatim() {
-        let mut ns = TestNs::new("nftf");
-        ns.enter();
+        let ns = Netns::new("nftf");
+        let _in = ns.enter_here();
         let d = one(Mode::Nat);
         replace(&d).expect("replace");
         // A script that fails on its last statement: nft must refuse the whole batch.

@@ -200,7 +200,10 @@ async fn only_bridges_that_are_still_ours_are_removed() {
 mod root {
     use super::*;
     use crate::model::{Desired, Mode, NetworkSpec, Services};
-    use crate::testns::TestNs;
+    use testkit::{Entered, Netns};
+
+    /// CAP_NET_ADMIN: what `nft` needs.
+    const CAP_NET_ADMIN: u32 = 12;
 
     fn lab(bridge: &str) -> Desired {
         Desired {
@@ -228,12 +231,12 @@ mod root {
     }
 
     /// A fresh namespace this thread is in, and a root prefix for files (kept until drop).
-    fn scene(tag: &str) -> (TestNs, tempfile::TempDir, Host) {
-        let mut ns = TestNs::new(tag);
-        ns.enter();
+    fn scene(tag: &str) -> (Entered, Netns, tempfile::TempDir, Host) {
+        let ns = Netns::new(tag);
+        let entered = ns.enter_here();
         let root = tempfile::tempdir().expect("tempdir");
         let host = Host::new(root.path(), "/var/lib/hostagent");
-        (ns, root, host)
+        (entered, ns, root, host)
     }
 
     /// `down` succeeds and reports `what` among what it removed.
@@ -249,11 +252,11 @@ mod root {
 
     #[test]
     fn down_without_nft_rights_reports_the_failure_and_keeps_the_table() {
-        let (ns, _root, host) = scene("dnr");
+        let (_in, ns, _root, host) = scene("dnr");
         runtime().block_on(apply_lab(&host, "br-dnr"));
 
         let err = ns
-            .without_nft_rights(|| runtime().block_on(teardown(&host)))
+            .enter_with_children_lacking(CAP_NET_ADMIN, || runtime().block_on(teardown(&host)))
             .expect_err("down must not say all is well when nft cannot even list");
         assert!(
             err.errors
@@ -277,8 +280,8 @@ mod root {
 
     #[test]
     fn saved_tables_tells_absent_from_failed() {
-        let mut ns = TestNs::new("sav");
-        ns.enter();
+        let ns = Netns::new("sav");
+        let _in = ns.enter_here();
         assert_eq!(
             crate::nft::saved_tables().expect("absent is not an error"),
             None
@@ -290,14 +293,14 @@ mod root {
             "{saved}"
         );
         let err = ns
-            .without_nft_rights(crate::nft::saved_tables)
+            .enter_with_children_lacking(CAP_NET_ADMIN, crate::nft::saved_tables)
             .expect_err("a failed listing is not an absent table");
         assert!(err.to_string().contains("Operation not permitted"), "{err}");
     }
 
     #[test]
     fn down_removes_our_bridge_after_its_mac_was_changed() {
-        let (ns, _root, host) = scene("dmac");
+        let (_in, ns, _root, host) = scene("dmac");
         runtime().block_on(apply_lab(&host, "br-dmac"));
         ns.ok(&[
             "ip",
@@ -313,7 +316,7 @@ mod root {
 
     #[test]
     fn a_bridge_marked_for_another_network_is_not_adopted() {
-        let (ns, _root, host) = scene("oth");
+        let (_in, ns, _root, host) = scene("oth");
         ns.ok(&["ip", "link", "add", "br-oth", "type", "bridge"]);
         ns.ok(&["ip", "link", "set", "br-oth", "alias", "hostagent:other"]);
         let err = runtime()

@@ -20,11 +20,13 @@ pub enum UefiArch {
     Arm32,
 }
 
-/// Who is asking. Decides which boot file (if any) the reply carries.
+/// Who is asking. Decides which boot file (if any) the reply carries (see `policy`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum ClientKind {
-    /// iPXE (a NIC ROM or a chainloaded binary): gets the script, never another iPXE binary.
-    Ipxe,
+    /// iPXE (a NIC ROM or a chainloaded binary): gets the script, or the firmware file of its
+    /// architecture when that is not itself iPXE, never another iPXE binary. `arch` is option 93
+    /// (or the `Arch:` field of option 60): the firmware iPXE runs on.
+    Ipxe { arch: Option<u16> },
     /// UEFI HTTP boot; `arch` is option 93 (15/16/18/19) or the `Arch:` field of option 60.
     UefiHttp { arch: Option<u16> },
     /// UEFI firmware PXE (EDK2 and friends).
@@ -40,7 +42,7 @@ pub enum ClientKind {
 impl ClientKind {
     pub fn as_str(&self) -> &'static str {
         match self {
-            ClientKind::Ipxe => "ipxe",
+            ClientKind::Ipxe { .. } => "ipxe",
             ClientKind::UefiHttp { .. } => "uefi-http",
             ClientKind::UefiPxe(UefiArch::X64) => "uefi-x64",
             ClientKind::UefiPxe(UefiArch::Arm64) => "uefi-arm64",
@@ -55,6 +57,18 @@ impl ClientKind {
     /// Firmware PXE kinds (the ones that want option 60 `PXEClient` back).
     pub fn is_firmware_pxe(&self) -> bool {
         matches!(self, ClientKind::UefiPxe(_) | ClientKind::BiosPxe)
+    }
+
+    /// The firmware PXE kind of an option-93 architecture (RFC 4578 and its IANA registry).
+    pub fn of_pxe_arch(arch: u16) -> ClientKind {
+        match arch {
+            0 => ClientKind::BiosPxe,
+            6 => ClientKind::UefiPxe(UefiArch::Ia32),
+            7 | 9 => ClientKind::UefiPxe(UefiArch::X64),
+            10 => ClientKind::UefiPxe(UefiArch::Arm32),
+            11 => ClientKind::UefiPxe(UefiArch::Arm64),
+            other => ClientKind::OtherPxe { arch: other },
+        }
     }
 }
 
@@ -84,12 +98,14 @@ pub fn classify_raw(
     vendor_class: Option<&[u8]>,
     arches: &[u16],
 ) -> ClientKind {
-    // iPXE first: it also sends 60 "PXEClient:..." and 93 like the firmware it replaces.
-    if ipxe_encap || user_class.is_some_and(is_ipxe_user_class) {
-        return ClientKind::Ipxe;
-    }
     let vendor = vendor_class.unwrap_or_default();
     let arch = arches.first().copied();
+    // iPXE first: it also sends 60 "PXEClient:..." and 93 like the firmware it replaces.
+    if ipxe_encap || user_class.is_some_and(is_ipxe_user_class) {
+        return ClientKind::Ipxe {
+            arch: arch.or_else(|| vendor_arch(vendor)),
+        };
+    }
     if vendor.starts_with(b"HTTPClient") || arch.is_some_and(|a| HTTP_ARCHES.contains(&a)) {
         return ClientKind::UefiHttp {
             arch: arch.or_else(|| vendor_arch(vendor)),
@@ -102,14 +118,7 @@ pub fn classify_raw(
         None if pxe_vendor => vendor_arch(vendor).unwrap_or(0),
         None => return ClientKind::Plain,
     };
-    match arch {
-        0 => ClientKind::BiosPxe,
-        6 => ClientKind::UefiPxe(UefiArch::Ia32),
-        7 | 9 => ClientKind::UefiPxe(UefiArch::X64),
-        10 => ClientKind::UefiPxe(UefiArch::Arm32),
-        11 => ClientKind::UefiPxe(UefiArch::Arm64),
-        other => ClientKind::OtherPxe { arch: other },
-    }
+    ClientKind::of_pxe_arch(arch)
 }
 
 /// iPXE sends user class "iPXE" as plain bytes; RFC 3004 clients send length-prefixed entries.
@@ -164,7 +173,10 @@ mod tests {
             kind_of(pk::OVMF_DISCOVER),
             ClientKind::UefiPxe(UefiArch::X64)
         );
-        assert_eq!(kind_of(pk::IPXE_ROM_DISCOVER), ClientKind::Ipxe);
+        assert_eq!(
+            kind_of(pk::IPXE_ROM_DISCOVER),
+            ClientKind::Ipxe { arch: Some(0) }
+        );
         assert_eq!(kind_of(pk::UDHCPC_DISCOVER), ClientKind::Plain);
         assert_eq!(kind_of(pk::DHCLIENT_DISCOVER), ClientKind::Plain);
         assert_eq!(
@@ -192,10 +204,21 @@ mod tests {
             |encap, uc: Option<&[u8]>, vc: Option<&[u8]>, a: &[u16]| classify_raw(encap, uc, vc, a);
         assert_eq!(
             t(true, None, Some(b"PXEClient:Arch:00000"), &[0]),
-            ClientKind::Ipxe
+            ClientKind::Ipxe { arch: Some(0) }
         );
-        assert_eq!(t(false, Some(b"iPXE"), None, &[7]), ClientKind::Ipxe);
-        assert_eq!(t(false, Some(b"\x04iPXE"), None, &[]), ClientKind::Ipxe);
+        assert_eq!(
+            t(false, Some(b"iPXE"), None, &[7]),
+            ClientKind::Ipxe { arch: Some(7) }
+        );
+        assert_eq!(
+            t(false, Some(b"\x04iPXE"), None, &[]),
+            ClientKind::Ipxe { arch: None }
+        );
+        assert_eq!(
+            t(true, None, Some(b"PXEClient:Arch:00011:UNDI:003010"), &[]),
+            ClientKind::Ipxe { arch: Some(11) },
+            "arch from option 60 when 93 is missing"
+        );
         assert_eq!(t(false, Some(b"\x05other"), None, &[]), ClientKind::Plain);
         assert_eq!(t(false, Some(b"\x09"), None, &[]), ClientKind::Plain);
         assert_eq!(

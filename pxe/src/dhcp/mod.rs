@@ -1,9 +1,12 @@
 //! DHCPv4: wire (guarded decode/encode), classify (what firmware asks), policy (which boot file or
-//! URL), pool (allocation over the durable lease store), server (sockets, RFC 2131 §4.1 delivery,
-//! group commit).
+//! URL: the chain rule) with ipxe_build (is a file an iPXE build?), pool (allocation by client-id
+//! or MAC over the durable lease store), server (sockets, RFC 2131 §4.1 delivery, group commit,
+//! the live lease feed), proxy (proxyDHCP on UDP 67 and 4011, no leases).
 
 pub mod classify;
+pub mod ipxe_build;
 pub mod policy;
 pub mod pool;
+pub mod proxy;
 pub mod server;
 pub mod wire;

@@ -1,17 +1,22 @@
 //! Address allocation for one network over the durable lease store.
 //!
+//! A client is a [`Client`] (its `chaddr` and option 61, if any; a bare `Mac` converts): leases
+//! are held by its [`ClientKey`] (the client identifier when present, else the MAC; see
+//! `leases::client`), reservations match its MAC.
+//!
 //! API CONTRACT (the DHCP server is written against exactly this):
 //! - `Pool::open(PoolConfig) -> Result<Pool, LeaseError>`: replays the journal.
-//! - `offer(mac, requested, now) -> Option<Ipv4Addr>`: address to offer (static reservation first,
-//!   then the client's current/previous lease, then the requested address if free, then the lowest
-//!   never-used address, then the address whose other-client lease expired longest ago). Held in
-//!   memory for `OFFER_HOLD_SECS` so two DISCOVERs never get the same offer. None = exhausted.
-//! - `request(mac, ip, hostname, now) -> Result<Lease, Nak>`: staged lease (index updated at once,
-//!   record appended to the pending batch; durable only after `flush`).
-//! - `release(mac, ip)`, `decline(mac, ip, now)` (quarantined), `renew` is `request`.
+//! - `offer(client, requested, now) -> Option<Ipv4Addr>`: address to offer (static reservation
+//!   first, then the client's current/previous lease, then the requested address if free, then
+//!   the lowest never-used address, then the address whose other-client lease expired longest
+//!   ago). Held in memory for `OFFER_HOLD_SECS` so two DISCOVERs never get the same offer.
+//!   None = exhausted.
+//! - `request(client, ip, hostname, now) -> Result<Lease, Nak>`: staged lease (index updated at
+//!   once, record appended to the pending batch; durable only after `flush`).
+//! - `release(client, ip)`, `decline(client, ip, now)` (quarantined), `renew` is `request`.
 //! - `flush() -> Result<(), LeaseError>`: write pending records + fdatasync (one per batch). Send
 //!   the batch's ACKs only after it returned Ok.
-//! - `leases() -> Vec<Lease>`, `lease_for(mac)`, `stats(now)`.
+//! - `leases() -> Vec<Lease>`, `lease_for(client)`, `stats(now)`.
 //!
 //! `now` is always unix seconds (`unix_now()`), passed in so tests control time.
 
@@ -25,7 +30,7 @@ use serde::Serialize;
 use crate::config::Mac;
 use crate::leases::{LeaseStore, LoadReport, Record};
 
-pub use crate::leases::{Lease, LeaseError};
+pub use crate::leases::{Client, ClientId, ClientKey, Lease, LeaseError};
 
 /// How long an offered address stays promised to the client it was offered to.
 pub const OFFER_HOLD_SECS: u64 = 30;
@@ -89,9 +94,9 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Hold {
-    mac: Mac,
+    client: ClientKey,
     until: u64,
 }
 
@@ -152,18 +157,22 @@ pub struct Pool {
     /// clients oldest first, and only when no never-used address is left.
     by_expiry: BTreeSet<(u64, u32)>,
     holds: HashMap<Ipv4Addr, Hold>,
-    hold_by_mac: HashMap<Mac, Ipv4Addr>,
+    hold_by_client: HashMap<ClientKey, Ipv4Addr>,
     /// Holds in the order they end (all last the same time, so a queue suffices).
     hold_queue: VecDeque<(u64, Ipv4Addr)>,
     /// (until, ip) of quarantines, to lift them when they end.
     quarantine_queue: BTreeSet<(u64, u32)>,
+    /// Moves on with every staged record: whoever follows the leases knows when to look again.
+    generation: u64,
 }
 
 impl Pool {
     pub fn open(cfg: PoolConfig) -> Result<Pool, LeaseError> {
         let (store, load_report) = LeaseStore::open(&cfg.journal)?;
-        if load_report.dropped_bytes > 0 || load_report.compacted {
+        if load_report.dropped_bytes > 0 {
             tracing::warn!(network = %cfg.network, report = ?load_report, "lease journal repaired on load");
+        } else if load_report.compacted {
+            tracing::info!(network = %cfg.network, report = ?load_report, "lease journal compacted on load");
         }
         let start = u32::from(cfg.range_start);
         let end = u32::from(cfg.range_end);
@@ -181,9 +190,10 @@ impl Pool {
             free: FreeList::new(start, end),
             by_expiry: BTreeSet::new(),
             holds: HashMap::new(),
-            hold_by_mac: HashMap::new(),
+            hold_by_client: HashMap::new(),
             hold_queue: VecDeque::new(),
             quarantine_queue: BTreeSet::new(),
+            generation: 0,
             cfg,
         };
         let dynamic: Vec<(u64, u32)> = pool
@@ -213,21 +223,29 @@ impl Pool {
         &self.load_report
     }
 
-    /// The address to offer `mac`, held for it for `OFFER_HOLD_SECS`; None when nothing is free.
-    pub fn offer(&mut self, mac: Mac, requested: Option<Ipv4Addr>, now: u64) -> Option<Ipv4Addr> {
+    /// The address to offer `client`, held for it for `OFFER_HOLD_SECS`; None when nothing is
+    /// free.
+    pub fn offer(
+        &mut self,
+        client: impl Into<Client>,
+        requested: Option<Ipv4Addr>,
+        now: u64,
+    ) -> Option<Ipv4Addr> {
+        let client = client.into();
         self.expire(now);
-        if let Some(ip) = self.reserved_by_mac.get(&mac) {
+        if let Some(ip) = self.reserved_by_mac.get(&client.mac) {
             return Some(*ip);
         }
-        let previous = self.store.index().by_mac(&mac).map(|l| l.ip);
-        let held = self.hold_by_mac.get(&mac).copied();
+        let key = client.key();
+        let previous = self.store.index().by_client(&key).map(|l| l.ip);
+        let held = self.hold_by_client.get(&key).copied();
         let preferred = [previous, held, requested];
         if let Some(ip) = preferred
             .into_iter()
             .flatten()
-            .find(|ip| self.available_to(&mac, *ip, now))
+            .find(|ip| self.available_to(&key, *ip, now))
         {
-            self.hold(mac, ip, now);
+            self.hold(key, ip, now);
             return Some(ip);
         }
         let mut free = std::mem::take(&mut self.free);
@@ -237,18 +255,20 @@ impl Pool {
             Some(ip) => Ipv4Addr::from(ip),
             None => self.oldest_expired(now)?,
         };
-        self.hold(mac, ip, now);
+        self.hold(key, ip, now);
         Some(ip)
     }
 
-    /// Grants (or renews) `ip` to `mac` and stages the lease; durable after `flush`.
+    /// Grants (or renews) `ip` to `client` and stages the lease; durable after `flush`.
     pub fn request(
         &mut self,
-        mac: Mac,
+        client: impl Into<Client>,
         ip: Ipv4Addr,
         hostname: Option<&str>,
         now: u64,
     ) -> Result<Lease, Nak> {
+        let client = client.into();
+        let (mac, key) = (client.mac, client.key());
         self.expire(now);
         let subnet = self.cfg.subnet;
         if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
@@ -270,12 +290,12 @@ impl Pool {
                 if !self.in_range(ip) {
                     return Err(Nak::OutOfRange(ip));
                 }
-                if !self.available_to(&mac, ip, now) {
+                if !self.available_to(&key, ip, now) {
                     return Err(Nak::Taken(ip));
                 }
             }
         }
-        let previous = self.store.index().by_mac(&mac);
+        let previous = self.store.index().by_client(&key);
         let hostname = match hostname {
             Some(h) if !h.is_empty() => Some(crate::leases::truncate_hostname(h).to_string()),
             _ => previous
@@ -288,34 +308,46 @@ impl Pool {
             ip,
             expires,
             hostname,
+            client_id: client.id,
         };
-        self.drop_hold_of(&mac);
+        self.drop_hold_of(&key);
         self.stage(Record::Lease(lease.clone()));
         Ok(lease)
     }
 
     /// The client gave `ip` back. Returns whether it held it (anything else is ignored).
-    pub fn release(&mut self, mac: Mac, ip: Ipv4Addr) -> bool {
-        self.drop_hold_of(&mac);
-        if self.store.index().by_mac(&mac).is_some_and(|l| l.ip == ip) {
-            self.stage(Record::Release { mac, ip });
-            true
-        } else {
-            false
+    pub fn release(&mut self, client: impl Into<Client>, ip: Ipv4Addr) -> bool {
+        let key = client.into().key();
+        self.drop_hold_of(&key);
+        if self
+            .store
+            .index()
+            .by_client(&key)
+            .is_none_or(|l| l.ip != ip)
+        {
+            return false;
         }
+        let record = match key {
+            ClientKey::Mac(mac) => Record::Release { mac, ip },
+            ClientKey::Id(id) => Record::ReleaseClient { id, ip },
+        };
+        self.stage(record);
+        true
     }
 
     /// The client found `ip` in use: quarantine it and forget the client's lease on it. Only
     /// honoured from the client the address was offered or leased to, so nobody can quarantine
     /// addresses at will. Returns whether it was honoured.
-    pub fn decline(&mut self, mac: Mac, ip: Ipv4Addr, now: u64) -> bool {
+    pub fn decline(&mut self, client: impl Into<Client>, ip: Ipv4Addr, now: u64) -> bool {
+        let client = client.into();
+        let (mac, key) = (client.mac, client.key());
         self.expire(now);
-        let leased = self.store.index().by_ip(ip).is_some_and(|l| l.mac == mac);
-        let offered = self.holds.get(&ip).is_some_and(|h| h.mac == mac);
+        let leased = self.store.index().by_ip(ip).is_some_and(|l| l.key() == key);
+        let offered = self.holds.get(&ip).is_some_and(|h| h.client == key);
         if !(leased || offered) {
             return false;
         }
-        self.drop_hold_of(&mac);
+        self.drop_hold_of(&key);
         if self.reserved_by_ip.contains_key(&ip) {
             // Quarantining a reservation would not stop it being offered to its owner again.
             tracing::warn!(network = %self.cfg.network, %ip, %mac, "reserved address declined: something else uses it");
@@ -355,6 +387,12 @@ impl Pool {
         self.store.journal_len()
     }
 
+    /// Changes whenever a lease is bound, renewed, released or declined (not when one merely
+    /// expires: compare expiry times for that).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
     /// Whether records are staged but not yet flushed.
     pub fn has_pending(&self) -> bool {
         self.store.has_pending()
@@ -379,8 +417,8 @@ impl Pool {
     }
 
     /// The client's lease, expired or not.
-    pub fn lease_for(&self, mac: &Mac) -> Option<Lease> {
-        self.store.index().by_mac(mac).cloned()
+    pub fn lease_for(&self, client: impl Into<Client>) -> Option<Lease> {
+        self.store.index().by_client(&client.into().key()).cloned()
     }
 
     pub fn stats(&self, now: u64) -> PoolStats {
@@ -443,18 +481,18 @@ impl Pool {
             && !self.holds.contains_key(&ip)
     }
 
-    /// Whether `mac` may have the dynamic address `ip` now.
-    fn available_to(&self, mac: &Mac, ip: Ipv4Addr, now: u64) -> bool {
+    /// Whether `client` may have the dynamic address `ip` now.
+    fn available_to(&self, client: &ClientKey, ip: Ipv4Addr, now: u64) -> bool {
         let index = self.store.index();
         self.is_dynamic(ip)
             && index.quarantined_until(ip).is_none_or(|until| until <= now)
             && self
                 .holds
                 .get(&ip)
-                .is_none_or(|h| h.mac == *mac || h.until <= now)
+                .is_none_or(|h| h.client == *client || h.until <= now)
             && index
                 .by_ip(ip)
-                .is_none_or(|l| l.mac == *mac || l.expires <= now)
+                .is_none_or(|l| l.expires <= now || l.key() == *client)
     }
 
     /// The address whose lease (of another client) expired longest ago and is not held.
@@ -466,19 +504,25 @@ impl Pool {
             .find(|ip| !self.holds.contains_key(ip))
     }
 
-    fn hold(&mut self, mac: Mac, ip: Ipv4Addr, now: u64) {
-        if self.hold_by_mac.get(&mac) != Some(&ip) {
-            self.drop_hold_of(&mac);
+    fn hold(&mut self, client: ClientKey, ip: Ipv4Addr, now: u64) {
+        if self.hold_by_client.get(&client) != Some(&ip) {
+            self.drop_hold_of(&client);
         }
         let until = now.saturating_add(OFFER_HOLD_SECS);
-        self.holds.insert(ip, Hold { mac, until });
-        self.hold_by_mac.insert(mac, ip);
+        self.holds.insert(
+            ip,
+            Hold {
+                client: client.clone(),
+                until,
+            },
+        );
+        self.hold_by_client.insert(client, ip);
         self.hold_queue.push_back((until, ip));
     }
 
-    fn drop_hold_of(&mut self, mac: &Mac) {
-        if let Some(ip) = self.hold_by_mac.remove(mac) {
-            if self.holds.get(&ip).is_some_and(|h| h.mac == *mac) {
+    fn drop_hold_of(&mut self, client: &ClientKey) {
+        if let Some(ip) = self.hold_by_client.remove(client) {
+            if self.holds.get(&ip).is_some_and(|h| h.client == *client) {
                 self.holds.remove(&ip);
                 self.free.mark_free(u32::from(ip));
             }
@@ -492,11 +536,10 @@ impl Pool {
                 break;
             }
             self.hold_queue.pop_front();
-            if let Some(hold) = self.holds.get(&ip).copied() {
-                if hold.until == until {
-                    self.holds.remove(&ip);
-                    if self.hold_by_mac.get(&hold.mac) == Some(&ip) {
-                        self.hold_by_mac.remove(&hold.mac);
+            if self.holds.get(&ip).is_some_and(|h| h.until == until) {
+                if let Some(hold) = self.holds.remove(&ip) {
+                    if self.hold_by_client.get(&hold.client) == Some(&ip) {
+                        self.hold_by_client.remove(&hold.client);
                     }
                     self.free.mark_free(u32::from(ip));
                 }
@@ -517,13 +560,14 @@ impl Pool {
 
     /// Stages `record`, keeping the allocator's structures in step with the index.
     fn stage(&mut self, record: Record) {
-        let (ip, mac) = match &record {
-            Record::Lease(l) => (l.ip, Some(l.mac)),
-            Record::Release { mac, ip } => (*ip, Some(*mac)),
+        let (ip, client) = match &record {
+            Record::Lease(l) => (l.ip, Some(l.key())),
+            Record::Release { mac, ip } => (*ip, Some(ClientKey::Mac(*mac))),
+            Record::ReleaseClient { id, ip } => (*ip, Some(ClientKey::Id(id.clone()))),
             Record::Decline { ip, .. } => (*ip, None),
         };
         let mut touched = vec![ip];
-        if let Some(old) = mac.and_then(|m| self.store.index().by_mac(&m)) {
+        if let Some(old) = client.and_then(|k| self.store.index().by_client(&k)) {
             touched.push(old.ip);
         }
         for ip in &touched {
@@ -532,6 +576,7 @@ impl Pool {
             }
         }
         self.store.stage(record);
+        self.generation += 1;
         for ip in touched {
             let index = self.store.index();
             if let Some(l) = index.by_ip(ip) {

@@ -9,6 +9,7 @@
 
 pub mod delivery;
 pub mod handler;
+pub mod lease_feed;
 pub mod ratelimit;
 
 use std::collections::BTreeMap;
@@ -22,12 +23,14 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::DhcpConfig;
+use crate::config::{DhcpConfig, ProxyConfig};
 use crate::dhcp::pool::{unix_now, Lease, LeaseError, Pool, PoolConfig};
+use crate::dhcp::proxy::{ProxyHandler, Via, BOOT_SERVER_PORT};
 use crate::dhcp::wire::{self, DropReason};
 
 use delivery::{LinkSender, Sender, SERVER_PORT};
 use handler::{Handler, Outgoing};
+pub use lease_feed::{BoundLeases, LeaseFeed};
 
 /// Most packets answered per group commit.
 pub const MAX_BATCH: usize = 256;
@@ -41,10 +44,11 @@ const RECV_BUF: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DhcpError {
-    #[error("network {network}: DHCP socket on {interface}:67: {source}")]
+    #[error("network {network}: DHCP socket on {interface}:{port}: {source}")]
     Socket {
         network: String,
         interface: String,
+        port: u16,
         source: io::Error,
     },
     #[error("network {network}: packet socket on {interface}: {source}")]
@@ -69,6 +73,9 @@ pub struct DhcpStats {
     pub releases: AtomicU64,
     pub declines: AtomicU64,
     pub informs: AtomicU64,
+    /// Well-formed packets left unanswered by design: a proxyDHCP server's non-PXE clients and
+    /// REQUESTs meant for the other server.
+    pub ignored: AtomicU64,
     /// Indexed by `DropReason::index()`.
     pub dropped: [AtomicU64; DropReason::ALL.len()],
     pub exhausted: AtomicU64,
@@ -91,6 +98,8 @@ pub struct DhcpStatsSnapshot {
     pub releases: u64,
     pub declines: u64,
     pub informs: u64,
+    #[serde(default)]
+    pub ignored: u64,
     /// By `DropReason::as_str`; reasons that never happened are left out.
     pub dropped_malformed: BTreeMap<String, u64>,
     pub exhausted: u64,
@@ -119,6 +128,7 @@ impl DhcpStats {
             releases: l(&self.releases),
             declines: l(&self.declines),
             informs: l(&self.informs),
+            ignored: l(&self.ignored),
             dropped_malformed: DropReason::ALL
                 .iter()
                 .map(|r| (r.as_str().to_string(), self.dropped(*r)))
@@ -240,11 +250,13 @@ impl DhcpServer {
     /// network's DHCP thread.
     pub fn start(cfg: DhcpConfig) -> Result<DhcpHandle, DhcpError> {
         let network = cfg.network.clone();
-        let socket = bind_socket(&cfg.interface).map_err(|source| DhcpError::Socket {
-            network: network.clone(),
-            interface: cfg.interface.clone(),
-            source,
-        })?;
+        let socket =
+            bind_socket(&cfg.interface, SERVER_PORT).map_err(|source| DhcpError::Socket {
+                network: network.clone(),
+                interface: cfg.interface.clone(),
+                port: SERVER_PORT,
+                source,
+            })?;
         let link = LinkSender::open(&cfg.interface).map_err(|source| DhcpError::LinkSocket {
             network: network.clone(),
             interface: cfg.interface.clone(),
@@ -257,6 +269,8 @@ impl DhcpServer {
 
         let stats = Arc::new(DhcpStats::default());
         let leases = Arc::new(LeaseView::new(pool.leases()));
+        let feed = LeaseFeed::new(&pool, unix_now());
+        let watch = feed.subscribe();
         let stop = Arc::new(AtomicBool::new(false));
         let sender = Sender {
             udp: socket,
@@ -266,23 +280,84 @@ impl DhcpServer {
         let handler = Handler::new(cfg, pool, stats.clone());
         let thread = {
             let (leases, stop) = (leases.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name(format!("dhcp-{network}"))
-                .spawn(move || serve(handler, sender, leases, stop))
-                .map_err(|source| DhcpError::Thread {
-                    network: network.clone(),
-                    source,
-                })?
+            spawn_thread(&network, "dhcp", move || {
+                serve(handler, sender, leases, feed, stop)
+            })?
         };
         tracing::info!(network = %network, "DHCP server started");
         Ok(DhcpHandle {
             network,
             stats,
             leases,
+            watch,
             stop,
             thread: Some(thread),
         })
     }
+
+    /// Start a proxyDHCP server (`dhcp::proxy`) on the network's interface, UDP 67 and 4011. It
+    /// has no leases: `leases()` is empty and `leases_watch()` never changes.
+    pub fn start_proxy(cfg: ProxyConfig) -> Result<DhcpHandle, DhcpError> {
+        let network = cfg.network.clone();
+        let socket_err = |port| {
+            let (network, interface) = (network.clone(), cfg.interface.clone());
+            move |source| DhcpError::Socket {
+                network,
+                interface,
+                port,
+                source,
+            }
+        };
+        let dhcp = bind_socket(&cfg.interface, SERVER_PORT).map_err(socket_err(SERVER_PORT))?;
+        let boot =
+            bind_socket(&cfg.interface, BOOT_SERVER_PORT).map_err(socket_err(BOOT_SERVER_PORT))?;
+        let link = LinkSender::open(&cfg.interface).map_err(|source| DhcpError::LinkSocket {
+            network: network.clone(),
+            interface: cfg.interface.clone(),
+            source,
+        })?;
+        let stats = Arc::new(DhcpStats::default());
+        let leases = Arc::new(LeaseView::new(Vec::new()));
+        leases.closed.store(true, Ordering::Release);
+        let (_, watch) = tokio::sync::watch::channel(Arc::new(BoundLeases::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sender = Sender {
+            udp: dhcp,
+            link,
+            server_ip: cfg.server_ip,
+        };
+        let handler = ProxyHandler::new(cfg, stats.clone());
+        let thread = {
+            let stop = stop.clone();
+            spawn_thread(&network, "proxydhcp", move || {
+                serve_proxy(handler, sender, boot, stop)
+            })?
+        };
+        tracing::info!(network = %network, "proxyDHCP server started (UDP 67 and 4011)");
+        Ok(DhcpHandle {
+            network,
+            stats,
+            leases,
+            watch,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+/// The server's thread, named `<kind>-<network>`.
+fn spawn_thread(
+    network: &str,
+    kind: &str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, DhcpError> {
+    std::thread::Builder::new()
+        .name(format!("{kind}-{network}"))
+        .spawn(f)
+        .map_err(|source| DhcpError::Thread {
+            network: network.to_string(),
+            source,
+        })
 }
 
 pub fn pool_config(cfg: &DhcpConfig) -> PoolConfig {
@@ -298,7 +373,7 @@ pub fn pool_config(cfg: &DhcpConfig) -> PoolConfig {
     }
 }
 
-fn bind_socket(interface: &str) -> io::Result<UdpSocket> {
+fn bind_socket(interface: &str, port: u16) -> io::Result<UdpSocket> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
     s.set_reuse_address(true)?;
@@ -320,7 +395,7 @@ fn bind_socket(interface: &str) -> io::Result<UdpSocket> {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, SERVER_PORT).into())?;
+    s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
     s.set_read_timeout(Some(RECV_TIMEOUT))?;
     Ok(s.into())
 }
@@ -330,6 +405,7 @@ pub struct DhcpHandle {
     network: String,
     stats: Arc<DhcpStats>,
     leases: Arc<LeaseView>,
+    watch: tokio::sync::watch::Receiver<Arc<BoundLeases>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -350,6 +426,13 @@ impl DhcpHandle {
         let mut all = self.leases.read(RECV_TIMEOUT * 5);
         all.retain(|l| l.expires > now);
         all
+    }
+
+    /// Follow the bound leases live (for DNS): the current set now, and a new one within about
+    /// [`lease_feed::PUBLISH_EVERY`] + one receive timeout after a lease is bound, renewed,
+    /// released or declined, or expires. See [`LeaseFeed`] for what a set holds.
+    pub fn leases_watch(&self) -> tokio::sync::watch::Receiver<Arc<BoundLeases>> {
+        self.watch.clone()
     }
 
     /// Stop the thread (within ~200 ms) and wait for it.
@@ -373,7 +456,13 @@ impl Drop for DhcpHandle {
     }
 }
 
-fn serve(mut handler: Handler, sender: Sender, leases: Arc<LeaseView>, stop: Arc<AtomicBool>) {
+fn serve(
+    mut handler: Handler,
+    sender: Sender,
+    leases: Arc<LeaseView>,
+    mut feed: LeaseFeed,
+    stop: Arc<AtomicBool>,
+) {
     let network = handler.config().network.clone();
     let mut bufs: Vec<Vec<u8>> = Vec::with_capacity(MAX_BATCH);
     let mut first = vec![0u8; RECV_BUF];
@@ -390,6 +479,7 @@ fn serve(mut handler: Handler, sender: Sender, leases: Arc<LeaseView>, stop: Arc
                 ) =>
             {
                 leases.publish_if_requested(handler.pool());
+                feed.update(handler.pool(), unix_now());
                 continue;
             }
             Err(e) => {
@@ -401,23 +491,13 @@ fn serve(mut handler: Handler, sender: Sender, leases: Arc<LeaseView>, stop: Arc
         drain(&sender.udp, &mut bufs);
         let packets: Vec<&[u8]> = bufs.iter().map(Vec::as_slice).collect();
         let out = answer_batch(&mut handler, &packets, unix_now());
-        for o in out {
-            let bytes = wire::encode(&o.reply, o.max_message_size);
-            match sender.send(&bytes, o.dest) {
-                Ok(()) => {
-                    if let Some(ev) = &o.event {
-                        ev.log(&network);
-                    }
-                }
-                Err(e) => {
-                    handler.stats().send_errors.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(network = %network, dest = ?o.dest, error = %e, "DHCP reply not sent");
-                }
-            }
+        for o in &out {
+            send_one(&sender, handler.stats(), &network, o);
         }
         // Publish the view for `leases()` after the flush, so it shows only durable leases
         // (plus, after a failed flush, the ones the pool keeps reserved).
         leases.publish_if_requested(handler.pool());
+        feed.update(handler.pool(), unix_now());
     }
     if handler.pool().has_pending() {
         if let Err(e) = handler.pool_mut().flush() {
@@ -425,7 +505,72 @@ fn serve(mut handler: Handler, sender: Sender, leases: Arc<LeaseView>, stop: Arc
         }
     }
     leases.close(handler.pool());
+    feed.update(handler.pool(), unix_now());
     tracing::info!(network = %network, "DHCP server stopped");
+}
+
+/// Send one reply, log its event once it left.
+fn send_one(sender: &Sender, stats: &DhcpStats, network: &str, o: &Outgoing) {
+    let bytes = wire::encode(&o.reply, o.max_message_size);
+    match sender.send(&bytes, o.dest) {
+        Ok(()) => {
+            if let Some(ev) = &o.event {
+                ev.log(network);
+            }
+        }
+        Err(e) => {
+            stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(network = %network, dest = ?o.dest, error = %e, "DHCP reply not sent");
+        }
+    }
+}
+
+/// The proxyDHCP loop: wait on both sockets, answer each packet as it comes (nothing to batch:
+/// no lease is written).
+fn serve_proxy(mut handler: ProxyHandler, sender: Sender, boot: UdpSocket, stop: Arc<AtomicBool>) {
+    let network = handler.config().network.clone();
+    let mut buf = vec![0u8; RECV_BUF];
+    while !stop.load(Ordering::Relaxed) {
+        let mut fds = [
+            libc::pollfd {
+                fd: sender.udp.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: boot.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        // SAFETY: fds is a valid array of two pollfd for the duration of the call.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), 2, RECV_TIMEOUT.as_millis() as libc::c_int) };
+        if n <= 0 {
+            continue; // timeout, EINTR: look at the stop flag again
+        }
+        for (i, pfd) in fds.iter().enumerate() {
+            if pfd.revents & libc::POLLIN == 0 {
+                continue;
+            }
+            let socket = if i == 0 { &sender.udp } else { &boot };
+            let (len, from) = match socket.recv_from(&mut buf) {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::debug!(network = %network, error = %e, "proxyDHCP receive failed");
+                    continue;
+                }
+            };
+            let via = match (i, from) {
+                (0, _) => Via::Dhcp,
+                (_, std::net::SocketAddr::V4(from)) => Via::BootServer { from },
+                _ => continue,
+            };
+            if let Some(o) = handler.handle_packet(&buf[..len], via) {
+                send_one(&sender, handler.stats(), &network, &o);
+            }
+        }
+    }
+    tracing::info!(network = %network, "proxyDHCP server stopped");
 }
 
 /// Take everything already queued, without blocking, up to MAX_BATCH packets.

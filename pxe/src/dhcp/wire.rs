@@ -23,6 +23,7 @@ use std::net::Ipv4Addr;
 use serde::Serialize;
 
 use crate::config::Mac;
+use crate::leases::{Client, ClientId};
 
 /// Magic cookie 99.130.83.99 (RFC 2131 §3).
 pub const MAGIC_COOKIE: [u8; 4] = [99, 130, 83, 99];
@@ -50,6 +51,7 @@ pub mod opt {
     pub const DOMAIN_NAME: u8 = 15;
     pub const MTU: u8 = 26;
     pub const BROADCAST_ADDR: u8 = 28;
+    pub const NTP_SERVERS: u8 = 42;
     pub const VENDOR_SPECIFIC: u8 = 43;
     pub const REQUESTED_IP: u8 = 50;
     pub const LEASE_TIME: u8 = 51;
@@ -68,10 +70,21 @@ pub mod opt {
     pub const USER_CLASS: u8 = 77;
     pub const RAPID_COMMIT: u8 = 80;
     pub const CLIENT_FQDN: u8 = 81;
+    /// Relay agent information (RFC 3046): echoed back unchanged, last.
+    pub const RELAY_AGENT_INFO: u8 = 82;
     pub const CLIENT_ARCH: u8 = 93;
     pub const CLIENT_NDI: u8 = 94;
     pub const CLIENT_UUID: u8 = 97;
+    /// Classless static routes (RFC 3442).
+    pub const CLASSLESS_ROUTES: u8 = 121;
     pub const IPXE_ENCAP: u8 = 175;
+    /// PXELINUX (RFC 5071): magic, config file, path prefix, reboot time.
+    pub const PXELINUX_MAGIC: u8 = 208;
+    pub const PXELINUX_CONFIG_FILE: u8 = 209;
+    pub const PXELINUX_PATH_PREFIX: u8 = 210;
+    pub const PXELINUX_REBOOT_TIME: u8 = 211;
+    /// Microsoft's pre-RFC-3442 classless static routes (same encoding as 121).
+    pub const MS_CLASSLESS_ROUTES: u8 = 249;
     pub const END: u8 = 255;
 }
 
@@ -180,8 +193,8 @@ pub struct ClientMessage {
     pub server_id: Option<Ipv4Addr>,
     /// Option 12 (lossy UTF-8, control characters removed).
     pub hostname: Option<String>,
-    /// Option 61.
-    pub client_id: Option<Vec<u8>>,
+    /// Option 61, when usable as an identity (2..=255 bytes; see `leases::client`).
+    pub client_id: Option<ClientId>,
     /// Option 55, in the client's order.
     pub param_request_list: Vec<u8>,
     /// Option 60.
@@ -198,6 +211,15 @@ pub struct ClientMessage {
     pub ipxe_encap: bool,
     /// Option 57, as sent (callers clamp to ≥ 576).
     pub max_message_size: Option<u16>,
+    /// Option 82 exactly as the relay sent it (RFC 3046: echoed in every reply).
+    pub relay_info: Option<Vec<u8>>,
+}
+
+impl ClientMessage {
+    /// The client as the lease store knows it (chaddr and option 61).
+    pub fn client(&self) -> Client {
+        Client::new(self.chaddr, self.client_id.clone())
+    }
 }
 
 /// Options dhcproto 0.15 reads at a fixed width (and debug_asserts on): never split, see
@@ -320,7 +342,7 @@ pub fn decode(bytes: &[u8]) -> Result<ClientMessage, DropReason> {
         requested_ip: raw.ipv4(opt::REQUESTED_IP),
         server_id: raw.ipv4(opt::SERVER_ID),
         hostname: raw.get(opt::HOSTNAME).and_then(clean_hostname),
-        client_id: raw.get(opt::CLIENT_ID).map(<[u8]>::to_vec),
+        client_id: raw.get(opt::CLIENT_ID).and_then(ClientId::new),
         param_request_list: raw
             .get(opt::PARAM_REQUEST_LIST)
             .map(<[u8]>::to_vec)
@@ -342,6 +364,7 @@ pub fn decode(bytes: &[u8]) -> Result<ClientMessage, DropReason> {
             .get(opt::MAX_MESSAGE_SIZE)
             .and_then(|v| v.try_into().ok())
             .map(u16::from_be_bytes),
+        relay_info: raw.get(opt::RELAY_AGENT_INFO).map(<[u8]>::to_vec),
     })
 }
 
@@ -390,10 +413,16 @@ pub struct ReplyMessage {
     pub file: Vec<u8>,
     /// Options other than 53, in priority order. Values over 255 bytes are split (RFC 3396).
     pub options: Vec<(u8, Vec<u8>)>,
+    /// Option 82 to echo (RFC 3046 §2.2): written last, and room for it is kept before any other
+    /// option is placed; left out only if it alone would not fit the client's size limit.
+    pub relay_info: Option<Vec<u8>>,
 }
 
 impl ReplyMessage {
     pub fn option(&self, code: u8) -> Option<&[u8]> {
+        if code == opt::RELAY_AGENT_INFO {
+            return self.relay_info.as_deref();
+        }
         self.options
             .iter()
             .find(|(c, _)| *c == code)
@@ -425,13 +454,22 @@ pub fn encode(reply: &ReplyMessage, max_message_size: u16) -> Vec<u8> {
     out.extend_from_slice(&nul_field::<128>(&reply.file));
     out.extend_from_slice(&MAGIC_COOKIE);
     out.extend_from_slice(&[opt::MESSAGE_TYPE, 1, reply.msg_type as u8]);
+    // Option 82 goes in whenever it fits at all: only an option longer than any relay writes
+    // (RFC 3046 caps it at 255 bytes; RFC 3396 concatenation could make more) can be too big.
+    let relay = reply
+        .relay_info
+        .as_deref()
+        .map(|v| encode_option(opt::RELAY_AGENT_INFO, v))
+        .filter(|r| out.len() + r.len() < limit)
+        .unwrap_or_default();
     for (code, value) in &reply.options {
         let encoded = encode_option(*code, value);
-        // Keep one byte for END.
-        if out.len() + encoded.len() < limit {
+        // Keep room for option 82 and one byte for END.
+        if out.len() + encoded.len() + relay.len() < limit {
             out.extend_from_slice(&encoded);
         }
     }
+    out.extend_from_slice(&relay);
     out.push(opt::END);
     if out.len() < MIN_REPLY_LEN {
         out.resize(MIN_REPLY_LEN, 0);
@@ -577,6 +615,7 @@ mod tests {
                 (opt::SERVER_ID, vec![10, 0, 0, 1]),
                 (opt::VENDOR_CLASS, vec![b'x'; 300]),
             ],
+            relay_info: None,
         };
         let bytes = encode(&reply, 1500);
         let m = dhcproto::v4::Message::decode(&mut dhcproto::Decoder::new(&bytes)).unwrap();
@@ -608,6 +647,7 @@ mod tests {
             sname: vec![],
             file: vec![b'f'; 128], // does not fit with its NUL: left out of the header
             options: vec![(opt::SERVER_ID, vec![1, 2, 3, 4])],
+            relay_info: None,
         };
         let small = encode(&reply, 0);
         assert_eq!(small.len(), MIN_REPLY_LEN);
@@ -621,5 +661,50 @@ mod tests {
         let big = encode(&reply, 1500);
         let raw = RawOptions::parse(&big[HEADER_LEN..]).unwrap();
         assert_eq!(raw.get(opt::VENDOR_SPECIFIC).map(<[u8]>::len), Some(1000));
+    }
+
+    /// RFC 3046 §2.2: option 82 comes back byte for byte, as the last option, even when the
+    /// reply is too big for everything else.
+    #[test]
+    fn relay_info_is_echoed_last_and_never_dropped() {
+        let info: Vec<u8> = [1, 4, b'p', b'o', b'r', b't', 2, 3, 0xaa, 0xbb, 0xcc].to_vec();
+        let reply = ReplyMessage {
+            msg_type: MessageType::Offer,
+            xid: 1,
+            broadcast: false,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            yiaddr: Ipv4Addr::new(10, 0, 0, 9),
+            siaddr: Ipv4Addr::UNSPECIFIED,
+            giaddr: Ipv4Addr::new(10, 9, 0, 1),
+            chaddr: Mac::default(),
+            sname: vec![],
+            file: vec![],
+            options: vec![
+                (opt::SERVER_ID, vec![1, 2, 3, 4]),
+                (opt::VENDOR_SPECIFIC, vec![7; 300]),
+            ],
+            relay_info: Some(info.clone()),
+        };
+        for size in [576, 1500] {
+            let bytes = encode(&reply, size);
+            let tail = &bytes[..bytes.iter().rposition(|&b| b == opt::END).unwrap()];
+            let mut want = vec![opt::RELAY_AGENT_INFO, info.len() as u8];
+            want.extend_from_slice(&info);
+            assert!(tail.ends_with(&want), "82 last, unchanged (size {size})");
+            let raw = RawOptions::parse(&bytes[HEADER_LEN..]).unwrap();
+            assert_eq!(raw.get(opt::RELAY_AGENT_INFO), Some(&info[..]));
+            assert!(bytes.len() <= size as usize - 28);
+        }
+        // Found by fuzzing: an option 82 bigger than the whole size limit (several concatenated
+        // instances) cannot be echoed; the reply still fits.
+        let huge = ReplyMessage {
+            relay_info: Some(vec![9; 400]),
+            ..reply
+        };
+        let bytes = encode(&huge, 576);
+        assert!(bytes.len() <= 576 - 28, "{}", bytes.len());
+        let raw = RawOptions::parse(&bytes[HEADER_LEN..]).unwrap();
+        assert_eq!(raw.get(opt::RELAY_AGENT_INFO), None);
+        assert!(raw.get(opt::SERVER_ID).is_some());
     }
 }

@@ -105,6 +105,11 @@ pub(super) fn answer(
     };
     let (file, meta) = match name.and_then(|name| root.open(&name)) {
         Ok(v) => v,
+        Err(e) if e.is_not_found() => {
+            tracing::debug!(client = %peer, path = %raw_path, "http: not found");
+            log.finish(404, 0);
+            return Answer::text(404, reason(404));
+        }
         Err(e) => {
             tracing::warn!(client = %peer, path = %raw_path, reason = %e, "http: request refused");
             let status = e.http_status();
@@ -193,6 +198,7 @@ impl Outcome {
         stats.bytes_sent.fetch_add(bytes, Ordering::Relaxed);
         let counter = match status {
             200..=299 => &stats.completed,
+            404 => &stats.not_found,
             400..=499 => &stats.refused,
             _ => &stats.errors,
         };
@@ -200,6 +206,8 @@ impl Outcome {
         let (client, path) = (self.peer.ip(), &self.path);
         if (200..300).contains(&status) {
             tracing::info!(%client, %path, status, bytes, "http: transfer complete");
+        } else if status == 404 {
+            tracing::debug!(%client, %path, status, "http: not found");
         } else {
             tracing::info!(%client, %path, status, bytes, "http: transfer not completed");
         }

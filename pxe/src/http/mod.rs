@@ -46,8 +46,11 @@ pub struct HttpStats {
     pub requests: AtomicU64,
     /// 2xx responses delivered in full (HEAD included).
     pub completed: AtomicU64,
-    /// 4xx answers: refused or missing paths, bad methods, unsatisfiable ranges.
+    /// 4xx answers other than 404: refused paths, bad methods, unsatisfiable ranges.
     pub refused: AtomicU64,
+    /// 404s: a name that is not in the root. Normal traffic (iPXE and GRUB probe per-machine
+    /// names that mostly do not exist), so only counted and logged at debug level.
+    pub not_found: AtomicU64,
     /// 5xx answers and bodies cut short (client went away, read error, idle timeout).
     pub errors: AtomicU64,
     /// File bytes handed to the connection.
@@ -62,6 +65,8 @@ pub struct HttpStatsSnapshot {
     pub requests: u64,
     pub completed: u64,
     pub refused: u64,
+    #[serde(default)]
+    pub not_found: u64,
     pub errors: u64,
     pub bytes_sent: u64,
     pub connections: usize,
@@ -74,6 +79,7 @@ impl HttpStats {
             requests: get(&self.requests),
             completed: get(&self.completed),
             refused: get(&self.refused),
+            not_found: get(&self.not_found),
             errors: get(&self.errors),
             bytes_sent: get(&self.bytes_sent),
             connections: self.connections.load(Ordering::Relaxed),

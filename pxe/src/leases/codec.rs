@@ -2,12 +2,23 @@
 //!
 //! ```text
 //! file    = header record*
-//! header  = "HAGLEASE" (8 bytes) version (u32 LE, currently 1)
+//! header  = "HAGLEASE" (8 bytes) version (u32 LE, currently 2)
 //! record  = len (u32 LE, payload length) crc (u32 LE, CRC-32/IEEE over len bytes + payload) payload
 //! payload = 1 mac[6] ip[4] expires(u64 LE, unix s) hostname_len(u8) hostname(UTF-8)   -- Lease
 //!         | 2 mac[6] ip[4]                                                            -- Release
 //!         | 3 ip[4] until(u64 LE, unix s)                                             -- Decline
+//!         | 4 mac[6] ip[4] expires(u64 LE) hostname_len(u8) hostname id_len(u8) id    -- Lease, with
+//!                                                                                        option 61
+//!         | 5 id_len(u8) id ip[4]                                                     -- Release by
+//!                                                                                        option 61
 //! ```
+//!
+//! Versions: 1 (the first release) has kinds 1–3 only; 2 adds kinds 4 and 5 (client identifiers,
+//! RFC 4361) and changes nothing else, so a version-1 journal reads as it is. A lease without a
+//! client identifier is still written as kind 1, byte for byte as before. The header says 2 so that
+//! an older hostagent refuses the file with a clear "version 2 is not supported" instead of
+//! cutting it at the first kind-4 record it cannot read; `LeaseStore::open` rewrites a version-1
+//! journal as version 2 (compaction) before appending to it.
 //!
 //! Every record carries its own length and checksum, so replay can tell a complete record from a
 //! torn or corrupted one without trusting anything after it. Binary and fixed-layout because the
@@ -15,20 +26,25 @@
 
 use std::net::Ipv4Addr;
 
-use super::{Lease, Record};
+use super::{ClientId, Lease, Record};
 use crate::config::Mac;
 
 pub(crate) const MAGIC: &[u8; 8] = b"HAGLEASE";
-pub(crate) const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 2;
+/// Versions this release reads (see the module docs).
+pub(crate) const READABLE_VERSIONS: [u32; 2] = [1, 2];
 pub(crate) const HEADER_LEN: usize = 12;
-/// No valid payload is longer (a lease with a 255-byte hostname is 276); a larger length field
-/// means corruption, and refusing it keeps a flipped bit from making replay skip megabytes.
-const MAX_PAYLOAD: usize = 512;
+/// No valid payload is longer (a kind-4 lease with a 255-byte hostname and a 255-byte client
+/// identifier is 531); a larger length field means corruption, and refusing it keeps a flipped bit
+/// from making replay skip megabytes.
+const MAX_PAYLOAD: usize = 600;
 const FRAME_LEN: usize = 8;
 
 const KIND_LEASE: u8 = 1;
 const KIND_RELEASE: u8 = 2;
 const KIND_DECLINE: u8 = 3;
+const KIND_LEASE_ID: u8 = 4;
+const KIND_RELEASE_ID: u8 = 5;
 
 pub(crate) fn header() -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
@@ -43,7 +59,11 @@ pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
     out.extend_from_slice(&[0u8; FRAME_LEN]);
     match record {
         Record::Lease(lease) => {
-            out.push(KIND_LEASE);
+            out.push(if lease.client_id.is_some() {
+                KIND_LEASE_ID
+            } else {
+                KIND_LEASE
+            });
             out.extend_from_slice(&lease.mac.octets());
             out.extend_from_slice(&lease.ip.octets());
             out.extend_from_slice(&lease.expires.to_le_bytes());
@@ -54,10 +74,18 @@ pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
                 .unwrap_or("");
             out.push(name.len() as u8);
             out.extend_from_slice(name.as_bytes());
+            if let Some(id) = &lease.client_id {
+                push_id(out, id);
+            }
         }
         Record::Release { mac, ip } => {
             out.push(KIND_RELEASE);
             out.extend_from_slice(&mac.octets());
+            out.extend_from_slice(&ip.octets());
+        }
+        Record::ReleaseClient { id, ip } => {
+            out.push(KIND_RELEASE_ID);
+            push_id(out, id);
             out.extend_from_slice(&ip.octets());
         }
         Record::Decline { ip, until } => {
@@ -70,6 +98,13 @@ pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
     let crc = crc32(&out[start..start + 4], &out[start + FRAME_LEN..]);
     out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// A client identifier is 2..=255 bytes by construction (`ClientId::new`).
+fn push_id(out: &mut Vec<u8>, id: &ClientId) {
+    let bytes = id.as_bytes();
+    out.push(bytes.len() as u8);
+    out.extend_from_slice(bytes);
 }
 
 /// Longest prefix of `name` that fits the one-byte length field, cut on a char boundary.
@@ -116,22 +151,31 @@ fn decode_payload(p: &[u8]) -> Option<Record> {
     let (&kind, rest) = p.split_first()?;
     let mut r = Reader(rest);
     let record = match kind {
-        KIND_LEASE => {
+        KIND_LEASE | KIND_LEASE_ID => {
             let mac = r.mac()?;
             let ip = r.ip()?;
             let expires = r.u64()?;
             let name_len = r.take(1)?[0] as usize;
             let name = std::str::from_utf8(r.take(name_len)?).ok()?;
             let hostname = (!name.is_empty()).then(|| name.to_string());
+            let client_id = match kind {
+                KIND_LEASE_ID => Some(r.id()?),
+                _ => None,
+            };
             Record::Lease(Lease {
                 mac,
                 ip,
                 expires,
                 hostname,
+                client_id,
             })
         }
         KIND_RELEASE => Record::Release {
             mac: r.mac()?,
+            ip: r.ip()?,
+        },
+        KIND_RELEASE_ID => Record::ReleaseClient {
+            id: r.id()?,
             ip: r.ip()?,
         },
         KIND_DECLINE => Record::Decline {
@@ -164,6 +208,10 @@ impl<'a> Reader<'a> {
     }
     fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn id(&mut self) -> Option<ClientId> {
+        let len = self.take(1)?[0] as usize;
+        ClientId::new(self.take(len)?)
     }
 }
 
@@ -208,7 +256,12 @@ mod tests {
             ip: Ipv4Addr::new(10, 0, 0, 7),
             expires: 1_700_000_000,
             hostname: name.map(str::to_string),
+            client_id: None,
         })
+    }
+
+    fn duid() -> ClientId {
+        ClientId::new(&[0xff, 0, 0, 0, 1, 0, 1, 0, 1, 0x2a]).unwrap()
     }
 
     #[test]
@@ -228,6 +281,17 @@ mod tests {
             Record::Decline {
                 ip: Ipv4Addr::new(10, 0, 0, 10),
                 until: 42,
+            },
+            Record::Lease(Lease {
+                client_id: Some(duid()),
+                ..match lease(Some("guest-2")) {
+                    Record::Lease(l) => l,
+                    _ => unreachable!(),
+                }
+            }),
+            Record::ReleaseClient {
+                id: duid(),
+                ip: Ipv4Addr::new(10, 0, 0, 11),
             },
         ];
         for record in records {
@@ -264,6 +328,75 @@ mod tests {
             &buf[FRAME_LEN..],
             &[KIND_RELEASE, 1, 2, 3, 4, 5, 6, 10, 0, 0, 9]
         );
+    }
+
+    /// Kinds 4 and 5 (version 2): the kind-1 layout with the identifier after the hostname, and
+    /// a release by identifier.
+    #[test]
+    fn client_id_records_have_their_own_kinds() {
+        let mut buf = Vec::new();
+        let with_id = Record::Lease(Lease {
+            mac: Mac([2, 0, 0, 0, 0, 7]),
+            ip: Ipv4Addr::new(10, 0, 0, 7),
+            expires: 1_700_000_000,
+            hostname: Some("g".into()),
+            client_id: Some(ClientId::new(&[0xff, 1, 2]).unwrap()),
+        });
+        encode(&with_id, &mut buf);
+        let payload: &[u8] = &[
+            KIND_LEASE_ID,
+            2,
+            0,
+            0,
+            0,
+            0,
+            7,
+            10,
+            0,
+            0,
+            7,
+            0x00,
+            0xf1,
+            0x53,
+            0x65,
+            0,
+            0,
+            0,
+            0,
+            1,
+            b'g',
+            3,
+            0xff,
+            1,
+            2,
+        ];
+        assert_eq!(&buf[FRAME_LEN..], payload);
+        let mut buf = Vec::new();
+        encode(
+            &Record::ReleaseClient {
+                id: ClientId::new(&[0xff, 1, 2]).unwrap(),
+                ip: Ipv4Addr::new(10, 0, 0, 9),
+            },
+            &mut buf,
+        );
+        assert_eq!(
+            &buf[FRAME_LEN..],
+            &[KIND_RELEASE_ID, 3, 0xff, 1, 2, 10, 0, 0, 9]
+        );
+        // An identifier of a length ClientId refuses is a malformed record, not a panic.
+        let mut bad = Vec::new();
+        encode(
+            &Record::ReleaseClient {
+                id: ClientId::new(&[0xff, 1]).unwrap(),
+                ip: Ipv4Addr::new(10, 0, 0, 9),
+            },
+            &mut bad,
+        );
+        bad[FRAME_LEN + 1] = 1; // id_len 1: below the minimum
+        let len = (bad.len() - FRAME_LEN) as u32;
+        let crc = crc32(&len.to_le_bytes(), &bad[FRAME_LEN..]);
+        bad[4..8].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(decode(&bad), Decoded::Corrupt(_)));
     }
 
     #[test]

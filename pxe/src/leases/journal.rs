@@ -71,6 +71,7 @@ impl Journal {
                 });
             }
             report.dropped_bytes = bytes.len() as u64;
+            report.version = codec::VERSION;
             file.set_len(0).map_err(io_err)?;
             file.write_all_at(&codec::header(), 0).map_err(io_err)?;
             file.sync_all().map_err(io_err)?;
@@ -91,7 +92,8 @@ impl Journal {
             });
         }
         let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-        if version != codec::VERSION {
+        report.version = version;
+        if !codec::READABLE_VERSIONS.contains(&version) {
             return Err(LeaseError::Version {
                 path: path.to_path_buf(),
                 found: version,

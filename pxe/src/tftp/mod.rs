@@ -47,9 +47,14 @@ pub struct TftpStats {
     pub requests: AtomicU64,
     /// Transfers whose last block was acknowledged.
     pub completed: AtomicU64,
-    /// Requests answered with an error before any data: refused paths, missing files, writes,
-    /// non-octet modes, malformed requests, server busy.
+    /// Requests answered with an error before any data: refused paths, writes, non-octet modes,
+    /// malformed requests, server busy. Not missing files: see `not_found`.
     pub refused: AtomicU64,
+    /// Read requests for a name that is not in the root, answered with ERROR 1 "file not found".
+    /// Normal traffic: pxelinux and GRUB look for per-machine config files (`pxelinux.cfg/01-<mac>`,
+    /// `grub.cfg-01-<mac>`, ...) before the default one, so these are only counted and logged at
+    /// debug level, and no client is limited for them.
+    pub not_found: AtomicU64,
     /// Transfers that failed on the server's side: gave up after retries, or I/O errors.
     pub errors: AtomicU64,
     /// File bytes the clients acknowledged (retransmissions are not counted twice).
@@ -72,6 +77,8 @@ pub struct TftpStatsSnapshot {
     pub requests: u64,
     pub completed: u64,
     pub refused: u64,
+    #[serde(default)]
+    pub not_found: u64,
     pub errors: u64,
     pub bytes_sent: u64,
     pub client_aborts: u64,
@@ -88,6 +95,7 @@ impl TftpStats {
             requests: get(&self.requests),
             completed: get(&self.completed),
             refused: get(&self.refused),
+            not_found: get(&self.not_found),
             errors: get(&self.errors),
             bytes_sent: get(&self.bytes_sent),
             client_aborts: get(&self.client_aborts),

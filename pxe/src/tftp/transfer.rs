@@ -135,6 +135,12 @@ pub(super) fn serve(ctx: &Context, req: Request, peer: SocketAddr, local: Socket
     };
     let (file, meta) = match opened {
         Ok(v) => v,
+        Err(e) if e.is_not_found() => {
+            tracing::debug!(client = %peer, path = %path_shown, "tftp: file not found");
+            stats.not_found.fetch_add(1, Ordering::Relaxed);
+            let _ = socket.send(&packet::error(e.tftp_code(), &e.to_string()));
+            return;
+        }
         Err(e) => {
             tracing::warn!(client = %peer, path = %path_shown, reason = %e, "tftp: request refused");
             stats.refused.fetch_add(1, Ordering::Relaxed);

@@ -9,8 +9,11 @@ use std::time::Duration;
 
 use pxe::config::{BootConfig, DhcpConfig, StaticHost};
 use pxe::dhcp::pool::Pool;
-use pxe::dhcp::server::handler::Handler;
-use pxe::dhcp::server::{pool_config, DhcpStats};
+use pxe::dhcp::server::handler::{Handler, Outgoing};
+use pxe::dhcp::server::{answer_batch, pool_config, DhcpHandle, DhcpServer, DhcpStats};
+use pxe::dhcp::wire;
+use testkit::dhcp::Reply;
+use testkit::Netns;
 
 pub(crate) const SERVER: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 1);
 /// The one static host: its MAC always gets [`BASTION_IP`] and the name `bastion`.
@@ -35,6 +38,8 @@ pub(crate) fn config(dir: &Path, range: (u8, u8), lease_secs: u64) -> DhcpConfig
         dns: vec![SERVER, Ipv4Addr::new(9, 9, 9, 9)],
         domain: Some("lab.test".into()),
         mtu: Some(1400),
+        ntp: Vec::new(),
+        routes: Vec::new(),
         hosts: vec![StaticHost {
             mac: BASTION_MAC.into(),
             ip: BASTION_IP,
@@ -49,6 +54,7 @@ pub(crate) fn config(dir: &Path, range: (u8, u8), lease_secs: u64) -> DhcpConfig
             arm64: None,
             script: Some("boot.ipxe".into()),
             http_port: Some(8069),
+            pxelinux: Default::default(),
         }),
         lease_file: dir.join("lab.leases"),
     }
@@ -58,4 +64,65 @@ pub(crate) fn config(dir: &Path, range: (u8, u8), lease_secs: u64) -> DhcpConfig
 pub(crate) fn handler(cfg: &DhcpConfig) -> Handler {
     let pool = Pool::open(pool_config(cfg)).expect("open pool");
     Handler::new(cfg.clone(), pool, Arc::new(DhcpStats::default()))
+}
+
+/// One packet through the handler as its own batch (flushed): at most one reply.
+#[allow(dead_code)]
+pub(crate) fn one(h: &mut Handler, p: &[u8]) -> Option<Outgoing> {
+    let mut out = answer_batch(h, &[p], NOW);
+    assert!(out.len() <= 1);
+    out.pop()
+}
+
+/// Our reply as it goes on the wire, and as an independent parser reads it back.
+#[allow(dead_code)]
+pub(crate) fn raw(o: &Outgoing) -> (Vec<u8>, Reply) {
+    let bytes = wire::encode(&o.reply, o.max_message_size);
+    let reply = Reply::parse(&bytes).expect("our reply parses");
+    (bytes, reply)
+}
+
+/// Server namespace with bridge br0 (10.77.0.1/24) running the DHCP server, and a client
+/// namespace whose `eth0` is a port of that bridge.
+#[allow(dead_code)]
+pub(crate) struct Lab {
+    // Field order: the server stops before its namespaces go.
+    server: Option<DhcpHandle>,
+    pub cli: Netns,
+    pub srv: Netns,
+    _dir: tempfile::TempDir,
+}
+
+#[allow(dead_code)]
+impl Lab {
+    pub(crate) fn new(tag: &str) -> Lab {
+        let srv = Netns::new(&format!("{tag}s"));
+        srv.ok(&["ip", "link", "add", "br0", "type", "bridge"]);
+        srv.ok(&["ip", "addr", "add", "10.77.0.1/24", "dev", "br0"]);
+        srv.ok(&["ip", "link", "set", "br0", "up"]);
+        let cli = srv.plug("br0", "v0");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cfg = config(dir.path(), (100, 200), 3600);
+        let server = srv
+            .enter(move || DhcpServer::start(cfg))
+            .expect("start DHCP server");
+        Lab {
+            server: Some(server),
+            cli,
+            srv,
+            _dir: dir,
+        }
+    }
+
+    pub(crate) fn server(&self) -> &DhcpHandle {
+        self.server.as_ref().expect("running")
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop();
+        }
+    }
 }

@@ -2,7 +2,10 @@
 //! the conversions to netcfg/pxe types.
 
 mod convert;
+mod firewall;
+mod forward;
 mod guests;
+mod pxe_field;
 mod rules;
 
 use std::path::{Path, PathBuf};

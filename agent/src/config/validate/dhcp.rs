@@ -8,7 +8,7 @@ use hwaddr::Mac;
 use ipnet::Ipv4Net;
 
 use super::super::checks::{self, Bad};
-use super::super::model::{Dhcp, DhcpDefaults, StaticHost, DEFAULT_LEASE_TIME};
+use super::super::model::{Dhcp, DhcpDefaults, Route, StaticHost, DEFAULT_LEASE_TIME};
 use super::super::wire::{self, S};
 use super::Checker;
 
@@ -49,6 +49,8 @@ pub(super) fn dhcp(
             .map(|()| s.get_ref().clone()),
         None => defaults.domain.clone(),
     };
+    let ntp = super::dns_list(c, d.ntp.as_ref()).unwrap_or_default();
+    let routes = routes(c, d.routes.as_deref().unwrap_or_default(), gw);
     let hosts = static_hosts(c, &d.host, gw);
     if c.problems.len() != before {
         return None;
@@ -60,8 +62,77 @@ pub(super) fn dhcp(
         lease_time: lease_time?,
         dns,
         domain,
+        ntp,
+        routes,
         hosts,
     })
+}
+
+/// `routes = [{ to = "10.20.0.0/16", via = "10.77.0.254" }]`: destinations without host bits,
+/// each at most once, through a host address of the network's subnet.
+fn routes(c: &mut Checker, routes: &[S<wire::Route>], gw: Option<Ipv4Net>) -> Vec<Route> {
+    let mut out: Vec<Route> = Vec::new();
+    let mut seen: HashMap<Ipv4Net, Range<usize>> = HashMap::new();
+    for r in routes.iter().map(|r| r.get_ref()) {
+        let to = c.check(r.to.span(), route_destination(r.to.get_ref()));
+        let via = c
+            .check(r.via.span(), checks::ipv4(r.via.get_ref()))
+            .and_then(|via| {
+                let placed = match gw {
+                    Some(gw) if !in_subnet(gw.trunc(), via) => Err(checks::bad(
+                        format!(
+                            "route via {via}: the router must be on the network's subnet {}",
+                            gw.trunc()
+                        ),
+                        format!(
+                            "write a router address from {}-{} (clients reach it directly)",
+                            checks::first_host(gw.trunc()),
+                            checks::last_host(gw.trunc())
+                        ),
+                    )),
+                    _ => Ok(via),
+                };
+                c.check(r.via.span(), placed)
+            });
+        if let Some(to) = to {
+            if let Some(first) = seen.get(&to) {
+                let line = c.line_of(first);
+                c.report(
+                    r.to.span(),
+                    checks::bad(
+                        format!("route to {to} is listed twice"),
+                        format!("keep one route per destination (the other is on line {line})"),
+                    ),
+                );
+                continue;
+            }
+            seen.insert(to, r.to.span());
+        }
+        if let (Some(to), Some(via)) = (to, via) {
+            out.push(Route { to, via });
+        }
+    }
+    out
+}
+
+fn route_destination(text: &str) -> Result<Ipv4Net, Bad> {
+    let hint = "write a destination network with its prefix, e.g. to = \"10.20.0.0/16\" (or \"0.0.0.0/0\" for the default route)";
+    let net: Ipv4Net = text.parse().map_err(|_| {
+        checks::bad(
+            format!(
+                "route to \"{}\" is not a network with a prefix",
+                text.escape_debug()
+            ),
+            hint,
+        )
+    })?;
+    if net != net.trunc() {
+        return Err(checks::bad(
+            format!("route to {net} has host bits set"),
+            format!("write the network address: to = \"{}\"", net.trunc()),
+        ));
+    }
+    Ok(net)
 }
 
 /// A reserved address must be a host address of the subnet other than the gateway.

@@ -3,9 +3,12 @@
 
 mod across;
 mod dhcp;
+mod firewall;
+mod forward;
 mod guest;
 mod guest_macs;
 mod network;
+mod pxe_options;
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -82,6 +85,8 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
     across::across_networks(&mut c, &networks, &marks);
     let libvirt = guest::libvirt(&mut c, file.libvirt.as_ref());
     let guests = guest::guests(&mut c, &file.guest, &networks);
+    forward::forwards(&mut c, &file.network, &mut networks, &file.guest, &guests);
+    let coexist = firewall::coexist(&mut c, file.firewall.as_ref());
 
     match (c.problems.is_empty(), state_dir, dhcp_port_rate_limit) {
         (true, Some(state_dir), Some(dhcp_port_rate_limit)) => Ok(Model {
@@ -95,6 +100,7 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
             networks,
             libvirt,
             guests,
+            coexist,
         }),
         _ => Err(c.problems),
     }

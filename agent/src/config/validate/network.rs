@@ -152,6 +152,7 @@ pub(super) fn network(
             if w.address.is_none() {
                 c.report(p.span(), needs_address("[network.pxe]"));
             }
+            super::pxe_options::proxy_without_dhcp(c, p.get_ref(), w.dhcp.as_ref());
             pxe(c, p.get_ref(), state_dir)
         }
     };
@@ -193,6 +194,8 @@ pub(super) fn network(
         interfaces,
         dhcp,
         pxe,
+        // Filled in by `forward::forwards` once the guests (whose addresses they may name) are known.
+        forwards: Vec::new(),
     };
     Some((net, marks))
 }
@@ -226,9 +229,11 @@ fn pxe(c: &mut Checker, p: &wire::Pxe, state_dir: Option<&Path>) -> Option<Pxe> 
         });
         c.check(port.span(), result)
     });
+    let extra = super::pxe_options::pxe_options(c, p);
     if c.problems.len() != before {
         return None;
     }
+    let extra = extra?;
     Some(Pxe {
         root: root?,
         bios,
@@ -236,5 +241,9 @@ fn pxe(c: &mut Checker, p: &wire::Pxe, state_dir: Option<&Path>) -> Option<Pxe> 
         arm64,
         script,
         http_port,
+        proxy: extra.proxy,
+        pxelinux_config: extra.pxelinux_config,
+        pxelinux_path_prefix: extra.pxelinux_path_prefix,
+        pxelinux_reboot: extra.pxelinux_reboot,
     })
 }

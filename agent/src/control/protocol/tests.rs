@@ -20,6 +20,7 @@ fn lease() -> Lease {
         ip: Ipv4Addr::new(10, 77, 0, 3),
         expires: 1_700_000_000,
         hostname: Some("node-1".into()),
+        client_id: None,
     }
 }
 
@@ -96,6 +97,7 @@ fn each_reply_reads_back_as_the_type_the_client_asked_for() {
                     releases: 0,
                     declines: 0,
                     informs: 0,
+                    ignored: 0,
                     dropped_malformed: BTreeMap::from([("too_short".to_string(), 2)]),
                     exhausted: 0,
                     rate_limited: 0,
@@ -110,6 +112,7 @@ fn each_reply_reads_back_as_the_type_the_client_asked_for() {
                     requests: 3,
                     completed: 2,
                     refused: 0,
+                    not_found: 0,
                     errors: 1,
                     bytes_sent: 4096,
                     client_aborts: 1,

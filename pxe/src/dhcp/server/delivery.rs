@@ -30,6 +30,9 @@ pub enum Destination {
     Broadcast,
     /// To `ip` at `mac` (ciaddr for renewals/INFORM, yiaddr for a client without an address).
     Link { ip: Ipv4Addr, mac: Mac },
+    /// A proxyDHCP boot-server answer: from UDP 4011 to `ip`:`port` at `mac` (where the request
+    /// came from).
+    BootServer { ip: Ipv4Addr, mac: Mac, port: u16 },
 }
 
 impl Destination {
@@ -75,12 +78,25 @@ fn checksum(chunks: &[&[u8]]) -> u16 {
     !(sum as u16)
 }
 
-/// Ethernet + IPv4 + UDP frame around `payload`, both checksums complete.
+/// Ethernet + IPv4 + UDP frame from port 67 to 68 around `payload`, both checksums complete.
 pub fn build_frame(
     src_mac: Mac,
     dst_mac: Mac,
     src_ip: Ipv4Addr,
     dst_ip: Ipv4Addr,
+    payload: &[u8],
+) -> Vec<u8> {
+    build_frame_ports(
+        (src_mac, src_ip, SERVER_PORT),
+        (dst_mac, dst_ip, CLIENT_PORT),
+        payload,
+    )
+}
+
+/// Ethernet + IPv4 + UDP frame between the given (MAC, address, port) ends.
+pub fn build_frame_ports(
+    (src_mac, src_ip, src_port): (Mac, Ipv4Addr, u16),
+    (dst_mac, dst_ip, dst_port): (Mac, Ipv4Addr, u16),
     payload: &[u8],
 ) -> Vec<u8> {
     let udp_len = (8 + payload.len()) as u16;
@@ -104,8 +120,8 @@ pub fn build_frame(
     f.extend_from_slice(&ip);
 
     let mut udp = [0u8; 8];
-    udp[0..2].copy_from_slice(&SERVER_PORT.to_be_bytes());
-    udp[2..4].copy_from_slice(&CLIENT_PORT.to_be_bytes());
+    udp[0..2].copy_from_slice(&src_port.to_be_bytes());
+    udp[2..4].copy_from_slice(&dst_port.to_be_bytes());
     udp[4..6].copy_from_slice(&udp_len.to_be_bytes());
     let mut pseudo = [0u8; 12];
     pseudo[0..4].copy_from_slice(&src_ip.octets());
@@ -257,6 +273,18 @@ impl Sender {
             }
             Destination::Link { ip, mac } => {
                 let frame = build_frame(self.link.mac()?, mac, self.server_ip, ip, payload);
+                self.link.send(&frame, mac)
+            }
+            Destination::BootServer { ip, mac, port } => {
+                let frame = build_frame_ports(
+                    (
+                        self.link.mac()?,
+                        self.server_ip,
+                        crate::dhcp::proxy::BOOT_SERVER_PORT,
+                    ),
+                    (mac, ip, port),
+                    payload,
+                );
                 self.link.send(&frame, mac)
             }
         }

@@ -6,11 +6,13 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crate::config::{DhcpConfig, Mac, StaticHost};
+use crate::config::{DhcpConfig, Mac, StaticHost, StaticRoute};
 use crate::dhcp::classify::{classify, ClientKind};
-use crate::dhcp::policy::{boot_reply, BootReply};
+use crate::dhcp::ipxe_build::IpxeBuilds;
+use crate::dhcp::policy::{boot_reply, BootReply, NoBoot};
 use crate::dhcp::pool::{Nak, Pool};
 use crate::dhcp::wire::{opt, ClientMessage, DropReason, MessageType, ReplyMessage};
+use crate::leases::ClientId;
 
 use super::delivery::Destination;
 use super::ratelimit::{MacLimiter, RateLimit};
@@ -34,6 +36,8 @@ pub struct Outgoing {
 pub struct LeaseEvent {
     pub what: &'static str,
     pub mac: Mac,
+    /// Option 61, when the client sent a usable one.
+    pub client_id: Option<ClientId>,
     pub ip: Ipv4Addr,
     pub hostname: Option<String>,
     pub kind: ClientKind,
@@ -47,6 +51,7 @@ impl LeaseEvent {
             network,
             event = self.what,
             mac = %self.mac,
+            client_id = %self.client_id.as_ref().map(ToString::to_string).unwrap_or_else(|| "-".into()),
             ip = %self.ip,
             hostname = self.hostname.as_deref().unwrap_or("-"),
             kind = %self.kind,
@@ -66,6 +71,8 @@ const RATE_LIMITED_WARN_EVERY: Duration = Duration::from_secs(10);
 pub struct Handler {
     cfg: DhcpConfig,
     pool: Pool,
+    /// Which configured boot files are iPXE builds (read from the boot root, cached).
+    files: IpxeBuilds,
     stats: std::sync::Arc<DhcpStats>,
     last_exhausted_warning: Option<Instant>,
     exhausted_suppressed: u64,
@@ -76,7 +83,13 @@ pub struct Handler {
 
 impl Handler {
     pub fn new(cfg: DhcpConfig, pool: Pool, stats: std::sync::Arc<DhcpStats>) -> Handler {
+        let root = cfg
+            .boot
+            .as_ref()
+            .map(|b| b.root.clone())
+            .unwrap_or_default();
         Handler {
+            files: IpxeBuilds::new(root),
             cfg,
             pool,
             stats,
@@ -165,7 +178,7 @@ impl Handler {
     }
 
     fn discover(&mut self, msg: &ClientMessage, now: u64) -> Option<Outgoing> {
-        let Some(ip) = self.pool.offer(msg.chaddr, msg.requested_ip, now) else {
+        let Some(ip) = self.pool.offer(msg.client(), msg.requested_ip, now) else {
             self.exhausted(msg);
             return None;
         };
@@ -241,13 +254,17 @@ impl Handler {
             .static_host(&msg.chaddr)
             .and_then(|h| h.name.clone())
             .or_else(|| msg.hostname.clone());
-        match self.pool.request(msg.chaddr, ip, hostname.as_deref(), now) {
+        match self
+            .pool
+            .request(msg.client(), ip, hostname.as_deref(), now)
+        {
             Ok(lease) => {
                 self.stats.acks.fetch_add(1, Ordering::Relaxed);
                 let (reply, boot) = self.lease_reply(MessageType::Ack, msg, lease.ip, kind);
                 let event = LeaseEvent {
                     what: "ack",
                     mac: msg.chaddr,
+                    client_id: msg.client_id.clone(),
                     ip: lease.ip,
                     hostname: lease.hostname.clone().or(hostname),
                     kind,
@@ -261,6 +278,7 @@ impl Handler {
                 let event = LeaseEvent {
                     what: "nak",
                     mac: msg.chaddr,
+                    client_id: msg.client_id.clone(),
                     ip,
                     hostname,
                     kind,
@@ -277,7 +295,7 @@ impl Handler {
             return;
         }
         self.stats.releases.fetch_add(1, Ordering::Relaxed);
-        let held = self.pool.release(msg.chaddr, msg.ciaddr);
+        let held = self.pool.release(msg.client(), msg.ciaddr);
         let detail = (!held).then(|| "not this client's lease: ignored".to_string());
         self.event("release", msg, msg.ciaddr, detail)
             .log(&self.cfg.network);
@@ -289,7 +307,7 @@ impl Handler {
             return;
         }
         self.stats.declines.fetch_add(1, Ordering::Relaxed);
-        let detail = if self.pool.decline(msg.chaddr, ip, now) {
+        let detail = if self.pool.decline(msg.client(), ip, now) {
             "address in use: quarantined"
         } else {
             "not offered or leased to this client: ignored"
@@ -323,6 +341,7 @@ impl Handler {
         LeaseEvent {
             what,
             mac: msg.chaddr,
+            client_id: msg.client_id.clone(),
             ip,
             hostname: self
                 .static_host(&msg.chaddr)
@@ -344,17 +363,20 @@ impl Handler {
     ) -> (ReplyMessage, Option<BootReply>) {
         let cfg = &self.cfg;
         let host = self.static_host(&msg.chaddr);
-        let boot = boot_reply(
+        let boot = match boot_reply(
             &kind,
             cfg.boot.as_ref(),
             host,
             cfg.server_ip,
             msg.client_uuid.as_deref(),
-        );
-        if boot.is_none() && kind != ClientKind::Plain {
-            tracing::debug!(network = %cfg.network, mac = %msg.chaddr, kind = %kind,
-                "no boot file configured for this kind of client: address only");
-        }
+            &self.files,
+        ) {
+            Ok(b) => Some(b),
+            Err(why) => {
+                log_no_boot(&cfg.network, msg, kind, &why);
+                None
+            }
+        };
         let lease = cfg.lease_time.as_secs().min(u32::MAX as u64) as u32;
 
         // Options the client cannot do without come first: the encoder drops what does not fit.
@@ -369,6 +391,15 @@ impl Handler {
         required.push((opt::SUBNET_MASK, cfg.subnet.netmask().octets().to_vec()));
         if let Some(router) = cfg.router {
             required.push((opt::ROUTER, router.octets().to_vec()));
+        }
+        if let Some(routes) = classless_routes(&cfg.routes, cfg.router) {
+            // RFC 3442 §2: a client that takes 121 ignores option 3, so the routes (with the
+            // default one) matter as much as the router. 249 only for the clients asking for it
+            // (Windows before Vista).
+            if msg.param_request_list.contains(&opt::MS_CLASSLESS_ROUTES) {
+                required.push((opt::MS_CLASSLESS_ROUTES, routes.clone()));
+            }
+            required.push((opt::CLASSLESS_ROUTES, routes));
         }
 
         let mut extra: Vec<(u8, Vec<u8>)> = vec![(
@@ -387,21 +418,15 @@ impl Handler {
         if let Some(mtu) = cfg.mtu {
             extra.push((opt::MTU, mtu.to_be_bytes().to_vec()));
         }
+        if !cfg.ntp.is_empty() {
+            extra.push((
+                opt::NTP_SERVERS,
+                cfg.ntp.iter().flat_map(|a| a.octets()).collect(),
+            ));
+        }
         if let Some(b) = &boot {
             // Boot options matter more to firmware than DNS: put them right after the basics.
-            let mut boot_opts = vec![];
-            if let Some(vc) = b.vendor_class {
-                boot_opts.push((opt::VENDOR_CLASS, vc.as_bytes().to_vec()));
-            }
-            if let Some(vo) = &b.vendor_options {
-                boot_opts.push((opt::VENDOR_SPECIFIC, vo.clone()));
-            }
-            boot_opts.push((opt::TFTP_SERVER_NAME, b.server_name.as_bytes().to_vec()));
-            boot_opts.push((opt::BOOTFILE_NAME, b.file.as_bytes().to_vec()));
-            if let Some(uuid) = &b.client_uuid {
-                boot_opts.push((opt::CLIENT_UUID, uuid.clone()));
-            }
-            required.extend(boot_opts);
+            required.extend(b.options());
         }
         // Honour the parameter request list's order among the optional ones.
         let prl = &msg.param_request_list;
@@ -424,6 +449,7 @@ impl Handler {
             sname: Vec::new(),
             file,
             options: required,
+            relay_info: msg.relay_info.clone(),
         };
         (reply, boot)
     }
@@ -445,6 +471,7 @@ impl Handler {
                 (opt::SERVER_ID, self.cfg.server_ip.octets().to_vec()),
                 (opt::MESSAGE, nak.to_string().into_bytes()),
             ],
+            relay_info: msg.relay_info.clone(),
         };
         Outgoing {
             dest: Destination::for_reply(msg, &reply),
@@ -469,5 +496,101 @@ impl Handler {
             needs_flush,
             event,
         }
+    }
+}
+
+/// Why a boot client got no file: a loop avoided is worth an info line (the admin has to act); a
+/// kind nothing is configured for is normal and only a debug line.
+pub(crate) fn log_no_boot(network: &str, msg: &ClientMessage, kind: ClientKind, why: &NoBoot) {
+    match why {
+        NoBoot::NotABootClient => {}
+        NoBoot::WouldLoop { .. } => {
+            tracing::info!(network, mac = %msg.chaddr, kind = %kind, "no boot file: {why}")
+        }
+        _ => tracing::debug!(network, mac = %msg.chaddr, kind = %kind, "address only: {why}"),
+    }
+}
+
+/// Option 121's value (RFC 3442 §3): per route the prefix length, the significant octets of the
+/// destination, then the router. With a `router` and no default route among `routes`, a default
+/// route through `router` is added (a client taking 121 ignores option 3). None without routes.
+pub fn classless_routes(routes: &[StaticRoute], router: Option<Ipv4Addr>) -> Option<Vec<u8>> {
+    if routes.is_empty() {
+        return None;
+    }
+    let mut out = Vec::new();
+    let mut push = |dest: ipnet::Ipv4Net, via: Ipv4Addr| {
+        let len = dest.prefix_len();
+        out.push(len);
+        out.extend_from_slice(&dest.network().octets()[..usize::from(len).div_ceil(8)]);
+        out.extend_from_slice(&via.octets());
+    };
+    for r in routes {
+        push(r.destination.trunc(), r.router);
+    }
+    if let Some(gw) = router {
+        if !routes.iter().any(|r| r.destination.prefix_len() == 0) {
+            push(ipnet::Ipv4Net::default(), gw);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(dest: &str, via: [u8; 4]) -> StaticRoute {
+        StaticRoute {
+            destination: dest.parse().unwrap(),
+            router: Ipv4Addr::from(via),
+        }
+    }
+
+    /// RFC 3442 §3's own examples, and the default route added for option 3's sake.
+    #[test]
+    fn classless_routes_encode_as_rfc_3442_shows() {
+        assert_eq!(
+            classless_routes(&[], Some(Ipv4Addr::new(10, 0, 0, 1))),
+            None
+        );
+        let v = classless_routes(
+            &[
+                route("10.17.0.0/16", [10, 0, 0, 9]),
+                route("10.27.129.0/24", [10, 0, 0, 9]),
+                route("10.229.0.128/25", [10, 0, 0, 9]),
+                route("10.198.122.47/32", [10, 0, 0, 9]),
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            [
+                16, 10, 17, 10, 0, 0, 9, //
+                24, 10, 27, 129, 10, 0, 0, 9, //
+                25, 10, 229, 0, 128, 10, 0, 0, 9, //
+                32, 10, 198, 122, 47, 10, 0, 0, 9,
+            ]
+        );
+        let with_default = classless_routes(
+            &[route("10.9.0.0/16", [10, 0, 0, 9])],
+            Some([10, 0, 0, 1].into()),
+        )
+        .unwrap();
+        assert_eq!(with_default, [16, 10, 9, 10, 0, 0, 9, 0, 10, 0, 0, 1]);
+        let own_default = classless_routes(
+            &[route("0.0.0.0/0", [10, 0, 0, 254])],
+            Some([10, 0, 0, 1].into()),
+        )
+        .unwrap();
+        assert_eq!(
+            own_default,
+            [0, 10, 0, 0, 254],
+            "the admin's default route wins"
+        );
+        // Host bits in a destination are not sent.
+        let sloppy = classless_routes(&[route("10.9.3.4/16", [10, 0, 0, 9])], None).unwrap();
+        assert_eq!(sloppy, [16, 10, 9, 10, 0, 0, 9]);
     }
 }
