@@ -192,6 +192,14 @@ impl Libvirtd {
         self.dir.path().to_path_buf()
     }
 
+    /// A running directory pool `name` at `dir` (as the daemon sees it), as an administrator
+    /// makes one with virsh.
+    pub fn define_pool(&self, name: &str, dir: &str) {
+        self.virsh_ok(&["pool-define-as", name, "dir", "--target", dir]);
+        self.virsh_ok(&["pool-build", name]);
+        self.virsh_ok(&["pool-start", name]);
+    }
+
     /// Where a path as this daemon sees it (e.g. a volume in /var/lib/libvirt/images) is on the
     /// host: its private directories are this helper's temp dir.
     pub fn host_path(&self, daemon_path: &str) -> PathBuf {

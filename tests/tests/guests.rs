@@ -333,27 +333,15 @@ fn guest_clone_gives_new_identity_reservation_and_overlay_disks() {
     let s = Scratch::new();
     let lv = Libvirtd::start(&ns);
     // The template lives in libvirt's default pool, as virt-manager leaves it.
-    for args in [
-        &[
-            "pool-define-as",
-            "default",
-            "dir",
-            "--target",
-            "/var/lib/libvirt/images",
-        ][..],
-        &["pool-build", "default"],
-        &["pool-start", "default"],
-        &[
-            "vol-create-as",
-            "default",
-            "base.qcow2",
-            "64M",
-            "--format",
-            "qcow2",
-        ],
-    ] {
-        lv.virsh_ok(args);
-    }
+    lv.define_pool("default", "/var/lib/libvirt/images");
+    lv.virsh_ok(&[
+        "vol-create-as",
+        "default",
+        "base.qcow2",
+        "64M",
+        "--format",
+        "qcow2",
+    ]);
     let disk = lv.virsh_ok(&["vol-path", "--pool", "default", "base.qcow2"]);
     let disk = disk.trim();
     lv.define(&base_xml("base", "52:54:00:aa:00:01", disk));
@@ -496,19 +484,7 @@ fn guests_in_a_named_pool_and_no_libvirt_in_the_daemon() {
     let ns = Netns::new("gp");
     let s = Scratch::new();
     let lv = Libvirtd::start(&ns);
-    for args in [
-        &[
-            "pool-define-as",
-            "fleet",
-            "dir",
-            "--target",
-            "/var/lib/libvirt/fleet",
-        ][..],
-        &["pool-build", "fleet"],
-        &["pool-start", "fleet"],
-    ] {
-        lv.virsh_ok(args);
-    }
+    lv.define_pool("fleet", "/var/lib/libvirt/fleet");
     // Disk boot from an empty disk: SeaBIOS finds nothing and retries, nothing else runs.
     let guest = |name: &str| {
         Guest::new(name, "lab")

@@ -307,10 +307,7 @@ impl Connect {
     }
 
     fn domain(&self, ptr: DomPtr) -> Result<Domain, Error> {
-        if ptr.is_null() {
-            return Err(last_error(self.api));
-        }
-        Ok(Domain { ptr, api: self.api })
+        Domain::own(self.api, ptr)
     }
 
     pub(super) fn pool_lookup_by_name(&self, name: &str) -> Result<Pool, Error> {
@@ -395,14 +392,50 @@ impl Drop for Connect {
     }
 }
 
-/// A domain reference; freed on drop (the domain itself stays defined).
-pub struct Domain {
-    ptr: DomPtr,
-    api: &'static Api,
+/// A libvirt object reference: a pointer libvirt returned, owned by the value and released with
+/// `$free` on drop (the object itself, a domain, pool or volume, stays).
+macro_rules! handle {
+    ($(#[$doc:meta])* $vis:vis $name:ident, $ptr:ty, $free:ident) => {
+        $(#[$doc])*
+        $vis struct $name {
+            ptr: $ptr,
+            api: &'static Api,
+        }
+
+        // SAFETY: as for Connect.
+        unsafe impl Send for $name {}
+
+        impl $name {
+            /// Takes ownership of what a libvirt call returned; null means that call failed.
+            fn own(api: &'static Api, ptr: $ptr) -> Result<$name, Error> {
+                if ptr.is_null() {
+                    return Err(last_error(api));
+                }
+                Ok($name { ptr, api })
+            }
+        }
+
+        impl Drop for $name {
+            fn drop(&mut self) {
+                // SAFETY: a reference we own, released once.
+                unsafe { (self.api.$free)(self.ptr) };
+            }
+        }
+    };
 }
 
-// SAFETY: as for Connect.
-unsafe impl Send for Domain {}
+handle!(
+    /// A domain reference.
+    pub Domain, DomPtr, domain_free
+);
+handle!(
+    /// A storage pool reference.
+    pub(super) Pool, PoolPtr, pool_free
+);
+handle!(
+    /// A storage volume reference.
+    pub(super) Volume, VolPtr, vol_free
+);
 
 impl Domain {
     pub fn xml_desc(&self, flags: u32) -> Result<String, Error> {
@@ -453,30 +486,7 @@ impl Domain {
     }
 }
 
-impl Drop for Domain {
-    fn drop(&mut self) {
-        // SAFETY: a reference we own, freed once.
-        unsafe { (self.api.domain_free)(self.ptr) };
-    }
-}
-
-/// A storage pool reference; freed on drop (the pool itself stays defined).
-pub(super) struct Pool {
-    ptr: PoolPtr,
-    api: &'static Api,
-}
-
-// SAFETY: as for Connect.
-unsafe impl Send for Pool {}
-
 impl Pool {
-    fn own(api: &'static Api, ptr: PoolPtr) -> Result<Pool, Error> {
-        if ptr.is_null() {
-            return Err(last_error(api));
-        }
-        Ok(Pool { ptr, api })
-    }
-
     /// `virStoragePoolBuild` without flags: for a directory pool, makes the directory (with the
     /// pool's permissions) if it is missing.
     pub(super) fn build(&self) -> Result<(), Error> {
@@ -539,30 +549,7 @@ impl Pool {
     }
 }
 
-impl Drop for Pool {
-    fn drop(&mut self) {
-        // SAFETY: a reference we own, freed once.
-        unsafe { (self.api.pool_free)(self.ptr) };
-    }
-}
-
-/// A storage volume reference; freed on drop (the volume itself stays).
-pub(super) struct Volume {
-    ptr: VolPtr,
-    api: &'static Api,
-}
-
-// SAFETY: as for Connect.
-unsafe impl Send for Volume {}
-
 impl Volume {
-    fn own(api: &'static Api, ptr: VolPtr) -> Result<Volume, Error> {
-        if ptr.is_null() {
-            return Err(last_error(api));
-        }
-        Ok(Volume { ptr, api })
-    }
-
     /// The volume's file, as libvirt (and QEMU) open it.
     pub(super) fn path(&self) -> Result<String, Error> {
         // SAFETY: a valid volume reference.
@@ -580,12 +567,5 @@ impl Volume {
     pub(super) fn delete(&self) -> Result<(), Error> {
         // SAFETY: a valid volume reference, no flags (plain unlink).
         check(self.api, unsafe { (self.api.vol_delete)(self.ptr, 0) }).map(drop)
-    }
-}
-
-impl Drop for Volume {
-    fn drop(&mut self) {
-        // SAFETY: a reference we own, freed once.
-        unsafe { (self.api.vol_free)(self.ptr) };
     }
 }
