@@ -295,6 +295,15 @@ impl Drop for Libvirtd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // virtlogd runs beside it (started in the background by the same shell): without this it
+        // would live until its namespace is deleted.
+        if let Some(pid) = std::fs::read_to_string(self.dir.path().join("virtlogd.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) on the virtlogd this helper started (its own pid file).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
     }
 }
 
