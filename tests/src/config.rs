@@ -552,6 +552,14 @@ impl Guest {
     pub fn disk_size(self, size: &str) -> Guest {
         self.set("disk", format!("{{ size = {} }}", quoted(size)))
     }
+
+    /// A disk file at the absolute `path` (made with `size` when missing).
+    pub fn disk_file(self, path: &str, size: &str) -> Guest {
+        self.set(
+            "disk",
+            format!("{{ path = {}, size = {} }}", quoted(path), quoted(size)),
+        )
+    }
 }
 
 impl Display for Guest {

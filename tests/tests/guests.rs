@@ -4,6 +4,7 @@
 //! storage pool the agent creates, PXE-boots from the agent's network into the marker kernel (in
 //! parallel, TCG), and clone / virtio / vhost run against definitions read back from libvirt.
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
 use hostagent_tests::cli::{json, Cli};
@@ -578,6 +579,86 @@ fn guests_in_a_named_pool_and_no_libvirt_in_the_daemon() {
         "{}",
         stderr(&plan)
     );
+}
+
+/// A disk with an explicit path is a file used where it is (qemu-img makes it when missing).
+/// Under libvirt's default security QEMU must get through every directory above it: `plan` says
+/// when one is closed, the start then fails exactly so, and works once the directory is open.
+#[test]
+fn a_disk_at_an_explicit_path_is_used_where_it_is_and_plan_warns_when_qemu_cannot_reach_it() {
+    let ns = Netns::new("gd");
+    let s = Scratch::new();
+    let lv = Libvirtd::start(&ns);
+    install_payload(&s.file("srv/boot"), "boot.ipxe", Fetch::Tftp);
+    let filed = Guest::new("filed", "lab")
+        .memory("64MiB")
+        .boot("disk")
+        .disk_file("/images/filed.qcow2", "16MiB");
+    let cfg = s.config(config(&lv.uri, &[filed]));
+    let cli = Cli::new(&ns, &s, &cfg);
+    let file = s.file("images/filed.qcow2");
+    // A root-only directory above the disk, as the agent's state directory is (0700): QEMU, as
+    // libvirt-qemu, cannot pass it.
+    std::fs::set_permissions(s.root(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let plan = cli.run(&["plan"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", stderr(&plan));
+    for expected in [
+        format!(
+            "create disk {} for guest filed (16 MiB qcow2)",
+            file.display()
+        ),
+        format!(
+            "note: guest filed: disk {} is below {} (mode 0700), which other users cannot enter",
+            file.display(),
+            s.root().display()
+        ),
+    ] {
+        assert!(stdout(&plan).contains(&expected), "{}", stdout(&plan));
+    }
+    assert!(
+        !stdout(&plan).contains("storage pool"),
+        "no pool is needed for a file disk: {}",
+        stdout(&plan)
+    );
+    let apply = cli.run(&["apply"]);
+    assert_eq!(apply.status.code(), Some(1), "{}", stdout(&apply));
+    assert!(
+        stderr(&apply).contains("Cannot access storage file")
+            && stderr(&apply).contains("Permission denied"),
+        "{}",
+        stderr(&apply)
+    );
+    let image = qemu_img_info(file.to_str().expect("utf-8"));
+    assert_eq!(image["virtual-size"], 16 << 20, "{image}");
+
+    // Open the directory for others to pass (not to read). The guest stayed defined but off
+    // (the agent never starts a defined guest again): undefine it, and apply defines it on the
+    // disk file that is already there and starts it.
+    std::fs::set_permissions(s.root(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    let down = cli.run(&["down", "--guests"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    let plan = cli.run(&["plan"]);
+    assert!(
+        !stdout(&plan).contains("note: guest filed") && !stdout(&plan).contains("create disk"),
+        "{}",
+        stdout(&plan)
+    );
+    let apply = cli.run(&["apply"]);
+    assert!(
+        apply.status.success(),
+        "{}{}",
+        stdout(&apply),
+        stderr(&apply)
+    );
+    let qemu = wait_for(120, || qemu_credentials(&ns, "filed"));
+    assert_eq!(qemu, Some(lv.qemu_ids()), "{}", tail(&lv.log(), 20));
+    assert_eq!(
+        attrs(&lv.inactive_xml("filed"), "source", "file"),
+        [file.to_str().expect("utf-8")]
+    );
+    let down = cli.run(&["down", "--guests"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert!(file.is_file(), "down --guests removed the disk file");
 }
 
 #[test]
