@@ -427,6 +427,9 @@ class Harness:
         self.prefix = args.prefix
         self.hostagent = os.path.abspath(args.hostagent)
         self.flood = os.path.join(os.path.dirname(self.hostagent), "dhcp-flood")
+        # The test kit's private libvirtd (stock libvirt security, its own directories), built
+        # beside hostagent like dhcp-flood: the harness never uses the machine's own libvirt.
+        self.libvirtd_helper = os.path.join(os.path.dirname(self.hostagent), "private-libvirtd")
         self.tmp = tempfile.mkdtemp(prefix="hostagent-bench-")
         os.chmod(self.tmp, 0o755)  # tftpd-hpa serves as `nobody`
         # Clients download into RAM (tmpfs), as a PXE client loads its kernel into memory, so
@@ -837,6 +840,67 @@ class Harness:
         finally:
             tb.close()
 
+    def memory_guests_section(self):
+        """The daemon's memory with guests configured: 4 networks and 3 guests (1 in --smoke) in a private
+        libvirtd, after the daemon defined and started them (a SIGHUP adds them to the config)
+        and after it answered a `guests` listing. The guests network-boot on the idle1 network
+        (no disk, TCG): what they run does not reach the daemon's memory, only their leases do."""
+        missing = [b for b in ("/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/virsh", "/usr/bin/qemu-system-x86_64",
+                               self.libvirtd_helper) if not os.path.exists(b)]
+        if missing:
+            self.results["memory_guests"] = {"error": f"not measured: {', '.join(missing)} missing "
+                                                      "(libvirt-daemon, libvirt-daemon-driver-qemu, libvirt-clients, qemu-system-x86; "
+                                                      "private-libvirtd is built with hostagent-tests)"}
+            log(f"memory with guests: skipped ({self.results['memory_guests']['error']})")
+            return
+        n = 1 if self.smoke else 3
+        log(f"memory: 4 networks and {n} guests (private libvirtd)")
+        tb = Testbed(self, "hostagent", networks=4)
+        lv = None
+        try:
+            pid = tb.procs["hostagent"].pid
+            before = {**dict(zip(("rss_kib", "hwm_kib"), proc_mem(pid))), **proc_rss_split(pid)}
+            lv = subprocess.Popen([self.libvirtd_helper, tb.srv.name], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=open(os.path.join(tb.dir, "libvirtd-helper.log"), "ab"), text=True)
+            line = lv.stdout.readline()
+            if not line.startswith("URI "):
+                raise RuntimeError(f"private-libvirtd did not start: {tb.log_tail('libvirtd-helper')}")
+            uri = line.split(" ", 1)[1].strip()
+            with open(tb.cfg, "a") as f:
+                f.write(f'\n[libvirt]\nuri = "{uri}"\nvirt_type = "qemu"\n'
+                        f'\n[[guest]]\nname = "bench"\ncount = {n}\nnetwork = "idle1"\nmemory = "64MiB"\n')
+            tb.procs["hostagent"].send_signal(signal.SIGHUP)
+            names = {f"bench-{i}" for i in range(1, n + 1)} if n > 1 else {"bench"}
+
+            def running():
+                out = run(["virsh", "-c", uri, "list", "--name", "--state-running"], check=False).stdout
+                return names <= set(out.split())
+
+            # libvirtd probes QEMU on its first define: tens of seconds on a loaded VM.
+            wait_until(600, running, f"the daemon to define and start {n} guests")
+            time.sleep(2)
+            defined = {**dict(zip(("rss_kib", "hwm_kib"), proc_mem(pid))), **proc_rss_split(pid), "pss_kib": proc_pss(pid)}
+            rows = json.loads(tb.srv.ok(tb.agent_argv("guests", "--json")))
+            if sorted(r["name"] for r in rows) != sorted(names) or any(r["state"] != "running" for r in rows):
+                raise WrongAnswer(f"`hostagent guests` does not list the {n} running guests: {rows}")
+            time.sleep(2)
+            listed = {**dict(zip(("rss_kib", "hwm_kib"), proc_mem(pid))), **proc_rss_split(pid), "pss_kib": proc_pss(pid)}
+            with open(f"/proc/{pid}/maps") as f:
+                mapped = sorted({l.split()[-1] for l in f if "/" in l and os.path.basename(l.split()[-1]).startswith("libvirt")})
+            self.results["memory_guests"] = {"guests": n, "before": before, "defined": defined, "listed": listed,
+                                             "libvirt_mapped": mapped}
+            log(f"  4 networks idle VmRSS {before['rss_kib']} KiB; {n} guests defined and started {defined['rss_kib']} KiB "
+                f"(anon {defined['anon_kib']}, file {defined['file_kib']}); after `guests` {listed['rss_kib']} KiB "
+                f"(anon {listed['anon_kib']}, file {listed['file_kib']}); libvirt mapped: {mapped or 'no'}")
+        finally:
+            if lv is not None:
+                lv.stdin.close()
+                try:
+                    lv.wait(60)
+                except subprocess.TimeoutExpired:
+                    lv.kill()
+            tb.close()
+
     # -- host config
 
     def apply_section(self):
@@ -982,7 +1046,7 @@ def main():
     ap.add_argument("--hostagent", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--prefix", default=f"hab{os.getpid() % 100000}-")
-    ap.add_argument("--sections", default="memory,apply,dhcp,tftp,http,dns,storm,profile")
+    ap.add_argument("--sections", default="memory,memory_guests,apply,dhcp,tftp,http,dns,storm,profile")
     args = ap.parse_args()
 
     def on_signal(sig, _frame):

@@ -73,6 +73,10 @@ pub enum Command {
         #[command(subcommand)]
         op: GuestOp,
     },
+    /// The daemon's libvirt calls, in a process of their own (`guests::helper`); started by
+    /// `hostagent run`, reads its call on stdin.
+    #[command(name = "guest-helper", hide = true)]
+    GuestHelper,
 }
 
 #[derive(Debug, Subcommand)]

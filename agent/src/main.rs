@@ -31,6 +31,7 @@ fn main() -> ExitCode {
             Command::Status { json } => client::status(&cli.root, *json).await,
             Command::Leases { json } => client::leases(&cli.root, *json).await,
             Command::Guests { json } => guestcmd::list(&cli, *json).await,
+            Command::GuestHelper => hostagent::guests::helper::serve().await,
             Command::Guest { op } => match op {
                 GuestOp::Clone {
                     source,

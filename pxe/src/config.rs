@@ -128,6 +128,8 @@ pub struct FileServiceConfig {
     /// The IPv6 gateway, where TFTP and HTTP listen too (PXE over IPv6).
     pub listen6: Option<std::net::Ipv6Addr>,
     pub root: PathBuf,
+    /// Directories served at one top-level name of the root each (`SafeRoot::with_mount`).
+    pub mounts: Vec<(String, PathBuf)>,
 }
 
 /// Bounds on what a TFTP client may negotiate (RFC 2348/7440 options are clamped, not refused).

@@ -11,7 +11,10 @@
 //!   name ending in `/` names a directory and is never served;
 //! - symlinks are followed only while they stay inside the root: a link inside the root to a
 //!   file inside the root is served, a link to anything outside is refused;
-//! - only a regular file is served (a directory, FIFO or device reads as "not found").
+//! - only a regular file is served (a directory, FIFO or device reads as "not found");
+//! - a *mount* ([`SafeRoot::with_mount`]) serves another directory, under the same rules, at one
+//!   top-level name of the root (what the root itself holds under that name is hidden): files
+//!   the agent generates live in its own state directory, the boot root may stay read-only.
 //!
 //! How symlinks are checked (and why not openat2 alone): the joined path is canonicalized and
 //! must still lie under the canonical root. That admits absolute links that point back inside
@@ -100,6 +103,8 @@ pub struct SafeRoot {
     root: PathBuf,
     /// The root directory itself, for openat2 relative to it.
     root_dir: OwnedFd,
+    /// Top-level names served from another directory.
+    mounts: Vec<(String, SafeRoot)>,
 }
 
 impl SafeRoot {
@@ -126,7 +131,27 @@ impl SafeRoot {
         Ok(SafeRoot {
             root: canonical,
             root_dir,
+            mounts: Vec::new(),
         })
+    }
+
+    /// Serves `dir` at the top-level name `name` (one path component, e.g. `generated`):
+    /// `generated/x.ipxe` is `dir/x.ipxe`, checked by the same rules within `dir`.
+    pub fn with_mount(mut self, name: &str, dir: &Path) -> Result<SafeRoot, PathError> {
+        let single = validate_name(name)?;
+        if single.components().count() != 1 {
+            return Err(PathError::Root {
+                path: dir.to_path_buf(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("mount name {name:?} is not one path component"),
+                ),
+            });
+        }
+        let mounted = SafeRoot::new(dir)?;
+        self.mounts.retain(|(n, _)| n != name);
+        self.mounts.push((name.to_string(), mounted));
+        Ok(self)
     }
 
     /// The canonical root directory.
@@ -138,11 +163,25 @@ impl SafeRoot {
     /// system calls): async callers run it in `spawn_blocking`.
     pub fn open(&self, requested: &str) -> Result<(File, Metadata), PathError> {
         let relative = validate_name(requested)?;
-        if relative.as_os_str().is_empty() || requested.ends_with('/') {
+        if requested.ends_with('/') {
             // "/", "." or "name/": a directory, never served (no listings).
             return Err(PathError::NotAFile);
         }
-        let canonical = self.root.join(&relative).canonicalize().map_err(map_io)?;
+        self.open_relative(&relative)
+    }
+
+    /// `relative` has passed [`validate_name`].
+    fn open_relative(&self, relative: &Path) -> Result<(File, Metadata), PathError> {
+        if relative.as_os_str().is_empty() {
+            return Err(PathError::NotAFile);
+        }
+        let mut parts = relative.components();
+        if let Some(Component::Normal(first)) = parts.next() {
+            if let Some((_, mounted)) = self.mounts.iter().find(|(n, _)| first == n.as_str()) {
+                return mounted.open_relative(parts.as_path());
+            }
+        }
+        let canonical = self.root.join(relative).canonicalize().map_err(map_io)?;
         let inside = canonical
             .strip_prefix(&self.root)
             .map_err(|_| PathError::Escapes)?;
@@ -372,5 +411,33 @@ mod tests {
             sr.open_fallback(&outside, flags),
             Err(PathError::Escapes)
         ));
+    }
+
+    #[test]
+    fn a_mount_serves_its_directory_under_one_name_and_keeps_the_rules() {
+        let (d, root, outside) = tree();
+        let gen = d.path().join("generated");
+        std::fs::create_dir_all(&gen).expect("mkdir");
+        std::fs::write(gen.join("n.ipxe"), b"#!ipxe").expect("write");
+        // The root's own entry of that name is hidden by the mount.
+        std::fs::create_dir_all(root.join("gen")).expect("mkdir");
+        std::fs::write(root.join("gen/n.ipxe"), b"shadowed").expect("write");
+        symlink(&outside, gen.join("leak")).expect("symlink");
+        let sr = SafeRoot::new(&root)
+            .expect("root")
+            .with_mount("gen", &gen)
+            .expect("mount");
+        assert_eq!(read(&sr, "gen/n.ipxe").expect("mounted"), b"#!ipxe");
+        assert_eq!(read(&sr, "/gen/n.ipxe").expect("slash"), b"#!ipxe");
+        assert_eq!(read(&sr, "a.bin").expect("root still served"), b"inside");
+        assert!(matches!(read(&sr, "gen/leak"), Err(PathError::Escapes)));
+        assert!(matches!(read(&sr, "gen/../a.bin"), Err(PathError::DotDot)));
+        assert!(matches!(read(&sr, "gen"), Err(PathError::NotAFile)));
+        assert!(matches!(read(&sr, "gen/"), Err(PathError::NotAFile)));
+        assert!(matches!(read(&sr, "gen/none"), Err(PathError::NotFound)));
+        assert!(SafeRoot::new(&root)
+            .expect("root")
+            .with_mount("a/b", &gen)
+            .is_err());
     }
 }

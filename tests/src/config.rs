@@ -40,6 +40,7 @@ pub struct Config {
     vhost_zcopytx: Option<bool>,
     port_rate_limit: Option<i64>,
     libvirt: Option<(String, Option<String>)>,
+    libvirt_pool: Option<String>,
     coexist: Option<String>,
     networks: Vec<Network>,
     guests: Vec<Guest>,
@@ -53,6 +54,7 @@ impl Config {
             vhost_zcopytx: None,
             port_rate_limit: None,
             libvirt: None,
+            libvirt_pool: None,
             coexist: None,
             networks: Vec::new(),
             guests: Vec::new(),
@@ -89,6 +91,12 @@ impl Config {
         self
     }
 
+    /// `[libvirt] pool`: the storage pool guests' disks are volumes of.
+    pub fn libvirt_pool(mut self, pool: &str) -> Config {
+        self.libvirt_pool = Some(pool.to_string());
+        self
+    }
+
     pub fn network(mut self, n: Network) -> Config {
         self.networks.push(n);
         self
@@ -118,11 +126,17 @@ impl Display for Config {
         if let Some(c) = &self.coexist {
             writeln!(f, "\n[firewall]\ncoexist = {}", quoted(c))?;
         }
+        if self.libvirt.is_some() || self.libvirt_pool.is_some() {
+            writeln!(f, "\n[libvirt]")?;
+        }
         if let Some((uri, virt_type)) = &self.libvirt {
-            writeln!(f, "\n[libvirt]\nuri = {}", quoted(uri))?;
+            writeln!(f, "uri = {}", quoted(uri))?;
             if let Some(t) = virt_type {
                 writeln!(f, "virt_type = {}", quoted(t))?;
             }
+        }
+        if let Some(pool) = &self.libvirt_pool {
+            writeln!(f, "pool = {}", quoted(pool))?;
         }
         for n in &self.networks {
             write!(f, "\n{n}")?;
@@ -742,6 +756,19 @@ impl Guest {
     /// The boot script template in the network's boot root.
     pub fn script(self, file: &str) -> Guest {
         self.set("script", quoted(file))
+    }
+
+    /// A new disk of `size` (a volume `NAME.qcow2` in the storage pool).
+    pub fn disk_size(self, size: &str) -> Guest {
+        self.set("disk", format!("{{ size = {} }}", quoted(size)))
+    }
+
+    /// A disk file at the absolute `path` (made with `size` when missing).
+    pub fn disk_file(self, path: &str, size: &str) -> Guest {
+        self.set(
+            "disk",
+            format!("{{ path = {}, size = {} }}", quoted(path), quoted(size)),
+        )
     }
 }
 

@@ -93,6 +93,33 @@ impl Daemon {
         self.child.id() as i32
     }
 
+    /// The files mapped into the daemon's memory (/proc/PID/maps, one path per line, no repeats).
+    pub fn mapped_files(&self) -> Vec<String> {
+        let maps = std::fs::read_to_string(format!("/proc/{}/maps", self.pid()))
+            .unwrap_or_else(|e| panic!("maps of the daemon: {e}"));
+        let mut out: Vec<String> = Vec::new();
+        for path in maps.lines().filter_map(|l| l.find('/').map(|i| &l[i..])) {
+            if !out.iter().any(|p| p == path) {
+                out.push(path.to_string());
+            }
+        }
+        out
+    }
+
+    /// Processes the daemon started that are still there (zombies included).
+    pub fn children(&self) -> Vec<i32> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.pid())).expect("tasks");
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("children")).ok())
+            .flat_map(|c| {
+                c.split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect::<Vec<i32>>()
+            })
+            .collect()
+    }
+
     pub fn signal(&self, sig: i32) {
         // SAFETY: kill(2) on our own child.
         unsafe { libc::kill(self.pid(), sig) };

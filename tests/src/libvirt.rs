@@ -1,15 +1,23 @@
 //! A private libvirt daemon (libvirtd + virtlogd) inside a test's network namespace, so guests'
 //! taps land on the bridges the agent made there.
 //!
-//! Nothing of the host's libvirt setup is used or changed: the daemons run in a mount namespace
+//! It runs with libvirt's stock security, as Debian installs it: no qemu.conf (this machine has
+//! none; Debian's shipped one is all comments), so QEMU runs as `libvirt-qemu` with DAC
+//! relabelling, and whatever MAC driver the kernel offers (AppArmor on Debian/Ubuntu) is used.
+//!
+//! Nothing of the host's libvirt setup is used or changed. The daemons run in a mount namespace
 //! of their own (`ip netns exec` makes one) where private directories are bind-mounted over
-//! /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt, and
-//! private copies over /etc/passwd and /etc/group that add the `libvirt-qemu` user libvirt's QEMU
-//! driver looks up at start (it does so before reading qemu.conf's `user = "root"`). The client
-//! reaches the daemon through `qemu:///system?socket=<dir>/sock/libvirt-sock`.
-//! The mount points themselves are created on the host if missing (empty directories the
-//! libvirt-daemon package would own).
+//! /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/log/libvirt and /var/cache/libvirt: the
+//! `default` storage pool the agent creates at /var/lib/libvirt/images is a directory of this
+//! daemon's temp dir, never the machine's own. Private copies over /etc/passwd and /etc/group add
+//! the `libvirt-qemu` user and group as Debian's libvirt-daemon-system package creates them
+//! (uid/gid 64055, primary group kvm), when the host has none. On a host with AppArmor, a private
+//! copy of /etc/apparmor.d/libvirt takes the per-guest profiles virt-aa-helper writes. The client
+//! reaches the daemon through `qemu:///system?socket=<dir>/sock/libvirt-sock`. The mount points
+//! themselves are created on the host if missing (empty directories the libvirt-daemon package
+//! would own).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -34,6 +42,12 @@ pub struct Libvirtd {
 impl Libvirtd {
     /// Start virtlogd and libvirtd in `ns`; waits until the daemon answers.
     pub fn start(ns: &Netns) -> Libvirtd {
+        Libvirtd::start_in(&ns.name)
+    }
+
+    /// [`Libvirtd::start`] in the network namespace named `netns`, which someone else owns (the
+    /// benchmark harness's).
+    pub fn start_in(netns: &str) -> Libvirtd {
         for bin in ["/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/virsh"] {
             assert!(
                 Path::new(bin).exists(),
@@ -50,12 +64,17 @@ impl Libvirtd {
             std::fs::create_dir_all(target).unwrap_or_else(|e| panic!("mount point {target}: {e}"));
         }
         std::fs::create_dir_all(d.join("sock")).expect("sock dir");
-        // Guests run as root without a security driver: no labels or chowns on the test's files.
-        std::fs::write(
-            d.join("etc/qemu.conf"),
-            "user = \"root\"\ngroup = \"root\"\ndynamic_ownership = 0\nremember_owner = 0\nsecurity_driver = \"none\"\n",
-        )
-        .expect("qemu.conf");
+        // The modes Debian gives these directories: QEMU, running as libvirt-qemu, must get
+        // through /var/lib/libvirt to its per-domain directory and the images pool.
+        for (sub, mode) in [
+            ("etc", 0o755),
+            ("run", 0o755),
+            ("lib", 0o755),
+            ("cache", 0o711),
+        ] {
+            std::fs::set_permissions(d.join(sub), std::fs::Permissions::from_mode(mode))
+                .expect("chmod private dir");
+        }
         let conf = d.join("libvirtd.conf");
         std::fs::write(
             &conf,
@@ -65,22 +84,18 @@ impl Libvirtd {
             ),
         )
         .expect("libvirtd.conf");
-        let mut passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
-        if !passwd.lines().any(|l| l.starts_with("libvirt-qemu:")) {
-            passwd.push_str(
-                "libvirt-qemu:x:64055:64055:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin\n",
-            );
-        }
-        let mut group = std::fs::read_to_string("/etc/group").expect("read /etc/group");
-        for g in ["libvirt-qemu:x:64055:", "kvm:x:64056:"] {
-            let name = g.split(':').next().unwrap_or("");
-            if !group.lines().any(|l| l.starts_with(&format!("{name}:"))) {
-                group.push_str(g);
-                group.push('\n');
-            }
-        }
+        let (passwd, group) = accounts();
         std::fs::write(d.join("passwd"), passwd).expect("passwd copy");
         std::fs::write(d.join("group"), group).expect("group copy");
+        let apparmor = apparmor_enabled() && Path::new(APPARMOR_LIBVIRT).is_dir();
+        if apparmor {
+            let copy = Command::new("cp")
+                .args(["-a", APPARMOR_LIBVIRT])
+                .arg(d.join("apparmor"))
+                .status()
+                .expect("cp");
+            assert!(copy.success(), "copying {APPARMOR_LIBVIRT}");
+        }
 
         let mut script = String::from("set -e\n");
         for (sub, target) in PRIVATE_DIRS {
@@ -97,6 +112,12 @@ impl Libvirtd {
             "mount --bind '{}' /etc/group\n",
             d.join("group").display()
         ));
+        if apparmor {
+            script.push_str(&format!(
+                "mount --bind '{}' {APPARMOR_LIBVIRT}\n",
+                d.join("apparmor").display()
+            ));
+        }
         // Own pid files: the default ones in /run would make parallel tests' daemons refuse.
         script.push_str(&format!(
             "virtlogd -p '{}' &\n",
@@ -108,8 +129,8 @@ impl Libvirtd {
             conf.display()
         ));
         let log = std::fs::File::create(d.join("daemon.log")).expect("daemon log");
-        let child = ns
-            .cmd(&["sh", "-c", &script])
+        let child = Command::new("ip")
+            .args(["netns", "exec", netns, "sh", "-c", &script])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log)
@@ -170,6 +191,88 @@ impl Libvirtd {
     pub fn path(&self) -> PathBuf {
         self.dir.path().to_path_buf()
     }
+
+    /// A running directory pool `name` at `dir` (as the daemon sees it), as an administrator
+    /// makes one with virsh.
+    pub fn define_pool(&self, name: &str, dir: &str) {
+        self.virsh_ok(&["pool-define-as", name, "dir", "--target", dir]);
+        self.virsh_ok(&["pool-build", name]);
+        self.virsh_ok(&["pool-start", name]);
+    }
+
+    /// Where a path as this daemon sees it (e.g. a volume in /var/lib/libvirt/images) is on the
+    /// host: its private directories are this helper's temp dir.
+    pub fn host_path(&self, daemon_path: &str) -> PathBuf {
+        for (sub, target) in PRIVATE_DIRS {
+            if let Some(rest) = daemon_path.strip_prefix(target) {
+                return self.dir.path().join(sub).join(rest.trim_start_matches('/'));
+            }
+        }
+        PathBuf::from(daemon_path)
+    }
+
+    /// The uid and gid QEMU runs as under libvirt's defaults (the `libvirt-qemu` user).
+    pub fn qemu_ids(&self) -> (u32, u32) {
+        let (passwd, group) = accounts();
+        let field = |text: &str, name: &str| -> u32 {
+            text.lines()
+                .find(|l| l.starts_with(&format!("{name}:")))
+                .and_then(|l| l.split(':').nth(2))
+                .and_then(|id| id.parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in the private accounts"))
+        };
+        (
+            field(&passwd, "libvirt-qemu"),
+            field(&group, "libvirt-qemu"),
+        )
+    }
+
+    /// The security models libvirt's QEMU driver runs guests under (`virsh capabilities`),
+    /// e.g. `["none"]`, `["dac"]` or `["apparmor", "dac"]`.
+    pub fn security_models(&self) -> Vec<String> {
+        let caps = self.virsh_ok(&["capabilities"]);
+        caps.match_indices("<model>")
+            .filter_map(|(i, _)| {
+                let rest = &caps[i + "<model>".len()..];
+                rest.find("</model>").map(|e| rest[..e].to_string())
+            })
+            .collect()
+    }
+}
+
+/// Per-guest AppArmor profiles go here (virt-aa-helper).
+const APPARMOR_LIBVIRT: &str = "/etc/apparmor.d/libvirt";
+
+/// Is AppArmor the kernel's active security module (what makes libvirt confine guests)?
+pub fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
+        .is_ok_and(|v| v.trim() == "Y")
+}
+
+/// The host's /etc/passwd and /etc/group, with the `libvirt-qemu` user and group added as
+/// Debian's libvirt-daemon-system postinst creates them when the host has none.
+fn accounts() -> (String, String) {
+    let mut passwd = std::fs::read_to_string("/etc/passwd").expect("read /etc/passwd");
+    let mut group = std::fs::read_to_string("/etc/group").expect("read /etc/group");
+    let has = |text: &str, name: &str| text.lines().any(|l| l.starts_with(&format!("{name}:")));
+    if !has(&group, "kvm") {
+        group.push_str("kvm:x:64056:\n");
+    }
+    let kvm = group
+        .lines()
+        .find(|l| l.starts_with("kvm:"))
+        .and_then(|l| l.split(':').nth(2))
+        .unwrap_or("64056")
+        .to_string();
+    if !has(&passwd, "libvirt-qemu") {
+        passwd.push_str(&format!(
+            "libvirt-qemu:x:64055:{kvm}:Libvirt Qemu:/var/lib/libvirt:/usr/sbin/nologin\n"
+        ));
+    }
+    if !has(&group, "libvirt-qemu") {
+        group.push_str("libvirt-qemu:x:64055:libvirt-qemu\n");
+    }
+    (passwd, group)
 }
 
 impl Drop for Libvirtd {
@@ -192,5 +295,37 @@ impl Drop for Libvirtd {
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // virtlogd runs beside it (started in the background by the same shell): without this it
+        // would live until its namespace is deleted.
+        if let Some(pid) = std::fs::read_to_string(self.dir.path().join("virtlogd.pid"))
+            .ok()
+            .and_then(|p| p.trim().parse::<i32>().ok())
+        {
+            // SAFETY: kill(2) on the virtlogd this helper started (its own pid file).
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
     }
+}
+
+/// The real uid and gid of the QEMU process running domain `name` in `ns`, if one runs.
+pub fn qemu_credentials(ns: &Netns, name: &str) -> Option<(u32, u32)> {
+    let needle = format!("guest={name},");
+    ns.pids().into_iter().find_map(|pid| {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if !cmdline.contains("qemu-system") || !cmdline.contains(&needle) {
+            return None;
+        }
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let first = |key: &str| -> Option<u32> {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))?
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()
+        };
+        Some((first("Uid:")?, first("Gid:")?))
+    })
 }

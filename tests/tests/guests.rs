@@ -1,15 +1,17 @@
-//! libvirt guests against a real, private libvirtd in the test's namespace (see
-//! `hostagent_tests::libvirt`): a 3-guest fleet from one `[[guest]]` entry PXE-boots from the
-//! agent's network into the marker kernel (the only boots here, in parallel, TCG), and clone /
-//! virtio / vhost run against definitions read back from libvirt.
+//! libvirt guests against a real, private libvirtd in the test's namespace, running with
+//! libvirt's stock security (QEMU as libvirt-qemu, DAC relabelling; see
+//! `hostagent_tests::libvirt`): a 3-guest fleet from one `[[guest]]` entry, with disks in the
+//! storage pool the agent creates, PXE-boots from the agent's network into the marker kernel (in
+//! parallel, TCG), and clone / virtio / vhost run against definitions read back from libvirt.
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::Instant;
 
 use hostagent_tests::cli::{json, Cli};
 use hostagent_tests::config::{Config, Dhcp, Guest, Network, Pxe};
 use hostagent_tests::console::{read_log, tail};
 use hostagent_tests::daemon::Daemon;
-use hostagent_tests::libvirt::Libvirtd;
+use hostagent_tests::libvirt::{qemu_credentials, Libvirtd};
 use hostagent_tests::qemu::{install_payload, ipxe_script, Fetch, BOOT_MARKER};
 use hostagent_tests::Scratch;
 use testkit::{stderr, stdout, wait_for, Netns};
@@ -81,9 +83,16 @@ fn guests_fleet_pxe_boots_from_one_entry() {
         .firmware("bios")
         .vhost(true)
         .ip("auto")
-        .script("fleet.ipxe");
+        .script("fleet.ipxe")
+        .disk_size("64MiB");
     let cfg = s.config(config(&lv.uri, &[node]));
     let cli = Cli::new(&ns, &s, &cfg);
+    // Stock libvirt: guests run under DAC (plus AppArmor where the kernel has it), not as root.
+    let models = lv.security_models();
+    assert!(models.iter().any(|m| m == "dac"), "{models:?}");
+    if hostagent_tests::libvirt::apparmor_enabled() {
+        assert!(models.iter().any(|m| m == "apparmor"), "{models:?}");
+    }
 
     // plan: three guests to define and start (libvirt is asked; the host's networks too).
     let plan = cli.run(&["plan"]);
@@ -94,7 +103,20 @@ fn guests_fleet_pxe_boots_from_one_entry() {
         stdout(&plan),
         stderr(&plan)
     );
+    // No pool yet in this libvirt: the agent makes libvirt's default one, then a volume each.
+    assert!(
+        stdout(&plan).contains("create storage pool default (directory /var/lib/libvirt/images"),
+        "{}",
+        stdout(&plan)
+    );
     for n in ["node-1", "node-2", "node-3"] {
+        assert!(
+            stdout(&plan).contains(&format!(
+                "create volume {n}.qcow2 in storage pool default for guest {n} (64 MiB qcow2)"
+            )),
+            "{}",
+            stdout(&plan)
+        );
         assert!(
             stdout(&plan).contains(&format!("define guest {n} on network lab")),
             "{}",
@@ -110,9 +132,28 @@ fn guests_fleet_pxe_boots_from_one_entry() {
     let started = Instant::now();
     let daemon = Daemon::start(&ns, &s, &cfg, &[]);
     let console = |n: &str| s.file(&format!("var/lib/hostagent/guests/console/{n}.log"));
+    // While it installs, each guest's QEMU runs as the libvirt-qemu user, not root: its disk
+    // (a pool volume) and console log are reachable under DAC.
+    let qemu = lv.qemu_ids();
+    for n in ["node-1", "node-2", "node-3"] {
+        let ids = wait_for(120, || qemu_credentials(&ns, n));
+        assert_eq!(
+            ids,
+            Some(qemu),
+            "{n}: no QEMU running as libvirt-qemu {qemu:?}\n--- agent ---\n{}\n--- libvirtd ---\n{}",
+            tail(&daemon.log_text(), 40),
+            tail(&lv.log(), 20)
+        );
+        // Read while it runs (it powers off once booted): libvirt's live label for it.
+        let live = lv.virsh_ok(&["dumpxml", n]);
+        assert!(
+            live.contains("<seclabel type='dynamic' model='dac' relabel='yes'>"),
+            "{live}"
+        );
+    }
     let mut booted = Vec::new();
     for n in ["node-1", "node-2", "node-3"] {
-        let line = wait_for(240u64.saturating_sub(started.elapsed().as_secs()), || {
+        let line = wait_for(360u64.saturating_sub(started.elapsed().as_secs()), || {
             read_log(&console(n))
                 .lines()
                 .find(|l| l.contains(BOOT_MARKER))
@@ -190,12 +231,44 @@ fn guests_fleet_pxe_boots_from_one_entry() {
         assert_eq!(attrs(&xml, "source", "bridge"), ["br-lab"], "{xml}");
         assert_eq!(attrs(&xml, "mac", "address"), [mac], "{xml}");
         assert!(!xml.contains("<graphics"), "{xml}");
+        // Its disk is the volume libvirt made in the pool, as big as the config says.
+        let volume = format!("/var/lib/libvirt/images/{n}.qcow2");
+        assert_eq!(attrs(&xml, "source", "file"), [volume.as_str()], "{xml}");
+        let image = qemu_img_info(lv.host_path(&volume).to_str().expect("utf-8"));
+        assert_eq!(
+            (image["format"].as_str(), image["virtual-size"].as_u64()),
+            (Some("qcow2"), Some(64 << 20)),
+            "{image}"
+        );
     }
+    let pool = lv.virsh_ok(&["pool-dumpxml", "default"]);
+    assert!(
+        pool.contains("<path>/var/lib/libvirt/images</path>") && pool.contains("<mode>0711</mode>"),
+        "{pool}"
+    );
+    let info = lv.virsh_ok(&["pool-info", "default"]);
+    assert!(
+        info.contains("running")
+            && info
+                .lines()
+                .any(|l| l.starts_with("Autostart:") && l.ends_with("yes")),
+        "{info}"
+    );
+    // The rendered scripts went to the agent's state directory; the boot root is only read.
+    assert!(s
+        .file("var/lib/hostagent/guests/scripts/node-2.ipxe")
+        .is_file());
+    assert!(!boot_root.join("hostagent-guests").exists());
     ips.sort();
     ips.dedup();
     assert_eq!(ips.len(), 3, "reservations must differ: {ips:?}");
     let table = cli.run(&["guests"]);
     assert!(stdout(&table).contains("os booted"), "{}", stdout(&table));
+    // Defining, starting and listing the guests went through helper processes: none is left,
+    // and libvirt was never mapped into the daemon.
+    let libvirt = libvirt_mapped(&daemon);
+    assert!(libvirt.is_empty(), "the daemon maps {libvirt:?}");
+    assert_eq!(daemon.children(), Vec::<i32>::new());
 
     // Guests that powered off are not started again, and nothing else is left to do for them.
     let plan = cli.run(&["plan", "--json"]);
@@ -213,17 +286,35 @@ fn guests_fleet_pxe_boots_from_one_entry() {
         !lv.virsh_ok(&["list", "--all", "--name"]).contains("node-"),
         "guests left after down --guests"
     );
+    // Their disks stay: deleting data takes a person.
+    let volumes = lv.virsh_ok(&["vol-list", "default"]);
+    for n in ["node-1", "node-2", "node-3"] {
+        assert!(volumes.contains(&format!("{n}.qcow2")), "{volumes}");
+    }
+}
+
+/// The libvirt libraries mapped into the daemon's process.
+fn libvirt_mapped(daemon: &Daemon) -> Vec<String> {
+    daemon
+        .mapped_files()
+        .into_iter()
+        .filter(|p| {
+            std::path::Path::new(p)
+                .file_name()
+                .is_some_and(|f| f.to_string_lossy().starts_with("libvirt"))
+        })
+        .collect()
 }
 
 /// A hand-made guest with a qcow2 disk on the lab bridge, like one an administrator keeps as a
 /// template.
-fn base_xml(disk: &str) -> String {
+fn base_xml(name: &str, mac: &str, disk: &str) -> String {
     format!(
-        "<domain type='qemu'><name>base</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>
+        "<domain type='qemu'><name>{name}</name><memory unit='MiB'>256</memory><vcpu>1</vcpu>
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
   <devices>
     <disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='{disk}'/><target dev='vda' bus='virtio'/></disk>
-    <interface type='bridge'><mac address='52:54:00:aa:00:01'/><source bridge='br-lab'/><model type='virtio'/></interface>
+    <interface type='bridge'><mac address='{mac}'/><source bridge='br-lab'/><model type='virtio'/></interface>
   </devices></domain>"
     )
 }
@@ -242,14 +333,19 @@ fn guest_clone_gives_new_identity_reservation_and_overlay_disks() {
     let ns = Netns::new("gc");
     let s = Scratch::new();
     let lv = Libvirtd::start(&ns);
-    let disk = s.file("base.qcow2");
-    let disk = disk.to_str().expect("utf-8");
-    let o = std::process::Command::new("qemu-img")
-        .args(["create", "-q", "-f", "qcow2", disk, "64M"])
-        .output()
-        .expect("qemu-img");
-    assert!(o.status.success());
-    lv.define(&base_xml(disk));
+    // The template lives in libvirt's default pool, as virt-manager leaves it.
+    lv.define_pool("default", "/var/lib/libvirt/images");
+    lv.virsh_ok(&[
+        "vol-create-as",
+        "default",
+        "base.qcow2",
+        "64M",
+        "--format",
+        "qcow2",
+    ]);
+    let disk = lv.virsh_ok(&["vol-path", "--pool", "default", "base.qcow2"]);
+    let disk = disk.trim();
+    lv.define(&base_xml("base", "52:54:00:aa:00:01", disk));
     let base_uuid = element_text(&lv.inactive_xml("base"), "uuid").expect("uuid");
     let cfg = s.config(config(&lv.uri, &[]));
     let cli = Cli::new(&ns, &s, &cfg);
@@ -274,17 +370,22 @@ fn guest_clone_gives_new_identity_reservation_and_overlay_disks() {
             "{n}: MAC {mac} not new"
         );
         seen_macs.push(mac.clone());
+        // A new volume in the pool (libvirt knows it), a qcow2 overlay on the template.
         let file = attrs(&xml, "source", "file").pop().expect("disk");
+        assert_eq!(file, format!("/var/lib/libvirt/images/{n}.qcow2"));
         assert_eq!(
-            file,
-            s.file(&format!("var/lib/hostagent/guests/{n}.qcow2"))
-                .display()
-                .to_string()
+            lv.virsh_ok(&["vol-path", "--pool", "default", &format!("{n}.qcow2")])
+                .trim(),
+            file
         );
-        let info = qemu_img_info(&file);
+        let info = qemu_img_info(lv.host_path(&file).to_str().expect("utf-8"));
         assert_eq!(info["format"], "qcow2");
         assert_eq!(
-            info["backing-filename"], disk,
+            (
+                info["backing-filename"].as_str(),
+                info["backing-filename-format"].as_str()
+            ),
+            (Some(disk), Some("qcow2")),
             "{n} is not an overlay on the source: {info}"
         );
         let r = reservations
@@ -325,7 +426,7 @@ fn guest_clone_gives_new_identity_reservation_and_overlay_disks() {
         "{rows}"
     );
 
-    // A taken name is refused; --full copies instead of overlaying.
+    // A taken name is refused; --full has libvirtd copy the volume instead of overlaying.
     let again = cli.run(&["guest", "clone", "base", "web-1"]);
     assert_eq!(again.status.code(), Some(1));
     assert!(
@@ -338,10 +439,226 @@ fn guest_clone_gives_new_identity_reservation_and_overlay_disks() {
     let file = attrs(&lv.inactive_xml("db"), "source", "file")
         .pop()
         .expect("disk");
+    assert_eq!(file, "/var/lib/libvirt/images/db.qcow2");
+    let info = qemu_img_info(lv.host_path(&file).to_str().expect("utf-8"));
     assert!(
-        qemu_img_info(&file).get("backing-filename").is_none(),
-        "--full made an overlay"
+        info.get("backing-filename").is_none() && info["virtual-size"] == 64 << 20,
+        "--full made no full copy: {info}"
     );
+
+    // A source disk outside every pool: an overlay on it works, a copy is refused before
+    // anything is made, saying how to get a copy.
+    let loose = s.file("loose.qcow2");
+    let loose = loose.to_str().expect("utf-8");
+    let o = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", loose, "32M"])
+        .output()
+        .expect("qemu-img");
+    assert!(o.status.success());
+    lv.define(&base_xml("loose", "52:54:00:aa:00:04", loose));
+    let copy = cli.run(&["guest", "clone", "loose", "copy", "--full"]);
+    assert_eq!(copy.status.code(), Some(1), "{}", stdout(&copy));
+    assert!(
+        stderr(&copy).contains(&format!("{loose} is in none"))
+            && stderr(&copy).contains("virsh pool-define-as"),
+        "{}",
+        stderr(&copy)
+    );
+    assert!(!lv.virsh_ok(&["list", "--all", "--name"]).contains("copy"));
+    assert!(!lv.virsh_ok(&["vol-list", "default"]).contains("copy.qcow2"));
+    let over = cli.run(&["guest", "clone", "loose", "over"]);
+    assert!(over.status.success(), "{}", stderr(&over));
+    let info = qemu_img_info(
+        lv.host_path("/var/lib/libvirt/images/over.qcow2")
+            .to_str()
+            .expect("utf-8"),
+    );
+    assert_eq!(info["backing-filename"], loose, "{info}");
+}
+
+/// Guests whose disks are volumes of a pool the administrator named, managed by a running
+/// daemon: defined and started at start-up and after a SIGHUP (when the daemon has dropped its
+/// capabilities), listed, and all of it without libvirt ever mapped into the daemon: its guest
+/// work runs in helper processes that are gone afterwards.
+#[test]
+fn guests_in_a_named_pool_and_no_libvirt_in_the_daemon() {
+    let ns = Netns::new("gp");
+    let s = Scratch::new();
+    let lv = Libvirtd::start(&ns);
+    lv.define_pool("fleet", "/var/lib/libvirt/fleet");
+    // Disk boot from an empty disk: SeaBIOS finds nothing and retries, nothing else runs.
+    let guest = |name: &str| {
+        Guest::new(name, "lab")
+            .memory("64MiB")
+            .boot("disk")
+            .disk_size("16MiB")
+    };
+    let with = |guests: &[Guest]| {
+        guests
+            .iter()
+            .cloned()
+            .fold(
+                Config::new(STATE_DIR)
+                    .libvirt(&lv.uri, Some("qemu"))
+                    .libvirt_pool("fleet")
+                    .network(lab()),
+                Config::guest,
+            )
+            .to_string()
+    };
+    install_payload(&s.file("srv/boot"), "boot.ipxe", Fetch::Tftp);
+    let cfg = s.config(with(&[guest("solo")]));
+    let cli = Cli::new(&ns, &s, &cfg);
+    let running = |name: &str| {
+        wait_for(180, || {
+            (lv.virsh(&["domstate", name]).stdout == b"running\n\n").then_some(())
+        })
+        .is_some()
+    };
+
+    let daemon = Daemon::start(&ns, &s, &cfg, &[]);
+    let logs = |d: &Daemon| {
+        format!(
+            "--- agent ---\n{}\n--- libvirtd ---\n{}",
+            tail(&d.log_text(), 40),
+            tail(&lv.log(), 20)
+        )
+    };
+    assert!(running("solo"), "{}", logs(&daemon));
+    let rows = json(&cli.run(&["guests", "--json"]));
+    assert_eq!(rows[0]["name"], "solo", "{rows}");
+    assert_eq!(rows[0]["state"], "running", "{rows}");
+    // The privilege drop happens after start-up: a reload's guests go through a helper that
+    // only has what the daemon kept.
+    daemon.wait_log("privileges dropped", 10);
+    s.config(with(&[guest("solo"), guest("duo")]));
+    daemon.signal(libc::SIGHUP);
+    assert!(running("duo"), "{}", logs(&daemon));
+    for n in ["solo", "duo"] {
+        let file = format!("/var/lib/libvirt/fleet/{n}.qcow2");
+        assert_eq!(
+            attrs(&lv.inactive_xml(n), "source", "file"),
+            [file.as_str()]
+        );
+        let image = qemu_img_info(lv.host_path(&file).to_str().expect("utf-8"));
+        assert_eq!(image["virtual-size"], 16 << 20, "{image}");
+    }
+    assert!(
+        !lv.virsh_ok(&["pool-list", "--all", "--name"])
+            .lines()
+            .any(|p| p.trim() == "default"),
+        "a named pool was configured: libvirt's default pool must not be made"
+    );
+    let libvirt = libvirt_mapped(&daemon);
+    assert!(libvirt.is_empty(), "the daemon maps {libvirt:?}");
+    assert_eq!(daemon.children(), Vec::<i32>::new(), "a helper was left");
+    drop(daemon);
+
+    // down --guests removes the guests, not their volumes.
+    let down = cli.run(&["down", "--guests"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    let volumes = lv.virsh_ok(&["vol-list", "fleet"]);
+    assert!(
+        volumes.contains("solo.qcow2") && volumes.contains("duo.qcow2"),
+        "{volumes}"
+    );
+
+    // A pool libvirt does not have is an error that says how to make it.
+    let missing = s.config(
+        Config::new(STATE_DIR)
+            .libvirt(&lv.uri, Some("qemu"))
+            .libvirt_pool("nope")
+            .network(lab())
+            .guest(guest("solo")),
+    );
+    let plan = Cli::new(&ns, &s, &missing).run(&["plan"]);
+    assert_eq!(plan.status.code(), Some(1), "{}", stdout(&plan));
+    assert!(
+        stderr(&plan).contains("no storage pool named \"nope\"")
+            && stderr(&plan).contains("virsh pool-define-as nope dir"),
+        "{}",
+        stderr(&plan)
+    );
+}
+
+/// A disk with an explicit path is a file used where it is (qemu-img makes it when missing).
+/// Under libvirt's default security QEMU must get through every directory above it: `plan` says
+/// when one is closed, the start then fails exactly so, and works once the directory is open.
+#[test]
+fn a_disk_at_an_explicit_path_is_used_where_it_is_and_plan_warns_when_qemu_cannot_reach_it() {
+    let ns = Netns::new("gd");
+    let s = Scratch::new();
+    let lv = Libvirtd::start(&ns);
+    install_payload(&s.file("srv/boot"), "boot.ipxe", Fetch::Tftp);
+    let filed = Guest::new("filed", "lab")
+        .memory("64MiB")
+        .boot("disk")
+        .disk_file("/images/filed.qcow2", "16MiB");
+    let cfg = s.config(config(&lv.uri, &[filed]));
+    let cli = Cli::new(&ns, &s, &cfg);
+    let file = s.file("images/filed.qcow2");
+    // A root-only directory above the disk, as the agent's state directory is (0700): QEMU, as
+    // libvirt-qemu, cannot pass it.
+    std::fs::set_permissions(s.root(), std::fs::Permissions::from_mode(0o700)).expect("chmod");
+    let plan = cli.run(&["plan"]);
+    assert_eq!(plan.status.code(), Some(2), "{}", stderr(&plan));
+    for expected in [
+        format!(
+            "create disk {} for guest filed (16 MiB qcow2)",
+            file.display()
+        ),
+        format!(
+            "note: guest filed: disk {} is below {} (mode 0700), which other users cannot enter",
+            file.display(),
+            s.root().display()
+        ),
+    ] {
+        assert!(stdout(&plan).contains(&expected), "{}", stdout(&plan));
+    }
+    assert!(
+        !stdout(&plan).contains("storage pool"),
+        "no pool is needed for a file disk: {}",
+        stdout(&plan)
+    );
+    let apply = cli.run(&["apply"]);
+    assert_eq!(apply.status.code(), Some(1), "{}", stdout(&apply));
+    assert!(
+        stderr(&apply).contains("Cannot access storage file")
+            && stderr(&apply).contains("Permission denied"),
+        "{}",
+        stderr(&apply)
+    );
+    let image = qemu_img_info(file.to_str().expect("utf-8"));
+    assert_eq!(image["virtual-size"], 16 << 20, "{image}");
+
+    // Open the directory for others to pass (not to read). The guest stayed defined but off
+    // (the agent never starts a defined guest again): undefine it, and apply defines it on the
+    // disk file that is already there and starts it.
+    std::fs::set_permissions(s.root(), std::fs::Permissions::from_mode(0o711)).expect("chmod");
+    let down = cli.run(&["down", "--guests"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    let plan = cli.run(&["plan"]);
+    assert!(
+        !stdout(&plan).contains("note: guest filed") && !stdout(&plan).contains("create disk"),
+        "{}",
+        stdout(&plan)
+    );
+    let apply = cli.run(&["apply"]);
+    assert!(
+        apply.status.success(),
+        "{}{}",
+        stdout(&apply),
+        stderr(&apply)
+    );
+    let qemu = wait_for(120, || qemu_credentials(&ns, "filed"));
+    assert_eq!(qemu, Some(lv.qemu_ids()), "{}", tail(&lv.log(), 20));
+    assert_eq!(
+        attrs(&lv.inactive_xml("filed"), "source", "file"),
+        [file.to_str().expect("utf-8")]
+    );
+    let down = cli.run(&["down", "--guests"]);
+    assert!(down.status.success(), "{}", stderr(&down));
+    assert!(file.is_file(), "down --guests removed the disk file");
 }
 
 #[test]

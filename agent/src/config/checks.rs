@@ -266,6 +266,24 @@ pub(crate) fn domain(text: &str) -> Result<(), Bad> {
     }
 }
 
+/// A libvirt storage pool name: libvirt keeps it as a file name (`/etc/libvirt/storage/NAME.xml`).
+pub(crate) fn pool_name(text: &str) -> Result<(), Bad> {
+    if text.is_empty()
+        || text.len() > 255
+        || text.contains('/')
+        || text.chars().any(|c| c.is_control() || c.is_whitespace())
+    {
+        return Err(bad(
+            format!(
+                "pool \"{}\" is not a libvirt storage pool name",
+                text.escape_debug()
+            ),
+            "write the name `virsh pool-list --all` shows, e.g. pool = \"default\"",
+        ));
+    }
+    Ok(())
+}
+
 /// A file served from the boot root: relative, inside the root, short enough for the BOOTP field.
 pub(crate) fn boot_file(key: &str, text: &str) -> Result<(), Bad> {
     let example = format!(

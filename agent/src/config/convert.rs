@@ -17,9 +17,22 @@ use pxe::config::{
 
 use super::model::{Forward, Guest, Model, Network, Pxe};
 
-/// Where a guest's rendered boot script goes, relative to its network's pxe root.
+/// The name under which TFTP and HTTP serve the rendered guest boot scripts, at the top of each
+/// boot root ([`guest_scripts_dir`] mounted there).
+const GUEST_SCRIPTS_MOUNT: &str = "hostagent-guests";
+
+/// A guest's rendered boot script as clients ask for it (relative to its network's pxe root).
 pub fn guest_script_path(guest: &str) -> String {
-    format!("hostagent-guests/{guest}.ipxe")
+    format!("{GUEST_SCRIPTS_MOUNT}/{guest}.ipxe")
+}
+
+/// ROOT/state_dir/guests/scripts: where rendered guest boot scripts are written. In the agent's
+/// own state, not in the boot root: the boot root is the user's (and read-only under the systemd
+/// unit's ProtectSystem=strict unless it is below the state directory).
+pub fn guest_scripts_dir(root: &Path, state_dir: &Path) -> PathBuf {
+    Host::new(root, state_dir)
+        .state_path()
+        .join("guests/scripts")
 }
 
 /// A reservation made by `hostagent guest clone` for a guest that is not in the config; kept in
@@ -224,19 +237,33 @@ impl Model {
     }
 
     /// TFTP (and, with a port, HTTP) service per network with `[network.pxe]`, listening on the
-    /// network's gateway address.
+    /// network's gateway address; the rendered scripts of the network's guests are served from
+    /// [`guest_scripts_dir`].
     pub fn file_services(&self, root: &Path) -> Vec<(FileServiceConfig, Option<u16>)> {
         let host = self.host(root);
         self.networks
             .iter()
             .filter_map(|n| {
                 let (p, gw) = (n.pxe.as_ref()?, n.gateway()?);
+                let scripts = self
+                    .guests
+                    .iter()
+                    .any(|g| g.network == n.name && g.script.is_some());
                 Some((
                     FileServiceConfig {
                         network: n.name.clone(),
                         listen: gw,
                         listen6: n.ipv6.as_ref().map(|v6| v6.address.addr()),
                         root: host.path(&p.root),
+                        mounts: scripts
+                            .then(|| {
+                                (
+                                    GUEST_SCRIPTS_MOUNT.to_string(),
+                                    guest_scripts_dir(root, &self.state_dir),
+                                )
+                            })
+                            .into_iter()
+                            .collect(),
                     },
                     p.http_port,
                 ))

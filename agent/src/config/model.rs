@@ -28,6 +28,9 @@ pub const PORT_RATE_LIMIT_RANGE: std::ops::RangeInclusive<u32> = 10..=100_000;
 pub struct Model {
     /// The file this model was read from (for messages and reloads).
     pub source: PathBuf,
+    /// The text it was validated from: the daemon hands it to its guest helper process, which
+    /// validates it again and so works on exactly this model.
+    pub text: std::sync::Arc<str>,
     /// Absolute; prefixed by --root when used.
     pub state_dir: PathBuf,
     /// `[sysctl]`, dotted key → value as written to /proc/sys.
@@ -49,6 +52,9 @@ pub struct Model {
 
 /// Default `[libvirt] uri`.
 pub const DEFAULT_LIBVIRT_URI: &str = "qemu:///system";
+/// Default `[libvirt] pool`: libvirt's own default pool (created in /var/lib/libvirt/images by
+/// the agent when missing, as virt-install does).
+pub const DEFAULT_LIBVIRT_POOL: &str = "default";
 /// Default warning thresholds for `check`: vCPUs per host CPU, guest memory per host memory.
 pub(super) const DEFAULT_CPU_OVERCOMMIT_PERCENT: u32 = 400;
 pub(super) const DEFAULT_MEMORY_OVERCOMMIT_PERCENT: u32 = 100;
@@ -57,6 +63,8 @@ pub(super) const DEFAULT_MEMORY_OVERCOMMIT_PERCENT: u32 = 100;
 pub struct Libvirt {
     pub uri: String,
     pub virt_type: VirtType,
+    /// The storage pool guests' disks are volumes of (`default` unless `[libvirt] pool`).
+    pub pool: String,
     /// Ratios in percent (4.0 → 400) so the model stays `Eq`.
     pub cpu_overcommit_percent: u32,
     pub memory_overcommit_percent: u32,
@@ -67,6 +75,7 @@ impl Default for Libvirt {
         Libvirt {
             uri: DEFAULT_LIBVIRT_URI.to_string(),
             virt_type: VirtType::Kvm,
+            pool: DEFAULT_LIBVIRT_POOL.to_string(),
             cpu_overcommit_percent: DEFAULT_CPU_OVERCOMMIT_PERCENT,
             memory_overcommit_percent: DEFAULT_MEMORY_OVERCOMMIT_PERCENT,
         }
@@ -155,14 +164,24 @@ pub struct Guest {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GuestDisk {
-    /// Absolute (prefixed by --root when used); default `<state_dir>/guests/<name>.<format>`.
-    pub path: PathBuf,
+    /// Default: the volume `<name>.<format>` in `[libvirt] pool`.
+    pub source: DiskSource,
     /// Size of a new image; None for an existing image or an overlay of `backing`'s size.
     pub size_bytes: Option<u64>,
     pub format: DiskFormat,
     pub bus: DiskBus,
-    /// A new qcow2 image is created as an overlay of this one (absolute, --root prefixed).
-    pub backing: Option<PathBuf>,
+    /// A new qcow2 image is created as an overlay of this one.
+    pub backing: Option<DiskSource>,
+}
+
+/// Where a disk image is: a volume of the guests' storage pool (made by libvirtd through its
+/// storage API), or a file the user named by its absolute path (kept where it is).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskSource {
+    /// A volume name (a file name, no `/`) in `[libvirt] pool`.
+    Volume(String),
+    /// Absolute; prefixed by --root when used.
+    File(PathBuf),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

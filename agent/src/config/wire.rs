@@ -45,6 +45,8 @@ pub(super) struct Libvirt {
     pub uri: Option<S<String>>,
     /// "kvm" or "qemu" (TCG), as virt-install's --virt-type.
     pub virt_type: Option<S<String>>,
+    /// The storage pool guests' disks are volumes of.
+    pub pool: Option<S<String>>,
     /// Warn when defined guests' vCPUs exceed this many per host CPU.
     pub cpu_overcommit: Option<S<f64>>,
     /// Warn when defined guests' memory exceeds this multiple of host memory.

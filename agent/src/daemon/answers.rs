@@ -56,7 +56,7 @@ impl DaemonState {
         }
     }
 
-    /// Guests with the daemon's leases; libvirt is asked on the blocking pool.
+    /// Guests with the daemon's leases; libvirt is asked by a guest helper process.
     async fn guests(&self) -> Response {
         let model = self.model.read().await.clone();
         let leases: Vec<LeaseView> = self
@@ -68,9 +68,9 @@ impl DaemonState {
             .flat_map(|n| &n.leases)
             .map(LeaseView::from)
             .collect();
-        match guests::rows(&model, &self.root, Some(leases)).await {
+        match guests::helper::rows(&model, &self.root, leases).await {
             Ok(guests) => Response::Guests(GuestsReply { guests }),
-            Err(e) => Response::error(format!("guests: {e}")),
+            Err(e) => Response::error(format!("guests: {e:#}")),
         }
     }
 }

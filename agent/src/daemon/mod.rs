@@ -21,6 +21,9 @@ use crate::{control, hostcmd};
 use services::Services;
 
 pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
+    // Guest work runs in helper processes (`guests::helper`): libvirt, once loaded, would stay
+    // mapped in the daemon for good.
+    crate::guests::forbid_libvirt_in_this_process();
     let model = hostcmd::load(cli)?;
     warn_about_guest_dns(cli, &model);
     let host = hostcmd::host_for(cli, &model);
@@ -40,10 +43,6 @@ pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
             text.join("\n  ")
         );
     }
-
-    // Guests last: their PXE boot needs the DHCP/TFTP servers above. A libvirt problem is logged,
-    // not fatal: the networks and boot services keep serving.
-    start_guests(cli, &model).await;
 
     let state = Arc::new(answers::DaemonState::new(
         &cli.root,
@@ -78,6 +77,12 @@ pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
         }
     }
 
+    // Guests last: their PXE boot needs the DHCP/TFTP servers above. In the background, in a
+    // helper process: a slow or broken libvirt is logged and never delays or stops the networks,
+    // the boot services or the control socket.
+    let guests = GuestApplies::new(&cli.root);
+    guests.spawn(model.clone());
+
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;
@@ -90,6 +95,7 @@ pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
                 let _host = host_lock.lock().await;
                 match reload(cli, &current, &services).await {
                     Ok(new) => {
+                        guests.spawn(new.clone());
                         state.set_model(new.clone()).await;
                         model_tx.send_replace(new.clone());
                         current = new;
@@ -135,7 +141,6 @@ async fn reload(cli: &Cli, current: &Model, services: &services::Shared) -> Resu
     for e in &errors {
         tracing::error!("{e:#}");
     }
-    start_guests(cli, &new).await;
     tracing::info!(
         host_changes = n,
         server_errors = errors.len(),
@@ -153,8 +158,37 @@ fn warn_about_guest_dns(cli: &Cli, model: &Model) {
     }
 }
 
-async fn start_guests(cli: &Cli, model: &Model) {
-    if let Err(e) = crate::guests::apply(model, &cli.root).await {
-        tracing::error!("guests: {e:#}");
+/// Defining and starting the config's missing guests, each time in a guest helper process, one
+/// run at a time in the order the configs came (a reload's run waits for the one before, so two
+/// never define the same guest).
+struct GuestApplies {
+    root: std::path::PathBuf,
+    one_at_a_time: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl GuestApplies {
+    fn new(root: &std::path::Path) -> GuestApplies {
+        GuestApplies {
+            root: root.to_path_buf(),
+            one_at_a_time: Arc::new(tokio::sync::Mutex::new(())),
+        }
+    }
+
+    fn spawn(&self, model: Model) {
+        if model.guests.is_empty() {
+            return;
+        }
+        let (root, lock) = (self.root.clone(), self.one_at_a_time.clone());
+        // Not awaited: stopping the daemon drops the task, and with it kills its helper.
+        drop(tokio::spawn(async move {
+            let _turn = lock.lock().await;
+            match crate::guests::helper::apply(&model, &root).await {
+                Ok(done) if !done.is_empty() => {
+                    tracing::info!(steps = done.len(), "guests applied")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!("guests: {e:#}"),
+            }
+        }));
     }
 }

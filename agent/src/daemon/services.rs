@@ -342,8 +342,7 @@ async fn start_files(
     FileTask<TftpStatsSnapshot>,
     Option<FileTask<HttpStatsSnapshot>>,
 )> {
-    let root = SafeRoot::new(&files.root)
-        .with_context(|| format!("boot root {}", files.root.display()))?;
+    let root = safe_root(files)?;
     let addr = SocketAddr::new(at.ip(), 69);
     let tftp = TftpServer::bind(addr, root, TftpLimits::default())
         .await
@@ -362,8 +361,13 @@ async fn start_files(
         return Ok((tftp, None));
     };
     let addr = SocketAddr::new(at.ip(), port);
-    let root = SafeRoot::new(&files.root)
-        .with_context(|| format!("boot root {}", files.root.display()))?;
+    let root = match safe_root(files) {
+        Ok(r) => r,
+        Err(e) => {
+            tftp.stop().await;
+            return Err(e);
+        }
+    };
     let http = match HttpServer::bind(addr, root).await {
         Ok(h) => h,
         Err(e) => {
@@ -393,6 +397,20 @@ async fn start_dhcp<C: Send + 'static>(
     start: fn(C) -> Result<DhcpHandle, pxe::dhcp::server::DhcpError>,
 ) -> Result<DhcpHandle> {
     Ok(tokio::task::spawn_blocking(move || start(cfg)).await??)
+}
+
+/// The boot root with its mounts. A mounted directory is the agent's own (rendered guest
+/// scripts in the state directory): made here if the guests have not written it yet.
+fn safe_root(files: &FileServiceConfig) -> Result<SafeRoot> {
+    let mut root = SafeRoot::new(&files.root)
+        .with_context(|| format!("boot root {}", files.root.display()))?;
+    for (name, dir) in &files.mounts {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        root = root
+            .with_mount(name, dir)
+            .with_context(|| format!("serving {} as {name}/", dir.display()))?;
+    }
+    Ok(root)
 }
 
 pub type Shared = Arc<tokio::sync::Mutex<Services>>;

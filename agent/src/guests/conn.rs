@@ -66,7 +66,7 @@ impl Conn {
         })
     }
 
-    fn raw(&self) -> &Connect {
+    pub(super) fn raw(&self) -> &Connect {
         // Only `close` empties it, and it consumes self.
         self.inner.as_ref().expect("connection used after close")
     }

@@ -7,9 +7,12 @@
 
 pub mod check;
 pub mod conn;
-pub mod disk;
+mod disks;
+pub mod helper;
 pub mod ops;
+mod qemu_img;
 pub mod stage;
+pub mod storage;
 mod sys;
 pub mod xml;
 
@@ -20,7 +23,7 @@ use hwaddr::Mac;
 use netcfg::Host;
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Guest, Model};
+use crate::config::Model;
 use conn::{Conn, LibvirtError};
 
 /// ROOT/state_dir/guests/console/NAME.log: the serial console of a guest.
@@ -31,17 +34,26 @@ pub fn console_log(root: &Path, model: &Model, name: &str) -> PathBuf {
         .join(format!("{name}.log"))
 }
 
-/// A config guest's disk image on this host (with the --root prefix).
-fn disk_path(root: &Path, model: &Model, g: &Guest) -> Option<PathBuf> {
-    g.disk
-        .as_ref()
-        .map(|d| Host::new(root, &model.state_dir).path(&d.path))
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "action", rename_all = "snake_case")]
 pub enum GuestAction {
-    /// A new image (`how`: "20 GiB qcow2", "overlay on …").
+    /// libvirt's `default` storage pool, which it does not have yet (a directory pool).
+    CreatePool {
+        pool: String,
+        dir: String,
+    },
+    /// The storage pool is defined but not running.
+    StartPool {
+        pool: String,
+    },
+    /// A new volume in the pool (`how`: "20 GiB qcow2", "qcow2 overlay on …").
+    CreateVolume {
+        guest: String,
+        pool: String,
+        volume: String,
+        how: String,
+    },
+    /// A new image file at the path the config names, made with qemu-img.
     CreateDisk {
         guest: String,
         path: String,
@@ -61,6 +73,22 @@ pub enum GuestAction {
 impl std::fmt::Display for GuestAction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            GuestAction::CreatePool { pool, dir } => {
+                write!(
+                    f,
+                    "create storage pool {pool} (directory {dir}, through libvirt)"
+                )
+            }
+            GuestAction::StartPool { pool } => write!(f, "start storage pool {pool}"),
+            GuestAction::CreateVolume {
+                guest,
+                pool,
+                volume,
+                how,
+            } => write!(
+                f,
+                "create volume {volume} in storage pool {pool} for guest {guest} ({how})"
+            ),
             GuestAction::CreateDisk { guest, path, how } => {
                 write!(f, "create disk {path} for guest {guest} ({how})")
             }
@@ -86,39 +114,22 @@ pub struct GuestPlan {
     pub notes: Vec<String>,
 }
 
-fn gib(bytes: u64) -> String {
-    if bytes.is_multiple_of(1 << 30) {
-        format!("{} GiB", bytes >> 30)
-    } else {
-        format!("{} MiB", bytes >> 20)
-    }
-}
-
 /// What `apply` would do for guests. Blocking; call through [`plan`].
 fn plan_blocking(conn: &Conn, model: &Model, root: &Path) -> conn::Result<GuestPlan> {
     let mut p = GuestPlan::default();
+    let mut pool = disks::PoolView::new(&model.libvirt.pool);
     for g in &model.guests {
         match conn.lookup(&g.name)? {
             None => {
-                if let (Some(d), Some(path)) = (&g.disk, disk_path(root, model, g)) {
-                    if !path.exists() {
-                        let how = match (&d.backing, d.size_bytes) {
-                            (Some(b), _) => format!(
-                                "qcow2 overlay on {}",
-                                Host::new(root, &model.state_dir).path(b).display()
-                            ),
-                            (None, Some(s)) => format!("{} {}", gib(s), d.format.as_str()),
-                            (None, None) => {
-                                "missing: the disk has no size and no backing".to_string()
-                            }
-                        };
-                        p.actions.push(GuestAction::CreateDisk {
-                            guest: g.name.clone(),
-                            path: path.display().to_string(),
-                            how,
-                        });
-                    }
-                }
+                disks::plan(
+                    conn,
+                    model,
+                    root,
+                    g,
+                    &mut pool,
+                    &mut p.actions,
+                    &mut p.notes,
+                )?;
                 p.actions.push(GuestAction::Define {
                     guest: g.name.clone(),
                     network: g.network.clone(),
@@ -194,24 +205,28 @@ pub async fn apply(model: &Model, root: &Path) -> Result<Vec<String>, anyhow::Er
         let mut done = Vec::new();
         for a in &plan.actions {
             let step = || -> Result<(), anyhow::Error> {
+                let guest = |name: &str| {
+                    m.guests
+                        .iter()
+                        .find(|g| g.name == name)
+                        .ok_or_else(|| anyhow::anyhow!("guest {name} vanished"))
+                };
                 match a {
-                    GuestAction::CreateDisk { guest, .. } => create_disk(&m, &r, guest)?,
-                    GuestAction::Define { guest, .. } => {
-                        let g = m
-                            .guests
-                            .iter()
-                            .find(|g| &g.name == guest)
-                            .ok_or_else(|| anyhow::anyhow!("guest {guest} vanished"))?;
-                        let log = console_log(&r, &m, guest);
+                    GuestAction::CreatePool { pool, .. } | GuestAction::StartPool { pool } => {
+                        c.ensure_pool(pool)?;
+                    }
+                    GuestAction::CreateVolume { guest: name, .. }
+                    | GuestAction::CreateDisk { guest: name, .. } => {
+                        disks::create(c, &m, &r, guest(name)?)?
+                    }
+                    GuestAction::Define { guest: name, .. } => {
+                        let g = guest(name)?;
+                        let log = console_log(&r, &m, name);
                         if let Some(dir) = log.parent() {
                             std::fs::create_dir_all(dir)?;
                         }
-                        let xml = xml::domain_xml(
-                            g,
-                            m.libvirt.virt_type,
-                            &log,
-                            disk_path(&r, &m, g).as_deref(),
-                        );
+                        let disk = disks::locate(c, &m, &r, g)?;
+                        let xml = xml::domain_xml(g, m.libvirt.virt_type, &log, disk.as_deref());
                         let d = c.define(&xml)?;
                         conn::set_autostart(&d, g.autostart)?;
                     }
@@ -240,29 +255,10 @@ pub async fn apply(model: &Model, root: &Path) -> Result<Vec<String>, anyhow::Er
     Ok(done)
 }
 
-fn create_disk(model: &Model, root: &Path, guest: &str) -> Result<(), anyhow::Error> {
-    let g = model
-        .guests
-        .iter()
-        .find(|g| g.name == guest)
-        .ok_or_else(|| anyhow::anyhow!("guest {guest} vanished"))?;
-    let (Some(d), Some(path)) = (&g.disk, disk_path(root, model, g)) else {
-        return Ok(());
-    };
-    let host = Host::new(root, &model.state_dir);
-    match (&d.backing, d.size_bytes) {
-        (Some(b), size) => disk::overlay(&path, &host.path(b), size)?,
-        (None, Some(size)) => disk::create(&path, d.format.as_str(), size)?,
-        (None, None) => anyhow::bail!(
-            "disk {} of guest {guest} does not exist and has no size or backing to create it from",
-            path.display()
-        ),
-    }
-    Ok(())
-}
-
 /// Write each guest's boot script from its template: `{{name}}`, `{{mac}}`, `{{ip}}`,
 /// `{{network}}` and `{{gateway}}` are replaced (iPXE's own `${...}` settings are left alone).
+/// The template is read from the boot root; the result goes to the agent's state directory
+/// (`config::guest_scripts_dir`), which TFTP and HTTP serve as `hostagent-guests/`.
 pub fn render_scripts(model: &Model, root: &Path) -> Result<(), anyhow::Error> {
     let host = Host::new(root, &model.state_dir);
     for g in model.guests.iter().filter(|g| g.script.is_some()) {
@@ -290,7 +286,8 @@ pub fn render_scripts(model: &Model, root: &Path) -> Result<(), anyhow::Error> {
                 "{{gateway}}",
                 &net.gateway().map(|a| a.to_string()).unwrap_or_default(),
             );
-        let dst = boot_root.join(crate::config::guest_script_path(&g.name));
+        let dst = crate::config::guest_scripts_dir(root, &model.state_dir)
+            .join(format!("{}.ipxe", g.name));
         if std::fs::read_to_string(&dst).ok().as_deref() != Some(rendered.as_str()) {
             if let Some(dir) = dst.parent() {
                 std::fs::create_dir_all(dir)?;
@@ -369,8 +366,7 @@ pub async fn rows(
     root: &Path,
     leases: Option<Vec<LeaseView>>,
 ) -> Result<Vec<GuestRow>, LibvirtError> {
-    let (m, r) = (model.clone(), root.to_path_buf());
-    let domains = if model.guests.is_empty() && !has_clones(&m, &r) {
+    let domains = if !rows_need_libvirt(model, root) {
         Vec::new()
     } else {
         conn::with_conn(&model.libvirt.uri, move |c| {
@@ -433,8 +429,17 @@ pub async fn rows(
     Ok(rows)
 }
 
-fn has_clones(model: &Model, root: &Path) -> bool {
-    !crate::config::read_clone_reservations(root, &model.state_dir).is_empty()
+/// `guests` asks libvirt only when there is something of ours to find there: config guests, or
+/// clones on record.
+pub fn rows_need_libvirt(model: &Model, root: &Path) -> bool {
+    !model.guests.is_empty()
+        || !crate::config::read_clone_reservations(root, &model.state_dir).is_empty()
+}
+
+/// From now on this process refuses to load libvirt: the daemon, whose guest work runs in
+/// [`helper`] processes.
+pub fn forbid_libvirt_in_this_process() {
+    sys::forbid_in_this_process();
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -2,14 +2,14 @@
 //! `guest vhost` (the `virsh edit` steps of the virtualization guide).
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use hwaddr::Mac;
-use netcfg::Host;
 
 use super::conn::{self, Conn};
-use super::{console_log, disk, xml};
+use super::storage::{StoragePool, Volume, VolumeSpec};
+use super::{console_log, xml};
 use crate::config::{self, guest_mac, ExtraReservation, Model};
 
 /// MAC of a clone's `index`-th interface: the first is derived exactly like a config guest's.
@@ -38,8 +38,9 @@ pub struct CloneRequest<'a> {
     pub full: bool,
 }
 
-/// Clone a shut-off guest: new name, UUID, MACs, disks (overlays or copies) and, when the
-/// source sits on a config network with DHCP, a reservation. Returns a line per clone.
+/// Clone a shut-off guest: new name, UUID, MACs, disks (overlays or copies, as volumes of the
+/// storage pool, made by libvirtd) and, when the source sits on a config network with DHCP, a
+/// reservation. Returns a line per clone.
 pub fn clone_blocking(
     c: &Conn,
     model: &Model,
@@ -86,12 +87,10 @@ pub fn clone_blocking(
                 .iter()
                 .any(|net| &net.name == n && net.dhcp.is_some())
         });
-    let dir = Host::new(root, &model.state_dir)
-        .state_path()
-        .join("guests");
+    let pool = c.ensure_pool(&model.libvirt.pool)?;
     let mut out = Vec::new();
     for name in &names {
-        let mut made: Vec<PathBuf> = Vec::new();
+        let mut made: Vec<Volume> = Vec::new();
         match clone_one(
             c,
             model,
@@ -101,14 +100,16 @@ pub fn clone_blocking(
             &src_xml,
             name,
             network.as_deref(),
-            &dir,
+            &pool,
             &mut made,
         ) {
             Ok(line) => out.push(line),
             Err(e) => {
                 // Clones finished before stay (each is complete); this one's new disks go.
-                for p in &made {
-                    let _ = std::fs::remove_file(p);
+                for v in &made {
+                    if let Err(d) = v.delete() {
+                        tracing::warn!("removing a volume of the failed clone {name}: {d}");
+                    }
                 }
                 return Err(e.context(format!(
                     "cloning {} as {name} (done before: {})",
@@ -131,8 +132,8 @@ fn clone_one(
     src_xml: &str,
     name: &str,
     network: Option<&str>,
-    dir: &Path,
-    made: &mut Vec<PathBuf>,
+    pool: &StoragePool,
+    made: &mut Vec<Volume>,
 ) -> Result<String> {
     let macs: Vec<Mac> = (0..info.interfaces.len())
         .map(|i| clone_mac(name, i))
@@ -146,24 +147,38 @@ fn clone_one(
             new_files.push(None); // CD-ROM images are shared, as virt-clone does
             continue;
         };
-        let ext = if req.full {
-            d.format.clone().unwrap_or_else(|| "raw".into())
-        } else {
-            "qcow2".into()
-        };
-        let file = if several {
+        // What QEMU opens the source as: libvirt's own record of it (no format means raw).
+        let format = d.format.clone().unwrap_or_else(|| "raw".into());
+        let ext = if req.full { format.as_str() } else { "qcow2" };
+        let volume = if several {
             format!("{name}-{}.{ext}", d.target)
         } else {
             format!("{name}.{ext}")
         };
-        let path = dir.join(file);
-        if req.full {
-            disk::copy(Path::new(source), &path)?;
+        let vol = if req.full {
+            let from = c.volume_by_path(source)?.with_context(|| {
+                format!("--full copies through libvirt's storage API, which needs the source disk in a storage pool, and {source} is in none: define a pool for its directory (virsh pool-define-as NAME dir --target DIR && virsh pool-start NAME), or clone without --full (a qcow2 overlay on it)")
+            })?;
+            pool.copy_volume(
+                &VolumeSpec {
+                    name: &volume,
+                    format: &format,
+                    capacity: None,
+                    backing: None,
+                },
+                &from,
+            )?
         } else {
-            disk::overlay(&path, Path::new(source), None)?;
-        }
-        made.push(path.clone());
-        new_files.push(Some(path.display().to_string()));
+            pool.create_volume(&VolumeSpec {
+                name: &volume,
+                format: "qcow2",
+                capacity: None,
+                backing: Some((source, &format)),
+            })?
+        };
+        let path = vol.path()?;
+        made.push(vol);
+        new_files.push(Some(path));
     }
     let ip = match network {
         Some(net) => Some(reserve(model, root, net, name, &macs)?),

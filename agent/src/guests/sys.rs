@@ -11,6 +11,7 @@
 //! type that frees them, strings libvirt allocates are copied and freed at once.
 
 use std::ffi::{c_char, c_int, c_uint, c_ulong, c_void, CStr, CString};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::OnceLock;
 
 /// The library's SONAME (package libvirt0 on Debian, libvirt-libs on Fedora).
@@ -18,6 +19,8 @@ const LIBRARY: &CStr = c"libvirt.so.0";
 
 type ConnPtr = *mut c_void;
 type DomPtr = *mut c_void;
+type PoolPtr = *mut c_void;
+type VolPtr = *mut c_void;
 
 /// `virNodeInfo` (libvirt-host.h).
 #[repr(C)]
@@ -65,6 +68,23 @@ struct Api {
     destroy: unsafe extern "C" fn(DomPtr) -> c_int,
     undefine_flags: unsafe extern "C" fn(DomPtr, c_uint) -> c_int,
     domain_free: unsafe extern "C" fn(DomPtr) -> c_int,
+    pool_lookup_by_name: unsafe extern "C" fn(ConnPtr, *const c_char) -> PoolPtr,
+    pool_define_xml: unsafe extern "C" fn(ConnPtr, *const c_char, c_uint) -> PoolPtr,
+    pool_build: unsafe extern "C" fn(PoolPtr, c_uint) -> c_int,
+    pool_create: unsafe extern "C" fn(PoolPtr, c_uint) -> c_int,
+    pool_set_autostart: unsafe extern "C" fn(PoolPtr, c_int) -> c_int,
+    pool_is_active: unsafe extern "C" fn(PoolPtr) -> c_int,
+    pool_refresh: unsafe extern "C" fn(PoolPtr, c_uint) -> c_int,
+    pool_xml_desc: unsafe extern "C" fn(PoolPtr, c_uint) -> *mut c_char,
+    pool_free: unsafe extern "C" fn(PoolPtr) -> c_int,
+    vol_lookup_by_name: unsafe extern "C" fn(PoolPtr, *const c_char) -> VolPtr,
+    vol_lookup_by_path: unsafe extern "C" fn(ConnPtr, *const c_char) -> VolPtr,
+    vol_create_xml: unsafe extern "C" fn(PoolPtr, *const c_char, c_uint) -> VolPtr,
+    vol_create_xml_from: unsafe extern "C" fn(PoolPtr, *const c_char, VolPtr, c_uint) -> VolPtr,
+    vol_path: unsafe extern "C" fn(VolPtr) -> *mut c_char,
+    vol_xml_desc: unsafe extern "C" fn(VolPtr, c_uint) -> *mut c_char,
+    vol_delete: unsafe extern "C" fn(VolPtr, c_uint) -> c_int,
+    vol_free: unsafe extern "C" fn(VolPtr) -> c_int,
     last_error: unsafe extern "C" fn() -> *const ErrorHead,
     reset_last_error: unsafe extern "C" fn(),
     set_error_func:
@@ -83,9 +103,29 @@ pub struct Error {
 
 /// `VIR_ERR_NO_DOMAIN`.
 pub(super) const ERR_NO_DOMAIN: i32 = 42;
+/// `VIR_ERR_NO_STORAGE_POOL`.
+pub(super) const ERR_NO_STORAGE_POOL: i32 = 49;
+/// `VIR_ERR_NO_STORAGE_VOL`.
+pub(super) const ERR_NO_STORAGE_VOL: i32 = 50;
+
+/// Set in the daemon, which leaves libvirt to its guest helper process (see `guests::helper`):
+/// libvirt cannot be unloaded (it is linked `-z nodelete`), so one load would keep its ~10 MiB
+/// mapped for the daemon's whole life.
+static FORBIDDEN: AtomicBool = AtomicBool::new(false);
+
+/// From now on this process refuses to load libvirt (a call returns an error naming the bug).
+pub(crate) fn forbid_in_this_process() {
+    FORBIDDEN.store(true, Ordering::SeqCst);
+}
 
 fn api() -> Result<&'static Api, Error> {
     static API: OnceLock<Result<Api, String>> = OnceLock::new();
+    if FORBIDDEN.load(Ordering::SeqCst) && API.get().is_none() {
+        return Err(Error {
+            code: -1,
+            message: "internal error: the daemon called libvirt itself instead of through its guest helper".into(),
+        });
+    }
     API.get_or_init(load).as_ref().map_err(|message| Error {
         code: -1,
         message: message.clone(),
@@ -143,6 +183,23 @@ fn load() -> Result<Api, String> {
         destroy: sym!("virDomainDestroy"),
         undefine_flags: sym!("virDomainUndefineFlags"),
         domain_free: sym!("virDomainFree"),
+        pool_lookup_by_name: sym!("virStoragePoolLookupByName"),
+        pool_define_xml: sym!("virStoragePoolDefineXML"),
+        pool_build: sym!("virStoragePoolBuild"),
+        pool_create: sym!("virStoragePoolCreate"),
+        pool_set_autostart: sym!("virStoragePoolSetAutostart"),
+        pool_is_active: sym!("virStoragePoolIsActive"),
+        pool_refresh: sym!("virStoragePoolRefresh"),
+        pool_xml_desc: sym!("virStoragePoolGetXMLDesc"),
+        pool_free: sym!("virStoragePoolFree"),
+        vol_lookup_by_name: sym!("virStorageVolLookupByName"),
+        vol_lookup_by_path: sym!("virStorageVolLookupByPath"),
+        vol_create_xml: sym!("virStorageVolCreateXML"),
+        vol_create_xml_from: sym!("virStorageVolCreateXMLFrom"),
+        vol_path: sym!("virStorageVolGetPath"),
+        vol_xml_desc: sym!("virStorageVolGetXMLDesc"),
+        vol_delete: sym!("virStorageVolDelete"),
+        vol_free: sym!("virStorageVolFree"),
         last_error: sym!("virGetLastError"),
         reset_last_error: sym!("virResetLastError"),
         set_error_func: sym!("virSetErrorFunc"),
@@ -250,10 +307,30 @@ impl Connect {
     }
 
     fn domain(&self, ptr: DomPtr) -> Result<Domain, Error> {
-        if ptr.is_null() {
-            return Err(last_error(self.api));
-        }
-        Ok(Domain { ptr, api: self.api })
+        Domain::own(self.api, ptr)
+    }
+
+    pub(super) fn pool_lookup_by_name(&self, name: &str) -> Result<Pool, Error> {
+        let name = c_string(name)?;
+        // SAFETY: open connection, valid C string.
+        let p = unsafe { (self.api.pool_lookup_by_name)(self.ptr, name.as_ptr()) };
+        Pool::own(self.api, p)
+    }
+
+    /// Defines (persistently, not started) the pool `xml` describes.
+    pub(super) fn pool_define_xml(&self, xml: &str) -> Result<Pool, Error> {
+        let xml = c_string(xml)?;
+        // SAFETY: open connection, valid C string, no flags.
+        let p = unsafe { (self.api.pool_define_xml)(self.ptr, xml.as_ptr(), 0) };
+        Pool::own(self.api, p)
+    }
+
+    /// The volume whose target is the file `path`, in whichever pool holds it.
+    pub(super) fn vol_lookup_by_path(&self, path: &str) -> Result<Volume, Error> {
+        let path = c_string(path)?;
+        // SAFETY: open connection, valid C string.
+        let v = unsafe { (self.api.vol_lookup_by_path)(self.ptr, path.as_ptr()) };
+        Volume::own(self.api, v)
     }
 
     pub(super) fn list_all_domains(&self) -> Result<Vec<Domain>, Error> {
@@ -315,14 +392,50 @@ impl Drop for Connect {
     }
 }
 
-/// A domain reference; freed on drop (the domain itself stays defined).
-pub struct Domain {
-    ptr: DomPtr,
-    api: &'static Api,
+/// A libvirt object reference: a pointer libvirt returned, owned by the value and released with
+/// `$free` on drop (the object itself, a domain, pool or volume, stays).
+macro_rules! handle {
+    ($(#[$doc:meta])* $vis:vis $name:ident, $ptr:ty, $free:ident) => {
+        $(#[$doc])*
+        $vis struct $name {
+            ptr: $ptr,
+            api: &'static Api,
+        }
+
+        // SAFETY: as for Connect.
+        unsafe impl Send for $name {}
+
+        impl $name {
+            /// Takes ownership of what a libvirt call returned; null means that call failed.
+            fn own(api: &'static Api, ptr: $ptr) -> Result<$name, Error> {
+                if ptr.is_null() {
+                    return Err(last_error(api));
+                }
+                Ok($name { ptr, api })
+            }
+        }
+
+        impl Drop for $name {
+            fn drop(&mut self) {
+                // SAFETY: a reference we own, released once.
+                unsafe { (self.api.$free)(self.ptr) };
+            }
+        }
+    };
 }
 
-// SAFETY: as for Connect.
-unsafe impl Send for Domain {}
+handle!(
+    /// A domain reference.
+    pub Domain, DomPtr, domain_free
+);
+handle!(
+    /// A storage pool reference.
+    pub(super) Pool, PoolPtr, pool_free
+);
+handle!(
+    /// A storage volume reference.
+    pub(super) Volume, VolPtr, vol_free
+);
 
 impl Domain {
     pub fn xml_desc(&self, flags: u32) -> Result<String, Error> {
@@ -373,9 +486,86 @@ impl Domain {
     }
 }
 
-impl Drop for Domain {
-    fn drop(&mut self) {
-        // SAFETY: a reference we own, freed once.
-        unsafe { (self.api.domain_free)(self.ptr) };
+impl Pool {
+    /// `virStoragePoolBuild` without flags: for a directory pool, makes the directory (with the
+    /// pool's permissions) if it is missing.
+    pub(super) fn build(&self) -> Result<(), Error> {
+        // SAFETY: a valid pool reference, no flags.
+        check(self.api, unsafe { (self.api.pool_build)(self.ptr, 0) }).map(drop)
+    }
+
+    /// Starts the pool.
+    pub(super) fn create(&self) -> Result<(), Error> {
+        // SAFETY: a valid pool reference, no flags.
+        check(self.api, unsafe { (self.api.pool_create)(self.ptr, 0) }).map(drop)
+    }
+
+    pub(super) fn set_autostart(&self, on: bool) -> Result<(), Error> {
+        // SAFETY: a valid pool reference.
+        check(self.api, unsafe {
+            (self.api.pool_set_autostart)(self.ptr, c_int::from(on))
+        })
+        .map(drop)
+    }
+
+    pub(super) fn is_active(&self) -> Result<bool, Error> {
+        // SAFETY: a valid pool reference.
+        check(self.api, unsafe { (self.api.pool_is_active)(self.ptr) }).map(|r| r == 1)
+    }
+
+    /// Rescans the pool's directory, so volumes made outside libvirt are seen.
+    pub(super) fn refresh(&self) -> Result<(), Error> {
+        // SAFETY: a valid pool reference, no flags.
+        check(self.api, unsafe { (self.api.pool_refresh)(self.ptr, 0) }).map(drop)
+    }
+
+    pub(super) fn xml_desc(&self) -> Result<String, Error> {
+        // SAFETY: a valid pool reference, no flags.
+        let p = unsafe { (self.api.pool_xml_desc)(self.ptr, 0) };
+        take_string(self.api, p)
+    }
+
+    pub(super) fn vol_lookup_by_name(&self, name: &str) -> Result<Volume, Error> {
+        let name = c_string(name)?;
+        // SAFETY: a valid pool reference, valid C string.
+        let v = unsafe { (self.api.vol_lookup_by_name)(self.ptr, name.as_ptr()) };
+        Volume::own(self.api, v)
+    }
+
+    /// A new volume as `xml` describes it (libvirt creates the file).
+    pub(super) fn vol_create_xml(&self, xml: &str) -> Result<Volume, Error> {
+        let xml = c_string(xml)?;
+        // SAFETY: a valid pool reference, valid C string, no flags.
+        let v = unsafe { (self.api.vol_create_xml)(self.ptr, xml.as_ptr(), 0) };
+        Volume::own(self.api, v)
+    }
+
+    /// A new volume as `xml` describes it, filled with a copy of `from`'s content.
+    pub(super) fn vol_create_xml_from(&self, xml: &str, from: &Volume) -> Result<Volume, Error> {
+        let xml = c_string(xml)?;
+        // SAFETY: valid pool and volume references, valid C string, no flags.
+        let v = unsafe { (self.api.vol_create_xml_from)(self.ptr, xml.as_ptr(), from.ptr, 0) };
+        Volume::own(self.api, v)
+    }
+}
+
+impl Volume {
+    /// The volume's file, as libvirt (and QEMU) open it.
+    pub(super) fn path(&self) -> Result<String, Error> {
+        // SAFETY: a valid volume reference.
+        let p = unsafe { (self.api.vol_path)(self.ptr) };
+        take_string(self.api, p)
+    }
+
+    pub(super) fn xml_desc(&self) -> Result<String, Error> {
+        // SAFETY: a valid volume reference, no flags.
+        let p = unsafe { (self.api.vol_xml_desc)(self.ptr, 0) };
+        take_string(self.api, p)
+    }
+
+    /// Deletes the volume's file (the reference stays valid until dropped).
+    pub(super) fn delete(&self) -> Result<(), Error> {
+        // SAFETY: a valid volume reference, no flags (plain unlink).
+        check(self.api, unsafe { (self.api.vol_delete)(self.ptr, 0) }).map(drop)
     }
 }

@@ -3,13 +3,13 @@
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
-use std::path::Path;
 
 use hwaddr::Mac;
 
 use super::{errors, ok, one_error, BASE};
 use crate::config::model::{
-    guest_mac, BootDevice, DiskBus, DiskFormat, GuestFirmware, VirtType, DEFAULT_LIBVIRT_URI,
+    guest_mac, BootDevice, DiskBus, DiskFormat, DiskSource, GuestFirmware, VirtType,
+    DEFAULT_LIBVIRT_URI,
 };
 use crate::config::{clone_reservations_file, ExtraReservation};
 
@@ -93,11 +93,11 @@ fn explicit_values_are_kept() {
         (4, 2048, BootDevice::Disk, GuestFirmware::Uefi, false, true)
     );
     let d = g.disk.as_ref().expect("disk");
-    assert_eq!(d.path, Path::new("/var/lib/hostagent/guests/db-2.qcow2"));
-    assert_eq!(
-        d.backing.as_deref(),
-        Some(Path::new("/var/lib/hostagent/guests/template.qcow2"))
-    );
+    // Without a path each guest's disk is its own volume in the pool; a bare backing name is a
+    // volume of the pool too.
+    assert_eq!(d.source, DiskSource::Volume("db-2.qcow2".into()));
+    assert_eq!(d.backing, Some(DiskSource::Volume("template.qcow2".into())));
+    assert_eq!(m.libvirt.pool, "default");
     assert_eq!(
         (d.size_bytes, d.format, d.bus),
         (Some(40 << 30), DiskFormat::Qcow2, DiskBus::Scsi)
@@ -271,6 +271,12 @@ fn disk_rules() {
         19,
         17,
         "contains \"..\"",
+    );
+    one_error(
+        &lab("name = \"n\"\nnetwork = \"lab\"\ndisk = { path = \"sub/x.qcow2\" }\n"),
+        19,
+        17,
+        "neither a volume name nor an absolute path",
     );
     one_error(
         &lab("name = \"n\"\nnetwork = \"lab\"\ndisk = { size = \"20GiB\", bus = \"usb\" }\n"),
@@ -583,4 +589,31 @@ fn explicit_macs_are_checked_like_any_mac_and_must_be_unique() {
         "mac 52:54:00:12:34:56 of guest \"b\" is also the MAC of guest \"a\"",
     );
     assert!(d.hint.expect("hint").contains("(line 17)"));
+}
+
+#[test]
+fn disk_paths_are_volumes_or_absolute_files_and_the_pool_is_named() {
+    let m = ok(&format!(
+        "[libvirt]\npool = \"fleet\"\n{}",
+        lab("name = \"a\"\nnetwork = \"lab\"\ndisk = { path = \"/srv/images/a.raw\", format = \"raw\" }\n\n[[guest]]\nname = \"b\"\nnetwork = \"lab\"\ndisk = { path = \"kept.qcow2\", backing = \"/srv/t.qcow2\" }\n")
+    ));
+    assert_eq!(m.libvirt.pool, "fleet");
+    let disk = |i: usize| m.guests[i].disk.clone().expect("disk");
+    assert_eq!(disk(0).source, DiskSource::File("/srv/images/a.raw".into()));
+    assert_eq!(disk(1).source, DiskSource::Volume("kept.qcow2".into()));
+    assert_eq!(
+        disk(1).backing,
+        Some(DiskSource::File("/srv/t.qcow2".into()))
+    );
+    for bad in ["a/b", "", "two words"] {
+        one_error(
+            &format!(
+                "[libvirt]\npool = \"{bad}\"\n{}",
+                lab("name = \"a\"\nnetwork = \"lab\"\n")
+            ),
+            2,
+            8,
+            "is not a libvirt storage pool name",
+        );
+    }
 }

@@ -5,12 +5,12 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::super::checks::{self, Bad};
 use super::super::model::{
-    guest_mac, BootDevice, DiskBus, DiskFormat, Guest, GuestDisk, GuestFirmware, Libvirt, Network,
-    VirtType,
+    guest_mac, BootDevice, DiskBus, DiskFormat, DiskSource, Guest, GuestDisk, GuestFirmware,
+    Libvirt, Network, VirtType,
 };
 use super::super::units::parse_size;
 use super::super::wire::{self, PerGuest, S};
@@ -56,6 +56,12 @@ pub(super) fn libvirt(c: &mut Checker, w: Option<&S<wire::Libvirt>>) -> Libvirt 
                     "write virt_type = \"kvm\" (hardware virtualization) or \"qemu\" (TCG emulation, no /dev/kvm needed)",
                 ),
             ),
+        }
+    }
+    if let Some(pool) = &w.pool {
+        match checks::pool_name(pool.get_ref()) {
+            Ok(()) => out.pool = pool.get_ref().clone(),
+            Err(bad) => c.report(pool.span(), bad),
         }
     }
     for (key, value, slot) in [
@@ -120,7 +126,6 @@ pub(super) fn guests(
     c: &mut Checker,
     entries: &[S<wire::Guest>],
     networks: &[Network],
-    state_dir: Option<&Path>,
 ) -> Vec<Guest> {
     let mut out: Vec<Guest> = Vec::new();
     // Instances still waiting for an automatic address: (index into out, span to blame).
@@ -225,7 +230,7 @@ pub(super) fn guests(
         let disk = w
             .disk
             .as_ref()
-            .and_then(|d| disk(c, d, count.unwrap_or(1) > 1, state_dir));
+            .and_then(|d| disk(c, d, count.unwrap_or(1) > 1));
         let boot = match w.boot.as_ref().map(|b| (b, b.get_ref().as_str())) {
             None | Some((_, "network")) => Some(BootDevice::Network),
             Some((b, "disk")) => {
@@ -382,9 +387,7 @@ pub(super) fn guests(
                 bridge: network.bridge.clone(),
                 vcpus,
                 memory_mib,
-                disk: disk
-                    .clone()
-                    .map(|d| instance_disk(d, &w.name, count, i, state_dir)),
+                disk: disk.clone().map(|d| instance_disk(d, &w.name, count, i)),
                 boot,
                 firmware,
                 vhost: w.vhost.unwrap_or(true),
@@ -433,22 +436,17 @@ fn memory(text: &str) -> Result<u64, Bad> {
     Ok(mib)
 }
 
-/// Parsed disk settings; `path` stays None until the instance name is known.
+/// Parsed disk settings; `source` stays None until the instance name is known.
 #[derive(Clone)]
 struct DiskSpec {
-    path: Option<PathBuf>,
+    source: Option<DiskSource>,
     size_bytes: Option<u64>,
     format: DiskFormat,
     bus: DiskBus,
-    backing: Option<PathBuf>,
+    backing: Option<DiskSource>,
 }
 
-fn disk(
-    c: &mut Checker,
-    d: &S<wire::GuestDisk>,
-    fleet: bool,
-    state_dir: Option<&Path>,
-) -> Option<DiskSpec> {
+fn disk(c: &mut Checker, d: &S<wire::GuestDisk>, fleet: bool) -> Option<DiskSpec> {
     let w = d.get_ref();
     let before = c.problems.len();
     let size_bytes = w.size.as_ref().and_then(|s| {
@@ -496,31 +494,18 @@ fn disk(
             None
         }
     };
-    let guests_dir = state_dir.map(|s| s.join("guests"));
-    let mut file = |key: &str, v: &Option<S<String>>| -> Option<PathBuf> {
+    let mut file = |key: &str, v: &Option<S<String>>| -> Option<DiskSource> {
         let v = v.as_ref()?;
-        let p = Path::new(v.get_ref());
-        let r = if v.get_ref().is_empty()
-            || p.components().any(|c| c == std::path::Component::ParentDir)
-        {
-            Err(checks::bad(format!("disk {key} \"{}\" is empty or contains \"..\"", v.get_ref().escape_debug()), format!("write an absolute path, or a file name under <state_dir>/guests, e.g. {key} = \"template.qcow2\"")))
-        } else {
-            Ok(match (&guests_dir, p.is_absolute()) {
-                (_, true) => p.to_path_buf(),
-                (Some(g), false) => g.join(p),
-                (None, false) => p.to_path_buf(), // state_dir was refused already
-            })
-        };
-        c.check(v.span(), r)
+        c.check(v.span(), disk_source(key, v.get_ref()))
     };
-    let path = file("path", &w.path);
+    let source = file("path", &w.path);
     let backing = file("backing", &w.backing);
     if let (true, Some(p)) = (fleet, &w.path) {
         c.report(
             p.span(),
             checks::bad(
                 "disk path names one file, but this [[guest]] has count > 1",
-                "leave path out: each guest gets <state_dir>/guests/NAME.qcow2",
+                "leave path out: each guest gets its own volume NAME.qcow2 in the storage pool",
             ),
         );
     }
@@ -546,7 +531,7 @@ fn disk(
         return None;
     }
     Some(DiskSpec {
-        path,
+        source,
         size_bytes,
         format: format?,
         bus: bus?,
@@ -554,26 +539,48 @@ fn disk(
     })
 }
 
-fn instance_disk(
-    d: DiskSpec,
-    name: &S<String>,
-    count: u32,
-    i: u32,
-    state_dir: Option<&Path>,
-) -> GuestDisk {
+/// A disk's `path` or `backing`: an absolute path is a file kept where it is; a bare file name is
+/// a volume of the storage pool.
+fn disk_source(key: &str, text: &str) -> Result<DiskSource, Bad> {
+    let p = Path::new(text);
+    let hint = || {
+        format!("write a volume name in the storage pool, e.g. {key} = \"template.qcow2\", or an absolute path to a file outside any pool")
+    };
+    if text.is_empty() || p.components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(checks::bad(
+            format!(
+                "disk {key} \"{}\" is empty or contains \"..\"",
+                text.escape_debug()
+            ),
+            hint(),
+        ));
+    }
+    if p.is_absolute() {
+        return Ok(DiskSource::File(p.to_path_buf()));
+    }
+    if text.contains('/') || text.chars().any(char::is_control) {
+        return Err(checks::bad(
+            format!(
+                "disk {key} \"{}\" is neither a volume name nor an absolute path",
+                text.escape_debug()
+            ),
+            hint(),
+        ));
+    }
+    Ok(DiskSource::Volume(text.to_string()))
+}
+
+fn instance_disk(d: DiskSpec, name: &S<String>, count: u32, i: u32) -> GuestDisk {
     let instance = if count > 1 {
         format!("{}-{}", name.get_ref(), i + 1)
     } else {
         name.get_ref().clone()
     };
-    let path = d.path.unwrap_or_else(|| {
-        state_dir
-            .unwrap_or(Path::new("/"))
-            .join("guests")
-            .join(format!("{instance}.{}", d.format.as_str()))
-    });
+    let source = d
+        .source
+        .unwrap_or_else(|| DiskSource::Volume(format!("{instance}.{}", d.format.as_str())));
     GuestDisk {
-        path,
+        source,
         size_bytes: d.size_bytes,
         format: d.format,
         bus: d.bus,

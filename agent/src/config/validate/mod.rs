@@ -88,7 +88,7 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
     across::across_networks(&mut c, &networks, &marks);
     ipv6::across(&mut c, &networks, &marks);
     let libvirt = guest::libvirt(&mut c, file.libvirt.as_ref());
-    let guests = guest::guests(&mut c, &file.guest, &networks, state_dir.as_deref());
+    let guests = guest::guests(&mut c, &file.guest, &networks);
     forward::forwards(&mut c, &file.network, &mut networks, &file.guest, &guests);
     let coexist = firewall::coexist(&mut c, file.firewall.as_ref());
     dns::names_across(&mut c, &file.network, &networks, &guests);
@@ -96,6 +96,7 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
     match (c.problems.is_empty(), state_dir, dhcp_port_rate_limit) {
         (true, Some(state_dir), Some(dhcp_port_rate_limit)) => Ok(Model {
             source: source.to_path_buf(),
+            text: text.into(),
             state_dir,
             sysctl,
             vhost_zcopytx: file.vhost_net.and_then(|v| v.experimental_zcopytx),

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::config::{parse, DiskBus, DiskFormat, GuestDisk};
+use crate::config::{parse, DiskBus, DiskFormat, DiskSource, GuestDisk};
 
 fn model(guest: &str) -> crate::config::Model {
     let text = format!(
@@ -114,7 +114,7 @@ fn disk_uefi_and_vhost_off_show_in_the_xml() {
     assert_eq!(
         g.disk,
         Some(GuestDisk {
-            path: "/var/lib/hostagent/guests/db.qcow2".into(),
+            source: DiskSource::Volume("db.qcow2".into()),
             size_bytes: Some(20 << 30),
             format: DiskFormat::Qcow2,
             bus: DiskBus::Sata,

@@ -1,11 +1,13 @@
-//! Disk images through `qemu-img` (package qemu-utils): new images, overlays on a template or a
-//! clone's source, and full copies. An existing file is never overwritten.
+//! Disk files at a path the user chose (`disk = { path = "/abs/…" }`), through `qemu-img`
+//! (package qemu-utils): new images and overlays on a template. An existing file is never
+//! overwritten. Disks without a path are storage volumes instead (`storage`): libvirtd makes
+//! those, where its QEMU user can reach them.
 
 use std::path::Path;
 use std::process::Command;
 
 #[derive(Debug, thiserror::Error)]
-pub enum DiskError {
+pub(super) enum DiskError {
     #[error("{0} already exists: not overwriting a disk image")]
     Exists(String),
     #[error("{path}: {source}")]
@@ -50,14 +52,18 @@ fn prepare(path: &Path) -> Result<String, DiskError> {
 }
 
 /// A new empty image.
-pub fn create(path: &Path, format: &str, size_bytes: u64) -> Result<(), DiskError> {
+pub(super) fn create(path: &Path, format: &str, size_bytes: u64) -> Result<(), DiskError> {
     let p = prepare(path)?;
     qemu_img(&["create", "-q", "-f", format, &p, &size_bytes.to_string()]).map(|_| ())
 }
 
 /// A qcow2 overlay on `backing` (whose format qemu-img is told, so it never probes a raw image);
 /// `size_bytes` grows the overlay beyond the backing image's size.
-pub fn overlay(path: &Path, backing: &Path, size_bytes: Option<u64>) -> Result<(), DiskError> {
+pub(super) fn overlay(
+    path: &Path,
+    backing: &Path,
+    size_bytes: Option<u64>,
+) -> Result<(), DiskError> {
     let p = prepare(path)?;
     let b = backing.display().to_string();
     let fmt = format_of(backing)?;
@@ -69,16 +75,8 @@ pub fn overlay(path: &Path, backing: &Path, size_bytes: Option<u64>) -> Result<(
     qemu_img(&args).map(|_| ())
 }
 
-/// A full, independent copy in the source's format.
-pub fn copy(src: &Path, dst: &Path) -> Result<(), DiskError> {
-    let d = prepare(dst)?;
-    let s = src.display().to_string();
-    let fmt = format_of(src)?;
-    qemu_img(&["convert", "-q", "-f", &fmt, "-O", &fmt, &s, &d]).map(|_| ())
-}
-
 /// The image's format as qemu-img detects it.
-pub fn format_of(path: &Path) -> Result<String, DiskError> {
+pub(super) fn format_of(path: &Path) -> Result<String, DiskError> {
     let p = path.display().to_string();
     let out = qemu_img(&["info", "--output", "json", "-U", &p])?;
     let v: serde_json::Value = serde_json::from_str(&out).map_err(|e| DiskError::QemuImg {
