@@ -30,7 +30,7 @@ use crate::dhcp::wire::{self, DropReason};
 
 use delivery::{LinkSender, Sender, SERVER_PORT};
 use handler::{Handler, Outgoing};
-pub use lease_feed::{BoundLeases, LeaseFeed};
+pub use lease_feed::{BoundLeases, LeaseFeed, LeaseWatch};
 
 /// Most packets answered per group commit.
 pub const MAX_BATCH: usize = 256;
@@ -270,7 +270,7 @@ impl DhcpServer {
         let stats = Arc::new(DhcpStats::default());
         let leases = Arc::new(LeaseView::new(pool.leases()));
         let feed = LeaseFeed::new(&pool, unix_now());
-        let watch = feed.subscribe();
+        let watch = feed.watch();
         let stop = Arc::new(AtomicBool::new(false));
         let sender = Sender {
             udp: socket,
@@ -319,7 +319,7 @@ impl DhcpServer {
         let stats = Arc::new(DhcpStats::default());
         let leases = Arc::new(LeaseView::new(Vec::new()));
         leases.closed.store(true, Ordering::Release);
-        let (_, watch) = tokio::sync::watch::channel(Arc::new(BoundLeases::default()));
+        let watch = LeaseWatch::fixed(BoundLeases::default());
         let stop = Arc::new(AtomicBool::new(false));
         let sender = Sender {
             udp: dhcp,
@@ -405,7 +405,7 @@ pub struct DhcpHandle {
     network: String,
     stats: Arc<DhcpStats>,
     leases: Arc<LeaseView>,
-    watch: tokio::sync::watch::Receiver<Arc<BoundLeases>>,
+    watch: LeaseWatch,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -428,11 +428,12 @@ impl DhcpHandle {
         all
     }
 
-    /// Follow the bound leases live (for DNS): the current set now, and a new one within about
+    /// Follow the bound leases live (for DNS): the last published set now (the current one
+    /// within one receive timeout, if leases changed while nobody followed), and a new one within about
     /// [`lease_feed::PUBLISH_EVERY`] + one receive timeout after a lease is bound, renewed,
     /// released or declined, or expires. See [`LeaseFeed`] for what a set holds.
     pub fn leases_watch(&self) -> tokio::sync::watch::Receiver<Arc<BoundLeases>> {
-        self.watch.clone()
+        self.watch.subscribe()
     }
 
     /// Stop the thread (within ~200 ms) and wait for it.
