@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""hostagent's benchmark harness: hostagent against the DHCP/TFTP/HTTP servers people run today,
+"""hostagent's benchmark harness: hostagent against the DHCP/TFTP/HTTP/DNS servers people run today,
 under the same load, over the same veth path, inside network namespaces this script creates.
 
 Called by bench/run.sh (which installs the peers and builds the binaries). stdlib only.
@@ -32,6 +32,11 @@ BRIDGE = "brbench"
 HTTP_PORT = 8069
 LEASE_SECS = 43200
 MAX_DROP = 0.01
+# DNS: the network's domain, the upstream resolver's namespace link, and the names it answers.
+DNS_DOMAIN = "bench"
+UPSTREAM_LINK = ("10.62.0.1", "10.62.0.2")  # server namespace side, upstream namespace side
+FORWARDED_ZONE = "fwd.test"
+FORWARDED_ANSWER = "10.9.9.9"
 
 
 class WrongAnswer(Exception):
@@ -158,8 +163,26 @@ def wait_until(secs, f, what):
 # ---------------------------------------------------------------- the servers under test
 
 
-def hostagent_config(state, boot_root, networks=1):
-    """One nat network on a /16 for the benchmarks; `networks` > 1 adds small /24 networks."""
+def dns_names(n):
+    """The local names of the DNS section: host-0 … host-(n-1), addresses outside the subnet (any
+    address may be a name's; only the answers are measured)."""
+    return [(f"host-{i}", f"10.63.{i // 250}.{i % 250 + 1}") for i in range(n)]
+
+
+def dns_config(names):
+    """`[network.dns]` for the bench network: the names above, the upstream namespace as the one
+    forwarder. rate_limit = 0: dnsperf's load comes from one client address, and the per-guest
+    limit (200 queries/s by default, against a guest turning the host into an amplifier) would
+    measure the limit, not the server."""
+    text = f'[network.dns]\ndomain = "{DNS_DOMAIN}"\nforwarders = ["{UPSTREAM_LINK[1]}"]\nrate_limit = 0\n'
+    for name, ip in names:
+        text += f'[[network.dns.host]]\nname = "{name}"\nip = "{ip}"\n'
+    return text
+
+
+def hostagent_config(state, boot_root, networks=1, dns=""):
+    """One nat network on a /16 for the benchmarks; `networks` > 1 adds small /24 networks;
+    `dns` is appended to the bench network (its `[network.dns]`)."""
     text = f'state_dir = "{state}"\n'
     # perfdhcp simulates 60,000 clients behind one bridge port: the per-port DHCP limit (100/s by
     # default, against a guest flooding random MACs) would measure the limit, not the server.
@@ -170,7 +193,7 @@ def hostagent_config(state, boot_root, networks=1):
         f'stp = false\n[network.dhcp]\nrange = "{RANGE[0]}-{RANGE[1]}"\nlease_time = "12h"\n'
         f'[network.pxe]\nroot = "{boot_root}"\nbios = "undionly.kpxe"\nscript = "boot.ipxe"\n'
         f"http_port = {HTTP_PORT}\n"
-    )
+    ) + dns
     for i in range(1, networks):
         text += (
             f'[[network]]\nname = "idle{i}"\nmode = "nat"\nbridge = "bridle{i}"\n'
@@ -187,16 +210,17 @@ class Testbed:
     and the nftables table are the same for every server) and a client namespace whose eth0 is a
     bridge port, addressed CLIENT_IP. `stack` names what serves: "hostagent" or a list of peers."""
 
-    def __init__(self, h, stack, networks=1):
+    def __init__(self, h, stack, networks=1, dns_names=None):
         self.h = h
         self.stack = stack
+        self.dns_names = dns_names
         self.procs = {}
         self.dir = tempfile.mkdtemp(prefix="tb-", dir=h.tmp)
         self.root = os.path.join(self.dir, "root")
         os.makedirs(self.root)
         self.cfg = os.path.join(self.dir, "hostagent.toml")
         with open(self.cfg, "w") as f:
-            f.write(hostagent_config("/state", "/srv/boot", networks))
+            f.write(hostagent_config("/state", "/srv/boot", networks, dns_config(dns_names) if dns_names else ""))
         # The agent's pxe root is ROOT/srv/boot: point it at the shared boot files.
         os.makedirs(os.path.join(self.root, "srv"))
         os.symlink(h.boot, os.path.join(self.root, "srv", "boot"))
@@ -262,6 +286,8 @@ class Testbed:
                 wants.append(":69 ")
             if n in ("hostagent", "busybox-httpd"):
                 wants.append(f":{HTTP_PORT} ")
+            if n == "dnsmasq-dns" or (n == "hostagent" and self.dns_names):
+                wants.append(":53 ")
         return all(w in out for w in wants)
 
     def peer_env(self):
@@ -284,6 +310,20 @@ class Testbed:
             if peer == "dnsmasq-tftp":
                 argv += ["--enable-tftp", f"--tftp-root={self.h.boot}", "--tftp-max=512"]
             return argv
+        if peer == "dnsmasq-dns":
+            # The same names as hostagent's [[network.dns.host]], as a hosts file; unknown names of
+            # the domain are answered here (--local, as hostagent's zone), the rest forwarded to
+            # the same upstream. Its cache is made as large as hostagent's (10,000; default 150).
+            hosts = os.path.join(d, "dns-hosts")
+            with open(hosts, "w") as f:
+                for name, ip in self.dns_names:
+                    f.write(f"{ip} {name}.{DNS_DOMAIN} {name}\n")
+            return [
+                "dnsmasq", "--no-daemon", "--conf-file=/dev/null", f"--listen-address={SERVER_IP}",
+                "--bind-interfaces", "--no-resolv", "--no-hosts", f"--addn-hosts={hosts}",
+                f"--server={UPSTREAM_LINK[1]}", f"--local=/{DNS_DOMAIN}/", "--cache-size=10000",
+                "--dns-forward-max=1024", f"--pid-file={d}/dnsmasq-dns.pid", "--user=root", "--log-facility=-",
+            ]
         if peer == "kea":
             cfg = {
                 "Dhcp4": {
@@ -616,6 +656,84 @@ class Harness:
 
         self.results["http"] = self.interleaved(("hostagent", ["busybox-httpd"]), measure)
 
+    # -- DNS
+
+    def dnsperf(self, tb, queries, secs, passes=None):
+        """dnsperf from the client namespace; every answer must be NOERROR."""
+        argv = ["dnsperf", "-s", SERVER_IP, "-d", queries, "-t", "2"]
+        argv += ["-n", str(passes)] if passes else ["-l", str(secs)]
+        p = run(tb.cli.argv(argv), timeout=secs + 60, check=False)
+        text = p.stdout + p.stderr
+        r = parse_dnsperf(text)
+        if p.returncode != 0 or r is None:
+            raise RuntimeError(f"dnsperf failed ({p.returncode}):\n{text[-2000:]}")
+        if set(r["rcodes"]) - {"NOERROR"}:
+            raise WrongAnswer(f"DNS {stack_name(tb.stack)}: answers other than NOERROR: {r['rcodes']}")
+        return r, argv
+
+    def dig_answer(self, tb, name):
+        p = run(tb.cli.argv(["dig", "+short", "+time=2", "+tries=2", f"@{SERVER_IP}", name, "A"]), check=False)
+        return p.stdout.split()
+
+    def dns_section(self):
+        n = 100 if self.smoke else 1000
+        secs = 2 if self.smoke else 10
+        log(f"DNS: dnsperf, {n} local names and {n} cached forwarded names")
+        names = dns_names(n)
+        qdir = tempfile.mkdtemp(prefix="dns-", dir=self.tmp)
+        local_q, fwd_q = os.path.join(qdir, "local.txt"), os.path.join(qdir, "forwarded.txt")
+        with open(local_q, "w") as f:
+            f.writelines(f"{name}.{DNS_DOMAIN} A\n" for name, _ in names)
+        with open(fwd_q, "w") as f:
+            f.writelines(f"n{i}.{FORWARDED_ZONE} A\n" for i in range(n))
+        out = {}
+        for stack in ("hostagent", ["dnsmasq-dns"]):
+            up = Netns(self.prefix, "u")
+            tb = None
+            try:
+                tb = Testbed(self, stack, dns_names=names)
+                tb.srv.ok(["ip", "link", "add", "vup", "type", "veth", "peer", "name", "eth0", "netns", up.name])
+                tb.srv.ok(["ip", "addr", "add", f"{UPSTREAM_LINK[0]}/24", "dev", "vup"])
+                tb.srv.ok(["ip", "link", "set", "vup", "up"])
+                up.ok(["ip", "addr", "add", f"{UPSTREAM_LINK[1]}/24", "dev", "eth0"])
+                up.ok(["ip", "link", "set", "eth0", "up"])
+                upstream_log = os.path.join(qdir, "upstream.log")
+                upstream = up.popen(["dnsmasq", "--no-daemon", "--conf-file=/dev/null", f"--listen-address={UPSTREAM_LINK[1]}",
+                                     "--bind-interfaces", "--no-resolv", "--no-hosts", f"--address=/{FORWARDED_ZONE}/{FORWARDED_ANSWER}",
+                                     "--local-ttl=3600", "--pid-file=", "--user=root", "--log-facility=-"], upstream_log)
+
+                def upstream_listens():
+                    if upstream.poll() is not None:
+                        with open(upstream_log, errors="replace") as f:
+                            raise RuntimeError(f"the upstream dnsmasq exited: {f.read()[-2000:]}")
+                    return f"{UPSTREAM_LINK[1]}:53 " in up.ok(["ss", "-lnu"])
+
+                wait_until(15, upstream_listens, "the upstream dnsmasq to listen")
+                name = stack_name(stack)
+                # Right answers first: a local name, a forwarded one (which also proves the path).
+                for q, want in ((f"{names[-1][0]}.{DNS_DOMAIN}", names[-1][1]), (f"n0.{FORWARDED_ZONE}", FORWARDED_ANSWER)):
+                    got = wait_for_answer(lambda q=q: self.dig_answer(tb, q))
+                    if got != [want]:
+                        raise WrongAnswer(f"DNS {name}: {q} answered {got}, not {want}")
+                local, argv = self.dnsperf(tb, local_q, secs)
+                self.commands["dns local"] = shlex.join(argv[:4] + ["local.txt"] + argv[5:])
+                # One pass fills the forwarding cache; the timed run then answers from it.
+                self.dnsperf(tb, fwd_q, secs, passes=1)
+                cached, argv = self.dnsperf(tb, fwd_q, secs)
+                self.commands["dns forwarded"] = shlex.join(argv[:4] + ["forwarded.txt"] + argv[5:])
+                out[name] = {"local": local, "cached": cached}
+                if stack == "hostagent":
+                    status = json.loads(tb.srv.ok(tb.agent_argv("status", "--json")))
+                    out[name]["counters"] = next(s["dns"] for s in status["servers"] if s.get("dns"))
+                log(f"  {name}: local {local['qps']:.0f} q/s (lost {local['lost']}), cached forwarded "
+                    f"{cached['qps']:.0f} q/s (lost {cached['lost']})")
+            finally:
+                if tb:
+                    tb.close()
+                up.close()
+        self.results["dns"] = out
+        self.results["dns_names"] = n
+
     # -- boot storm
 
     def storm_once(self, stack):
@@ -823,6 +941,28 @@ def parse_perfdhcp(text, secs):
     return {"rate": a / secs, "drop": 1.0 - a / s if s else 1.0, "sent": s, "acked": a, "perfdhcp_rate": float(m[-1])}
 
 
+def parse_dnsperf(text):
+    """Queries per second, queries lost and the response codes from dnsperf's summary."""
+    qps = re.search(r"Queries per second:\s*([\d.]+)", text)
+    sent = re.search(r"Queries sent:\s*(\d+)", text)
+    lost = re.search(r"Queries lost:\s*(\d+)", text)
+    codes = re.search(r"Response codes:\s*(.*)", text)
+    if not (qps and sent and lost and codes):
+        return None
+    rcodes = dict((c, int(k)) for c, k in re.findall(r"([A-Z]+) (\d+) \(", codes.group(1)))
+    return {"qps": float(qps.group(1)), "sent": int(sent.group(1)), "lost": int(lost.group(1)), "rcodes": rcodes}
+
+
+def wait_for_answer(ask, secs=10):
+    """The first non-empty answer within `secs` (a server that just started, a cold path)."""
+    deadline = time.time() + secs
+    got = ask()
+    while not got and time.time() < deadline:
+        time.sleep(0.2)
+        got = ask()
+    return got
+
+
 def hyperfine_median(path):
     with open(path) as f:
         return json.load(f)["results"][0]["median"]
@@ -842,7 +982,7 @@ def main():
     ap.add_argument("--hostagent", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--prefix", default=f"hab{os.getpid() % 100000}-")
-    ap.add_argument("--sections", default="memory,apply,dhcp,tftp,http,storm,profile")
+    ap.add_argument("--sections", default="memory,apply,dhcp,tftp,http,dns,storm,profile")
     args = ap.parse_args()
 
     def on_signal(sig, _frame):

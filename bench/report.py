@@ -205,6 +205,35 @@ def write_report(h, path):
                    f"{ha['concurrent_failed']} failed")
         w("")
 
+    # -- DNS
+    dn = r.get("dns")
+    if dn:
+        w("## DNS (dnsperf)\n")
+        w(f"Commands (client namespace): local names `{h.commands.get('dns local', '')}`, cached forwarded names "
+          f"`{h.commands.get('dns forwarded', '')}` after one untimed pass through the same file (`-n 1`) to fill "
+          f"the cache; one run each. The network's domain `bench` holds the names host-0 … host-{r.get('dns_names', 0) - 1} "
+          "(hostagent: `[[network.dns.host]]`; dnsmasq: the same names in an `--addn-hosts` file, "
+          f"`--local=/bench/`); forwarded names n0 … n{r.get('dns_names', 0) - 1}`.fwd.test` come from a dnsmasq in a third namespace "
+          "(`--address=/fwd.test/10.9.9.9`, TTL 3600) linked to the server namespace by a veth, the one "
+          "forwarder of both. dnsmasq (`--cache-size=10000 --dns-forward-max=1024`, as large as hostagent's "
+          "cache; its default is 150) listens on the same 10.60.0.1:53. hostagent's `[network.dns] rate_limit = 0`: "
+          "dnsperf's load is one client address, and the per-guest limit (200 queries/s by default) would "
+          "measure the limit. Every answer is NOERROR (checked); a local and a forwarded name are checked by value "
+          "with dig first.\n")
+        w("| server | local names (queries/s) | cached forwarded names (queries/s) | queries lost (local / forwarded) |")
+        w("|---|---|---|---|")
+        for name, v in dn.items():
+            w(f"| {name} | {v['local']['qps']:.0f} | {v['cached']['qps']:.0f} | {v['local']['lost']} / {v['cached']['lost']} |")
+        ha, peer = dn.get("hostagent"), dn.get("dnsmasq-dns")
+        if ha and peer:
+            w(f"| ratio | {fmt_ratio(ratio(ha['local']['qps'], peer['local']['qps']))} | "
+              f"{fmt_ratio(ratio(ha['cached']['qps'], peer['cached']['qps']))} | |")
+        c = (ha or {}).get("counters")
+        if c:
+            w(f"\nhostagent's counters after the runs: {c['queries']} queries, {c['answered_local']} answered locally, "
+              f"{c['forwarded']} forwarded, {c['cache_hits']} cache hits, {c['upstream_failures']} upstream failures.")
+        w("")
+
     # -- storm
     s = r.get("storm")
     if s:

@@ -206,6 +206,14 @@ def dns_seeds():
     write("dns_request", frame(0, b"\x12\x34\x01\x00\x00\x01" + b"\0" * 6 + b"\xc0\x0c\x00\x01\x00\x01"))
     write("dns_request", frame(0, dns_query("a.b", 1)[:14]))
     write("dns_request", frame(0, struct.pack(">HHHHHH", 1, 0x2800, 1, 0, 0, 0) + dns_name("default") + b"\0\x06\0\x01"))
+    # Frame 2: the leases' host names (line i is 192.168.122.(100+i)): good ones, the config's
+    # own names, two leases asking for one name, garbage; then a query for one of them.
+    leases = b"\n".join([b"alpha", b"Bastion", b"twin", b"twin", b"bad_name", b"", b"db.example.com",
+                         "hôte".encode(), b"\xff\x00", b"-x", b"a" * 70, b"api"])
+    upstream = dns_answer("upstream.test", 1, [(1, bytes([10, 9, 9, 9]), 300)])
+    for name, qtype in [("alpha", 1), ("alpha.default", 1), ("twin.default", 1), ("db.default", 1),
+                        ("100.122.168.192.in-addr.arpa", 12), ("bastion", 1), ("upstream.test", 1)]:
+        write("dns_request", frame(0, dns_query(name, qtype)) + frame(0, upstream) + frame(0, leases))
 
 
 def config_seeds():
@@ -214,6 +222,41 @@ def config_seeds():
     write("config_parse", 'state_dir = "/state"\n[[network]]\nname = "lab"\nmode = "nat"\nbridge = "br-lab"\n'
           'address = "10.81.0.1/24"\n[network.dhcp]\nrange = "10.81.0.100-10.81.0.199"\nlease_time = "1h"\n')
     write("config_parse", 'state_dir = "/state"\n[[network]]\nname = 1\n')
+    write("config_parse", 'state_dir = "/state"\n[[network]]\nname = "lab"\nmode = "isolated"\nbridge = "br-lab"\n'
+          'address = "10.81.0.1/24"\n[network.dhcp]\nrange = "10.81.0.100-10.81.0.199"\n'
+          '[[network.dhcp.host]]\nmac = "52:54:00:00:00:10"\nip = "10.81.0.10"\nname = "bastion"\n'
+          '[network.dns]\ndomain = "lab.example"\nforwarders = ["192.0.2.53", "[2001:db8::53]:5353"]\nrate_limit = 0\n'
+          '[[network.dns.host]]\nname = "api.k8s"\nip = "fd00::20"\n[[network.dns.host]]\nname = "bastion"\nip = "10.81.0.11"\n')
+
+
+def ra_seeds():
+    """Router solicitations as hosts send them (from an address with its MAC, from the
+    unspecified address), a routed one (hop limit 64), malformed options, and a full RA as the
+    agent sends it (prefix, MTU, RDNSS, source link-layer address)."""
+    rs = bytes([133, 0, 0, 0, 0, 0, 0, 0])
+    sllao = bytes([1, 1]) + bytes.fromhex("525400000010")
+    sol = lambda flags, hop, msg: bytes([flags, hop]) + msg
+    write("ra_input", frame(0, sol(2, 255, rs + sllao)))
+    write("ra_input", frame(0, sol(1, 255, rs)))
+    write("ra_input", b"".join([
+        frame(0, sol(2, 255, rs + sllao)),
+        frame(5, sol(4, 255, rs)),
+        frame(40, sol(1, 255, rs)),
+        frame(1, sol(1, 64, rs)),
+        frame(1, sol(1, 255, rs + sllao)),
+        frame(1, sol(6, 255, rs + bytes([1, 0, 0, 0, 0, 0, 0, 0]))),
+        frame(1, sol(8, 255, rs + bytes([1, 3, 0, 0]))),
+        frame(200, sol(10, 255, rs + bytes([99, 1, 0, 0, 0, 0, 0, 0]))),
+    ]))
+    # A flood from many hosts, then quiet.
+    write("ra_input", b"".join(frame(0, sol(2 * i, 255, rs)) for i in range(1, 45)) + frame(255, sol(1, 255, rs)))
+    ra = bytes([134, 0, 0, 0, 64, 0xc0, 0x07, 0x08]) + bytes(8)
+    ra += sllao
+    ra += bytes([5, 1, 0, 0]) + struct.pack(">I", 1400)
+    ra += bytes([3, 4, 64, 0xc0]) + struct.pack(">II", 2592000, 604800) + bytes(4) + bytes.fromhex("fd000122000000000000000000000000")
+    ra += bytes([25, 3, 0, 0]) + struct.pack(">I", 1800) + bytes.fromhex("fd000122000000000000000000000001")
+    write("ra_input", ra)
+    write("ra_input", ra[:40])
 
 
 if __name__ == "__main__":
@@ -222,5 +265,6 @@ if __name__ == "__main__":
     http_seeds()
     dns_seeds()
     config_seeds()
+    ra_seeds()
     for d in sorted(CORPUS.iterdir()):
         print(d.name, len(list(d.iterdir())))

@@ -21,7 +21,7 @@ SCRATCH="$(mktemp -d)"
 trap 'rm -rf "$SCRATCH"' EXIT
 
 failed=""
-# Regression: the inputs fuzzing found once (fixed in pxe's wire.rs and dns's relay.rs) must stay
+# Regression: the inputs fuzzing found once (fixed in pxe's wire.rs, dns's relay.rs and ra's server.rs) must stay
 # harmless. Each file is named after its target: <target>-<what it found>.bin.
 for f in artifacts-keep/*; do
     target="$(basename "$f")"

@@ -15,7 +15,7 @@ build=(gcc)   # libvirt is loaded at run time (libvirt0), not linked
 tests=(busybox-static isc-dhcp-client atftp curl cpio gzip tcpdump bind9-dnsutils dnsmasq-base dnsperf
        iptables firewalld dbus-daemon util-linux dhcpcd-base
        pxelinux syslinux-common shim-signed grub-efi-amd64-signed debian-installer-12-netboot-amd64
-       qemu-system-arm qemu-efi-aarch64
+       qemu-system-arm qemu-efi-aarch64 ndisc6
        qemu-system-x86 ovmf ipxe-qemu
        libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils)
 # Commands the suite runs, with the package that ships each: a package can be "installed" and
@@ -24,7 +24,7 @@ runtime_cmds=(nft:nftables ip:iproute2 modprobe:kmod sysctl:procps)
 test_cmds=(busybox:busybox-static dhclient:isc-dhcp-client atftp:atftp curl:curl cpio:cpio
            tcpdump:tcpdump dig:bind9-dnsutils dnsmasq:dnsmasq-base dnsperf:dnsperf
            iptables-nft:iptables firewall-cmd:firewalld firewalld:firewalld dbus-daemon:dbus-daemon
-           unshare:util-linux dhcpcd:dhcpcd-base qemu-system-aarch64:qemu-system-arm
+           unshare:util-linux dhcpcd:dhcpcd-base qemu-system-aarch64:qemu-system-arm rdisc6:ndisc6
            qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils
            libvirtd:libvirt-daemon virsh:libvirt-clients)
 # The peers and tools of the benchmark harness (bench/run.sh); --profile adds perf.

@@ -8,6 +8,7 @@ use netcfg::Host;
 
 use crate::cli::Cli;
 use crate::config::{self, Model};
+use crate::guest_dns;
 use crate::lock::HostLock;
 
 /// Load and validate the config; a config error is printed as-is (it already names file:line:col).
@@ -43,6 +44,19 @@ pub async fn check(cli: &Cli, json: bool) -> Result<ExitCode> {
         .unwrap_or_default();
     let guests = model.as_ref().map(|m| m.guests.clone()).unwrap_or_default();
     results.extend(crate::guests::check::checks(&libvirt, &guests).await);
+    // What guests get for DNS, per network (needs the config).
+    if let Some(m) = &model {
+        results.extend(
+            guest_dns::findings(m, &cli.root)
+                .into_iter()
+                .map(|f| CheckResult {
+                    name: format!("dns on {}", f.network),
+                    status: if f.ok { Status::Pass } else { Status::Warn },
+                    detail: f.message,
+                    hint: f.hint,
+                }),
+        );
+    }
     let failed = results.iter().any(|r| r.status == Status::Fail);
     if json {
         println!("{}", serde_json::to_string_pretty(&results)?);
@@ -80,10 +94,15 @@ pub async fn plan(cli: &Cli, json: bool) -> Result<ExitCode> {
     let guest_plan = crate::guests::plan(&model, &cli.root)
         .await
         .context("planning the guests")?;
+    let warnings: Vec<guest_dns::Finding> = guest_dns::findings(&model, &cli.root)
+        .into_iter()
+        .filter(|f| !f.ok)
+        .collect();
     if json {
         let mut v = serde_json::to_value(&plan)?;
         if let Some(obj) = v.as_object_mut() {
             obj.insert("guests".into(), serde_json::to_value(&guest_plan)?);
+            obj.insert("warnings".into(), serde_json::to_value(&warnings)?);
         }
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else if plan.actions.is_empty() && guest_plan.actions.is_empty() {
@@ -112,6 +131,12 @@ pub async fn plan(cli: &Cli, json: bool) -> Result<ExitCode> {
     if !json {
         for note in plan.notes.iter().chain(&guest_plan.notes) {
             println!("note: {note}");
+        }
+        for w in &warnings {
+            println!(
+                "warning: network {}: {}\n  hint: {}",
+                w.network, w.message, w.hint
+            );
         }
     }
     let changes = plan.actions.len() + guest_plan.actions.len();

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod guest_dns;
 pub mod guestcmd;
 pub mod guests;
 pub mod hostcmd;

@@ -10,7 +10,7 @@ use crate::upstreams::Upstreams;
 use crate::zone::ZoneConfig;
 
 /// One network's DNS server.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ServerConfig {
     /// The network's name, for logs.
     pub network: String,

@@ -80,8 +80,18 @@ pub struct QueryHandler {
     limiter: Option<Limiter>,
     cache: Cache,
     max_cache_ttl: u32,
-    has_upstreams: bool,
+    onward: Onward,
     counters: Counters,
+}
+
+/// What happens to a question that is neither local nor cached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Onward {
+    Forward,
+    /// No upstream could be found: a failure (SERVFAIL, counted as one).
+    Fail,
+    /// Local names only, by choice ([`QueryHandler::local_only`]): REFUSED.
+    Refuse,
 }
 
 impl QueryHandler {
@@ -105,9 +115,20 @@ impl QueryHandler {
             limiter: limits.rate.map(Limiter::new),
             cache: Cache::new(limits.cache_entries),
             max_cache_ttl: limits.max_cache_ttl,
-            has_upstreams,
+            onward: if has_upstreams {
+                Onward::Forward
+            } else {
+                Onward::Fail
+            },
             counters: Counters::default(),
         }
+    }
+
+    /// Answer only the local zone: every other name is REFUSED, and nothing is forwarded (an
+    /// isolated network, whose guests must not reach the outside through the host).
+    pub fn local_only(mut self) -> QueryHandler {
+        self.onward = Onward::Refuse;
+        self
     }
 
     pub fn counters(&self) -> CountersSnapshot {
@@ -235,9 +256,16 @@ impl QueryHandler {
                     Counters::bump(&c.cache_hits);
                     return Outcome::Reply(self.send_relayed(&hit, &asker, now));
                 }
-                if !self.has_upstreams {
-                    Counters::bump(&c.upstream_failures);
-                    return Outcome::Reply(self.error(&req, ResponseCode::ServFail, edns));
+                match self.onward {
+                    Onward::Forward => {}
+                    Onward::Fail => {
+                        Counters::bump(&c.upstream_failures);
+                        return Outcome::Reply(self.error(&req, ResponseCode::ServFail, edns));
+                    }
+                    Onward::Refuse => {
+                        Counters::bump(&c.refused);
+                        return Outcome::Reply(self.error(&req, ResponseCode::Refused, edns));
+                    }
                 }
                 Counters::bump(&c.forwarded);
                 Outcome::Forward(Forward { asker, query, key })
@@ -515,5 +543,31 @@ mod tests {
         let out = Message::from_vec(&h.relay(&job, Some(vec![1, 2, 3]), Instant::now())).unwrap();
         assert_eq!(out.metadata.response_code, ResponseCode::ServFail);
         assert_eq!(h.counters().upstream_failures, 1);
+    }
+
+    #[test]
+    fn local_only_answers_its_names_and_refuses_the_rest_without_forwarding() {
+        let h = handler().local_only();
+        let local = reply(
+            &h,
+            &query("many.default.", RecordType::A, None),
+            Transport::Tcp,
+        );
+        assert_eq!(local.answers.len(), 100);
+        let foreign = query("upstream.test.", RecordType::A, None);
+        match h.handle(
+            &foreign.to_vec().unwrap(),
+            CLIENT,
+            Transport::Udp,
+            Instant::now(),
+        ) {
+            Outcome::Reply(r) => assert_eq!(
+                Message::from_vec(&r).unwrap().metadata.response_code,
+                ResponseCode::Refused
+            ),
+            other => panic!("{other:?}"),
+        }
+        let c = h.counters();
+        assert_eq!((c.refused, c.forwarded, c.upstream_failures), (1, 0, 0));
     }
 }

@@ -284,6 +284,12 @@ impl RecordStore {
         })
     }
 
+    /// `raw` as this store keeps it: checked (RFC 1123), lowercased, without the domain
+    /// (`Bastion.default.` → `bastion`). Two names that land on the same record compare equal.
+    pub fn relative_name(&self, raw: &str) -> Result<String, HostnameError> {
+        self.relative(raw)
+    }
+
     /// The validated name relative to the domain (`bastion.default` → `bastion`), checked to
     /// still fit in a DNS name once the domain is appended.
     fn relative(&self, raw: &str) -> Result<String, HostnameError> {

@@ -21,7 +21,7 @@ use crate::error::DnsError;
 use crate::forward::Forwarder;
 use crate::handler::{Outcome, QueryHandler, Transport};
 use crate::records::RecordStore;
-use crate::upstreams::Upstreams;
+use crate::upstreams::{UpstreamSource, Upstreams};
 use crate::zone::Zone;
 
 /// Largest query taken over UDP; anything longer is cut by the kernel and fails to decode.
@@ -64,13 +64,17 @@ impl DnsServer {
             sockets.push((udp, tcp));
         }
         let upstreams = config.upstreams.clone().without(&local);
-        let handler = Arc::new(QueryHandler::new(
+        let mut handler = QueryHandler::new(
             zone,
             records,
             config.allowed.clone(),
             &config.limits,
             !upstreams.is_empty(),
-        ));
+        );
+        if *upstreams.source() == UpstreamSource::LocalOnly {
+            handler = handler.local_only();
+        }
+        let handler = Arc::new(handler);
         let forwarder = Arc::new(Forwarder::new(
             upstreams.servers().to_vec(),
             config.limits.upstream_timeout,

@@ -32,6 +32,8 @@ pub enum UpstreamSource {
     SystemdResolved(PathBuf),
     /// None at all: every forwarded query gets SERVFAIL.
     Nothing,
+    /// None by choice ([`Upstreams::local_only`]): names that are not local get REFUSED.
+    LocalOnly,
 }
 
 impl Upstreams {
@@ -48,6 +50,15 @@ impl Upstreams {
         Upstreams {
             servers: Vec::new(),
             source: UpstreamSource::Nothing,
+        }
+    }
+
+    /// Forward nothing on purpose: the server answers its own names and REFUSED for the rest
+    /// (a network whose guests must not reach the outside, not even through DNS).
+    pub fn local_only() -> Upstreams {
+        Upstreams {
+            servers: Vec::new(),
+            source: UpstreamSource::LocalOnly,
         }
     }
 

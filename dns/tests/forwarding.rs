@@ -9,7 +9,7 @@ use common::*;
 use dns::{UpstreamSource, Upstreams};
 
 fn dnsmasq(b: &Block, extra: &[&str]) -> Dnsmasq {
-    Dnsmasq::start(
+    upstream(
         SocketAddr::new(b.upstream().into(), free_port(b.upstream())),
         extra,
     )
@@ -174,7 +174,7 @@ async fn resolv_conf_with_only_the_systemd_stub_forwards_to_resolveds_upstream()
         upstreams.source(),
         UpstreamSource::SystemdResolved(_)
     ));
-    let up = Dnsmasq::start(SocketAddr::new(b.upstream().into(), 53), &[]);
+    let up = upstream(SocketAddr::new(b.upstream().into(), 53), &[]);
     assert_eq!(upstreams.servers(), [up.addr]);
     let (server, _records) = start(&b, upstreams, limits()).await;
     let d = dig(b.client(), server.local_addrs()[0], &["upstream.test"]).await;

@@ -45,7 +45,7 @@ async fn local_names_resolve_bare_and_qualified_with_aa_over_udp_and_tcp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn local_misses_are_nxdomain_with_soa_and_never_reach_the_upstream() {
     let b = Block(2);
-    let up = Dnsmasq::start(
+    let up = upstream(
         SocketAddr::new(b.upstream().into(), free_port(b.upstream())),
         &[],
     );
@@ -181,7 +181,7 @@ async fn the_rate_limit_answers_exactly_the_burst_then_drops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn any_queries_get_a_minimal_answer_and_are_never_forwarded() {
     let b = Block(6);
-    let up = Dnsmasq::start(
+    let up = upstream(
         SocketAddr::new(b.upstream().into(), free_port(b.upstream())),
         &[],
     );

@@ -5,14 +5,17 @@
 //!
 //! Input: `hostagent_fuzz::frames` framing. Frame 0 is the query; its `advance` byte picks the
 //! transport (bit 0: TCP) and the source (bit 1: outside the allowed net). Frame 1, if any, is
-//! the upstream's answer (absent: every upstream failed).
+//! the upstream's answer (absent: every upstream failed). Frame 2, if any, is the network's
+//! leases before the query, one client host name (option 12, any bytes) per line: they go
+//! through the agent's `lease_records` into the record store, as the daemon's lease feed does.
 //!
 //! Invariants: every reply decodes, is a response (QR) with the query's ID, fits the client's
 //! limit over UDP (512 without EDNS, 1232 with) and is never larger than the query when the
-//! source is refused.
+//! source is refused. Every lease record is taken by the store, none has a name the config owns.
 #![no_main]
 
-use std::net::IpAddr;
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
 use std::sync::OnceLock;
 use std::time::Instant;
 
@@ -20,8 +23,61 @@ use dns::{
     HostRecord, Limits, Outcome, QueryHandler, RecordStore, Source, Transport, Zone, ZoneConfig,
 };
 use hickory_proto::op::Message;
+use hostagent::daemon::lease_names::{lease_records, names_of};
 use hostagent_fuzz::frames;
+use pxe::config::Mac;
+use pxe::leases::Lease;
 use libfuzzer_sys::fuzz_target;
+
+/// The config's names (what `lease_records` must leave alone) and their store.
+fn config_records() -> Vec<HostRecord> {
+    vec![
+        HostRecord::new(
+            "bastion",
+            "192.168.122.10".parse().expect("ip"),
+            Source::StaticHost,
+        ),
+        HostRecord::new(
+            "web.default",
+            "192.168.122.20".parse().expect("ip"),
+            Source::StaticHost,
+        ),
+        HostRecord::new("web", "fd00:122::20".parse().expect("ip"), Source::Config),
+        HostRecord::new(
+            "api.k8s",
+            "192.168.122.30".parse().expect("ip"),
+            Source::Config,
+        ),
+    ]
+}
+
+/// Frame 2 as the DHCP server's lease set: line i is the host name of 192.168.122.(100 + i).
+fn feed_leases(h: &QueryHandler, raw: &[u8]) {
+    let now = 1_000_000;
+    let leases: Vec<Lease> = raw
+        .split(|b| *b == b'\n')
+        .take(64)
+        .enumerate()
+        .map(|(i, name)| Lease {
+            mac: Mac([0x52, 0x54, 0, 0, 0, i as u8]),
+            ip: Ipv4Addr::new(192, 168, 122, 100 + i as u8),
+            // Every fourth one has expired.
+            expires: if i % 4 == 3 { now - 1 } else { now + 3600 },
+            hostname: (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned()),
+            client_id: None,
+        })
+        .collect();
+    let store = h.records();
+    let taken: HashSet<String> = names_of(&config_records(), store);
+    let records = lease_records(&leases, store, &taken, now);
+    for r in &records {
+        let name = store.relative_name(&r.name).expect("a lease record's name is valid");
+        assert!(!taken.contains(&name), "lease took the config's name {name}");
+        assert!(!name.contains('.'), "a lease name is one label: {name}");
+    }
+    let rejected = store.replace_source(Source::Lease, records);
+    assert!(rejected.is_empty(), "the store refused lease records: {rejected:?}");
+}
 
 fn handler() -> &'static QueryHandler {
     static H: OnceLock<QueryHandler> = OnceLock::new();
@@ -34,24 +90,7 @@ fn handler() -> &'static QueryHandler {
         })
         .expect("zone");
         let records = RecordStore::new(zone.domain());
-        records.set_all([
-            HostRecord::new(
-                "bastion",
-                "192.168.122.10".parse().expect("ip"),
-                Source::Lease,
-            ),
-            HostRecord::new(
-                "web.default",
-                "192.168.122.20".parse().expect("ip"),
-                Source::StaticHost,
-            ),
-            HostRecord::new("web", "fd00:122::20".parse().expect("ip"), Source::Config),
-            HostRecord::new(
-                "api.k8s",
-                "192.168.122.30".parse().expect("ip"),
-                Source::Config,
-            ),
-        ]);
+        records.set_all(config_records());
         let limits = Limits {
             rate: None,
             cache_entries: 256,
@@ -106,6 +145,8 @@ fuzz_target!(|data: &[u8]| {
     };
     let refused = flags & 2 != 0;
     let h = handler();
+    // No frame 2: no leases (a previous input's must not linger).
+    feed_leases(h, fs.get(2).map_or(&[][..], |f| f.bytes));
     let now = Instant::now();
     match h.handle(query, src, transport, now) {
         Outcome::Drop => {}

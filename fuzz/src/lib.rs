@@ -1,5 +1,6 @@
 //! Shared pieces of the fuzz targets: the framing that turns one fuzz input into several DHCP
-//! packets, the DHCP network every DHCP input is answered on, and the fixed boot tree (with
+//! packets (the RA target frames its solicitations the same way), the control message a raw
+//! ICMPv6 socket reports, the DHCP network every DHCP input is answered on, and the fixed boot tree (with
 //! symlinks that escape it) that the TFTP and HTTP targets resolve names in.
 
 use std::net::Ipv4Addr;
@@ -214,4 +215,9 @@ pub fn assert_served_file_is_inside(root: &Path, requested: &str, file: &std::fs
         content, SECRET,
         "{requested:?} served the secret outside the root"
     );
+}
+
+/// The IPV6_HOPLIMIT control message a raw ICMPv6 socket reports, for the RA target.
+pub fn cmsg_hop_limit(hop: i32) -> Vec<u8> {
+    ra::server::cmsg(libc::IPPROTO_IPV6, libc::IPV6_HOPLIMIT, hop)
 }

@@ -8,7 +8,7 @@ use std::fmt;
 use std::path::PathBuf;
 
 use hwaddr::Mac;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use crate::coexist;
@@ -89,6 +89,14 @@ enum Undo {
     AddAddr {
         index: u32,
         net: Ipv4Net,
+    },
+    DelAddr6 {
+        index: u32,
+        net: Ipv6Net,
+    },
+    AddAddr6 {
+        index: u32,
+        net: Ipv6Net,
     },
     SetAlias {
         index: u32,
@@ -309,6 +317,22 @@ impl<O: HostOps> Executor<'_, O> {
                     net: *address,
                 });
             }
+            Action::AddAddress6 { bridge, address } => {
+                let index = self.index_of(bridge).await?;
+                self.ops.add_addr6(index, *address).await?;
+                self.undo.push(Undo::DelAddr6 {
+                    index,
+                    net: *address,
+                });
+            }
+            Action::RemoveAddress6 { bridge, address } => {
+                let index = self.index_of(bridge).await?;
+                self.ops.del_addr6(index, *address).await?;
+                self.undo.push(Undo::AddAddr6 {
+                    index,
+                    net: *address,
+                });
+            }
             Action::LinkUp { name } => {
                 let index = self.index_of(name).await?;
                 self.ops.set_up(index, true).await?;
@@ -506,6 +530,8 @@ impl<O: HostOps> Executor<'_, O> {
             Undo::SetUp { index, up } => self.ops.set_up(index, up).await,
             Undo::DelAddr { index, net } => self.ops.del_addr(index, net).await,
             Undo::AddAddr { index, net } => self.ops.add_addr(index, net).await,
+            Undo::DelAddr6 { index, net } => self.ops.del_addr6(index, net).await,
+            Undo::AddAddr6 { index, net } => self.ops.add_addr6(index, net).await,
             Undo::SetAlias { index, alias } => self.ops.set_alias(index, &alias).await,
             Undo::Sysctl { key, value } => self.ops.write_sysctl(&key, &value),
             Undo::RestoreFile { path, content } => match content {
@@ -541,6 +567,9 @@ impl<O: HostOps> Executor<'_, O> {
                 }
                 for a in &snapshot.addresses {
                     self.ops.add_addr(index, *a).await?;
+                }
+                for a in &snapshot.addresses6 {
+                    self.ops.add_addr6(index, *a).await?;
                 }
                 if snapshot.up {
                     self.ops.set_up(index, true).await?;

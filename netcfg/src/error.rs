@@ -55,7 +55,10 @@ pub enum Error {
     #[error("{path}: corrupt state file: {msg}; move it away to start over (the agent then owns nothing)")]
     State { path: PathBuf, msg: String },
     /// A sysctl key with no file behind it.
-    #[error("sysctl {key}: no such kernel setting ({path} does not exist)")]
+    #[error(
+        "sysctl {key}: no such kernel setting ({path} does not exist){}",
+        ipv6_hint(key)
+    )]
     NoSuchSysctl { key: String, path: PathBuf },
     /// Running `nft` failed, or nft said the table is absent where it must exist.
     #[error(transparent)]
@@ -85,5 +88,14 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+/// What a missing IPv6 key most likely means.
+fn ipv6_hint(key: &str) -> &'static str {
+    if key.starts_with("net.ipv6.") {
+        "; this kernel runs without IPv6 (booted with ipv6.disable=1?): remove address6 from the config, or enable IPv6"
+    } else {
+        ""
     }
 }

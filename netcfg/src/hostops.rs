@@ -9,7 +9,7 @@
 use std::path::Path;
 
 use hwaddr::Mac;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use crate::coexist;
 use crate::error::Error;
@@ -48,6 +48,9 @@ pub(crate) trait HostOps {
     async fn delete_link(&mut self, index: u32) -> Result<(), Error>;
     async fn add_addr(&mut self, index: u32, net: Ipv4Net) -> Result<(), Error>;
     async fn del_addr(&mut self, index: u32, net: Ipv4Net) -> Result<(), Error>;
+    /// Add an IPv6 address, usable at once (`nodad`, see [`Netlink::add_addr6`]).
+    async fn add_addr6(&mut self, index: u32, net: Ipv6Net) -> Result<(), Error>;
+    async fn del_addr6(&mut self, index: u32, net: Ipv6Net) -> Result<(), Error>;
     /// Every IPv4 address with its details (see [`crate::link::AddrDetail`]).
     async fn addr_details(&mut self) -> Result<Vec<AddrDetail>, Error>;
     /// IPv4 routes outside the local table.
@@ -147,6 +150,12 @@ impl HostOps for KernelHost {
     }
     async fn del_addr(&mut self, index: u32, net: Ipv4Net) -> Result<(), Error> {
         self.nl()?.del_addr(index, net).await
+    }
+    async fn add_addr6(&mut self, index: u32, net: Ipv6Net) -> Result<(), Error> {
+        self.nl()?.add_addr6(index, net).await
+    }
+    async fn del_addr6(&mut self, index: u32, net: Ipv6Net) -> Result<(), Error> {
+        self.nl()?.del_addr6(index, net).await
     }
     async fn addr_details(&mut self) -> Result<Vec<AddrDetail>, Error> {
         self.nl()?.addr_details().await

@@ -26,6 +26,8 @@ pub use apply::{apply, ApplyError, ApplyReport};
 pub use check::{check, CheckResult, Status};
 pub use error::Error;
 pub use hwaddr::Mac;
-pub use model::{Desired, Host, Mode, NetworkSpec, PortForward, PortLimit, Proto, Services};
+pub use model::{
+    Desired, Host, Ipv6Spec, Mode, NetworkSpec, PortForward, PortLimit, Proto, Services,
+};
 pub use plan::{diff, observe, plan, Action, Observed, Plan};
 pub use teardown::{teardown, TeardownError, TeardownReport};

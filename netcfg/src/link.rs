@@ -1,11 +1,11 @@
-//! Links and IPv4 addresses through rtnetlink: the dumps `observe` reads and the few changes
+//! Links and IPv4/IPv6 addresses through rtnetlink: the dumps `observe` reads and the few changes
 //! `apply` makes. Every call works on the caller's network namespace.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use hwaddr::Mac;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, AddressMessage};
 use rtnetlink::packet_route::link::{
     BridgeStpState, InfoBridge, InfoData, InfoKind, LinkAttribute, LinkFlags,
@@ -63,6 +63,15 @@ pub struct Link {
 pub struct Addr {
     pub index: u32,
     pub net: Ipv4Net,
+}
+
+/// One IPv6 address on a link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Addr6 {
+    pub index: u32,
+    pub net: Ipv6Net,
+    /// The kernel's own link-local address (fe80::/10): never the agent's to add or remove.
+    pub link_local: bool,
 }
 
 /// An IPv4 address as the kernel holds it, with what moving it elsewhere must keep.
@@ -244,6 +253,12 @@ impl Netlink {
         Ok(msgs.iter().filter_map(parse_addr).collect())
     }
 
+    /// Every IPv6 address.
+    pub async fn addrs6(&self) -> Result<Vec<Addr6>, Error> {
+        let msgs = self.addr_messages().await?;
+        Ok(msgs.iter().filter_map(parse_addr6).collect())
+    }
+
     /// Every IPv4 address with its details (see [`AddrDetail`]).
     pub async fn addr_details(&self) -> Result<Vec<AddrDetail>, Error> {
         let msgs = self.addr_messages().await?;
@@ -256,6 +271,33 @@ impl Netlink {
                     .find(|l| l.index == m.header.index)
                     .map(|l| l.name.as_str());
                 parse_addr_detail(m, name.unwrap_or(""))
+            })
+            .collect())
+    }
+
+    /// The devices an IPv6 default route learnt from router advertisements goes out of (the
+    /// host configures itself by SLAAC there).
+    pub async fn ra_default_route_devices(&self) -> Result<Vec<u32>, Error> {
+        let msgs: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv6Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| nl("dumping IPv6 routes", e))?;
+        Ok(msgs
+            .iter()
+            .filter(|m| {
+                m.header.address_family == AddressFamily::Inet6
+                    && m.header.destination_prefix_length == 0
+                    && m.header.protocol == RouteProtocol::Ra
+            })
+            .filter_map(|m| {
+                m.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(i) => Some(*i),
+                    _ => None,
+                })
             })
             .collect())
     }
@@ -488,6 +530,40 @@ impl Netlink {
             .await
             .map_err(|e| nl(&format!("removing {net} from link {index}"), e))
     }
+
+    /// Add an IPv6 address with `nodad`: a bridge without ports has no carrier, and the kernel
+    /// keeps an address that waits for duplicate address detection "tentative" (unusable: no
+    /// bind, never a source) until carrier comes, then ~1 s more. The prefix is the agent's
+    /// own network and the address its gateway, so there is nobody to detect.
+    pub async fn add_addr6(&self, index: u32, net: Ipv6Net) -> Result<(), Error> {
+        let mut req = self
+            .handle
+            .address()
+            .add(index, IpAddr::V6(net.addr()), net.prefix_len());
+        req.message_mut()
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        req.execute()
+            .await
+            .map_err(|e| nl(&format!("adding {net} to link {index}"), e))
+    }
+
+    /// Remove an IPv6 address; one already gone is no error. (The kernel drops a link's IPv6
+    /// addresses when it goes down, so an undo that set the bridge down first finds none.)
+    pub async fn del_addr6(&self, index: u32, net: Ipv6Net) -> Result<(), Error> {
+        let msg = rtnetlink::AddressMessageBuilder::<Ipv6Addr>::new()
+            .index(index)
+            .address(net.addr(), net.prefix_len())
+            .build();
+        match self.handle.address().del(msg).execute().await {
+            Err(rtnetlink::Error::NetlinkError(m))
+                if m.code.map(|c| c.get()) == Some(-libc::EADDRNOTAVAIL) =>
+            {
+                Ok(())
+            }
+            r => r.map_err(|e| nl(&format!("removing {net} from link {index}"), e)),
+        }
+    }
 }
 
 fn bridge_change(index: u32) -> LinkMessageBuilder<LinkBridge> {
@@ -675,5 +751,21 @@ fn parse_addr(m: &AddressMessage) -> Option<Addr> {
     Some(Addr {
         index: m.header.index,
         net,
+    })
+}
+
+fn parse_addr6(m: &AddressMessage) -> Option<Addr6> {
+    if m.header.family != AddressFamily::Inet6 {
+        return None;
+    }
+    let ip = m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(IpAddr::V6(v)) => Some(*v),
+        _ => None,
+    })?;
+    let net = Ipv6Net::new(ip, m.header.prefix_len).ok()?;
+    Some(Addr6 {
+        index: m.header.index,
+        net,
+        link_local: (ip.segments()[0] & 0xffc0) == 0xfe80,
     })
 }

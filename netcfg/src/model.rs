@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
 
 use hwaddr::Mac;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 /// How a network forwards guest traffic, with libvirt's meanings.
@@ -68,6 +68,22 @@ pub struct NetworkSpec {
     /// mode = bridge only: host ports to enslave.
     pub interfaces: Vec<String>,
     pub services: Services,
+    /// IPv6 on the bridge (nat, routed and isolated networks only); None: the agent gives the
+    /// bridge no IPv6 of its own.
+    pub ipv6: Option<Ipv6Spec>,
+}
+
+/// A network's IPv6: the gateway address on the bridge and what the firewall does with it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ipv6Spec {
+    /// The bridge's address with the prefix the guests are on (added with `nodad`, see
+    /// [`crate::link::Netlink::add_addr6`]).
+    pub address: Ipv6Net,
+    /// nat mode only: masquerade the prefix as well (for hosts without a routed prefix).
+    /// Without it a nat network forwards IPv6 untranslated, as libvirt does.
+    pub nat6: bool,
+    /// DHCPv6 (udp 547) is accepted from guests on the bridge.
+    pub dhcp6: bool,
 }
 
 impl NetworkSpec {
@@ -76,6 +92,14 @@ impl NetworkSpec {
     }
     pub fn gateway(&self) -> Option<Ipv4Addr> {
         self.address.map(|a| a.addr())
+    }
+    /// The IPv6 prefix the guests are on.
+    pub fn prefix6(&self) -> Option<Ipv6Net> {
+        self.ipv6.as_ref().map(|v| v.address.trunc())
+    }
+    /// The bridge's own IPv6 address (the guests' router and DNS server).
+    pub fn gateway6(&self) -> Option<Ipv6Addr> {
+        self.ipv6.as_ref().map(|v| v.address.addr())
     }
 }
 
@@ -225,8 +249,18 @@ impl Host {
 
     /// Path of a sysctl's /proc file: net.* is always the real (namespaced) /proc/sys; the rest
     /// is host-wide and goes under the root prefix.
+    ///
+    /// A per-interface key (`net.ipv6.conf.IFNAME.accept_ra`) keeps the interface name whole:
+    /// interface names may contain dots (`eth0.100`), which are not separators there.
     pub fn sysctl_path(&self, key: &str) -> PathBuf {
-        let rel: PathBuf = key.split('.').collect();
+        let rel: PathBuf = match crate::sysctl::split_interface_key(key) {
+            Some((head, interface, leaf)) => head
+                .split('.')
+                .chain([interface])
+                .chain(leaf.split('.'))
+                .collect(),
+            None => key.split('.').collect(),
+        };
         let real = Path::new("/proc/sys").join(&rel);
         if key.starts_with("net.") {
             real
@@ -265,5 +299,13 @@ mod tests {
             Path::new("/tmp/r/proc/sys/vm/max_map_count")
         );
         assert_eq!(h.state_path(), Path::new("/tmp/r/var/lib/hostagent"));
+        assert_eq!(
+            h.sysctl_path("net.ipv6.conf.eth0.100.accept_ra"),
+            Path::new("/proc/sys/net/ipv6/conf/eth0.100/accept_ra")
+        );
+        assert_eq!(
+            h.sysctl_path("net.ipv6.conf.all.forwarding"),
+            Path::new("/proc/sys/net/ipv6/conf/all/forwarding")
+        );
     }
 }

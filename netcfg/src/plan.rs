@@ -11,18 +11,20 @@ use std::fmt;
 use std::path::PathBuf;
 
 use hwaddr::Mac;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use serde::Serialize;
 
 use crate::coexist;
 use crate::error::Error;
 use crate::files;
 use crate::hostops::{HostOps, KernelHost};
-use crate::link::{effective_forward_delay, Addr, AddrDetail, BridgeInfo, Link, Netlink, Route};
+use crate::link::{
+    effective_forward_delay, Addr, Addr6, AddrDetail, BridgeInfo, Link, Netlink, Route,
+};
 use crate::model::{Desired, Host, NetworkSpec};
 use crate::nft::{self, FIREWALL_TABLE};
 use crate::owned::{owner_alias, ownership, Owned, Ownership};
-use crate::sysctl::{self, IP_FORWARD};
+use crate::sysctl::{self, IPV6_FORWARD};
 use crate::takeover;
 
 /// What the agent's firewall table looks like now.
@@ -57,6 +59,7 @@ pub struct ObservedFile {
 pub struct Observed {
     pub links: Vec<Link>,
     pub addrs: Vec<Addr>,
+    pub addrs6: Vec<Addr6>,
     /// Current value of every sysctl the desired state or the records mention (None = no such key).
     pub sysctls: BTreeMap<String, Option<String>>,
     pub files: Vec<ObservedFile>,
@@ -75,6 +78,9 @@ pub struct Observed {
     pub routes: Vec<Route>,
     /// Bridge-mode ports another network manager runs.
     pub managers: Vec<takeover::Manager>,
+    /// When the desired state turns IPv6 forwarding on: each device with an IPv6 default route
+    /// from router advertisements, and its `accept_ra` (see [`ipv6_forwarding_notes`]).
+    pub ra_uplinks: Vec<(String, Option<String>)>,
 }
 
 impl Observed {
@@ -86,6 +92,13 @@ impl Observed {
     }
     fn addrs_of(&self, index: u32) -> impl Iterator<Item = &Addr> {
         self.addrs.iter().filter(move |a| a.index == index)
+    }
+    /// The IPv6 addresses of a link that are someone's configuration, not the kernel's own
+    /// link-local one.
+    fn addrs6_of(&self, index: u32) -> impl Iterator<Item = &Addr6> {
+        self.addrs6
+            .iter()
+            .filter(move |a| a.index == index && !a.link_local)
     }
     fn file(&self, path: &std::path::Path) -> Option<&str> {
         self.files
@@ -107,7 +120,8 @@ pub enum SysctlRecord {
     /// A `[sysctl]` value: applied and persisted; the value found first is recorded so `down`
     /// (or an apply whose config no longer names the key) puts it back.
     Config,
-    /// ip_forward for forwarding networks: remember the previous value so `down` can restore it.
+    /// A value the networks need (ip_forward and IPv6 forwarding for forwarding networks, an
+    /// IPv6 bridge's own settings): remember the previous value so `down` can restore it.
     RememberPrevious,
     /// No forwarding network is left: put back the value the agent found, forget the record.
     RestorePrevious,
@@ -124,6 +138,7 @@ pub struct BridgeSnapshot {
     pub forward_delay: u32,
     pub alias: Option<String>,
     pub addresses: Vec<Ipv4Net>,
+    pub addresses6: Vec<Ipv6Net>,
     pub up: bool,
 }
 
@@ -183,6 +198,14 @@ pub enum Action {
     RemoveAddress {
         bridge: String,
         address: Ipv4Net,
+    },
+    AddAddress6 {
+        bridge: String,
+        address: Ipv6Net,
+    },
+    RemoveAddress6 {
+        bridge: String,
+        address: Ipv6Net,
     },
     LinkUp {
         name: String,
@@ -351,6 +374,15 @@ impl fmt::Display for Action {
                     "remove address {address} from {bridge} (not in the config)"
                 )
             }
+            Action::AddAddress6 { bridge, address } => {
+                write!(f, "add address {address} to {bridge} (nodad)")
+            }
+            Action::RemoveAddress6 { bridge, address } => {
+                write!(
+                    f,
+                    "remove address {address} from {bridge} (not in the config)"
+                )
+            }
             Action::LinkUp { name } => write!(f, "set link {name} up"),
             Action::SetSysctl {
                 key,
@@ -361,6 +393,11 @@ impl fmt::Display for Action {
                 let from = from.as_deref().unwrap_or("(absent)");
                 let why = match record {
                     SysctlRecord::Config => " (`down` restores it)",
+                    SysctlRecord::RememberPrevious
+                        if sysctl::split_interface_key(key).is_some() && key != IPV6_FORWARD =>
+                    {
+                        " (IPv6 router on this bridge; `down` restores it)"
+                    }
                     SysctlRecord::RememberPrevious => {
                         " (for forwarding networks; `down` restores it)"
                     }
@@ -501,6 +538,7 @@ pub(crate) async fn observe_with(
 ) -> Result<Observed, Error> {
     let links = nl.links().await?;
     let addrs = nl.addrs().await?;
+    let addrs6 = nl.addrs6().await?;
     let owned = Owned::load(host)?;
     let mut sysctls = BTreeMap::new();
     for (k, _) in sysctl::wanted(desired) {
@@ -518,6 +556,18 @@ pub(crate) async fn observe_with(
     let firewalls = coexist::observe_for(host, desired)?;
     let addr_details = nl.addr_details().await?;
     let routes = nl.routes().await?;
+    let mut ra_uplinks = Vec::new();
+    if sysctl::for_networks(desired)
+        .iter()
+        .any(|(k, _)| k == IPV6_FORWARD)
+    {
+        for index in nl.ra_default_route_devices().await? {
+            if let Some(l) = links.iter().find(|l| l.index == index) {
+                let key = format!("net.ipv6.conf.{}.accept_ra", l.name);
+                ra_uplinks.push((l.name.clone(), sysctl::read(host, &key)?));
+            }
+        }
+    }
     let managers = desired
         .networks
         .iter()
@@ -529,6 +579,7 @@ pub(crate) async fn observe_with(
     Ok(Observed {
         links,
         addrs,
+        addrs6,
         sysctls,
         files: observed_files,
         firewall,
@@ -539,7 +590,28 @@ pub(crate) async fn observe_with(
         addr_details,
         routes,
         managers,
+        ra_uplinks,
     })
+}
+
+/// IPv6 forwarding makes the kernel ignore router advertisements on every interface whose
+/// `accept_ra` is 1 (only 2 accepts them on a router): a host that configures its own uplink by
+/// SLAAC would lose that uplink's default route when it expires. libvirt refuses to start such a
+/// network; the plan says what to set (a `[sysctl]` entry that gives the uplink 2 silences it).
+fn ipv6_forwarding_notes(desired: &Desired, observed: &Observed) -> Vec<String> {
+    observed
+        .ra_uplinks
+        .iter()
+        .filter(|(dev, accept_ra)| {
+            let key = format!("net.ipv6.conf.{dev}.accept_ra");
+            accept_ra.as_deref() == Some("1") && desired.sysctls.get(&key).map(String::as_str) != Some("2")
+        })
+        .map(|(dev, _)| {
+            format!(
+                "{dev} has an IPv6 default route from router advertisements and accept_ra = 1: with IPv6 forwarding on (for the networks with address6) the kernel stops accepting them and the route expires; add \"net.ipv6.conf.{dev}.accept_ra\" = 2 to [sysctl]"
+            )
+        })
+        .collect()
 }
 
 /// Refuse what apply must never do: adopt or replace a device that is not ours, enslave a port
@@ -608,10 +680,14 @@ pub fn conflicts(desired: &Desired, observed: &Observed) -> Result<(), Error> {
         }
     }
     for (k, _) in sysctl::wanted(desired) {
-        if observed.sysctls.get(&k).is_some_and(|v| v.is_none()) {
+        // A bridge's own keys appear when the plan creates it.
+        let created = sysctl::split_interface_key(&k).is_some_and(|(_, i, _)| {
+            observed.link(i).is_none() && desired.networks.iter().any(|n| n.bridge == i)
+        });
+        if !created && observed.sysctls.get(&k).is_some_and(|v| v.is_none()) {
             return Err(Error::NoSuchSysctl {
                 key: k.clone(),
-                path: PathBuf::from(format!("/proc/sys/{}", k.replace('.', "/"))),
+                path: Host::new("/", "/").sysctl_path(&k),
             });
         }
     }
@@ -622,7 +698,7 @@ pub fn conflicts(desired: &Desired, observed: &Observed) -> Result<(), Error> {
 pub fn diff(desired: &Desired, observed: &Observed) -> Plan {
     let mut actions = Vec::new();
     for n in &desired.networks {
-        diff_network(n, observed, &mut actions);
+        diff_network(desired, n, observed, &mut actions);
     }
     diff_sysctls(desired, observed, &mut actions);
     diff_files(desired, observed, &mut actions);
@@ -632,6 +708,7 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Plan {
     // device back its old ifindex, so as little as possible may fail after it.
     diff_stale_bridges(desired, observed, &mut actions);
     let mut notes = coexist::notes(desired, &observed.firewalls);
+    notes.extend(ipv6_forwarding_notes(desired, observed));
     if let (Some(want), Some(live)) = (desired.vhost_zcopytx, observed.vhost_live) {
         if want != live {
             notes.push(format!(
@@ -649,7 +726,12 @@ pub fn diff(desired: &Desired, observed: &Observed) -> Plan {
     }
 }
 
-fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>) {
+fn diff_network(
+    desired: &Desired,
+    n: &NetworkSpec,
+    observed: &Observed,
+    actions: &mut Vec<Action>,
+) {
     let mac = takeover::bridge_mac(n, observed);
     let taking_over = !takeover::ports(n, observed).is_empty();
     let Some(l) = observed.link(&n.bridge) else {
@@ -678,6 +760,13 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
             actions.push(Action::AddAddress {
                 bridge: n.bridge.clone(),
                 address: a,
+            });
+        }
+        diff_bridge_sysctls(desired, n, observed, actions);
+        if let Some(v6) = &n.ipv6 {
+            actions.push(Action::AddAddress6 {
+                bridge: n.bridge.clone(),
+                address: v6.address,
             });
         }
         diff_takeover(n, observed, None, actions);
@@ -760,12 +849,58 @@ fn diff_network(n: &NetworkSpec, observed: &Observed, actions: &mut Vec<Action>)
             });
         }
     }
+    diff_bridge_sysctls(desired, n, observed, actions);
+    // A bridge-mode bridge is the host's own port on the outer LAN: its IPv6 addresses (SLAAC
+    // from the LAN's router) are not the agent's to manage.
+    if n.mode != crate::model::Mode::Bridge {
+        let have6: Vec<Ipv6Net> = observed.addrs6_of(l.index).map(|a| a.net).collect();
+        let want6 = n.ipv6.as_ref().map(|v| v.address);
+        if let Some(a) = want6.filter(|a| !have6.contains(a)) {
+            actions.push(Action::AddAddress6 {
+                bridge: n.bridge.clone(),
+                address: a,
+            });
+        }
+        for a in have6.into_iter().filter(|a| Some(*a) != want6) {
+            actions.push(Action::RemoveAddress6 {
+                bridge: n.bridge.clone(),
+                address: a,
+            });
+        }
+    }
     if !l.up {
         actions.push(Action::LinkUp {
             name: n.bridge.clone(),
         });
     }
     diff_takeover(n, observed, Some(l), actions);
+}
+
+/// The bridge's own settings ([`sysctl::bridge_wanted`]), before its IPv6 address goes on (a
+/// bridge with IPv6 disabled refuses one) and before it comes up (no RA may configure it).
+fn diff_bridge_sysctls(
+    desired: &Desired,
+    n: &NetworkSpec,
+    observed: &Observed,
+    actions: &mut Vec<Action>,
+) {
+    let exists = observed.link(&n.bridge).is_some();
+    for (key, to) in sysctl::bridge_wanted(desired, n) {
+        let from = observed
+            .sysctls
+            .get(&key)
+            .cloned()
+            .flatten()
+            .filter(|_| exists);
+        if from.as_deref() != Some(to.as_str()) {
+            actions.push(Action::SetSysctl {
+                key,
+                from,
+                to,
+                record: SysctlRecord::RememberPrevious,
+            });
+        }
+    }
 }
 
 /// For each taken-over port: its addresses and routes moved to the bridge (then the port
@@ -883,6 +1018,7 @@ fn diff_stale_bridges(desired: &Desired, observed: &Observed, actions: &mut Vec<
                         forward_delay: b.forward_delay,
                         alias: l.alias.clone(),
                         addresses: observed.addrs_of(l.index).map(|a| a.net).collect(),
+                        addresses6: observed.addrs6_of(l.index).map(|a| a.net).collect(),
                         up: l.up,
                     },
                 });
@@ -905,14 +1041,19 @@ fn diff_stale_bridges(desired: &Desired, observed: &Observed, actions: &mut Vec<
 }
 
 fn diff_sysctls(desired: &Desired, observed: &Observed, actions: &mut Vec<Action>) {
-    let forwarding = desired.networks.iter().any(|n| n.mode.forwards());
+    let for_networks = sysctl::for_networks(desired);
     for (key, to) in sysctl::wanted(desired) {
+        // A bridge's own keys are set with the bridge (see diff_bridge_sysctls).
+        let bridge_key = desired.networks.iter().any(|n| {
+            sysctl::bridge_wanted(desired, n)
+                .iter()
+                .any(|(k, _)| *k == key)
+        });
         let from = observed.sysctls.get(&key).cloned().flatten();
-        if from.as_deref() == Some(to.as_str()) {
+        if bridge_key || from.as_deref() == Some(to.as_str()) {
             continue;
         }
-        let record = if key == IP_FORWARD && forwarding && !desired.sysctls.contains_key(IP_FORWARD)
-        {
+        let record = if for_networks.iter().any(|(k, _)| *k == key) {
             SysctlRecord::RememberPrevious
         } else {
             SysctlRecord::Config
@@ -1026,6 +1167,7 @@ mod tests {
     use super::*;
     use crate::model::{Mode, PortLimit, Services};
     use crate::owned::{OwnedBridge, SysctlChange};
+    use crate::sysctl::{IPV6_FORWARD, IP_FORWARD};
 
     fn net(name: &str, bridge: &str, mode: Mode) -> NetworkSpec {
         NetworkSpec {
@@ -1039,6 +1181,7 @@ mod tests {
             mtu: Some(1500),
             interfaces: vec![],
             services: Services::default(),
+            ipv6: None,
         }
     }
 
@@ -1070,6 +1213,13 @@ mod tests {
                 index: idx,
                 net: n.address.unwrap(),
             });
+            if let Some(v6) = &n.ipv6 {
+                o.addrs6.push(Addr6 {
+                    index: idx,
+                    net: v6.address,
+                    link_local: false,
+                });
+            }
             o.owned.bridges.push(OwnedBridge {
                 network: n.name.clone(),
                 name: n.bridge.clone(),
@@ -1117,6 +1267,159 @@ mod tests {
         let json = serde_json::to_value(&plan).unwrap();
         assert_eq!(json["actions"][0]["kind"], "create_bridge");
         assert_eq!(json["actions"][3]["record"], "remember_previous");
+    }
+
+    fn desired_v6(mode: Mode) -> Desired {
+        let mut d = desired_one(mode);
+        d.networks[0].ipv6 = Some(crate::model::Ipv6Spec {
+            address: "fd00:77::1/64".parse().unwrap(),
+            nat6: false,
+            dhcp6: false,
+        });
+        d
+    }
+
+    #[test]
+    fn an_ipv6_bridge_gets_its_settings_before_its_address_and_forwarding_is_remembered() {
+        let d = desired_v6(Mode::Nat);
+        let mut o = Observed::default();
+        o.sysctls.insert(IP_FORWARD.into(), Some("0".into()));
+        o.sysctls.insert(IPV6_FORWARD.into(), Some("0".into()));
+        let plan = diff(&d, &o);
+        let steps: Vec<String> = plan.actions.iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            steps[1..7],
+            [
+                "add address 10.77.0.1/24 to br-lab",
+                "set net.ipv6.conf.br-lab.disable_ipv6 (absent) → 0 (IPv6 router on this bridge; `down` restores it)",
+                "set net.ipv6.conf.br-lab.accept_ra (absent) → 0 (IPv6 router on this bridge; `down` restores it)",
+                "add address fd00:77::1/64 to br-lab (nodad)",
+                "set link br-lab up",
+                "set net.ipv4.ip_forward 0 → 1 (for forwarding networks; `down` restores it)",
+            ],
+            "{steps:#?}"
+        );
+        assert_eq!(
+            steps[7],
+            "set net.ipv6.conf.all.forwarding 0 → 1 (for forwarding networks; `down` restores it)"
+        );
+        assert!(plan.actions.iter().all(|a| !matches!(
+            a,
+            Action::SetSysctl {
+                record: SysctlRecord::Config,
+                ..
+            }
+        )));
+        // A bridge the plan creates has no keys yet: that is no conflict.
+        assert!(conflicts(&d, &o).is_ok());
+        // Converged: nothing to do.
+        assert!(diff(&d, &converged(&d)).is_empty());
+    }
+
+    #[test]
+    fn an_uplink_configured_by_router_advertisements_gets_a_note_unless_it_accepts_them_as_a_router(
+    ) {
+        let mut d = desired_v6(Mode::Nat);
+        let mut o = converged(&d);
+        o.ra_uplinks = vec![
+            ("eth0".into(), Some("1".into())),
+            ("eth1".into(), Some("2".into())),
+        ];
+        let notes = diff(&d, &o).notes;
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert!(
+            notes[0].starts_with("eth0 has an IPv6 default route from router advertisements")
+                && notes[0].contains("\"net.ipv6.conf.eth0.accept_ra\" = 2"),
+            "{notes:?}"
+        );
+        d.sysctls
+            .insert("net.ipv6.conf.eth0.accept_ra".into(), "2".into());
+        assert!(diff(&d, &converged(&d)).notes.is_empty());
+    }
+
+    #[test]
+    fn isolated_ipv6_sets_the_bridge_but_not_forwarding_and_bridge_mode_gets_nothing() {
+        let d = desired_v6(Mode::Isolated);
+        let keys: Vec<String> = sysctl::wanted(&d).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "net.ipv6.conf.br-lab.disable_ipv6",
+                "net.ipv6.conf.br-lab.accept_ra"
+            ]
+        );
+        let mut b = desired_v6(Mode::Bridge);
+        b.networks[0].address = None;
+        assert!(sysctl::wanted(&b).is_empty());
+        // [sysctl] wins over the network's own value for a key both name.
+        let mut mine = desired_v6(Mode::Isolated);
+        mine.sysctls
+            .insert("net.ipv6.conf.br-lab.accept_ra".into(), "2".into());
+        assert_eq!(
+            sysctl::wanted(&mine),
+            [
+                (
+                    "net.ipv6.conf.br-lab.disable_ipv6".to_string(),
+                    "0".to_string()
+                ),
+                (
+                    "net.ipv6.conf.br-lab.accept_ra".to_string(),
+                    "2".to_string()
+                ),
+            ]
+        );
+        let mut o = converged(&mine);
+        o.sysctls
+            .insert("net.ipv6.conf.br-lab.accept_ra".into(), Some("2".into()));
+        assert!(diff(&mine, &o).is_empty(), "no tug of war");
+    }
+
+    #[test]
+    fn a_lost_address6_comes_back_strays_go_and_the_kernels_link_local_stays() {
+        let d = desired_v6(Mode::Routed);
+        let mut o = converged(&d);
+        o.addrs6.clear();
+        o.addrs6.push(Addr6 {
+            index: 10,
+            net: "fe80::5054:ff:fe01:203/64".parse().unwrap(),
+            link_local: true,
+        });
+        o.addrs6.push(Addr6 {
+            index: 10,
+            net: "2001:db8::5/64".parse().unwrap(),
+            link_local: false,
+        });
+        o.sysctls
+            .insert("net.ipv6.conf.br-lab.accept_ra".into(), Some("1".into()));
+        assert_eq!(
+            diff(&d, &o).actions,
+            [
+                Action::SetSysctl {
+                    key: "net.ipv6.conf.br-lab.accept_ra".into(),
+                    from: Some("1".into()),
+                    to: "0".into(),
+                    record: SysctlRecord::RememberPrevious,
+                },
+                Action::AddAddress6 {
+                    bridge: "br-lab".into(),
+                    address: "fd00:77::1/64".parse().unwrap(),
+                },
+                Action::RemoveAddress6 {
+                    bridge: "br-lab".into(),
+                    address: "2001:db8::5/64".parse().unwrap(),
+                },
+            ]
+        );
+        // A bridge-mode bridge's IPv6 (SLAAC from the outer LAN) is not the agent's.
+        let mut b = desired_one(Mode::Bridge);
+        b.networks[0].address = None;
+        let mut ob = converged(&desired_one(Mode::Bridge));
+        ob.addrs.clear();
+        ob.addrs6 = o.addrs6.clone();
+        assert!(!diff(&b, &ob)
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::RemoveAddress6 { .. })));
     }
 
     #[test]

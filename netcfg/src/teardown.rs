@@ -218,6 +218,9 @@ pub(crate) async fn teardown_with<O: HostOps>(
                 }
             }
             Ok(Some(v)) if v == c.previous => {}
+            // An interface's own setting went with the interface (the agent's bridge, removed
+            // above): nothing is left to restore.
+            Ok(None) if crate::sysctl::split_interface_key(&c.key).is_some() => {}
             Ok(v) => report.left_alone.push(format!(
                 "{} is {} now, not the {} hostagent set: not restored",
                 c.key,

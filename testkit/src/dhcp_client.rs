@@ -1,7 +1,9 @@
 //! Real DHCP clients nobody here wrote, in a test's namespace: busybox `udhcpc`, ISC
 //! `dhclient` and dhcpcd. Each runs with a hook script that appends one line per event to a record file,
 //! `REASON key=value ...`, so a test reads exactly what the client was told (address, mask,
-//! router, DNS, lease time, names, MTU, server id, boot file).
+//! router, DNS, lease time, names, MTU, server id, boot file). A `resolving` client's hook also
+//! writes the resolv.conf a distribution's would (`search DOMAIN`, one `nameserver` per server
+//! it was handed), for the guest's own resolver to read (`dns::getent_hosts`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,18 @@ const UDHCPC_CONFIGURE: &str = r#"case "$1" in bound|renew) ip addr flush dev "$
 /// dhclient passes the event as `$reason` and always wants the address configured.
 const DHCLIENT_HOOK: &str = r#"echo "$reason ip=$new_ip_address mask=$new_subnet_mask routers=$(echo $new_routers | tr ' ' ,) dns=$(echo $new_domain_name_servers | tr ' ' ,) lease=$new_dhcp_lease_time host=$new_host_name domain=$new_domain_name mtu=$new_interface_mtu" >> "$RECORD"
 case "$reason" in BOUND|RENEW|REBIND|REBOOT) ip addr replace "$new_ip_address/$new_subnet_mask" dev "$interface" ;; esac"#;
+
+/// ... and, for a resolving client, its resolv.conf from the options it was handed.
+const UDHCPC_RESOLV: &str = r#"case "$1" in bound|renew) { [ -n "$domain" ] && echo "search $domain"; for s in $dns; do echo "nameserver $s"; done; } > "$RESOLV" ;; esac"#;
+
+const DHCLIENT_RESOLV: &str = r#"case "$reason" in BOUND|RENEW|REBIND|REBOOT) { [ -n "$new_domain_name" ] && echo "search $new_domain_name"; for s in $new_domain_name_servers; do echo "nameserver $s"; done; } > "$RESOLV" ;; esac"#;
+
+/// `dir/NAME.resolv.conf` and the hook lines that write it (`what` uses `$RESOLV`).
+fn resolv_hook(dir: &Path, name: &str, what: &str) -> (PathBuf, String) {
+    let path = dir.join(format!("{name}.resolv.conf"));
+    let body = format!("RESOLV='{}'\n{what}", path.display());
+    (path, body)
+}
 
 /// Write `dir/NAME.sh` that runs `body` with `$RECORD` set to `record`. (dhclient clears the
 /// environment, so the path is written into the script.)
@@ -58,6 +72,7 @@ pub struct Udhcpc<'a> {
     ns: &'a Netns,
     script: PathBuf,
     record: PathBuf,
+    resolv_conf: Option<PathBuf>,
     extra: Vec<String>,
 }
 
@@ -77,6 +92,20 @@ impl<'a> Udhcpc<'a> {
         )
     }
 
+    /// Records events, configures the address and writes `dir/udhcpc-TAG.resolv.conf`
+    /// ([`Udhcpc::resolv_conf`]).
+    pub fn resolving(ns: &'a Netns, dir: &Path, tag: &str) -> Udhcpc<'a> {
+        let (path, resolv) = resolv_hook(dir, &format!("udhcpc-{tag}"), UDHCPC_RESOLV);
+        let mut u = Udhcpc::with_hook(
+            ns,
+            dir,
+            tag,
+            &format!("{UDHCPC_RECORD}\n{UDHCPC_CONFIGURE}\n{resolv}"),
+        );
+        u.resolv_conf = Some(path);
+        u
+    }
+
     fn with_hook(ns: &'a Netns, dir: &Path, tag: &str, body: &str) -> Udhcpc<'a> {
         let record = dir.join(format!("udhcpc-{tag}.record"));
         let script = hook(dir, &format!("udhcpc-{tag}"), &record, body);
@@ -84,8 +113,16 @@ impl<'a> Udhcpc<'a> {
             ns,
             script,
             record,
+            resolv_conf: None,
             extra: Vec::new(),
         }
+    }
+
+    /// The resolv.conf a [`Udhcpc::resolving`] client writes.
+    pub fn resolv_conf(&self) -> &Path {
+        self.resolv_conf
+            .as_deref()
+            .expect("Udhcpc::resolving writes a resolv.conf")
     }
 
     /// More udhcpc arguments (`-x hostname:NAME`, `-V VENDOR`, ...).
@@ -202,6 +239,9 @@ pub struct Dhclient<'a> {
     record: PathBuf,
     leases: PathBuf,
     pid: PathBuf,
+    /// Its own dhclient.conf (`-cf`), when it sends a host name.
+    conf: Option<PathBuf>,
+    resolv_conf: Option<PathBuf>,
 }
 
 /// How long one dhclient run may take before `timeout` ends it.
@@ -216,7 +256,36 @@ impl<'a> Dhclient<'a> {
             record,
             leases: dir.join(format!("dhclient-{tag}.leases")),
             pid: dir.join(format!("dhclient-{tag}.pid")),
+            conf: None,
+            resolv_conf: None,
         }
+    }
+
+    /// Sends `hostname` (option 12, `send host-name` in a dhclient.conf of its own) and writes
+    /// `dir/dhclient-TAG.resolv.conf` ([`Dhclient::resolv_conf`]) from what it is handed.
+    pub fn resolving(ns: &'a Netns, dir: &Path, tag: &str, hostname: &str) -> Dhclient<'a> {
+        let name = format!("dhclient-{tag}");
+        let record = dir.join(format!("{name}.record"));
+        let (path, resolv) = resolv_hook(dir, &name, DHCLIENT_RESOLV);
+        let conf = dir.join(format!("{name}.conf"));
+        std::fs::write(&conf, format!("send host-name \"{hostname}\";\n"))
+            .unwrap_or_else(|e| panic!("write {}: {e}", conf.display()));
+        Dhclient {
+            ns,
+            script: hook(dir, &name, &record, &format!("{DHCLIENT_HOOK}\n{resolv}")),
+            record,
+            leases: dir.join(format!("{name}.leases")),
+            pid: dir.join(format!("{name}.pid")),
+            conf: Some(conf),
+            resolv_conf: Some(path),
+        }
+    }
+
+    /// The resolv.conf a [`Dhclient::resolving`] client writes.
+    pub fn resolv_conf(&self) -> &Path {
+        self.resolv_conf
+            .as_deref()
+            .expect("Dhclient::resolving writes a resolv.conf")
     }
 
     /// `dhclient -4 -v EXTRA ...` (`-1`: get a lease, then go to the background; `-x`: stop
@@ -226,12 +295,15 @@ impl<'a> Dhclient<'a> {
         let mut argv = vec!["timeout", &secs, "dhclient", "-4", "-v"];
         argv.extend_from_slice(extra);
         for (flag, file) in [
-            ("-lf", &self.leases),
-            ("-pf", &self.pid),
-            ("-sf", &self.script),
+            ("-lf", Some(&self.leases)),
+            ("-pf", Some(&self.pid)),
+            ("-sf", Some(&self.script)),
+            ("-cf", self.conf.as_ref()),
         ] {
-            argv.push(flag);
-            argv.push(file.to_str().expect("utf-8 path"));
+            if let Some(file) = file {
+                argv.push(flag);
+                argv.push(file.to_str().expect("utf-8 path"));
+            }
         }
         argv.push("eth0");
         self.ns.run(&argv)

@@ -1,7 +1,7 @@
 //! The test kit every test crate of hostagent shares: `tests/` (the real binary in network
-//! namespaces) and `pxe/tests` (pxe's servers driven directly). It holds what both need and knows
-//! nothing of hostagent's binary, its config file or pxe's types, so pxe can take it as a
-//! dev-dependency; what only hostagent's integration tests need (the binary, its TOML fixtures,
+//! namespaces), `pxe/tests` (pxe's servers driven directly) and `dns/tests` (dns's server on
+//! loopback). It holds what they need and knows nothing of hostagent's binary, its config file or
+//! pxe's types, so pxe and dns can take it as a dev-dependency; what only hostagent's integration tests need (the binary, its TOML fixtures,
 //! the daemon, QEMU, libvirt) lives in `tests/src` on top of it.
 //!
 //! - [`netns`]: network namespaces made by a test, deleted on drop even when the test panics;
@@ -13,11 +13,14 @@
 //! - [`dhcp_client`]: the real clients (busybox udhcpc, ISC dhclient) with hook scripts that
 //!   record what they were told.
 //! - [`tftp`], [`http`]: raw clients that show single packets and answers.
+//! - [`dns`]: `dig` with its answer parsed, a guest's libc resolver through a resolv.conf of the
+//!   test's, and dnsmasq as an upstream resolver.
 //! - [`sock`]: TCP/UDP echo servers that record their peers, and clients whose sockets live in a
 //!   namespace.
 
 pub mod dhcp;
 pub mod dhcp_client;
+pub mod dns;
 pub mod http;
 pub mod netns;
 pub mod process;

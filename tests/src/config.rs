@@ -148,7 +148,13 @@ pub struct Network {
     interfaces: Option<Vec<String>>,
     dhcp: Option<Dhcp>,
     pxe: Option<Pxe>,
+    dns: Option<Dns>,
     forwards: Vec<Forward>,
+    address6: Option<String>,
+    nat6: Option<bool>,
+    ra: Option<Ra>,
+    /// `[network.dhcp6]`: None absent, Some(None) without a range (stateless), Some(range).
+    dhcp6: Option<Option<String>>,
 }
 
 impl Network {
@@ -165,7 +171,12 @@ impl Network {
             interfaces: None,
             dhcp: None,
             pxe: None,
+            dns: None,
             forwards: Vec::new(),
+            address6: None,
+            nat6: None,
+            ra: None,
+            dhcp6: None,
         }
     }
 
@@ -215,10 +226,80 @@ impl Network {
         self
     }
 
+    pub fn dns(mut self, d: Dns) -> Network {
+        self.dns = Some(d);
+        self
+    }
+
     /// One `[[network.forward]]`.
     pub fn forward(mut self, fwd: Forward) -> Network {
         self.forwards.push(fwd);
         self
+    }
+
+    /// `address6`: the host's IPv6 address on the bridge (CIDR).
+    pub fn address6(mut self, cidr: &str) -> Network {
+        self.address6 = Some(cidr.to_string());
+        self
+    }
+
+    pub fn nat6(mut self, on: bool) -> Network {
+        self.nat6 = Some(on);
+        self
+    }
+
+    /// `[network.ra]`.
+    pub fn ra(mut self, ra: Ra) -> Network {
+        self.ra = Some(ra);
+        self
+    }
+
+    /// `[network.dhcp6]`, with `range` when given (stateful) or without (stateless).
+    pub fn dhcp6(mut self, range: Option<&str>) -> Network {
+        self.dhcp6 = Some(range.map(str::to_string));
+        self
+    }
+}
+
+/// `[network.ra]`: router advertisements on the bridge.
+#[derive(Debug, Clone, Default)]
+pub struct Ra {
+    enable: Option<bool>,
+    min_interval: Option<String>,
+    max_interval: Option<String>,
+}
+
+impl Ra {
+    pub fn new() -> Ra {
+        Ra::default()
+    }
+
+    pub fn enable(mut self, on: bool) -> Ra {
+        self.enable = Some(on);
+        self
+    }
+
+    /// `min_interval` and `max_interval` ("3s", "4s").
+    pub fn intervals(mut self, min: &str, max: &str) -> Ra {
+        self.min_interval = Some(min.to_string());
+        self.max_interval = Some(max.to_string());
+        self
+    }
+}
+
+impl Display for Ra {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "[network.ra]")?;
+        if let Some(e) = self.enable {
+            writeln!(f, "enable = {e}")?;
+        }
+        if let Some(m) = &self.min_interval {
+            writeln!(f, "min_interval = {}", quoted(m))?;
+        }
+        if let Some(m) = &self.max_interval {
+            writeln!(f, "max_interval = {}", quoted(m))?;
+        }
+        Ok(())
     }
 }
 
@@ -230,6 +311,12 @@ impl Display for Network {
         writeln!(f, "bridge = {}", quoted(&self.bridge))?;
         if let Some(a) = &self.address {
             writeln!(f, "address = {}", quoted(a))?;
+        }
+        if let Some(a) = &self.address6 {
+            writeln!(f, "address6 = {}", quoted(a))?;
+        }
+        if let Some(n) = self.nat6 {
+            writeln!(f, "nat6 = {n}")?;
         }
         if let Some(m) = &self.mac {
             writeln!(f, "mac = {}", quoted(m))?;
@@ -251,6 +338,18 @@ impl Display for Network {
         }
         if let Some(p) = &self.pxe {
             write!(f, "{p}")?;
+        }
+        if let Some(r) = &self.ra {
+            write!(f, "{r}")?;
+        }
+        if let Some(range) = &self.dhcp6 {
+            writeln!(f, "[network.dhcp6]")?;
+            if let Some(r) = range {
+                writeln!(f, "range = {}", quoted(r))?;
+            }
+        }
+        if let Some(d) = &self.dns {
+            write!(f, "{d}")?;
         }
         for fwd in &self.forwards {
             write!(f, "{fwd}")?;
@@ -373,6 +472,75 @@ impl Display for Dhcp {
             if let Some(n) = name {
                 writeln!(f, "name = {}", quoted(n))?;
             }
+        }
+        Ok(())
+    }
+}
+
+/// `[network.dns]` and its `[[network.dns.host]]` names; an empty one leaves every key to the
+/// agent's defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Dns {
+    enable: Option<bool>,
+    domain: Option<String>,
+    forwarders: Option<Vec<String>>,
+    rate_limit: Option<u32>,
+    hosts: Vec<(String, String)>,
+}
+
+impl Dns {
+    pub fn new() -> Dns {
+        Dns::default()
+    }
+
+    pub fn enable(mut self, on: bool) -> Dns {
+        self.enable = Some(on);
+        self
+    }
+
+    pub fn domain(mut self, d: &str) -> Dns {
+        self.domain = Some(d.to_string());
+        self
+    }
+
+    /// `forwarders = [...]` (`"IP"` or `"IP:PORT"`).
+    pub fn forwarders(mut self, servers: &[&str]) -> Dns {
+        self.forwarders = Some(servers.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    /// Queries per second per guest address; 0 = off.
+    pub fn rate_limit(mut self, rate: u32) -> Dns {
+        self.rate_limit = Some(rate);
+        self
+    }
+
+    /// An extra name: `[[network.dns.host]]`.
+    pub fn host(mut self, name: &str, ip: &str) -> Dns {
+        self.hosts.push((name.to_string(), ip.to_string()));
+        self
+    }
+}
+
+impl Display for Dns {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "[network.dns]")?;
+        if let Some(on) = self.enable {
+            writeln!(f, "enable = {on}")?;
+        }
+        if let Some(d) = &self.domain {
+            writeln!(f, "domain = {}", quoted(d))?;
+        }
+        if let Some(servers) = &self.forwarders {
+            writeln!(f, "forwarders = {}", list(servers))?;
+        }
+        if let Some(r) = self.rate_limit {
+            writeln!(f, "rate_limit = {r}")?;
+        }
+        for (name, ip) in &self.hosts {
+            writeln!(f, "[[network.dns.host]]")?;
+            writeln!(f, "name = {}", quoted(name))?;
+            writeln!(f, "ip = {}", quoted(ip))?;
         }
         Ok(())
     }
@@ -564,6 +732,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_ipv6_network_reads_as_the_agent_expects_it() {
+        let n = Network::nat("lab", "br-lab", "10.77.0.1/24")
+            .address6("fd00:77::1/64")
+            .nat6(true)
+            .ra(Ra::new().enable(true).intervals("3s", "4s"))
+            .dhcp6(Some("fd00:77::100-fd00:77::1ff"));
+        assert_eq!(
+            n.to_string(),
+            r#"[[network]]
+name = "lab"
+mode = "nat"
+bridge = "br-lab"
+address = "10.77.0.1/24"
+address6 = "fd00:77::1/64"
+nat6 = true
+[network.ra]
+enable = true
+min_interval = "3s"
+max_interval = "4s"
+[network.dhcp6]
+range = "fd00:77::100-fd00:77::1ff"
+"#
+        );
+    }
+
+    #[test]
     fn a_network_with_everything_reads_as_the_agent_expects_it() {
         let c = Config::new("/state")
             .sysctl("vm.max_map_count", 262144)
@@ -619,5 +813,29 @@ vhost = true
 "#
         );
         assert_eq!(position(&c.to_string(), "mtu = ", "1400"), "14:7");
+    }
+
+    #[test]
+    fn dns_settings_and_names_follow_the_network() {
+        let n = Network::nat("lab", "br-lab", "10.77.0.1/24").dns(
+            Dns::new()
+                .enable(true)
+                .domain("lab.example")
+                .forwarders(&["192.0.2.53", "192.0.2.54:5353"])
+                .rate_limit(0)
+                .host("nas", "10.77.0.50"),
+        );
+        assert!(
+            n.to_string().ends_with(
+                "[network.dns]\nenable = true\ndomain = \"lab.example\"\n\
+             forwarders = [\"192.0.2.53\", \"192.0.2.54:5353\"]\nrate_limit = 0\n\
+             [[network.dns.host]]\nname = \"nas\"\nip = \"10.77.0.50\"\n"
+            ),
+            "{n}"
+        );
+        assert!(Network::nat("lab", "br-lab", "10.77.0.1/24")
+            .dns(Dns::new())
+            .to_string()
+            .ends_with("[network.dns]\n"));
     }
 }

@@ -1,14 +1,17 @@
 //! The kit for hostagent's integration tests, on top of the shared [`testkit`] (namespaces,
 //! waiting, test packets, DHCP clients): the hostagent binary and its command line ([`cli`]), a
 //! scratch `--root` ([`Scratch`]), config files built from parts ([`config`]), `hostagent run`
-//! as a daemon ([`daemon`]), console and agent logs ([`console`]), QEMU guests ([`qemu`]) and a
+//! as a daemon ([`daemon`]), console and agent logs ([`console`]), SLAAC guests and rdisc6
+//! ([`ipv6`]), QEMU guests ([`qemu`]) and a
 //! private libvirtd ([`libvirt`]) and a private firewalld ([`firewalld`]).
 
 pub mod cli;
 pub mod config;
 pub mod console;
 pub mod daemon;
+pub mod dns;
 pub mod firewalld;
+pub mod ipv6;
 pub mod libvirt;
 pub mod netboot;
 pub mod qemu;

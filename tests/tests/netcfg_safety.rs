@@ -13,6 +13,7 @@ use testkit::{stderr, stdout, Netns};
 /// host-wide settings.
 struct Lab {
     address: &'static str,
+    address6: &'static str,
     mac: &'static str,
     forward_delay: u32,
     mtu: u32,
@@ -22,6 +23,7 @@ struct Lab {
 
 const LAB: Lab = Lab {
     address: "10.77.0.1/24",
+    address6: "fd00:77::1/64",
     mac: "52:54:00:aa:00:01",
     forward_delay: 4,
     mtu: 1400,
@@ -36,6 +38,7 @@ fn config(lab: &Lab, with_iso: bool) -> Config {
         .vhost_zcopytx(lab.zcopytx)
         .network(
             Network::nat("lab", "br-lab", lab.address)
+                .address6(lab.address6)
                 .mac(lab.mac)
                 .stp(true)
                 .forward_delay(lab.forward_delay)
@@ -47,6 +50,7 @@ fn config(lab: &Lab, with_iso: bool) -> Config {
     c.network(
         Network::new("iso", "isolated", "br-iso")
             .address("10.78.0.1/24")
+            .address6("fd00:78::1/64")
             .mac("52:54:00:aa:00:02"),
     )
 }
@@ -66,6 +70,7 @@ struct Snapshot {
     links: String,
     addrs: String,
     ip_forward: String,
+    ipv6_forwarding: String,
     rp_filter: String,
     ruleset: String,
     files: BTreeMap<String, Vec<u8>>,
@@ -92,6 +97,7 @@ fn snapshot(ns: &Netns, s: &Scratch) -> Snapshot {
         links: ip_dump(ns, "link"),
         addrs: ip_dump(ns, "addr"),
         ip_forward: ns.read("/proc/sys/net/ipv4/ip_forward"),
+        ipv6_forwarding: ns.read("/proc/sys/net/ipv6/conf/all/forwarding"),
         rp_filter: ns.read("/proc/sys/net/ipv4/conf/default/rp_filter"),
         ruleset: ns.ok(&["nft", "list", "ruleset"]),
         files: s.files(),
@@ -295,6 +301,7 @@ fn rollback_after_any_failed_step_restores_a_previously_applied_host() {
     // The new config changes almost everything about the existing networks and drops one.
     let changed = Lab {
         address: "10.99.0.1/24",
+        address6: "fd00:99::1/64",
         mac: "52:54:00:aa:00:11",
         forward_delay: 6,
         mtu: 1300,

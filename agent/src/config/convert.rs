@@ -1,10 +1,15 @@
-//! Model → the types netcfg and pxe take. All paths the agent touches get the --root prefix here.
+//! Model → the types netcfg, pxe and dns take. All paths the agent touches get the --root prefix
+//! here.
+
+mod dns_server;
+
+pub use dns_server::{describe_upstreams, DnsService, GuestResolvers, DNS_PORT};
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use hwaddr::Mac;
-use netcfg::{Desired, Host, Mode, NetworkSpec, PortForward, PortLimit, Services};
+use netcfg::{Desired, Host, Ipv6Spec, Mode, NetworkSpec, PortForward, PortLimit, Services};
 use pxe::config::{
     BootConfig, DhcpConfig, FileServiceConfig, ProxyConfig, PxelinuxOptions, StaticHost,
     StaticRoute,
@@ -103,23 +108,20 @@ impl Model {
 
     /// One DHCP service per network with `[network.dhcp]`.
     ///
-    /// DNS servers: the network's, else `[dhcp] dns`, else the non-loopback IPv4 resolvers in
-    /// ROOT/etc/resolv.conf (read now; none found gives an empty list).
+    /// DNS servers (option 6): see [`Model::guest_resolvers`]. Domain (option 15): the
+    /// network's or `[dhcp]`'s, else the DNS server's domain when it runs.
     pub fn dhcp_configs(&self, root: &Path) -> Vec<DhcpConfig> {
         let host = self.host(root);
-        let mut resolvers: Option<Vec<Ipv4Addr>> = None;
         let clones = read_clone_reservations(root, &self.state_dir);
         let mut out = Vec::new();
         for n in &self.networks {
             let (Some(d), Some(address)) = (&n.dhcp, n.address) else {
                 continue;
             };
-            let dns = match &d.dns {
-                Some(dns) => dns.clone(),
-                None => resolvers
-                    .get_or_insert_with(|| host_resolvers(&host.path("/etc/resolv.conf")))
-                    .clone(),
-            };
+            let dns = self
+                .guest_resolvers(n, root)
+                .map(|r| r.addrs())
+                .unwrap_or_default();
             out.push(DhcpConfig {
                 network: n.name.clone(),
                 interface: n.bridge.clone(),
@@ -130,7 +132,10 @@ impl Model {
                 lease_time: d.lease_time,
                 router: n.mode.forwards().then(|| address.addr()),
                 dns,
-                domain: d.domain.clone(),
+                domain: d
+                    .domain
+                    .clone()
+                    .or_else(|| n.dns.as_ref().map(|dns| dns.domain.clone())),
                 mtu: n.mtu,
                 ntp: d.ntp.clone(),
                 routes: d
@@ -238,6 +243,11 @@ impl Model {
             .collect()
     }
 
+    /// One router advertiser per network with `address6` and `[network.ra]` on.
+    pub fn ra_configs(&self) -> Vec<ra::RaConfig> {
+        self.networks.iter().filter_map(ra_config).collect()
+    }
+
     /// ROOT/state_dir/leases/<network>.journal
     pub fn lease_file(&self, root: &Path, network: &str) -> PathBuf {
         self.host(root)
@@ -275,9 +285,45 @@ fn network_spec(n: &Network) -> NetworkSpec {
             dhcp: n.dhcp.is_some() || n.pxe.as_ref().is_some_and(|p| p.proxy),
             tftp: n.pxe.is_some(),
             http_port: n.pxe.as_ref().and_then(|p| p.http_port),
-            dns: n.mode != Mode::Bridge && n.address.is_some(),
+            // Open even without our server (as before it existed), so a resolver of the
+            // admin's own on the bridge keeps working when `[network.dns] enable = false`.
+            dns: n.dns.is_some() || (n.mode != Mode::Bridge && n.address.is_some()),
         },
+        ipv6: n.ipv6.as_ref().map(|v| Ipv6Spec {
+            address: v.address,
+            nat6: v.nat6,
+            dhcp6: v.dhcp6.is_some(),
+        }),
     }
+}
+
+/// Whether the network's own DNS server runs (then it listens on the IPv6 gateway too, and the
+/// router advertisements name that address as RDNSS).
+fn dns_server_runs(n: &Network) -> bool {
+    n.dns.is_some()
+}
+
+/// What the router advertisement on a network's bridge says (a network with `address6` whose
+/// `[network.ra]` is not turned off).
+fn ra_config(n: &Network) -> Option<ra::RaConfig> {
+    let v6 = n.ipv6.as_ref()?;
+    let intervals = v6.ra?;
+    Some(ra::RaConfig {
+        network: n.name.clone(),
+        interface: n.bridge.clone(),
+        mac: n.mac,
+        address: v6.address,
+        // libvirt's meaning: an isolated network's prefix is on-link, nothing routes beyond it.
+        default_router: n.mode.forwards(),
+        dhcp6: v6.dhcp6.as_ref().map(|d| d.mode()).unwrap_or_default(),
+        rdnss: if dns_server_runs(n) {
+            vec![v6.address.addr()]
+        } else {
+            Vec::new()
+        },
+        mtu: n.mtu.map(u32::from),
+        intervals,
+    })
 }
 
 /// IPv4 `nameserver` lines of a resolv.conf, without loopback (a local stub resolver such as

@@ -4,7 +4,8 @@
 //! - `wire`: serde types mirroring the file, with positions (`toml::Spanned`);
 //! - `validate` (+ `checks`, `units`): every rule, all problems collected with positions and hints;
 //! - `model`: the validated config the agent uses;
-//! - `convert`: model → `netcfg::Desired`, `pxe::config::DhcpConfig`, file services.
+//! - `convert`: model → `netcfg::Desired`, `pxe::config::DhcpConfig`, file services,
+//!   `dns::ServerConfig`.
 
 mod checks;
 mod convert;
@@ -22,14 +23,15 @@ use std::path::Path;
 
 pub use convert::host_resolvers;
 pub use convert::{
-    clone_reservations_file, guest_script_path, read_clone_reservations, ExtraReservation,
+    clone_reservations_file, describe_upstreams, guest_script_path, read_clone_reservations,
+    DnsService, ExtraReservation, GuestResolvers, DNS_PORT,
 };
 pub use error::{ConfigError, Diagnostic};
 pub use model::{
-    guest_mac, BootDevice, Dhcp, DhcpDefaults, DiskBus, DiskFormat, Forward, Guest, GuestDisk,
-    GuestFirmware, Libvirt, Mode, Model, Network, Pxe, StaticHost, VirtType, DEFAULT_LEASE_TIME,
-    DEFAULT_LIBVIRT_URI, DEFAULT_PORT_RATE_LIMIT, DEFAULT_STATE_DIR, MIN_LEASE_TIME,
-    PORT_RATE_LIMIT_RANGE,
+    guest_mac, BootDevice, Dhcp, DhcpDefaults, DiskBus, DiskFormat, Dns, DnsHost, Forward, Guest,
+    GuestDisk, GuestFirmware, Libvirt, Mode, Model, Network, Pxe, StaticHost, Upstream, VirtType,
+    DEFAULT_LEASE_TIME, DEFAULT_LIBVIRT_URI, DEFAULT_PORT_RATE_LIMIT, DEFAULT_STATE_DIR,
+    MIN_LEASE_TIME, PORT_RATE_LIMIT_RANGE,
 };
 pub use units::{parse_duration, parse_size};
 

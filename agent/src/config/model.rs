@@ -2,12 +2,12 @@
 //! it without re-checking. Conversions to netcfg/pxe types live in `convert`.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use hwaddr::Mac;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 pub use netcfg::Mode;
 
@@ -244,8 +244,43 @@ pub struct Network {
     pub interfaces: Vec<String>,
     pub dhcp: Option<Dhcp>,
     pub pxe: Option<Pxe>,
+    /// The network's DNS server; None when it does not run.
+    pub dns: Option<Dns>,
     /// `[[network.forward]]` (nat and routed networks only).
     pub forwards: Vec<Forward>,
+    /// `address6` and what goes with it (nat, routed and isolated networks only).
+    pub ipv6: Option<Ipv6>,
+}
+
+/// A network's IPv6: the bridge's address, router advertisements, DHCPv6.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ipv6 {
+    /// Gateway address with the guests' prefix length.
+    pub address: Ipv6Net,
+    /// nat only: masquerade the prefix (default: forwarded untranslated, as libvirt does).
+    pub nat6: bool,
+    /// `[network.ra]` interval bounds; None when `enable = false`.
+    pub ra: Option<ra::Intervals>,
+    /// `[network.dhcp6]`, when configured.
+    pub dhcp6: Option<Dhcp6>,
+}
+
+/// `[network.dhcp6]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dhcp6 {
+    /// Inclusive range inside the prefix, not covering the gateway; None: stateless
+    /// (information only).
+    pub range: Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)>,
+}
+
+impl Dhcp6 {
+    /// Which DHCPv6 this is, for the RA's M and O flags.
+    pub fn mode(&self) -> ra::Dhcp6Mode {
+        match self.range {
+            Some(_) => ra::Dhcp6Mode::Stateful,
+            None => ra::Dhcp6Mode::Stateless,
+        }
+    }
 }
 
 /// A host port forwarded to a guest of the network.
@@ -320,4 +355,43 @@ pub struct Pxe {
     pub pxelinux_config: Option<String>,
     pub pxelinux_path_prefix: Option<String>,
     pub pxelinux_reboot: Option<Duration>,
+}
+
+/// `[network.dns]` of a network whose DNS server runs (on its gateway, port 53).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dns {
+    /// Local names are answered under it (`bastion.default`) and bare (`bastion`).
+    pub domain: String,
+    pub upstream: Upstream,
+    /// Queries per second one source address may send (bursts of twice that); 0 = no limit.
+    pub rate_limit: u32,
+    /// `[[network.dns.host]]`, in config order.
+    pub hosts: Vec<DnsHost>,
+}
+
+/// `[network.dns] rate_limit` when left out: the dns crate's default, far above what a guest's
+/// resolver sends.
+pub(crate) const DEFAULT_DNS_RATE_LIMIT: u32 = 200;
+/// The accepted `rate_limit` values besides 0 (off).
+pub(crate) const DNS_RATE_LIMIT_RANGE: std::ops::RangeInclusive<u32> = 10..=1_000_000;
+
+/// Where a network's DNS server sends the names that are not its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Upstream {
+    /// The host's resolvers: ROOT/etc/resolv.conf, or systemd-resolved's upstream list when it
+    /// names only loopback stubs; read when the server starts (and on every reload).
+    HostResolvers,
+    /// `forwarders = [...]`, tried in order.
+    Forwarders(Vec<SocketAddr>),
+    /// Only the local names: an isolated network without `forwarders` is not a way out.
+    LocalOnly,
+}
+
+/// One `[[network.dns.host]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DnsHost {
+    /// A host name (`nas`) or several labels (`api.k8s`), relative to the domain or qualified
+    /// with it.
+    pub name: String,
+    pub ip: IpAddr,
 }

@@ -143,6 +143,15 @@ pub(super) struct Network {
     pub interfaces: Option<S<Vec<S<String>>>>,
     pub dhcp: Option<S<NetworkDhcp>>,
     pub pxe: Option<S<Pxe>>,
+    /// IPv6 (validated in `validate::ipv6`): the gateway address with prefix on the bridge.
+    pub address6: Option<S<String>>,
+    /// nat mode: masquerade the IPv6 prefix too.
+    pub nat6: Option<S<bool>>,
+    /// `[network.ra]`: router advertisements on the bridge.
+    pub ra: Option<S<NetworkRa>>,
+    /// `[network.dhcp6]`: its presence (and `range`) decides the RA's M/O flags.
+    pub dhcp6: Option<S<NetworkDhcp6>>,
+    pub dns: Option<S<NetworkDns>>,
     /// `[[network.forward]]`: host ports forwarded to guests (validated in `validate::forward`).
     #[serde(default)]
     pub forward: Vec<S<Forward>>,
@@ -159,6 +168,45 @@ pub(super) struct Forward {
     pub to: Option<S<String>>,
     pub guest: Option<S<String>>,
     pub guest_port: Option<S<i64>>,
+}
+
+/// `[network.ra]`: `enable` (default true) and the unsolicited interval bounds.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NetworkRa {
+    pub enable: Option<bool>,
+    pub min_interval: Option<S<String>>,
+    pub max_interval: Option<S<String>>,
+}
+
+/// `[network.dhcp6]`: stateful with `range` (the RA sets M and O), stateless without (O).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NetworkDhcp6 {
+    pub range: Option<S<String>>,
+}
+
+/// `[network.dns]`: the network's DNS server on its gateway.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct NetworkDns {
+    pub enable: Option<S<bool>>,
+    pub domain: Option<S<String>>,
+    /// `"IP"` or `"IP:PORT"` (`"[IPv6]:PORT"`): where names outside the domain go instead of the
+    /// host's resolvers.
+    pub forwarders: Option<S<Vec<S<String>>>>,
+    /// Queries per second one guest address may send; 0 = no limit.
+    pub rate_limit: Option<S<i64>>,
+    #[serde(default)]
+    pub host: Vec<S<DnsHost>>,
+}
+
+/// `[[network.dns.host]]`: one extra name → address record.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct DnsHost {
+    pub name: S<String>,
+    pub ip: S<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -49,7 +49,10 @@ pub async fn status(root: &Path, json: bool) -> Result<ExitCode> {
         "NETWORK", "MODE", "BRIDGE", "ADDRESS"
     );
     for n in &s.networks {
-        let address = n.address.map_or("-".to_string(), |a| a.to_string());
+        let mut address = n.address.map_or("-".to_string(), |a| a.to_string());
+        if let Some(a6) = n.address6 {
+            address.push_str(&format!(" {a6}"));
+        }
         println!(
             "{:<14} {:<9} {:<15} {:<18}",
             n.name, n.mode, n.bridge, address
@@ -60,6 +63,8 @@ pub async fn status(root: &Path, json: bool) -> Result<ExitCode> {
         print_counters("dhcp", server.dhcp.as_ref())?;
         print_counters("tftp", server.tftp.as_ref())?;
         print_counters("http", server.http.as_ref())?;
+        print_counters("ra", server.ra.as_ref())?;
+        print_counters("dns", server.dns.as_ref())?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,8 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use ipnet::Ipv4Net;
+use dns::CountersSnapshot;
+use ipnet::{Ipv4Net, Ipv6Net};
 use pxe::dhcp::server::DhcpStatsSnapshot;
 use pxe::http::HttpStatsSnapshot;
 use pxe::leases::Lease;
@@ -91,6 +92,9 @@ pub struct NetworkInfo {
     pub bridge: String,
     /// The host's address with prefix, e.g. `10.0.0.1/24`.
     pub address: Option<Ipv4Net>,
+    /// The host's IPv6 address with prefix, e.g. `fd00:122::1/64`.
+    #[serde(default)]
+    pub address6: Option<Ipv6Net>,
 }
 
 /// One network's boot servers; a server that does not run is absent.
@@ -100,6 +104,32 @@ pub struct ServerStatus {
     pub dhcp: Option<DhcpStatus>,
     pub tftp: Option<FileServerStatus<TftpStatsSnapshot>>,
     pub http: Option<FileServerStatus<HttpStatsSnapshot>>,
+    #[serde(default)]
+    pub dns: Option<DnsStatus>,
+    /// Router advertisements on the bridge.
+    #[serde(default)]
+    pub ra: Option<RaStatus>,
+}
+
+/// The router advertiser's counters and the bridge it advertises on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaStatus {
+    pub interface: String,
+    #[serde(flatten)]
+    pub counters: ra::RaStatsSnapshot,
+}
+
+/// The DNS server's counters, where it listens, its domain, its upstreams and how many names
+/// it answers for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DnsStatus {
+    pub listen: Vec<SocketAddr>,
+    pub domain: String,
+    /// Where names outside the domain are forwarded (empty: nowhere).
+    pub upstreams: Vec<SocketAddr>,
+    pub names: usize,
+    #[serde(flatten)]
+    pub counters: CountersSnapshot,
 }
 
 /// The DHCP server's counters and the bridge it serves.

@@ -44,6 +44,7 @@ impl DaemonState {
                 mode: n.mode.as_str().to_string(),
                 bridge: n.bridge.clone(),
                 address: n.address,
+                address6: n.ipv6.as_ref().map(|v| v.address),
             })
             .collect();
         let servers = self.services.lock().await.status();

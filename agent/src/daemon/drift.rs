@@ -213,7 +213,7 @@ fn recreated_networks(actions: &[Action]) -> Vec<String> {
         .collect()
 }
 
-/// A NETLINK_ROUTE socket joined to the link and IPv4 address multicast groups. The messages are
+/// A NETLINK_ROUTE socket joined to the link, IPv4 and IPv6 address multicast groups. The messages are
 /// not parsed: any event means "look again", and the plan says what actually differs.
 struct LinkEvents {
     fd: AsyncFd<OwnedFd>,
@@ -237,7 +237,8 @@ impl LinkEvents {
         // SAFETY: sockaddr_nl is plain data; all-zero is a valid start.
         let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        addr.nl_groups = (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR) as u32;
+        addr.nl_groups =
+            (libc::RTMGRP_LINK | libc::RTMGRP_IPV4_IFADDR | libc::RTMGRP_IPV6_IFADDR) as u32;
         // SAFETY: addr is a valid sockaddr_nl of the size passed.
         let rc = unsafe {
             libc::bind(

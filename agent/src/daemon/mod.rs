@@ -1,8 +1,10 @@
-//! `hostagent run`: apply the host config, serve DHCP/TFTP/HTTP on every network that asks for
-//! them, answer the control socket, reload on SIGHUP, stop cleanly on SIGTERM/SIGINT.
+//! `hostagent run`: apply the host config, serve DHCP/TFTP/HTTP/DNS on every network that asks
+//! for them, answer the control socket, reload on SIGHUP, stop cleanly on SIGTERM/SIGINT.
 
 mod answers;
+mod dns;
 pub mod drift;
+pub mod lease_names;
 pub mod privileges;
 pub mod services;
 
@@ -20,6 +22,7 @@ use services::Services;
 
 pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
     let model = hostcmd::load(cli)?;
+    warn_about_guest_dns(cli, &model);
     let host = hostcmd::host_for(cli, &model);
     // Held until this function returns: no `apply` or `down` runs while the daemon does.
     let _lock = HostLock::acquire(&cli.root, "run")?;
@@ -118,6 +121,7 @@ pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
 /// host is brought to the new config and only servers whose settings changed are restarted.
 async fn reload(cli: &Cli, current: &Model, services: &services::Shared) -> Result<Model> {
     let new = hostcmd::load(cli).context("SIGHUP: the new config is invalid")?;
+    warn_about_guest_dns(cli, &new);
     if new.state_dir != current.state_dir {
         anyhow::bail!(
             "state_dir changed from {} to {}: restart the daemon to move its state",
@@ -138,6 +142,15 @@ async fn reload(cli: &Cli, current: &Model, services: &services::Shared) -> Resu
         "SIGHUP: config reloaded"
     );
     Ok(new)
+}
+
+/// What `plan` warns about, in the log: a network whose guests get no resolver, say.
+fn warn_about_guest_dns(cli: &Cli, model: &Model) {
+    for f in crate::guest_dns::findings(model, &cli.root) {
+        if !f.ok {
+            tracing::warn!(network = %f.network, hint = %f.hint, "{}", f.message);
+        }
+    }
 }
 
 async fn start_guests(cli: &Cli, model: &Model) {

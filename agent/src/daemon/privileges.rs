@@ -2,7 +2,8 @@
 //! daemon keeps only what drift repair, a SIGHUP reload and a server restart still need:
 //!
 //! - CAP_NET_ADMIN: netlink changes, nftables (the `nft` child inherits it, see below);
-//! - CAP_NET_RAW: the AF_PACKET socket a restarted DHCP server opens;
+//! - CAP_NET_RAW: the AF_PACKET socket a restarted DHCP server opens, and the raw ICMPv6 socket a
+//!   router advertiser opens whenever its bridge (re)gains its link-local address;
 //! - CAP_NET_BIND_SERVICE: rebinding ports 67, 69 (and a low HTTP port) after a bridge is recreated.
 //!
 //! Everything else leaves the effective, permitted, inheritable, ambient and bounding sets, and

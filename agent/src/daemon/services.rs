@@ -1,5 +1,5 @@
-//! The per-network boot services the daemon runs, and how a new config is reconciled with them:
-//! only the servers whose settings changed are restarted.
+//! The per-network services the daemon runs (DHCP, TFTP, HTTP boot, DNS), and how a new config
+//! is reconciled with them: only the networks whose settings changed are restarted.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,8 +15,11 @@ use pxe::tftp::{TftpServer, TftpStatsSnapshot};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::config::Model;
-use crate::control::protocol::{DhcpStatus, FileServerStatus, NetworkLeases, ServerStatus};
+use super::dns::RunningDns;
+use crate::config::{DnsService, Model};
+use crate::control::protocol::{
+    DhcpStatus, FileServerStatus, NetworkLeases, RaStatus, ServerStatus,
+};
 
 /// A file server (TFTP or HTTP) running as a task, stopped through its watch channel; `C` is
 /// its counters' snapshot.
@@ -48,13 +51,17 @@ struct Wanted {
     /// proxyDHCP instead of `dhcp` (validation never sets both).
     proxy: Option<ProxyConfig>,
     files: Option<(FileServiceConfig, Option<u16>)>,
+    ra: Option<ra::RaConfig>,
+    dns: Option<DnsService>,
 }
 
 struct Running {
     wanted: Wanted,
     dhcp: Option<DhcpHandle>,
+    ra: Option<ra::RaHandle>,
     tftp: Option<FileTask<TftpStatsSnapshot>>,
     http: Option<FileTask<HttpStatsSnapshot>>,
+    dns: Option<RunningDns>,
 }
 
 #[derive(Default)]
@@ -73,6 +80,8 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
                     dhcp: None,
                     proxy: None,
                     files: None,
+                    ra: None,
+                    dns: None,
                 },
             )
         })
@@ -90,6 +99,16 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
     for (f, port) in model.file_services(root) {
         if let Some(w) = out.get_mut(&f.network) {
             w.files = Some((f, port));
+        }
+    }
+    for r in model.ra_configs() {
+        if let Some(w) = out.get_mut(&r.network) {
+            w.ra = Some(r);
+        }
+    }
+    for d in model.dns_services(root) {
+        if let Some(w) = out.get_mut(&d.config.network) {
+            w.dns = Some(d);
         }
     }
     out
@@ -110,7 +129,9 @@ impl Services {
             if !keep {
                 if let Some(r) = self.networks.remove(&name) {
                     tracing::info!(network = %name, "stopping servers (settings changed or network removed)");
-                    stop_running(r).await;
+                    // Router advertisements that end (not merely change) say goodbye.
+                    let farewell = wanted.get(&name).is_none_or(|w| w.ra.is_none());
+                    stop_running(r, farewell).await;
                 }
             }
         }
@@ -129,7 +150,8 @@ impl Services {
     }
 
     /// Stop and start one network's servers again with the same settings: after drift repair
-    /// recreated its bridge, the DHCP sockets are still bound to the old device's ifindex.
+    /// recreated its bridge, the DHCP and DNS sockets are still bound to the old device's
+    /// ifindex.
     pub async fn restart_network(
         &mut self,
         name: &str,
@@ -137,14 +159,14 @@ impl Services {
         root: &Path,
     ) -> Vec<anyhow::Error> {
         if let Some(r) = self.networks.remove(name) {
-            stop_running(r).await;
+            stop_running(r, false).await;
         }
         self.reconcile(model, root).await
     }
 
     pub async fn stop_all(&mut self) {
         for (_, r) in std::mem::take(&mut self.networks) {
-            stop_running(r).await;
+            stop_running(r, true).await;
         }
     }
 
@@ -166,6 +188,15 @@ impl Services {
                 }),
                 tftp: r.tftp.as_ref().map(FileTask::status),
                 http: r.http.as_ref().map(FileTask::status),
+                ra: r
+                    .ra
+                    .as_ref()
+                    .zip(r.wanted.ra.as_ref())
+                    .map(|(h, cfg)| RaStatus {
+                        interface: cfg.interface.clone(),
+                        counters: h.stats(),
+                    }),
+                dns: r.dns.as_ref().map(RunningDns::status),
             })
             .collect()
     }
@@ -183,7 +214,16 @@ impl Services {
     }
 }
 
-async fn stop_running(r: Running) {
+/// Stop one network's servers; `farewell`: its router advertisements end for good (the network
+/// is gone, RA is turned off, the daemon stops), so hosts are told to drop the router.
+async fn stop_running(r: Running, farewell: bool) {
+    // The DNS server first: it names the DHCP server's leases until the end.
+    if let Some(d) = r.dns {
+        d.stop().await;
+    }
+    if let Some(a) = r.ra {
+        a.stop(farewell).await;
+    }
     if let Some(d) = r.dhcp {
         // The DHCP server is a blocking thread: joining it must not stall the runtime.
         let _ = tokio::task::spawn_blocking(move || d.stop()).await;
@@ -200,13 +240,15 @@ async fn start(name: &str, w: &Wanted) -> Result<Running> {
     let mut running = Running {
         wanted: w.clone(),
         dhcp: None,
+        ra: None,
         tftp: None,
         http: None,
+        dns: None,
     };
     // Half-started networks are stopped again: never leave a TFTP server running whose DHCP
     // partner failed to bind.
     if let Err(e) = start_into(name, w, &mut running).await {
-        stop_running(running).await;
+        stop_running(running, false).await;
         return Err(e);
     }
     Ok(running)
@@ -260,6 +302,18 @@ async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()>
     if let Some((what, handle)) = started {
         running.dhcp = Some(handle.with_context(|| format!("{what} start"))?);
         tracing::info!(network = %name, "{what} serving");
+    }
+    if let Some(cfg) = &w.ra {
+        if cfg.dhcp6 != ra::Dhcp6Mode::None {
+            tracing::warn!(network = %name, "[network.dhcp6] is configured and the router advertisements announce it (M/O flags), but this release serves no DHCPv6 yet");
+        }
+        running.ra = Some(ra::RaServer::start(cfg.clone()));
+    }
+    if let Some(service) = &w.dns {
+        let leases = running.dhcp.as_ref().map(DhcpHandle::leases_watch);
+        let dns = RunningDns::start(service, leases).await?;
+        tracing::info!(network = %name, listen = ?service.config.listen, domain = %service.config.zone.domain, "DNS serving");
+        running.dns = Some(dns);
     }
     Ok(())
 }

@@ -77,6 +77,7 @@ fn net(name: &str, mode: Mode, mac: u8) -> NetworkSpec {
         mtu: None,
         interfaces: vec![],
         services: Services::default(),
+        ipv6: None,
     }
 }
 

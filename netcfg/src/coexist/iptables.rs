@@ -15,6 +15,18 @@ use crate::model::NetworkSpec;
 
 pub const IPTABLES: &str = "iptables-nft";
 pub const IPTABLES_SAVE: &str = "iptables-nft-save";
+/// The same tools for iptables-nft's IPv6 tables (`ip6 filter`: Docker with IPv6, ufw).
+pub const IP6TABLES: &str = "ip6tables-nft";
+pub const IP6TABLES_SAVE: &str = "ip6tables-nft-save";
+
+/// The tool and its save tool for an nft family iptables-nft makes tables in.
+fn tools(family: &str) -> (&'static str, &'static str) {
+    if family == "ip6" {
+        (IP6TABLES, IP6TABLES_SAVE)
+    } else {
+        (IPTABLES, IPTABLES_SAVE)
+    }
+}
 /// Docker's chain for the administrator's own forward rules.
 pub const DOCKER_USER: &str = "DOCKER-USER";
 
@@ -57,6 +69,9 @@ pub(crate) fn args(r: &AcceptRule) -> String {
     }
     if let Some(o) = &r.oif {
         a.push(format!("-o {o}"));
+    }
+    if r.icmpv6 {
+        a.push("-p ipv6-icmp".into());
     }
     if let Some((p, lo, hi)) = r.dport {
         let p = p.as_str();
@@ -117,32 +132,35 @@ impl Driver for IptablesDriver {
             blockers,
             ..Detected::default()
         };
-        // Only `filter` ever gets our rules.
-        if !mine.iter().any(|c| c.table == "filter") {
-            return Ok(Some(det));
-        }
-        match run(IPTABLES_SAVE, &["-t", "filter"]) {
-            Ok(save) => {
-                for (chain, args) in marked(&save) {
-                    let system = mine
-                        .iter()
-                        .find(|c| c.table == "filter")
-                        .map_or(System::Iptables, |c| system_of(c, chains));
-                    det.ours.push(Accept {
-                        system,
-                        family: "ip".into(),
-                        table: "filter".into(),
-                        chain,
-                        why: "hostagent's".into(),
-                        rule: args.clone(),
-                        key: args,
-                    });
+        // Only `filter` ever gets our rules, in each family that has one.
+        for family in ["ip", "ip6"] {
+            let Some(filter) = mine
+                .iter()
+                .find(|c| c.family == family && c.table == "filter")
+            else {
+                continue;
+            };
+            let system = system_of(filter, chains);
+            let blocked = det.blockers.iter().any(|b| b.family == family);
+            match run(tools(family).1, &["-t", "filter"]) {
+                Ok(save) => {
+                    for (chain, args) in marked(&save) {
+                        det.ours.push(Accept {
+                            system,
+                            family: family.into(),
+                            table: "filter".into(),
+                            chain,
+                            why: "hostagent's".into(),
+                            rule: args.clone(),
+                            key: args,
+                        });
+                    }
                 }
+                Err(e) if !blocked => {
+                    tracing::debug!("iptables tables without blockers, not read: {e}")
+                }
+                Err(e) => det.problems.push(e.to_string()),
             }
-            Err(e) if det.blockers.is_empty() => {
-                tracing::debug!("iptables tables without blockers, not read: {e}")
-            }
-            Err(e) => det.problems.push(e.to_string()),
         }
         Ok(Some(det))
     }
@@ -189,13 +207,13 @@ impl Driver for IptablesDriver {
     fn apply(&self, a: &Accept) -> Result<(), Error> {
         let mut argv = vec!["-t", &a.table, "-I", &a.chain, "1"];
         argv.extend(a.rule.split(' '));
-        run(IPTABLES, &argv).map(|_| ())
+        run(tools(&a.family).0, &argv).map(|_| ())
     }
 
     fn remove(&self, a: &Accept) -> Result<(), Error> {
         let mut argv = vec!["-t", &a.table, "-D", &a.chain];
         argv.extend(a.rule.split(' '));
-        match run(IPTABLES, &argv) {
+        match run(tools(&a.family).0, &argv) {
             Ok(_) => Ok(()),
             // Already gone (a Docker restart, or someone else removed it).
             Err(Error::Coexist(msg))

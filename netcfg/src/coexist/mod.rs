@@ -36,7 +36,7 @@ pub mod ruleset;
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde::Serialize;
 
 use crate::error::Error;
@@ -63,11 +63,34 @@ pub enum Coexist {
 pub struct AcceptRule {
     pub iif: Option<String>,
     pub oif: Option<String>,
-    pub saddr: Option<Ipv4Net>,
-    pub daddr: Option<Ipv4Net>,
+    pub saddr: Option<IpNet>,
+    pub daddr: Option<IpNet>,
+    /// Any ICMPv6 (neighbour and router discovery with the host).
+    pub icmpv6: bool,
     /// Protocol and destination port range (one port: lo == hi).
     pub dport: Option<(Proto, u16, u16)>,
     pub ct: Ct,
+}
+
+impl AcceptRule {
+    /// Whether the rule means anything in a chain of nft family `family`: an `ip` chain sees
+    /// only IPv4, an `ip6` chain only IPv6, an `inet` chain both.
+    pub fn fits(&self, family: &str) -> bool {
+        let v6 = self.icmpv6
+            || [self.saddr, self.daddr]
+                .iter()
+                .flatten()
+                .any(|a| matches!(a, IpNet::V6(_)));
+        let v4 = [self.saddr, self.daddr]
+            .iter()
+            .flatten()
+            .any(|a| matches!(a, IpNet::V4(_)));
+        match family {
+            "ip" => !v6,
+            "ip6" => !v4,
+            _ => true,
+        }
+    }
 }
 
 /// A conntrack condition of an accept.
@@ -258,8 +281,8 @@ pub fn remove(host: &Host, accept: &Accept) -> Result<(), Error> {
     driver_for(host, accept.system).remove(accept)
 }
 
-fn host_net(a: Ipv4Addr) -> Ipv4Net {
-    Ipv4Net::from(a)
+fn host_net(a: Ipv4Addr) -> IpNet {
+    Ipv4Net::from(a).into()
 }
 
 /// What `network` needs on `hook`, with a purpose for each rule ("guests out"). The same list
@@ -276,6 +299,7 @@ pub fn needs(
         oif: None,
         saddr: None,
         daddr: None,
+        icmpv6: false,
         dport: None,
         ct: Ct::Any,
     };
@@ -303,6 +327,7 @@ pub fn needs(
     let (Some(subnet), Some(gw)) = (network.subnet(), network.gateway()) else {
         return out;
     };
+    let prefix6 = network.prefix6().map(IpNet::from);
     match hook {
         Hook::Forward => {
             if network.mode.forwards() {
@@ -310,7 +335,7 @@ pub fn needs(
                     "guests out",
                     AcceptRule {
                         iif: br(),
-                        saddr: Some(subnet),
+                        saddr: Some(subnet.into()),
                         ..none.clone()
                     },
                 );
@@ -322,12 +347,39 @@ pub fn needs(
                     },
                     AcceptRule {
                         oif: br(),
-                        daddr: Some(subnet),
+                        daddr: Some(subnet.into()),
                         ct: if network.mode == Mode::Nat {
                             Ct::Replies
                         } else {
                             Ct::Any
                         },
+                        ..none.clone()
+                    },
+                );
+            }
+            // IPv6 as the agent's own table forwards it: routed both ways, or replies only
+            // in with nat6.
+            if let (true, Some(prefix), Some(v6)) =
+                (network.mode.forwards(), prefix6, network.ipv6.as_ref())
+            {
+                push(
+                    "guests out (ipv6)",
+                    AcceptRule {
+                        iif: br(),
+                        saddr: Some(prefix),
+                        ..none.clone()
+                    },
+                );
+                push(
+                    if v6.nat6 {
+                        "replies in (ipv6)"
+                    } else {
+                        "routed in (ipv6)"
+                    },
+                    AcceptRule {
+                        oif: br(),
+                        daddr: Some(prefix),
+                        ct: if v6.nat6 { Ct::Replies } else { Ct::Any },
                         ..none.clone()
                     },
                 );
@@ -391,10 +443,26 @@ pub fn needs(
             if let Some(p) = s.http_port {
                 service("http boot", Proto::Tcp, one(p), false, Ct::Any);
             }
+            if let Some(v6) = &network.ipv6 {
+                if v6.dhcp6 {
+                    service("dhcpv6", Proto::Udp, one(547), false, Ct::Any);
+                }
+                // Neighbour and router discovery: without it guests cannot even find the
+                // gateway's MAC.
+                push(
+                    "icmpv6",
+                    AcceptRule {
+                        iif: br(),
+                        icmpv6: true,
+                        ..none.clone()
+                    },
+                );
+            }
         }
         Hook::Output => {
             let s = &network.services;
-            if s.dhcp || s.tftp || s.dns || s.http_port.is_some() {
+            let ipv6 = network.ipv6.is_some();
+            if s.dhcp || s.tftp || s.dns || s.http_port.is_some() || ipv6 {
                 push(
                     "to guests",
                     AcceptRule {
@@ -416,11 +484,20 @@ pub fn consequences(blocker: &Blocker, desired: &Desired, facts: &HostFacts) -> 
         .networks
         .iter()
         .filter(|n| {
-            !needs(n, blocker.hook, desired, facts).is_empty()
+            meets(n, &blocker.family)
+                && needs(n, blocker.hook, desired, facts)
+                    .iter()
+                    .any(|(_, r)| r.fits(&blocker.family))
                 || (!blocker.fixable() && n.mode != Mode::Bridge)
         })
         .map(|n| format!("{}: {blocker}", blocker.hook.consequence(&n.bridge)))
         .collect()
+}
+
+/// Whether a chain of nft family `family` sees any of `network`'s traffic: an `ip6` chain
+/// only that of a network with IPv6.
+fn meets(network: &NetworkSpec, family: &str) -> bool {
+    family != "ip6" || network.ipv6.is_some()
 }
 
 /// What `plan` and `apply` tell the user about foreign firewalls that the accepts do not
@@ -462,9 +539,9 @@ pub fn accepts(host: &Host, desired: &Desired, found: &Found) -> Vec<(Accept, St
                 && c.name == b.chain
                 && c.accepts_established()
         });
-        for n in &desired.networks {
+        for n in desired.networks.iter().filter(|n| meets(n, &b.family)) {
             let mut rules = needs(n, b.hook, desired, &found.host);
-            rules.retain(|(_, r)| !(replies_pass && r.ct == Ct::Replies));
+            rules.retain(|(_, r)| !(replies_pass && r.ct == Ct::Replies) && r.fits(&b.family));
             if rules.is_empty() {
                 continue;
             }

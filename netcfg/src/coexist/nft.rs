@@ -40,6 +40,9 @@ pub(crate) fn as_rule(r: &AcceptRule) -> Rule {
     if let Some(d) = r.daddr {
         matches.push(Match::Daddr(d));
     }
+    if r.icmpv6 {
+        matches.push(Match::Icmpv6);
+    }
     match r.dport {
         Some((p, lo, hi)) if lo == hi => matches.push(Match::Dport(p, lo)),
         Some((p, lo, hi)) => matches.push(Match::DportRange(p, lo, hi)),

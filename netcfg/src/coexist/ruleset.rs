@@ -110,7 +110,7 @@ impl ForeignChain {
     /// A chain iptables-nft made (its table and built-in chain names), which nft must not edit
     /// under it (its rules carry xtables expressions only iptables understands).
     pub fn is_iptables(&self, all: &[ForeignChain]) -> bool {
-        self.family == "ip"
+        matches!(self.family.as_str(), "ip" | "ip6")
             && IPTABLES_TABLES.contains(&self.table.as_str())
             && all
                 .iter()
@@ -298,14 +298,16 @@ pub fn parse(json: &str) -> Result<Vec<ForeignChain>, Error> {
     Ok(chains)
 }
 
-/// The base chains among `chains` that drop, IPv4-relevant families only (ip, inet).
+/// The base chains among `chains` that drop, in the families the agent's traffic meets (ip,
+/// ip6, inet).
 pub fn blockers(
     chains: &[ForeignChain],
     system_of: impl Fn(&ForeignChain) -> System,
 ) -> Vec<Blocker> {
     let mut out = Vec::new();
     for c in chains {
-        let (Some(hook), true) = (c.hook, matches!(c.family.as_str(), "ip" | "inet")) else {
+        let (Some(hook), true) = (c.hook, matches!(c.family.as_str(), "ip" | "ip6" | "inet"))
+        else {
             continue;
         };
         let drop = if c.policy.as_deref() == Some("drop") {

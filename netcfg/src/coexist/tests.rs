@@ -61,6 +61,7 @@ fn lab() -> NetworkSpec {
             http_port: Some(8069),
             dns: true,
         },
+        ipv6: None,
     }
 }
 
@@ -100,7 +101,7 @@ fn found() -> Found {
 }
 
 #[test]
-fn blockers_are_policy_drops_and_unconditional_rejects_outside_our_table_on_ipv4_families() {
+fn blockers_are_policy_drops_and_unconditional_rejects_outside_our_table_in_ip_ip6_and_inet() {
     let f = found();
     let shown: Vec<String> = f.blockers.iter().map(|b| b.to_string()).collect();
     assert_eq!(
@@ -110,6 +111,7 @@ fn blockers_are_policy_drops_and_unconditional_rejects_outside_our_table_on_ipv4
             "table inet filter chain input policy drop (nftables, hook input priority 0)",
             "table inet filter chain forward drops everything it does not accept (rule handle 8) (nftables, hook forward priority 10)",
             "table inet filter chain pre policy drop (nftables, hook prerouting priority -300)",
+            "table ip6 f6 chain forward policy drop (nftables, hook forward priority 0)",
         ]
     );
     assert_eq!(f.blockers[2].drop, Drop::Rule { handle: 8 });
@@ -380,4 +382,98 @@ async fn a_firewalld_binding_is_recorded_in_owned_json_and_forgotten_by_down() {
     teardown_with(&mut f, &host()).await.unwrap();
     assert!(f.state.accepts.is_empty());
     assert!(f.owned(&host()).is_none(), "nothing left recorded");
+}
+
+/// `lab()` with IPv6 on its bridge (nat6 as given, DHCPv6 configured).
+fn lab6(nat6: bool) -> Desired {
+    let mut n = lab();
+    n.ipv6 = Some(crate::model::Ipv6Spec {
+        address: "fd00:77::1/64".parse().unwrap(),
+        nat6,
+        dhcp6: true,
+    });
+    Desired {
+        networks: vec![n],
+        ..Desired::default()
+    }
+}
+
+#[test]
+fn ipv6_networks_get_their_accepts_in_inet_and_ip6_chains_and_ip_chains_only_ipv4_ones() {
+    let wanted = accepts(&host(), &lab6(false), &found());
+    let rules = |family: &str, chain: &str| -> Vec<String> {
+        wanted
+            .iter()
+            .filter(|(a, _)| a.family == family && a.chain == chain)
+            .map(|(a, _)| a.rule.clone())
+            .collect()
+    };
+    // The inet input drop: ND and RA with the host, and DHCPv6, besides the IPv4 services.
+    let input = rules("inet", "input");
+    for want in [
+        "iifname \"br-lab\" meta l4proto ipv6-icmp accept comment \"hostagent\"",
+        "iifname \"br-lab\" udp dport 547 accept comment \"hostagent\"",
+        "iifname \"br-lab\" udp dport 67 accept comment \"hostagent\"",
+    ] {
+        assert!(input.contains(&want.to_string()), "{want}: {input:#?}");
+    }
+    // The ip6 forward drop: the prefix routed both ways, nothing of IPv4.
+    let f6 = rules("ip6", "forward");
+    assert_eq!(
+        f6,
+        [
+            "iifname \"br-lab\" ip6 saddr fd00:77::/64 accept comment \"hostagent\"",
+            "oifname \"br-lab\" ip6 daddr fd00:77::/64 accept comment \"hostagent\"",
+        ],
+        "{wanted:#?}"
+    );
+    // Docker's ip FORWARD gets no IPv6 rule.
+    assert!(wanted
+        .iter()
+        .filter(|(a, _)| a.family == "ip")
+        .all(|(a, _)| !a.rule.contains("fd00") && !a.rule.contains("ipv6-icmp")));
+    // nat6: only replies come in (the inet forward chain accepts replies itself, so none there).
+    let wanted = accepts(&host(), &lab6(true), &found());
+    assert!(wanted.iter().any(|(a, _)| a.family == "ip6"
+        && a.rule
+            == "oifname \"br-lab\" ip6 daddr fd00:77::/64 ct state established,related accept comment \"hostagent\""));
+}
+
+#[test]
+fn an_ip6_blocker_cuts_off_only_networks_with_ipv6() {
+    let f = found();
+    let b6 = f
+        .blockers
+        .iter()
+        .find(|b| b.family == "ip6")
+        .expect("ip6 blocker");
+    assert!(consequences(b6, &desired(), &f.host).is_empty());
+    assert_eq!(consequences(b6, &lab6(false), &f.host).len(), 1);
+}
+
+#[test]
+fn ip6tables_rules_are_written_for_ip6tables_nft() {
+    let r = AcceptRule {
+        iif: Some("br-lab".into()),
+        oif: None,
+        saddr: Some("fd00:77::/64".parse().unwrap()),
+        daddr: None,
+        icmpv6: false,
+        dport: None,
+        ct: Ct::Any,
+    };
+    assert_eq!(
+        iptables::args(&r),
+        "-s fd00:77::/64 -i br-lab -m comment --comment hostagent -j ACCEPT"
+    );
+    let nd = AcceptRule {
+        saddr: None,
+        icmpv6: true,
+        ..r
+    };
+    assert_eq!(
+        iptables::args(&nd),
+        "-i br-lab -p ipv6-icmp -m comment --comment hostagent -j ACCEPT"
+    );
+    assert!(nd.fits("ip6") && nd.fits("inet") && !nd.fits("ip"));
 }

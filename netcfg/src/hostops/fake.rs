@@ -6,13 +6,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use hwaddr::Mac;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::HostOps;
 use crate::coexist;
 use crate::error::Error;
 use crate::files;
-use crate::link::{effective_forward_delay, Addr, AddrDetail, BridgeInfo, Link, Route};
+use crate::link::{effective_forward_delay, Addr, Addr6, AddrDetail, BridgeInfo, Link, Route};
 use crate::model::{Desired, Host};
 use crate::nft;
 use crate::owned::Owned;
@@ -39,6 +39,7 @@ pub(crate) struct FakeHost {
 pub(crate) struct FakeState {
     pub links: Vec<Link>,
     pub addrs: Vec<Addr>,
+    pub addrs6: Vec<Addr6>,
     pub sysctls: BTreeMap<String, String>,
     pub files: BTreeMap<PathBuf, String>,
     /// The script that made our nft tables (what `nft_saved` lists), None when absent.
@@ -154,6 +155,7 @@ impl HostOps for FakeHost {
         Ok(Observed {
             links: self.state.links.clone(),
             addrs: self.state.addrs.clone(),
+            addrs6: self.state.addrs6.clone(),
             sysctls,
             files,
             firewall,
@@ -167,6 +169,7 @@ impl HostOps for FakeHost {
             addr_details: self.details(),
             routes: self.state.routes.clone(),
             managers: Vec::new(),
+            ra_uplinks: Vec::new(),
         })
     }
 
@@ -252,8 +255,13 @@ impl HostOps for FakeHost {
 
     async fn delete_link(&mut self, index: u32) -> Result<(), Error> {
         self.change(format!("delete_link {index}"))?;
+        if let Some(l) = self.state.links.iter().find(|l| l.index == index) {
+            let own = format!("net.ipv6.conf.{}.", l.name);
+            self.state.sysctls.retain(|k, _| !k.starts_with(&own));
+        }
         self.state.links.retain(|l| l.index != index);
         self.state.addrs.retain(|a| a.index != index);
+        self.state.addrs6.retain(|a| a.index != index);
         self.state.details.retain(|a| a.index != index);
         self.state.routes.retain(|r| r.oif != Some(index));
         for l in self
@@ -282,6 +290,24 @@ impl HostOps for FakeHost {
             .details
             .retain(|a| !(a.index == index && a.net == net));
 
+        Ok(())
+    }
+
+    async fn add_addr6(&mut self, index: u32, net: Ipv6Net) -> Result<(), Error> {
+        self.change(format!("add_addr6 {index} {net}"))?;
+        self.state.addrs6.push(Addr6 {
+            index,
+            net,
+            link_local: false,
+        });
+        Ok(())
+    }
+
+    async fn del_addr6(&mut self, index: u32, net: Ipv6Net) -> Result<(), Error> {
+        self.change(format!("del_addr6 {index} {net}"))?;
+        self.state
+            .addrs6
+            .retain(|a| !(a.index == index && a.net == net));
         Ok(())
     }
 

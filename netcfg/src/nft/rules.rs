@@ -22,13 +22,22 @@
 //!   224.0.0.0/24 and the limited broadcast; tcp/udp get source ports 1024-65535.
 //! - mode = bridge: no rules at all (layer 2 only).
 //!
+//! IPv6 (a network with `address6`), the same meanings: routed and nat forward the prefix both
+//! ways untranslated (libvirt treats a nat network's IPv6 as routed); `nat6` instead accepts
+//! only replies in and masquerades the prefix in postrouting; isolated forwards nothing (the
+//! reject rules are family-agnostic). ICMPv6 is accepted from and to the bridge on the host
+//! (neighbour discovery 133-137, the agent's RAs) and ICMPv6 errors (destination unreachable,
+//! packet too big, time exceeded, parameter problem) into a forwarding network whatever
+//! conntrack says, so path MTU discovery survives a flushed or full conntrack table. DHCPv6
+//! (udp 547) is accepted on the bridge when the network configures it.
+//!
 //! Not here: libvirt also adds a tc `action csum` filter so DHCP replies reach vhost-net guests
 //! with full UDP checksums. This kernel has neither act_csum nor cls_u32 ("Failed to load TC action
 //! module"), so the agent's DHCP server computes full checksums in software instead.
 
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use serde_json::{json, Value};
 
 pub use crate::model::Proto;
@@ -39,9 +48,10 @@ use crate::model::{Desired, Mode, NetworkSpec, PortForward};
 pub enum Match {
     Iifname(String),
     Oifname(String),
-    Saddr(Ipv4Net),
-    Daddr(Ipv4Net),
-    DaddrNot(Ipv4Net),
+    /// `ip saddr` or `ip6 saddr`, by the prefix's family.
+    Saddr(IpNet),
+    Daddr(IpNet),
+    DaddrNot(IpNet),
     Dport(Proto, u16),
     /// A destination port range, lo-hi inclusive.
     DportRange(Proto, u16, u16),
@@ -54,7 +64,19 @@ pub enum Match {
     Ipv4,
     /// `fib daddr type local`: addressed to one of the host's own addresses.
     ToHost,
+    /// `meta l4proto ipv6-icmp`: any ICMPv6 (neighbour and router discovery included).
+    Icmpv6,
+    /// `icmpv6 type { ... }`: the ICMPv6 error messages.
+    Icmpv6Errors,
 }
+
+/// The ICMPv6 error types (RFC 4443 §2.1: 1-4), as nft names them.
+const ICMPV6_ERRORS: [&str; 4] = [
+    "destination-unreachable",
+    "packet-too-big",
+    "time-exceeded",
+    "parameter-problem",
+];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -142,18 +164,33 @@ fn input_rules(net: &NetworkSpec) -> Vec<Rule> {
         rules.push(accept(Proto::Udp, 53, "dns"));
         rules.push(accept(Proto::Tcp, 53, "dns"));
     }
+    if let Some(v6) = &net.ipv6 {
+        if v6.dhcp6 {
+            rules.push(accept(Proto::Udp, 547, "dhcpv6"));
+        }
+        rules.push(rule(
+            vec![iif(), Match::Icmpv6],
+            Verdict::Accept,
+            net,
+            "icmpv6",
+        ));
+    }
     rules
 }
 
 fn output_rules(net: &NetworkSpec) -> Vec<Rule> {
-    if !net.services.dhcp {
-        return Vec::new();
+    let oif = || Match::Oifname(net.bridge.clone());
+    let mut rules = Vec::new();
+    if net.services.dhcp {
+        let m = vec![oif(), Match::Dport(Proto::Udp, 68)];
+        rules.push(rule(m, Verdict::Accept, net, "dhcp replies"));
     }
-    let m = vec![
-        Match::Oifname(net.bridge.clone()),
-        Match::Dport(Proto::Udp, 68),
-    ];
-    vec![rule(m, Verdict::Accept, net, "dhcp replies")]
+    if net.ipv6.is_some() {
+        // Router advertisements and neighbour discovery from the host to its guests.
+        let m = vec![oif(), Match::Icmpv6];
+        rules.push(rule(m, Verdict::Accept, net, "icmpv6"));
+    }
+    rules
 }
 
 /// libvirt's FWX: guests on the same bridge talk freely (bridged frames the host routes back).
@@ -187,18 +224,36 @@ fn in_rules(net: &NetworkSpec, forwards: &[&PortForward]) -> Vec<Rule> {
     }
     match (net.mode, net.subnet()) {
         (Mode::Nat, Some(subnet)) => rules.push(rule(
-            vec![oif(), Match::Daddr(subnet), Match::CtReplies],
+            vec![oif(), Match::Daddr(subnet.into()), Match::CtReplies],
             Verdict::Accept,
             net,
             "replies in",
         )),
         (Mode::Routed, Some(subnet)) => rules.push(rule(
-            vec![oif(), Match::Daddr(subnet)],
+            vec![oif(), Match::Daddr(subnet.into())],
             Verdict::Accept,
             net,
             "routed in",
         )),
         _ => {}
+    }
+    if let (true, Some(v6), Some(prefix)) = (net.mode.forwards(), &net.ipv6, net.prefix6()) {
+        rules.push(rule(
+            vec![oif(), Match::Icmpv6Errors],
+            Verdict::Accept,
+            net,
+            "icmpv6 errors in",
+        ));
+        let (mut m, purpose) = (vec![oif(), Match::Daddr(prefix.into())], "routed in");
+        if v6.nat6 {
+            m.push(Match::CtReplies);
+        }
+        rules.push(rule(
+            m,
+            Verdict::Accept,
+            net,
+            if v6.nat6 { "replies in" } else { purpose },
+        ));
     }
     rules.push(rule(vec![oif()], Verdict::Reject, net, "reject in"));
     rules
@@ -208,20 +263,23 @@ fn in_rules(net: &NetworkSpec, forwards: &[&PortForward]) -> Vec<Rule> {
 fn out_rules(net: &NetworkSpec) -> Vec<Rule> {
     let iif = || Match::Iifname(net.bridge.clone());
     let mut rules = Vec::new();
-    if let (true, Some(subnet)) = (net.mode.forwards(), net.subnet()) {
-        rules.push(rule(
-            vec![iif(), Match::Saddr(subnet)],
-            Verdict::Accept,
-            net,
-            "guests out",
-        ));
+    if net.mode.forwards() {
+        let prefixes = net.subnet().map(IpNet::from).into_iter();
+        for p in prefixes.chain(net.prefix6().map(IpNet::from)) {
+            rules.push(rule(
+                vec![iif(), Match::Saddr(p)],
+                Verdict::Accept,
+                net,
+                "guests out",
+            ));
+        }
     }
     rules.push(rule(vec![iif()], Verdict::Reject, net, "reject out"));
     rules
 }
 
 fn to_guest(f: &PortForward) -> Match {
-    Match::Daddr(Ipv4Net::from(f.to))
+    Match::Daddr(Ipv4Net::from(f.to).into())
 }
 
 fn forward_purpose(what: &str, f: &PortForward) -> String {
@@ -237,7 +295,7 @@ fn dnat_rules(net: &NetworkSpec, forwards: &[&PortForward]) -> Vec<Rule> {
         .iter()
         .map(|f| {
             let mut m = match f.host_address {
-                Some(a) => vec![Match::Daddr(Ipv4Net::from(a))],
+                Some(a) => vec![Match::Daddr(Ipv4Net::from(a).into())],
                 None => vec![Match::Ipv4, Match::ToHost],
             };
             m.push(Match::Dport(f.proto, f.host_port));
@@ -263,7 +321,7 @@ fn hairpin_rules(net: &NetworkSpec, forwards: &[&PortForward]) -> Vec<Rule> {
         .map(|f| {
             rule(
                 vec![
-                    Match::Saddr(subnet),
+                    Match::Saddr(subnet.into()),
                     to_guest(f),
                     Match::Dport(f.proto, f.to_port),
                     Match::CtDnat,
@@ -276,33 +334,44 @@ fn hairpin_rules(net: &NetworkSpec, forwards: &[&PortForward]) -> Vec<Rule> {
         .collect()
 }
 
-/// libvirt's masquerade set for a nat network.
+/// libvirt's masquerade set for a nat network; with `nat6`, the same for its IPv6 prefix
+/// (link-local and multicast never reach postrouting's routed path, so no exceptions there).
 fn nat_rules(net: &NetworkSpec) -> Vec<Rule> {
-    let Some(subnet) = net.subnet() else {
-        return Vec::new();
-    };
-    let multicast: Ipv4Net =
-        Ipv4Net::new([224, 0, 0, 0].into(), 24).expect("constant prefix is valid");
-    let broadcast: Ipv4Net =
-        Ipv4Net::new([255, 255, 255, 255].into(), 32).expect("constant prefix is valid");
-    let outside = || vec![Match::Saddr(subnet), Match::DaddrNot(subnet)];
+    let mut rules = Vec::new();
+    if let Some(subnet) = net.subnet() {
+        let multicast: Ipv4Net =
+            Ipv4Net::new([224, 0, 0, 0].into(), 24).expect("constant prefix is valid");
+        let broadcast: Ipv4Net =
+            Ipv4Net::new([255, 255, 255, 255].into(), 32).expect("constant prefix is valid");
+        for (special, purpose) in [
+            (multicast, "no nat multicast"),
+            (broadcast, "no nat broadcast"),
+        ] {
+            rules.push(rule(
+                vec![Match::Saddr(subnet.into()), Match::Daddr(special.into())],
+                Verdict::Return,
+                net,
+                purpose,
+            ));
+        }
+        rules.extend(masquerade(net, subnet.into()));
+    }
+    if let (Some(v6), Some(prefix)) = (&net.ipv6, net.prefix6()) {
+        if v6.nat6 {
+            rules.extend(masquerade(net, prefix.into()));
+        }
+    }
+    rules
+}
+
+/// Masquerade `prefix` towards anything outside it; tcp and udp get source ports 1024-65535.
+fn masquerade(net: &NetworkSpec, prefix: IpNet) -> Vec<Rule> {
+    let outside = || vec![Match::Saddr(prefix), Match::DaddrNot(prefix)];
     let with = |mut m: Vec<Match>, extra: Match| {
         m.push(extra);
         m
     };
     vec![
-        rule(
-            vec![Match::Saddr(subnet), Match::Daddr(multicast)],
-            Verdict::Return,
-            net,
-            "no nat multicast",
-        ),
-        rule(
-            vec![Match::Saddr(subnet), Match::Daddr(broadcast)],
-            Verdict::Return,
-            net,
-            "no nat broadcast",
-        ),
         rule(
             with(outside(), Match::L4proto(Proto::Tcp)),
             Verdict::Masquerade(Some((1024, 65535))),
@@ -420,8 +489,8 @@ impl Ruleset {
     }
 }
 
-fn addr_text(net: &Ipv4Net) -> String {
-    if net.prefix_len() == 32 {
+fn addr_text(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
         net.addr().to_string()
     } else {
         net.to_string()
@@ -429,11 +498,19 @@ fn addr_text(net: &Ipv4Net) -> String {
 }
 
 /// How `nft -j` prints an address match's right-hand side: a plain string for a host address.
-fn addr_json(net: &Ipv4Net) -> Value {
-    if net.prefix_len() == 32 {
+fn addr_json(net: &IpNet) -> Value {
+    if net.prefix_len() == net.max_prefix_len() {
         json!(net.addr().to_string())
     } else {
         json!({"prefix": {"addr": net.network().to_string(), "len": net.prefix_len()}})
+    }
+}
+
+/// The payload protocol of an address match: `ip` or `ip6`.
+fn family(net: &IpNet) -> &'static str {
+    match net {
+        IpNet::V4(_) => "ip",
+        IpNet::V6(_) => "ip6",
     }
 }
 
@@ -441,8 +518,8 @@ fn matcher(op: &str, left: Value, right: Value) -> Value {
     json!({"match": {"op": op, "left": left, "right": right}})
 }
 
-fn ip_field(field: &str) -> Value {
-    json!({"payload": {"protocol": "ip", "field": field}})
+fn ip_field(net: &IpNet, field: &str) -> Value {
+    json!({"payload": {"protocol": family(net), "field": field}})
 }
 
 impl Match {
@@ -450,9 +527,9 @@ impl Match {
         match self {
             Match::Iifname(n) => format!("iifname \"{n}\""),
             Match::Oifname(n) => format!("oifname \"{n}\""),
-            Match::Saddr(a) => format!("ip saddr {}", addr_text(a)),
-            Match::Daddr(a) => format!("ip daddr {}", addr_text(a)),
-            Match::DaddrNot(a) => format!("ip daddr != {}", addr_text(a)),
+            Match::Saddr(a) => format!("{} saddr {}", family(a), addr_text(a)),
+            Match::Daddr(a) => format!("{} daddr {}", family(a), addr_text(a)),
+            Match::DaddrNot(a) => format!("{} daddr != {}", family(a), addr_text(a)),
             Match::Dport(p, port) => format!("{} dport {port}", p.as_str()),
             Match::DportRange(p, lo, hi) => format!("{} dport {lo}-{hi}", p.as_str()),
             Match::L4proto(p) => format!("meta l4proto {}", p.as_str()),
@@ -460,6 +537,8 @@ impl Match {
             Match::CtDnat => "ct status dnat".to_string(),
             Match::Ipv4 => "meta nfproto ipv4".to_string(),
             Match::ToHost => "fib daddr type local".to_string(),
+            Match::Icmpv6 => "meta l4proto ipv6-icmp".to_string(),
+            Match::Icmpv6Errors => format!("icmpv6 type {{ {} }}", ICMPV6_ERRORS.join(", ")),
         }
     }
 
@@ -467,9 +546,9 @@ impl Match {
         match self {
             Match::Iifname(n) => matcher("==", json!({"meta": {"key": "iifname"}}), json!(n)),
             Match::Oifname(n) => matcher("==", json!({"meta": {"key": "oifname"}}), json!(n)),
-            Match::Saddr(a) => matcher("==", ip_field("saddr"), addr_json(a)),
-            Match::Daddr(a) => matcher("==", ip_field("daddr"), addr_json(a)),
-            Match::DaddrNot(a) => matcher("!=", ip_field("daddr"), addr_json(a)),
+            Match::Saddr(a) => matcher("==", ip_field(a, "saddr"), addr_json(a)),
+            Match::Daddr(a) => matcher("==", ip_field(a, "daddr"), addr_json(a)),
+            Match::DaddrNot(a) => matcher("!=", ip_field(a, "daddr"), addr_json(a)),
             Match::Dport(p, port) => matcher(
                 "==",
                 json!({"payload": {"protocol": p.as_str(), "field": "dport"}}),
@@ -494,6 +573,16 @@ impl Match {
                 "==",
                 json!({"fib": {"result": "type", "flags": ["daddr"]}}),
                 json!("local"),
+            ),
+            Match::Icmpv6 => matcher(
+                "==",
+                json!({"meta": {"key": "l4proto"}}),
+                json!("ipv6-icmp"),
+            ),
+            Match::Icmpv6Errors => matcher(
+                "==",
+                json!({"payload": {"protocol": "icmpv6", "field": "type"}}),
+                json!({"set": ICMPV6_ERRORS}),
             ),
         }
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::*;
-use crate::model::{Mode, NetworkSpec, PortForward, PortLimit, Proto, Services};
+use crate::model::{Ipv6Spec, Mode, NetworkSpec, PortForward, PortLimit, Proto, Services};
 
 fn net(name: &str, mode: Mode, bridge: &str, address: Option<&str>) -> NetworkSpec {
     NetworkSpec {
@@ -23,6 +23,7 @@ fn net(name: &str, mode: Mode, bridge: &str, address: Option<&str>) -> NetworkSp
             http_port: Some(8069),
             dns: true,
         },
+        ipv6: None,
     }
 }
 
@@ -52,6 +53,17 @@ fn one(mode: Mode) -> Desired {
         Some("10.77.0.1/24")
     };
     desired(vec![net("lab", mode, "br-lab", address)])
+}
+
+/// `one(mode)` with IPv6 `fd00:77::1/64` on the bridge.
+fn one6(mode: Mode, nat6: bool, dhcp6: bool) -> Desired {
+    let mut d = one(mode);
+    d.networks[0].ipv6 = Some(Ipv6Spec {
+        address: "fd00:77::1/64".parse().expect("test address"),
+        nat6,
+        dhcp6,
+    });
+    d
 }
 
 /// The rule lines of one chain of the first table in `script` that starts with
@@ -95,6 +107,85 @@ fn nat_accepts_guests_out_and_replies_in_and_masquerades_like_libvirt() {
             "ip saddr 10.77.0.0/24 ip daddr != 10.77.0.0/24 masquerade",
         ]
     );
+}
+
+#[test]
+fn ipv6_is_routed_untranslated_on_nat_and_routed_networks_with_icmpv6_errors_always_in() {
+    for mode in [Mode::Nat, Mode::Routed] {
+        let s = render(&one6(mode, false, false));
+        let fwd = chain_rules(&s, "forward");
+        let reject_in = fwd
+            .iter()
+            .position(|r| r == "oifname \"br-lab\" reject with icmpx type port-unreachable")
+            .expect("reject in");
+        for want in [
+            "oifname \"br-lab\" icmpv6 type { destination-unreachable, packet-too-big, time-exceeded, parameter-problem } accept",
+            "oifname \"br-lab\" ip6 daddr fd00:77::/64 accept",
+        ] {
+            let at = fwd.iter().position(|r| r == want);
+            assert!(at.is_some_and(|i| i < reject_in), "{mode:?}: {want} before the reject: {fwd:?}");
+        }
+        assert!(
+            fwd.contains(&"iifname \"br-lab\" ip6 saddr fd00:77::/64 accept".to_string()),
+            "{fwd:?}"
+        );
+        assert!(
+            !chain_rules(&s, "postrouting")
+                .iter()
+                .any(|r| r.contains("ip6")),
+            "{s}"
+        );
+        // Neighbour and router discovery with the host, both ways.
+        assert!(chain_rules(&s, "input")
+            .contains(&"iifname \"br-lab\" meta l4proto ipv6-icmp accept".to_string()));
+        assert!(chain_rules(&s, "output")
+            .contains(&"oifname \"br-lab\" meta l4proto ipv6-icmp accept".to_string()));
+        assert!(!s.contains("dport 547"), "no DHCPv6 configured");
+    }
+}
+
+#[test]
+fn nat6_accepts_only_replies_in_and_masquerades_the_prefix() {
+    let s = render(&one6(Mode::Nat, true, true));
+    let fwd = chain_rules(&s, "forward");
+    assert!(
+        fwd.contains(
+            &"oifname \"br-lab\" ip6 daddr fd00:77::/64 ct state established,related accept"
+                .to_string()
+        ),
+        "{fwd:?}"
+    );
+    assert!(
+        !fwd.contains(&"oifname \"br-lab\" ip6 daddr fd00:77::/64 accept".to_string()),
+        "{fwd:?}"
+    );
+    let post = chain_rules(&s, "postrouting");
+    for want in [
+        "ip6 saddr fd00:77::/64 ip6 daddr != fd00:77::/64 meta l4proto tcp masquerade to :1024-65535",
+        "ip6 saddr fd00:77::/64 ip6 daddr != fd00:77::/64 meta l4proto udp masquerade to :1024-65535",
+        "ip6 saddr fd00:77::/64 ip6 daddr != fd00:77::/64 masquerade",
+    ] {
+        assert!(post.contains(&want.to_string()), "{want}: {post:?}");
+    }
+    assert!(
+        chain_rules(&s, "input").contains(&"iifname \"br-lab\" udp dport 547 accept".to_string())
+    );
+}
+
+#[test]
+fn an_isolated_network_forwards_no_ipv6_either() {
+    let s = render(&one6(Mode::Isolated, false, false));
+    let fwd = chain_rules(&s, "forward");
+    assert!(
+        !fwd.iter()
+            .any(|r| r.contains("ip6") || r.contains("icmpv6")),
+        "{fwd:?}"
+    );
+    assert!(fwd.contains(&"oifname \"br-lab\" reject with icmpx type port-unreachable".to_string()));
+    // The host still talks ND and RA with its guests.
+    assert!(chain_rules(&s, "output")
+        .iter()
+        .any(|r| r.contains("ipv6-icmp")));
 }
 
 #[test]
@@ -628,6 +719,10 @@ mod root {
                 one_limited(Mode::Nat, Some(PortLimit::per_second(100_000))),
             ),
             ("nat-forwards", nat_with_forwards()),
+            ("nat-ipv6", one6(Mode::Nat, false, false)),
+            ("nat6", one6(Mode::Nat, true, true)),
+            ("routed-ipv6", one6(Mode::Routed, false, true)),
+            ("isolated-ipv6", one6(Mode::Isolated, false, false)),
         ]
     }
 

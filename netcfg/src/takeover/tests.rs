@@ -31,6 +31,7 @@ fn uplink(stp: bool) -> Desired {
             mtu: None,
             interfaces: vec!["eth0".into()],
             services: Services::default(),
+            ipv6: None,
         }],
         sysctls: BTreeMap::new(),
         ..Desired::default()

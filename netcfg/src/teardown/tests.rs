@@ -218,6 +218,7 @@ mod root {
                 mtu: None,
                 interfaces: vec![],
                 services: Services::default(),
+                ipv6: None,
             }],
             ..Desired::default()
         }

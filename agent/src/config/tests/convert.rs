@@ -191,7 +191,7 @@ fn dhcp_config_fields_and_paths_under_root() {
 }
 
 #[test]
-fn dns_comes_from_config_else_root_resolv_conf_without_loopback() {
+fn dns_comes_from_config_else_the_gateway_else_root_resolv_conf_without_loopback() {
     let root = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(root.path().join("etc")).expect("mkdir");
     std::fs::write(
@@ -199,14 +199,15 @@ fn dns_comes_from_config_else_root_resolv_conf_without_loopback() {
         "# generated\nsearch example\nnameserver 127.0.0.53\nnameserver 192.0.2.1\nnameserver 2001:db8::1\nnameserver 192.0.2.2 \n",
     )
     .expect("write resolv.conf");
+    let off = "[network.dns]\nenable = false\n";
     let text = format!(
-        "{}{}",
+        "{}{}{}",
         net(
             "a",
             "nat",
             "br-a",
             "10.1.0.1/24",
-            &dhcp("10.1.0.10-10.1.0.20")
+            &(dhcp("10.1.0.10-10.1.0.20") + off)
         ),
         net(
             "b",
@@ -214,16 +215,30 @@ fn dns_comes_from_config_else_root_resolv_conf_without_loopback() {
             "br-b",
             "10.2.0.1/24",
             &(dhcp("10.2.0.10-10.2.0.20") + "dns = [\"10.2.0.1\"]\n")
-        )
+        ),
+        net(
+            "c",
+            "nat",
+            "br-c",
+            "10.3.0.1/24",
+            &dhcp("10.3.0.10-10.3.0.20")
+        ),
     );
     let cfgs = ok(&text).dhcp_configs(root.path());
     assert_eq!(
         cfgs[0].dns,
         vec![Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)]
     );
+    assert_eq!(cfgs[0].domain, None, "DNS off: no domain unless configured");
     assert_eq!(cfgs[1].dns, vec![Ipv4Addr::new(10, 2, 0, 1)]);
+    assert_eq!(
+        (cfgs[2].dns.as_slice(), cfgs[2].domain.as_deref()),
+        (&[Ipv4Addr::new(10, 3, 0, 1)][..], Some("c")),
+        "the network's DNS server runs: the gateway, and its domain"
+    );
 
-    // Only a loopback resolver, or no file at all: no DNS option rather than an unreachable one.
+    // DNS off with only a loopback resolver, or no file at all: no DNS option rather than an
+    // unreachable one.
     std::fs::write(
         root.path().join("etc/resolv.conf"),
         "nameserver 127.0.0.53\n",

@@ -2,9 +2,11 @@
 //! the conversions to netcfg/pxe types.
 
 mod convert;
+mod dns;
 mod firewall;
 mod forward;
 mod guests;
+mod ipv6;
 mod pxe_field;
 mod rules;
 

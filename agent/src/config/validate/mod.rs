@@ -3,10 +3,12 @@
 
 mod across;
 mod dhcp;
+mod dns;
 mod firewall;
 mod forward;
 mod guest;
 mod guest_macs;
+mod ipv6;
 mod network;
 mod pxe_options;
 
@@ -83,10 +85,12 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
         }
     }
     across::across_networks(&mut c, &networks, &marks);
+    ipv6::across(&mut c, &networks, &marks);
     let libvirt = guest::libvirt(&mut c, file.libvirt.as_ref());
     let guests = guest::guests(&mut c, &file.guest, &networks, state_dir.as_deref());
     forward::forwards(&mut c, &file.network, &mut networks, &file.guest, &guests);
     let coexist = firewall::coexist(&mut c, file.firewall.as_ref());
+    dns::names_across(&mut c, &file.network, &networks, &guests);
 
     match (c.problems.is_empty(), state_dir, dhcp_port_rate_limit) {
         (true, Some(state_dir), Some(dhcp_port_rate_limit)) => Ok(Model {

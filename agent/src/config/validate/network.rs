@@ -1,4 +1,5 @@
-//! One [[network]]: its own values, and its [network.dhcp] / [network.pxe] sections.
+//! One [[network]]: its own values, and its [network.dhcp] / [network.pxe] / [network.dns]
+//! sections.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -16,6 +17,7 @@ pub(super) struct Marks {
     pub(super) name: Range<usize>,
     pub(super) bridge: Range<usize>,
     pub(super) address: Option<Range<usize>>,
+    pub(super) address6: Option<Range<usize>>,
     /// Where the MAC came from: the `mac` value, or the name when derived.
     pub(super) mac: Range<usize>,
     pub(super) mac_derived: bool,
@@ -171,6 +173,20 @@ pub(super) fn network(
         }
     }
 
+    let ipv6 = super::ipv6::ipv6(c, w, mode);
+    let dns = super::dns::dns(
+        c,
+        w.dns.as_ref(),
+        &super::dns::Around {
+            name: &w.name,
+            mode,
+            address,
+            has_address: w.address.is_some(),
+            dhcp: dhcp.as_ref(),
+            has_dhcp: w.dhcp.is_some(),
+        },
+    );
+
     if c.problems.len() != before {
         return None;
     }
@@ -178,6 +194,7 @@ pub(super) fn network(
         name: w.name.span(),
         bridge: w.bridge.span(),
         address: w.address.as_ref().map(|a| a.span()),
+        address6: super::ipv6::span(w),
         mac: w.mac.as_ref().map_or(w.name.span(), |m| m.span()),
         mac_derived: w.mac.is_none(),
         interfaces: interface_spans,
@@ -194,8 +211,10 @@ pub(super) fn network(
         interfaces,
         dhcp,
         pxe,
+        dns,
         // Filled in by `forward::forwards` once the guests (whose addresses they may name) are known.
         forwards: Vec::new(),
+        ipv6,
     };
     Some((net, marks))
 }

@@ -84,6 +84,7 @@ fn each_reply_reads_back_as_the_type_the_client_asked_for() {
             mode: "nat".into(),
             bridge: "br-lab".into(),
             address: Some("10.77.0.1/24".parse().expect("net")),
+            address6: Some("fd00:122::1/64".parse().expect("net")),
         }],
         servers: vec![ServerStatus {
             network: "lab".into(),
@@ -123,6 +124,29 @@ fn each_reply_reads_back_as_the_type_the_client_asked_for() {
                 },
             }),
             http: None,
+            ra: Some(RaStatus {
+                interface: "br-lab".into(),
+                counters: ra::RaStatsSnapshot {
+                    advertising: true,
+                    multicast_sent: 4,
+                    solicitations: 2,
+                    unicast_sent: 2,
+                    ..Default::default()
+                },
+            }),
+            dns: Some(DnsStatus {
+                listen: vec!["10.77.0.1:53".parse().expect("addr")],
+                domain: "lab".into(),
+                upstreams: vec!["192.0.2.53:53".parse().expect("addr")],
+                names: 3,
+                counters: dns::CountersSnapshot {
+                    queries: 9,
+                    answered_local: 5,
+                    forwarded: 2,
+                    cache_hits: 1,
+                    ..Default::default()
+                },
+            }),
         }],
     };
     let line = wire(&Response::Status(status.clone()));
@@ -134,6 +158,9 @@ fn each_reply_reads_back_as_the_type_the_client_asked_for() {
     assert_eq!(v["servers"][0]["tftp"]["listen"], "10.77.0.1:69");
     assert_eq!(v["servers"][0]["tftp"]["bytes_sent"], 4096);
     assert_eq!(v["networks"][0]["address"], "10.77.0.1/24");
+    assert_eq!(v["servers"][0]["dns"]["listen"][0], "10.77.0.1:53");
+    assert_eq!(v["servers"][0]["dns"]["answered_local"], 5);
+    assert_eq!(v["servers"][0]["dns"]["domain"], "lab");
     assert_eq!(decode::<StatusReply>(&line).expect("status"), status);
 
     let leases = LeasesReply {
