@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -27,6 +28,12 @@ import time
 SUBNET = "10.60.0.0/16"
 SERVER_IP = "10.60.0.1"
 CLIENT_IP = "10.60.255.250"  # perfdhcp needs an address in the subnet (it acts as a relay)
+
+
+def client_ip(i):
+    """The address of the i-th extra client namespace (0 is CLIENT_IP)."""
+    a, b, c, d = (int(x) for x in CLIENT_IP.split("."))
+    return f"{a}.{b}.{c}.{d - i}"
 RANGE = ("10.60.1.0", "10.60.254.254")
 BRIDGE = "brbench"
 HTTP_PORT = 8069
@@ -210,10 +217,14 @@ class Testbed:
     and the nftables table are the same for every server) and a client namespace whose eth0 is a
     bridge port, addressed CLIENT_IP. `stack` names what serves: "hostagent" or a list of peers."""
 
-    def __init__(self, h, stack, networks=1, dns_names=None):
+    def __init__(self, h, stack, networks=1, dns_names=None, quiet=False):
         self.h = h
         self.stack = stack
         self.dns_names = dns_names
+        # Warnings only, as the peers are configured (Kea's logger at WARN, dnsmasq
+        # --quiet-dhcp): by default hostagent logs a line per lease.
+        self.quiet = quiet
+        self.extra_clients = []
         self.procs = {}
         self.dir = tempfile.mkdtemp(prefix="tb-", dir=h.tmp)
         self.root = os.path.join(self.dir, "root")
@@ -238,7 +249,8 @@ class Testbed:
     def _start(self):
         h = self.h
         if self.stack == "hostagent":
-            p = self.srv.popen(self.agent_argv("run"), os.path.join(self.dir, "hostagent.log"))
+            env = dict(os.environ, RUST_LOG="warn") if self.quiet else None
+            p = self.srv.popen(self.agent_argv("run"), os.path.join(self.dir, "hostagent.log"), env=env)
             self.procs["hostagent"] = p
             sock = os.path.join(self.root, "run/hostagent/control.sock")
 
@@ -267,6 +279,22 @@ class Testbed:
                    "the bridge port to forward")
         wait_until(15, self.listening, f"{self.stack} to listen")
         time.sleep(0.3)
+
+    def add_client(self, i):
+        """Another client namespace on the bridge (a second load generator), addressed
+        CLIENT_IP minus i; deleted by close()."""
+        ns = Netns(self.h.prefix, f"c{i}")
+        self.extra_clients.append(ns)
+        ip = client_ip(i)
+        port = f"vbench{i}"
+        ns.ok(["sysctl", "-qw", "net.core.rmem_max=8388608", "net.core.rmem_default=4194304"])
+        self.srv.ok(["ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.name])
+        self.srv.ok(["ip", "link", "set", port, "master", BRIDGE, "up"])
+        ns.ok(["ip", "addr", "add", f"{ip}/16", "dev", "eth0"])
+        ns.ok(["ip", "link", "set", "eth0", "up"])
+        wait_until(15, lambda: '"state":"forwarding"' in run(self.srv.argv(["bridge", "-j", "link", "show", "dev", port]), check=False).stdout,
+                   f"bridge port {port} to forward")
+        return ns, ip
 
     def srv_has_addr(self):
         out = run(self.srv.argv(["ip", "-4", "-o", "addr", "show", "dev", BRIDGE]), check=False).stdout
@@ -329,7 +357,7 @@ class Testbed:
                 "Dhcp4": {
                     "interfaces-config": {"interfaces": [BRIDGE], "dhcp-socket-type": "raw"},
                     "lease-database": {"type": "memfile", "persist": True, "name": f"{d}/kea-leases.csv", "lfc-interval": 0},
-                    "multi-threading": {"enable-multi-threading": True, "thread-pool-size": 0, "packet-queue-size": 64},
+                    "multi-threading": {"enable-multi-threading": True, "thread-pool-size": 2, "packet-queue-size": 64},
                     "valid-lifetime": LEASE_SECS,
                     "subnet4": [{
                         "id": 1, "subnet": SUBNET, "pools": [{"pool": f"{RANGE[0]} - {RANGE[1]}"}],
@@ -412,6 +440,8 @@ class Testbed:
     def close(self):
         for p in self.procs.values():
             stop(p)
+        for ns in self.extra_clients:
+            ns.close()
         if self.cli:
             self.cli.close()
         self.srv.close()
@@ -427,6 +457,9 @@ class Harness:
         self.prefix = args.prefix
         self.hostagent = os.path.abspath(args.hostagent)
         self.flood = os.path.join(os.path.dirname(self.hostagent), "dhcp-flood")
+        self.load = os.path.join(os.path.dirname(self.hostagent), "dhcp-load")
+        self.pingpong = os.path.join(os.path.dirname(self.hostagent), "udp-pingpong")
+        self.perf = shutil.which("perf")
         self.tmp = tempfile.mkdtemp(prefix="hostagent-bench-")
         os.chmod(self.tmp, 0o755)  # tftpd-hpa serves as `nobody`
         # Clients download into RAM (tmpfs), as a PXE client loads its kernel into memory, so
@@ -444,10 +477,16 @@ class Harness:
             "mid": (1 if s else 16) << 20,
             "ipxe": 1 << 20,
             "kernel": (1 if s else 8) << 20,
+            "initrd": (1 if s else 16) << 20,
+            "rack": (1 if s else 2) << 20,
         }
         self.repeats = 1 if s else 3
         self.concurrent_n = 4 if s else 24
         self.storm_clients = 20 if s else 200
+        self.rack_n = 20 if s else 200  # lock-step TFTP clients at once, and HTTP kernel+initrd ones
+        self.load_instances = 2  # dhcp-load generators, each in its own namespace
+        self.load_secs = 2 if s else 6
+        self.floor_rounds = 2000 if s else 20000
         self.dhcp_clients = 2000 if s else 60000
         self.dhcp_secs = 3 if s else 5
         self.dhcp_steps = 2 if s else 7
@@ -457,7 +496,8 @@ class Harness:
     def make_files(self):
         self.sha = {}
         for name, size in [("big.bin", self.size["big"]), ("mid.bin", self.size["mid"]),
-                           ("undionly.kpxe", self.size["ipxe"]), ("vmlinuz", self.size["kernel"])]:
+                           ("undionly.kpxe", self.size["ipxe"]), ("vmlinuz", self.size["kernel"]),
+                           ("initrd.img", self.size["initrd"]), ("rack.bin", self.size["rack"])]:
             path = os.path.join(self.boot, name)
             h = hashlib.sha256()
             with open(path, "wb") as f:
@@ -490,7 +530,7 @@ class Harness:
 
     def dhcp_one(self, stack, rate):
         """One perfdhcp run at `rate` against a freshly started server (empty lease database)."""
-        tb = Testbed(self, stack)
+        tb = Testbed(self, stack, quiet=True)
         try:
             r = self.perfdhcp(tb, rate, self.dhcp_secs)
             r["leases"] = tb.check_unique_leases(f"DHCP {stack_name(stack)} at {rate}/s")
@@ -539,14 +579,96 @@ class Harness:
                 "steps": steps,
             }
         self.results["dhcp"] = out
+        self.results["dhcp_ceiling"] = self.dhcp_ceiling()
+
+    # -- DHCP ceiling: dhcp-load generators from separate namespaces
+
+    def load_once(self, stack, rate, counters=False):
+        """`load_instances` dhcp-load generators (each in its own client namespace, each at
+        rate / instances, distinct MACs) against a fresh server. Returns the summed exchanges,
+        drops, merged latency percentiles and queue overflows (and, with `counters`, the
+        server's CPU per exchange)."""
+        tb = Testbed(self, stack, quiet=True)
+        try:
+            k = self.load_instances
+            gens = [(tb.cli, CLIENT_IP)] + [tb.add_client(i) for i in range(1, k)]
+            before = [udp_counters(tb.srv)] + [udp_counters(ns) for ns, _ in gens]
+            cpu = ServerCpu(self, tb) if counters else None
+            files = [os.path.join(tb.dir, f"lat{i}.txt") for i in range(k)]
+            procs = [subprocess.Popen(ns.argv([self.load, ip, SERVER_IP, str(rate // k), str(self.load_secs), str(0x30 + i), files[i]]),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                     for i, (ns, ip) in enumerate(gens)]
+            outs = [p.communicate(timeout=self.load_secs + 60) for p in procs]
+            server = cpu.stop() if cpu else None
+            after = [udp_counters(tb.srv)] + [udp_counters(ns) for ns, _ in gens]
+            sent = acked = 0
+            for p, (out, err) in zip(procs, outs):
+                parts = out.split()
+                if p.returncode != 0 or len(parts) < 10:
+                    raise RuntimeError(f"dhcp-load failed ({p.returncode}): {out} {err[-1000:]}")
+                sent += int(parts[1])
+                acked += int(parts[3])
+            lat = []
+            for f in files:
+                with open(f) as fh:
+                    lat.extend(int(x) for x in fh if x.strip())
+            lat.sort()
+            pct = (lambda q: lat[min(len(lat) - 1, int(len(lat) * q))] / 1000) if lat else (lambda q: None)
+            leases = tb.check_unique_leases(f"DHCP ceiling {stack_name(stack)} at {rate}/s")
+            rcv = lambda i: after[i].get("RcvbufErrors", 0) - before[i].get("RcvbufErrors", 0)
+            r = {"rate": acked / self.load_secs, "drop": 1 - acked / sent if sent else 1.0, "sent": sent, "acked": acked,
+                 "p50_ms": pct(0.50), "p99_ms": pct(0.99), "leases": leases,
+                 "server_rcvbuf_errors": rcv(0), "client_rcvbuf_errors": sum(rcv(i) for i in range(1, k + 1))}
+            if server:
+                r["server_us"] = server["cpu_ms"] * 1000 / max(acked, 1)
+            return r
+        finally:
+            tb.close()
+
+    def dhcp_ceiling(self):
+        """The rate each server holds at <= 1 % drops (an ACK later than 1 s counts as lost),
+        found as the perfdhcp search finds it, with dhcp-load instead of perfdhcp."""
+        if not os.path.exists(self.load):
+            return None
+        log(f"DHCP ceiling: {self.load_instances} dhcp-load generators from separate namespaces")
+        self.commands["dhcp ceiling"] = (f"dhcp-load CLIENT_IP {SERVER_IP} RATE/{self.load_instances} {self.load_secs} PREFIX LATENCIES"
+                                         f" (x{self.load_instances}, one per client namespace)")
+        out = {}
+        for stack in ("hostagent", ["kea"]):
+            name = stack_name(stack)
+            good, bad_rate, rate, steps = None, None, (1000 if self.smoke else 4000), []
+            for _ in range(self.dhcp_steps):
+                r = self.load_once(stack, rate)
+                steps.append((rate, r["rate"], r["drop"], r["p99_ms"], r["server_rcvbuf_errors"], r["client_rcvbuf_errors"]))
+                log(f"  {name}: asked {rate}/s -> {r['rate']:.0f}/s, drops {r['drop']*100:.2f} %, p50 {fmt_ms(r['p50_ms'])}, "
+                    f"p99 {fmt_ms(r['p99_ms'])} (queue overflows: server {r['server_rcvbuf_errors']}, generators {r['client_rcvbuf_errors']})")
+                if r["drop"] <= MAX_DROP:
+                    good = max(good or 0, rate)
+                    rate = rate * 2 if bad_rate is None else (rate + bad_rate) // 2
+                else:
+                    bad_rate = rate
+                    rate = (good + rate) // 2 if good else max(rate // 2, 100)
+                if bad_rate and good and bad_rate - good <= max(good // 10, 100):
+                    break
+            best = good or min(st[0] for st in steps)
+            runs = []
+            for _ in range(self.repeats):
+                r = self.load_once(stack, best, counters=True)
+                runs.append(r)
+                log(f"  {name}: confirm {best}/s -> {r['rate']:.0f}/s, drops {r['drop']*100:.2f} %, p50 {fmt_ms(r['p50_ms'])}, "
+                    f"p99 {fmt_ms(r['p99_ms'])}, {r['leases']} leases, unique")
+            pick = lambda k: median([x[k] for x in runs if x.get(k) is not None])
+            out[name] = {"asked": best, "rate": pick("rate"), "drop": pick("drop"), "p50_ms": pick("p50_ms"),
+                         "p99_ms": pick("p99_ms"), "server_us": pick("server_us"), "steps": steps}
+        return out
 
     # -- TFTP / HTTP transfers
 
-    def fetch(self, tb, kind, name, window=None, dest_dir=None):
+    def fetch(self, tb, kind, name, window=None, dest_dir=None, blksize=1468):
         """Download one file from the client namespace; returns (seconds, sha256 ok)."""
         dest = tempfile.mktemp(dir=dest_dir or self.dl, prefix="dl-")
         if kind == "tftp":
-            argv = ["atftp", "--option", "blksize 1468"]
+            argv = ["atftp", "--option", f"blksize {blksize}"]
             if window:
                 argv += ["--option", f"windowsize {window}"]
             argv += ["--get", "-r", name, "-l", dest, SERVER_IP]
@@ -562,9 +684,9 @@ class Harness:
             os.unlink(dest)
         return secs, ok, argv
 
-    def rate_of(self, tb, kind, name, window=None):
+    def rate_of(self, tb, kind, name, window=None, blksize=1468):
         """One download's MiB/s; a failed or corrupt download is a wrong answer."""
-        secs, ok, argv = self.fetch(tb, kind, name, window)
+        secs, ok, argv = self.fetch(tb, kind, name, window, blksize=blksize)
         if not ok:
             raise WrongAnswer(f"{kind} download of {name} from {stack_name(tb.stack)} failed or had a wrong sha256")
         return os.path.getsize(os.path.join(self.boot, name)) / secs / 2**20, argv
@@ -581,36 +703,78 @@ class Harness:
                               f"{p.stdout.strip()} bytes of {size}")
         return size / secs / 2**20
 
-    def concurrent_fetch(self, tb, kind, name, n, window=None):
-        """n simultaneous downloads; (aggregate MiB/s, failures)."""
-        results = []
-        lock = threading.Lock()
+    def client_argv(self, kind, names, dests, window=None, blksize=1468):
+        """One client process fetching `names` into `dests` (curl fetches several over one
+        keep-alive connection, as iPXE fetches a kernel and an initrd)."""
+        if kind == "tftp":
+            (name,), (dest,) = names, dests
+            argv = ["atftp", "--option", f"blksize {blksize}"]
+            if window:
+                argv += ["--option", f"windowsize {window}"]
+            return argv + ["--get", "-r", name, "-l", dest, SERVER_IP]
+        argv = ["curl", "-sS", "--fail"]
+        for name, dest in zip(names, dests):
+            argv += ["-o", dest, f"http://{SERVER_IP}:{HTTP_PORT}/{name}"]
+        return argv
 
-        def one():
-            r = self.fetch(tb, kind, name, window)
-            with lock:
-                results.append(r)
-
+    def fleet(self, tb, kind, names, n, window=None, counters=False):
+        """n clients at once, each fetching `names`. Timed from the first start to the last exit;
+        every file is checked by sha256 only after that (hashing is not the clients' work).
+        Returns {"rate": aggregate MiB/s, "failed": n, and with `counters` the per-block CPU
+        figures of `measure_cpu`}."""
+        dests = [[tempfile.mktemp(dir=self.dl, prefix="fl-") for _ in names] for _ in range(n)]
+        cpu = ServerCpu(self, tb) if counters else None
+        r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.monotonic()
-        threads = [threading.Thread(target=one) for _ in range(n)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(660)
+        procs = [subprocess.Popen(tb.cli.argv(self.client_argv(kind, names, d, window)), stdin=subprocess.DEVNULL,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for d in dests]
+        errors = []
+        for p in procs:
+            try:
+                _, err = p.communicate(timeout=900)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                _, err = p.communicate()
+            errors.append((p.returncode, err.decode(errors="replace").strip()[:300]))
         secs = time.monotonic() - t0
-        bad = sum(1 for r in results if not r[1]) + (n - len(results))
-        return n * os.path.getsize(os.path.join(self.boot, name)) / secs / 2**20, bad
+        r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        server = cpu.stop() if cpu else None
+        bad = 0
+        for (rc, err), ds in zip(errors, dests):
+            ok = rc == 0 and all(os.path.exists(d) and sha256_file(d) == self.sha[name] for name, d in zip(names, ds))
+            if not ok:
+                bad += 1
+                self.failures.append((stack_name(tb.stack), f"{kind} {names} ({n} at once): rc={rc} {err}"))
+            for d in ds:
+                if os.path.exists(d):
+                    os.unlink(d)
+        size = sum(os.path.getsize(os.path.join(self.boot, name)) for name in names)
+        out = {"rate": n * size / secs / 2**20, "failed": bad}
+        if server is not None:
+            # Blocks (TFTP: one per blksize, plus the last) or MiB (HTTP) moved.
+            units = n * (size // 1468 + 1) if kind == "tftp" else n * size / 2**20
+            client_s = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+            out["server_us"] = server["cpu_ms"] * 1000 / units
+            out["ctxsw"] = server["ctxsw"] / units
+            out["client_us"] = client_s * 1e6 / units
+        return out
 
-    def interleaved(self, stacks, measure):
+    def concurrent_fetch(self, tb, kind, name, n, window=None):
+        """n simultaneous downloads of `name`; (aggregate MiB/s, failures)."""
+        r = self.fleet(tb, kind, [name], n, window)
+        return r["rate"], r["failed"]
+
+    def interleaved(self, stacks, measure, repeats=None):
         """Run `measure(tb)` `repeats` times on every stack, alternating stacks within each
         repeat (all testbeds up at once, in their own namespaces) so that a change in the
-        machine's load hits every server alike. Returns {stack: {key: median}}."""
+        machine's load hits every server alike. Returns {stack: {key: median}} (failures are
+        summed; a figure no run produced is None)."""
         beds = {}
         try:
             for s in stacks:
                 beds[stack_name(s)] = Testbed(self, s)
             samples = {n: [] for n in beds}
-            for _ in range(self.repeats):
+            for _ in range(repeats or self.repeats):
                 for n, tb in beds.items():
                     samples[n].append(measure(tb))
         finally:
@@ -618,27 +782,74 @@ class Harness:
                 tb.close()
         out = {}
         for n, rows in samples.items():
-            out[n] = {k: (sum(r[k] for r in rows) if k.endswith("failed") else median([r[k] for r in rows])) for k in rows[0]}
+            out[n] = {}
+            for k in rows[0]:
+                vals = [r[k] for r in rows if r.get(k) is not None]
+                out[n][k] = sum(vals) if k.endswith("failed") else median(vals)
         return out
 
     def tftp_section(self):
         log("TFTP")
+        n, rack = self.concurrent_n, self.rack_n
 
         def measure(tb):
             r = {}
             r["lockstep"], argv = self.rate_of(tb, "tftp", "big.bin")
             self.commands["tftp lock-step"] = shlex.join(argv[:-6] + ["--get", "-r", "big.bin", "-l", "OUT", SERVER_IP])
+            r["lockstep512"], _ = self.rate_of(tb, "tftp", "mid.bin", blksize=512)
             r["window16"], argv = self.rate_of(tb, "tftp", "big.bin", window=16)
             self.commands["tftp windowsize 16"] = shlex.join(argv[:-6] + ["--get", "-r", "big.bin", "-l", "OUT", SERVER_IP])
-            r["concurrent"], r["concurrent_failed"] = self.concurrent_fetch(tb, "tftp", "mid.bin", self.concurrent_n)
-            r["concurrent_w16"], bad = self.concurrent_fetch(tb, "tftp", "mid.bin", self.concurrent_n, window=16)
+            c = self.fleet(tb, "tftp", ["mid.bin"], n, counters=True)
+            r["concurrent"], r["concurrent_failed"] = c["rate"], c["failed"]
+            for k in ("server_us", "ctxsw", "client_us"):
+                r[f"c24_{k}"] = c.get(k)
+            r["concurrent_w16"], bad = self.concurrent_fetch(tb, "tftp", "mid.bin", n, window=16)
             r["concurrent_failed"] += bad
-            log(f"  {stack_name(tb.stack)}: lock-step {r['lockstep']:.1f} MiB/s, window 16 {r['window16']:.1f} MiB/s, "
-                f"{self.concurrent_n} clients {r['concurrent']:.1f} MiB/s aggregate (windowsize 16: {r['concurrent_w16']:.1f}), "
-                f"{r['concurrent_failed']} failed")
+            c = self.fleet(tb, "tftp", ["rack.bin"], rack, counters=True)
+            r["rack"], r["rack_failed"] = c["rate"], c["failed"]
+            for k in ("server_us", "ctxsw", "client_us"):
+                r[f"rack_{k}"] = c.get(k)
+            log(f"  {stack_name(tb.stack)}: lock-step {r['lockstep']:.1f} MiB/s (blksize 512: {r['lockstep512']:.1f}), "
+                f"window 16 {r['window16']:.1f} MiB/s, {n} lock-step clients {r['concurrent']:.1f} MiB/s aggregate "
+                f"(windowsize 16: {r['concurrent_w16']:.1f}), {rack} lock-step clients {r['rack']:.1f} MiB/s, "
+                f"{r['concurrent_failed'] + r['rack_failed']} failed" + counters_text(r, "c24", n) + counters_text(r, "rack", rack))
             return r
 
         self.results["tftp"] = self.interleaved(("hostagent", ["tftpd-hpa"]), measure)
+        self.results["tftp_floor"] = self.lockstep_floor()
+
+    def lockstep_floor(self):
+        """What the kernel path alone costs per lock-step block: udp-pingpong pairs (a server
+        that only receives 4 bytes and sends 1472, a client that only sends and waits), 1 pair
+        and `concurrent_n` pairs at once, on the same bridge and veth path."""
+        if not os.path.exists(self.pingpong):
+            return None
+        tb = Testbed(self, [])
+        out = {}
+        try:
+            for k in (1, self.concurrent_n):
+                srv = [subprocess.Popen(tb.srv.argv([self.pingpong, "srv", SERVER_IP, str(7000 + i), str(self.floor_rounds)]),
+                                        stdout=subprocess.PIPE, text=True) for i in range(k)]
+                time.sleep(0.3)
+                t0 = time.monotonic()
+                cli = [subprocess.Popen(tb.cli.argv([self.pingpong, "cli", SERVER_IP, str(7000 + i), str(self.floor_rounds)]),
+                                        stdout=subprocess.PIPE, text=True) for i in range(k)]
+                outs = [p.communicate(timeout=300)[0] for p in cli + srv]
+                secs = time.monotonic() - t0
+                vals = {"srv": [], "cli": []}
+                for text in outs:
+                    parts = text.split()
+                    if len(parts) >= 3:
+                        vals[parts[0]].append(float(parts[2]))
+                if len(vals["srv"]) != k or len(vals["cli"]) != k:
+                    raise RuntimeError(f"udp-pingpong: {k} pairs did not all finish: {outs}")
+                out[k] = {"server_us": statistics.mean(vals["srv"]), "client_us": statistics.mean(vals["cli"]),
+                          "rate": k * self.floor_rounds * 1468 / secs / 2**20}
+                log(f"  floor, {k} udp-pingpong pair(s): server {out[k]['server_us']:.1f} us/block, client "
+                    f"{out[k]['client_us']:.1f} us/block, {out[k]['rate']:.1f} MiB/s")
+        finally:
+            tb.close()
+        return out
 
     def http_section(self):
         log("HTTP")
@@ -654,7 +865,22 @@ class Harness:
                 f"{r['concurrent']:.1f} MiB/s aggregate, {r['concurrent_failed']} failed")
             return r
 
-        self.results["http"] = self.interleaved(("hostagent", ["busybox-httpd"]), measure)
+        stacks = ("hostagent", ["busybox-httpd"])
+        self.results["http"] = self.interleaved(stacks, measure)
+
+        def boot_fleet(tb):
+            # A rack fetching its kernel and initrd at once: once per stack (it moves GiBs).
+            c = self.fleet(tb, "http", ["vmlinuz", "initrd.img"], self.rack_n, counters=True)
+            log(f"  {stack_name(tb.stack)}: {self.rack_n} clients, kernel+initrd each: {c['rate']:.1f} MiB/s aggregate, "
+                f"{c['failed']} failed" + (f"; server {c['server_us']:.0f} us CPU per MiB, clients {c['client_us']:.0f}"
+                                           if c.get("server_us") is not None else ""))
+            return {"boot": c["rate"], "boot_failed": c["failed"], "boot_server_us": c.get("server_us"),
+                    "boot_client_us": c.get("client_us")}
+
+        self.commands["http boot"] = (f"curl -sS --fail -o K http://{SERVER_IP}:{HTTP_PORT}/vmlinuz "
+                                      f"-o I http://{SERVER_IP}:{HTTP_PORT}/initrd.img")
+        for name, v in self.interleaved(stacks, boot_fleet, repeats=1).items():
+            self.results["http"][name].update(v)
 
     # -- DNS
 
@@ -913,6 +1139,54 @@ class Harness:
         self.make_files()
         for s in sections:
             getattr(self, f"{s}_section")()
+
+
+class ServerCpu:
+    """perf stat (task-clock, context switches) of a testbed's server processes from now to
+    stop(), children and threads included (tftpd-hpa forks a process per transfer, busybox httpd
+    one per connection, hostagent starts threads). None without perf."""
+
+    def __init__(self, h, tb):
+        self.proc = None
+        self.path = tempfile.mktemp(dir=h.tmp, prefix="perfstat-")
+        pids = [str(p) for p in tb.pids().values()]
+        if h.perf and pids:
+            self.proc = subprocess.Popen([h.perf, "stat", "-x,", "-e", "task-clock,context-switches", "--inherit",
+                                          "-p", ",".join(pids), "-o", self.path],
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(0.3)  # attached
+
+    def stop(self):
+        if self.proc is None:
+            return None
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(30)
+        vals = {}
+        try:
+            with open(self.path) as f:
+                for line in f:
+                    cols = line.strip().split(",")
+                    if len(cols) >= 3:
+                        try:
+                            vals[cols[2]] = float(cols[0])
+                        except ValueError:
+                            pass
+        except OSError:
+            return None
+        if "task-clock" not in vals:
+            return None
+        return {"cpu_ms": vals["task-clock"], "ctxsw": vals.get("context-switches", 0.0)}
+
+
+def fmt_ms(v):
+    return "n/a" if v is None else f"{v:.1f} ms"
+
+
+def counters_text(r, key, n):
+    if r.get(f"{key}_server_us") is None:
+        return ""
+    return (f"; {n} clients: server {r[f'{key}_server_us']:.1f} us CPU/block, {r[f'{key}_ctxsw']:.2f} context switches/block, "
+            f"clients {r[f'{key}_client_us']:.1f} us/block")
 
 
 def stack_name(stack):

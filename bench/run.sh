@@ -7,7 +7,8 @@
 #
 # Everything runs inside network namespaces this script creates; they are deleted on exit, also on
 # failure or Ctrl-C. Env: BENCH_SECTIONS=memory,apply,dhcp,tftp,http,dns,storm,profile (a subset);
-# BENCH_HOSTAGENT=/path/to/hostagent (prebuilt, dhcp-flood beside it) skips the cargo build.
+# BENCH_HOSTAGENT=/path/to/hostagent (prebuilt; dhcp-flood, dhcp-load and udp-pingpong beside it)
+# skips the cargo build.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root (namespaces, ports 53 and 67)" >&2; exit 1; }
 
@@ -32,7 +33,7 @@ cargo_flags=(-p hostagent -p hostagent-tests)
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 bin="$target_dir/$profile/hostagent"
 if [ -n "${BENCH_HOSTAGENT:-}" ]; then
-  bin=$BENCH_HOSTAGENT   # a prebuilt hostagent with dhcp-flood beside it: no build
+  bin=$BENCH_HOSTAGENT   # a prebuilt hostagent with the test kit's load tools beside it: no build
 else
   (cd "$repo" && cargo build -q "${cargo_flags[@]}")
 fi
