@@ -9,7 +9,11 @@
 //! namespaces, can find a server's ceiling. Like perfdhcp it never retransmits: an exchange with
 //! no ACK within DROP_MS of its DISCOVER is lost.
 //!
-//! usage: dhcp-load BIND_IP SERVER_IP RATE SECONDS MAC_PREFIX_BYTE LATENCY_FILE [DROP_MS]
+//! usage: dhcp-load BIND_IP SERVER_IP RATE SECONDS MAC_PREFIX_BYTE LATENCY_FILE [CLIENTS [DROP_MS]]
+//!
+//! CLIENTS (default: one per exchange) bounds the distinct MACs, as perfdhcp's `-R`: past it the
+//! same clients come back and get their own addresses again, so a long run does not exhaust the
+//! pool.
 //!
 //! Prints one line: `sent S acked A late L naks N rate R` (R = ACKs in time ÷ SECONDS) and writes
 //! every in-time exchange's latency in microseconds, one per line, to LATENCY_FILE.
@@ -35,7 +39,7 @@ fn arg<T: std::str::FromStr>(args: &[String], i: usize, what: &str) -> T {
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| {
             eprintln!("dhcp-load: bad or missing {what}");
-            eprintln!("usage: dhcp-load BIND_IP SERVER_IP RATE SECONDS MAC_PREFIX_BYTE LATENCY_FILE [DROP_MS]");
+            eprintln!("usage: dhcp-load BIND_IP SERVER_IP RATE SECONDS MAC_PREFIX_BYTE LATENCY_FILE [CLIENTS [DROP_MS]]");
             std::process::exit(2)
         })
 }
@@ -48,8 +52,9 @@ fn main() {
     let seconds: u64 = arg(&args, 4, "SECONDS");
     let prefix: u8 = arg(&args, 5, "MAC_PREFIX_BYTE");
     let latency_file: String = arg(&args, 6, "LATENCY_FILE");
+    let clients: u64 = args.get(7).and_then(|s| s.parse().ok()).unwrap_or(u64::MAX);
     let drop_after =
-        Duration::from_millis(args.get(7).and_then(|s| s.parse().ok()).unwrap_or(1000));
+        Duration::from_millis(args.get(8).and_then(|s| s.parse().ok()).unwrap_or(1000));
 
     let sock = UdpSocket::bind(SocketAddrV4::new(relay, 67))
         .unwrap_or_else(|e| panic!("bind {relay}:67: {e}"));
@@ -78,7 +83,7 @@ fn main() {
         while sent < due {
             let i = sent as u32;
             let mut mac = [0x02, prefix, 0, 0, 0, 0];
-            mac[2..6].copy_from_slice(&i.to_be_bytes());
+            mac[2..6].copy_from_slice(&((sent % clients.max(1)) as u32).to_be_bytes());
             let xid = (u32::from(prefix) << 24) ^ i;
             let p = Packet::new(msg::DISCOVER, mac)
                 .xid(xid)
