@@ -30,7 +30,7 @@ use crate::dhcp::wire::{self, DropReason};
 
 use delivery::{LinkSender, Sender, SERVER_PORT};
 use handler::{Handler, Outgoing};
-pub use lease_feed::{BoundLeases, LeaseFeed, LeaseWatch};
+pub use lease_feed::{BoundLeases, BoundSet, LeaseFeed, LeaseSource, LeaseWatch};
 
 /// Most packets answered per group commit.
 pub const MAX_BATCH: usize = 256;

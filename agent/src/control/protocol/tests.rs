@@ -124,6 +124,9 @@ fn each_reply_reads_back_as_the_type_the_client_asked_for() {
                 },
             }),
             http: None,
+            dhcp6: None,
+            tftp6: None,
+            http6: None,
             ra: Some(RaStatus {
                 interface: "br-lab".into(),
                 counters: ra::RaStatsSnapshot {
@@ -167,6 +170,7 @@ fn each_reply_reads_back_as_the_type_the_client_asked_for() {
         leases: vec![NetworkLeases {
             network: "lab".into(),
             leases: vec![lease()],
+            leases6: Vec::new(),
         }],
     };
     let line = wire(&Response::Leases(leases.clone()));
@@ -199,6 +203,7 @@ fn leases_and_guests_write_a_mac_the_same_way() {
             leases: vec![NetworkLeases {
                 network: "lab".into(),
                 leases: vec![lease()],
+                leases6: Vec::new(),
             }],
         }
         .leases,

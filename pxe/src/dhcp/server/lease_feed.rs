@@ -14,6 +14,8 @@
 //!   subscribes followers without being one. (It used to keep a receiver, which always counted:
 //!   then every busy 100 ms cloned and sorted the whole table, ~10 % of the DHCP thread at 60,000
 //!   leases under load; see bench/profile-notes.md.)
+//!
+//! The DHCPv6 server publishes its leases the same way ([`LeaseSource`] is what a feed reads).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,34 +29,74 @@ use crate::leases::Lease;
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// One published set of bound leases.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BoundLeases {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundSet<L> {
     /// Unix seconds the set was taken at: every lease here expires after it.
     pub at: u64,
     /// Sorted by address.
-    pub leases: Vec<Lease>,
+    pub leases: Vec<L>,
+}
+
+impl<L> Default for BoundSet<L> {
+    fn default() -> Self {
+        BoundSet {
+            at: 0,
+            leases: Vec::new(),
+        }
+    }
+}
+
+/// The DHCPv4 server's sets.
+pub type BoundLeases = BoundSet<Lease>;
+
+/// What a feed publishes from: a lease table with a generation that moves on every change.
+pub trait LeaseSource {
+    type Lease: Clone + Send + Sync + 'static;
+    fn generation(&self) -> u64;
+    /// Unexpired leases at `now`, sorted by address.
+    fn leases_at(&self, now: u64) -> Vec<Self::Lease>;
+    fn expires(lease: &Self::Lease) -> u64;
+}
+
+impl LeaseSource for Pool {
+    type Lease = Lease;
+    fn generation(&self) -> u64 {
+        Pool::generation(self)
+    }
+    fn leases_at(&self, now: u64) -> Vec<Lease> {
+        Pool::leases_at(self, now)
+    }
+    fn expires(lease: &Lease) -> u64 {
+        lease.expires
+    }
 }
 
 /// Subscribes followers of a [`LeaseFeed`] without counting as one.
-#[derive(Clone)]
-pub struct LeaseWatch(Arc<watch::Sender<Arc<BoundLeases>>>);
+pub struct LeaseWatch<L = Lease>(Arc<watch::Sender<Arc<BoundSet<L>>>>);
 
-impl LeaseWatch {
+// By hand: a derive would ask `L: Clone`, and only the Arc is cloned.
+impl<L> Clone for LeaseWatch<L> {
+    fn clone(&self) -> Self {
+        LeaseWatch(self.0.clone())
+    }
+}
+
+impl<L> LeaseWatch<L> {
     /// A watch with no feed behind it: the set never changes (a proxyDHCP server's).
-    pub fn fixed(set: BoundLeases) -> LeaseWatch {
+    pub fn fixed(set: BoundSet<L>) -> LeaseWatch<L> {
         LeaseWatch(Arc::new(watch::channel(Arc::new(set)).0))
     }
 
     /// A receiver: the last published set at once, the current one within one update (a set
     /// that changed while nobody followed goes out at the next update).
-    pub fn subscribe(&self) -> watch::Receiver<Arc<BoundLeases>> {
+    pub fn subscribe(&self) -> watch::Receiver<Arc<BoundSet<L>>> {
         self.0.subscribe()
     }
 }
 
 /// The publishing side, owned by the server thread.
-pub struct LeaseFeed {
-    tx: Arc<watch::Sender<Arc<BoundLeases>>>,
+pub struct LeaseFeed<P: LeaseSource = Pool> {
+    tx: Arc<watch::Sender<Arc<BoundSet<P::Lease>>>>,
     /// Pool generation of the last set.
     generation: u64,
     /// Earliest expiry in the last set (u64::MAX when it was empty).
@@ -64,10 +106,10 @@ pub struct LeaseFeed {
     stale: bool,
 }
 
-impl LeaseFeed {
-    pub fn new(pool: &Pool, now: u64) -> LeaseFeed {
+impl<P: LeaseSource> LeaseFeed<P> {
+    pub fn new(pool: &P, now: u64) -> LeaseFeed<P> {
         let set = snapshot(pool, now);
-        let next_expiry = earliest(&set);
+        let next_expiry = earliest::<P>(&set);
         let (tx, _) = watch::channel(Arc::new(set));
         LeaseFeed {
             tx: Arc::new(tx),
@@ -79,18 +121,18 @@ impl LeaseFeed {
     }
 
     /// A receiver of the sets; it sees the last published one at once.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<BoundLeases>> {
+    pub fn subscribe(&self) -> watch::Receiver<Arc<BoundSet<P::Lease>>> {
         self.tx.subscribe()
     }
 
     /// What a handle keeps to subscribe followers later.
-    pub fn watch(&self) -> LeaseWatch {
+    pub fn watch(&self) -> LeaseWatch<P::Lease> {
         LeaseWatch(self.tx.clone())
     }
 
     /// Publish a new set if the leases changed or one expired, and the last set is at least
     /// [`PUBLISH_EVERY`] old. Returns whether it published.
-    pub fn update(&mut self, pool: &Pool, now: u64) -> bool {
+    pub fn update(&mut self, pool: &P, now: u64) -> bool {
         let changed = pool.generation() != self.generation || now >= self.next_expiry;
         if self.tx.receiver_count() == 0 {
             // Nobody listens: remember to catch up, copy nothing.
@@ -102,7 +144,7 @@ impl LeaseFeed {
         }
         let set = snapshot(pool, now);
         self.generation = pool.generation();
-        self.next_expiry = earliest(&set);
+        self.next_expiry = earliest::<P>(&set);
         self.last = Some(Instant::now());
         self.stale = false;
         self.tx.send_replace(Arc::new(set));
@@ -110,17 +152,13 @@ impl LeaseFeed {
     }
 }
 
-fn snapshot(pool: &Pool, now: u64) -> BoundLeases {
-    BoundLeases {
+fn snapshot<P: LeaseSource>(pool: &P, now: u64) -> BoundSet<P::Lease> {
+    BoundSet {
         at: now,
         leases: pool.leases_at(now),
     }
 }
 
-fn earliest(set: &BoundLeases) -> u64 {
-    set.leases
-        .iter()
-        .map(|l| l.expires)
-        .min()
-        .unwrap_or(u64::MAX)
+fn earliest<P: LeaseSource>(set: &BoundSet<P::Lease>) -> u64 {
+    set.leases.iter().map(P::expires).min().unwrap_or(u64::MAX)
 }
