@@ -35,6 +35,11 @@ def client_ip(i):
     a, b, c, d = (int(x) for x in CLIENT_IP.split("."))
     return f"{a}.{b}.{c}.{d - i}"
 RANGE = ("10.60.1.0", "10.60.254.254")
+# DHCPv6 (the dhcp6 section only): the bridge's prefix and a range far larger than the simulated
+# clients, so neither server's address search is the measure.
+PREFIX6 = "fd00:60::/64"
+SERVER_IP6 = "fd00:60::1"
+RANGE6 = ("fd00:60::1:0", "fd00:60::ff:ffff")
 BRIDGE = "brbench"
 HTTP_PORT = 8069
 LEASE_SECS = 43200
@@ -191,9 +196,10 @@ def dns_config(names):
     return text
 
 
-def hostagent_config(state, boot_root, networks=1, dns=""):
+def hostagent_config(state, boot_root, networks=1, dns="", v6=False):
     """One nat network on a /16 for the benchmarks; `networks` > 1 adds small /24 networks;
-    `dns` is appended to the bench network (its `[network.dns]`)."""
+    `dns` is appended to the bench network (its `[network.dns]`); `v6` gives it an IPv6 prefix
+    and `[network.dhcp6]` (router advertisements off: Kea sends none, and perfdhcp needs none)."""
     text = f'state_dir = "{state}"\n'
     # perfdhcp simulates 60,000 clients behind one bridge port: the per-port DHCP limit (100/s by
     # default, against a guest flooding random MACs) would measure the limit, not the server.
@@ -201,10 +207,14 @@ def hostagent_config(state, boot_root, networks=1, dns=""):
     text += "[dhcp]\nport_rate_limit = 0\n"
     text += (
         f'[[network]]\nname = "bench"\nmode = "nat"\nbridge = "{BRIDGE}"\naddress = "{SERVER_IP}/16"\n'
-        f'stp = false\n[network.dhcp]\nrange = "{RANGE[0]}-{RANGE[1]}"\nlease_time = "12h"\n'
+        f'stp = false\n' + (f'address6 = "{SERVER_IP6}/64"\n' if v6 else "") +
+        f'[network.dhcp]\nrange = "{RANGE[0]}-{RANGE[1]}"\nlease_time = "12h"\n'
         f'[network.pxe]\nroot = "{boot_root}"\nbios = "undionly.kpxe"\nscript = "boot.ipxe"\n'
         f"http_port = {HTTP_PORT}\n"
     ) + dns
+    if v6:
+        text += (f'[network.ra]\nenable = false\n[network.dhcp6]\nrange = "{RANGE6[0]}-{RANGE6[1]}"\n'
+                 'lease_time = "12h"\n')
     for i in range(1, networks):
         text += (
             f'[[network]]\nname = "idle{i}"\nmode = "nat"\nbridge = "bridle{i}"\n'
@@ -221,10 +231,11 @@ class Testbed:
     and the nftables table are the same for every server) and a client namespace whose eth0 is a
     bridge port, addressed CLIENT_IP. `stack` names what serves: "hostagent" or a list of peers."""
 
-    def __init__(self, h, stack, networks=1, dns_names=None, quiet=False):
+    def __init__(self, h, stack, networks=1, dns_names=None, quiet=False, v6=False):
         self.h = h
         self.stack = stack
         self.dns_names = dns_names
+        self.v6 = v6
         # Warnings only, as the peers are configured (Kea's logger at WARN, dnsmasq
         # --quiet-dhcp): by default hostagent logs a line per lease.
         self.quiet = quiet
@@ -235,7 +246,7 @@ class Testbed:
         os.makedirs(self.root)
         self.cfg = os.path.join(self.dir, "hostagent.toml")
         with open(self.cfg, "w") as f:
-            f.write(hostagent_config("/state", "/srv/boot", networks, dns_config(dns_names) if dns_names else ""))
+            f.write(hostagent_config("/state", "/srv/boot", networks, dns_config(dns_names) if dns_names else "", v6))
         # The agent's pxe root is ROOT/srv/boot: point it at the shared boot files.
         os.makedirs(os.path.join(self.root, "srv"))
         os.symlink(h.boot, os.path.join(self.root, "srv", "boot"))
@@ -274,7 +285,16 @@ class Testbed:
         self.srv.ok(["ip", "link", "add", "vbench", "type", "veth", "peer", "name", "eth0", "netns", self.cli.name])
         self.srv.ok(["ip", "link", "set", "vbench", "master", BRIDGE, "up"])
         self.cli.ok(["ip", "addr", "add", f"{CLIENT_IP}/16", "dev", "eth0"])
+        if self.v6:
+            # perfdhcp -6 sends from eth0's link-local address: no duplicate address detection
+            # on a link this namespace made, so the address is usable at once.
+            self.cli.ok(["sysctl", "-qw", "net.ipv6.conf.eth0.accept_dad=0"])
         self.cli.ok(["ip", "link", "set", "eth0", "up"])
+        if self.v6:
+            # Both ends' link-local addresses usable (not tentative): the server answers from
+            # the bridge's (Kea opens its sockets on the addresses there at start), perfdhcp sends from eth0's.
+            wait_until(15, lambda: self.link_local_ready(self.srv, BRIDGE) and self.link_local_ready(self.cli, "eth0"),
+                       "link-local addresses")
         if self.stack != "hostagent":
             for peer in self.stack:
                 self.procs[peer] = self.srv.popen(self.peer_argv(peer), os.path.join(self.dir, f"{peer}.log"), env=self.peer_env())
@@ -300,6 +320,11 @@ class Testbed:
                    f"bridge port {port} to forward")
         return ns, ip
 
+    @staticmethod
+    def link_local_ready(ns, dev):
+        out = run(ns.argv(["ip", "-6", "-o", "addr", "show", "dev", dev, "scope", "link"]), check=False).stdout
+        return "fe80::" in out and "tentative" not in out
+
     def srv_has_addr(self):
         out = run(self.srv.argv(["ip", "-4", "-o", "addr", "show", "dev", BRIDGE]), check=False).stdout
         return SERVER_IP in out
@@ -314,6 +339,8 @@ class Testbed:
         for n in names:
             if n in ("hostagent", "dnsmasq", "dnsmasq-tftp", "kea"):
                 wants.append(":67 ")
+            if n == "kea-dhcp6" or (n == "hostagent" and self.v6):
+                wants.append(":547 ")
             if n in ("hostagent", "tftpd-hpa", "dnsmasq-tftp"):
                 wants.append(":69 ")
             if n in ("hostagent", "busybox-httpd"):
@@ -375,6 +402,26 @@ class Testbed:
             with open(path, "w") as f:
                 json.dump(cfg, f, indent=1)
             return ["kea-dhcp4", "-c", path]
+        if peer == "kea-dhcp6":
+            # The DHCPv4 Kea's settings for v6: memfile persist (no fsync), multi-threaded, the
+            # same lease time, the bridge's prefix as a directly connected subnet.
+            cfg = {
+                "Dhcp6": {
+                    "interfaces-config": {"interfaces": [BRIDGE]},
+                    "lease-database": {"type": "memfile", "persist": True, "name": f"{d}/kea-leases6.csv", "lfc-interval": 0},
+                    "multi-threading": {"enable-multi-threading": True, "thread-pool-size": 2, "packet-queue-size": 64},
+                    "server-id": {"type": "LL", "persist": False},
+                    "valid-lifetime": LEASE_SECS, "preferred-lifetime": LEASE_SECS,
+                    "renew-timer": LEASE_SECS // 2, "rebind-timer": LEASE_SECS * 4 // 5,
+                    "subnet6": [{"id": 1, "subnet": PREFIX6, "interface": BRIDGE,
+                                 "pools": [{"pool": f"{RANGE6[0]} - {RANGE6[1]}"}]}],
+                    "loggers": [{"name": "kea-dhcp6", "output_options": [{"output": "stderr"}], "severity": "WARN"}],
+                }
+            }
+            path = os.path.join(d, "kea6.json")
+            with open(path, "w") as f:
+                json.dump(cfg, f, indent=1)
+            return ["kea-dhcp6", "-c", path]
         if peer == "tftpd-hpa":
             return ["in.tftpd", "-L", "-u", "nobody", "-s", self.h.boot, "-a", f"{SERVER_IP}:69"]
         if peer == "busybox-httpd":
@@ -393,6 +440,24 @@ class Testbed:
 
     def leases(self):
         """The server's current leases as (mac, ip) pairs, read from its own record of them."""
+        if self.stack == "hostagent" and self.v6:
+            out = self.srv.ok(self.agent_argv("leases", "--json"))
+            return [(l["duid"].lower(), l["ip"]) for net in json.loads(out) for l in net.get("leases6", [])]
+        if "kea-dhcp6" in self.stack:
+            # memfile is an append log: the last record of a client (DUID, IAID) is its lease.
+            by_client = {}
+            with open(os.path.join(self.dir, "kea-leases6.csv")) as f:
+                header = f.readline().strip().split(",")
+                ai, di, ii, vi = header.index("address"), header.index("duid"), header.index("iaid"), header.index("valid_lifetime")
+                for line in f:
+                    cols = line.strip().split(",")
+                    if len(cols) > max(ai, di, ii, vi):
+                        key = f"{cols[di].lower()}/{cols[ii]}"
+                        if int(cols[vi] or 0) > 0:
+                            by_client[key] = cols[ai]
+                        else:
+                            by_client.pop(key, None)
+            return list(by_client.items())
         if self.stack == "hostagent":
             out = self.srv.ok(self.agent_argv("leases", "--json"))
             res = []
@@ -436,6 +501,7 @@ class Testbed:
             if ip in by_ip and by_ip[ip] != mac:
                 raise WrongAnswer(f"{label}: address {ip} leased to both {by_ip[ip]} and {mac}")
             by_ip[ip] = mac
+        # A client is its MAC (v4), or its DUID (v6: perfdhcp sends one IA_NA per client).
         macs = [m for m, _ in leases]
         if len(set(macs)) != len(macs):
             raise WrongAnswer(f"{label}: a client holds two leases")
@@ -519,38 +585,38 @@ class Harness:
 
     # -- DHCP
 
-    def perfdhcp(self, tb, rate, secs):
-        argv = ["perfdhcp", "-4", "-l", "eth0", "-r", str(rate), "-R", str(self.dhcp_clients), "-p", str(secs), "-W", "1000000", "-t", "1"]
-        self.commands.setdefault("dhcp", " ".join(argv))
-        before = udp_counters(tb.srv), udp_counters(tb.cli)
+    def perfdhcp(self, tb, rate, secs, family=4):
+        argv = ["perfdhcp", f"-{family}", "-l", "eth0", "-r", str(rate), "-R", str(self.dhcp_clients), "-p", str(secs), "-W", "1000000", "-t", "1"]
+        self.commands.setdefault("dhcp" if family == 4 else "dhcp6", " ".join(argv))
+        before = udp_counters(tb.srv, family), udp_counters(tb.cli, family)
         p = run(tb.cli.argv(argv), timeout=secs + 60, check=False)
-        r = parse_perfdhcp(p.stdout + p.stderr, secs)
-        after = udp_counters(tb.srv), udp_counters(tb.cli)
+        r = parse_perfdhcp(p.stdout + p.stderr, secs, family)
+        after = udp_counters(tb.srv, family), udp_counters(tb.cli, family)
         # Where lost packets were lost: the server's socket queue, or perfdhcp's own (a
         # CPU-starved perfdhcp falls behind its replies).
         r["server_rcvbuf_errors"] = after[0].get("RcvbufErrors", 0) - before[0].get("RcvbufErrors", 0)
         r["client_rcvbuf_errors"] = after[1].get("RcvbufErrors", 0) - before[1].get("RcvbufErrors", 0)
         return r
 
-    def dhcp_one(self, stack, rate):
+    def dhcp_one(self, stack, rate, family=4):
         """One perfdhcp run at `rate` against a freshly started server (empty lease database)."""
-        tb = Testbed(self, stack, quiet=True)
+        tb = Testbed(self, stack, quiet=True, v6=family == 6)
         try:
-            r = self.perfdhcp(tb, rate, self.dhcp_secs)
-            r["leases"] = tb.check_unique_leases(f"DHCP {stack_name(stack)} at {rate}/s")
+            r = self.perfdhcp(tb, rate, self.dhcp_secs, family)
+            r["leases"] = tb.check_unique_leases(f"DHCPv{family} {stack_name(stack)} at {rate}/s")
             return r
         finally:
             tb.close()
 
-    def dhcp_section(self):
-        log("DHCP: rate search with perfdhcp")
+    def perfdhcp_search(self, stacks, family):
+        """Each stack's best perfdhcp rate at <= 1 % drops: doubling, then bisecting, then the
+        median of repeats at the best rate."""
         out = {}
-        for stack in (["hostagent"], ["kea"], ["dnsmasq"]):
-            stack_arg = "hostagent" if stack == ["hostagent"] else stack
+        for stack_arg in stacks:
             name = stack_name(stack_arg)
             good, bad_rate, rate, steps = None, None, (500 if self.smoke else 1000), []
             for _ in range(self.dhcp_steps):
-                r = self.dhcp_one(stack_arg, rate)
+                r = self.dhcp_one(stack_arg, rate, family)
                 steps.append((rate, r["rate"], r["drop"], r["server_rcvbuf_errors"], r["client_rcvbuf_errors"]))
                 log(f"  {name}: asked {rate}/s -> {r['rate']:.0f} 4-way/s, drops {r['drop']*100:.2f} % "
                     f"(queue overflows: server {r['server_rcvbuf_errors']}, perfdhcp {r['client_rcvbuf_errors']})")
@@ -569,7 +635,7 @@ class Harness:
             for attempt in range(3):
                 runs = []
                 for _ in range(self.repeats):
-                    r = self.dhcp_one(stack_arg, confirm_rate)
+                    r = self.dhcp_one(stack_arg, confirm_rate, family)
                     runs.append(r)
                     log(f"  {name}: confirm {confirm_rate}/s -> {r['rate']:.0f} 4-way/s, drops {r['drop']*100:.2f} %, {r['leases']} leases, unique")
                 if median([r["drop"] for r in runs]) <= MAX_DROP or attempt == 2:
@@ -582,8 +648,18 @@ class Harness:
                 "leases": median([r["leases"] for r in runs]),
                 "steps": steps,
             }
-        self.results["dhcp"] = out
+        return out
+
+    def dhcp_section(self):
+        log("DHCP: rate search with perfdhcp")
+        self.results["dhcp"] = self.perfdhcp_search(("hostagent", ["kea"], ["dnsmasq"]), 4)
         self.results["dhcp_ceiling"] = self.dhcp_ceiling()
+
+    def dhcp6_section(self):
+        """DHCPv6 as the DHCPv4 section: perfdhcp -6 (Solicit, Advertise, Request, Reply from
+        eth0's link-local address to ff02::1:2), hostagent against Kea's kea-dhcp6."""
+        log("DHCPv6: rate search with perfdhcp -6")
+        self.results["dhcp6"] = self.perfdhcp_search(("hostagent", ["kea-dhcp6"]), 6)
 
     # -- DHCP ceiling: dhcp-load generators from separate namespaces
 
@@ -1200,20 +1276,30 @@ def stack_name(stack):
     return "+".join(stack)
 
 
-def udp_counters(ns):
-    """The namespace's Udp: line of /proc/net/snmp as a dict."""
+def udp_counters(ns, family=4):
+    """The namespace's UDP counters as a dict: the Udp: lines of /proc/net/snmp, or for IPv6
+    the Udp6* lines of /proc/net/snmp6 (Udp6RcvbufErrors as RcvbufErrors)."""
+    if family == 6:
+        out = {}
+        for l in run(ns.argv(["cat", "/proc/net/snmp6"]), check=False).stdout.splitlines():
+            cols = l.split()
+            if len(cols) == 2 and cols[0].startswith("Udp6") and cols[1].isdigit():
+                out[cols[0][len("Udp6"):]] = int(cols[1])
+        return out
     rows = [l.split() for l in run(ns.argv(["cat", "/proc/net/snmp"]), check=False).stdout.splitlines() if l.startswith("Udp:")]
     if len(rows) < 2:
         return {}
     return dict(zip(rows[0][1:], (int(x) for x in rows[1][1:])))
 
 
-def parse_perfdhcp(text, secs):
-    """Achieved 4-way rate (ACKs over the sending period: perfdhcp's own "Rate" also divides by
-    the -W wait after it) and the share of DISCOVERs that never ended in an ACK (within -d, 1 s)."""
+def parse_perfdhcp(text, secs, family=4):
+    """Achieved 4-way rate (ACKs, or for v6 Replies, over the sending period: perfdhcp's own
+    "Rate" also divides by the -W wait after it) and the share of DISCOVERs (Solicits) that never
+    ended in an ACK (Reply) within -d, 1 s."""
+    first, second = ("DISCOVER-OFFER", "REQUEST-ACK") if family == 4 else ("SOLICIT-ADVERTISE", "REQUEST-REPLY")
     m = re.findall(r"Rate:\s*([\d.]+)\s*4-way exchanges/second", text)
-    sent = re.findall(r"Statistics for: DISCOVER-OFFER.*?sent packets:\s*(\d+)", text, re.S)
-    acks = re.findall(r"Statistics for: REQUEST-ACK.*?received packets:\s*(\d+)", text, re.S)
+    sent = re.findall(rf"Statistics for: {first}.*?sent packets:\s*(\d+)", text, re.S)
+    acks = re.findall(rf"Statistics for: {second}.*?received packets:\s*(\d+)", text, re.S)
     if not m or not sent or not acks:
         raise RuntimeError(f"cannot read perfdhcp output:\n{text[-3000:]}")
     s, a = int(sent[-1]), int(acks[-1])
@@ -1261,7 +1347,7 @@ def main():
     ap.add_argument("--hostagent", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--prefix", default=f"hab{os.getpid() % 100000}-")
-    ap.add_argument("--sections", default="memory,apply,dhcp,tftp,http,dns,storm,profile")
+    ap.add_argument("--sections", default="memory,apply,dhcp,dhcp6,tftp,http,dns,storm,profile")
     args = ap.parse_args()
 
     def on_signal(sig, _frame):

@@ -6,7 +6,7 @@
 #                                file; exits non-zero on a wrong answer. What CI runs.
 #
 # Everything runs inside network namespaces this script creates; they are deleted on exit, also on
-# failure or Ctrl-C. Env: BENCH_SECTIONS=memory,apply,dhcp,tftp,http,dns,storm,profile (a subset);
+# failure or Ctrl-C. Env: BENCH_SECTIONS=memory,apply,dhcp,dhcp6,tftp,http,dns,storm,profile (a subset);
 # BENCH_HOSTAGENT=/path/to/hostagent (prebuilt; dhcp-flood, dhcp-load and udp-pingpong beside it)
 # skips the cargo build.
 set -euo pipefail
