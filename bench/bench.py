@@ -608,28 +608,39 @@ class Harness:
         finally:
             tb.close()
 
+    def rate_search(self, step, start, least):
+        """The highest rate `step(rate) -> (held, record)` holds, in at most dhcp_steps steps:
+        doubling until a step fails, then bisecting until the bracket is within 10 % (or
+        `least`). Returns (that rate, or the lowest tried if none held; every step's record)."""
+        good, bad_rate, rate, steps = None, None, start, []
+        for _ in range(self.dhcp_steps):
+            held, record = step(rate)
+            steps.append(record)
+            if held:
+                good = max(good or 0, rate)
+                rate = rate * 2 if bad_rate is None else (rate + bad_rate) // 2
+            else:
+                bad_rate = rate
+                rate = (good + rate) // 2 if good else max(rate // 2, least)
+            if bad_rate and good and bad_rate - good <= max(good // 10, least):
+                break
+        return good or min(st[0] for st in steps), steps
+
     def perfdhcp_search(self, stacks, family):
         """Each stack's best perfdhcp rate at <= 1 % drops: doubling, then bisecting, then the
         median of repeats at the best rate."""
         out = {}
         for stack_arg in stacks:
             name = stack_name(stack_arg)
-            good, bad_rate, rate, steps = None, None, (500 if self.smoke else 1000), []
-            for _ in range(self.dhcp_steps):
+
+            def step(rate):
                 r = self.dhcp_one(stack_arg, rate, family)
-                steps.append((rate, r["rate"], r["drop"], r["server_rcvbuf_errors"], r["client_rcvbuf_errors"]))
                 log(f"  {name}: asked {rate}/s -> {r['rate']:.0f} 4-way/s, drops {r['drop']*100:.2f} % "
                     f"(queue overflows: server {r['server_rcvbuf_errors']}, perfdhcp {r['client_rcvbuf_errors']})")
-                if r["drop"] <= MAX_DROP:
-                    if good is None or rate > good:
-                        good = rate
-                    rate = rate * 2 if bad_rate is None else (rate + bad_rate) // 2
-                else:
-                    bad_rate = rate
-                    rate = (good + rate) // 2 if good else max(rate // 2, 50)
-                if bad_rate and good and bad_rate - good <= max(good // 10, 50):
-                    break
-            confirm_rate = good or min(s[0] for s in steps)
+                return (r["drop"] <= MAX_DROP,
+                        (rate, r["rate"], r["drop"], r["server_rcvbuf_errors"], r["client_rcvbuf_errors"]))
+
+            confirm_rate, steps = self.rate_search(step, 500 if self.smoke else 1000, 50)
             # A single good step can be luck: the figure is the median of repeats, and if that
             # median breaks 1 % the rate is lowered by 15 % and measured again (twice at most).
             for attempt in range(3):
@@ -717,21 +728,15 @@ class Harness:
         out = {}
         for stack in ("hostagent", ["kea"]):
             name = stack_name(stack)
-            good, bad_rate, rate, steps = None, None, (1000 if self.smoke else 4000), []
-            for _ in range(self.dhcp_steps):
+
+            def step(rate):
                 r = self.load_once(stack, rate)
-                steps.append((rate, r["rate"], r["drop"], r["p99_ms"], r["server_rcvbuf_errors"], r["client_rcvbuf_errors"]))
                 log(f"  {name}: asked {rate}/s -> {r['rate']:.0f}/s, drops {r['drop']*100:.2f} %, p50 {fmt_ms(r['p50_ms'])}, "
                     f"p99 {fmt_ms(r['p99_ms'])} (queue overflows: server {r['server_rcvbuf_errors']}, generators {r['client_rcvbuf_errors']})")
-                if r["drop"] <= MAX_DROP and r["p99_ms"] is not None and r["p99_ms"] <= HOLD_P99_MS:
-                    good = max(good or 0, rate)
-                    rate = rate * 2 if bad_rate is None else (rate + bad_rate) // 2
-                else:
-                    bad_rate = rate
-                    rate = (good + rate) // 2 if good else max(rate // 2, 100)
-                if bad_rate and good and bad_rate - good <= max(good // 10, 100):
-                    break
-            best = good or min(st[0] for st in steps)
+                held = r["drop"] <= MAX_DROP and r["p99_ms"] is not None and r["p99_ms"] <= HOLD_P99_MS
+                return held, (rate, r["rate"], r["drop"], r["p99_ms"], r["server_rcvbuf_errors"], r["client_rcvbuf_errors"])
+
+            best, steps = self.rate_search(step, 1000 if self.smoke else 4000, 100)
             runs = []
             for _ in range(self.repeats):
                 r = self.load_once(stack, best, counters=True)
