@@ -307,9 +307,17 @@ fn bind_socket(interface: &str, port: u16) -> io::Result<UdpSocket> {
     s.set_broadcast(true)?;
     // Several networks each bind 0.0.0.0:67; the device binding keeps their traffic apart.
     s.bind_device(Some(interface.as_bytes()))?;
-    // Room for a burst while we fsync. SO_RCVBUF is capped at net.core.rmem_max (208 KiB unless
-    // the admin raised it: a few hundred queued requests); SO_RCVBUFFORCE, which the agent's
-    // CAP_NET_ADMIN allows, is not. Best effort: without the capability the capped size stays.
+    deep_recv_queue(&s);
+    s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
+    s.set_read_timeout(Some(RECV_TIMEOUT))?;
+    Ok(s.into())
+}
+
+/// Room for a burst while the server fsyncs: a [`RECV_QUEUE_BYTES`] receive queue. SO_RCVBUF is
+/// capped at net.core.rmem_max (208 KiB unless the admin raised it: a few hundred queued
+/// requests); SO_RCVBUFFORCE, which the agent's CAP_NET_ADMIN allows, is not. Best effort:
+/// without the capability the capped size stays. The DHCPv6 server's socket gets the same.
+pub(crate) fn deep_recv_queue(s: &socket2::Socket) {
     let _ = s.set_recv_buffer_size(RECV_QUEUE_BYTES);
     let bytes = RECV_QUEUE_BYTES as libc::c_int;
     // SAFETY: a valid socket and a c_int option value of the stated size.
@@ -322,9 +330,6 @@ fn bind_socket(interface: &str, port: u16) -> io::Result<UdpSocket> {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
-    s.set_read_timeout(Some(RECV_TIMEOUT))?;
-    Ok(s.into())
 }
 
 /// Handle to a running server.

@@ -22,7 +22,7 @@ use crate::config::Dhcp6Config;
 use crate::dhcp::pool::unix_now;
 use crate::dhcp::server::lease_view::LeaseView;
 use crate::dhcp::server::{
-    BoundSet, LeaseFeed, LeaseSource, LeaseWatch, MAX_BATCH, RECV_QUEUE_BYTES,
+    deep_recv_queue, BoundSet, LeaseFeed, LeaseSource, LeaseWatch, MAX_BATCH,
 };
 use crate::leases::v6::Lease6;
 use crate::leases::LeaseError;
@@ -179,7 +179,7 @@ fn bind_socket(interface: &str) -> io::Result<UdpSocket> {
     s.set_reuse_address(true)?;
     // Several networks each bind [::]:547; the device binding keeps their traffic apart.
     s.bind_device(Some(interface.as_bytes()))?;
-    let _ = s.set_recv_buffer_size(RECV_QUEUE_BYTES);
+    deep_recv_queue(&s);
     s.join_multicast_v6(&ALL_SERVERS, ifindex)?;
     s.set_multicast_loop_v6(false)?;
     s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, SERVER_PORT)).into())?;
