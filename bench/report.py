@@ -60,16 +60,93 @@ def verdict(ok):
     return "**met**" if ok else "**missed**"
 
 
-def transfer_table(w, results, peer_name, columns):
+def transfer_table(w, results, peer_name, columns, failed=("concurrent_failed",)):
     """One row per server (MiB/s in each of `columns`, a list of (key, header)), then a row of
     hostagent ÷ `peer_name` ratios."""
     w("| server | " + " | ".join(head for _, head in columns) + " | failed downloads |")
     w("|---" * (len(columns) + 2) + "|")
     for name, v in results.items():
-        w(f"| {name} | " + " | ".join(f"{v[k]:.1f}" for k, _ in columns) + f" | {v['concurrent_failed']} |")
+        cells = " | ".join("—" if v.get(k) is None else f"{v[k]:.1f}" for k, _ in columns)
+        w(f"| {name} | {cells} | {sum(v.get(k) or 0 for k in failed)} |")
     ha, peer = results.get("hostagent"), results.get(peer_name)
     if ha and peer:
-        w("| ratio | " + " | ".join(fmt_ratio(ratio(ha[k], peer[k])) for k, _ in columns) + " | |")
+        w("| ratio | " + " | ".join(fmt_ratio(ratio(ha.get(k), peer.get(k))) for k, _ in columns) + " | |")
+
+
+def tftp_limit(ha, peer, floor, key, n):
+    """Where the aggregate of n lock-step clients is bound, from the per-block CPU counters."""
+    s_us, c_us = ha.get(f"{key}_server_us"), ha.get(f"{key}_client_us")
+    ps_us, pc_us = peer.get(f"{key}_server_us"), peer.get(f"{key}_client_us")
+    if None in (s_us, c_us, ps_us, pc_us):
+        return ""
+    text = (f". Limit, measured: every block costs the server {s_us:.1f} µs of CPU (tftpd-hpa {ps_us:.1f}) and the "
+            f"atftp clients {c_us:.1f} µs ({pc_us:.1f}); clients and servers share the same 2 vCPUs, so the aggregate is "
+            f"their sum's inverse. Even a server costing nothing would reach only {(ps_us + pc_us) / c_us:.2f}× tftpd-hpa here")
+    f = (floor or {}).get(24) or (floor or {}).get(max(floor or {0: 0}))
+    if f:
+        text += (f"; one at the kernel's floor (udp-pingpong, {f['server_us']:.1f} µs/block) "
+                 f"{(ps_us + pc_us) / (f['server_us'] + c_us):.2f}×")
+    return text
+
+
+def perfdhcp_table(w, d, cfgs, client):
+    """The rate-search results of one DHCP family: a row per server, then its search steps."""
+    w("| server | config | 4-way exchanges/s (median) | drops | leases after run (all unique) | hostagent ratio |")
+    w("|---|---|---|---|---|---|")
+    ha = d.get("hostagent", {}).get("rate")
+    for name, v in d.items():
+        rt = "—" if name == "hostagent" else fmt_ratio(ratio(ha, v["rate"]))
+        w(f"| {name} | {cfgs.get(name, '')} | {v['rate']:.0f} (asked {v['asked']}/s) | {v['drop']*100:.2f} % | "
+          f"{v['leases']:.0f} | {rt} |")
+    w("")
+    w("Rate search steps (asked → achieved, drops; then UDP receive-queue overflows during the step in the "
+      f"server's namespace / in {client}'s, from /proc/net/snmp RcvbufErrors (snmp6 Udp6RcvbufErrors for v6): drops "
+      f"with overflows only on {client}'s side were lost by a client that could not keep up, not by the server):\n")
+    for name, v in d.items():
+        steps = ", ".join(f"{st[0]}→{st[1]:.0f} ({st[2]*100:.1f} %; {st[3]}/{st[4]})" for st in v["steps"])
+        w(f"- {name}: {steps}")
+    w("")
+
+
+def dhcp_ceiling_table(w, h, c, target):
+    w("### DHCP ceiling (dhcp-load from separate namespaces)\n")
+    w(f"Command: `{h.commands.get('dhcp ceiling', '')}`: an open-loop generator of the test kit "
+      "(tests/src/bin/dhcp-load.rs) that relays like perfdhcp (giaddr = its address, unicast both ways), sends "
+      "DISCOVERs on schedule whatever the server does, a REQUEST the moment an OFFER arrives, never retransmits, "
+      "and counts an exchange without an ACK within 1 s of its DISCOVER as dropped. It costs a few µs per exchange "
+      f"where perfdhcp costs ~140 µs, so {h.load_instances} of them outrun either server on 2 vCPUs; "
+      f"{h.dhcp_clients} distinct clients, as perfdhcp's `-R`. Same search as above ({h.load_secs} s per step, a fresh "
+      "server each), except that a step holds only if its p99 latency also stays ≤ 100 ms: a server whose queue "
+      "grows through the step shows it there before its answers pass the 1 s drop time. Confirmed "
+      f"{h.repeats}×; latency is DISCOVER → ACK over "
+      "every exchange of the confirm runs. Every server logs warnings only (hostagent `RUST_LOG=warn`; by default it "
+      "logs a line per lease). hostagent fsyncs every lease before its ACK; Kea's memfile does not fsync.\n")
+    w("| server | exchanges/s held (≤ 1 % drops, p99 ≤ 100 ms; median) | drops | p50 latency (ms) | p99 latency (ms) | server CPU per exchange (µs) | hostagent ratio |")
+    w("|---|---|---|---|---|---|---|")
+    ha = c.get("hostagent", {}).get("rate")
+    fmt = lambda v, spec=".1f": "—" if v is None else format(v, spec)
+    for name, v in c.items():
+        rt = "—" if name == "hostagent" else fmt_ratio(ratio(ha, v["rate"]))
+        w(f"| {name} | {v['rate']:.0f} (asked {v['asked']}/s) | {v['drop']*100:.2f} % | {fmt(v['p50_ms'])} | "
+          f"{fmt(v['p99_ms'])} | {fmt(v.get('server_us'))} | {rt} |")
+    w("")
+    w("Steps (asked → achieved, drops, p99; UDP receive-queue overflows in the server's namespace / the generators'):\n")
+    for name, v in c.items():
+        steps = ", ".join(f"{st[0]}→{st[1]:.0f} ({st[2]*100:.1f} %, p99 {fmt(st[3])} ms; {st[4]}/{st[5]})" for st in v["steps"])
+        w(f"- {name}: {steps}")
+    w("")
+    if "kea" in c and ha:
+        k = c["kea"]
+        rr = ratio(ha, k["rate"])
+        ok = rr is not None and rr >= 2.0 and c["hostagent"]["drop"] <= 0.01
+        detail = (f"{ha:.0f} vs {k['rate']:.0f} /s ({fmt_ratio(rr)}) with {h.load_instances} dhcp-load generators; p50/p99 "
+                  f"{fmt(c['hostagent']['p50_ms'])}/{fmt(c['hostagent']['p99_ms'])} ms vs {fmt(k['p50_ms'])}/{fmt(k['p99_ms'])} ms")
+        if not ok and c["hostagent"].get("server_us") is not None and k.get("server_us") is not None:
+            detail += (f". Limit, measured: hostagent's DHCP thread spends {c['hostagent']['server_us']:.0f} µs of CPU per "
+                       f"exchange (its fdatasync per batch included), Kea {k['server_us']:.0f} µs over its threads; the "
+                       "generators' queues and the server's show the overflows per step above")
+        target("DHCP exchanges/s at ≤ 1 % drops ≥ 2× Kea (multi-threaded memfile), every lease fsynced before its ACK",
+               ok, detail)
 
 
 def write_report(h, path):
@@ -96,7 +173,7 @@ def write_report(h, path):
       "(anything above 0 is other work sharing the CPUs with the benchmark) |")
     build = "release" if "/release/" in h.hostagent else "debug"
     w(f"| hostagent | `{_version([h.hostagent, '--version'])}` ({build} build) |")
-    w(f"| peers | Kea `{_version(['kea-dhcp4', '-V'])}`, `{_version(['dnsmasq', '--version'])}`, "
+    w(f"| peers | Kea `{_version(['kea-dhcp4', '-V'])}` (kea-dhcp6 `{_version(['kea-dhcp6', '-V'])}`), `{_version(['dnsmasq', '--version'])}`, "
       f"`{_version(['in.tftpd', '-V'])}`, `{_version(['busybox'])}`, `{_version(['atftp', '--version'])}`, "
       f"`{_version(['curl', '--version'])}` |")
     w("")
@@ -126,25 +203,15 @@ def write_report(h, path):
           f"{h.dhcp_clients} simulated clients (`-R`) on a /16 pool of 65,024 addresses, lease time 12 h. "
           "hostagent fsyncs every lease before its ACK (group commit); Kea memfile (persist, multi-threaded) and "
           "dnsmasq write their lease files without fsync.\n")
-        w("| server | config | 4-way exchanges/s (median) | drops | leases after run (all unique) | hostagent ratio |")
-        w("|---|---|---|---|---|---|")
+        perfdhcp_table(w, d, {
+            "hostagent": "1 nat network, range 10.60.1.0–10.60.254.254",
+            "kea": "memfile persist, multi-threading on (`thread-pool-size` 2), raw sockets",
+            "dnsmasq": "`--no-ping --quiet-dhcp --dhcp-lease-max=100000`"}, "perfdhcp")
         ha = d.get("hostagent", {}).get("rate")
-        cfgs = {"hostagent": "1 nat network, range 10.60.1.0–10.60.254.254",
-                "kea": "memfile persist, multi-threading on (auto threads), raw sockets",
-                "dnsmasq": "`--no-ping --quiet-dhcp --dhcp-lease-max=100000`"}
-        for name, v in d.items():
-            rt = "—" if name == "hostagent" else fmt_ratio(ratio(ha, v["rate"]))
-            w(f"| {name} | {cfgs.get(name, '')} | {v['rate']:.0f} (asked {v['asked']}/s) | {v['drop']*100:.2f} % | "
-              f"{v['leases']:.0f} | {rt} |")
-        w("")
-        w("Rate search steps (asked → achieved, drops; then UDP receive-queue overflows during the step in the "
-          "server's namespace / in perfdhcp's, from /proc/net/snmp RcvbufErrors: drops with overflows only on "
-          "perfdhcp's side were lost by a client that could not keep up, not by the server):\n")
-        for name, v in d.items():
-            steps = ", ".join(f"{st[0]}→{st[1]:.0f} ({st[2]*100:.1f} %; {st[3]}/{st[4]})" for st in v["steps"])
-            w(f"- {name}: {steps}")
-        w("")
+        ceiling = r.get("dhcp_ceiling") or {}
         for peer, want in (("kea", 2.0), ("dnsmasq", 20.0)):
+            if peer == "kea" and "kea" in ceiling:
+                continue  # judged on the ceiling below: perfdhcp runs out of CPU first
             if peer in d and ha:
                 rr = ratio(ha, d[peer]["rate"])
                 target(f"DHCP exchanges/s at ≤ 1 % drops ≥ {want:g}× {peer}",
@@ -152,33 +219,78 @@ def write_report(h, path):
                        f"{ha:.0f} vs {d[peer]['rate']:.0f} /s ({fmt_ratio(rr)}); hostagent's median drops "
                        f"{d['hostagent']['drop']*100:.2f} %, {peer}'s {d[peer]['drop']*100:.2f} %")
         target("DHCP: zero duplicate addresses", True, "every run's leases checked unique (a duplicate aborts the run)")
+        if ceiling:
+            dhcp_ceiling_table(w, h, ceiling, target)
+
+    # -- DHCPv6
+    d6 = r.get("dhcp6")
+    if d6:
+        w("## DHCPv6 (perfdhcp -6)\n")
+        w(f"Command (client namespace): `{h.commands.get('dhcp6', '')}`, stepped and confirmed as the DHCPv4 search "
+          "above (each step against a freshly started server with an empty lease database). perfdhcp sends from "
+          "eth0's link-local address to ff02::1:2 (Solicit → Advertise → Request → Reply, one IA_NA per client, a "
+          f"DUID per simulated client); rate = Replies ÷ the sending period. {h.dhcp_clients} simulated clients on a "
+          "range of 16.7 M addresses in fd00:60::/64 (the bridge's `address6`), valid and preferred lifetime 12 h. "
+          "hostagent: `[network.dhcp6]` with router advertisements off (`[network.ra] enable = false`: Kea sends "
+          "none), `RUST_LOG=warn`; it fsyncs every lease before its Reply (group commit). Kea `kea-dhcp6`: the "
+          "DHCPv4 Kea's settings (memfile persist without fsync, multi-threading on with `thread-pool-size` 2, "
+          "logger at WARN), the prefix as a subnet on the bridge. Leases are read back from each server's own "
+          "record and checked unique by address and by client (DUID).\n")
+        perfdhcp_table(w, d6, {
+            "hostagent": "`[network.dhcp6]` range fd00:60::1:0–fd00:60::ff:ffff",
+            "kea-dhcp6": "kea-dhcp6, memfile persist, multi-threading on (`thread-pool-size` 2)"}, "perfdhcp")
+        # No target of its own (issue 13 asks for the ratio in this table); the DHCPv4 one is 2× Kea.
 
     # -- TFTP
     t = r.get("tftp")
     if t:
         w("## TFTP\n")
-        w(f"Commands (client namespace): lock-step `{h.commands.get('tftp lock-step', '')}`; windowed "
-          f"`{h.commands.get('tftp windowsize 16', '')}`; concurrency: {h.concurrent_n} of the lock-step command at "
-          f"once on a {h.size['mid'] >> 20} MiB file, then {h.concurrent_n} of the windowed one. File: {h.size['big'] >> 20} MiB of random bytes, every download "
-          f"checked by sha256. tftpd-hpa: `in.tftpd -L -u nobody -s DIR -a 10.60.0.1:69` "
+        w(f"Commands (client namespace): lock-step `{h.commands.get('tftp lock-step', '')}` (also with `blksize 512` on "
+          f"the {h.size['mid'] >> 20} MiB file: BIOS PXE ROMs); windowed `{h.commands.get('tftp windowsize 16', '')}`; "
+          f"concurrency: {h.concurrent_n} of the lock-step command at once on a {h.size['mid'] >> 20} MiB file, then "
+          f"{h.concurrent_n} of the windowed one, then {h.rack_n} lock-step clients at once on a {h.size['rack'] >> 20} MiB "
+          f"file (a rack booting). File: {h.size['big'] >> 20} MiB of random bytes. Every download is checked by sha256 "
+          "after the clock stops (hashing is not the clients' work). tftpd-hpa: `in.tftpd -L -u nobody -s DIR -a 10.60.0.1:69` "
           "(tftpd-hpa 5.2 knows blksize, tsize, timeout and rollover but not RFC 7440 windowsize: it ignores the "
           "option and stays lock-step, so the windowed row shows what a client gains by windowing).\n")
         transfer_table(w, t, "tftpd-hpa", [
             ("lockstep", "lock-step blksize 1468 (MiB/s)"),
+            ("lockstep512", "lock-step blksize 512 (MiB/s)"),
             ("window16", "windowsize 16 (MiB/s)"),
             ("concurrent", f"{h.concurrent_n} lock-step clients aggregate (MiB/s)"),
             ("concurrent_w16", f"{h.concurrent_n} clients asking windowsize 16, aggregate (MiB/s)"),
-        ])
+            ("rack", f"{h.rack_n} lock-step clients aggregate (MiB/s)"),
+        ], failed=("concurrent_failed", "rack_failed"))
+        floor = r.get("tftp_floor")
         ha, peer = t.get("hostagent"), t.get("tftpd-hpa")
+        w("")
+        if ha and ha.get("c24_server_us") is not None:
+            w("Where a lock-step block's CPU goes (`perf stat -e task-clock,context-switches --inherit` on the server's "
+              "processes, children and threads included; the clients' CPU from their rusage, `ip netns exec` and the "
+              "process start included), per 1468-byte block:\n")
+            w("| server | clients at once | server CPU (µs/block) | server context switches per block | clients' CPU (µs/block) |")
+            w("|---|---|---|---|---|")
+            for name, v in t.items():
+                for key, n in (("c24", h.concurrent_n), ("rack", h.rack_n)):
+                    if v.get(f"{key}_server_us") is not None:
+                        w(f"| {name} | {n} | {v[f'{key}_server_us']:.1f} | {v[f'{key}_ctxsw']:.2f} | {v[f'{key}_client_us']:.1f} |")
+            if floor:
+                for k, v in sorted(floor.items()):
+                    w(f"| floor: `udp-pingpong` (receive 4 bytes, send 1472, nothing else) | {k} pair(s) | "
+                      f"{v['server_us']:.1f} | | {v['client_us']:.1f} (its own client) |")
+            w("")
         if ha and peer:
-            target("TFTP lock-step ≥ 1× tftpd-hpa", ha["lockstep"] >= peer["lockstep"],
-                   f"{ha['lockstep']:.1f} vs {peer['lockstep']:.1f} MiB/s ({fmt_ratio(ratio(ha['lockstep'], peer['lockstep']))})")
+            target("TFTP single lock-step ≥ 1.2× tftpd-hpa", ha["lockstep"] >= 1.2 * peer["lockstep"],
+                   f"{ha['lockstep']:.1f} vs {peer['lockstep']:.1f} MiB/s ({fmt_ratio(ratio(ha['lockstep'], peer['lockstep']))}); "
+                   f"blksize 512: {ha['lockstep512']:.1f} vs {peer['lockstep512']:.1f} ({fmt_ratio(ratio(ha['lockstep512'], peer['lockstep512']))})")
             target("TFTP windowsize 16 ≥ 4× tftpd-hpa's lock-step", ha["window16"] >= 4 * peer["lockstep"],
                    f"{ha['window16']:.1f} vs {peer['lockstep']:.1f} MiB/s ({fmt_ratio(ratio(ha['window16'], peer['lockstep']))})")
-            target(f"TFTP {h.concurrent_n} lock-step clients: all correct, aggregate ≥ 1.5× tftpd-hpa",
-                   ha["concurrent_failed"] == 0 and ha["concurrent"] >= 1.5 * peer["concurrent"],
-                   f"{ha['concurrent']:.1f} vs {peer['concurrent']:.1f} MiB/s ({fmt_ratio(ratio(ha['concurrent'], peer['concurrent']))}), "
-                   f"{ha['concurrent_failed']} failed")
+            for key, n in (("concurrent", h.concurrent_n), ("rack", h.rack_n)):
+                ok = ha[f"{key}_failed"] == 0 and ha[key] >= 1.5 * peer[key]
+                c = "c24" if key == "concurrent" else "rack"
+                target(f"TFTP {n} lock-step clients: all correct (sha256), aggregate ≥ 1.5× tftpd-hpa", ok,
+                       f"{ha[key]:.1f} vs {peer[key]:.1f} MiB/s ({fmt_ratio(ratio(ha[key], peer[key]))}), "
+                       f"{ha[f'{key}_failed']} failed" + ("" if ok else tftp_limit(ha, peer, floor, c, n)))
         w("")
 
     # -- HTTP
@@ -191,12 +303,28 @@ def write_report(h, path):
           f"the veth path deliver (the byte count is checked); concurrency: {h.concurrent_n} downloads of a "
           f"{h.size['mid'] >> 20} MiB file at once, each checked by sha256. The issue names no HTTP peer; busybox "
           "httpd (`busybox httpd -f -p ADDR:PORT -h DIR`, which also uses sendfile) is measured as a reference.\n")
+        if any("boot" in v for v in hh.values()):
+            w(f"A rack fetching its kernel and initrd at once (once per server): {h.rack_n} clients, each "
+              f"`{h.commands.get('http boot', '')}` ({h.size['kernel'] >> 20} + {h.size['initrd'] >> 20} MiB over one "
+              "keep-alive connection, as iPXE does), every file checked by sha256 after the clock stops.\n")
         transfer_table(w, hh, "busybox-httpd", [
             ("single", "one download to a file (MiB/s)"),
             ("null", "one download to /dev/null (MiB/s)"),
             ("concurrent", f"{h.concurrent_n} concurrent aggregate (MiB/s)"),
-        ])
-        ha = hh.get("hostagent")
+        ] + ([("boot", f"{h.rack_n} kernel+initrd clients aggregate (MiB/s)")] if any("boot" in v for v in hh.values()) else []),
+            failed=("concurrent_failed", "boot_failed"))
+        ha, bb = hh.get("hostagent"), hh.get("busybox-httpd")
+        if ha and bb:
+            cpu = ""
+            if ha.get("boot_server_us") is not None and bb.get("boot_server_us") is not None:
+                cpu = (f"; in the {h.rack_n}-client run the server used {ha['boot_server_us']:.0f} µs of CPU per MiB "
+                       f"(busybox {bb['boot_server_us']:.0f}), the curl clients {ha['boot_client_us']:.0f} "
+                       f"({bb['boot_client_us']:.0f}): the clients' own receive and write is where the time goes")
+            target("HTTP boot into a file ≥ 1.1× busybox httpd", ha["single"] >= 1.1 * bb["single"],
+                   f"{ha['single']:.1f} vs {bb['single']:.1f} MiB/s ({fmt_ratio(ratio(ha['single'], bb['single']))})" + cpu)
+            if "boot" in ha:
+                target(f"HTTP {h.rack_n} concurrent kernel+initrd downloads without errors (sha256)", ha["boot_failed"] == 0,
+                       f"{ha['boot_failed']} failed, {ha['boot']:.1f} MiB/s aggregate (busybox {bb.get('boot', 0):.1f})")
         if ha:
             target(f"HTTP {h.size['big'] >> 20} MiB download ≥ 500 MiB/s (curl to /dev/null; sha256-checked runs to a "
                    "tmpfs file in the column beside it)", ha["null"] >= 500,
@@ -254,6 +382,10 @@ def write_report(h, path):
         if "hostagent" in s:
             target(f"Boot storm: all {h.storm_clients} clients finish, none duplicated",
                    s["hostagent"]["finished_min"] == h.storm_clients, f"{s['hostagent']['finished_min']}/{h.storm_clients}, last at {ha:.2f} s")
+            peers = {n: v["last"] for n, v in s.items() if n != "hostagent"}
+            if peers:
+                target("Boot storm finishes faster than every peer stack", all(ha < v for v in peers.values()),
+                       f"{ha:.2f} s vs " + ", ".join(f"{n} {v:.2f} s" for n, v in peers.items()))
 
     # -- memory
     mi = r.get("memory_idle")

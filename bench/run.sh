@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
 # hostagent against the servers people run today (Kea, dnsmasq, tftpd-hpa), same load, same veth path.
 #
-#   sudo bench/run.sh            full run (~15 min): writes BENCHMARKS.md at the repo root
+#   sudo bench/run.sh            full run (~20 min): writes BENCHMARKS.md at the repo root
 #   sudo bench/run.sh --smoke    tiny sizes, checks answers only (sha256, unique leases); report to a temp
 #                                file; exits non-zero on a wrong answer. What CI runs.
 #
 # Everything runs inside network namespaces this script creates; they are deleted on exit, also on
-# failure or Ctrl-C. Env: BENCH_SECTIONS=memory,memory_guests,apply,dhcp,tftp,http,dns,storm,profile
-# (a subset);
-# BENCH_HOSTAGENT=/path/to/hostagent (prebuilt, dhcp-flood beside it) skips the cargo build.
+# failure or Ctrl-C. Env: BENCH_SECTIONS=memory,memory_guests,apply,dhcp,dhcp6,tftp,http,dns,storm,profile
+# (a subset, reported to a temp file, not BENCHMARKS.md);
+# BENCH_HOSTAGENT=/path/to/hostagent (prebuilt; dhcp-flood, dhcp-load and udp-pingpong beside it)
+# skips the cargo build.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root (namespaces, ports 53 and 67)" >&2; exit 1; }
 
@@ -33,7 +34,7 @@ cargo_flags=(-p hostagent -p hostagent-tests)
 target_dir=${CARGO_TARGET_DIR:-$repo/target}
 bin="$target_dir/$profile/hostagent"
 if [ -n "${BENCH_HOSTAGENT:-}" ]; then
-  bin=$BENCH_HOSTAGENT   # a prebuilt hostagent with dhcp-flood beside it: no build
+  bin=$BENCH_HOSTAGENT   # a prebuilt hostagent with the test kit's load tools beside it: no build
 else
   (cd "$repo" && cargo build -q "${cargo_flags[@]}")
 fi
@@ -50,6 +51,9 @@ trap cleanup EXIT INT TERM
 
 if [ $smoke = 1 ]; then
   out=$(mktemp /tmp/hostagent-bench-smoke.XXXXXX.md)
+elif [ -n "${BENCH_SECTIONS:-}" ]; then
+  # A subset's report would replace every other section of BENCHMARKS.md: it goes to a temp file.
+  out=$(mktemp /tmp/hostagent-bench-sections.XXXXXX.md)
 else
   out="$repo/BENCHMARKS.md"
 fi

@@ -28,9 +28,9 @@ test_cmds=(busybox:busybox-static dhclient:isc-dhcp-client atftp:atftp curl:curl
            qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils
            libvirtd:libvirt-daemon virsh:libvirt-clients)
 # The peers and tools of the benchmark harness (bench/run.sh); --profile adds perf.
-bench=(kea-dhcp4-server kea-admin dnsmasq-base tftpd-hpa atftp curl hyperfine busybox-static
+bench=(kea-dhcp4-server kea-dhcp6-server kea-admin dnsmasq-base tftpd-hpa atftp curl hyperfine busybox-static
        iproute2 python3 dnsperf)
-bench_cmds=(perfdhcp:kea-admin kea-dhcp4:kea-dhcp4-server in.tftpd:tftpd-hpa hyperfine:hyperfine
+bench_cmds=(perfdhcp:kea-admin kea-dhcp4:kea-dhcp4-server kea-dhcp6:kea-dhcp6-server in.tftpd:tftpd-hpa hyperfine:hyperfine
             dnsperf:dnsperf python3:python3)
 want=("${runtime[@]}" "${build[@]}")
 cmds=("${runtime_cmds[@]}")

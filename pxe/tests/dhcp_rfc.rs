@@ -245,12 +245,18 @@ fn a_journal_of_the_previous_release_loads_and_is_upgraded() {
     assert_eq!(again.load_report().version, 2);
 }
 
+/// A pool of 100 addresses with 60 s leases in `dir`, and a feed of it.
+fn pool_with_feed(dir: &std::path::Path) -> (Pool, LeaseFeed) {
+    let cfg = config(dir, (100, 200), 60);
+    let pool = Pool::open(pool_config(&cfg)).unwrap();
+    let feed = LeaseFeed::new(&pool, NOW);
+    (pool, feed)
+}
+
 #[test]
 fn lease_feed_follows_bind_renew_release_decline_and_expiry() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path(), (100, 200), 60);
-    let mut pool = Pool::open(pool_config(&cfg)).unwrap();
-    let mut feed = LeaseFeed::new(&pool, NOW);
+    let (mut pool, mut feed) = pool_with_feed(dir.path());
     let rx = feed.subscribe();
     let ips = |rx: &tokio::sync::watch::Receiver<Arc<pxe::dhcp::server::BoundLeases>>| {
         rx.borrow().leases.iter().map(|l| l.ip).collect::<Vec<_>>()
@@ -312,6 +318,30 @@ fn lease_feed_follows_bind_renew_release_decline_and_expiry() {
     std::thread::sleep(pxe::dhcp::server::lease_feed::PUBLISH_EVERY);
     assert!(feed.update(&pool, NOW + 62));
     assert!(ips(&rx).is_empty());
+}
+
+/// A handle's `LeaseWatch` is not a follower: while nobody subscribed, changes copy nothing; a
+/// follower that comes later gets the current set at the next update.
+#[test]
+fn lease_feed_copies_nothing_until_someone_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut pool, mut feed) = pool_with_feed(dir.path());
+    let watch = feed.watch();
+    let a = Client::from(pxe::config::Mac([2, 0, 0, 0, 0, 1]));
+    let ip_a = pool.offer(&a, None, NOW).unwrap();
+    pool.request(&a, ip_a, None, NOW).unwrap();
+    pool.flush().unwrap();
+    assert!(!feed.update(&pool, NOW), "nobody follows: no copy");
+    let rx = watch.subscribe();
+    assert!(rx.borrow().leases.is_empty(), "the last published set");
+    assert!(
+        feed.update(&pool, NOW),
+        "a follower came: the change goes out"
+    );
+    assert_eq!(
+        rx.borrow().leases.iter().map(|l| l.ip).collect::<Vec<_>>(),
+        vec![ip_a]
+    );
 }
 
 /// `DhcpHandle::leases_watch` on a running server: a lease a client takes shows up, and goes

@@ -10,6 +10,7 @@
 pub mod delivery;
 pub mod handler;
 pub mod lease_feed;
+pub(crate) mod lease_view;
 pub mod ratelimit;
 
 use std::collections::BTreeMap;
@@ -17,7 +18,7 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -30,7 +31,8 @@ use crate::dhcp::wire::{self, DropReason};
 
 use delivery::{LinkSender, Sender, SERVER_PORT};
 use handler::{Handler, Outgoing};
-pub use lease_feed::{BoundLeases, BoundSet, LeaseFeed, LeaseSource};
+pub use lease_feed::{BoundLeases, BoundSet, LeaseFeed, LeaseSource, LeaseWatch};
+use lease_view::LeaseView;
 
 /// Most packets answered per group commit.
 pub const MAX_BATCH: usize = 256;
@@ -169,80 +171,6 @@ pub fn answer_batch(handler: &mut Handler, packets: &[&[u8]], now: u64) -> Vec<O
     out
 }
 
-/// The leases `DhcpHandle::leases()` shows, published by the server thread only when asked.
-///
-/// Building it clones and sorts every lease: done after every batch it was ~40 % of the DHCP
-/// thread's CPU under perfdhcp (see BENCHMARKS.md, Profile). Now a reader raises `requested` and
-/// waits; the thread answers between batches, after the flush, so the view still shows only
-/// durable leases.
-struct LeaseView {
-    /// (generation, leases): the generation moves on at every publish.
-    published: Mutex<(u64, Vec<Lease>)>,
-    fresh: Condvar,
-    requested: AtomicBool,
-    /// The serve loop has ended: nobody will publish again.
-    closed: AtomicBool,
-}
-
-impl LeaseView {
-    fn new(initial: Vec<Lease>) -> LeaseView {
-        LeaseView {
-            published: Mutex::new((0, initial)),
-            fresh: Condvar::new(),
-            requested: AtomicBool::new(false),
-            closed: AtomicBool::new(false),
-        }
-    }
-
-    /// Called by the serve loop: publish if a reader asked.
-    fn publish_if_requested(&self, pool: &Pool) {
-        if self.requested.swap(false, Ordering::AcqRel) {
-            self.publish(pool);
-        }
-    }
-
-    fn publish(&self, pool: &Pool) {
-        let leases = pool.leases();
-        let mut g = self.published.lock().unwrap_or_else(|p| p.into_inner());
-        g.0 += 1;
-        g.1 = leases;
-        self.fresh.notify_all();
-    }
-
-    /// The serve loop ends: a last view, and readers stop waiting for another.
-    fn close(&self, pool: &Pool) {
-        let leases = pool.leases();
-        let mut g = self.published.lock().unwrap_or_else(|p| p.into_inner());
-        g.0 += 1;
-        g.1 = leases;
-        self.closed.store(true, Ordering::Release);
-        self.fresh.notify_all();
-    }
-
-    /// Ask the serve loop for a fresh view and wait for it (it answers within one receive
-    /// timeout or one batch); after `wait`, or once the loop has ended, the last view is used.
-    fn read(&self, wait: Duration) -> Vec<Lease> {
-        let mut g = self.published.lock().unwrap_or_else(|p| p.into_inner());
-        if !self.closed.load(Ordering::Acquire) {
-            let asked_at = g.0;
-            self.requested.store(true, Ordering::Release);
-            let deadline = std::time::Instant::now() + wait;
-            while g.0 == asked_at && !self.closed.load(Ordering::Acquire) {
-                let left = deadline.saturating_duration_since(std::time::Instant::now());
-                if left.is_zero() {
-                    break;
-                }
-                g = self
-                    .fresh
-                    .wait_timeout(g, left)
-                    .map(|(g, _)| g)
-                    .unwrap_or_else(|p| p.into_inner().0);
-            }
-        }
-        g.1.clone()
-    }
-}
-
 pub struct DhcpServer;
 
 impl DhcpServer {
@@ -270,7 +198,7 @@ impl DhcpServer {
         let stats = Arc::new(DhcpStats::default());
         let leases = Arc::new(LeaseView::new(pool.leases()));
         let feed = LeaseFeed::new(&pool, unix_now());
-        let watch = feed.subscribe();
+        let watch = feed.watch();
         let stop = Arc::new(AtomicBool::new(false));
         let sender = Sender {
             udp: socket,
@@ -317,9 +245,8 @@ impl DhcpServer {
             source,
         })?;
         let stats = Arc::new(DhcpStats::default());
-        let leases = Arc::new(LeaseView::new(Vec::new()));
-        leases.closed.store(true, Ordering::Release);
-        let (_, watch) = tokio::sync::watch::channel(Arc::new(BoundLeases::default()));
+        let leases = Arc::new(LeaseView::empty());
+        let watch = LeaseWatch::fixed(BoundLeases::default());
         let stop = Arc::new(AtomicBool::new(false));
         let sender = Sender {
             udp: dhcp,
@@ -380,9 +307,17 @@ fn bind_socket(interface: &str, port: u16) -> io::Result<UdpSocket> {
     s.set_broadcast(true)?;
     // Several networks each bind 0.0.0.0:67; the device binding keeps their traffic apart.
     s.bind_device(Some(interface.as_bytes()))?;
-    // Room for a burst while we fsync. SO_RCVBUF is capped at net.core.rmem_max (208 KiB unless
-    // the admin raised it: a few hundred queued requests); SO_RCVBUFFORCE, which the agent's
-    // CAP_NET_ADMIN allows, is not. Best effort: without the capability the capped size stays.
+    deep_recv_queue(&s);
+    s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
+    s.set_read_timeout(Some(RECV_TIMEOUT))?;
+    Ok(s.into())
+}
+
+/// Room for a burst while the server fsyncs: a [`RECV_QUEUE_BYTES`] receive queue. SO_RCVBUF is
+/// capped at net.core.rmem_max (208 KiB unless the admin raised it: a few hundred queued
+/// requests); SO_RCVBUFFORCE, which the agent's CAP_NET_ADMIN allows, is not. Best effort:
+/// without the capability the capped size stays. The DHCPv6 server's socket gets the same.
+pub(crate) fn deep_recv_queue(s: &socket2::Socket) {
     let _ = s.set_recv_buffer_size(RECV_QUEUE_BYTES);
     let bytes = RECV_QUEUE_BYTES as libc::c_int;
     // SAFETY: a valid socket and a c_int option value of the stated size.
@@ -395,17 +330,14 @@ fn bind_socket(interface: &str, port: u16) -> io::Result<UdpSocket> {
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
-    s.set_read_timeout(Some(RECV_TIMEOUT))?;
-    Ok(s.into())
 }
 
 /// Handle to a running server.
 pub struct DhcpHandle {
     network: String,
     stats: Arc<DhcpStats>,
-    leases: Arc<LeaseView>,
-    watch: tokio::sync::watch::Receiver<Arc<BoundLeases>>,
+    leases: Arc<LeaseView<Lease>>,
+    watch: LeaseWatch,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -428,11 +360,12 @@ impl DhcpHandle {
         all
     }
 
-    /// Follow the bound leases live (for DNS): the current set now, and a new one within about
+    /// Follow the bound leases live (for DNS): the last published set now (the current one
+    /// within one receive timeout, if leases changed while nobody followed), and a new one within about
     /// [`lease_feed::PUBLISH_EVERY`] + one receive timeout after a lease is bound, renewed,
     /// released or declined, or expires. See [`LeaseFeed`] for what a set holds.
     pub fn leases_watch(&self) -> tokio::sync::watch::Receiver<Arc<BoundLeases>> {
-        self.watch.clone()
+        self.watch.subscribe()
     }
 
     /// Stop the thread (within ~200 ms) and wait for it.
@@ -459,7 +392,7 @@ impl Drop for DhcpHandle {
 fn serve(
     mut handler: Handler,
     sender: Sender,
-    leases: Arc<LeaseView>,
+    leases: Arc<LeaseView<Lease>>,
     mut feed: LeaseFeed,
     stop: Arc<AtomicBool>,
 ) {
@@ -478,7 +411,7 @@ fn serve(
                         | io::ErrorKind::Interrupted
                 ) =>
             {
-                leases.publish_if_requested(handler.pool());
+                leases.publish_if_requested(handler.pool(), unix_now());
                 feed.update(handler.pool(), unix_now());
                 continue;
             }
@@ -496,7 +429,7 @@ fn serve(
         }
         // Publish the view for `leases()` after the flush, so it shows only durable leases
         // (plus, after a failed flush, the ones the pool keeps reserved).
-        leases.publish_if_requested(handler.pool());
+        leases.publish_if_requested(handler.pool(), unix_now());
         feed.update(handler.pool(), unix_now());
     }
     if handler.pool().has_pending() {
@@ -504,7 +437,7 @@ fn serve(
             tracing::error!(network = %network, error = %e, "final lease journal flush failed");
         }
     }
-    leases.close(handler.pool());
+    leases.close(handler.pool(), unix_now());
     feed.update(handler.pool(), unix_now());
     tracing::info!(network = %network, "DHCP server stopped");
 }

@@ -20,7 +20,10 @@ use super::server_duid;
 use super::stats::Dhcp6Stats;
 use crate::config::Dhcp6Config;
 use crate::dhcp::pool::unix_now;
-use crate::dhcp::server::{BoundSet, LeaseFeed, LeaseSource, MAX_BATCH, RECV_QUEUE_BYTES};
+use crate::dhcp::server::lease_view::LeaseView;
+use crate::dhcp::server::{
+    deep_recv_queue, BoundSet, LeaseFeed, LeaseSource, LeaseWatch, MAX_BATCH,
+};
 use crate::leases::v6::Lease6;
 use crate::leases::LeaseError;
 
@@ -130,15 +133,21 @@ impl Dhcp6Server {
         })?;
         tracing::info!(network = %network, records = report.records, dropped_bytes = report.dropped_bytes, "DHCPv6 lease journal loaded");
         let stats = Arc::new(Dhcp6Stats::default());
+        let leases = Arc::new(LeaseView::new(pool.leases_at(unix_now())));
         let feed = LeaseFeed::new(&pool, unix_now());
-        let watch = feed.subscribe();
+        // Not a receiver: one held here would count as a follower, and every busy 100 ms would
+        // copy and sort the whole table for nobody.
+        let watch = feed.watch();
         let stop = Arc::new(AtomicBool::new(false));
         let handler = Handler6::new(cfg, pool, duid, stats.clone());
         let thread = {
             let stop = stop.clone();
             std::thread::Builder::new()
                 .name(format!("dhcp6-{network}"))
-                .spawn(move || serve(handler, socket, feed, stop))
+                .spawn({
+                    let leases = leases.clone();
+                    move || serve(handler, socket, leases, feed, stop)
+                })
                 .map_err(|source| Dhcp6Error::Thread {
                     network: network.clone(),
                     source,
@@ -148,6 +157,7 @@ impl Dhcp6Server {
         Ok(Dhcp6Handle {
             network,
             stats,
+            leases,
             watch,
             stop,
             thread: Some(thread),
@@ -169,7 +179,7 @@ fn bind_socket(interface: &str) -> io::Result<UdpSocket> {
     s.set_reuse_address(true)?;
     // Several networks each bind [::]:547; the device binding keeps their traffic apart.
     s.bind_device(Some(interface.as_bytes()))?;
-    let _ = s.set_recv_buffer_size(RECV_QUEUE_BYTES);
+    deep_recv_queue(&s);
     s.join_multicast_v6(&ALL_SERVERS, ifindex)?;
     s.set_multicast_loop_v6(false)?;
     s.bind(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, SERVER_PORT)).into())?;
@@ -181,7 +191,8 @@ fn bind_socket(interface: &str) -> io::Result<UdpSocket> {
 pub struct Dhcp6Handle {
     network: String,
     stats: Arc<Dhcp6Stats>,
-    watch: watch::Receiver<Arc<BoundLeases6>>,
+    leases: Arc<LeaseView<Lease6>>,
+    watch: LeaseWatch<Lease6>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
@@ -195,17 +206,18 @@ impl Dhcp6Handle {
         self.stats.clone()
     }
 
-    /// Unexpired leases as last published (durable ones: published after the flush).
+    /// Unexpired leases, fetched from the server thread between batches (durable ones only:
+    /// published after the flush).
     pub fn leases(&self) -> Vec<Lease6> {
         let now = unix_now();
-        let mut all = self.watch.borrow().leases.clone();
+        let mut all = self.leases.read(RECV_TIMEOUT * 5);
         all.retain(|l| l.expires > now);
         all
     }
 
     /// Follow the bound leases live (for DNS), as `DhcpHandle::leases_watch` for v4.
     pub fn leases_watch(&self) -> watch::Receiver<Arc<BoundLeases6>> {
-        self.watch.clone()
+        self.watch.subscribe()
     }
 
     /// Stop the thread (within ~200 ms) and wait for it.
@@ -232,6 +244,7 @@ impl Drop for Dhcp6Handle {
 fn serve(
     mut handler: Handler6,
     socket: UdpSocket,
+    leases: Arc<LeaseView<Lease6>>,
     mut feed: LeaseFeed<Pool6>,
     stop: Arc<AtomicBool>,
 ) {
@@ -251,6 +264,7 @@ fn serve(
                         | io::ErrorKind::Interrupted
                 ) =>
             {
+                leases.publish_if_requested(handler.pool(), unix_now());
                 feed.update(handler.pool(), unix_now());
                 continue;
             }
@@ -276,6 +290,8 @@ fn serve(
                 }
             }
         }
+        // After the flush, so the view shows only durable leases.
+        leases.publish_if_requested(handler.pool(), unix_now());
         feed.update(handler.pool(), unix_now());
     }
     if handler.pool().store().has_pending() {
@@ -283,6 +299,7 @@ fn serve(
             tracing::error!(network = %network, error = %e, "final DHCPv6 lease journal flush failed");
         }
     }
+    leases.close(handler.pool(), unix_now());
     feed.update(handler.pool(), unix_now());
     tracing::info!(network = %network, "DHCPv6 server stopped");
 }

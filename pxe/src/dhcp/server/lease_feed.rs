@@ -10,7 +10,10 @@
 //!   declined (the pool's generation moved) or when the earliest lease of the last set expired.
 //! - At most one set per [`PUBLISH_EVERY`]: a storm of thousands of ACKs costs a few copies a
 //!   second, not one per batch. A change is never lost, only coalesced.
-//! - Nothing is copied while nobody holds a receiver.
+//! - Nothing is copied while nobody follows: the server's handle keeps a [`LeaseWatch`], which
+//!   subscribes followers without being one. (It used to keep a receiver, which always counted:
+//!   then every busy 100 ms cloned and sorted the whole table, ~10 % of the DHCP thread at 60,000
+//!   leases under load; see bench/profile-notes.md.)
 //!
 //! The DHCPv6 server publishes its leases the same way ([`LeaseSource`] is what a feed reads).
 
@@ -68,9 +71,32 @@ impl LeaseSource for Pool {
     }
 }
 
+/// Subscribes followers of a [`LeaseFeed`] without counting as one.
+pub struct LeaseWatch<L = Lease>(Arc<watch::Sender<Arc<BoundSet<L>>>>);
+
+// By hand: a derive would ask `L: Clone`, and only the Arc is cloned.
+impl<L> Clone for LeaseWatch<L> {
+    fn clone(&self) -> Self {
+        LeaseWatch(self.0.clone())
+    }
+}
+
+impl<L> LeaseWatch<L> {
+    /// A watch with no feed behind it: the set never changes (a proxyDHCP server's).
+    pub fn fixed(set: BoundSet<L>) -> LeaseWatch<L> {
+        LeaseWatch(Arc::new(watch::channel(Arc::new(set)).0))
+    }
+
+    /// A receiver: the last published set at once, the current one within one update (a set
+    /// that changed while nobody followed goes out at the next update).
+    pub fn subscribe(&self) -> watch::Receiver<Arc<BoundSet<L>>> {
+        self.0.subscribe()
+    }
+}
+
 /// The publishing side, owned by the server thread.
 pub struct LeaseFeed<P: LeaseSource = Pool> {
-    tx: watch::Sender<Arc<BoundSet<P::Lease>>>,
+    tx: Arc<watch::Sender<Arc<BoundSet<P::Lease>>>>,
     /// Pool generation of the last set.
     generation: u64,
     /// Earliest expiry in the last set (u64::MAX when it was empty).
@@ -86,7 +112,7 @@ impl<P: LeaseSource> LeaseFeed<P> {
         let next_expiry = earliest::<P>(&set);
         let (tx, _) = watch::channel(Arc::new(set));
         LeaseFeed {
-            tx,
+            tx: Arc::new(tx),
             generation: pool.generation(),
             next_expiry,
             last: None,
@@ -94,9 +120,14 @@ impl<P: LeaseSource> LeaseFeed<P> {
         }
     }
 
-    /// A receiver of the sets; it sees the current one at once.
+    /// A receiver of the sets; it sees the last published one at once.
     pub fn subscribe(&self) -> watch::Receiver<Arc<BoundSet<P::Lease>>> {
         self.tx.subscribe()
+    }
+
+    /// What a handle keeps to subscribe followers later.
+    pub fn watch(&self) -> LeaseWatch<P::Lease> {
+        LeaseWatch(self.tx.clone())
     }
 
     /// Publish a new set if the leases changed or one expired, and the last set is at least
@@ -104,8 +135,7 @@ impl<P: LeaseSource> LeaseFeed<P> {
     pub fn update(&mut self, pool: &P, now: u64) -> bool {
         let changed = pool.generation() != self.generation || now >= self.next_expiry;
         if self.tx.receiver_count() == 0 {
-            // Nobody listens: remember to catch up, copy nothing. Receivers only come from
-            // `subscribe` on the handle, whose own receiver always counts, so this is rare.
+            // Nobody listens: remember to catch up, copy nothing.
             self.stale |= changed;
             return false;
         }
