@@ -148,12 +148,10 @@ pub async fn apply(model: &Model, root: &Path) -> Result<Vec<String>> {
             Err(e) => failed.push(format!("{e:#}")),
         }
     }
+    // What the other hosts' helpers did is in their own log lines already.
     if failed.is_empty() {
         Ok(done)
     } else {
-        for d in &done {
-            tracing::info!(action = %d, "guest");
-        }
         bail!("{}", failed.join("; "))
     }
 }

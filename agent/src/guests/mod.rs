@@ -34,10 +34,12 @@ pub fn console_log(root: &Path, model: &Model, name: &str) -> PathBuf {
         .join(format!("{name}.log"))
 }
 
-/// The serial console of a guest on another host, in that host's libvirt log directory (which
-/// every libvirt host has, and virtlogd writes): the agent's state directory is not there.
+/// The serial console of a guest on another host: the agent's state directory is not there.
+/// virtlogd (root) writes it into the QEMU driver's own directory, which libvirtd makes when it
+/// starts; its log directory (/var/log/libvirt/qemu) would not do: libvirtd makes that one only
+/// after it has opened the first guest's console file.
 pub fn remote_console_log(name: &str) -> PathBuf {
-    PathBuf::from(format!("/var/log/libvirt/qemu/{name}.console.log"))
+    PathBuf::from(format!("/var/lib/libvirt/qemu/{name}.console.log"))
 }
 
 /// Where the config's guest `g` logs its console, on the host it runs on.
