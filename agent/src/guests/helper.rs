@@ -137,15 +137,21 @@ pub async fn apply(model: &Model, root: &Path) -> Result<Vec<String>> {
             continue;
         }
         let (m, r) = (model.clone(), root.to_path_buf());
-        runs.spawn(async move { (i, apply_on(&m, &r, host.as_deref()).await) });
+        runs.spawn(async move {
+            let r = apply_on(&m, &r, host.as_deref()).await;
+            (i, host, r)
+        });
     }
     let mut results = runs.join_all().await;
-    results.sort_by_key(|(i, _)| *i);
+    results.sort_by_key(|(i, _, _)| *i);
     let (mut done, mut failed) = (Vec::new(), Vec::new());
-    for (_, r) in results {
+    for (_, host, r) in results {
         match r {
             Ok(d) => done.extend(d),
-            Err(e) => failed.push(format!("{e:#}")),
+            Err(e) => failed.push(format!(
+                "host {}: {e:#}",
+                super::host_label(host.as_deref())
+            )),
         }
     }
     // What the other hosts' helpers did is in their own log lines already.

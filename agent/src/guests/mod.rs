@@ -191,10 +191,8 @@ pub struct HostAction {
 
 impl std::fmt::Display for HostAction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.host {
-            None => write!(f, "{}", self.action),
-            Some(h) => write!(f, "{} (on host {h})", self.action),
-        }
+        let line = on_host_suffix(self.host.as_deref(), self.action.to_string());
+        f.write_str(&line)
     }
 }
 
