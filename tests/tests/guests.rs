@@ -61,20 +61,63 @@ fn disks(xml: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn guests_fleet_pxe_boots_from_one_entry() {
-    let ns = Netns::new("gf");
-    let s = Scratch::new();
-    let lv = Libvirtd::start(&ns);
+/// The boot root /srv/boot with the marker payload over TFTP and the per-guest script template
+/// `fleet.ipxe`: the agent renders {{name}} into each guest's copy, and the guest's kernel echoes
+/// it back in the marker line.
+fn fleet_boot_root(s: &Scratch) -> std::path::PathBuf {
     let boot_root = s.file("srv/boot");
     install_payload(&boot_root, "boot.ipxe", Fetch::Tftp);
-    // The per-guest script template: the agent renders {{name}} into each guest's copy, and the
-    // guest's kernel echoes it back in the marker line.
     let template = ipxe_script(Fetch::Tftp).replace(
         "hostagent_path=tftp",
         "hostagent_path=tftp hostagent_guest={{name}}",
     );
     std::fs::write(boot_root.join("fleet.ipxe"), template).expect("template");
+    boot_root
+}
+
+/// The marker kernel's line on the console `log`, waited for until 360 s after `started`
+/// (libvirtd probes QEMU on the first define, slow on a loaded 2-core host); None if it never
+/// came.
+fn boot_line(log: &std::path::Path, started: Instant) -> Option<String> {
+    wait_for(360u64.saturating_sub(started.elapsed().as_secs()), || {
+        read_log(log)
+            .lines()
+            .find(|l| l.contains(BOOT_MARKER))
+            .map(str::to_string)
+    })
+}
+
+/// A `guests --json` row's MAC and address, after checking that its lease is its reservation and
+/// that the daemon holds that lease on `network` (`held`: `Cli::leases`).
+fn leased_reservation<'a>(
+    r: &'a serde_json::Value,
+    network: &str,
+    held: &[(String, String, String)],
+) -> (&'a str, &'a str) {
+    let (mac, ip) = (
+        r["mac"].as_str().expect("mac"),
+        r["ip"].as_str().expect("ip"),
+    );
+    assert_eq!(
+        r["lease"]["ip"], ip,
+        "{}: the lease is not its reservation: {r}",
+        r["name"]
+    );
+    assert!(
+        held.iter()
+            .any(|(net, m, i)| net == network && m == mac && i == ip),
+        "{} {mac} {ip} not in leases {held:?}",
+        r["name"]
+    );
+    (mac, ip)
+}
+
+#[test]
+fn guests_fleet_pxe_boots_from_one_entry() {
+    let ns = Netns::new("gf");
+    let s = Scratch::new();
+    let lv = Libvirtd::start(&ns);
+    let boot_root = fleet_boot_root(&s);
     let node = Guest::new("node", "lab")
         .count(3)
         .vcpus(1)
@@ -153,13 +196,7 @@ fn guests_fleet_pxe_boots_from_one_entry() {
     }
     let mut booted = Vec::new();
     for n in ["node-1", "node-2", "node-3"] {
-        let line = wait_for(360u64.saturating_sub(started.elapsed().as_secs()), || {
-            read_log(&console(n))
-                .lines()
-                .find(|l| l.contains(BOOT_MARKER))
-                .map(str::to_string)
-        });
-        let Some(line) = line else {
+        let Some(line) = boot_line(&console(n), started) else {
             panic!(
                 "{n} did not boot in {:?}\n--- console ---\n{}\n--- agent ---\n{}\n--- libvirtd ---\n{}",
                 started.elapsed(),
@@ -194,20 +231,8 @@ fn guests_fleet_pxe_boots_from_one_entry() {
     let mut ips = Vec::new();
     for (r, n) in rows.iter().zip(booted) {
         assert_eq!(r["name"], n, "{r}");
-        let (mac, ip) = (
-            r["mac"].as_str().expect("mac"),
-            r["ip"].as_str().expect("ip"),
-        );
+        let (mac, ip) = leased_reservation(r, "lab", &held);
         assert!(mac.starts_with("52:54:00:"), "{r}");
-        assert_eq!(
-            r["lease"]["ip"], ip,
-            "{n}: the lease is not its reservation: {r}"
-        );
-        assert!(
-            held.iter()
-                .any(|(net, m, i)| net == "lab" && m == mac && i == ip),
-            "{n} {mac} {ip} not in leases {held:?}"
-        );
         assert_eq!(
             r["stage"],
             "os booted",
@@ -314,13 +339,7 @@ fn fleet_of_two_guests_on_two_libvirtds_one_remote_pxe_boots_from_the_shared_net
     let local = Libvirtd::start(&ns);
     let remote = Libvirtd::start_listening(&kvm2, "10.79.0.2".parse().expect("addr"));
     let remote_uri = remote.tcp_uri.clone().expect("tcp uri");
-    let boot_root = s.file("srv/boot");
-    install_payload(&boot_root, "boot.ipxe", Fetch::Tftp);
-    let template = ipxe_script(Fetch::Tftp).replace(
-        "hostagent_path=tftp",
-        "hostagent_path=tftp hostagent_guest={{name}}",
-    );
-    std::fs::write(boot_root.join("fleet.ipxe"), template).expect("template");
+    fleet_boot_root(&s);
     let guest = |name: &str| {
         Guest::new(name, "fl")
             .vcpus(1)
@@ -383,13 +402,7 @@ fn fleet_of_two_guests_on_two_libvirtds_one_remote_pxe_boots_from_the_shared_net
     // The remote guest's console is in kvm2's QEMU driver directory (its private one here).
     let far_console = remote.host_path("/var/lib/libvirt/qemu/far.console.log");
     for (n, console) in [("near", &near_console), ("far", &far_console)] {
-        let line = wait_for(360u64.saturating_sub(started.elapsed().as_secs()), || {
-            read_log(console)
-                .lines()
-                .find(|l| l.contains(BOOT_MARKER))
-                .map(str::to_string)
-        });
-        let Some(line) = line else {
+        let Some(line) = boot_line(console, started) else {
             panic!(
                 "{n} did not boot in {:?}\n--- console ---\n{}\n--- agent ---\n{}\n--- local libvirtd ---\n{}\n--- kvm2 libvirtd ---\n{}",
                 started.elapsed(),
@@ -434,19 +447,7 @@ fn fleet_of_two_guests_on_two_libvirtds_one_remote_pxe_boots_from_the_shared_net
             (Some(n), Some(host)),
             "{r}"
         );
-        let (mac, ip) = (
-            r["mac"].as_str().expect("mac"),
-            r["ip"].as_str().expect("ip"),
-        );
-        assert_eq!(
-            r["lease"]["ip"], ip,
-            "{n}: the lease is not its reservation: {r}"
-        );
-        assert!(
-            held.iter()
-                .any(|(net, m, i)| net == "fl" && m == mac && i == ip),
-            "{n} {mac} {ip} not in leases {held:?}"
-        );
+        let (mac, _) = leased_reservation(r, "fl", &held);
         assert_eq!(
             attrs(
                 &if n == "far" {
