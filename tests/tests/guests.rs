@@ -75,6 +75,18 @@ fn fleet_boot_root(s: &Scratch) -> std::path::PathBuf {
     boot_root
 }
 
+/// The status ("pass", "warn", "fail") of the result `name` in `check --json` output `v`.
+fn check_status(v: &serde_json::Value, name: &str) -> String {
+    v.as_array()
+        .expect("results")
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {v:#}"))["status"]
+        .as_str()
+        .expect("status")
+        .to_string()
+}
+
 /// The marker kernel's line on the console `log`, waited for until 360 s after `started`
 /// (libvirtd probes QEMU on the first define, slow on a loaded 2-core host); None if it never
 /// came.
@@ -377,6 +389,14 @@ fn fleet_of_two_guests_on_two_libvirtds_one_remote_pxe_boots_from_the_shared_net
         "start guest near\n",
     ] {
         assert!(text.contains(line), "no {line:?} in:\n{text}{}", stderr(&plan));
+    }
+
+    // check asks each host's libvirt too, naming the remote one.
+    let out = cli.run(&["check", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+    for name in ["libvirt daemon", "libvirt daemon on host kvm2"] {
+        assert_eq!(check_status(&v, name), "pass", "{v:#}");
     }
 
     let started = Instant::now();
@@ -979,16 +999,7 @@ fn guest_check_reports_libvirt_and_overcommit() {
     let out = cli.run(&["check", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
-    let status = |name: &str| {
-        v.as_array()
-            .expect("results")
-            .iter()
-            .find(|r| r["name"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {v:#}"))["status"]
-            .as_str()
-            .expect("status")
-            .to_string()
-    };
+    let status = |name: &str| check_status(&v, name);
     assert_eq!(status("libvirt daemon"), "pass");
     assert_eq!(status("libvirt qemu driver"), "pass");
     // This host's KVM may or may not be usable; virt_type = "qemu" never makes that a failure.
