@@ -37,13 +37,24 @@ pub async fn check(cli: &Cli, json: bool) -> Result<ExitCode> {
     let mut results = netcfg::check::check(&host);
     let desired = model.as_ref().map(|m| m.desired());
     results.extend(netcfg::coexist::check(&host, desired.as_ref()));
-    // The libvirt side: daemon, QEMU driver, KVM vs TCG, overcommit.
-    let libvirt = model
-        .as_ref()
-        .map(|m| m.libvirt.clone())
-        .unwrap_or_default();
-    let guests = model.as_ref().map(|m| m.guests.clone()).unwrap_or_default();
-    results.extend(crate::guests::check::checks(&libvirt, &guests).await);
+    // The libvirt side, on each host with guests: daemon, QEMU driver, KVM vs TCG, overcommit.
+    match &model {
+        None => {
+            let none = crate::config::Libvirt::default();
+            results.extend(crate::guests::check::checks(&none, &[]).await);
+        }
+        Some(m) => {
+            for h in crate::guests::hosts(m) {
+                let share = crate::guests::on_host(m, h.as_deref())?;
+                for mut r in crate::guests::check::checks(&share.libvirt, &share.guests).await {
+                    if let Some(h) = &h {
+                        r.name = format!("{} on host {h}", r.name);
+                    }
+                    results.push(r);
+                }
+            }
+        }
+    }
     // What guests get for DNS, per network (needs the config).
     if let Some(m) = &model {
         results.extend(

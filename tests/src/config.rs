@@ -41,6 +41,7 @@ pub struct Config {
     port_rate_limit: Option<i64>,
     libvirt: Option<(String, Option<String>)>,
     libvirt_pool: Option<String>,
+    libvirt_hosts: Vec<(String, String)>,
     coexist: Option<String>,
     networks: Vec<Network>,
     guests: Vec<Guest>,
@@ -55,6 +56,7 @@ impl Config {
             port_rate_limit: None,
             libvirt: None,
             libvirt_pool: None,
+            libvirt_hosts: Vec::new(),
             coexist: None,
             networks: Vec::new(),
             guests: Vec::new(),
@@ -102,6 +104,12 @@ impl Config {
         self
     }
 
+    /// A `[[libvirt.host]]`: another libvirt daemon, for `Guest::host`.
+    pub fn libvirt_host(mut self, name: &str, uri: &str) -> Config {
+        self.libvirt_hosts.push((name.to_string(), uri.to_string()));
+        self
+    }
+
     pub fn guest(mut self, g: Guest) -> Config {
         self.guests.push(g);
         self
@@ -137,6 +145,14 @@ impl Display for Config {
         }
         if let Some(pool) = &self.libvirt_pool {
             writeln!(f, "pool = {}", quoted(pool))?;
+        }
+        for (name, uri) in &self.libvirt_hosts {
+            writeln!(
+                f,
+                "\n[[libvirt.host]]\nname = {}\nuri = {}",
+                quoted(name),
+                quoted(uri)
+            )?;
         }
         for n in &self.networks {
             write!(f, "\n{n}")?;
@@ -756,6 +772,11 @@ impl Guest {
     /// The boot script template in the network's boot root.
     pub fn script(self, file: &str) -> Guest {
         self.set("script", quoted(file))
+    }
+
+    /// The `[[libvirt.host]]` it is defined on.
+    pub fn host(self, name: &str) -> Guest {
+        self.set("host", quoted(name))
     }
 
     /// A new disk of `size` (a volume `NAME.qcow2` in the storage pool).

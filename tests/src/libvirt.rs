@@ -36,6 +36,9 @@ pub struct Libvirtd {
     pub dir: tempfile::TempDir,
     /// URI for hostagent's `[libvirt] uri` and for virsh -c.
     pub uri: String,
+    /// `qemu+tcp://ADDR/system` when started by [`Libvirtd::start_listening`]: how a client in
+    /// another namespace reaches it, as a remote KVM host.
+    pub tcp_uri: Option<String>,
     child: std::process::Child,
 }
 
@@ -48,6 +51,17 @@ impl Libvirtd {
     /// [`Libvirtd::start`] in the network namespace named `netns`, which someone else owns (the
     /// benchmark harness's).
     pub fn start_in(netns: &str) -> Libvirtd {
+        Libvirtd::start_with(netns, None)
+    }
+
+    /// [`Libvirtd::start`], also listening on TCP port 16509 at `addr` (an address of `ns`),
+    /// without authentication (`auth_tcp = "none"`: a test deviation, a real remote host is
+    /// reached over SSH or TLS); `tcp_uri` is then set.
+    pub fn start_listening(ns: &Netns, addr: std::net::Ipv4Addr) -> Libvirtd {
+        Libvirtd::start_with(&ns.name, Some(addr))
+    }
+
+    fn start_with(netns: &str, listen: Option<std::net::Ipv4Addr>) -> Libvirtd {
         for bin in ["/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/virsh"] {
             assert!(
                 Path::new(bin).exists(),
@@ -76,14 +90,16 @@ impl Libvirtd {
                 .expect("chmod private dir");
         }
         let conf = d.join("libvirtd.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "unix_sock_dir = \"{}\"\nauth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\n",
-                d.join("sock").display()
-            ),
-        )
-        .expect("libvirtd.conf");
+        let mut text = format!(
+            "unix_sock_dir = \"{}\"\nauth_unix_rw = \"none\"\nauth_unix_ro = \"none\"\n",
+            d.join("sock").display()
+        );
+        if let Some(addr) = listen {
+            text.push_str(&format!(
+                "listen_tls = 0\nlisten_tcp = 1\nlisten_addr = \"{addr}\"\ntcp_port = \"16509\"\nauth_tcp = \"none\"\n"
+            ));
+        }
+        std::fs::write(&conf, text).expect("libvirtd.conf");
         let (passwd, group) = accounts();
         std::fs::write(d.join("passwd"), passwd).expect("passwd copy");
         std::fs::write(d.join("group"), group).expect("group copy");
@@ -124,7 +140,8 @@ impl Libvirtd {
             d.join("virtlogd.pid").display()
         ));
         script.push_str(&format!(
-            "exec libvirtd -p '{}' -f '{}'\n",
+            "exec libvirtd {}-p '{}' -f '{}'\n",
+            if listen.is_some() { "--listen " } else { "" },
             d.join("libvirtd.pid").display(),
             conf.display()
         ));
@@ -140,7 +157,13 @@ impl Libvirtd {
             "qemu:///system?socket={}",
             d.join("sock/libvirt-sock").display()
         );
-        let lv = Libvirtd { dir, uri, child };
+        let tcp_uri = listen.map(|a| format!("qemu+tcp://{a}/system"));
+        let lv = Libvirtd {
+            dir,
+            uri,
+            tcp_uri,
+            child,
+        };
         let up = wait_for(30, || lv.virsh(&["version"]).status.success().then_some(()));
         assert!(
             up.is_some(),

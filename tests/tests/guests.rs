@@ -61,20 +61,75 @@ fn disks(xml: &str) -> Vec<String> {
         .collect()
 }
 
-#[test]
-fn guests_fleet_pxe_boots_from_one_entry() {
-    let ns = Netns::new("gf");
-    let s = Scratch::new();
-    let lv = Libvirtd::start(&ns);
+/// The boot root /srv/boot with the marker payload over TFTP and the per-guest script template
+/// `fleet.ipxe`: the agent renders {{name}} into each guest's copy, and the guest's kernel echoes
+/// it back in the marker line.
+fn fleet_boot_root(s: &Scratch) -> std::path::PathBuf {
     let boot_root = s.file("srv/boot");
     install_payload(&boot_root, "boot.ipxe", Fetch::Tftp);
-    // The per-guest script template: the agent renders {{name}} into each guest's copy, and the
-    // guest's kernel echoes it back in the marker line.
     let template = ipxe_script(Fetch::Tftp).replace(
         "hostagent_path=tftp",
         "hostagent_path=tftp hostagent_guest={{name}}",
     );
     std::fs::write(boot_root.join("fleet.ipxe"), template).expect("template");
+    boot_root
+}
+
+/// The status ("pass", "warn", "fail") of the result `name` in `check --json` output `v`.
+fn check_status(v: &serde_json::Value, name: &str) -> String {
+    v.as_array()
+        .expect("results")
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {v:#}"))["status"]
+        .as_str()
+        .expect("status")
+        .to_string()
+}
+
+/// The marker kernel's line on the console `log`, waited for until 360 s after `started`
+/// (libvirtd probes QEMU on the first define, slow on a loaded 2-core host); None if it never
+/// came.
+fn boot_line(log: &std::path::Path, started: Instant) -> Option<String> {
+    wait_for(360u64.saturating_sub(started.elapsed().as_secs()), || {
+        read_log(log)
+            .lines()
+            .find(|l| l.contains(BOOT_MARKER))
+            .map(str::to_string)
+    })
+}
+
+/// A `guests --json` row's MAC and address, after checking that its lease is its reservation and
+/// that the daemon holds that lease on `network` (`held`: `Cli::leases`).
+fn leased_reservation<'a>(
+    r: &'a serde_json::Value,
+    network: &str,
+    held: &[(String, String, String)],
+) -> (&'a str, &'a str) {
+    let (mac, ip) = (
+        r["mac"].as_str().expect("mac"),
+        r["ip"].as_str().expect("ip"),
+    );
+    assert_eq!(
+        r["lease"]["ip"], ip,
+        "{}: the lease is not its reservation: {r}",
+        r["name"]
+    );
+    assert!(
+        held.iter()
+            .any(|(net, m, i)| net == network && m == mac && i == ip),
+        "{} {mac} {ip} not in leases {held:?}",
+        r["name"]
+    );
+    (mac, ip)
+}
+
+#[test]
+fn guests_fleet_pxe_boots_from_one_entry() {
+    let ns = Netns::new("gf");
+    let s = Scratch::new();
+    let lv = Libvirtd::start(&ns);
+    let boot_root = fleet_boot_root(&s);
     let node = Guest::new("node", "lab")
         .count(3)
         .vcpus(1)
@@ -153,13 +208,7 @@ fn guests_fleet_pxe_boots_from_one_entry() {
     }
     let mut booted = Vec::new();
     for n in ["node-1", "node-2", "node-3"] {
-        let line = wait_for(360u64.saturating_sub(started.elapsed().as_secs()), || {
-            read_log(&console(n))
-                .lines()
-                .find(|l| l.contains(BOOT_MARKER))
-                .map(str::to_string)
-        });
-        let Some(line) = line else {
+        let Some(line) = boot_line(&console(n), started) else {
             panic!(
                 "{n} did not boot in {:?}\n--- console ---\n{}\n--- agent ---\n{}\n--- libvirtd ---\n{}",
                 started.elapsed(),
@@ -194,20 +243,8 @@ fn guests_fleet_pxe_boots_from_one_entry() {
     let mut ips = Vec::new();
     for (r, n) in rows.iter().zip(booted) {
         assert_eq!(r["name"], n, "{r}");
-        let (mac, ip) = (
-            r["mac"].as_str().expect("mac"),
-            r["ip"].as_str().expect("ip"),
-        );
+        let (mac, ip) = leased_reservation(r, "lab", &held);
         assert!(mac.starts_with("52:54:00:"), "{r}");
-        assert_eq!(
-            r["lease"]["ip"], ip,
-            "{n}: the lease is not its reservation: {r}"
-        );
-        assert!(
-            held.iter()
-                .any(|(net, m, i)| net == "lab" && m == mac && i == ip),
-            "{n} {mac} {ip} not in leases {held:?}"
-        );
         assert_eq!(
             r["stage"],
             "os booted",
@@ -291,6 +328,187 @@ fn guests_fleet_pxe_boots_from_one_entry() {
     for n in ["node-1", "node-2", "node-3"] {
         assert!(volumes.contains(&format!("{n}.qcow2")), "{volumes}");
     }
+}
+
+/// Issue 16's fleet across hosts: the agent's namespace runs the agent and a libvirtd; `kvm2` (a
+/// second namespace) runs another libvirtd, reached only through `qemu+tcp://` over a management
+/// link of its own. The lab segment is shared: a bridge in kvm2 with the same name as the agent's,
+/// joined to it by one veth (a KVM host's bridge on the lab LAN). One guest on each libvirtd
+/// PXE-boots from the agent.
+#[test]
+fn fleet_of_two_guests_on_two_libvirtds_one_remote_pxe_boots_from_the_shared_network() {
+    let ns = Netns::new("fh");
+    let kvm2 = Netns::new("fk");
+    ns.veth_to("fl0", &kvm2, "fl0");
+    kvm2.ok(&["ip", "link", "add", "br-fl", "type", "bridge"]);
+    kvm2.ok(&["ip", "link", "set", "fl0", "master", "br-fl"]);
+    kvm2.ok(&["ip", "link", "set", "br-fl", "up"]);
+    kvm2.wait_forwarding("fl0");
+    ns.veth_to("mg0", &kvm2, "mg0");
+    ns.ok(&["ip", "addr", "add", "10.79.0.1/30", "dev", "mg0"]);
+    kvm2.ok(&["ip", "addr", "add", "10.79.0.2/30", "dev", "mg0"]);
+    let s = Scratch::new();
+    let local = Libvirtd::start(&ns);
+    let remote = Libvirtd::start_listening(&kvm2, "10.79.0.2".parse().expect("addr"));
+    let remote_uri = remote.tcp_uri.clone().expect("tcp uri");
+    fleet_boot_root(&s);
+    let guest = |name: &str| {
+        Guest::new(name, "fl")
+            .vcpus(1)
+            .memory("256MiB")
+            .firmware("bios")
+            .script("fleet.ipxe")
+            .disk_size("64MiB")
+    };
+    let net = Network::new("fl", "bridge", "br-fl")
+        .address("10.78.0.1/24")
+        .interfaces(&["fl0"])
+        .stp(false)
+        .dhcp(Dhcp::new("10.78.0.100-10.78.0.200").lease_time("1h"))
+        .pxe(Pxe::ipxe("/srv/boot"));
+    let cfg = s.config(
+        Config::new(STATE_DIR)
+            .libvirt(&local.uri, Some("qemu"))
+            .libvirt_host("kvm2", &remote_uri)
+            .network(net)
+            .guest(guest("near"))
+            .guest(guest("far").host("kvm2")),
+    );
+    let cli = Cli::new(&ns, &s, &cfg);
+
+    // plan asks both libvirtds (kvm2 over TCP): kvm2 has no pool yet either, and each step
+    // there names its host.
+    let plan = cli.run(&["plan"]);
+    let text = stdout(&plan);
+    assert_eq!(plan.status.code(), Some(2), "{text}{}", stderr(&plan));
+    for line in [
+        "create storage pool default (directory /var/lib/libvirt/images, through libvirt) (on host kvm2)",
+        "create volume far.qcow2 in storage pool default for guest far (64 MiB qcow2) (on host kvm2)",
+        "start guest far (on host kvm2)",
+        "create volume near.qcow2 in storage pool default for guest near (64 MiB qcow2)\n",
+        "start guest near\n",
+    ] {
+        assert!(text.contains(line), "no {line:?} in:\n{text}{}", stderr(&plan));
+    }
+
+    // check asks each host's libvirt too, naming the remote one.
+    let out = cli.run(&["check", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+    for name in ["libvirt daemon", "libvirt daemon on host kvm2"] {
+        assert_eq!(check_status(&v, name), "pass", "{v:#}");
+    }
+
+    let started = Instant::now();
+    let daemon = Daemon::start(&ns, &s, &cfg, &[]);
+    let near_console = s.file("var/lib/hostagent/guests/console/near.log");
+    // Each guest's QEMU runs where its libvirtd is: far's in kvm2, as libvirt-qemu there too.
+    for (n, here, other) in [("near", &ns, &kvm2), ("far", &kvm2, &ns)] {
+        let ids = wait_for(120, || qemu_credentials(here, n));
+        assert_eq!(
+            ids,
+            Some(local.qemu_ids()),
+            "{n}: no QEMU in {}\n--- agent ---\n{}",
+            here.name,
+            tail(&daemon.log_text(), 40)
+        );
+        assert_eq!(
+            qemu_credentials(other, n),
+            None,
+            "{n} runs in {}",
+            other.name
+        );
+    }
+    // The remote guest's console is in kvm2's QEMU driver directory (its private one here).
+    let far_console = remote.host_path("/var/lib/libvirt/qemu/far.console.log");
+    for (n, console) in [("near", &near_console), ("far", &far_console)] {
+        let Some(line) = boot_line(console, started) else {
+            panic!(
+                "{n} did not boot in {:?}\n--- console ---\n{}\n--- agent ---\n{}\n--- local libvirtd ---\n{}\n--- kvm2 libvirtd ---\n{}",
+                started.elapsed(),
+                tail(&read_log(console), 40),
+                tail(&daemon.log_text(), 60),
+                tail(&local.log(), 20),
+                tail(&remote.log(), 20)
+            )
+        };
+        eprintln!("{n} booted after {:.1?}: {line}", started.elapsed());
+        assert!(
+            line.contains(&format!("hostagent_guest={n}")),
+            "{n} booted another guest's script: {line}"
+        );
+    }
+
+    // Each libvirtd holds exactly its own guest, read back from each directly.
+    assert_eq!(local.virsh_ok(&["list", "--all", "--name"]).trim(), "near");
+    assert_eq!(remote.virsh_ok(&["list", "--all", "--name"]).trim(), "far");
+    let xml = remote.inactive_xml("far");
+    assert_eq!(attrs(&xml, "source", "bridge"), ["br-fl"], "{xml}");
+    assert_eq!(
+        attrs(&xml, "source", "file"),
+        ["/var/lib/libvirt/images/far.qcow2"],
+        "{xml}"
+    );
+    assert!(
+        remote
+            .host_path("/var/lib/libvirt/images/far.qcow2")
+            .is_file(),
+        "far's volume is not in kvm2's pool"
+    );
+
+    // `guests` lists both hosts, each guest with the lease of its reservation from this agent.
+    let rows = json(&cli.run(&["guests", "--json"]));
+    let rows = rows.as_array().expect("rows");
+    assert_eq!(rows.len(), 2, "{rows:#?}");
+    let held = cli.leases();
+    for (r, (n, host)) in rows.iter().zip([("near", "local"), ("far", "kvm2")]) {
+        assert_eq!(
+            (r["name"].as_str(), r["host"].as_str()),
+            (Some(n), Some(host)),
+            "{r}"
+        );
+        let (mac, _) = leased_reservation(r, "fl", &held);
+        assert_eq!(
+            attrs(
+                &if n == "far" {
+                    xml.clone()
+                } else {
+                    local.inactive_xml(n)
+                },
+                "mac",
+                "address"
+            ),
+            [mac]
+        );
+    }
+    let table = stdout(&cli.run(&["guests"]));
+    let far = table
+        .lines()
+        .find(|l| l.starts_with("far "))
+        .unwrap_or_else(|| panic!("no far row:\n{table}"));
+    assert!(
+        table.lines().next().is_some_and(|h| h.contains(" HOST ")),
+        "{table}"
+    );
+    assert!(far.split_whitespace().nth(1) == Some("kvm2"), "{table}");
+    // Stages: near's from its console here, far's from its lease (its console is on kvm2).
+    let stages: Vec<&str> = rows.iter().filter_map(|r| r["stage"].as_str()).collect();
+    assert_eq!(stages, ["os booted", "dhcp offered"], "{rows:#?}");
+
+    // kvm2 gone: its guest is listed as unreachable, the local one as before.
+    drop(remote);
+    let rows = json(&cli.run(&["guests", "--json"]));
+    let states: Vec<(&str, &str)> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| Some((r["name"].as_str()?, r["state"].as_str()?)))
+        .collect();
+    assert_eq!(
+        states,
+        [("near", "shut off"), ("far", "unreachable")],
+        "{rows:#}"
+    );
 }
 
 /// The libvirt libraries mapped into the daemon's process.
@@ -781,16 +999,7 @@ fn guest_check_reports_libvirt_and_overcommit() {
     let out = cli.run(&["check", "--json"]);
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
-    let status = |name: &str| {
-        v.as_array()
-            .expect("results")
-            .iter()
-            .find(|r| r["name"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {v:#}"))["status"]
-            .as_str()
-            .expect("status")
-            .to_string()
-    };
+    let status = |name: &str| check_status(&v, name);
     assert_eq!(status("libvirt daemon"), "pass");
     assert_eq!(status("libvirt qemu driver"), "pass");
     // This host's KVM may or may not be usable; virt_type = "qemu" never makes that a failure.

@@ -68,6 +68,33 @@ pub struct Libvirt {
     /// Ratios in percent (4.0 → 400) so the model stays `Eq`.
     pub cpu_overcommit_percent: u32,
     pub memory_overcommit_percent: u32,
+    /// `[[libvirt.host]]`: other libvirt daemons, by name (unique names and URIs).
+    pub hosts: Vec<LibvirtHost>,
+}
+
+/// A libvirt daemon besides `[libvirt] uri`, for `[[guest]] host`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibvirtHost {
+    pub name: String,
+    pub uri: String,
+}
+
+/// What `guests` and logs call the `[libvirt] uri` connection; no `[[libvirt.host]]` may take it.
+pub const LOCAL_HOST: &str = "local";
+
+impl Libvirt {
+    /// The URI of `host` (a `[[libvirt.host]]` name; None: `[libvirt] uri`). Validation made
+    /// every guest's host a known one.
+    pub fn uri_of(&self, host: Option<&str>) -> Option<&str> {
+        match host {
+            None => Some(&self.uri),
+            Some(name) => self
+                .hosts
+                .iter()
+                .find(|h| h.name == name)
+                .map(|h| h.uri.as_str()),
+        }
+    }
 }
 
 impl Default for Libvirt {
@@ -78,6 +105,7 @@ impl Default for Libvirt {
             pool: DEFAULT_LIBVIRT_POOL.to_string(),
             cpu_overcommit_percent: DEFAULT_CPU_OVERCOMMIT_PERCENT,
             memory_overcommit_percent: DEFAULT_MEMORY_OVERCOMMIT_PERCENT,
+            hosts: Vec::new(),
         }
     }
 }
@@ -160,6 +188,8 @@ pub struct Guest {
     /// Template relative to the network's pxe root; rendered per guest (see `guests::script`).
     pub script: Option<String>,
     pub autostart: bool,
+    /// The `[[libvirt.host]]` it is defined on; None: `[libvirt] uri`.
+    pub host: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

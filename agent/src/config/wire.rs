@@ -51,6 +51,18 @@ pub(super) struct Libvirt {
     pub cpu_overcommit: Option<S<f64>>,
     /// Warn when defined guests' memory exceeds this multiple of host memory.
     pub memory_overcommit: Option<S<f64>>,
+    /// `[[libvirt.host]]`: other libvirt daemons (KVM hosts) guests may be placed on.
+    #[serde(default)]
+    pub host: Vec<S<LibvirtHost>>,
+}
+
+/// `[[libvirt.host]]`: a libvirt daemon reached by its URI (`qemu+ssh://root@kvm2/system`,
+/// `qemu+tcp://…`), named for `[[guest]] host`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LibvirtHost {
+    pub name: S<String>,
+    pub uri: S<String>,
 }
 
 /// `[[guest]]`: one guest, or `count` guests named NAME-1 … NAME-N.
@@ -71,6 +83,8 @@ pub(super) struct Guest {
     pub ip: Option<S<PerGuest>>,
     pub script: Option<S<String>>,
     pub autostart: Option<bool>,
+    /// A `[[libvirt.host]]` name; without it the guest is defined through `[libvirt] uri`.
+    pub host: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -8,6 +8,9 @@
 //! it along; the daemon stays small however many guests it manages, and a libvirt crash or hang
 //! cannot take the DHCP/TFTP/HTTP servers with it (the helper is killed after a timeout).
 //!
+//! One helper per libvirt daemon (`[libvirt] uri` and each `[[libvirt.host]]` with guests), run
+//! side by side: a remote host that hangs is killed at its timeout and delays no other host.
+//!
 //! The protocol: one JSON [`Call`] on the child's stdin, one JSON [`Reply`] on its stdout; its
 //! stderr is the daemon's (log lines go to the same journal). The call carries the config *text*
 //! the daemon validated, which the helper validates again with the same code: it works on exactly
@@ -52,6 +55,9 @@ pub struct Call {
     pub text: String,
     /// The daemon's --root.
     pub root: PathBuf,
+    /// The `[[libvirt.host]]` whose guests this call is about; None: `[libvirt] uri`'s.
+    #[serde(default)]
+    pub host: Option<String>,
     pub request: Request,
 }
 
@@ -63,11 +69,18 @@ pub enum Reply {
 }
 
 /// Daemon side: run `request` in a fresh helper and wait for its reply.
-async fn call(model: &Model, root: &Path, request: Request, timeout: Duration) -> Result<Reply> {
+async fn call(
+    model: &Model,
+    root: &Path,
+    host: Option<&str>,
+    request: Request,
+    timeout: Duration,
+) -> Result<Reply> {
     let call = Call {
         config: model.source.clone(),
         text: model.text.to_string(),
         root: root.to_path_buf(),
+        host: host.map(str::to_string),
         request,
     };
     let input = serde_json::to_vec(&call)?;
@@ -94,7 +107,8 @@ async fn call(model: &Model, root: &Path, request: Request, timeout: Duration) -
         .await
         .map_err(|_| {
             anyhow::anyhow!(
-                "the guest helper did not answer in {} s (is libvirtd hanging?): killed",
+                "the guest helper for host {} did not answer in {} s (is libvirtd hanging?): killed",
+                super::host_label(host),
                 timeout.as_secs()
             )
         })?
@@ -114,24 +128,86 @@ fn verbosity() -> Vec<&'static str> {
     }
 }
 
-/// [`super::apply`] in a helper; nothing is started when the config has no guests.
+/// [`super::apply`]: one helper per host with guests, side by side. Every host is tried; the
+/// error names each host that failed.
 pub async fn apply(model: &Model, root: &Path) -> Result<Vec<String>> {
-    if model.guests.is_empty() {
-        return Ok(Vec::new());
+    let mut runs = tokio::task::JoinSet::new();
+    for (i, host) in super::hosts(model).into_iter().enumerate() {
+        if !model.guests.iter().any(|g| g.host == host) {
+            continue;
+        }
+        let (m, r) = (model.clone(), root.to_path_buf());
+        runs.spawn(async move {
+            let r = apply_on(&m, &r, host.as_deref()).await;
+            (i, host, r)
+        });
     }
-    match call(model, root, Request::Apply, APPLY_TIMEOUT).await? {
+    let mut results = runs.join_all().await;
+    results.sort_by_key(|(i, _, _)| *i);
+    let (mut done, mut failed) = (Vec::new(), Vec::new());
+    for (_, host, r) in results {
+        match r {
+            Ok(d) => done.extend(d),
+            Err(e) => failed.push(format!(
+                "host {}: {e:#}",
+                super::host_label(host.as_deref())
+            )),
+        }
+    }
+    // What the other hosts' helpers did is in their own log lines already.
+    if failed.is_empty() {
+        Ok(done)
+    } else {
+        bail!("{}", failed.join("; "))
+    }
+}
+
+async fn apply_on(model: &Model, root: &Path, host: Option<&str>) -> Result<Vec<String>> {
+    match call(model, root, host, Request::Apply, APPLY_TIMEOUT).await? {
         Reply::Applied(done) => Ok(done),
         Reply::Failed(e) => Err(anyhow::anyhow!(e)),
         Reply::Rows(_) => bail!("the guest helper answered another request"),
     }
 }
 
-/// [`super::rows`] in a helper; without guests or clones no helper is started.
+/// [`super::rows`]: one helper per host that has something of ours, side by side; a host that
+/// fails lists its config guests as `unreachable`, like the in-process listing.
 pub async fn rows(model: &Model, root: &Path, leases: Vec<LeaseView>) -> Result<Vec<GuestRow>> {
-    if !super::rows_need_libvirt(model, root) {
-        return Ok(super::rows(model, root, Some(leases)).await?);
+    let mut runs = tokio::task::JoinSet::new();
+    for (i, host) in super::hosts(model).into_iter().enumerate() {
+        let (m, r, l) = (model.clone(), root.to_path_buf(), leases.clone());
+        runs.spawn(async move {
+            let rows = rows_on(&m, &r, l, host.as_deref()).await;
+            (i, host, rows)
+        });
     }
-    match call(model, root, Request::Rows { leases }, ROWS_TIMEOUT).await? {
+    let mut results = runs.join_all().await;
+    results.sort_by_key(|(i, _, _)| *i);
+    let mut out = Vec::new();
+    for (_, host, r) in results {
+        match r {
+            Ok(rows) => out.extend(rows),
+            Err(e) if host.is_some() => {
+                tracing::warn!(host = super::host_label(host.as_deref()), "guests: {e:#}");
+                out.extend(super::unreachable_rows(model, host.as_deref()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+async fn rows_on(
+    model: &Model,
+    root: &Path,
+    leases: Vec<LeaseView>,
+    host: Option<&str>,
+) -> Result<Vec<GuestRow>> {
+    let share = super::on_host(model, host)?;
+    if !super::rows_need_libvirt(&share, root, host) {
+        return Ok(super::rows_on(model, root, Some(leases), host).await?);
+    }
+    match call(model, root, host, Request::Rows { leases }, ROWS_TIMEOUT).await? {
         Reply::Rows(rows) => Ok(rows),
         Reply::Failed(e) => Err(anyhow::anyhow!(e)),
         Reply::Applied(_) => bail!("the guest helper answered another request"),
@@ -148,17 +224,20 @@ pub async fn serve() -> Result<std::process::ExitCode> {
     let call: Call = serde_json::from_slice(&input).context(
         "guest-helper is started by `hostagent run` and reads its call on stdin; it is not a command for people",
     )?;
+    let host = call.host.as_deref();
     let reply = match crate::config::parse(&call.text, &call.config) {
         Err(e) => Reply::Failed(format!("the daemon's config no longer validates: {e}")),
         Ok(model) => match call.request {
-            Request::Apply => match super::apply(&model, &call.root).await {
+            Request::Apply => match super::apply_on(&model, &call.root, host).await {
                 Ok(done) => Reply::Applied(done),
                 Err(e) => Reply::Failed(format!("{e:#}")),
             },
-            Request::Rows { leases } => match super::rows(&model, &call.root, Some(leases)).await {
-                Ok(rows) => Reply::Rows(rows),
-                Err(e) => Reply::Failed(e.to_string()),
-            },
+            Request::Rows { leases } => {
+                match super::rows_on(&model, &call.root, Some(leases), host).await {
+                    Ok(rows) => Reply::Rows(rows),
+                    Err(e) => Reply::Failed(e.to_string()),
+                }
+            }
         },
     };
     let mut out = tokio::io::stdout();

@@ -23,7 +23,7 @@ use hwaddr::Mac;
 use netcfg::Host;
 use serde::{Deserialize, Serialize};
 
-use crate::config::Model;
+use crate::config::{Guest, Model};
 use conn::{Conn, LibvirtError};
 
 /// ROOT/state_dir/guests/console/NAME.log: the serial console of a guest.
@@ -32,6 +32,64 @@ pub fn console_log(root: &Path, model: &Model, name: &str) -> PathBuf {
         .state_path()
         .join("guests/console")
         .join(format!("{name}.log"))
+}
+
+/// The serial console of a guest on another host: the agent's state directory is not there.
+/// virtlogd (root) writes it into the QEMU driver's own directory, which libvirtd makes when it
+/// starts; its log directory (/var/log/libvirt/qemu) would not do: libvirtd makes that one only
+/// after it has opened the first guest's console file.
+pub fn remote_console_log(name: &str) -> PathBuf {
+    PathBuf::from(format!("/var/lib/libvirt/qemu/{name}.console.log"))
+}
+
+/// Where the config's guest `g` logs its console, on the host it runs on.
+fn console_of(root: &Path, model: &Model, g: &Guest) -> PathBuf {
+    match g.host {
+        None => console_log(root, model, &g.name),
+        Some(_) => remote_console_log(&g.name),
+    }
+}
+
+/// The libvirt daemons the config's guests are on: `[libvirt] uri` first (always: clones live
+/// there), then each `[[libvirt.host]]` that has guests, in config order.
+pub fn hosts(model: &Model) -> Vec<Option<String>> {
+    let mut out = vec![None];
+    out.extend(
+        model
+            .libvirt
+            .hosts
+            .iter()
+            .filter(|h| {
+                model
+                    .guests
+                    .iter()
+                    .any(|g| g.host.as_deref() == Some(&h.name))
+            })
+            .map(|h| Some(h.name.clone())),
+    );
+    out
+}
+
+/// One daemon's share of the config: only the guests placed on `host`, and `[libvirt] uri` set
+/// to that daemon's, so the per-connection code below never needs to know about other hosts.
+pub fn on_host(model: &Model, host: Option<&str>) -> Result<Model, LibvirtError> {
+    let uri = model
+        .libvirt
+        .uri_of(host)
+        .ok_or_else(|| LibvirtError::Call {
+            what: "placing guests".to_string(),
+            message: format!("no [[libvirt.host]] named {}", host.unwrap_or_default()),
+        })?
+        .to_string();
+    let mut m = model.clone();
+    m.libvirt.uri = uri;
+    m.guests.retain(|g| g.host.as_deref() == host);
+    Ok(m)
+}
+
+/// How `guests`, plans and logs name a host: the `[[libvirt.host]]` name, or `local`.
+pub fn host_label(host: Option<&str>) -> &str {
+    host.unwrap_or(crate::config::LOCAL_HOST)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -108,10 +166,42 @@ impl std::fmt::Display for GuestAction {
     }
 }
 
+/// What `apply` would do on one libvirt connection.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct GuestPlan {
     pub actions: Vec<GuestAction>,
     pub notes: Vec<String>,
+}
+
+/// What `apply` would do for the guests on every host.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FleetPlan {
+    pub actions: Vec<HostAction>,
+    pub notes: Vec<String>,
+}
+
+/// A [`GuestAction`] and the `[[libvirt.host]]` it happens on (None: `[libvirt] uri`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostAction {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
+    #[serde(flatten)]
+    pub action: GuestAction,
+}
+
+impl std::fmt::Display for HostAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let line = on_host_suffix(self.host.as_deref(), self.action.to_string());
+        f.write_str(&line)
+    }
+}
+
+/// "… (on host kvm2)" after a line about a guest of another host.
+fn on_host_suffix(host: Option<&str>, line: String) -> String {
+    match host {
+        None => line,
+        Some(h) => format!("{line} (on host {h})"),
+    }
 }
 
 /// What `apply` would do for guests. Blocking; call through [`plan`].
@@ -184,22 +274,53 @@ fn plan_blocking(conn: &Conn, model: &Model, root: &Path) -> conn::Result<GuestP
     Ok(p)
 }
 
-/// The guest part of `plan`; empty without a libvirt connection when the config has no guests.
-pub async fn plan(model: &Model, root: &Path) -> Result<GuestPlan, LibvirtError> {
-    if model.guests.is_empty() {
-        return Ok(GuestPlan::default());
+/// The guest part of `plan`, host by host; no libvirt connection for a host without guests.
+pub async fn plan(model: &Model, root: &Path) -> Result<FleetPlan, LibvirtError> {
+    let mut out = FleetPlan::default();
+    for host in hosts(model) {
+        let m = on_host(model, host.as_deref())?;
+        if m.guests.is_empty() {
+            continue;
+        }
+        let r = root.to_path_buf();
+        let p = conn::with_conn(&m.libvirt.uri.clone(), move |c| plan_blocking(c, &m, &r)).await?;
+        out.actions
+            .extend(p.actions.into_iter().map(|action| HostAction {
+                host: host.clone(),
+                action,
+            }));
+        out.notes.extend(
+            p.notes
+                .into_iter()
+                .map(|n| on_host_suffix(host.as_deref(), n)),
+        );
     }
-    let (m, r) = (model.clone(), root.to_path_buf());
-    conn::with_conn(&model.libvirt.uri, move |c| plan_blocking(c, &m, &r)).await
+    Ok(out)
 }
 
-/// Define and start missing guests; returns what was done. Existing guests are never changed.
+/// Define and start missing guests on every host; returns what was done. Existing guests are
+/// never changed.
 pub async fn apply(model: &Model, root: &Path) -> Result<Vec<String>, anyhow::Error> {
+    let mut done = Vec::new();
+    for host in hosts(model) {
+        done.extend(apply_on(model, root, host.as_deref()).await?);
+    }
+    Ok(done)
+}
+
+/// [`apply`] for the guests on one host (what one guest helper does).
+pub async fn apply_on(
+    model: &Model,
+    root: &Path,
+    host: Option<&str>,
+) -> Result<Vec<String>, anyhow::Error> {
+    let model = &on_host(model, host)?;
     if model.guests.is_empty() {
         return Ok(Vec::new());
     }
     render_scripts(model, root)?;
     let (m, r) = (model.clone(), root.to_path_buf());
+    let label = host.map(str::to_string);
     let done = conn::with_conn(&model.libvirt.uri, move |c| {
         let plan = plan_blocking(c, &m, &r)?;
         let mut done = Vec::new();
@@ -221,9 +342,11 @@ pub async fn apply(model: &Model, root: &Path) -> Result<Vec<String>, anyhow::Er
                     }
                     GuestAction::Define { guest: name, .. } => {
                         let g = guest(name)?;
-                        let log = console_log(&r, &m, name);
-                        if let Some(dir) = log.parent() {
-                            std::fs::create_dir_all(dir)?;
+                        let log = console_of(&r, &m, g);
+                        if g.host.is_none() {
+                            if let Some(dir) = log.parent() {
+                                std::fs::create_dir_all(dir)?;
+                            }
                         }
                         let disk = disks::locate(c, &m, &r, g)?;
                         let xml = xml::domain_xml(g, m.libvirt.virt_type, &log, disk.as_deref());
@@ -243,11 +366,12 @@ pub async fn apply(model: &Model, root: &Path) -> Result<Vec<String>, anyhow::Er
                 what: a.to_string(),
                 message: format!("{e:#}"),
             })?;
-            tracing::info!(action = %a, "guest");
-            done.push(a.to_string());
+            let line = on_host_suffix(label.as_deref(), a.to_string());
+            tracing::info!(action = %line, "guest");
+            done.push(line);
         }
         for n in &plan.notes {
-            tracing::warn!("{n}");
+            tracing::warn!("{}", on_host_suffix(label.as_deref(), n.clone()));
         }
         Ok(done)
     })
@@ -298,9 +422,24 @@ pub fn render_scripts(model: &Model, root: &Path) -> Result<(), anyhow::Error> {
     Ok(())
 }
 
-/// `down --guests`: stop and undefine the config's guests (only those hostagent defined).
-/// Disk images and console logs stay: deleting data takes a person.
+/// `down --guests`: stop and undefine the config's guests on every host (only those hostagent
+/// defined). Disk images and console logs stay: deleting data takes a person.
 pub async fn down(model: &Model) -> Result<Vec<String>, LibvirtError> {
+    let mut done = Vec::new();
+    for host in hosts(model) {
+        let m = on_host(model, host.as_deref())?;
+        done.extend(
+            down_on(&m)
+                .await?
+                .into_iter()
+                .map(|l| on_host_suffix(host.as_deref(), l)),
+        );
+    }
+    Ok(done)
+}
+
+/// [`down`] on the one connection of `model` (see [`on_host`]).
+async fn down_on(model: &Model) -> Result<Vec<String>, LibvirtError> {
     if model.guests.is_empty() {
         return Ok(Vec::new());
     }
@@ -347,6 +486,9 @@ impl From<&pxe::leases::Lease> for LeaseView {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GuestRow {
     pub name: String,
+    /// The `[[libvirt.host]]` it is defined on, or `local` (`[libvirt] uri`).
+    #[serde(default)]
+    pub host: String,
     /// virsh's words ("running", "shut off"), or "undefined".
     pub state: String,
     /// None for a clone whose first interface has no MAC in its definition.
@@ -359,14 +501,58 @@ pub struct GuestRow {
     pub console: String,
 }
 
-/// The config's guests and any other guest hostagent defined (clones), with state, lease and
-/// install stage. `leases` is the daemon's view; None when no daemon answered.
+/// The config's guests on every host and any other guest hostagent defined there (clones), with
+/// state, lease and install stage. `leases` is the daemon's view; None when no daemon answered.
+/// A host that does not answer lists its config guests as `unreachable` (and logs why): the
+/// others are still shown.
 pub async fn rows(
     model: &Model,
     root: &Path,
     leases: Option<Vec<LeaseView>>,
 ) -> Result<Vec<GuestRow>, LibvirtError> {
-    let domains = if !rows_need_libvirt(model, root) {
+    let mut out = Vec::new();
+    for host in hosts(model) {
+        match rows_on(model, root, leases.clone(), host.as_deref()).await {
+            Ok(rows) => out.extend(rows),
+            Err(e) if host.is_some() => {
+                tracing::warn!(host = host_label(host.as_deref()), "guests: {e}");
+                out.extend(unreachable_rows(model, host.as_deref()));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of `host`'s config guests when its libvirt does not answer.
+pub fn unreachable_rows(model: &Model, host: Option<&str>) -> Vec<GuestRow> {
+    model
+        .guests
+        .iter()
+        .filter(|g| g.host.as_deref() == host)
+        .map(|g| GuestRow {
+            name: g.name.clone(),
+            host: host_label(host).to_string(),
+            state: "unreachable".to_string(),
+            mac: Some(g.mac),
+            network: g.network.clone(),
+            ip: g.ip.to_string(),
+            lease: None,
+            stage: "-".to_string(),
+            console: String::new(),
+        })
+        .collect()
+}
+
+/// [`rows`] for one host.
+pub async fn rows_on(
+    model: &Model,
+    root: &Path,
+    leases: Option<Vec<LeaseView>>,
+    host: Option<&str>,
+) -> Result<Vec<GuestRow>, LibvirtError> {
+    let model = &on_host(model, host)?;
+    let domains = if !rows_need_libvirt(model, root, host) {
         Vec::new()
     } else {
         conn::with_conn(&model.libvirt.uri, move |c| {
@@ -391,9 +577,10 @@ pub async fn rows(
     };
     for g in &model.guests {
         let found = domains.iter().find(|(i, _)| i.name == g.name);
-        let console = console_log(root, model, &g.name);
+        let console = console_of(root, model, g);
         seen.push(g.name.clone());
         rows.push(row(
+            host,
             &g.name,
             found.map(|(_, s)| s.as_str()),
             Some(g.mac),
@@ -416,6 +603,7 @@ pub async fn rows(
             .map(PathBuf::from)
             .unwrap_or_else(|| console_log(root, model, &info.name));
         rows.push(row(
+            host,
             &info.name,
             Some(st),
             mac,
@@ -429,11 +617,13 @@ pub async fn rows(
     Ok(rows)
 }
 
-/// `guests` asks libvirt only when there is something of ours to find there: config guests, or
-/// clones on record.
-pub fn rows_need_libvirt(model: &Model, root: &Path) -> bool {
+/// `guests` asks a host's libvirt only when there is something of ours to find there: config
+/// guests, or (on the local one, where `guest clone` works) clones on record. `model` is that
+/// host's share ([`on_host`]).
+pub fn rows_need_libvirt(model: &Model, root: &Path, host: Option<&str>) -> bool {
     !model.guests.is_empty()
-        || !crate::config::read_clone_reservations(root, &model.state_dir).is_empty()
+        || (host.is_none()
+            && !crate::config::read_clone_reservations(root, &model.state_dir).is_empty())
 }
 
 /// From now on this process refuses to load libvirt: the daemon, whose guest work runs in
@@ -444,6 +634,7 @@ pub fn forbid_libvirt_in_this_process() {
 
 #[allow(clippy::too_many_arguments)]
 fn row(
+    host: Option<&str>,
     name: &str,
     state: Option<&str>,
     mac: Option<Mac>,
@@ -453,9 +644,13 @@ fn row(
     console: &Path,
     boots_disk: bool,
 ) -> GuestRow {
-    let text = std::fs::read(console)
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    // Another host's console log is on that host: its stage comes from the lease alone.
+    let text = match host {
+        None => std::fs::read(console)
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default(),
+        Some(_) => String::new(),
+    };
     let mut stage = stage::from_console(&crate::guests::strip_escapes(&text));
     if lease.is_some() {
         stage = stage.max(stage::Stage::DhcpOffered);
@@ -465,6 +660,7 @@ fn row(
     }
     GuestRow {
         name: name.to_string(),
+        host: host_label(host).to_string(),
         state: state.unwrap_or("undefined").to_string(),
         mac,
         network: network.to_string(),
@@ -472,7 +668,10 @@ fn row(
         lease,
         // Not defined: nothing to report, whatever an old console log says.
         stage: if state.is_some() { stage.as_str() } else { "-" }.to_string(),
-        console: console.display().to_string(),
+        console: match host {
+            None => console.display().to_string(),
+            Some(h) => format!("{h}:{}", console.display()),
+        },
     }
 }
 
@@ -506,8 +705,8 @@ pub fn print_rows(rows: &[GuestRow], daemon_seen: bool) {
     // The leases' own clock.
     let now = pxe::dhcp::pool::unix_now();
     println!(
-        "{:<16} {:<10} {:<17} {:<15} {:<14} STAGE",
-        "NAME", "STATE", "MAC", "ADDRESS", "LEASE"
+        "{:<16} {:<10} {:<10} {:<17} {:<15} {:<14} STAGE",
+        "NAME", "HOST", "STATE", "MAC", "ADDRESS", "LEASE"
     );
     for r in rows {
         let lease = match (&r.lease, daemon_seen) {
@@ -517,8 +716,8 @@ pub fn print_rows(rows: &[GuestRow], daemon_seen: bool) {
         };
         let mac = r.mac.map_or("-".to_string(), |m| m.to_string());
         println!(
-            "{:<16} {:<10} {:<17} {:<15} {:<14} {}",
-            r.name, r.state, mac, r.ip, lease, r.stage
+            "{:<16} {:<10} {:<10} {:<17} {:<15} {:<14} {}",
+            r.name, r.host, r.state, mac, r.ip, lease, r.stage
         );
     }
     if !daemon_seen {

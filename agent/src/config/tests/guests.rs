@@ -617,3 +617,155 @@ fn disk_paths_are_volumes_or_absolute_files_and_the_pool_is_named() {
         );
     }
 }
+
+/// `[libvirt]` with two `[[libvirt.host]]`s: lines 1-8, so `lab()` starts on line 9 and its
+/// `[[guest]]` keys on line 26.
+const HOSTS: &str = "[libvirt]
+uri = \"qemu:///system\"
+[[libvirt.host]]
+name = \"kvm2\"
+uri = \"qemu+ssh://root@kvm2/system\"
+[[libvirt.host]]
+name = \"kvm3\"
+uri = \"qemu+tcp://10.0.0.3/system\"
+";
+
+#[test]
+fn guests_on_other_hosts_keep_their_reservations_and_boot_script() {
+    let m = ok(&format!(
+        "{HOSTS}{}",
+        lab("name = \"far\"\ncount = 2\nnetwork = \"lab\"\nhost = \"kvm2\"\nscript = \"install.ipxe\"\ndisk = { size = \"8GiB\" }\n\n[[guest]]\nname = \"near\"\nnetwork = \"lab\"\n")
+    ));
+    let hosts: Vec<(&str, &str)> = m
+        .libvirt
+        .hosts
+        .iter()
+        .map(|h| (h.name.as_str(), h.uri.as_str()))
+        .collect();
+    assert_eq!(
+        hosts,
+        [
+            ("kvm2", "qemu+ssh://root@kvm2/system"),
+            ("kvm3", "qemu+tcp://10.0.0.3/system")
+        ]
+    );
+    let placed: Vec<(&str, Option<&str>)> = m
+        .guests
+        .iter()
+        .map(|g| (g.name.as_str(), g.host.as_deref()))
+        .collect();
+    assert_eq!(
+        placed,
+        [
+            ("far-1", Some("kvm2")),
+            ("far-2", Some("kvm2")),
+            ("near", None)
+        ]
+    );
+    assert_eq!(
+        m.libvirt.uri_of(Some("kvm2")),
+        Some("qemu+ssh://root@kvm2/system")
+    );
+    assert_eq!(m.libvirt.uri_of(None), Some("qemu:///system"));
+    assert_eq!(m.libvirt.uri_of(Some("nope")), None);
+    // Where a guest runs changes nothing of what the agent serves it.
+    let root = tempfile::tempdir().expect("tempdir");
+    let reserved = &m.dhcp_configs(root.path())[0].hosts;
+    let far2 = reserved
+        .iter()
+        .find(|h| h.name.as_deref() == Some("far-2"))
+        .expect("far-2 reserved");
+    assert_eq!(far2.mac, guest_mac("far-2"));
+    assert_eq!(far2.script.as_deref(), Some("hostagent-guests/far-2.ipxe"));
+}
+
+#[test]
+fn libvirt_hosts_and_guest_hosts_are_checked_with_positions() {
+    let guest = |extra: &str| {
+        format!(
+            "{HOSTS}{}",
+            lab(&format!("name = \"a\"\nnetwork = \"lab\"\n{extra}"))
+        )
+    };
+    let d = one_error(
+        &guest("host = \"kvm9\"\n"),
+        27,
+        8,
+        "no [[libvirt.host]] named \"kvm9\"",
+    );
+    assert!(
+        d.hint.as_deref().is_some_and(|h| h.contains("kvm2, kvm3")),
+        "{d}"
+    );
+    // Without any [[libvirt.host]], the hint says to add one.
+    let d = one_error(
+        &lab("name = \"a\"\nnetwork = \"lab\"\nhost = \"kvm2\"\n"),
+        19,
+        8,
+        "no [[libvirt.host]] named \"kvm2\"",
+    );
+    assert!(
+        d.hint
+            .as_deref()
+            .is_some_and(|h| h.contains("add [[libvirt.host]]")),
+        "{d}"
+    );
+    // Another host cannot have a disk by path: only libvirt's storage API reaches it.
+    one_error(
+        &guest("host = \"kvm2\"\ndisk = { path = \"/srv/a.qcow2\", size = \"1GiB\" }\n"),
+        28,
+        17,
+        "a disk path by absolute path on host \"kvm2\"",
+    );
+    one_error(
+        &guest("host = \"kvm2\"\ndisk = { backing = \"/srv/t.qcow2\" }\n"),
+        28,
+        20,
+        "a disk backing by absolute path",
+    );
+    let host = |name: &str, uri: &str| {
+        format!(
+            "{HOSTS}[[libvirt.host]]\nname = \"{name}\"\nuri = \"{uri}\"\n{}",
+            lab("name = \"a\"\nnetwork = \"lab\"\n")
+        )
+    };
+    let d = one_error(
+        &host("kvm2", "qemu+tcp://10.0.0.9/system"),
+        10,
+        8,
+        "\"kvm2\" is named twice",
+    );
+    assert!(
+        d.hint.as_deref().is_some_and(|h| h.contains("line 4")),
+        "{d}"
+    );
+    let d = one_error(
+        &host("kvm4", "qemu+tcp://10.0.0.3/system"),
+        11,
+        7,
+        "hosts \"kvm3\" and \"kvm4\" have the same uri",
+    );
+    assert!(
+        d.hint.as_deref().is_some_and(|h| h.contains("line 7")),
+        "{d}"
+    );
+    one_error(
+        &host("kvm4", "qemu:///system"),
+        11,
+        7,
+        "has the [libvirt] uri",
+    );
+    one_error(
+        &host("local", "qemu+tcp://10.0.0.4/system"),
+        10,
+        8,
+        "it names the [libvirt] uri connection",
+    );
+    one_error(
+        &host("kvm4", "nonsense"),
+        11,
+        7,
+        "is not a libvirt connection URI",
+    );
+    one_error(&host("bad name", "qemu+tcp://10.0.0.4/system"), 10, 8, "");
+}

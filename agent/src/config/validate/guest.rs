@@ -10,7 +10,7 @@ use std::path::Path;
 use super::super::checks::{self, Bad};
 use super::super::model::{
     guest_mac, BootDevice, DiskBus, DiskFormat, DiskSource, Guest, GuestDisk, GuestFirmware,
-    Libvirt, Network, VirtType,
+    Libvirt, LibvirtHost, Network, VirtType, LOCAL_HOST,
 };
 use super::super::units::parse_size;
 use super::super::wire::{self, PerGuest, S};
@@ -29,20 +29,8 @@ pub(super) fn libvirt(c: &mut Checker, w: Option<&S<wire::Libvirt>>) -> Libvirt 
         return out;
     };
     if let Some(uri) = &w.uri {
-        let u = uri.get_ref();
-        if u.is_empty() || !u.contains(':') || u.chars().any(char::is_control) {
-            c.report(
-                uri.span(),
-                checks::bad(
-                    format!(
-                        "uri \"{}\" is not a libvirt connection URI",
-                        u.escape_debug()
-                    ),
-                    "write e.g. uri = \"qemu:///system\"",
-                ),
-            );
-        } else {
-            out.uri = u.clone();
+        if let Some(u) = c.check(uri.span(), connection_uri(uri.get_ref(), "qemu:///system")) {
+            out.uri = u;
         }
     }
     if let Some(t) = &w.virt_type {
@@ -91,7 +79,129 @@ pub(super) fn libvirt(c: &mut Checker, w: Option<&S<wire::Libvirt>>) -> Libvirt 
             }
         }
     }
+    out.hosts = hosts(c, &w.host, &out.uri);
     out
+}
+
+fn connection_uri(u: &str, example: &str) -> Result<String, Bad> {
+    if u.is_empty() || !u.contains(':') || u.chars().any(char::is_control) {
+        Err(checks::bad(
+            format!(
+                "uri \"{}\" is not a libvirt connection URI",
+                u.escape_debug()
+            ),
+            format!("write e.g. uri = \"{example}\""),
+        ))
+    } else {
+        Ok(u.to_string())
+    }
+}
+
+/// `[[libvirt.host]]`: each a name `[[guest]] host` can use and a URI of its own (two entries
+/// for one daemon would define its guests twice over).
+fn hosts(c: &mut Checker, entries: &[S<wire::LibvirtHost>], local_uri: &str) -> Vec<LibvirtHost> {
+    let mut out: Vec<LibvirtHost> = Vec::new();
+    let mut seen: Vec<(String, String, Range<usize>)> = Vec::new();
+    for e in entries {
+        let w = e.get_ref();
+        let name = w.name.get_ref();
+        let name_ok = c.check(w.name.span(), checks::hostname(name)).is_some();
+        if name_ok && name.eq_ignore_ascii_case(LOCAL_HOST) {
+            c.report(
+                w.name.span(),
+                checks::bad(
+                    format!("host name \"{name}\" is taken: it names the [libvirt] uri connection"),
+                    "give the host its own name, e.g. the KVM host's hostname",
+                ),
+            );
+            continue;
+        }
+        let uri = c.check(
+            w.uri.span(),
+            connection_uri(w.uri.get_ref(), "qemu+ssh://root@kvm2/system"),
+        );
+        let (Some(uri), true) = (uri, name_ok) else {
+            continue;
+        };
+        if uri == local_uri {
+            c.report(
+                w.uri.span(),
+                checks::bad(
+                    format!("host \"{name}\" has the [libvirt] uri ({uri})"),
+                    format!("drop this [[libvirt.host]] and the host = \"{name}\" of its guests: guests without a host are defined there already"),
+                ),
+            );
+            continue;
+        }
+        if let Some((_, _, first)) = seen.iter().find(|(n, _, _)| n.eq_ignore_ascii_case(name)) {
+            let line = c.line_of(first);
+            c.report(
+                w.name.span(),
+                checks::bad(
+                    format!("[[libvirt.host]] \"{name}\" is named twice"),
+                    format!("give each host its own name (the other is on line {line})"),
+                ),
+            );
+            continue;
+        }
+        if let Some((other, _, first)) = seen.iter().find(|(_, u, _)| *u == uri) {
+            let line = c.line_of(first);
+            c.report(
+                w.uri.span(),
+                checks::bad(
+                    format!("hosts \"{other}\" and \"{name}\" have the same uri {uri}"),
+                    format!("keep one [[libvirt.host]] per libvirt daemon (the other is on line {line}) and use its name in every [[guest]] host"),
+                ),
+            );
+            continue;
+        }
+        seen.push((name.clone(), uri.clone(), w.name.span()));
+        out.push(LibvirtHost {
+            name: name.clone(),
+            uri,
+        });
+    }
+    out
+}
+
+/// A `[[guest]] host`: one of the `[[libvirt.host]]` names. Guests on another host cannot use a
+/// disk file by path: the path would be the agent's, the file the other host's.
+fn guest_host(c: &mut Checker, w: &wire::Guest, libvirt: &Libvirt) -> Option<Option<String>> {
+    let Some(h) = &w.host else {
+        return Some(None);
+    };
+    let name = h.get_ref();
+    let Some(known) = libvirt.hosts.iter().find(|k| k.name == *name) else {
+        let names: Vec<&str> = libvirt.hosts.iter().map(|k| k.name.as_str()).collect();
+        c.report(
+            h.span(),
+            checks::bad(
+                format!("there is no [[libvirt.host]] named \"{}\"", name.escape_debug()),
+                if names.is_empty() {
+                    format!("add [[libvirt.host]] name = \"{}\" with its uri, or drop host to use [libvirt] uri", name.escape_debug())
+                } else {
+                    format!("use one of: {} (or drop host to use [libvirt] uri)", names.join(", "))
+                },
+            ),
+        );
+        return None;
+    };
+    if let Some(d) = &w.disk {
+        let d = d.get_ref();
+        for (key, v) in [("path", &d.path), ("backing", &d.backing)] {
+            if let Some(v) = v.as_ref().filter(|v| v.get_ref().starts_with('/')) {
+                c.report(
+                    v.span(),
+                    checks::bad(
+                        format!("a disk {key} by absolute path on host \"{}\"", known.name),
+                        format!("name a volume of the storage pool there instead ({key} = \"NAME.qcow2\"): the agent reaches other hosts' disks only through libvirt's storage API"),
+                    ),
+                );
+                return None;
+            }
+        }
+    }
+    Some(Some(known.name.clone()))
 }
 
 /// What is already taken on one network before guests get their addresses.
@@ -126,6 +236,7 @@ pub(super) fn guests(
     c: &mut Checker,
     entries: &[S<wire::Guest>],
     networks: &[Network],
+    libvirt: &Libvirt,
 ) -> Vec<Guest> {
     let mut out: Vec<Guest> = Vec::new();
     // Instances still waiting for an automatic address: (index into out, span to blame).
@@ -283,6 +394,7 @@ pub(super) fn guests(
             }
             ok.map(|()| s.get_ref().clone())
         });
+        let host = guest_host(c, w, libvirt);
         let ips = ips(c, w.ip.as_ref(), count.unwrap_or(1), network);
         let explicit_macs = per_guest(
             c,
@@ -304,6 +416,7 @@ pub(super) fn guests(
             Some(firmware),
             Some(ips),
             Some(explicit_macs),
+            Some(host),
         ) = (
             count,
             network,
@@ -313,6 +426,7 @@ pub(super) fn guests(
             firmware,
             ips,
             explicit_macs,
+            host,
         )
         else {
             continue;
@@ -395,6 +509,7 @@ pub(super) fn guests(
                 ip,
                 script: script.clone(),
                 autostart: w.autostart.unwrap_or(false),
+                host: host.clone(),
             });
         }
         if let Some(bad) = macs.derived(base, count, &derived_clashes) {

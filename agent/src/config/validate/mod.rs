@@ -88,7 +88,7 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
     across::across_networks(&mut c, &networks, &marks);
     ipv6::across(&mut c, &networks, &marks);
     let libvirt = guest::libvirt(&mut c, file.libvirt.as_ref());
-    let guests = guest::guests(&mut c, &file.guest, &networks);
+    let guests = guest::guests(&mut c, &file.guest, &networks, &libvirt);
     forward::forwards(&mut c, &file.network, &mut networks, &file.guest, &guests);
     let coexist = firewall::coexist(&mut c, file.firewall.as_ref());
     dns::names_across(&mut c, &file.network, &networks, &guests);

@@ -27,6 +27,7 @@ fn lease() -> Lease {
 fn row(lease: Option<LeaseView>) -> GuestRow {
     GuestRow {
         name: "node-1".into(),
+        host: "kvm2".into(),
         state: "running".into(),
         mac: Some(MAC),
         network: "lab".into(),
