@@ -15,10 +15,10 @@
 
 mod client;
 mod codec;
+mod holdings;
 mod journal;
 pub mod v6;
 
-use std::collections::HashMap;
 use std::io;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::Mac;
 pub use client::{Client, ClientId, ClientKey, MAX_CLIENT_ID};
 pub(crate) use codec::truncate_hostname;
+use holdings::{Held, Holdings};
 use journal::Journal;
 
 /// A client's lease (also what `dhcp::pool` hands out).
@@ -125,93 +126,75 @@ pub struct LoadReport {
 /// The replayed state: who holds what, and which addresses are quarantined.
 #[derive(Debug, Default, Clone)]
 pub struct LeaseIndex {
-    by_client: HashMap<ClientKey, Lease>,
-    by_ip: HashMap<Ipv4Addr, ClientKey>,
-    quarantine: HashMap<Ipv4Addr, u64>,
+    holdings: Holdings<Lease>,
+}
+
+impl Held for Lease {
+    type Key = ClientKey;
+    type Addr = Ipv4Addr;
+    fn holder(&self) -> ClientKey {
+        self.key()
+    }
+    fn addr(&self) -> Ipv4Addr {
+        self.ip
+    }
 }
 
 impl LeaseIndex {
     pub fn apply(&mut self, record: &Record) {
         match record {
-            Record::Lease(lease) => {
-                let key = lease.key();
-                if let Some(old) = self.by_client.get(&key) {
-                    if old.ip != lease.ip {
-                        self.by_ip.remove(&old.ip);
-                    }
-                }
-                if let Some(other) = self.by_ip.insert(lease.ip, key.clone()) {
-                    if other != key {
-                        self.by_client.remove(&other);
-                    }
-                }
-                self.quarantine.remove(&lease.ip);
-                self.by_client.insert(key, lease.clone());
+            Record::Lease(lease) => self.holdings.grant(lease),
+            Record::Release { mac, ip } => self.holdings.release(&ClientKey::Mac(*mac), *ip),
+            Record::ReleaseClient { id, ip } => {
+                self.holdings.release(&ClientKey::Id(id.clone()), *ip)
             }
-            Record::Release { mac, ip } => self.release(&ClientKey::Mac(*mac), *ip),
-            Record::ReleaseClient { id, ip } => self.release(&ClientKey::Id(id.clone()), *ip),
-            Record::Decline { ip, until } => {
-                if let Some(key) = self.by_ip.remove(ip) {
-                    self.by_client.remove(&key);
-                }
-                self.quarantine.insert(*ip, *until);
-            }
-        }
-    }
-
-    fn release(&mut self, key: &ClientKey, ip: Ipv4Addr) {
-        if self.by_client.get(key).is_some_and(|l| l.ip == ip) {
-            self.by_client.remove(key);
-            self.by_ip.remove(&ip);
+            Record::Decline { ip, until } => self.holdings.decline(*ip, *until),
         }
     }
 
     /// The lease of the client known by `key`, expired or not.
     pub fn by_client(&self, key: &ClientKey) -> Option<&Lease> {
-        self.by_client.get(key)
+        self.holdings.by_holder(key)
     }
 
     /// The lease of the client known by `mac` alone (no identifier, or an Ethernet one).
     pub fn by_mac(&self, mac: &Mac) -> Option<&Lease> {
-        self.by_client.get(&ClientKey::Mac(*mac))
+        self.holdings.by_holder(&ClientKey::Mac(*mac))
     }
 
     pub fn by_ip(&self, ip: Ipv4Addr) -> Option<&Lease> {
-        self.by_ip.get(&ip).and_then(|key| self.by_client.get(key))
+        self.holdings.by_addr(ip)
     }
 
     /// Until when `ip` is quarantined (may be in the past until someone lifts it).
     pub fn quarantined_until(&self, ip: Ipv4Addr) -> Option<u64> {
-        self.quarantine.get(&ip).copied()
+        self.holdings.quarantined_until(ip)
     }
 
     /// Forgets an expired quarantine (in memory only; compaction then leaves it out).
     pub fn lift_quarantine(&mut self, ip: Ipv4Addr) {
-        self.quarantine.remove(&ip);
+        self.holdings.lift_quarantine(ip);
     }
 
     /// Every lease known, expired or not (one per client).
     pub fn leases(&self) -> impl Iterator<Item = &Lease> {
-        self.by_client.values()
+        self.holdings.leases()
     }
 
     pub fn quarantined(&self) -> impl Iterator<Item = (Ipv4Addr, u64)> + '_ {
-        self.quarantine.iter().map(|(ip, until)| (*ip, *until))
+        self.holdings.quarantined()
     }
 
     /// The records that rebuild this index.
     fn live_records(&self) -> impl Iterator<Item = Record> + '_ {
-        self.by_client
-            .values()
-            .map(|l| Record::Lease(l.clone()))
-            .chain(
-                self.quarantined()
-                    .map(|(ip, until)| Record::Decline { ip, until }),
-            )
+        self.leases().map(|l| Record::Lease(l.clone())).chain(
+            self.quarantined()
+                .map(|(ip, until)| Record::Decline { ip, until }),
+        )
     }
 
     fn live_count(&self) -> usize {
-        self.by_client.len() + self.quarantine.len()
+        self.holdings.live_count()
     }
 }
 

@@ -16,7 +16,6 @@
 //! A client is its DUID and IAID (RFC 8415 §12: one binding per IA_NA); a lease also keeps the
 //! MAC the server learnt for the client (see `dhcp6::client`) and its FQDN (option 39).
 
-use std::collections::HashMap;
 use std::fmt;
 use std::net::Ipv6Addr;
 use std::path::Path;
@@ -25,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use super::client::write_hex;
 use super::codec::{Format, Reader};
+use super::holdings::{Held, Holdings};
 use super::journal::Journal;
 use super::{truncate_hostname, LeaseError, LoadReport, COMPACT_MIN_BYTES, COMPACT_RATIO};
 use crate::config::Mac;
@@ -240,78 +240,63 @@ fn read_binding(r: &mut Reader) -> Option<(Duid, u32, Ipv6Addr)> {
     Some((duid, iaid, read_ip(r)?))
 }
 
-/// The replayed v6 state: who holds what, and which addresses are quarantined.
+/// The replayed v6 state: who holds what, and which addresses are quarantined (the v4 rule,
+/// `holdings`, keyed by DUID and IAID).
 #[derive(Debug, Default, Clone)]
 pub struct Lease6Index {
-    by_binding: HashMap<Binding, Lease6>,
-    by_ip: HashMap<Ipv6Addr, Binding>,
-    quarantine: HashMap<Ipv6Addr, u64>,
+    holdings: Holdings<Lease6>,
+}
+
+impl Held for Lease6 {
+    type Key = Binding;
+    type Addr = Ipv6Addr;
+    fn holder(&self) -> Binding {
+        self.binding()
+    }
+    fn addr(&self) -> Ipv6Addr {
+        self.ip
+    }
 }
 
 impl Lease6Index {
     pub fn apply(&mut self, record: &Record6) {
         match record {
-            Record6::Lease(lease) => {
-                let key = lease.binding();
-                if let Some(old) = self.by_binding.get(&key) {
-                    if old.ip != lease.ip {
-                        self.by_ip.remove(&old.ip);
-                    }
-                }
-                if let Some(other) = self.by_ip.insert(lease.ip, key.clone()) {
-                    if other != key {
-                        self.by_binding.remove(&other);
-                    }
-                }
-                self.quarantine.remove(&lease.ip);
-                self.by_binding.insert(key, lease.clone());
-            }
+            Record6::Lease(lease) => self.holdings.grant(lease),
             Record6::Release { duid, iaid, ip } => {
-                let key = (duid.clone(), *iaid);
-                if self.by_binding.get(&key).is_some_and(|l| l.ip == *ip) {
-                    self.by_binding.remove(&key);
-                    self.by_ip.remove(ip);
-                }
+                self.holdings.release(&(duid.clone(), *iaid), *ip)
             }
-            Record6::Decline { ip, until } => {
-                if let Some(key) = self.by_ip.remove(ip) {
-                    self.by_binding.remove(&key);
-                }
-                self.quarantine.insert(*ip, *until);
-            }
+            Record6::Decline { ip, until } => self.holdings.decline(*ip, *until),
         }
     }
 
     /// The lease of this DUID and IAID, expired or not.
     pub fn by_binding(&self, duid: &Duid, iaid: u32) -> Option<&Lease6> {
-        self.by_binding.get(&(duid.clone(), iaid))
+        self.holdings.by_holder(&(duid.clone(), iaid))
     }
 
     pub fn by_ip(&self, ip: Ipv6Addr) -> Option<&Lease6> {
-        self.by_ip.get(&ip).and_then(|k| self.by_binding.get(k))
+        self.holdings.by_addr(ip)
     }
 
     pub fn quarantined_until(&self, ip: Ipv6Addr) -> Option<u64> {
-        self.quarantine.get(&ip).copied()
+        self.holdings.quarantined_until(ip)
     }
 
     /// Every lease known, expired or not.
     pub fn leases(&self) -> impl Iterator<Item = &Lease6> {
-        self.by_binding.values()
+        self.holdings.leases()
     }
 
     fn live_records(&self) -> impl Iterator<Item = Record6> + '_ {
-        self.by_binding
-            .values()
-            .map(|l| Record6::Lease(l.clone()))
-            .chain(self.quarantine.iter().map(|(ip, until)| Record6::Decline {
-                ip: *ip,
-                until: *until,
-            }))
+        self.leases().map(|l| Record6::Lease(l.clone())).chain(
+            self.holdings
+                .quarantined()
+                .map(|(ip, until)| Record6::Decline { ip, until }),
+        )
     }
 
     fn live_count(&self) -> usize {
-        self.by_binding.len() + self.quarantine.len()
+        self.holdings.live_count()
     }
 }
 
