@@ -42,6 +42,11 @@ pub struct Lease {
     /// Option 61 as the client sent it, when it sent a usable one (see [`ClientKey`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<ClientId>,
+    /// The agent that granted or last renewed it, where a store shared by several agents says
+    /// (`[leases] agent`); None in the journal, whose leases are all its own agent's. Not part of
+    /// the journal's records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 impl Lease {
@@ -317,6 +322,7 @@ mod tests {
             expires,
             hostname: None,
             client_id: None,
+            agent: None,
         })
     }
 

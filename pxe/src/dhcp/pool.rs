@@ -23,11 +23,13 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::config::Mac;
+use crate::dhcp::store::StoreHealth;
 use crate::leases::{LeaseStore, LoadReport, Record};
 
 pub use crate::leases::{Client, ClientId, ClientKey, Lease, LeaseError};
@@ -164,6 +166,8 @@ pub struct Pool {
     quarantine_queue: BTreeSet<(u64, u32)>,
     /// Moves on with every staged record: whoever follows the leases knows when to look again.
     generation: u64,
+    /// The journal's state for status output (see `dhcp::store`).
+    health: Arc<StoreHealth>,
 }
 
 impl Pool {
@@ -194,6 +198,7 @@ impl Pool {
             hold_queue: VecDeque::new(),
             quarantine_queue: BTreeSet::new(),
             generation: 0,
+            health: StoreHealth::new("journal", cfg.journal.display().to_string()),
             cfg,
         };
         let dynamic: Vec<(u64, u32)> = pool
@@ -216,6 +221,11 @@ impl Pool {
 
     pub fn network(&self) -> &str {
         &self.cfg.network
+    }
+
+    /// The journal's state (written by `LeaseBackend::commit`), for status output.
+    pub fn health(&self) -> Arc<StoreHealth> {
+        self.health.clone()
     }
 
     /// What replaying the journal found (records, bytes cut off).
@@ -309,6 +319,7 @@ impl Pool {
             expires,
             hostname,
             client_id: client.id,
+            agent: None,
         };
         self.drop_hold_of(&key);
         self.stage(Record::Lease(lease.clone()));

@@ -2,10 +2,12 @@
 //! group commit.
 //!
 //! Loop: wait up to 200 ms for a packet (so `stop` is noticed), drain whatever else is already
-//! queued (up to `MAX_BATCH`), answer each, `flush` the pool ONCE for the batch (one fdatasync),
-//! and only then send the batch's ACKs. If the flush fails no ACK of that batch leaves: clients
-//! retry, and a lease we could not make durable is never promised. OFFERs and NAKs promise
-//! nothing and are sent whatever the flush did.
+//! queued (up to `MAX_BATCH`), answer each, `commit` the lease store ONCE for the batch (one
+//! fdatasync of the journal, or one COMMIT of the database: `dhcp::store`), and only then send
+//! the batch's ACKs. If the commit fails no ACK of that batch leaves: clients retry, and a lease
+//! we could not make durable is never promised. NAKs promise nothing and are sent whatever the
+//! commit did; so are OFFERs, unless the store says they wait for it too (a shared database,
+//! where the hold behind an offer exists for the other servers only once committed).
 
 pub mod delivery;
 pub mod handler;
@@ -26,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{DhcpConfig, ProxyConfig};
 use crate::dhcp::pool::{unix_now, Lease, LeaseError, Pool, PoolConfig};
 use crate::dhcp::proxy::{ProxyHandler, Via, BOOT_SERVER_PORT};
+use crate::dhcp::store::{LeaseBackend, StoreHealth, StoreStatus};
 use crate::dhcp::wire::{self, DropReason};
 
 use delivery::{LinkSender, Sender, SERVER_PORT};
@@ -82,9 +85,11 @@ pub struct DhcpStats {
     /// Packets dropped because their client MAC was over its rate limit (see `ratelimit`).
     pub rate_limited: AtomicU64,
     pub flush_errors: AtomicU64,
-    /// ACKs not sent because their batch's flush failed.
+    /// ACKs (and waiting OFFERs) not sent because their batch's commit failed.
     pub acks_withheld: AtomicU64,
     pub send_errors: AtomicU64,
+    /// Messages left unanswered because the lease store failed them (see `dhcp::store`).
+    pub store_failures: AtomicU64,
 }
 
 /// A point-in-time copy of [`DhcpStats`] for status output (and the agent's control socket, which
@@ -107,6 +112,8 @@ pub struct DhcpStatsSnapshot {
     pub flush_errors: u64,
     pub acks_withheld: u64,
     pub send_errors: u64,
+    #[serde(default)]
+    pub store_failures: u64,
 }
 
 impl DhcpStats {
@@ -139,12 +146,14 @@ impl DhcpStats {
             flush_errors: l(&self.flush_errors),
             acks_withheld: l(&self.acks_withheld),
             send_errors: l(&self.send_errors),
+            store_failures: l(&self.store_failures),
         }
     }
 }
 
-/// Answer a batch of packets with one flush: returns the replies that may be sent now (OFFERs,
-/// NAKs, INFORM ACKs always; lease ACKs only if the flush succeeded). Socket-free, for tests too.
+/// Answer a batch of packets with one commit: returns the replies that may be sent now (NAKs,
+/// INFORM ACKs always; lease ACKs, and OFFERs that wait for the commit, only if the commit
+/// succeeded). Socket-free, for tests too.
 pub fn answer_batch(handler: &mut Handler, packets: &[&[u8]], now: u64) -> Vec<Outgoing> {
     let mut out: Vec<Outgoing> = packets
         .iter()
@@ -153,7 +162,7 @@ pub fn answer_batch(handler: &mut Handler, packets: &[&[u8]], now: u64) -> Vec<O
     if !handler.pool().has_pending() {
         return out;
     }
-    if let Err(e) = handler.pool_mut().flush() {
+    if let Err(e) = handler.pool_mut().commit() {
         let withheld = out.iter().filter(|o| o.needs_flush).count() as u64;
         let stats = handler.stats();
         stats.flush_errors.fetch_add(1, Ordering::Relaxed);
@@ -162,7 +171,7 @@ pub fn answer_batch(handler: &mut Handler, packets: &[&[u8]], now: u64) -> Vec<O
             network = %handler.config().network,
             error = %e,
             acks_withheld = withheld,
-            "lease journal flush failed: this batch's ACKs are NOT sent (clients will retry)"
+            "lease store commit failed: this batch's ACKs are NOT sent (clients will retry)"
         );
         out.retain(|o| !o.needs_flush);
     }
@@ -195,27 +204,30 @@ impl LeaseView {
     }
 
     /// Called by the serve loop: publish if a reader asked.
-    fn publish_if_requested(&self, pool: &Pool) {
+    fn publish_if_requested(&self, pool: &dyn LeaseBackend) {
         if self.requested.swap(false, Ordering::AcqRel) {
             self.publish(pool);
         }
     }
 
-    fn publish(&self, pool: &Pool) {
+    /// A new view; a store that cannot be read (a database away) keeps the last one, so that a
+    /// waiting reader is still answered.
+    fn publish(&self, pool: &dyn LeaseBackend) {
         let leases = pool.leases();
         let mut g = self.published.lock().unwrap_or_else(|p| p.into_inner());
         g.0 += 1;
-        g.1 = leases;
+        match leases {
+            Ok(leases) => g.1 = leases,
+            Err(e) => tracing::debug!(error = %e, "lease view not refreshed"),
+        }
         self.fresh.notify_all();
     }
 
     /// The serve loop ends: a last view, and readers stop waiting for another.
-    fn close(&self, pool: &Pool) {
-        let leases = pool.leases();
-        let mut g = self.published.lock().unwrap_or_else(|p| p.into_inner());
-        g.0 += 1;
-        g.1 = leases;
+    fn close(&self, pool: &dyn LeaseBackend) {
+        self.publish(pool);
         self.closed.store(true, Ordering::Release);
+        let _g = self.published.lock().unwrap_or_else(|p| p.into_inner());
         self.fresh.notify_all();
     }
 
@@ -246,9 +258,22 @@ impl LeaseView {
 pub struct DhcpServer;
 
 impl DhcpServer {
-    /// Open the lease store and the sockets (in the caller's network namespace) and start the
+    /// Open the lease journal and the sockets (in the caller's network namespace) and start the
     /// network's DHCP thread.
     pub fn start(cfg: DhcpConfig) -> Result<DhcpHandle, DhcpError> {
+        let pool = Pool::open(pool_config(&cfg)).map_err(|source| DhcpError::Leases {
+            network: cfg.network.clone(),
+            source,
+        })?;
+        DhcpServer::start_with_store(cfg, Box::new(pool))
+    }
+
+    /// Open the sockets and start the network's DHCP thread over `store` (the journal's
+    /// [`Pool`], or a database other servers share: see `dhcp::store`).
+    pub fn start_with_store(
+        cfg: DhcpConfig,
+        store: Box<dyn LeaseBackend>,
+    ) -> Result<DhcpHandle, DhcpError> {
         let network = cfg.network.clone();
         let socket =
             bind_socket(&cfg.interface, SERVER_PORT).map_err(|source| DhcpError::Socket {
@@ -262,14 +287,10 @@ impl DhcpServer {
             interface: cfg.interface.clone(),
             source,
         })?;
-        let pool = Pool::open(pool_config(&cfg)).map_err(|source| DhcpError::Leases {
-            network: network.clone(),
-            source,
-        })?;
-
         let stats = Arc::new(DhcpStats::default());
-        let leases = Arc::new(LeaseView::new(pool.leases()));
-        let feed = LeaseFeed::new(&pool, unix_now());
+        let health = Some(store.health());
+        let leases = Arc::new(LeaseView::new(store.leases().unwrap_or_default()));
+        let feed = LeaseFeed::new(store.as_ref(), unix_now());
         let watch = feed.subscribe();
         let stop = Arc::new(AtomicBool::new(false));
         let sender = Sender {
@@ -277,7 +298,7 @@ impl DhcpServer {
             link,
             server_ip: cfg.server_ip,
         };
-        let handler = Handler::new(cfg, pool, stats.clone());
+        let handler = Handler::with_store(cfg, store, stats.clone());
         let thread = {
             let (leases, stop) = (leases.clone(), stop.clone());
             spawn_thread(&network, "dhcp", move || {
@@ -288,6 +309,7 @@ impl DhcpServer {
         Ok(DhcpHandle {
             network,
             stats,
+            health,
             leases,
             watch,
             stop,
@@ -337,6 +359,7 @@ impl DhcpServer {
         Ok(DhcpHandle {
             network,
             stats,
+            health: None,
             leases,
             watch,
             stop,
@@ -404,6 +427,8 @@ fn bind_socket(interface: &str, port: u16) -> io::Result<UdpSocket> {
 pub struct DhcpHandle {
     network: String,
     stats: Arc<DhcpStats>,
+    /// The lease store's state (None for a proxyDHCP server, which has none).
+    health: Option<Arc<StoreHealth>>,
     leases: Arc<LeaseView>,
     watch: tokio::sync::watch::Receiver<Arc<BoundLeases>>,
     stop: Arc<AtomicBool>,
@@ -417,6 +442,11 @@ impl DhcpHandle {
 
     pub fn stats(&self) -> Arc<DhcpStats> {
         self.stats.clone()
+    }
+
+    /// Where the leases are kept and whether that works now (None for a proxyDHCP server).
+    pub fn store_status(&self) -> Option<StoreStatus> {
+        self.health.as_ref().map(|h| h.snapshot())
     }
 
     /// Unexpired leases, fetched from the server thread between batches (durable ones only:
@@ -500,8 +530,8 @@ fn serve(
         feed.update(handler.pool(), unix_now());
     }
     if handler.pool().has_pending() {
-        if let Err(e) = handler.pool_mut().flush() {
-            tracing::error!(network = %network, error = %e, "final lease journal flush failed");
+        if let Err(e) = handler.pool_mut().commit() {
+            tracing::error!(network = %network, error = %e, "final lease store commit failed");
         }
     }
     leases.close(handler.pool());

@@ -168,6 +168,7 @@ fn decode_payload(p: &[u8]) -> Option<Record> {
                 expires,
                 hostname,
                 client_id,
+                agent: None,
             })
         }
         KIND_RELEASE => Record::Release {
@@ -256,6 +257,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 0, 0, 7),
             expires: 1_700_000_000,
             hostname: name.map(str::to_string),
+            agent: None,
             client_id: None,
         })
     }
@@ -339,6 +341,7 @@ mod tests {
             mac: Mac([2, 0, 0, 0, 0, 7]),
             ip: Ipv4Addr::new(10, 0, 0, 7),
             expires: 1_700_000_000,
+            agent: None,
             hostname: Some("g".into()),
             client_id: Some(ClientId::new(&[0xff, 1, 2]).unwrap()),
         });

@@ -4,10 +4,12 @@
 //! - A set ([`BoundLeases`]) is every lease unexpired at `at`, sorted by address; each [`Lease`]
 //!   carries ip, mac, client-id, hostname and `expires` (unix seconds), so a consumer can also
 //!   drop a lease itself when its time is up.
-//! - The server thread calls [`LeaseFeed::update`] after every batch (after its flush, so the set
-//!   holds durable leases, plus after a failed flush the ones the pool keeps reserved) and at every
-//!   receive timeout (200 ms). A new set goes out when a lease was bound, renewed, released or
-//!   declined (the pool's generation moved) or when the earliest lease of the last set expired.
+//! - The server thread calls [`LeaseFeed::update`] after every batch (after its commit, so the
+//!   set holds durable leases, plus after a failed journal flush the ones the pool keeps
+//!   reserved) and at every receive timeout (200 ms). A new set goes out when a lease was bound,
+//!   renewed, released or declined (the store's generation moved: with a shared database, by any
+//!   agent) or when the earliest lease of the last set expired. A store that cannot be read (a
+//!   database away) keeps the last set out and is asked again at the next update.
 //! - At most one set per [`PUBLISH_EVERY`]: a storm of thousands of ACKs costs a few copies a
 //!   second, not one per batch. A change is never lost, only coalesced.
 //! - Nothing is copied while nobody holds a receiver.
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::dhcp::pool::Pool;
+use crate::dhcp::store::{LeaseBackend, StoreError};
 use crate::leases::Lease;
 
 /// Shortest time between two published sets.
@@ -45,8 +47,8 @@ pub struct LeaseFeed {
 }
 
 impl LeaseFeed {
-    pub fn new(pool: &Pool, now: u64) -> LeaseFeed {
-        let set = snapshot(pool, now);
+    pub fn new(pool: &dyn LeaseBackend, now: u64) -> LeaseFeed {
+        let set = snapshot(pool, now).unwrap_or_default();
         let next_expiry = earliest(&set);
         let (tx, _) = watch::channel(Arc::new(set));
         LeaseFeed {
@@ -65,7 +67,7 @@ impl LeaseFeed {
 
     /// Publish a new set if the leases changed or one expired, and the last set is at least
     /// [`PUBLISH_EVERY`] old. Returns whether it published.
-    pub fn update(&mut self, pool: &Pool, now: u64) -> bool {
+    pub fn update(&mut self, pool: &dyn LeaseBackend, now: u64) -> bool {
         let changed = pool.generation() != self.generation || now >= self.next_expiry;
         if self.tx.receiver_count() == 0 {
             // Nobody listens: remember to catch up, copy nothing. Receivers only come from
@@ -76,8 +78,11 @@ impl LeaseFeed {
         if !(changed || self.stale) || self.last.is_some_and(|t| t.elapsed() < PUBLISH_EVERY) {
             return false;
         }
-        let set = snapshot(pool, now);
-        self.generation = pool.generation();
+        let generation = pool.generation();
+        let Ok(set) = snapshot(pool, now) else {
+            return false;
+        };
+        self.generation = generation;
         self.next_expiry = earliest(&set);
         self.last = Some(Instant::now());
         self.stale = false;
@@ -86,11 +91,11 @@ impl LeaseFeed {
     }
 }
 
-fn snapshot(pool: &Pool, now: u64) -> BoundLeases {
-    BoundLeases {
+fn snapshot(pool: &dyn LeaseBackend, now: u64) -> Result<BoundLeases, StoreError> {
+    Ok(BoundLeases {
         at: now,
-        leases: pool.leases_at(now),
-    }
+        leases: pool.leases_at(now)?,
+    })
 }
 
 fn earliest(set: &BoundLeases) -> u64 {
