@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Mac;
 pub use client::{Client, ClientId, ClientKey, MAX_CLIENT_ID};
-pub(crate) use codec::truncate_hostname;
+pub use codec::truncate_hostname;
 use journal::Journal;
 
 /// A client's lease (also what `dhcp::pool` hands out).

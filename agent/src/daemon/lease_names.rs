@@ -70,6 +70,7 @@ mod tests {
             expires,
             hostname: name.map(String::from),
             client_id: None,
+            agent: None,
         }
     }
 

@@ -88,6 +88,12 @@ pub struct PoolStats {
     pub free: u64,
 }
 
+/// Whether `ip` is a host address of `subnet` (inside it, neither its network nor its broadcast
+/// address): what a client may be leased, whatever else holds.
+pub fn is_host_address(subnet: ipnet::Ipv4Net, ip: Ipv4Addr) -> bool {
+    subnet.contains(&ip) && ip != subnet.network() && ip != subnet.broadcast()
+}
+
 /// Current time in unix seconds.
 pub fn unix_now() -> u64 {
     SystemTime::now()
@@ -280,8 +286,7 @@ impl Pool {
         let client = client.into();
         let (mac, key) = (client.mac, client.key());
         self.expire(now);
-        let subnet = self.cfg.subnet;
-        if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
+        if !is_host_address(self.cfg.subnet, ip) {
             return Err(Nak::WrongNetwork(ip));
         }
         match (self.reserved_by_ip.get(&ip), self.reserved_by_mac.get(&mac)) {

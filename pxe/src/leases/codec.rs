@@ -108,7 +108,7 @@ fn push_id(out: &mut Vec<u8>, id: &ClientId) {
 }
 
 /// Longest prefix of `name` that fits the one-byte length field, cut on a char boundary.
-pub(crate) fn truncate_hostname(name: &str) -> &str {
+pub fn truncate_hostname(name: &str) -> &str {
     let mut end = name.len().min(255);
     while !name.is_char_boundary(end) {
         end -= 1;

@@ -21,6 +21,7 @@ fn lease() -> Lease {
         expires: 1_700_000_000,
         hostname: Some("node-1".into()),
         client_id: None,
+        agent: None,
     }
 }
 
