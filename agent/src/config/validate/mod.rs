@@ -9,6 +9,7 @@ mod forward;
 mod guest;
 mod guest_macs;
 mod ipv6;
+mod leases;
 mod network;
 mod pxe_options;
 
@@ -90,10 +91,16 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
     let guests = guest::guests(&mut c, &file.guest, &networks, state_dir.as_deref());
     forward::forwards(&mut c, &file.network, &mut networks, &file.guest, &guests);
     let coexist = firewall::coexist(&mut c, file.firewall.as_ref());
+    let leases = leases::leases(&mut c, file.leases.as_ref());
     dns::names_across(&mut c, &file.network, &networks, &guests);
 
-    match (c.problems.is_empty(), state_dir, dhcp_port_rate_limit) {
-        (true, Some(state_dir), Some(dhcp_port_rate_limit)) => Ok(Model {
+    match (
+        c.problems.is_empty(),
+        state_dir,
+        dhcp_port_rate_limit,
+        leases,
+    ) {
+        (true, Some(state_dir), Some(dhcp_port_rate_limit), Some(leases)) => Ok(Model {
             source: source.to_path_buf(),
             state_dir,
             sysctl,
@@ -104,6 +111,7 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
             libvirt,
             guests,
             coexist,
+            leases,
         }),
         _ => Err(c.problems),
     }
