@@ -75,10 +75,10 @@ fn listen(db: &Database, network: &str, generation: &AtomicU64, stop: &AtomicBoo
             continue;
         }
         generation.fetch_add(1, Ordering::Relaxed);
-        let mut notifications = client.notifications();
-        let mut waiting = notifications.timeout_iter(POLL);
         while !stop.load(Ordering::Relaxed) {
-            match waiting.next() {
+            // A fresh iterator for every wait: a TimeoutIter's timer is only re-armed by a
+            // notification, so once it has run out it returns at once, and reusing it spins.
+            match client.notifications().timeout_iter(POLL).next() {
                 Ok(Some(n)) => {
                     if n.payload() == network {
                         generation.fetch_add(1, Ordering::Relaxed);
