@@ -86,7 +86,10 @@ $$;
 -- if still available to it; the lowest address nobody holds; the address whose lease ended
 -- longest ago. Candidates another transaction has locked are skipped (SKIP LOCKED): two agents
 -- offering at the same moment take different rows instead of waiting for each other, and
--- neither sees the other's uncommitted hold as free.
+-- neither sees the other's uncommitted hold as free. An address another agent holds for this
+-- client (both saw its DISCOVER) is offered as it is, without locking its row: that agent's
+-- batch may be granting it right now, and taking its lock here would make that batch wait for
+-- this one (and two agents doing so to each other deadlock).
 CREATE FUNCTION hostagent.offer4(p_network text, p_key bytea, p_mac macaddr, p_requested inet,
                                  p_now bigint, p_first inet, p_last inet, p_server inet,
                                  p_hold bigint, p_agent text)
@@ -105,7 +108,8 @@ BEGIN
 
     SELECT l.ip INTO v_ip FROM hostagent.lease4 l
      WHERE l.network = p_network
-       AND (l.client = p_key OR l.hold_client = p_key OR l.ip = p_requested)
+       AND (l.client = p_key OR (l.hold_client = p_key AND l.hold_agent = p_agent)
+            OR l.ip = p_requested)
        AND l.ip BETWEEN p_first AND p_last AND l.ip <> p_server
        AND l.quarantine_until <= p_now
        AND (l.hold_client IS NULL OR l.hold_client = p_key OR l.hold_until <= p_now)
@@ -116,6 +120,23 @@ BEGIN
               (l.hold_client IS NOT DISTINCT FROM p_key) DESC
      LIMIT 1
      FOR UPDATE SKIP LOCKED;
+
+    IF NOT FOUND THEN
+        SELECT l.ip INTO v_ip FROM hostagent.lease4 l
+         WHERE l.network = p_network
+           AND l.hold_client = p_key AND l.hold_agent IS DISTINCT FROM p_agent
+           AND l.hold_until > p_now
+           AND l.ip BETWEEN p_first AND p_last AND l.ip <> p_server
+           AND l.quarantine_until <= p_now
+           AND (l.client IS NULL OR l.client = p_key OR l.expires <= p_now)
+           AND NOT EXISTS (SELECT 1 FROM hostagent.reservation4 r
+                            WHERE r.network = p_network AND r.ip = l.ip)
+         ORDER BY l.ip
+         LIMIT 1;
+        IF FOUND THEN
+            RETURN v_ip;
+        END IF;
+    END IF;
 
     IF NOT FOUND THEN
         SELECT l.ip INTO v_ip FROM hostagent.lease4 l
@@ -193,10 +214,18 @@ BEGIN
         END IF;
     END IF;
 
-    INSERT INTO hostagent.lease4 (network, ip) VALUES (p_network, p_ip) ON CONFLICT DO NOTHING;
+    -- The row exists for every address of the range; only a reservation outside it may need
+    -- one. (INSERT ... ON CONFLICT first would wait for any transaction that just updated
+    -- the row, even one that is only holding it for an offer.)
     SELECT * INTO v_row FROM hostagent.lease4 l
      WHERE l.network = p_network AND l.ip = p_ip
        FOR UPDATE;
+    IF NOT FOUND THEN
+        INSERT INTO hostagent.lease4 (network, ip) VALUES (p_network, p_ip) ON CONFLICT DO NOTHING;
+        SELECT * INTO v_row FROM hostagent.lease4 l
+         WHERE l.network = p_network AND l.ip = p_ip
+           FOR UPDATE;
+    END IF;
     IF NOT v_own AND (v_row.quarantine_until > p_now
             OR (v_row.hold_client IS NOT NULL AND v_row.hold_client <> p_key
                 AND v_row.hold_until > p_now)
