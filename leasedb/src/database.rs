@@ -22,7 +22,7 @@ pub enum DbError {
          answers (is PostgreSQL running, and does [leases] url point at it?)"
     )]
     Unreachable { location: String, reason: String },
-    #[error("lease database: cannot {what}: {source}")]
+    #[error("lease database: cannot {what}: {}", describe(source))]
     Schema {
         what: String,
         source: postgres::Error,
@@ -32,11 +32,39 @@ pub enum DbError {
          ({known}): another agent was upgraded; upgrade this one too"
     )]
     SchemaTooNew { found: u32, known: u32 },
-    #[error("lease database: {what}: {source}")]
+    #[error("lease database: {what}: {}", describe(source))]
     Query {
         what: String,
         source: postgres::Error,
     },
+}
+
+/// A client error with what the server said, if it said something: `postgres::Error`'s own
+/// text is only "db error" then.
+pub(crate) fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!(
+                "{}: {} (SQLSTATE {})",
+                db.severity(),
+                db.message(),
+                db.code().code()
+            );
+            if let Some(detail) = db.detail() {
+                s.push_str(&format!("; {detail}"));
+            }
+            s
+        }
+        None => {
+            let mut s = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(inner) = source {
+                s.push_str(&format!(": {inner}"));
+                source = inner.source();
+            }
+            s
+        }
+    }
 }
 
 impl DbError {
