@@ -41,6 +41,7 @@ pub struct Config {
     port_rate_limit: Option<i64>,
     libvirt: Option<(String, Option<String>)>,
     coexist: Option<String>,
+    leases: Option<Leases>,
     networks: Vec<Network>,
     guests: Vec<Guest>,
 }
@@ -54,9 +55,16 @@ impl Config {
             port_rate_limit: None,
             libvirt: None,
             coexist: None,
+            leases: None,
             networks: Vec::new(),
             guests: Vec::new(),
         }
+    }
+
+    /// `[leases]`.
+    pub fn leases(mut self, l: Leases) -> Config {
+        self.leases = Some(l);
+        self
     }
 
     /// `[firewall] coexist` ("auto" or "off").
@@ -118,6 +126,9 @@ impl Display for Config {
         if let Some(c) = &self.coexist {
             writeln!(f, "\n[firewall]\ncoexist = {}", quoted(c))?;
         }
+        if let Some(l) = &self.leases {
+            write!(f, "\n{l}")?;
+        }
         if let Some((uri, virt_type)) = &self.libvirt {
             writeln!(f, "\n[libvirt]\nuri = {}", quoted(uri))?;
             if let Some(t) = virt_type {
@@ -129,6 +140,57 @@ impl Display for Config {
         }
         for g in &self.guests {
             write!(f, "\n{g}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `[leases]`: where the DHCP servers keep their leases, and the agent's name there.
+#[derive(Debug, Clone, Default)]
+pub struct Leases {
+    backend: Option<String>,
+    url: Option<String>,
+    agent: Option<String>,
+    connect_timeout: Option<String>,
+    timeout: Option<String>,
+}
+
+impl Leases {
+    /// `backend = "postgres"` with `url`.
+    pub fn postgres(url: &str) -> Leases {
+        Leases {
+            backend: Some("postgres".into()),
+            url: Some(url.to_string()),
+            ..Leases::default()
+        }
+    }
+
+    pub fn agent(mut self, name: &str) -> Leases {
+        self.agent = Some(name.to_string());
+        self
+    }
+
+    /// `connect_timeout` and `timeout` ("1s").
+    pub fn timeouts(mut self, connect: &str, statement: &str) -> Leases {
+        self.connect_timeout = Some(connect.to_string());
+        self.timeout = Some(statement.to_string());
+        self
+    }
+}
+
+impl Display for Leases {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "[leases]")?;
+        for (key, value) in [
+            ("backend", &self.backend),
+            ("url", &self.url),
+            ("agent", &self.agent),
+            ("connect_timeout", &self.connect_timeout),
+            ("timeout", &self.timeout),
+        ] {
+            if let Some(v) = value {
+                writeln!(f, "{key} = {}", quoted(v))?;
+            }
         }
         Ok(())
     }
