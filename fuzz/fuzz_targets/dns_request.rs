@@ -25,9 +25,9 @@ use dns::{
 use hickory_proto::op::Message;
 use hostagent::daemon::lease_names::{lease_records, names_of};
 use hostagent_fuzz::frames;
+use libfuzzer_sys::fuzz_target;
 use pxe::config::Mac;
 use pxe::leases::Lease;
-use libfuzzer_sys::fuzz_target;
 
 /// The config's names (what `lease_records` must leave alone) and their store.
 fn config_records() -> Vec<HostRecord> {
@@ -65,18 +65,27 @@ fn feed_leases(h: &QueryHandler, raw: &[u8]) {
             expires: if i % 4 == 3 { now - 1 } else { now + 3600 },
             hostname: (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned()),
             client_id: None,
+            agent: None,
         })
         .collect();
     let store = h.records();
     let taken: HashSet<String> = names_of(&config_records(), store);
-    let records = lease_records(&leases, store, &taken, now);
+    let records = lease_records(&leases, &[], store, &taken, now);
     for r in &records {
-        let name = store.relative_name(&r.name).expect("a lease record's name is valid");
-        assert!(!taken.contains(&name), "lease took the config's name {name}");
+        let name = store
+            .relative_name(&r.name)
+            .expect("a lease record's name is valid");
+        assert!(
+            !taken.contains(&name),
+            "lease took the config's name {name}"
+        );
         assert!(!name.contains('.'), "a lease name is one label: {name}");
     }
     let rejected = store.replace_source(Source::Lease, records);
-    assert!(rejected.is_empty(), "the store refused lease records: {rejected:?}");
+    assert!(
+        rejected.is_empty(),
+        "the store refused lease records: {rejected:?}"
+    );
 }
 
 fn handler() -> &'static QueryHandler {

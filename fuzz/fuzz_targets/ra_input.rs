@@ -67,7 +67,11 @@ fuzz_target!(|data: &[u8]| {
             for d in schedule.due(at) {
                 if d == Destination::AllNodes {
                     if let Some(last) = last_multicast {
-                        assert!(at >= last + MIN_DELAY_BETWEEN_RAS, "multicasts {:?} apart", at - last);
+                        assert!(
+                            at >= last + MIN_DELAY_BETWEEN_RAS,
+                            "multicasts {:?} apart",
+                            at - last
+                        );
                     }
                     last_multicast = Some(at);
                 }

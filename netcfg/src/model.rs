@@ -87,6 +87,26 @@ pub struct Ipv6Spec {
 }
 
 impl NetworkSpec {
+    /// A network for tests: `bridge` with nothing else set (no address, STP off, MAC derived
+    /// from the name, no services). Tests change what they need with struct update syntax, so
+    /// a new field is given its test default here, once.
+    #[cfg(test)]
+    pub(crate) fn test(name: &str, mode: Mode, bridge: &str) -> NetworkSpec {
+        NetworkSpec {
+            name: name.into(),
+            mode,
+            bridge: bridge.into(),
+            address: None,
+            stp: false,
+            forward_delay: 0,
+            mac: hwaddr::Mac::derived(name),
+            mtu: None,
+            interfaces: vec![],
+            services: Services::default(),
+            ipv6: None,
+        }
+    }
+
     pub fn subnet(&self) -> Option<Ipv4Net> {
         self.address.map(|a| a.trunc())
     }

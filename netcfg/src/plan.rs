@@ -1165,23 +1165,17 @@ pub(crate) async fn plan_with<O: HostOps>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{Mode, PortLimit, Services};
+    use crate::model::{Mode, PortLimit};
     use crate::owned::{OwnedBridge, SysctlChange};
     use crate::sysctl::{IPV6_FORWARD, IP_FORWARD};
 
     fn net(name: &str, bridge: &str, mode: Mode) -> NetworkSpec {
         NetworkSpec {
-            name: name.into(),
-            mode,
-            bridge: bridge.into(),
             address: Some("10.77.0.1/24".parse().unwrap()),
             stp: true,
-            forward_delay: 0,
             mac: Mac([0x52, 0x54, 0, 1, 2, 3]),
             mtu: Some(1500),
-            interfaces: vec![],
-            services: Services::default(),
-            ipv6: None,
+            ..NetworkSpec::test(name, mode, bridge)
         }
     }
 

@@ -125,6 +125,8 @@ pub struct ProxyConfig {
 pub struct FileServiceConfig {
     pub network: String,
     pub listen: Ipv4Addr,
+    /// The IPv6 gateway, where TFTP and HTTP listen too (PXE over IPv6).
+    pub listen6: Option<std::net::Ipv6Addr>,
     pub root: PathBuf,
 }
 
@@ -146,4 +148,49 @@ impl Default for TftpLimits {
             retries: 5,
         }
     }
+}
+
+/// Who a DHCPv6 static host is: its DUID, or its MAC (as `dhcp6::client` learns it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Host6Id {
+    Duid(crate::leases::v6::Duid),
+    Mac(Mac),
+}
+
+/// A DHCPv6 static host: this client always gets this address.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StaticHost6 {
+    pub id: Host6Id,
+    pub ip: std::net::Ipv6Addr,
+    /// Its name in DNS (AAAA) when the client sends no FQDN of its own.
+    pub name: Option<String>,
+}
+
+/// One network's DHCPv6 service (RFC 8415).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Dhcp6Config {
+    pub network: String,
+    /// The bridge: UDP 547, joined to ff02::1:2 there.
+    pub interface: String,
+    /// The host's IPv6 address on the bridge, with the guests' prefix (Confirm checks against
+    /// it; boot URLs name it).
+    pub server: ipnet::Ipv6Net,
+    /// Inclusive IA_NA range; None: stateless (Information-Request only, and Solicits are
+    /// answered with NoAddrsAvail).
+    pub range: Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)>,
+    /// Valid and preferred lifetime of an address; T1 = 0.5 and T2 = 0.8 of it (RFC 8415 §21.4).
+    pub lease_time: Duration,
+    /// Answer a Solicit carrying Rapid Commit (option 14) with a committed Reply.
+    pub rapid_commit: bool,
+    /// Option 23.
+    pub dns: Vec<std::net::Ipv6Addr>,
+    /// Option 24.
+    pub domain_search: Vec<String>,
+    pub hosts: Vec<StaticHost6>,
+    /// PXE over IPv6 (option 59 boot file URL), from the network's `[network.pxe]`.
+    pub boot: Option<BootConfig>,
+    /// Where this network's v6 lease journal lives.
+    pub lease_file: PathBuf,
+    /// The host's server DUID file (one DUID for every network, kept across restarts).
+    pub duid_file: PathBuf,
 }

@@ -16,6 +16,7 @@
 mod client;
 mod codec;
 mod journal;
+pub mod v6;
 
 use std::collections::HashMap;
 use std::io;

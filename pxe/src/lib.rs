@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod dhcp;
+pub mod dhcp6;
 pub mod http;
 pub mod leases;
 pub mod saferoot;

@@ -232,9 +232,16 @@ pub fn udhcpc_once(
     Ok(bound.get("ip").cloned().unwrap_or_default())
 }
 
+/// `dhclient -6` records the address, DNS servers, search list and lifetime, and configures
+/// the address as a /128 (what dhclient-script does), `nodad`: the server checked it is free.
+const DHCLIENT6_HOOK: &str = r#"echo "$reason ip6=$new_ip6_address dns6=$(echo $new_dhcp6_name_servers | tr ' ' ,) search=$(echo $new_dhcp6_domain_search | tr ' ' ,) life=$new_max_life" >> "$RECORD"
+case "$reason" in BOUND6|RENEW6|REBIND6|REBOOT6) [ -n "$new_ip6_address" ] && ip -6 addr replace "$new_ip6_address/128" dev "$interface" nodad ;; RELEASE6|EXPIRE6|STOP6) [ -n "$old_ip6_address" ] && ip -6 addr del "$old_ip6_address/128" dev "$interface" ;; esac"#;
+
 /// ISC dhclient on `eth0` of a namespace, with its own lease and pid files under `dir`.
 pub struct Dhclient<'a> {
     ns: &'a Netns,
+    /// `-4` or `-6`.
+    family: &'static str,
     script: PathBuf,
     record: PathBuf,
     leases: PathBuf,
@@ -252,11 +259,32 @@ impl<'a> Dhclient<'a> {
         let record = dir.join(format!("dhclient-{tag}.record"));
         Dhclient {
             ns,
+            family: "-4",
             script: hook(dir, &format!("dhclient-{tag}"), &record, DHCLIENT_HOOK),
             record,
             leases: dir.join(format!("dhclient-{tag}.leases")),
             pid: dir.join(format!("dhclient-{tag}.pid")),
             conf: None,
+            resolv_conf: None,
+        }
+    }
+
+    /// `dhclient -6` with `conf` as its dhclient.conf (e.g. `send fqdn.fqdn "web";`). Its DUID
+    /// stays in its lease file (`default-duid`), so a second run is the same client.
+    pub fn v6(ns: &'a Netns, dir: &Path, tag: &str, conf: &str) -> Dhclient<'a> {
+        let name = format!("dhclient6-{tag}");
+        let record = dir.join(format!("{name}.record"));
+        let conf_path = dir.join(format!("{name}.conf"));
+        std::fs::write(&conf_path, conf)
+            .unwrap_or_else(|e| panic!("write {}: {e}", conf_path.display()));
+        Dhclient {
+            ns,
+            family: "-6",
+            script: hook(dir, &name, &record, DHCLIENT6_HOOK),
+            record,
+            leases: dir.join(format!("{name}.leases")),
+            pid: dir.join(format!("{name}.pid")),
+            conf: Some(conf_path),
             resolv_conf: None,
         }
     }
@@ -272,6 +300,7 @@ impl<'a> Dhclient<'a> {
             .unwrap_or_else(|e| panic!("write {}: {e}", conf.display()));
         Dhclient {
             ns,
+            family: "-4",
             script: hook(dir, &name, &record, &format!("{DHCLIENT_HOOK}\n{resolv}")),
             record,
             leases: dir.join(format!("{name}.leases")),
@@ -307,11 +336,12 @@ impl<'a> Dhclient<'a> {
             .expect("Dhclient::resolving writes a resolv.conf")
     }
 
-    /// `dhclient -4 -v EXTRA ...` (`-1`: get a lease, then go to the background; `-x`: stop
-    /// without releasing; `-r`: release and stop).
+    /// `dhclient -4 -v EXTRA ...` (or `-6` for [`Dhclient::v6`]; `-1`: get a lease, then go to
+    /// the background; `-x`: stop without releasing; `-r`: release and stop; `-S` with `-6`:
+    /// Information-Request only).
     pub fn run(&self, extra: &[&str]) -> Output {
         let secs = DHCLIENT_TIMEOUT.as_secs().to_string();
-        let mut argv = vec!["timeout", &secs, "dhclient", "-4", "-v"];
+        let mut argv = vec!["timeout", &secs, "dhclient", self.family, "-v"];
         argv.extend_from_slice(extra);
         for (flag, file) in [
             ("-lf", Some(&self.leases)),
@@ -346,6 +376,9 @@ impl<'a> Dhclient<'a> {
 /// dhcpcd 9 (`dhcpcd-base`) calls its script with `$reason` and `new_*` variables.
 const DHCPCD_HOOK: &str = r#"echo "$reason ip=$new_ip_address cidr=$new_subnet_cidr routers=$(echo $new_routers | tr ' ' ,) dns=$(echo $new_domain_name_servers | tr ' ' ,) lease=$new_dhcp_lease_time host=$new_host_name ntp=$(echo $new_ntp_servers | tr ' ' ,) routes=$(echo $new_classless_static_routes | tr ' ' ,) server=$new_dhcp_server_identifier" >> "$RECORD""#;
 
+/// dhcpcd's DHCPv6 variables: the IA_NA address, DNS servers, search list.
+const DHCPCD6_HOOK: &str = r#"echo "$reason ip6=$new_dhcp6_ia_na1_ia_addr1 dns6=$(echo $new_dhcp6_name_servers | tr ' ' ,) search=$(echo $new_dhcp6_domain_search | tr ' ' ,)" >> "$RECORD""#;
+
 /// Debian's /etc/dhcpcd.conf as shipped (DUID client identifier, the options it asks for), with
 /// NTP servers asked for too and the host name set: a test's namespace shares the host's UTS
 /// name, which dhcpcd would otherwise send.
@@ -359,6 +392,8 @@ const DHCPCD_CONF: &str = "duid\npersistent\nvendorclassid\n\
 /// own), so the host's dhcpcd state is never touched and the DUID survives a restart.
 pub struct Dhcpcd<'a> {
     ns: &'a Netns,
+    /// `-4` or `-6`.
+    family: &'static str,
     conf: PathBuf,
     script: PathBuf,
     record: PathBuf,
@@ -376,6 +411,7 @@ impl<'a> Dhcpcd<'a> {
         std::fs::create_dir_all(&db).expect("dhcpcd state dir");
         Dhcpcd {
             ns,
+            family: "-4",
             script: hook(dir, &format!("dhcpcd-{tag}"), &record, DHCPCD_HOOK),
             conf,
             record,
@@ -383,11 +419,21 @@ impl<'a> Dhcpcd<'a> {
         }
     }
 
+    /// dhcpcd for DHCPv6 only (`-6`): it follows the router advertisement's M flag to a
+    /// stateful exchange, and sends its host name as the Client FQDN (`fqdn both`).
+    pub fn v6(ns: &'a Netns, dir: &Path, tag: &str, hostname: &str, extra: &str) -> Dhcpcd<'a> {
+        let mut d = Dhcpcd::new(ns, dir, tag, hostname, &format!("fqdn both\n{extra}"));
+        d.family = "-6";
+        d.script = hook(dir, &format!("dhcpcd6-{tag}"), &d.record, DHCPCD6_HOOK);
+        d
+    }
+
     pub fn spawn(&self) -> RunningDhcpcd {
         let inner = format!(
             "mount --bind '{}' /var/lib/dhcpcd && mount -t tmpfs hostagent-test /run && \
-             exec dhcpcd -4 -B -d -f '{}' -c '{}' eth0",
+             exec dhcpcd {} -B -d -f '{}' -c '{}' eth0",
             self.db.display(),
+            self.family,
             self.conf.display(),
             self.script.display()
         );

@@ -215,8 +215,8 @@ pub struct Network {
     address6: Option<String>,
     nat6: Option<bool>,
     ra: Option<Ra>,
-    /// `[network.dhcp6]`: None absent, Some(None) without a range (stateless), Some(range).
-    dhcp6: Option<Option<String>>,
+    /// `[network.dhcp6]`.
+    dhcp6: Option<Dhcp6>,
 }
 
 impl Network {
@@ -317,9 +317,54 @@ impl Network {
     }
 
     /// `[network.dhcp6]`, with `range` when given (stateful) or without (stateless).
-    pub fn dhcp6(mut self, range: Option<&str>) -> Network {
-        self.dhcp6 = Some(range.map(str::to_string));
+    pub fn dhcp6(self, range: Option<&str>) -> Network {
+        self.dhcp6_with(Dhcp6 {
+            range: range.map(str::to_string),
+            ..Dhcp6::default()
+        })
+    }
+
+    /// `[network.dhcp6]` with every key [`Dhcp6`] has.
+    pub fn dhcp6_with(mut self, d: Dhcp6) -> Network {
+        self.dhcp6 = Some(d);
         self
+    }
+}
+
+/// `[network.dhcp6]` and its `[[network.dhcp6.host]]`s.
+#[derive(Debug, Clone, Default)]
+pub struct Dhcp6 {
+    pub range: Option<String>,
+    pub lease_time: Option<String>,
+    pub rapid_commit: Option<bool>,
+    /// (`duid` or `mac` key, its value, ip, name).
+    pub hosts: Vec<(&'static str, String, String, Option<String>)>,
+}
+
+impl fmt::Display for Dhcp6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "[network.dhcp6]")?;
+        if let Some(r) = &self.range {
+            writeln!(f, "range = {}", quoted(r))?;
+        }
+        if let Some(l) = &self.lease_time {
+            writeln!(f, "lease_time = {}", quoted(l))?;
+        }
+        if let Some(r) = self.rapid_commit {
+            writeln!(f, "rapid_commit = {r}")?;
+        }
+        for (key, id, ip, name) in &self.hosts {
+            writeln!(
+                f,
+                "[[network.dhcp6.host]]\n{key} = {}\nip = {}",
+                quoted(id),
+                quoted(ip)
+            )?;
+            if let Some(n) = name {
+                writeln!(f, "name = {}", quoted(n))?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -404,11 +449,8 @@ impl Display for Network {
         if let Some(r) = &self.ra {
             write!(f, "{r}")?;
         }
-        if let Some(range) = &self.dhcp6 {
-            writeln!(f, "[network.dhcp6]")?;
-            if let Some(r) = range {
-                writeln!(f, "range = {}", quoted(r))?;
-            }
+        if let Some(d) = &self.dhcp6 {
+            write!(f, "{d}")?;
         }
         if let Some(d) = &self.dns {
             write!(f, "{d}")?;

@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use hwaddr::Mac;
 use netcfg::{Desired, Host, Ipv6Spec, Mode, NetworkSpec, PortForward, PortLimit, Services};
 use pxe::config::{
-    BootConfig, DhcpConfig, FileServiceConfig, ProxyConfig, PxelinuxOptions, StaticHost,
-    StaticRoute,
+    BootConfig, Dhcp6Config, DhcpConfig, FileServiceConfig, ProxyConfig, PxelinuxOptions,
+    StaticHost, StaticHost6, StaticRoute,
 };
 
 use super::model::{Forward, Guest, Model, Network, Pxe};
@@ -235,6 +235,7 @@ impl Model {
                     FileServiceConfig {
                         network: n.name.clone(),
                         listen: gw,
+                        listen6: n.ipv6.as_ref().map(|v6| v6.address.addr()),
                         root: host.path(&p.root),
                     },
                     p.http_port,
@@ -254,6 +255,65 @@ impl Model {
             .state_path()
             .join("leases")
             .join(format!("{network}.journal"))
+    }
+
+    /// ROOT/state_dir/leases/<network>.v6.journal
+    pub fn lease6_file(&self, root: &Path, network: &str) -> PathBuf {
+        self.host(root)
+            .state_path()
+            .join("leases")
+            .join(format!("{network}.v6.journal"))
+    }
+
+    /// One DHCPv6 service per network with `[network.dhcp6]`: DNS servers (option 23) the
+    /// gateway's IPv6 address while the network's DNS server runs there, the domain search
+    /// list (24) the DNS domain (else `[network.dhcp] domain`), PXE over IPv6 from
+    /// `[network.pxe]` (not a proxyDHCP one: that network's addresses are another server's).
+    pub fn dhcp6_configs(&self, root: &Path) -> Vec<Dhcp6Config> {
+        let host = self.host(root);
+        let duid_file = host.state_path().join("dhcp6").join("server-duid");
+        self.networks
+            .iter()
+            .filter_map(|n| {
+                let v6 = n.ipv6.as_ref()?;
+                let d = v6.dhcp6.as_ref()?;
+                let domain = n
+                    .dns
+                    .as_ref()
+                    .map(|dns| dns.domain.clone())
+                    .or_else(|| n.dhcp.as_ref().and_then(|d| d.domain.clone()));
+                Some(Dhcp6Config {
+                    network: n.name.clone(),
+                    interface: n.bridge.clone(),
+                    server: v6.address,
+                    range: d.range,
+                    lease_time: d.lease_time,
+                    rapid_commit: d.rapid_commit,
+                    dns: if dns_server_runs(n) {
+                        vec![v6.address.addr()]
+                    } else {
+                        Vec::new()
+                    },
+                    domain_search: domain.into_iter().collect(),
+                    hosts: d
+                        .hosts
+                        .iter()
+                        .map(|h| StaticHost6 {
+                            id: h.id.clone(),
+                            ip: h.ip,
+                            name: h.name.clone(),
+                        })
+                        .collect(),
+                    boot: n
+                        .pxe
+                        .as_ref()
+                        .filter(|p| !p.proxy)
+                        .map(|p| boot_config(&host, p)),
+                    lease_file: self.lease6_file(root, &n.name),
+                    duid_file: duid_file.clone(),
+                })
+            })
+            .collect()
     }
 }
 

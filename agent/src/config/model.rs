@@ -302,16 +302,30 @@ pub struct Ipv6 {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dhcp6 {
     /// Inclusive range inside the prefix, not covering the gateway; None: stateless
-    /// (information only).
+    /// (information only, plus the static hosts).
     pub range: Option<(std::net::Ipv6Addr, std::net::Ipv6Addr)>,
+    /// Valid and preferred lifetime of an address.
+    pub lease_time: Duration,
+    pub rapid_commit: bool,
+    pub hosts: Vec<Dhcp6Host>,
+}
+
+/// `[[network.dhcp6.host]]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dhcp6Host {
+    pub id: pxe::config::Host6Id,
+    /// Inside the prefix, not the gateway.
+    pub ip: std::net::Ipv6Addr,
+    pub name: Option<String>,
 }
 
 impl Dhcp6 {
     /// Which DHCPv6 this is, for the RA's M and O flags.
     pub fn mode(&self) -> ra::Dhcp6Mode {
-        match self.range {
-            Some(_) => ra::Dhcp6Mode::Stateful,
-            None => ra::Dhcp6Mode::Stateless,
+        if self.range.is_some() || !self.hosts.is_empty() {
+            ra::Dhcp6Mode::Stateful
+        } else {
+            ra::Dhcp6Mode::Stateless
         }
     }
 }

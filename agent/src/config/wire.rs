@@ -203,6 +203,21 @@ pub(super) struct NetworkRa {
 #[serde(deny_unknown_fields)]
 pub(super) struct NetworkDhcp6 {
     pub range: Option<S<String>>,
+    pub lease_time: Option<S<String>>,
+    /// Answer a Solicit with Rapid Commit (option 14) by a committed Reply.
+    pub rapid_commit: Option<S<bool>>,
+    #[serde(default)]
+    pub host: Vec<S<Dhcp6Host>>,
+}
+
+/// `[[network.dhcp6.host]]`: `duid` or `mac`, the address, an optional name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Dhcp6Host {
+    pub duid: Option<S<String>>,
+    pub mac: Option<S<String>>,
+    pub ip: S<String>,
+    pub name: Option<S<String>>,
 }
 
 /// `[network.dns]`: the network's DNS server on its gateway.

@@ -160,5 +160,29 @@ pub async fn leases(root: &Path, json: bool) -> Result<ExitCode> {
             );
         }
     }
+    let v6: Vec<_> = reply
+        .leases
+        .iter()
+        .flat_map(|n| n.leases6.iter().map(move |l| (&n.network, l)))
+        .collect();
+    if !v6.is_empty() {
+        println!();
+        println!(
+            "{:<12} {:<17} {:<39} {:<20} {:<12} {:<10} DUID",
+            "NETWORK", "MAC", "IPv6", "HOSTNAME", "EXPIRES IN", "IAID"
+        );
+        for (network, l) in v6 {
+            println!(
+                "{:<12} {:<17} {:<39} {:<20} {:<12} {:<10} {}",
+                network,
+                l.mac.map_or_else(|| "-".to_string(), |m| m.to_string()),
+                l.ip.to_string(),
+                l.hostname.as_deref().unwrap_or("-"),
+                format!("{}s", l.expires.saturating_sub(now)),
+                l.iaid,
+                l.duid
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -117,6 +117,21 @@ pub struct ServerStatus {
     /// Router advertisements on the bridge.
     #[serde(default)]
     pub ra: Option<RaStatus>,
+    #[serde(default)]
+    pub dhcp6: Option<Dhcp6Status>,
+    /// TFTP and HTTP boot on the IPv6 gateway (a network with `address6` and `[network.pxe]`).
+    #[serde(default)]
+    pub tftp6: Option<FileServerStatus<TftpStatsSnapshot>>,
+    #[serde(default)]
+    pub http6: Option<FileServerStatus<HttpStatsSnapshot>>,
+}
+
+/// The DHCPv6 server's counters and the bridge it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Dhcp6Status {
+    pub interface: String,
+    #[serde(flatten)]
+    pub counters: pxe::dhcp6::stats::Dhcp6StatsSnapshot,
 }
 
 /// The router advertiser's counters and the bridge it advertises on.
@@ -177,6 +192,9 @@ impl Reply for LeasesReply {
 pub struct NetworkLeases {
     pub network: String,
     pub leases: Vec<Lease>,
+    /// DHCPv6 (IA_NA) leases.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leases6: Vec<pxe::leases::v6::Lease6>,
 }
 
 /// `guests`: the guests with the daemon's leases.

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use dns::{DnsServer, RecordStore, Source};
 use pxe::dhcp::server::BoundLeases;
+use pxe::dhcp6::server::BoundLeases6;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -19,6 +20,8 @@ use crate::control::protocol::DnsStatus;
 
 /// The DHCP server's lease sets, as `DhcpHandle::leases_watch` gives them.
 pub(super) type Leases = watch::Receiver<Arc<BoundLeases>>;
+/// The DHCPv6 server's, as `Dhcp6Handle::leases_watch` gives them.
+pub(super) type Leases6 = watch::Receiver<Arc<BoundLeases6>>;
 
 pub(super) struct RunningDns {
     server: DnsServer,
@@ -27,8 +30,12 @@ pub(super) struct RunningDns {
 
 impl RunningDns {
     /// Binds the server (UDP and TCP 53 on the gateway, on the bridge) and, when the network
-    /// has a DHCP server, starts following its leases.
-    pub(super) async fn start(service: &DnsService, leases: Option<Leases>) -> Result<RunningDns> {
+    /// has a DHCP or DHCPv6 server, starts following its leases (A and AAAA).
+    pub(super) async fn start(
+        service: &DnsService,
+        leases: Option<Leases>,
+        leases6: Option<Leases6>,
+    ) -> Result<RunningDns> {
         let network = &service.config.network;
         let records = RecordStore::for_domain(&service.config.zone.domain)
             .with_context(|| format!("DNS domain {:?}", service.config.zone.domain))?;
@@ -39,9 +46,9 @@ impl RunningDns {
         let server = DnsServer::start(service.config.clone(), records.clone())
             .await
             .context("DNS server (to run without it: [network.dns] enable = false)")?;
-        let feed = leases.map(|leases| {
+        let feed = (leases.is_some() || leases6.is_some()).then(|| {
             let taken = names_of(&service.records, &records);
-            LeaseFeed::spawn(network.clone(), leases, records, taken)
+            LeaseFeed::spawn(network.clone(), leases, leases6, records, taken)
         });
         Ok(RunningDns { server, feed })
     }
@@ -80,12 +87,13 @@ struct LeaseFeed {
 impl LeaseFeed {
     fn spawn(
         network: String,
-        leases: Leases,
+        leases: Option<Leases>,
+        leases6: Option<Leases6>,
         records: RecordStore,
         taken: HashSet<String>,
     ) -> LeaseFeed {
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(follow(network, leases, records, taken, stop_rx));
+        let task = tokio::spawn(follow(network, leases, leases6, records, taken, stop_rx));
         LeaseFeed { stop, task }
     }
 
@@ -95,26 +103,57 @@ impl LeaseFeed {
     }
 }
 
-/// Publishes the current set, then every new one, until stopped or the DHCP server is gone.
+/// Publishes the current sets, then again whenever either server publishes a new one, until
+/// stopped or both DHCP servers are gone.
 async fn follow(
     network: String,
-    mut leases: Leases,
+    mut leases: Option<Leases>,
+    mut leases6: Option<Leases6>,
     records: RecordStore,
     taken: HashSet<String>,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let set = leases.borrow_and_update().clone();
-        let names = lease_records(&set.leases, &records, &taken, set.at);
+        let v4 = leases.as_mut().map(|l| l.borrow_and_update().clone());
+        let v6 = leases6.as_mut().map(|l| l.borrow_and_update().clone());
+        let now = v4
+            .iter()
+            .map(|s| s.at)
+            .chain(v6.iter().map(|s| s.at))
+            .max()
+            .unwrap_or(0);
+        let names = lease_records(
+            v4.as_ref().map_or(&[][..], |s| &s.leases),
+            v6.as_ref().map_or(&[][..], |s| &s.leases),
+            &records,
+            &taken,
+            now,
+        );
         tracing::debug!(network = %network, names = names.len(), "DNS: lease names updated");
         records.replace_source(Source::Lease, names);
         tokio::select! {
             _ = stop.changed() => return,
-            changed = leases.changed() => {
+            changed = changed(&mut leases) => {
                 if changed.is_err() {
-                    return;
+                    leases = None;
+                }
+            }
+            changed = changed(&mut leases6) => {
+                if changed.is_err() {
+                    leases6 = None;
                 }
             }
         }
+        if leases.is_none() && leases6.is_none() {
+            return;
+        }
+    }
+}
+
+/// The next change of a watch; never, for a server that is not there.
+async fn changed<T>(rx: &mut Option<watch::Receiver<T>>) -> Result<(), watch::error::RecvError> {
+    match rx {
+        Some(rx) => rx.changed().await,
+        None => std::future::pending().await,
     }
 }

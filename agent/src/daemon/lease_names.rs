@@ -8,43 +8,55 @@
 //! (latest expiry) has it.
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
 
 use dns::{HostRecord, RecordStore, Source};
+use pxe::leases::v6::Lease6;
 use pxe::leases::Lease;
 
-/// The lease records for `leases` (unexpired at `now`, unix seconds), leaving out names in
-/// `taken` (relative names as [`RecordStore::relative_name`] writes them). Names that are not
-/// RFC 1123 host names are left out too: clients send anything in option 12.
+/// The lease records for `leases` and `leases6` (unexpired at `now`, unix seconds), leaving out
+/// names in `taken` (relative names as [`RecordStore::relative_name`] writes them). Names that
+/// are not RFC 1123 host names are left out too: clients send anything in option 12 and 39.
+/// A v4 lease gives its name an A record, a v6 lease an AAAA record: one machine with both
+/// answers both, and the latest lease of each family has a name.
 pub fn lease_records(
     leases: &[Lease],
+    leases6: &[Lease6],
     store: &RecordStore,
     taken: &HashSet<String>,
     now: u64,
 ) -> Vec<HostRecord> {
-    let mut chosen: HashMap<String, &Lease> = HashMap::new();
-    for lease in leases.iter().filter(|l| l.expires > now) {
-        let Some(raw) = lease.hostname.as_deref() else {
+    let v4 = leases
+        .iter()
+        .map(|l| (l.hostname.as_deref(), IpAddr::from(l.ip), l.expires));
+    let v6 = leases6
+        .iter()
+        .map(|l| (l.hostname.as_deref(), IpAddr::from(l.ip), l.expires));
+    let mut chosen: HashMap<(String, bool), (IpAddr, u64)> = HashMap::new();
+    for (raw, ip, expires) in v4.chain(v6).filter(|l| l.2 > now) {
+        let Some(raw) = raw else {
             continue;
         };
         let label = raw.split('.').next().unwrap_or_default();
         let Ok(name) = store.relative_name(label) else {
-            tracing::debug!(mac = %lease.mac, ip = %lease.ip, hostname = raw, "lease host name is not a DNS name: not published");
+            tracing::debug!(%ip, hostname = raw, "lease host name is not a DNS name: not published");
             continue;
         };
         if taken.contains(&name) {
-            tracing::debug!(mac = %lease.mac, ip = %lease.ip, hostname = raw, "lease host name belongs to the config: not published");
+            tracing::debug!(%ip, hostname = raw, "lease host name belongs to the config: not published");
             continue;
         }
+        let key = (name, ip.is_ipv6());
         let newer = chosen
-            .get(&name)
-            .is_none_or(|held| (lease.expires, lease.ip) > (held.expires, held.ip));
+            .get(&key)
+            .is_none_or(|held| (expires, ip) > (held.1, held.0));
         if newer {
-            chosen.insert(name, lease);
+            chosen.insert(key, (ip, expires));
         }
     }
     let mut out: Vec<HostRecord> = chosen
         .into_iter()
-        .map(|(name, l)| HostRecord::new(name, l.ip.into(), Source::Lease))
+        .map(|((name, _), (ip, _))| HostRecord::new(name, ip, Source::Lease))
         .collect();
     out.sort_by(|a, b| (&a.name, a.addr).cmp(&(&b.name, b.addr)));
     out
@@ -94,7 +106,7 @@ mod tests {
             lease(8, Some("gone"), 100),
             lease(9, Some("-x"), 200),
         ];
-        let got = lease_records(&leases, &store, &HashSet::new(), 100);
+        let got = lease_records(&leases, &[], &store, &HashSet::new(), 100);
         assert_eq!(
             pairs(&got),
             [
@@ -121,12 +133,43 @@ mod tests {
             lease(4, Some("TWIN"), 450),
             lease(5, Some("api"), 500),
         ];
-        let got = lease_records(&leases, &store, &taken, 0);
+        let got = lease_records(&leases, &[], &store, &taken, 0);
         assert_eq!(
             pairs(&got),
             [
                 ("api".to_string(), "10.0.0.5".to_string()),
                 ("twin".to_string(), "10.0.0.4".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_v6_lease_names_an_aaaa_beside_the_v4_one_and_each_family_has_its_latest() {
+        let store = RecordStore::for_domain("lab").unwrap();
+        let v6 = |last: u16, name: &str, expires: u64| Lease6 {
+            duid: pxe::leases::v6::Duid::parse("00:03:00:01:52:54:00:00:00:02").unwrap(),
+            iaid: u32::from(last),
+            ip: std::net::Ipv6Addr::new(0xfd00, 0x122, 0, 0, 0, 0, 0, last),
+            expires,
+            hostname: Some(name.to_string()),
+            mac: None,
+        };
+        let got = lease_records(
+            &[lease(2, Some("web"), 300)],
+            &[
+                v6(0x100, "web", 300),
+                v6(0x101, "web", 400),
+                v6(0x102, "old", 50),
+            ],
+            &store,
+            &HashSet::new(),
+            100,
+        );
+        assert_eq!(
+            pairs(&got),
+            [
+                ("web".to_string(), "10.0.0.2".to_string()),
+                ("web".to_string(), "fd00:122::101".to_string()),
             ]
         );
     }

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use leasedb::{Database, DbConfig, PgStore};
-use pxe::config::{DhcpConfig, FileServiceConfig, ProxyConfig, TftpLimits};
+use pxe::config::{Dhcp6Config, DhcpConfig, FileServiceConfig, ProxyConfig, TftpLimits};
 use pxe::dhcp::server::{DhcpHandle, DhcpServer};
+use pxe::dhcp6::server::{Dhcp6Handle, Dhcp6Server};
 use pxe::http::{HttpServer, HttpStatsSnapshot};
 use pxe::saferoot::SafeRoot;
 use pxe::tftp::{TftpServer, TftpStatsSnapshot};
@@ -19,7 +20,7 @@ use tokio::task::JoinHandle;
 use super::dns::RunningDns;
 use crate::config::{DnsService, LeaseBackend, Leases, Model};
 use crate::control::protocol::{
-    DhcpStatus, FileServerStatus, NetworkLeases, RaStatus, ServerStatus,
+    Dhcp6Status, DhcpStatus, FileServerStatus, NetworkLeases, RaStatus, ServerStatus,
 };
 
 /// A file server (TFTP or HTTP) running as a task, stopped through its watch channel; `C` is
@@ -56,14 +57,18 @@ struct Wanted {
     files: Option<(FileServiceConfig, Option<u16>)>,
     ra: Option<ra::RaConfig>,
     dns: Option<DnsService>,
+    dhcp6: Option<Dhcp6Config>,
 }
 
 struct Running {
     wanted: Wanted,
     dhcp: Option<DhcpHandle>,
+    dhcp6: Option<Dhcp6Handle>,
     ra: Option<ra::RaHandle>,
     tftp: Option<FileTask<TftpStatsSnapshot>>,
     http: Option<FileTask<HttpStatsSnapshot>>,
+    tftp6: Option<FileTask<TftpStatsSnapshot>>,
+    http6: Option<FileTask<HttpStatsSnapshot>>,
     dns: Option<RunningDns>,
 }
 
@@ -89,10 +94,16 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
                     files: None,
                     ra: None,
                     dns: None,
+                    dhcp6: None,
                 },
             )
         })
         .collect();
+    for d in model.dhcp6_configs(root) {
+        if let Some(w) = out.get_mut(&d.network) {
+            w.dhcp6 = Some(d);
+        }
+    }
     for d in model.dhcp_configs(root) {
         if let Some(w) = out.get_mut(&d.network) {
             w.dhcp = Some(d);
@@ -247,6 +258,16 @@ impl Services {
                         counters: h.stats(),
                     }),
                 dns: r.dns.as_ref().map(RunningDns::status),
+                dhcp6: r
+                    .dhcp6
+                    .as_ref()
+                    .zip(r.wanted.dhcp6.as_ref())
+                    .map(|(h, cfg)| Dhcp6Status {
+                        interface: cfg.interface.clone(),
+                        counters: h.stats().snapshot(),
+                    }),
+                tftp6: r.tftp6.as_ref().map(FileTask::status),
+                http6: r.http6.as_ref().map(FileTask::status),
             })
             .collect()
     }
@@ -254,11 +275,19 @@ impl Services {
     pub fn leases(&self) -> Vec<NetworkLeases> {
         self.networks
             .iter()
-            .filter_map(|(name, r)| {
-                r.dhcp.as_ref().map(|h| NetworkLeases {
-                    network: name.clone(),
-                    leases: leases_of(h, &r.wanted),
-                })
+            .filter(|(_, r)| r.dhcp.is_some() || r.dhcp6.is_some())
+            .map(|(name, r)| NetworkLeases {
+                network: name.clone(),
+                leases: r
+                    .dhcp
+                    .as_ref()
+                    .map(|h| leases_of(h, &r.wanted))
+                    .unwrap_or_default(),
+                leases6: r
+                    .dhcp6
+                    .as_ref()
+                    .map(Dhcp6Handle::leases)
+                    .unwrap_or_default(),
             })
             .collect()
     }
@@ -307,10 +336,13 @@ async fn stop_running(r: Running, farewell: bool) {
         // The DHCP server is a blocking thread: joining it must not stall the runtime.
         let _ = tokio::task::spawn_blocking(move || d.stop()).await;
     }
-    if let Some(t) = r.tftp {
+    if let Some(d) = r.dhcp6 {
+        let _ = tokio::task::spawn_blocking(move || d.stop()).await;
+    }
+    for t in [r.tftp, r.tftp6].into_iter().flatten() {
         t.stop().await;
     }
-    if let Some(h) = r.http {
+    for h in [r.http, r.http6].into_iter().flatten() {
         h.stop().await;
     }
 }
@@ -319,9 +351,12 @@ async fn start(name: &str, w: &Wanted, database: Option<Arc<Database>>) -> Resul
     let mut running = Running {
         wanted: w.clone(),
         dhcp: None,
+        dhcp6: None,
         ra: None,
         tftp: None,
         http: None,
+        tftp6: None,
+        http6: None,
         dns: None,
     };
     // Half-started networks are stopped again: never leave a TFTP server running whose DHCP
@@ -340,39 +375,16 @@ async fn start_into(
     running: &mut Running,
 ) -> Result<()> {
     if let Some((files, http_port)) = &w.files {
-        let root = SafeRoot::new(&files.root)
-            .with_context(|| format!("boot root {}", files.root.display()))?;
-        let addr = SocketAddr::from((files.listen, 69));
-        let tftp = TftpServer::bind(addr, root, TftpLimits::default())
-            .await
-            .with_context(|| format!("TFTP on {addr}"))?;
-        let (tx, rx) = watch::channel(false);
-        let stats = tftp.stats();
-        let addr = tftp.local_addr();
-        tracing::info!(network = %name, %addr, root = %files.root.display(), "TFTP serving");
-        running.tftp = Some(FileTask {
-            addr,
-            stop: tx,
-            task: tokio::spawn(tftp.run(rx)),
-            stats: Box::new(move || stats.snapshot()),
-        });
-        if let Some(port) = http_port {
-            let addr = SocketAddr::from((files.listen, *port));
-            let root = SafeRoot::new(&files.root)
-                .with_context(|| format!("boot root {}", files.root.display()))?;
-            let http = HttpServer::bind(addr, root)
-                .await
-                .with_context(|| format!("HTTP on {addr}"))?;
-            let (tx, rx) = watch::channel(false);
-            let stats = http.stats();
-            let addr = http.local_addr();
-            tracing::info!(network = %name, %addr, "HTTP boot serving");
-            running.http = Some(FileTask {
-                addr,
-                stop: tx,
-                task: tokio::spawn(http.run(rx)),
-                stats: Box::new(move || stats.snapshot()),
-            });
+        let (tftp, http) =
+            start_files(name, files, SocketAddr::from((files.listen, 0)), *http_port).await?;
+        running.tftp = Some(tftp);
+        running.http = http;
+        if let Some(v6) = files.listen6 {
+            // PXE over IPv6: the boot file URLs of DHCPv6 name the IPv6 gateway.
+            let (tftp, http) =
+                start_files(name, files, SocketAddr::from((v6, 0)), *http_port).await?;
+            running.tftp6 = Some(tftp);
+            running.http6 = http;
         }
     }
     let started = match (&w.dhcp, &w.proxy) {
@@ -387,15 +399,21 @@ async fn start_into(
         running.dhcp = Some(handle.with_context(|| format!("{what} start"))?);
         tracing::info!(network = %name, "{what} serving");
     }
+    if let Some(cfg) = &w.dhcp6 {
+        let cfg = cfg.clone();
+        let handle = tokio::task::spawn_blocking(move || Dhcp6Server::start(cfg))
+            .await?
+            .context("DHCPv6 start")?;
+        running.dhcp6 = Some(handle);
+        tracing::info!(network = %name, "DHCPv6 serving");
+    }
     if let Some(cfg) = &w.ra {
-        if cfg.dhcp6 != ra::Dhcp6Mode::None {
-            tracing::warn!(network = %name, "[network.dhcp6] is configured and the router advertisements announce it (M/O flags), but this release serves no DHCPv6 yet");
-        }
         running.ra = Some(ra::RaServer::start(cfg.clone()));
     }
     if let Some(service) = &w.dns {
         let leases = running.dhcp.as_ref().map(DhcpHandle::leases_watch);
-        let dns = RunningDns::start(service, leases).await?;
+        let leases6 = running.dhcp6.as_ref().map(Dhcp6Handle::leases_watch);
+        let dns = RunningDns::start(service, leases, leases6).await?;
         tracing::info!(network = %name, listen = ?service.config.listen, domain = %service.config.zone.domain, "DNS serving");
         running.dns = Some(dns);
     }
@@ -422,6 +440,60 @@ async fn close_database(database: Option<(DbConfig, Arc<Database>)>) {
     if let Some((_, db)) = database {
         let _ = tokio::task::spawn_blocking(move || drop(db)).await;
     }
+}
+
+/// TFTP on `at`'s address port 69 and, with `http_port`, HTTP boot there.
+async fn start_files(
+    name: &str,
+    files: &FileServiceConfig,
+    at: SocketAddr,
+    http_port: Option<u16>,
+) -> Result<(
+    FileTask<TftpStatsSnapshot>,
+    Option<FileTask<HttpStatsSnapshot>>,
+)> {
+    let root = SafeRoot::new(&files.root)
+        .with_context(|| format!("boot root {}", files.root.display()))?;
+    let addr = SocketAddr::new(at.ip(), 69);
+    let tftp = TftpServer::bind(addr, root, TftpLimits::default())
+        .await
+        .with_context(|| format!("TFTP on {addr}"))?;
+    let (tx, rx) = watch::channel(false);
+    let stats = tftp.stats();
+    let addr = tftp.local_addr();
+    tracing::info!(network = %name, %addr, root = %files.root.display(), "TFTP serving");
+    let tftp = FileTask {
+        addr,
+        stop: tx,
+        task: tokio::spawn(tftp.run(rx)),
+        stats: Box::new(move || stats.snapshot()),
+    };
+    let Some(port) = http_port else {
+        return Ok((tftp, None));
+    };
+    let addr = SocketAddr::new(at.ip(), port);
+    let root = SafeRoot::new(&files.root)
+        .with_context(|| format!("boot root {}", files.root.display()))?;
+    let http = match HttpServer::bind(addr, root).await {
+        Ok(h) => h,
+        Err(e) => {
+            tftp.stop().await;
+            return Err(anyhow::Error::new(e).context(format!("HTTP on {addr}")));
+        }
+    };
+    let (tx, rx) = watch::channel(false);
+    let stats = http.stats();
+    let addr = http.local_addr();
+    tracing::info!(network = %name, %addr, "HTTP boot serving");
+    Ok((
+        tftp,
+        Some(FileTask {
+            addr,
+            stop: tx,
+            task: tokio::spawn(http.run(rx)),
+            stats: Box::new(move || stats.snapshot()),
+        }),
+    ))
 }
 
 /// Opens a DHCP server's sockets and starts its thread off the runtime (binding and replaying a

@@ -9,7 +9,7 @@ use hwaddr::Mac;
 use super::*;
 use crate::hostops::fake::FakeHost;
 use crate::link::{Addr, BridgeInfo};
-use crate::model::{Desired, Mode, NetworkSpec, Services};
+use crate::model::{Desired, Mode, NetworkSpec};
 use crate::plan::plan_with;
 
 const OWNED: &str = "/r/var/lib/hostagent/owned.json";
@@ -67,17 +67,8 @@ fn previously_applied() -> FakeHost {
 
 fn net(name: &str, mode: Mode, mac: u8) -> NetworkSpec {
     NetworkSpec {
-        name: name.into(),
-        mode,
-        bridge: format!("br-{name}"),
-        address: None,
-        stp: false,
-        forward_delay: 0,
         mac: Mac([0x52, 0x54, 0, 0, 0, mac]),
-        mtu: None,
-        interfaces: vec![],
-        services: Services::default(),
-        ipv6: None,
+        ..NetworkSpec::test(name, mode, &format!("br-{name}"))
     }
 }
 

@@ -46,22 +46,15 @@ fn host() -> Host {
 
 fn lab() -> NetworkSpec {
     NetworkSpec {
-        name: "lab".into(),
-        mode: Mode::Nat,
-        bridge: "br-lab".into(),
         address: Some("10.77.0.1/24".parse().unwrap()),
-        stp: false,
-        forward_delay: 0,
         mac: Mac([0x52, 0x54, 0, 0, 0, 1]),
-        mtu: None,
-        interfaces: vec![],
         services: Services {
             dhcp: true,
             tftp: true,
             http_port: Some(8069),
             dns: true,
         },
-        ipv6: None,
+        ..NetworkSpec::test("lab", Mode::Nat, "br-lab")
     }
 }
 

@@ -8,22 +8,14 @@ use crate::model::{Ipv6Spec, Mode, NetworkSpec, PortForward, PortLimit, Proto, S
 
 fn net(name: &str, mode: Mode, bridge: &str, address: Option<&str>) -> NetworkSpec {
     NetworkSpec {
-        name: name.into(),
-        mode,
-        bridge: bridge.into(),
         address: address.map(|a| a.parse().expect("test address")),
-        stp: false,
-        forward_delay: 0,
-        mac: hwaddr::Mac::derived(name),
-        mtu: None,
-        interfaces: vec![],
         services: Services {
             dhcp: true,
             tftp: true,
             http_port: Some(8069),
             dns: true,
         },
-        ipv6: None,
+        ..NetworkSpec::test(name, mode, bridge)
     }
 }
 

@@ -33,7 +33,7 @@ use crate::dhcp::wire::{self, DropReason};
 
 use delivery::{LinkSender, Sender, SERVER_PORT};
 use handler::{Handler, Outgoing};
-pub use lease_feed::{BoundLeases, LeaseFeed};
+pub use lease_feed::{BoundLeases, BoundSet, LeaseFeed, LeaseSource};
 
 /// Most packets answered per group commit.
 pub const MAX_BATCH: usize = 256;
@@ -490,7 +490,7 @@ fn serve(
     mut handler: Handler,
     sender: Sender,
     leases: Arc<LeaseView>,
-    mut feed: LeaseFeed,
+    mut feed: LeaseFeed<dyn LeaseBackend>,
     stop: Arc<AtomicBool>,
 ) {
     let network = handler.config().network.clone();

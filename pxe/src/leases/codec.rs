@@ -46,17 +46,67 @@ const KIND_DECLINE: u8 = 3;
 const KIND_LEASE_ID: u8 = 4;
 const KIND_RELEASE_ID: u8 = 5;
 
-pub(crate) fn header() -> [u8; HEADER_LEN] {
+/// One kind of journal: its header and the payloads of its records. The framing (length,
+/// checksum), replay, group commit and compaction are the same for every kind (`journal`);
+/// DHCPv4 leases are [`V4`], DHCPv6 leases `leases::v6`'s.
+pub(crate) trait Format {
+    type Record;
+    /// The file's first 8 bytes.
+    const MAGIC: &'static [u8; 8];
+    /// The version written in new headers.
+    const VERSION: u32;
+    /// The versions this release reads.
+    const READABLE_VERSIONS: &'static [u32];
+    /// No valid payload is longer: a larger length field is corruption.
+    const MAX_PAYLOAD: usize;
+    /// Appends the payload (no frame) of `record`.
+    fn payload(record: &Self::Record, out: &mut Vec<u8>);
+    /// The record of a complete payload; None when it is malformed.
+    fn parse(payload: &[u8]) -> Option<Self::Record>;
+}
+
+/// The DHCPv4 lease journal (the layout in the module docs).
+pub(crate) struct V4;
+
+impl Format for V4 {
+    type Record = Record;
+    const MAGIC: &'static [u8; 8] = MAGIC;
+    const VERSION: u32 = VERSION;
+    const READABLE_VERSIONS: &'static [u32] = &READABLE_VERSIONS;
+    const MAX_PAYLOAD: usize = MAX_PAYLOAD;
+    fn payload(record: &Record, out: &mut Vec<u8>) {
+        encode_payload(record, out)
+    }
+    fn parse(payload: &[u8]) -> Option<Record> {
+        decode_payload(payload)
+    }
+}
+
+pub(crate) fn header_of<F: Format>() -> [u8; HEADER_LEN] {
     let mut h = [0u8; HEADER_LEN];
-    h[..8].copy_from_slice(MAGIC);
-    h[8..].copy_from_slice(&VERSION.to_le_bytes());
+    h[..8].copy_from_slice(F::MAGIC);
+    h[8..].copy_from_slice(&F::VERSION.to_le_bytes());
     h
 }
 
 /// Appends one framed record to `out`.
+#[cfg(test)]
 pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
+    encode_as::<V4>(record, out)
+}
+
+/// Appends one framed record of kind `F` to `out`.
+pub(crate) fn encode_as<F: Format>(record: &F::Record, out: &mut Vec<u8>) {
     let start = out.len();
     out.extend_from_slice(&[0u8; FRAME_LEN]);
+    F::payload(record, out);
+    let len = (out.len() - start - FRAME_LEN) as u32;
+    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
+    let crc = crc32(&out[start..start + 4], &out[start + FRAME_LEN..]);
+    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
+}
+
+fn encode_payload(record: &Record, out: &mut Vec<u8>) {
     match record {
         Record::Lease(lease) => {
             out.push(if lease.client_id.is_some() {
@@ -94,10 +144,6 @@ pub(crate) fn encode(record: &Record, out: &mut Vec<u8>) {
             out.extend_from_slice(&until.to_le_bytes());
         }
     }
-    let len = (out.len() - start - FRAME_LEN) as u32;
-    out[start..start + 4].copy_from_slice(&len.to_le_bytes());
-    let crc = crc32(&out[start..start + 4], &out[start + FRAME_LEN..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// A client identifier is 2..=255 bytes by construction (`ClientId::new`).
@@ -117,8 +163,8 @@ pub fn truncate_hostname(name: &str) -> &str {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Decoded {
-    Record(Record, usize),
+pub(crate) enum Decoded<R = Record> {
+    Record(R, usize),
     /// The buffer ends inside this record (a torn append).
     Incomplete,
     /// Length out of bounds, checksum mismatch or malformed payload.
@@ -126,12 +172,18 @@ pub(crate) enum Decoded {
 }
 
 /// Decodes the record at the start of `buf`.
+#[cfg(test)]
 pub(crate) fn decode(buf: &[u8]) -> Decoded {
+    decode_as::<V4>(buf)
+}
+
+/// Decodes the record of kind `F` at the start of `buf`.
+pub(crate) fn decode_as<F: Format>(buf: &[u8]) -> Decoded<F::Record> {
     if buf.len() < FRAME_LEN {
         return Decoded::Incomplete;
     }
     let len = u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]) as usize;
-    if len == 0 || len > MAX_PAYLOAD {
+    if len == 0 || len > F::MAX_PAYLOAD {
         return Decoded::Corrupt("record length out of bounds");
     }
     let Some(payload) = buf.get(FRAME_LEN..FRAME_LEN + len) else {
@@ -141,7 +193,7 @@ pub(crate) fn decode(buf: &[u8]) -> Decoded {
     if crc != crc32(&buf[..4], payload) {
         return Decoded::Corrupt("checksum mismatch");
     }
-    match decode_payload(payload) {
+    match F::parse(payload) {
         Some(record) => Decoded::Record(record, FRAME_LEN + len),
         None => Decoded::Corrupt("malformed record payload"),
     }
@@ -189,10 +241,11 @@ fn decode_payload(p: &[u8]) -> Option<Record> {
     r.0.is_empty().then_some(record)
 }
 
-struct Reader<'a>(&'a [u8]);
+/// Reads a record payload front to back (`None` once it is short).
+pub(crate) struct Reader<'a>(pub(crate) &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub(crate) fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         if self.0.len() < n {
             return None;
         }
@@ -207,7 +260,7 @@ impl<'a> Reader<'a> {
         let b: [u8; 4] = self.take(4)?.try_into().ok()?;
         Some(Ipv4Addr::from(b))
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub(crate) fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
     fn id(&mut self) -> Option<ClientId> {

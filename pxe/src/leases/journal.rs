@@ -6,10 +6,14 @@ use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use super::codec::{self, Decoded, HEADER_LEN};
-use super::{LeaseError, LoadReport, Record};
+use super::codec::{self, Decoded, Format, HEADER_LEN, V4};
+use super::{LeaseError, LoadReport};
 
-pub(crate) struct Journal {
+/// An opened journal, the records it replayed, and what replay found.
+pub(crate) type Opened<F> = (Journal<F>, Vec<<F as Format>::Record>, LoadReport);
+
+/// A journal of records of kind `F` (DHCPv4 leases unless said otherwise).
+pub(crate) struct Journal<F: Format = V4> {
     path: PathBuf,
     file: File,
     /// Bytes known to be on stable storage: everything before this is valid records.
@@ -24,12 +28,13 @@ pub(crate) struct Journal {
     /// a crash could bring the old journal back, so appends (now going to the new one) are not
     /// acknowledged.
     rename_unsynced: bool,
+    format: std::marker::PhantomData<F>,
 }
 
-impl Journal {
+impl<F: Format> Journal<F> {
     /// Opens (creating if needed) the journal and replays it. A torn or corrupt tail is cut off
     /// so that later appends are not hidden behind it.
-    pub(crate) fn open(path: &Path) -> Result<(Journal, Vec<Record>, LoadReport), LeaseError> {
+    pub(crate) fn open(path: &Path) -> Result<Opened<F>, LeaseError> {
         let io_err = |source| LeaseError::io(path, source);
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             if !dir.exists() {
@@ -65,15 +70,16 @@ impl Journal {
         let mut records = Vec::new();
         if bytes.len() < HEADER_LEN {
             // Empty, or killed while writing the header of a new journal.
-            if bytes[..] != codec::header()[..bytes.len()] {
+            if bytes[..] != codec::header_of::<F>()[..bytes.len()] {
                 return Err(LeaseError::NotAJournal {
                     path: path.to_path_buf(),
                 });
             }
             report.dropped_bytes = bytes.len() as u64;
-            report.version = codec::VERSION;
+            report.version = F::VERSION;
             file.set_len(0).map_err(io_err)?;
-            file.write_all_at(&codec::header(), 0).map_err(io_err)?;
+            file.write_all_at(&codec::header_of::<F>(), 0)
+                .map_err(io_err)?;
             file.sync_all().map_err(io_err)?;
             sync_dir(path)?;
             let journal = Journal {
@@ -83,28 +89,29 @@ impl Journal {
                 pending: Vec::new(),
                 tail_unclean: false,
                 rename_unsynced: false,
+                format: std::marker::PhantomData,
             };
             return Ok((journal, records, report));
         }
-        if &bytes[..8] != codec::MAGIC {
+        if &bytes[..8] != F::MAGIC {
             return Err(LeaseError::NotAJournal {
                 path: path.to_path_buf(),
             });
         }
         let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
         report.version = version;
-        if !codec::READABLE_VERSIONS.contains(&version) {
+        if !F::READABLE_VERSIONS.contains(&version) {
             return Err(LeaseError::Version {
                 path: path.to_path_buf(),
                 found: version,
-                supported: codec::VERSION,
+                supported: F::VERSION,
             });
         }
 
         let mut pos = HEADER_LEN;
         let mut corrupt = None;
         while pos < bytes.len() {
-            match codec::decode(&bytes[pos..]) {
+            match codec::decode_as::<F>(&bytes[pos..]) {
                 Decoded::Record(record, used) => {
                     records.push(record);
                     pos += used;
@@ -145,12 +152,13 @@ impl Journal {
             pending: Vec::new(),
             tail_unclean: false,
             rename_unsynced: false,
+            format: std::marker::PhantomData,
         };
         Ok((journal, records, report))
     }
 
-    pub(crate) fn stage(&mut self, record: &Record) {
-        codec::encode(record, &mut self.pending);
+    pub(crate) fn stage(&mut self, record: &F::Record) {
+        codec::encode_as::<F>(record, &mut self.pending);
     }
 
     pub(crate) fn has_pending(&self) -> bool {
@@ -214,13 +222,16 @@ impl Journal {
     /// Replaces the journal with one holding exactly `live`. The old journal stays complete and
     /// authoritative until the rename, so a kill at any point loses nothing. Requires an empty
     /// pending batch (call after a successful flush).
-    pub(crate) fn compact(&mut self, live: impl Iterator<Item = Record>) -> Result<(), LeaseError> {
+    pub(crate) fn compact(
+        &mut self,
+        live: impl Iterator<Item = F::Record>,
+    ) -> Result<(), LeaseError> {
         debug_assert!(self.pending.is_empty());
         self.repair()?;
         let tmp = tmp_path(&self.path);
-        let mut buf = codec::header().to_vec();
+        let mut buf = codec::header_of::<F>().to_vec();
         for record in live {
-            codec::encode(&record, &mut buf);
+            codec::encode_as::<F>(&record, &mut buf);
         }
         let written = (|| {
             let mut f = OpenOptions::new()

@@ -1,9 +1,8 @@
 //! A network's IPv6: `address6`, `nat6`, `[network.ra]` and `[network.dhcp6]`, and the rule
 //! between networks (prefixes do not overlap).
 //!
-//! `[network.dhcp6]` is validated and kept in the model now because the router advertisement's
-//! M and O flags depend on it (`range`: stateful, M and O; no range: stateless, O); the DHCPv6
-//! server itself is not part of this release.
+//! `[network.dhcp6]` is validated in `validate::dhcp6`; the router advertisement's M and O flags
+//! depend on it (addresses to hand out: stateful, M and O; none: stateless, O).
 
 use std::net::Ipv6Addr;
 use std::ops::Range;
@@ -12,7 +11,7 @@ use std::time::Duration;
 use ipnet::Ipv6Net;
 
 use super::super::checks::{self, Bad};
-use super::super::model::{Dhcp6, Ipv6, Mode, Network};
+use super::super::model::{Ipv6, Mode, Network};
 use super::super::units::parse_duration;
 use super::super::wire::{self, S};
 use super::network::Marks;
@@ -81,7 +80,7 @@ pub(super) fn ipv6(c: &mut Checker, w: &wire::Network, mode: Option<Mode>) -> Op
     let dhcp6 = w
         .dhcp6
         .as_ref()
-        .and_then(|d| dhcp6(c, d.get_ref(), address));
+        .and_then(|d| super::dhcp6::dhcp6(c, d.get_ref(), address));
     if c.problems.len() != before {
         return None;
     }
@@ -193,65 +192,6 @@ fn ra(c: &mut Checker, w: Option<&S<wire::NetworkRa>>) -> Option<Option<ra::Inte
         .map_or(w.span(), |s| s.span());
     let intervals = c.check(span, intervals)?;
     Some((r.enable != Some(false)).then_some(intervals))
-}
-
-fn dhcp6(c: &mut Checker, d: &wire::NetworkDhcp6, address: Option<Ipv6Net>) -> Option<Dhcp6> {
-    let Some(r) = &d.range else {
-        return Some(Dhcp6 { range: None });
-    };
-    let example = address.map_or("fd00:122::100-fd00:122::1ff".to_string(), |a| {
-        let base = u128::from(a.network());
-        format!(
-            "{}-{}",
-            Ipv6Addr::from(base + 0x100),
-            Ipv6Addr::from(base + 0x1ff)
-        )
-    });
-    let syntax = || {
-        checks::bad(
-            format!(
-                "\"{}\" is not an IPv6 address range",
-                r.get_ref().escape_debug()
-            ),
-            format!("write FIRST-LAST with two IPv6 addresses, e.g. \"{example}\""),
-        )
-    };
-    let parsed = r
-        .get_ref()
-        .split_once('-')
-        .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)))
-        .ok_or_else(syntax);
-    let (first, last): (Ipv6Addr, Ipv6Addr) = c.check(r.span(), parsed)?;
-    let Some(address) = address else {
-        return Some(Dhcp6 {
-            range: Some((first, last)),
-        });
-    };
-    let prefix = address.trunc();
-    let placed = if first > last {
-        Err(checks::bad(
-            format!("range {first}-{last} ends before it starts"),
-            format!("write the lower address first, e.g. \"{example}\""),
-        ))
-    } else if !prefix.contains(&first) || !prefix.contains(&last) {
-        Err(checks::bad(
-            format!("range {first}-{last} is not inside the prefix {prefix}"),
-            format!("use addresses of the network's prefix, e.g. \"{example}\""),
-        ))
-    } else if (first..=last).contains(&address.addr()) {
-        Err(checks::bad(
-            format!(
-                "range {first}-{last} covers the gateway address {}",
-                address.addr()
-            ),
-            format!("leave the gateway out, e.g. \"{example}\""),
-        ))
-    } else {
-        Ok(Dhcp6 {
-            range: Some((first, last)),
-        })
-    };
-    c.check(r.span(), placed)
 }
 
 /// Between networks: IPv6 prefixes must not overlap (the host would not know which bridge a

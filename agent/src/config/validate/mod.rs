@@ -3,6 +3,7 @@
 
 mod across;
 mod dhcp;
+mod dhcp6;
 mod dns;
 mod firewall;
 mod forward;

@@ -65,7 +65,7 @@ fn requests_are_one_known_command_and_nothing_else() {
         "\u{0}\u{1}",
         "",
     ] {
-        let Err(Response::Error(ErrorReply { error })) = parse_request(garbage) else {
+        let Err(ErrorReply { error }) = parse_request(garbage) else {
             panic!("{garbage:?} accepted");
         };
         assert!(
@@ -137,6 +137,9 @@ fn each_reply_reads_back_as_the_type_the_client_asked_for() {
                 },
             }),
             http: None,
+            dhcp6: None,
+            tftp6: None,
+            http6: None,
             ra: Some(RaStatus {
                 interface: "br-lab".into(),
                 counters: ra::RaStatsSnapshot {
@@ -180,6 +183,7 @@ fn each_reply_reads_back_as_the_type_the_client_asked_for() {
         leases: vec![NetworkLeases {
             network: "lab".into(),
             leases: vec![lease()],
+            leases6: Vec::new(),
         }],
     };
     let line = wire(&Response::Leases(leases.clone()));
@@ -212,6 +216,7 @@ fn leases_and_guests_write_a_mac_the_same_way() {
             leases: vec![NetworkLeases {
                 network: "lab".into(),
                 leases: vec![lease()],
+                leases6: Vec::new(),
             }],
         }
         .leases,

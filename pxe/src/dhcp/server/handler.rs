@@ -134,7 +134,7 @@ impl Handler {
         self.limiter.tracked()
     }
 
-    pub fn pool(&self) -> &dyn LeaseBackend {
+    pub fn pool(&self) -> &(dyn LeaseBackend + 'static) {
         self.pool.as_ref()
     }
 

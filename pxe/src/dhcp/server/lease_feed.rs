@@ -13,12 +13,15 @@
 //! - At most one set per [`PUBLISH_EVERY`]: a storm of thousands of ACKs costs a few copies a
 //!   second, not one per batch. A change is never lost, only coalesced.
 //! - Nothing is copied while nobody holds a receiver.
+//!
+//! The DHCPv6 server publishes its leases the same way ([`LeaseSource`] is what a feed reads).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+use crate::dhcp::pool::Pool;
 use crate::dhcp::store::{LeaseBackend, StoreError};
 use crate::leases::Lease;
 
@@ -26,17 +29,65 @@ use crate::leases::Lease;
 pub const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 /// One published set of bound leases.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct BoundLeases {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BoundSet<L> {
     /// Unix seconds the set was taken at: every lease here expires after it.
     pub at: u64,
     /// Sorted by address.
-    pub leases: Vec<Lease>,
+    pub leases: Vec<L>,
+}
+
+impl<L> Default for BoundSet<L> {
+    fn default() -> Self {
+        BoundSet {
+            at: 0,
+            leases: Vec::new(),
+        }
+    }
+}
+
+/// The DHCPv4 server's sets.
+pub type BoundLeases = BoundSet<Lease>;
+
+/// What a feed publishes from: a lease table with a generation that moves on every change.
+pub trait LeaseSource {
+    type Lease: Clone + Send + Sync + 'static;
+    fn generation(&self) -> u64;
+    /// Unexpired leases at `now`, sorted by address; Err when they cannot be read now.
+    fn leases_at(&self, now: u64) -> Result<Vec<Self::Lease>, StoreError>;
+    fn expires(lease: &Self::Lease) -> u64;
+}
+
+impl LeaseSource for Pool {
+    type Lease = Lease;
+    fn generation(&self) -> u64 {
+        Pool::generation(self)
+    }
+    fn leases_at(&self, now: u64) -> Result<Vec<Lease>, StoreError> {
+        Ok(Pool::leases_at(self, now))
+    }
+    fn expires(lease: &Lease) -> u64 {
+        lease.expires
+    }
+}
+
+/// The DHCPv4 server's store, whichever it is (journal or shared database).
+impl LeaseSource for dyn LeaseBackend {
+    type Lease = Lease;
+    fn generation(&self) -> u64 {
+        LeaseBackend::generation(self)
+    }
+    fn leases_at(&self, now: u64) -> Result<Vec<Lease>, StoreError> {
+        LeaseBackend::leases_at(self, now)
+    }
+    fn expires(lease: &Lease) -> u64 {
+        lease.expires
+    }
 }
 
 /// The publishing side, owned by the server thread.
-pub struct LeaseFeed {
-    tx: watch::Sender<Arc<BoundLeases>>,
+pub struct LeaseFeed<P: LeaseSource + ?Sized = Pool> {
+    tx: watch::Sender<Arc<BoundSet<P::Lease>>>,
     /// Pool generation of the last set.
     generation: u64,
     /// Earliest expiry in the last set (u64::MAX when it was empty).
@@ -46,10 +97,10 @@ pub struct LeaseFeed {
     stale: bool,
 }
 
-impl LeaseFeed {
-    pub fn new(pool: &dyn LeaseBackend, now: u64) -> LeaseFeed {
+impl<P: LeaseSource + ?Sized> LeaseFeed<P> {
+    pub fn new(pool: &P, now: u64) -> LeaseFeed<P> {
         let set = snapshot(pool, now).unwrap_or_default();
-        let next_expiry = earliest(&set);
+        let next_expiry = earliest::<P>(&set);
         let (tx, _) = watch::channel(Arc::new(set));
         LeaseFeed {
             tx,
@@ -61,13 +112,13 @@ impl LeaseFeed {
     }
 
     /// A receiver of the sets; it sees the current one at once.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<BoundLeases>> {
+    pub fn subscribe(&self) -> watch::Receiver<Arc<BoundSet<P::Lease>>> {
         self.tx.subscribe()
     }
 
     /// Publish a new set if the leases changed or one expired, and the last set is at least
     /// [`PUBLISH_EVERY`] old. Returns whether it published.
-    pub fn update(&mut self, pool: &dyn LeaseBackend, now: u64) -> bool {
+    pub fn update(&mut self, pool: &P, now: u64) -> bool {
         let changed = pool.generation() != self.generation || now >= self.next_expiry;
         if self.tx.receiver_count() == 0 {
             // Nobody listens: remember to catch up, copy nothing. Receivers only come from
@@ -83,7 +134,7 @@ impl LeaseFeed {
             return false;
         };
         self.generation = generation;
-        self.next_expiry = earliest(&set);
+        self.next_expiry = earliest::<P>(&set);
         self.last = Some(Instant::now());
         self.stale = false;
         self.tx.send_replace(Arc::new(set));
@@ -91,17 +142,13 @@ impl LeaseFeed {
     }
 }
 
-fn snapshot(pool: &dyn LeaseBackend, now: u64) -> Result<BoundLeases, StoreError> {
-    Ok(BoundLeases {
+fn snapshot<P: LeaseSource + ?Sized>(pool: &P, now: u64) -> Result<BoundSet<P::Lease>, StoreError> {
+    Ok(BoundSet {
         at: now,
         leases: pool.leases_at(now)?,
     })
 }
 
-fn earliest(set: &BoundLeases) -> u64 {
-    set.leases
-        .iter()
-        .map(|l| l.expires)
-        .min()
-        .unwrap_or(u64::MAX)
+fn earliest<P: LeaseSource + ?Sized>(set: &BoundSet<P::Lease>) -> u64 {
+    set.leases.iter().map(P::expires).min().unwrap_or(u64::MAX)
 }
