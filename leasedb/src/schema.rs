@@ -114,15 +114,16 @@ pub fn migrate_to(
 
 /// The version the database is at (0: no schema yet).
 pub fn version(client: &mut impl GenericClient) -> Result<u32, DbError> {
+    let failed = |source| DbError::Schema {
+        what: "read the schema version".into(),
+        source,
+    };
     let exists: bool = client
         .query_one(
             "SELECT to_regclass('hostagent.schema_migrations') IS NOT NULL",
             &[],
         )
-        .map_err(|source| DbError::Schema {
-            what: "read the schema version".into(),
-            source,
-        })?
+        .map_err(failed)?
         .get(0);
     if !exists {
         return Ok(0);
@@ -132,10 +133,7 @@ pub fn version(client: &mut impl GenericClient) -> Result<u32, DbError> {
             "SELECT COALESCE(max(version), 0) FROM hostagent.schema_migrations",
             &[],
         )
-        .map_err(|source| DbError::Schema {
-            what: "read the schema version".into(),
-            source,
-        })?
+        .map_err(failed)?
         .get(0);
     Ok(v.max(0) as u32)
 }

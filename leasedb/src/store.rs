@@ -55,6 +55,8 @@ pub struct PgStore {
     leases_changed: bool,
     /// The network's rows and this agent's reservations are in the database.
     prepared: bool,
+    /// The address offered last: the search for a free one goes on after it (see `offer4`).
+    last_offer: Option<Ipv4Addr>,
     /// While the database is away: no attempt before this.
     retry_at: Cell<Option<Instant>>,
     /// This agent's committed lease changes plus every NOTIFY for the network.
@@ -88,6 +90,7 @@ impl PgStore {
             leases_changed: false,
             prepared: false,
             retry_at: Cell::new(None),
+            last_offer: None,
             generation,
             _listener: listener,
         };
@@ -137,6 +140,12 @@ impl PgStore {
             )
             .map_err(DbError::query("create the network's address rows"))?
             .get(0);
+        if added > 0 {
+            // The planner's statistics of a table that just grew by a whole range: without them
+            // it scans the table for every offer until autovacuum gets to it.
+            conn.batch_execute("ANALYZE hostagent.lease4")
+                .map_err(DbError::query("analyze the address rows"))?;
+        }
         let macs: Vec<String> = n.reservations.iter().map(|(m, _)| m.to_string()).collect();
         let ips: Vec<IpAddr> = n.reservations.iter().map(|(_, i)| IpAddr::V4(*i)).collect();
         let agent = self.db.agent();
@@ -315,9 +324,10 @@ impl LeaseBackend for PgStore {
         let mac = client.mac.to_string();
         let requested = requested.map(IpAddr::V4);
         let (n, agent) = (self.net.clone(), self.agent());
+        let after = self.last_offer.map(IpAddr::V4);
         let ip: Option<IpAddr> = self.call("offer an address (offer4)", |c| {
             Ok(c.query_typed_one(
-                "SELECT hostagent.offer4($1, $2, $3::macaddr, $4, $5, $6, $7, $8, $9, $10)",
+                "SELECT hostagent.offer4($1, $2, $3::macaddr, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
                     (&n.name, Type::TEXT),
                     (&key, Type::BYTEA),
@@ -329,14 +339,19 @@ impl LeaseBackend for PgStore {
                     (&n.server, Type::INET),
                     (&secs(OFFER_HOLD_SECS), Type::INT8),
                     (&agent, Type::TEXT),
+                    (&after, Type::INET),
                 ],
             )?
             .get(0))
         })?;
-        Ok(match ip {
+        let ip = match ip {
             Some(IpAddr::V4(ip)) => Some(ip),
             _ => None,
-        })
+        };
+        if ip.is_some() {
+            self.last_offer = ip;
+        }
+        Ok(ip)
     }
 
     fn request(

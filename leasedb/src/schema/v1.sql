@@ -32,8 +32,11 @@ CREATE INDEX lease4_by_client ON hostagent.lease4 (network, client) WHERE client
 CREATE INDEX lease4_by_hold ON hostagent.lease4 (network, hold_client) WHERE hold_client IS NOT NULL;
 -- The candidates for a new client: never leased (or given back), lowest first ...
 CREATE INDEX lease4_free ON hostagent.lease4 (network, ip) WHERE client IS NULL;
--- ... then the leases that ended longest ago.
-CREATE INDEX lease4_by_expiry ON hostagent.lease4 (network, expires) WHERE client IS NOT NULL;
+-- ... then the leases that ended longest ago. Not partial on `client IS NOT NULL` like
+-- lease4_by_client: with the statistics of a fresh range (every client NULL) the planner costs
+-- two such partial indexes alike and looked clients up through this one, reading every lease.
+-- It is only walked when no address is free, so the free rows' expires = 0 cost little.
+CREATE INDEX lease4_by_expiry ON hostagent.lease4 (network, expires);
 
 -- Static reservations, as each agent's config has them (set_reservations4 replaces an agent's
 -- own rows at start). Every agent honours every agent's: a reserved address goes to nobody
@@ -82,17 +85,21 @@ END
 $$;
 
 -- The address to offer a client, held for it for p_hold seconds; NULL when nothing is free.
--- In order: its reservation (any agent's); its lease, what is held for it, or what it asked for,
--- if still available to it; the lowest address nobody holds; the address whose lease ended
--- longest ago. Candidates another transaction has locked are skipped (SKIP LOCKED): two agents
--- offering at the same moment take different rows instead of waiting for each other, and
--- neither sees the other's uncommitted hold as free. An address another agent holds for this
--- client (both saw its DISCOVER) is offered as it is, without locking its row: that agent's
--- batch may be granting it right now, and taking its lock here would make that batch wait for
--- this one (and two agents doing so to each other deadlock).
+-- In order: its reservation (any agent's); its lease, what this agent holds for it, or what it
+-- asked for, if still available to it; what another agent holds for it; the next address
+-- nobody holds after p_after (the one this agent offered last; from the start of the range
+-- when NULL, and again from the start when nothing is free after it); the address whose lease
+-- ended longest ago. Every candidate is found through an index: the client's, the hold's, the
+-- primary key, the free addresses' (walking on from p_after instead of from the lowest address
+-- again, past every address just held or leased). Candidates another transaction has locked
+-- are skipped (SKIP LOCKED): two agents offering at the same moment take different rows instead
+-- of waiting for each other, and neither sees the other's uncommitted hold as free. An address
+-- another agent holds for this client (both saw its DISCOVER) is offered as it is, without
+-- locking its row: that agent's batch may be granting it right now, and taking its lock here
+-- would make that batch wait for this one (and two agents doing so to each other deadlock).
 CREATE FUNCTION hostagent.offer4(p_network text, p_key bytea, p_mac macaddr, p_requested inet,
                                  p_now bigint, p_first inet, p_last inet, p_server inet,
-                                 p_hold bigint, p_agent text)
+                                 p_hold bigint, p_agent text, p_after inet)
 RETURNS inet
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -106,20 +113,39 @@ BEGIN
         RETURN v_ip;
     END IF;
 
+    -- Its own lease (expired or not), unless someone else holds it now.
     SELECT l.ip INTO v_ip FROM hostagent.lease4 l
-     WHERE l.network = p_network
-       AND (l.client = p_key OR (l.hold_client = p_key AND l.hold_agent = p_agent)
-            OR l.ip = p_requested)
+     WHERE l.network = p_network AND l.client = p_key
        AND l.ip BETWEEN p_first AND p_last AND l.ip <> p_server
        AND l.quarantine_until <= p_now
        AND (l.hold_client IS NULL OR l.hold_client = p_key OR l.hold_until <= p_now)
-       AND (l.client IS NULL OR l.client = p_key OR l.expires <= p_now)
        AND NOT EXISTS (SELECT 1 FROM hostagent.reservation4 r
                         WHERE r.network = p_network AND r.ip = l.ip)
-     ORDER BY (l.client IS NOT DISTINCT FROM p_key) DESC,
-              (l.hold_client IS NOT DISTINCT FROM p_key) DESC
      LIMIT 1
      FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+        -- What this agent holds for it (a retransmitted DISCOVER).
+        SELECT l.ip INTO v_ip FROM hostagent.lease4 l
+         WHERE l.network = p_network AND l.hold_client = p_key AND l.hold_agent = p_agent
+           AND l.ip BETWEEN p_first AND p_last AND l.ip <> p_server
+           AND l.quarantine_until <= p_now
+           AND (l.client IS NULL OR l.client = p_key OR l.expires <= p_now)
+           AND NOT EXISTS (SELECT 1 FROM hostagent.reservation4 r
+                            WHERE r.network = p_network AND r.ip = l.ip)
+         LIMIT 1
+         FOR UPDATE SKIP LOCKED;
+    END IF;
+    IF NOT FOUND AND p_requested IS NOT NULL THEN
+        SELECT l.ip INTO v_ip FROM hostagent.lease4 l
+         WHERE l.network = p_network AND l.ip = p_requested
+           AND l.ip BETWEEN p_first AND p_last AND l.ip <> p_server
+           AND l.quarantine_until <= p_now
+           AND (l.hold_client IS NULL OR l.hold_client = p_key OR l.hold_until <= p_now)
+           AND (l.client IS NULL OR l.client = p_key OR l.expires <= p_now)
+           AND NOT EXISTS (SELECT 1 FROM hostagent.reservation4 r
+                            WHERE r.network = p_network AND r.ip = l.ip)
+         FOR UPDATE SKIP LOCKED;
+    END IF;
 
     IF NOT FOUND THEN
         SELECT l.ip INTO v_ip FROM hostagent.lease4 l
@@ -136,6 +162,19 @@ BEGIN
         IF FOUND THEN
             RETURN v_ip;
         END IF;
+    END IF;
+
+    IF NOT FOUND AND p_after IS NOT NULL THEN
+        SELECT l.ip INTO v_ip FROM hostagent.lease4 l
+         WHERE l.network = p_network AND l.client IS NULL
+           AND l.ip > p_after AND l.ip <= p_last AND l.ip <> p_server
+           AND l.quarantine_until <= p_now
+           AND (l.hold_client IS NULL OR l.hold_until <= p_now)
+           AND NOT EXISTS (SELECT 1 FROM hostagent.reservation4 r
+                            WHERE r.network = p_network AND r.ip = l.ip)
+         ORDER BY l.ip
+         LIMIT 1
+         FOR UPDATE SKIP LOCKED;
     END IF;
 
     IF NOT FOUND THEN
