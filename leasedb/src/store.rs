@@ -28,6 +28,9 @@ use pxe::dhcp::store::{LeaseBackend, StoreError, StoreHealth};
 use crate::database::{Conn, Database, DbError};
 use crate::listen::Listener;
 
+/// Longest a network's preparation (its range's rows, its reservations) may take.
+const PREPARE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// How often an unreachable database is tried again.
 pub const RETRY_EVERY: Duration = Duration::from_secs(1);
 
@@ -129,6 +132,17 @@ impl PgStore {
     /// that disagree.
     fn prepare(&self, conn: &mut Conn) -> Result<(), DbError> {
         let n = &self.net;
+        let mut conn = conn
+            .transaction()
+            .map_err(DbError::query("begin preparing the network"))?;
+        // A whole range's rows at once (65,024 for a /16) can take longer than `timeout` on a
+        // busy server; failing here would fail again at every retry, and the network would
+        // never be served.
+        conn.batch_execute(&format!(
+            "SET LOCAL statement_timeout = {}",
+            PREPARE_TIMEOUT.as_millis()
+        ))
+        .map_err(DbError::query("begin preparing the network"))?;
         let added: i64 = conn
             .query_typed_one(
                 "SELECT hostagent.prepare4($1, $2, $3)",
@@ -165,6 +179,8 @@ impl PgStore {
             let (other, mac, ip): (String, String, IpAddr) = (row.get(0), row.get(1), row.get(2));
             tracing::warn!(network = %n.name, agent = %other, %mac, %ip, "another agent's reservation disagrees with this agent's: both are honoured; make the configs agree");
         }
+        conn.commit()
+            .map_err(DbError::query("commit the network's rows and reservations"))?;
         tracing::info!(network = %n.name, location = %self.db.location(), agent, new_addresses = added, reservations = n.reservations.len(), "lease database ready");
         Ok(())
     }

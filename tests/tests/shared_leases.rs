@@ -19,6 +19,7 @@ const DB: &str = "hostagent";
 const PREFIX: &str = "/22";
 const RANGE: &str = "10.90.1.0-10.90.3.250";
 
+/// The cluster, logging lock waits and slow statements (its log is in the failure messages).
 fn database() -> PgCluster {
     let pg = PgCluster::start();
     pg.create_db(DB);
