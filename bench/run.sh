@@ -6,7 +6,7 @@
 #                                file; exits non-zero on a wrong answer. What CI runs.
 #
 # Everything runs inside network namespaces this script creates; they are deleted on exit, also on
-# failure or Ctrl-C. Env: BENCH_SECTIONS=memory,apply,dhcp,tftp,http,dns,storm,profile (a subset);
+# failure or Ctrl-C. Env: BENCH_SECTIONS=memory,apply,dhcp,leasedb,tftp,http,dns,storm,profile (a subset);
 # BENCH_HOSTAGENT=/path/to/hostagent (prebuilt, dhcp-flood beside it) skips the cargo build.
 set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "bench/run.sh: run as root (namespaces, ports 53 and 67)" >&2; exit 1; }
