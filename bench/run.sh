@@ -6,7 +6,7 @@
 #                                file; exits non-zero on a wrong answer. What CI runs.
 #
 # Everything runs inside network namespaces this script creates; they are deleted on exit, also on
-# failure or Ctrl-C. Env: BENCH_SECTIONS=memory,memory_guests,apply,dhcp,dhcp6,tftp,http,dns,storm,profile
+# failure or Ctrl-C. Env: BENCH_SECTIONS=memory,memory_guests,apply,dhcp,dhcp6,leasedb,tftp,http,dns,storm,profile
 # (a subset, reported to a temp file, not BENCHMARKS.md);
 # BENCH_HOSTAGENT=/path/to/hostagent (prebuilt; dhcp-flood, dhcp-load and udp-pingpong beside it)
 # skips the cargo build.

@@ -17,7 +17,8 @@ tests=(busybox-static isc-dhcp-client atftp curl cpio gzip tcpdump bind9-dnsutil
        pxelinux syslinux-common shim-signed grub-efi-amd64-signed debian-installer-12-netboot-amd64
        qemu-system-arm qemu-efi-aarch64 ndisc6
        qemu-system-x86 ovmf ipxe-qemu
-       libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils)
+       libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils
+       postgresql)
 # Commands the suite runs, with the package that ships each: a package can be "installed" and
 # still lack the file (a diverted or half-removed package), so the files are checked too.
 runtime_cmds=(nft:nftables ip:iproute2 modprobe:kmod sysctl:procps)
@@ -29,7 +30,7 @@ test_cmds=(busybox:busybox-static dhclient:isc-dhcp-client atftp:atftp curl:curl
            libvirtd:libvirt-daemon virsh:libvirt-clients)
 # The peers and tools of the benchmark harness (bench/run.sh); --profile adds perf.
 bench=(kea-dhcp4-server kea-dhcp6-server kea-admin dnsmasq-base tftpd-hpa atftp curl hyperfine busybox-static
-       iproute2 python3 dnsperf)
+       iproute2 python3 dnsperf postgresql)
 bench_cmds=(perfdhcp:kea-admin kea-dhcp4:kea-dhcp4-server kea-dhcp6:kea-dhcp6-server in.tftpd:tftpd-hpa hyperfine:hyperfine
             dnsperf:dnsperf python3:python3)
 want=("${runtime[@]}" "${build[@]}")
@@ -55,13 +56,19 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt=(apt-get -o DPkg::Lock::Timeout=600 -y -qq --no-install-recommends)
   "${apt[@]}" update
-  # The tests run firewalld only inside their own namespace, on a private D-Bus. Installing the
-  # package must not start it on this host (it would apply its default zone to the host's own
-  # interfaces): while apt runs, a policy-rc.d refuses every service start, as in a container
-  # build; on a systemd host the unit is then disabled so it does not start at the next boot.
+  # The tests run firewalld only inside their own namespace, on a private D-Bus, and PostgreSQL
+  # only as a private cluster in a temporary directory (testkit::PgCluster). Installing the
+  # packages must not start them on this host (firewalld would apply its default zone to the
+  # host's own interfaces; postgresql would start the machine's own cluster): while apt runs, a
+  # policy-rc.d refuses every service start, as in a container build; on a systemd host the
+  # units are then disabled so they do not start at the next boot.
   firewalld_new=0
   installed firewalld || firewalld_new=1
-  if [ $firewalld_new = 1 ] && printf '%s\n' "${want[@]}" | grep -qx firewalld && [ ! -e /usr/sbin/policy-rc.d ]; then
+  postgresql_new=0
+  installed postgresql || postgresql_new=1
+  wants() { printf '%s\n' "${want[@]}" | grep -qx "$1"; }
+  if { { [ $firewalld_new = 1 ] && wants firewalld; } || { [ $postgresql_new = 1 ] && wants postgresql; }; } \
+     && [ ! -e /usr/sbin/policy-rc.d ]; then
     printf '#!/bin/sh\n# hostagent install-deps.sh: no service starts while it installs\nexit 101\n' > /usr/sbin/policy-rc.d
     chmod 0755 /usr/sbin/policy-rc.d
     trap 'rm -f /usr/sbin/policy-rc.d' EXIT
@@ -88,6 +95,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   if [ $firewalld_new = 1 ] && installed firewalld && [ -d /run/systemd/system ]; then
     systemctl disable firewalld.service >/dev/null 2>&1 || true
     echo "install-deps.sh: firewalld installed for the tests, not started and disabled on this host"
+  fi
+  if [ $postgresql_new = 1 ] && installed postgresql && [ -d /run/systemd/system ]; then
+    systemctl disable postgresql.service >/dev/null 2>&1 || true
+    echo "install-deps.sh: postgresql installed for the tests, its own cluster not started and disabled"
   fi
 fi
 

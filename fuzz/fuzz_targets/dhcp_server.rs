@@ -195,7 +195,10 @@ fuzz_target!(|data: &[u8]| {
         packets.len() as u64
     );
 
-    let leases = handler.pool().leases_at(now);
+    let leases = handler
+        .pool()
+        .leases_at(now)
+        .expect("the journal's leases are in memory: reading them cannot fail");
     let mut holder: HashMap<Ipv4Addr, pxe::config::Mac> = HashMap::new();
     for l in &leases {
         if let Some(other) = holder.insert(l.ip, l.mac) {

@@ -65,6 +65,7 @@ fn feed_leases(h: &QueryHandler, raw: &[u8]) {
             expires: if i % 4 == 3 { now - 1 } else { now + 3600 },
             hostname: (!name.is_empty()).then(|| String::from_utf8_lossy(name).into_owned()),
             client_id: None,
+            agent: None,
         })
         .collect();
     let store = h.records();

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Mac;
 pub use client::{Client, ClientId, ClientKey, MAX_CLIENT_ID};
-pub(crate) use codec::truncate_hostname;
+pub use codec::truncate_hostname;
 use holdings::{Held, Holdings};
 use journal::Journal;
 
@@ -44,6 +44,11 @@ pub struct Lease {
     /// Option 61 as the client sent it, when it sent a usable one (see [`ClientKey`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<ClientId>,
+    /// The agent that granted or last renewed it, where a store shared by several agents says
+    /// (`[leases] agent`); None in the journal, whose leases are all its own agent's. Not part of
+    /// the journal's records.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
 }
 
 impl Lease {
@@ -301,6 +306,7 @@ mod tests {
             expires,
             hostname: None,
             client_id: None,
+            agent: None,
         })
     }
 

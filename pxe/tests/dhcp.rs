@@ -308,7 +308,11 @@ fn full_exchange_discover_request_renew_inform_release() {
             .bytes()
     )
     .is_none());
-    assert!(h.pool().leases_at(NOW).is_empty());
+    assert!(h
+        .pool()
+        .leases_at(NOW)
+        .expect("the journal answers")
+        .is_empty());
     assert!(Pool::open(pool_config(&cfg))
         .unwrap()
         .leases_at(NOW)

@@ -57,7 +57,8 @@ fn client_id_keeps_its_address_on_a_new_chaddr_and_reservations_still_match_the_
     let id = ClientId::new(&DUID).unwrap();
     let held = h
         .pool()
-        .lease_for(Client::new(nic_b.into(), Some(id.clone())));
+        .lease_for(&Client::new(nic_b.into(), Some(id.clone())))
+        .expect("the journal answers");
     assert_eq!(
         held.as_ref().map(|l| (l.ip, l.mac)),
         Some((x, nic_b.into()))

@@ -405,6 +405,7 @@ fn journal_with_boundaries(path: &Path) -> (Vec<u8>, Vec<u64>, Vec<Record>) {
             expires: T0 + 10,
             hostname: Some("alpha".into()),
             client_id: None,
+            agent: None,
         }),
         Record::Lease(Lease {
             mac: mac(2),
@@ -412,6 +413,7 @@ fn journal_with_boundaries(path: &Path) -> (Vec<u8>, Vec<u64>, Vec<Record>) {
             expires: T0 + 20,
             hostname: None,
             client_id: None,
+            agent: None,
         }),
         Record::Lease(Lease {
             mac: mac(1),
@@ -419,6 +421,7 @@ fn journal_with_boundaries(path: &Path) -> (Vec<u8>, Vec<u64>, Vec<Record>) {
             expires: T0 + 30,
             hostname: Some("alpha".into()),
             client_id: None,
+            agent: None,
         }),
         Record::Decline {
             ip: ip(13),
@@ -434,6 +437,7 @@ fn journal_with_boundaries(path: &Path) -> (Vec<u8>, Vec<u64>, Vec<Record>) {
             expires: T0 + 40,
             hostname: Some("γάμμα".into()),
             client_id: None,
+            agent: None,
         }),
     ];
     let (mut store, _) = LeaseStore::open(path).unwrap();
@@ -506,6 +510,7 @@ fn journal_cut_at_every_byte_loads_exactly_the_complete_records() {
             expires: T0,
             hostname: None,
             client_id: None,
+            agent: None,
         }));
         store.flush().unwrap();
         drop(store);

@@ -15,6 +15,8 @@
 //! - [`tftp`], [`http`]: raw clients that show single packets and answers.
 //! - [`dns`]: `dig` with its answer parsed, a guest's libc resolver through a resolv.conf of the
 //!   test's, and dnsmasq as an upstream resolver.
+//! - [`postgres`]: a private PostgreSQL cluster on a unix socket in a temporary directory (the
+//!   lease database tests of `leasedb/tests` and `tests/`).
 //! - [`sock`]: TCP/UDP echo servers that record their peers, and clients whose sockets live in a
 //!   namespace.
 
@@ -23,11 +25,13 @@ pub mod dhcp_client;
 pub mod dns;
 pub mod http;
 pub mod netns;
+pub mod postgres;
 pub mod process;
 pub mod sock;
 pub mod tftp;
 pub mod wait;
 
 pub use netns::{Entered, Netns};
+pub use postgres::PgCluster;
 pub use process::{run_ok, sha256, stderr, stdout};
 pub use wait::{wait_for, wait_until};

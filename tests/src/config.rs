@@ -43,6 +43,7 @@ pub struct Config {
     libvirt_pool: Option<String>,
     libvirt_hosts: Vec<(String, String)>,
     coexist: Option<String>,
+    leases: Option<Leases>,
     networks: Vec<Network>,
     guests: Vec<Guest>,
 }
@@ -58,9 +59,16 @@ impl Config {
             libvirt_pool: None,
             libvirt_hosts: Vec::new(),
             coexist: None,
+            leases: None,
             networks: Vec::new(),
             guests: Vec::new(),
         }
+    }
+
+    /// `[leases]`.
+    pub fn leases(mut self, l: Leases) -> Config {
+        self.leases = Some(l);
+        self
     }
 
     /// `[firewall] coexist` ("auto" or "off").
@@ -134,6 +142,9 @@ impl Display for Config {
         if let Some(c) = &self.coexist {
             writeln!(f, "\n[firewall]\ncoexist = {}", quoted(c))?;
         }
+        if let Some(l) = &self.leases {
+            write!(f, "\n{l}")?;
+        }
         if self.libvirt.is_some() || self.libvirt_pool.is_some() {
             writeln!(f, "\n[libvirt]")?;
         }
@@ -159,6 +170,57 @@ impl Display for Config {
         }
         for g in &self.guests {
             write!(f, "\n{g}")?;
+        }
+        Ok(())
+    }
+}
+
+/// `[leases]`: where the DHCP servers keep their leases, and the agent's name there.
+#[derive(Debug, Clone, Default)]
+pub struct Leases {
+    backend: Option<String>,
+    url: Option<String>,
+    agent: Option<String>,
+    connect_timeout: Option<String>,
+    timeout: Option<String>,
+}
+
+impl Leases {
+    /// `backend = "postgres"` with `url`.
+    pub fn postgres(url: &str) -> Leases {
+        Leases {
+            backend: Some("postgres".into()),
+            url: Some(url.to_string()),
+            ..Leases::default()
+        }
+    }
+
+    pub fn agent(mut self, name: &str) -> Leases {
+        self.agent = Some(name.to_string());
+        self
+    }
+
+    /// `connect_timeout` and `timeout` ("1s").
+    pub fn timeouts(mut self, connect: &str, statement: &str) -> Leases {
+        self.connect_timeout = Some(connect.to_string());
+        self.timeout = Some(statement.to_string());
+        self
+    }
+}
+
+impl Display for Leases {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "[leases]")?;
+        for (key, value) in [
+            ("backend", &self.backend),
+            ("url", &self.url),
+            ("agent", &self.agent),
+            ("connect_timeout", &self.connect_timeout),
+            ("timeout", &self.timeout),
+        ] {
+            if let Some(v) = value {
+                writeln!(f, "{key} = {}", quoted(v))?;
+            }
         }
         Ok(())
     }

@@ -236,6 +236,11 @@ impl Storm {
         acked
     }
 
+    /// Whether dhcp-flood is still at work (some of its clients have no answer yet).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Every ACK not read yet, once the storm is over.
     pub fn finish(mut self) -> Vec<(String, String)> {
         let rest = self.read_up_to(usize::MAX);

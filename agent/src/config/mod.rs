@@ -29,9 +29,10 @@ pub use convert::{
 pub use error::{ConfigError, Diagnostic};
 pub use model::{
     guest_mac, BootDevice, Dhcp, DhcpDefaults, DiskBus, DiskFormat, DiskSource, Dns, DnsHost,
-    Forward, Guest, GuestDisk, GuestFirmware, Libvirt, LibvirtHost, Mode, Model, Network, Pxe,
-    StaticHost, Upstream, VirtType, DEFAULT_LEASE_TIME, DEFAULT_LIBVIRT_POOL, DEFAULT_LIBVIRT_URI,
-    DEFAULT_PORT_RATE_LIMIT, DEFAULT_STATE_DIR, LOCAL_HOST, MIN_LEASE_TIME, PORT_RATE_LIMIT_RANGE,
+    Forward, Guest, GuestDisk, GuestFirmware, LeaseBackend, Leases, Libvirt, LibvirtHost, Mode,
+    Model, Network, Pxe, StaticHost, Upstream, VirtType, DEFAULT_LEASE_TIME, DEFAULT_LIBVIRT_POOL,
+    DEFAULT_LIBVIRT_URI, DEFAULT_PORT_RATE_LIMIT, DEFAULT_STATE_DIR, LOCAL_HOST, MIN_LEASE_TIME,
+    PORT_RATE_LIMIT_RANGE,
 };
 pub use units::{parse_duration, parse_size};
 

@@ -48,6 +48,39 @@ pub struct Model {
     pub guests: Vec<Guest>,
     /// `[firewall] coexist`: add accepts to foreign firewalls that would drop guest traffic.
     pub coexist: netcfg::coexist::Coexist,
+    /// `[leases]`: where leases are kept, and this agent's name on them.
+    pub leases: Leases,
+}
+
+/// `[leases]`, defaults filled in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leases {
+    /// `agent`, or the host name: which agent granted a lease, in `leases` and the database.
+    pub agent: String,
+    pub backend: LeaseBackend,
+}
+
+/// Where the DHCP servers keep their leases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseBackend {
+    /// One journal per network under `state_dir/leases/` (the default).
+    Journal,
+    /// One PostgreSQL database several agents share.
+    Postgres {
+        url: String,
+        pool_size: u32,
+        connect_timeout: Duration,
+        timeout: Duration,
+    },
+}
+
+impl LeaseBackend {
+    pub fn name(&self) -> &'static str {
+        match self {
+            LeaseBackend::Journal => "journal",
+            LeaseBackend::Postgres { .. } => "postgres",
+        }
+    }
 }
 
 /// Default `[libvirt] uri`.

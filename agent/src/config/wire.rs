@@ -28,6 +28,25 @@ pub(super) struct File {
     #[serde(default)]
     pub guest: Vec<S<Guest>>,
     pub firewall: Option<S<Firewall>>,
+    pub leases: Option<S<Leases>>,
+}
+
+/// `[leases]`: where the DHCP servers keep their leases, and this agent's name there.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Leases {
+    /// "journal" (default) or "postgres".
+    pub backend: Option<S<String>>,
+    /// postgres: `postgres://…` / `postgresql://…`.
+    pub url: Option<S<String>>,
+    /// This agent's name on every lease it grants (default: the host name).
+    pub agent: Option<S<String>>,
+    /// postgres: connections in the pool.
+    pub pool_size: Option<S<i64>>,
+    /// postgres: how long to wait for a connection, a duration.
+    pub connect_timeout: Option<S<String>>,
+    /// postgres: how long one statement may take, a duration.
+    pub timeout: Option<S<String>>,
 }
 
 /// `[firewall]`: how the agent lives with other firewalls on the host.

@@ -43,7 +43,10 @@ pub async fn status(root: &Path, json: bool) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&s)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("config: {}  uptime: {}s", s.config, s.uptime_seconds);
+    println!(
+        "config: {}  uptime: {}s  agent: {}  leases: {}",
+        s.config, s.uptime_seconds, s.agent, s.lease_backend
+    );
     println!(
         "{:<14} {:<9} {:<15} {:<18}",
         "NETWORK", "MODE", "BRIDGE", "ADDRESS"
@@ -58,9 +61,21 @@ pub async fn status(root: &Path, json: bool) -> Result<ExitCode> {
             n.name, n.mode, n.bridge, address
         );
     }
+    let now = pxe::dhcp::pool::unix_now();
     for server in &s.servers {
         println!("{}:", server.network);
-        print_counters("dhcp", server.dhcp.as_ref())?;
+        if let Some(d) = &server.dhcp {
+            // The store has a line of its own, below.
+            let mut fields = serde_json::to_value(d)?;
+            if let Some(o) = fields.as_object_mut() {
+                o.remove("store");
+                o.remove("leases_by_agent");
+            }
+            print_fields("dhcp", &fields);
+            if let Some(store) = &d.store {
+                println!("  {}", store_line(store, &d.leases_by_agent, now));
+            }
+        }
         print_counters("tftp", server.tftp.as_ref())?;
         print_counters("http", server.http.as_ref())?;
         print_counters("ra", server.ra.as_ref())?;
@@ -69,12 +84,44 @@ pub async fn status(root: &Path, json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `leases postgres postgresql:///… available since 60s, by agent: a=150 b=148`, or what is
+/// wrong: the line an operator looks for when no client gets an address.
+fn store_line(
+    store: &pxe::dhcp::store::StoreStatus,
+    by_agent: &std::collections::BTreeMap<String, usize>,
+    now: u64,
+) -> String {
+    let since = now.saturating_sub(store.since);
+    let state = if store.available {
+        format!("available for {since}s")
+    } else {
+        format!(
+            "UNAVAILABLE for {since}s (no lease is acknowledged): {}",
+            store.last_error.as_deref().unwrap_or("unknown error")
+        )
+    };
+    let agents: Vec<String> = by_agent.iter().map(|(a, n)| format!("{a}={n}")).collect();
+    let agents = if agents.is_empty() {
+        "none".to_string()
+    } else {
+        agents.join(" ")
+    };
+    format!(
+        "leases {} {} {state}; failures={}; leases by agent: {agents}",
+        store.backend, store.location, store.failures
+    )
+}
+
 /// `  dhcp  acks=3 interface="br-lab" ...`: every field of a server's status, by name.
 fn print_counters(kind: &str, status: Option<&impl Serialize>) -> Result<()> {
     let Some(status) = status else {
         return Ok(());
     };
-    let value = serde_json::to_value(status)?;
+    print_fields(kind, &serde_json::to_value(status)?);
+    Ok(())
+}
+
+fn print_fields(kind: &str, value: &serde_json::Value) {
     let fields: Vec<String> = value
         .as_object()
         .into_iter()
@@ -82,7 +129,6 @@ fn print_counters(kind: &str, status: Option<&impl Serialize>) -> Result<()> {
         .map(|(k, v)| format!("{k}={v}"))
         .collect();
     println!("  {kind:<5} {}", fields.join(" "));
-    Ok(())
 }
 
 /// `hostagent leases`.
@@ -95,18 +141,19 @@ pub async fn leases(root: &Path, json: bool) -> Result<ExitCode> {
     // The leases' own clock.
     let now = pxe::dhcp::pool::unix_now();
     println!(
-        "{:<12} {:<17} {:<15} {:<20} {:<12} CLIENT ID",
-        "NETWORK", "MAC", "IP", "HOSTNAME", "EXPIRES IN"
+        "{:<12} {:<17} {:<15} {:<20} {:<12} {:<12} CLIENT ID",
+        "NETWORK", "MAC", "IP", "HOSTNAME", "EXPIRES IN", "AGENT"
     );
     for net in &reply.leases {
         for l in &net.leases {
             println!(
-                "{:<12} {:<17} {:<15} {:<20} {:<12} {}",
+                "{:<12} {:<17} {:<15} {:<20} {:<12} {:<12} {}",
                 net.network,
                 l.mac.to_string(),
                 l.ip.to_string(),
                 l.hostname.as_deref().unwrap_or("-"),
                 format!("{}s", l.expires.saturating_sub(now)),
+                l.agent.as_deref().unwrap_or("-"),
                 l.client_id
                     .as_ref()
                     .map_or_else(|| "-".to_string(), ToString::to_string)

@@ -5,12 +5,14 @@
 //! reply line out: the command's reply object, or `{"error":"..."}`. Every MAC in a reply is
 //! written as text (`52:54:00:12:34:56`), as `hwaddr::Mac` serializes.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use dns::CountersSnapshot;
 use ipnet::{Ipv4Net, Ipv6Net};
 use pxe::dhcp::server::DhcpStatsSnapshot;
+use pxe::dhcp::store::StoreStatus;
 use pxe::http::HttpStatsSnapshot;
 use pxe::leases::Lease;
 use pxe::tftp::TftpStatsSnapshot;
@@ -76,6 +78,12 @@ pub struct StatusReply {
     /// The config file the daemon runs.
     pub config: String,
     pub uptime_seconds: u64,
+    /// `[leases] agent`: the name on every lease this agent grants.
+    #[serde(default)]
+    pub agent: String,
+    /// `[leases] backend`: `journal` or `postgres`.
+    #[serde(default)]
+    pub lease_backend: String,
     pub networks: Vec<NetworkInfo>,
     pub servers: Vec<ServerStatus>,
 }
@@ -147,10 +155,17 @@ pub struct DnsStatus {
     pub counters: CountersSnapshot,
 }
 
-/// The DHCP server's counters and the bridge it serves.
+/// The DHCP server's counters, the bridge it serves and its lease store.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DhcpStatus {
     pub interface: String,
+    /// Where its leases are kept and whether that works now (a proxyDHCP server has none).
+    #[serde(default)]
+    pub store: Option<StoreStatus>,
+    /// Unexpired leases by the agent that granted or last renewed them (with a shared lease
+    /// database, other agents' too).
+    #[serde(default)]
+    pub leases_by_agent: BTreeMap<String, usize>,
     #[serde(flatten)]
     pub counters: DhcpStatsSnapshot,
 }

@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinHandle;
 
-use super::protocol::{socket_path, Request, Response};
+use super::protocol::{socket_path, ErrorReply, Request, Response};
 
 /// Longest request line accepted; anything longer is garbage.
 const MAX_REQUEST: u64 = 4096;
@@ -90,7 +90,7 @@ async fn handle(stream: UnixStream, answers: &impl Answer) -> Result<()> {
             .context("request timed out")??;
         match parse_request(&line) {
             Ok(request) => answers.answer(request).await,
-            Err(refusal) => refusal,
+            Err(refusal) => Response::Error(refusal),
         }
     };
     let mut out = serde_json::to_string(&response).context("encoding the reply")?;
@@ -100,10 +100,10 @@ async fn handle(stream: UnixStream, answers: &impl Answer) -> Result<()> {
 }
 
 /// A request line, or the error reply that says what to send instead.
-pub(super) fn parse_request(line: &str) -> Result<Request, Response> {
-    serde_json::from_str::<Request>(line.trim()).map_err(|e| {
-        Response::error(format!(
+pub(super) fn parse_request(line: &str) -> Result<Request, ErrorReply> {
+    serde_json::from_str::<Request>(line.trim()).map_err(|e| ErrorReply {
+        error: format!(
             "bad request: {e}; send one JSON line such as {{\"cmd\":\"status\"}}, {{\"cmd\":\"leases\"}} or {{\"cmd\":\"guests\"}}"
-        ))
+        ),
     })
 }

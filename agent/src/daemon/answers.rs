@@ -51,6 +51,8 @@ impl DaemonState {
         StatusReply {
             config: model.source.display().to_string(),
             uptime_seconds: self.started.elapsed().as_secs(),
+            agent: model.leases.agent.clone(),
+            lease_backend: model.leases.backend.name().to_string(),
             networks,
             servers,
         }

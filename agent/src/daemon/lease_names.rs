@@ -82,6 +82,7 @@ mod tests {
             expires,
             hostname: name.map(String::from),
             client_id: None,
+            agent: None,
         }
     }
 

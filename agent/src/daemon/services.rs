@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
+use leasedb::{Database, DbConfig, PgStore};
 use pxe::config::{Dhcp6Config, DhcpConfig, FileServiceConfig, ProxyConfig, TftpLimits};
 use pxe::dhcp::server::{DhcpHandle, DhcpServer};
 use pxe::dhcp6::server::{Dhcp6Handle, Dhcp6Server};
@@ -17,7 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use super::dns::RunningDns;
-use crate::config::{DnsService, Model};
+use crate::config::{DnsService, LeaseBackend, Leases, Model};
 use crate::control::protocol::{
     Dhcp6Status, DhcpStatus, FileServerStatus, NetworkLeases, RaStatus, ServerStatus,
 };
@@ -49,6 +50,8 @@ impl<C> FileTask<C> {
 #[derive(Clone, PartialEq)]
 struct Wanted {
     dhcp: Option<DhcpConfig>,
+    /// Where `dhcp` keeps its leases (None without `dhcp`).
+    leases: Option<Leases>,
     /// proxyDHCP instead of `dhcp` (validation never sets both).
     proxy: Option<ProxyConfig>,
     files: Option<(FileServiceConfig, Option<u16>)>,
@@ -72,6 +75,9 @@ struct Running {
 #[derive(Default)]
 pub struct Services {
     networks: BTreeMap<String, Running>,
+    /// The lease database's pool, shared by every network's DHCP server (`[leases] backend =
+    /// "postgres"`), with the settings it was opened with.
+    database: Option<(DbConfig, Arc<Database>)>,
 }
 
 fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
@@ -83,6 +89,7 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
                 n.name.clone(),
                 Wanted {
                     dhcp: None,
+                    leases: None,
                     proxy: None,
                     files: None,
                     ra: None,
@@ -100,6 +107,7 @@ fn wanted_from(model: &Model, root: &Path) -> BTreeMap<String, Wanted> {
     for d in model.dhcp_configs(root) {
         if let Some(w) = out.get_mut(&d.network) {
             w.dhcp = Some(d);
+            w.leases = Some(model.leases.clone());
         }
     }
     for p in model.proxy_configs(root) {
@@ -146,11 +154,18 @@ impl Services {
                 }
             }
         }
+        let database = match self.database_for(&model.leases).await {
+            Ok(db) => db,
+            Err(e) => {
+                errors.push(e);
+                None
+            }
+        };
         for (name, w) in wanted {
             if self.networks.contains_key(&name) {
                 continue;
             }
-            match start(&name, &w).await {
+            match start(&name, &w, database.clone()).await {
                 Ok(r) => {
                     self.networks.insert(name, r);
                 }
@@ -179,6 +194,38 @@ impl Services {
         for (_, r) in std::mem::take(&mut self.networks) {
             stop_running(r, true).await;
         }
+        close_database(self.database.take()).await;
+    }
+
+    /// The pool for `leases` when it names a database: the running one if its settings are the
+    /// same, else a new one (the old one is closed once no server uses it).
+    async fn database_for(&mut self, leases: &Leases) -> Result<Option<Arc<Database>>> {
+        let LeaseBackend::Postgres {
+            url,
+            pool_size,
+            connect_timeout,
+            timeout,
+        } = &leases.backend
+        else {
+            close_database(self.database.take()).await;
+            return Ok(None);
+        };
+        let cfg = DbConfig {
+            url: url.clone(),
+            agent: leases.agent.clone(),
+            pool_size: *pool_size,
+            connect_timeout: *connect_timeout,
+            timeout: *timeout,
+        };
+        if let Some((running, db)) = &self.database {
+            if *running == cfg {
+                return Ok(Some(db.clone()));
+            }
+        }
+        close_database(self.database.take()).await;
+        let db = Database::open(cfg.clone()).context("[leases]")?;
+        self.database = Some((cfg, db.clone()));
+        Ok(Some(db))
     }
 
     pub fn status(&self) -> Vec<ServerStatus> {
@@ -192,8 +239,11 @@ impl Services {
                         (None, Some(p)) => p.interface.clone(),
                         (None, None) => return None,
                     };
+                    let leases_by_agent = leases_by_agent(h, &r.wanted);
                     Some(DhcpStatus {
                         interface,
+                        store: h.store_status(),
+                        leases_by_agent,
                         counters: h.stats().snapshot(),
                     })
                 }),
@@ -228,7 +278,11 @@ impl Services {
             .filter(|(_, r)| r.dhcp.is_some() || r.dhcp6.is_some())
             .map(|(name, r)| NetworkLeases {
                 network: name.clone(),
-                leases: r.dhcp.as_ref().map(DhcpHandle::leases).unwrap_or_default(),
+                leases: r
+                    .dhcp
+                    .as_ref()
+                    .map(|h| leases_of(h, &r.wanted))
+                    .unwrap_or_default(),
                 leases6: r
                     .dhcp6
                     .as_ref()
@@ -237,6 +291,35 @@ impl Services {
             })
             .collect()
     }
+}
+
+/// How many unexpired leases each agent holds on a network, from the live lease watch (no wait
+/// for the server thread).
+fn leases_by_agent(h: &DhcpHandle, w: &Wanted) -> BTreeMap<String, usize> {
+    let own = w.leases.as_ref().map(|l| l.agent.as_str()).unwrap_or("");
+    let now = pxe::dhcp::pool::unix_now();
+    let mut out = BTreeMap::new();
+    for l in h
+        .leases_watch()
+        .borrow()
+        .leases
+        .iter()
+        .filter(|l| l.expires > now)
+    {
+        let agent = l.agent.as_deref().unwrap_or(own).to_string();
+        *out.entry(agent).or_default() += 1;
+    }
+    out
+}
+
+/// A network's unexpired leases, each naming its agent: a journal's are all this agent's.
+fn leases_of(h: &DhcpHandle, w: &Wanted) -> Vec<pxe::leases::Lease> {
+    let own = w.leases.as_ref().map(|l| l.agent.as_str()).unwrap_or("");
+    let mut leases = h.leases();
+    for l in &mut leases {
+        l.agent.get_or_insert_with(|| own.to_string());
+    }
+    leases
 }
 
 /// Stop one network's servers; `farewell`: its router advertisements end for good (the network
@@ -264,7 +347,7 @@ async fn stop_running(r: Running, farewell: bool) {
     }
 }
 
-async fn start(name: &str, w: &Wanted) -> Result<Running> {
+async fn start(name: &str, w: &Wanted, database: Option<Arc<Database>>) -> Result<Running> {
     let mut running = Running {
         wanted: w.clone(),
         dhcp: None,
@@ -278,14 +361,19 @@ async fn start(name: &str, w: &Wanted) -> Result<Running> {
     };
     // Half-started networks are stopped again: never leave a TFTP server running whose DHCP
     // partner failed to bind.
-    if let Err(e) = start_into(name, w, &mut running).await {
+    if let Err(e) = start_into(name, w, database, &mut running).await {
         stop_running(running, false).await;
         return Err(e);
     }
     Ok(running)
 }
 
-async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()> {
+async fn start_into(
+    name: &str,
+    w: &Wanted,
+    database: Option<Arc<Database>>,
+    running: &mut Running,
+) -> Result<()> {
     if let Some((files, http_port)) = &w.files {
         let (tftp, http) =
             start_files(name, files, SocketAddr::from((files.listen, 0)), *http_port).await?;
@@ -300,7 +388,7 @@ async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()>
         }
     }
     let started = match (&w.dhcp, &w.proxy) {
-        (Some(cfg), _) => Some(("DHCP", start_dhcp(cfg.clone(), DhcpServer::start).await)),
+        (Some(cfg), _) => Some(("DHCP", start_leasing(cfg.clone(), database).await)),
         (None, Some(cfg)) => Some((
             "proxyDHCP",
             start_dhcp(cfg.clone(), DhcpServer::start_proxy).await,
@@ -330,6 +418,28 @@ async fn start_into(name: &str, w: &Wanted, running: &mut Running) -> Result<()>
         running.dns = Some(dns);
     }
     Ok(())
+}
+
+/// The DHCP server of `cfg` over its lease store: the network's journal, or (with `database`)
+/// the shared lease database.
+async fn start_leasing(cfg: DhcpConfig, database: Option<Arc<Database>>) -> Result<DhcpHandle> {
+    match database {
+        None => start_dhcp(cfg, DhcpServer::start).await,
+        // Connecting (and the store's first contact with the database) blocks: off the runtime.
+        Some(db) => Ok(tokio::task::spawn_blocking(move || {
+            let store = PgStore::new(db, &cfg);
+            DhcpServer::start_with_store(cfg, Box::new(store))
+        })
+        .await??),
+    }
+}
+
+/// Closes a lease database pool off the runtime: the blocking client's connections end with a
+/// blocking call each.
+async fn close_database(database: Option<(DbConfig, Arc<Database>)>) {
+    if let Some((_, db)) = database {
+        let _ = tokio::task::spawn_blocking(move || drop(db)).await;
+    }
 }
 
 /// TFTP on `at`'s address port 69 and, with `http_port`, HTTP boot there.

@@ -23,11 +23,13 @@
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use crate::config::Mac;
+use crate::dhcp::store::StoreHealth;
 use crate::leases::{LeaseStore, LoadReport, Record};
 
 pub use crate::leases::{Client, ClientId, ClientKey, Lease, LeaseError};
@@ -84,6 +86,12 @@ pub struct PoolStats {
     pub offered: usize,
     /// Dynamic addresses a new client could get now (never used, released or expired).
     pub free: u64,
+}
+
+/// Whether `ip` is a host address of `subnet` (inside it, neither its network nor its broadcast
+/// address): what a client may be leased, whatever else holds.
+pub fn is_host_address(subnet: ipnet::Ipv4Net, ip: Ipv4Addr) -> bool {
+    subnet.contains(&ip) && ip != subnet.network() && ip != subnet.broadcast()
 }
 
 /// Current time in unix seconds.
@@ -164,6 +172,8 @@ pub struct Pool {
     quarantine_queue: BTreeSet<(u64, u32)>,
     /// Moves on with every staged record: whoever follows the leases knows when to look again.
     generation: u64,
+    /// The journal's state for status output (see `dhcp::store`).
+    health: Arc<StoreHealth>,
 }
 
 impl Pool {
@@ -194,6 +204,7 @@ impl Pool {
             hold_queue: VecDeque::new(),
             quarantine_queue: BTreeSet::new(),
             generation: 0,
+            health: StoreHealth::new("journal", cfg.journal.display().to_string()),
             cfg,
         };
         let dynamic: Vec<(u64, u32)> = pool
@@ -216,6 +227,11 @@ impl Pool {
 
     pub fn network(&self) -> &str {
         &self.cfg.network
+    }
+
+    /// The journal's state (written by `LeaseBackend::commit`), for status output.
+    pub fn health(&self) -> Arc<StoreHealth> {
+        self.health.clone()
     }
 
     /// What replaying the journal found (records, bytes cut off).
@@ -270,8 +286,7 @@ impl Pool {
         let client = client.into();
         let (mac, key) = (client.mac, client.key());
         self.expire(now);
-        let subnet = self.cfg.subnet;
-        if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
+        if !is_host_address(self.cfg.subnet, ip) {
             return Err(Nak::WrongNetwork(ip));
         }
         match (self.reserved_by_ip.get(&ip), self.reserved_by_mac.get(&mac)) {
@@ -309,6 +324,7 @@ impl Pool {
             expires,
             hostname,
             client_id: client.id,
+            agent: None,
         };
         self.drop_hold_of(&key);
         self.stage(Record::Lease(lease.clone()));

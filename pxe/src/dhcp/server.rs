@@ -2,10 +2,12 @@
 //! group commit.
 //!
 //! Loop: wait up to 200 ms for a packet (so `stop` is noticed), drain whatever else is already
-//! queued (up to `MAX_BATCH`), answer each, `flush` the pool ONCE for the batch (one fdatasync),
-//! and only then send the batch's ACKs. If the flush fails no ACK of that batch leaves: clients
-//! retry, and a lease we could not make durable is never promised. OFFERs and NAKs promise
-//! nothing and are sent whatever the flush did.
+//! queued (up to `MAX_BATCH`), answer each, `commit` the lease store ONCE for the batch (one
+//! fdatasync of the journal, or one COMMIT of the database: `dhcp::store`), and only then send
+//! the batch's ACKs. If the commit fails no ACK of that batch leaves: clients retry, and a lease
+//! we could not make durable is never promised. NAKs promise nothing and are sent whatever the
+//! commit did; so are OFFERs, unless the store says they wait for it too (a shared database,
+//! where the hold behind an offer exists for the other servers only once committed).
 
 pub mod delivery;
 pub mod handler;
@@ -27,6 +29,7 @@ use serde::{Deserialize, Serialize};
 use crate::config::{DhcpConfig, ProxyConfig};
 use crate::dhcp::pool::{unix_now, Lease, LeaseError, Pool, PoolConfig};
 use crate::dhcp::proxy::{ProxyHandler, Via, BOOT_SERVER_PORT};
+use crate::dhcp::store::{LeaseBackend, StoreHealth, StoreStatus};
 use crate::dhcp::wire::{self, DropReason};
 
 use delivery::{LinkSender, Sender, SERVER_PORT};
@@ -84,9 +87,11 @@ pub struct DhcpStats {
     /// Packets dropped because their client MAC was over its rate limit (see `ratelimit`).
     pub rate_limited: AtomicU64,
     pub flush_errors: AtomicU64,
-    /// ACKs not sent because their batch's flush failed.
+    /// ACKs (and waiting OFFERs) not sent because their batch's commit failed.
     pub acks_withheld: AtomicU64,
     pub send_errors: AtomicU64,
+    /// Messages left unanswered because the lease store failed them (see `dhcp::store`).
+    pub store_failures: AtomicU64,
 }
 
 /// A point-in-time copy of [`DhcpStats`] for status output (and the agent's control socket, which
@@ -109,6 +114,8 @@ pub struct DhcpStatsSnapshot {
     pub flush_errors: u64,
     pub acks_withheld: u64,
     pub send_errors: u64,
+    #[serde(default)]
+    pub store_failures: u64,
 }
 
 impl DhcpStats {
@@ -141,12 +148,14 @@ impl DhcpStats {
             flush_errors: l(&self.flush_errors),
             acks_withheld: l(&self.acks_withheld),
             send_errors: l(&self.send_errors),
+            store_failures: l(&self.store_failures),
         }
     }
 }
 
-/// Answer a batch of packets with one flush: returns the replies that may be sent now (OFFERs,
-/// NAKs, INFORM ACKs always; lease ACKs only if the flush succeeded). Socket-free, for tests too.
+/// Answer a batch of packets with one commit: returns the replies that may be sent now (NAKs,
+/// INFORM ACKs always; lease ACKs, and OFFERs that wait for the commit, only if the commit
+/// succeeded). Socket-free, for tests too.
 pub fn answer_batch(handler: &mut Handler, packets: &[&[u8]], now: u64) -> Vec<Outgoing> {
     let mut out: Vec<Outgoing> = packets
         .iter()
@@ -155,7 +164,7 @@ pub fn answer_batch(handler: &mut Handler, packets: &[&[u8]], now: u64) -> Vec<O
     if !handler.pool().has_pending() {
         return out;
     }
-    if let Err(e) = handler.pool_mut().flush() {
+    if let Err(e) = handler.pool_mut().commit() {
         let withheld = out.iter().filter(|o| o.needs_flush).count() as u64;
         let stats = handler.stats();
         stats.flush_errors.fetch_add(1, Ordering::Relaxed);
@@ -164,7 +173,7 @@ pub fn answer_batch(handler: &mut Handler, packets: &[&[u8]], now: u64) -> Vec<O
             network = %handler.config().network,
             error = %e,
             acks_withheld = withheld,
-            "lease journal flush failed: this batch's ACKs are NOT sent (clients will retry)"
+            "lease store commit failed: this batch's ACKs are NOT sent (clients will retry)"
         );
         out.retain(|o| !o.needs_flush);
     }
@@ -174,9 +183,22 @@ pub fn answer_batch(handler: &mut Handler, packets: &[&[u8]], now: u64) -> Vec<O
 pub struct DhcpServer;
 
 impl DhcpServer {
-    /// Open the lease store and the sockets (in the caller's network namespace) and start the
+    /// Open the lease journal and the sockets (in the caller's network namespace) and start the
     /// network's DHCP thread.
     pub fn start(cfg: DhcpConfig) -> Result<DhcpHandle, DhcpError> {
+        let pool = Pool::open(pool_config(&cfg)).map_err(|source| DhcpError::Leases {
+            network: cfg.network.clone(),
+            source,
+        })?;
+        DhcpServer::start_with_store(cfg, Box::new(pool))
+    }
+
+    /// Open the sockets and start the network's DHCP thread over `store` (the journal's
+    /// [`Pool`], or a database other servers share: see `dhcp::store`).
+    pub fn start_with_store(
+        cfg: DhcpConfig,
+        store: Box<dyn LeaseBackend>,
+    ) -> Result<DhcpHandle, DhcpError> {
         let network = cfg.network.clone();
         let socket =
             bind_socket(&cfg.interface, SERVER_PORT).map_err(|source| DhcpError::Socket {
@@ -190,14 +212,10 @@ impl DhcpServer {
             interface: cfg.interface.clone(),
             source,
         })?;
-        let pool = Pool::open(pool_config(&cfg)).map_err(|source| DhcpError::Leases {
-            network: network.clone(),
-            source,
-        })?;
-
         let stats = Arc::new(DhcpStats::default());
-        let leases = Arc::new(LeaseView::new(pool.leases()));
-        let feed = LeaseFeed::new(&pool, unix_now());
+        let health = Some(store.health());
+        let leases = Arc::new(LeaseView::new(store.leases().unwrap_or_default()));
+        let feed = LeaseFeed::new(store.as_ref(), unix_now());
         let watch = feed.watch();
         let stop = Arc::new(AtomicBool::new(false));
         let sender = Sender {
@@ -205,7 +223,7 @@ impl DhcpServer {
             link,
             server_ip: cfg.server_ip,
         };
-        let handler = Handler::new(cfg, pool, stats.clone());
+        let handler = Handler::with_store(cfg, store, stats.clone());
         let thread = {
             let (leases, stop) = (leases.clone(), stop.clone());
             spawn_thread(&network, "dhcp", move || {
@@ -216,6 +234,7 @@ impl DhcpServer {
         Ok(DhcpHandle {
             network,
             stats,
+            health,
             leases,
             watch,
             stop,
@@ -264,6 +283,7 @@ impl DhcpServer {
         Ok(DhcpHandle {
             network,
             stats,
+            health: None,
             leases,
             watch,
             stop,
@@ -336,6 +356,8 @@ pub(crate) fn deep_recv_queue(s: &socket2::Socket) {
 pub struct DhcpHandle {
     network: String,
     stats: Arc<DhcpStats>,
+    /// The lease store's state (None for a proxyDHCP server, which has none).
+    health: Option<Arc<StoreHealth>>,
     leases: Arc<LeaseView<Lease>>,
     watch: LeaseWatch,
     stop: Arc<AtomicBool>,
@@ -349,6 +371,11 @@ impl DhcpHandle {
 
     pub fn stats(&self) -> Arc<DhcpStats> {
         self.stats.clone()
+    }
+
+    /// Where the leases are kept and whether that works now (None for a proxyDHCP server).
+    pub fn store_status(&self) -> Option<StoreStatus> {
+        self.health.as_ref().map(|h| h.snapshot())
     }
 
     /// Unexpired leases, fetched from the server thread between batches (durable ones only:
@@ -393,7 +420,7 @@ fn serve(
     mut handler: Handler,
     sender: Sender,
     leases: Arc<LeaseView<Lease>>,
-    mut feed: LeaseFeed,
+    mut feed: LeaseFeed<dyn LeaseBackend>,
     stop: Arc<AtomicBool>,
 ) {
     let network = handler.config().network.clone();
@@ -433,8 +460,8 @@ fn serve(
         feed.update(handler.pool(), unix_now());
     }
     if handler.pool().has_pending() {
-        if let Err(e) = handler.pool_mut().flush() {
-            tracing::error!(network = %network, error = %e, "final lease journal flush failed");
+        if let Err(e) = handler.pool_mut().commit() {
+            tracing::error!(network = %network, error = %e, "final lease store commit failed");
         }
     }
     leases.close(handler.pool(), unix_now());

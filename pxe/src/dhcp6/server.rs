@@ -24,6 +24,7 @@ use crate::dhcp::server::lease_view::LeaseView;
 use crate::dhcp::server::{
     deep_recv_queue, BoundSet, LeaseFeed, LeaseSource, LeaseWatch, MAX_BATCH,
 };
+use crate::dhcp::store::StoreError;
 use crate::leases::v6::Lease6;
 use crate::leases::LeaseError;
 
@@ -64,8 +65,8 @@ impl LeaseSource for Pool6 {
     fn generation(&self) -> u64 {
         self.store().generation()
     }
-    fn leases_at(&self, now: u64) -> Vec<Lease6> {
-        Pool6::leases_at(self, now)
+    fn leases_at(&self, now: u64) -> Result<Vec<Lease6>, StoreError> {
+        Ok(Pool6::leases_at(self, now))
     }
     fn expires(lease: &Lease6) -> u64 {
         lease.expires

@@ -154,7 +154,7 @@ fn push_id(out: &mut Vec<u8>, id: &ClientId) {
 }
 
 /// Longest prefix of `name` that fits the one-byte length field, cut on a char boundary.
-pub(crate) fn truncate_hostname(name: &str) -> &str {
+pub fn truncate_hostname(name: &str) -> &str {
     let mut end = name.len().min(255);
     while !name.is_char_boundary(end) {
         end -= 1;
@@ -220,6 +220,7 @@ fn decode_payload(p: &[u8]) -> Option<Record> {
                 expires,
                 hostname,
                 client_id,
+                agent: None,
             })
         }
         KIND_RELEASE => Record::Release {
@@ -309,6 +310,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 0, 0, 7),
             expires: 1_700_000_000,
             hostname: name.map(str::to_string),
+            agent: None,
             client_id: None,
         })
     }
@@ -392,6 +394,7 @@ mod tests {
             mac: Mac([2, 0, 0, 0, 0, 7]),
             ip: Ipv4Addr::new(10, 0, 0, 7),
             expires: 1_700_000_000,
+            agent: None,
             hostname: Some("g".into()),
             client_id: Some(ClientId::new(&[0xff, 1, 2]).unwrap()),
         });

@@ -7,6 +7,7 @@ mod firewall;
 mod forward;
 mod guests;
 mod ipv6;
+mod leases;
 mod pxe_field;
 mod rules;
 

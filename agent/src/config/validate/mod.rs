@@ -10,6 +10,7 @@ mod forward;
 mod guest;
 mod guest_macs;
 mod ipv6;
+mod leases;
 mod network;
 mod pxe_options;
 
@@ -91,10 +92,16 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
     let guests = guest::guests(&mut c, &file.guest, &networks, &libvirt);
     forward::forwards(&mut c, &file.network, &mut networks, &file.guest, &guests);
     let coexist = firewall::coexist(&mut c, file.firewall.as_ref());
+    let leases = leases::leases(&mut c, file.leases.as_ref());
     dns::names_across(&mut c, &file.network, &networks, &guests);
 
-    match (c.problems.is_empty(), state_dir, dhcp_port_rate_limit) {
-        (true, Some(state_dir), Some(dhcp_port_rate_limit)) => Ok(Model {
+    match (
+        c.problems.is_empty(),
+        state_dir,
+        dhcp_port_rate_limit,
+        leases,
+    ) {
+        (true, Some(state_dir), Some(dhcp_port_rate_limit), Some(leases)) => Ok(Model {
             source: source.to_path_buf(),
             text: text.into(),
             state_dir,
@@ -106,6 +113,7 @@ pub(crate) fn validate(file: wire::File, text: &str, source: &Path) -> Result<Mo
             libvirt,
             guests,
             coexist,
+            leases,
         }),
         _ => Err(c.problems),
     }

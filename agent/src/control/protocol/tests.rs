@@ -21,6 +21,7 @@ fn lease() -> Lease {
         expires: 1_700_000_000,
         hostname: Some("node-1".into()),
         client_id: None,
+        agent: None,
     }
 }
 
@@ -65,7 +66,7 @@ fn requests_are_one_known_command_and_nothing_else() {
         "\u{0}\u{1}",
         "",
     ] {
-        let Err(Response::Error(ErrorReply { error })) = parse_request(garbage) else {
+        let Err(ErrorReply { error }) = parse_request(garbage) else {
             panic!("{garbage:?} accepted");
         };
         assert!(
@@ -80,6 +81,8 @@ fn each_reply_reads_back_as_the_type_the_client_asked_for() {
     let status = StatusReply {
         config: "/etc/hostagent/hostagent.toml".into(),
         uptime_seconds: 7,
+        agent: "kvm1".into(),
+        lease_backend: "postgres".into(),
         networks: vec![NetworkInfo {
             name: "lab".into(),
             mode: "nat".into(),
@@ -91,6 +94,15 @@ fn each_reply_reads_back_as_the_type_the_client_asked_for() {
             network: "lab".into(),
             dhcp: Some(DhcpStatus {
                 interface: "br-lab".into(),
+                store: Some(pxe::dhcp::store::StoreStatus {
+                    backend: "postgres".into(),
+                    location: "postgresql:///hostagent?host=/run/postgresql".into(),
+                    available: false,
+                    since: 1_800_000_000,
+                    last_error: Some("lease database unreachable".into()),
+                    failures: 3,
+                }),
+                leases_by_agent: BTreeMap::from([("kvm1".to_string(), 2), ("kvm2".to_string(), 1)]),
                 counters: DhcpStatsSnapshot {
                     received: 4,
                     offers: 1,
@@ -106,6 +118,7 @@ fn each_reply_reads_back_as_the_type_the_client_asked_for() {
                     flush_errors: 0,
                     acks_withheld: 0,
                     send_errors: 0,
+                    store_failures: 3,
                 },
             }),
             tftp: Some(FileServerStatus {

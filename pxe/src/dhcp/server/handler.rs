@@ -1,6 +1,6 @@
 //! The socket-free core of the server: one client message in, at most one reply out, over the
-//! pool. Durability is the caller's business: a reply with `needs_flush` may only be sent after
-//! `Pool::flush` returned Ok for the batch it belongs to.
+//! lease store. Durability is the caller's business: a reply with `needs_flush` may only be sent
+//! after `LeaseBackend::commit` returned Ok for the batch it belongs to.
 
 use std::net::Ipv4Addr;
 use std::sync::atomic::Ordering;
@@ -10,7 +10,8 @@ use crate::config::{DhcpConfig, Mac, StaticHost, StaticRoute};
 use crate::dhcp::classify::{classify, ClientKind};
 use crate::dhcp::ipxe_build::IpxeBuilds;
 use crate::dhcp::policy::{boot_reply, BootReply, NoBoot};
-use crate::dhcp::pool::{Nak, Pool};
+use crate::dhcp::pool::Nak;
+use crate::dhcp::store::{LeaseBackend, StoreError};
 use crate::dhcp::wire::{opt, ClientMessage, DropReason, MessageType, ReplyMessage};
 use crate::leases::ClientId;
 
@@ -25,7 +26,8 @@ pub struct Outgoing {
     pub dest: Destination,
     /// Client's option 57 (the encoder clamps it to ≥ 576).
     pub max_message_size: u16,
-    /// An ACK for a lease: send only after the batch was flushed.
+    /// An ACK for a lease (or, from a store shared by several servers, an OFFER): send only
+    /// after the batch was committed.
     pub needs_flush: bool,
     /// Log line to print once the reply is actually sent.
     pub event: Option<LeaseEvent>,
@@ -66,11 +68,13 @@ impl LeaseEvent {
 const EXHAUSTED_WARN_EVERY: Duration = Duration::from_secs(10);
 /// How often the "rate limited" warning may repeat.
 const RATE_LIMITED_WARN_EVERY: Duration = Duration::from_secs(10);
+/// How often the "lease store failed" warning may repeat.
+const STORE_WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Answers client messages for one network.
 pub struct Handler {
     cfg: DhcpConfig,
-    pool: Pool,
+    pool: Box<dyn LeaseBackend>,
     /// Which configured boot files are iPXE builds (read from the boot root, cached).
     files: IpxeBuilds,
     stats: std::sync::Arc<DhcpStats>,
@@ -79,10 +83,26 @@ pub struct Handler {
     limiter: MacLimiter,
     last_rate_warning: Option<Instant>,
     rate_suppressed: u64,
+    last_store_warning: Option<Instant>,
+    store_suppressed: u64,
 }
 
 impl Handler {
-    pub fn new(cfg: DhcpConfig, pool: Pool, stats: std::sync::Arc<DhcpStats>) -> Handler {
+    /// A handler allocating through `pool`: the journal's [`crate::dhcp::pool::Pool`], or any
+    /// other [`LeaseBackend`].
+    pub fn new(
+        cfg: DhcpConfig,
+        pool: impl LeaseBackend + 'static,
+        stats: std::sync::Arc<DhcpStats>,
+    ) -> Handler {
+        Handler::with_store(cfg, Box::new(pool), stats)
+    }
+
+    pub fn with_store(
+        cfg: DhcpConfig,
+        pool: Box<dyn LeaseBackend>,
+        stats: std::sync::Arc<DhcpStats>,
+    ) -> Handler {
         let root = cfg
             .boot
             .as_ref()
@@ -98,6 +118,8 @@ impl Handler {
             limiter: MacLimiter::new(RateLimit::default()),
             last_rate_warning: None,
             rate_suppressed: 0,
+            last_store_warning: None,
+            store_suppressed: 0,
         }
     }
 
@@ -112,12 +134,12 @@ impl Handler {
         self.limiter.tracked()
     }
 
-    pub fn pool(&self) -> &Pool {
-        &self.pool
+    pub fn pool(&self) -> &(dyn LeaseBackend + 'static) {
+        self.pool.as_ref()
     }
 
-    pub fn pool_mut(&mut self) -> &mut Pool {
-        &mut self.pool
+    pub fn pool_mut(&mut self) -> &mut dyn LeaseBackend {
+        self.pool.as_mut()
     }
 
     pub fn stats(&self) -> &DhcpStats {
@@ -178,14 +200,49 @@ impl Handler {
     }
 
     fn discover(&mut self, msg: &ClientMessage, now: u64) -> Option<Outgoing> {
-        let Some(ip) = self.pool.offer(msg.client(), msg.requested_ip, now) else {
+        let offered = self.pool.offer(&msg.client(), msg.requested_ip, now);
+        let Some(ip) = self.stored(msg, offered)? else {
             self.exhausted(msg);
             return None;
         };
         self.stats.offers.fetch_add(1, Ordering::Relaxed);
         let kind = classify(msg);
         let (reply, _) = self.lease_reply(MessageType::Offer, msg, ip, kind);
-        Some(self.outgoing(msg, reply, false, None))
+        let wait = self.pool.offers_wait_for_commit();
+        Some(self.outgoing(msg, reply, wait, None))
+    }
+
+    /// The store's answer, or None (and the client left unanswered) when it failed.
+    fn stored<T>(&mut self, msg: &ClientMessage, result: Result<T, StoreError>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.store_failed(msg, &e);
+                None
+            }
+        }
+    }
+
+    /// A message the store could not handle: counted, and logged at most every
+    /// STORE_WARN_EVERY (the store logs its own outages as they start and end).
+    fn store_failed(&mut self, msg: &ClientMessage, e: &StoreError) {
+        self.stats.store_failures.fetch_add(1, Ordering::Relaxed);
+        let due = self
+            .last_store_warning
+            .is_none_or(|t| t.elapsed() >= STORE_WARN_EVERY);
+        if due {
+            tracing::warn!(
+                network = %self.cfg.network,
+                mac = %msg.chaddr,
+                suppressed = self.store_suppressed,
+                error = %e,
+                "lease store failed: client left unanswered (no lease is acknowledged that was not stored)"
+            );
+            self.last_store_warning = Some(Instant::now());
+            self.store_suppressed = 0;
+        } else {
+            self.store_suppressed += 1;
+        }
     }
 
     fn exhausted(&mut self, msg: &ClientMessage) {
@@ -236,8 +293,15 @@ impl Handler {
     /// server id, no ciaddr), RENEWING/REBINDING (ciaddr, no requested ip).
     fn request(&mut self, msg: &ClientMessage, now: u64) -> Option<Outgoing> {
         if !self.is_ours(msg.server_id) {
-            // The client chose another server's offer; ours lapses on its own.
+            // The client chose another server's offer (RFC 2131 §4.3.2): what we hold for it may
+            // go. A store that cannot say so now lets the hold lapse on its own.
             tracing::debug!(network = %self.cfg.network, mac = %msg.chaddr, "client chose another server");
+            if let Err(e) = self
+                .pool
+                .offer_not_taken(&msg.client(), msg.requested_ip, now)
+            {
+                tracing::debug!(network = %self.cfg.network, error = %e, "could not drop the offer hold");
+            }
             return None;
         }
         let ip = match (msg.server_id, msg.requested_ip, msg.ciaddr) {
@@ -254,10 +318,10 @@ impl Handler {
             .static_host(&msg.chaddr)
             .and_then(|h| h.name.clone())
             .or_else(|| msg.hostname.clone());
-        match self
+        let requested = self
             .pool
-            .request(msg.client(), ip, hostname.as_deref(), now)
-        {
+            .request(&msg.client(), ip, hostname.as_deref(), now);
+        match self.stored(msg, requested)? {
             Ok(lease) => {
                 self.stats.acks.fetch_add(1, Ordering::Relaxed);
                 let (reply, boot) = self.lease_reply(MessageType::Ack, msg, lease.ip, kind);
@@ -295,7 +359,10 @@ impl Handler {
             return;
         }
         self.stats.releases.fetch_add(1, Ordering::Relaxed);
-        let held = self.pool.release(msg.client(), msg.ciaddr);
+        let released = self.pool.release(&msg.client(), msg.ciaddr);
+        let Some(held) = self.stored(msg, released) else {
+            return;
+        };
         let detail = (!held).then(|| "not this client's lease: ignored".to_string());
         self.event("release", msg, msg.ciaddr, detail)
             .log(&self.cfg.network);
@@ -307,7 +374,11 @@ impl Handler {
             return;
         }
         self.stats.declines.fetch_add(1, Ordering::Relaxed);
-        let detail = if self.pool.decline(msg.client(), ip, now) {
+        let declined = self.pool.decline(&msg.client(), ip, now);
+        let Some(honoured) = self.stored(msg, declined) else {
+            return;
+        };
+        let detail = if honoured {
             "address in use: quarantined"
         } else {
             "not offered or leased to this client: ignored"

@@ -4,10 +4,12 @@
 //! - A set ([`BoundLeases`]) is every lease unexpired at `at`, sorted by address; each [`Lease`]
 //!   carries ip, mac, client-id, hostname and `expires` (unix seconds), so a consumer can also
 //!   drop a lease itself when its time is up.
-//! - The server thread calls [`LeaseFeed::update`] after every batch (after its flush, so the set
-//!   holds durable leases, plus after a failed flush the ones the pool keeps reserved) and at every
-//!   receive timeout (200 ms). A new set goes out when a lease was bound, renewed, released or
-//!   declined (the pool's generation moved) or when the earliest lease of the last set expired.
+//! - The server thread calls [`LeaseFeed::update`] after every batch (after its commit, so the
+//!   set holds durable leases, plus after a failed journal flush the ones the pool keeps
+//!   reserved) and at every receive timeout (200 ms). A new set goes out when a lease was bound,
+//!   renewed, released or declined (the store's generation moved: with a shared database, by any
+//!   agent) or when the earliest lease of the last set expired. A store that cannot be read (a
+//!   database away) keeps the last set out and is asked again at the next update.
 //! - At most one set per [`PUBLISH_EVERY`]: a storm of thousands of ACKs costs a few copies a
 //!   second, not one per batch. A change is never lost, only coalesced.
 //! - Nothing is copied while nobody follows: the server's handle keeps a [`LeaseWatch`], which
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use crate::dhcp::pool::Pool;
+use crate::dhcp::store::{LeaseBackend, StoreError};
 use crate::leases::Lease;
 
 /// Shortest time between two published sets.
@@ -53,8 +56,8 @@ pub type BoundLeases = BoundSet<Lease>;
 pub trait LeaseSource {
     type Lease: Clone + Send + Sync + 'static;
     fn generation(&self) -> u64;
-    /// Unexpired leases at `now`, sorted by address.
-    fn leases_at(&self, now: u64) -> Vec<Self::Lease>;
+    /// Unexpired leases at `now`, sorted by address; Err when they cannot be read now.
+    fn leases_at(&self, now: u64) -> Result<Vec<Self::Lease>, StoreError>;
     fn expires(lease: &Self::Lease) -> u64;
 }
 
@@ -63,8 +66,22 @@ impl LeaseSource for Pool {
     fn generation(&self) -> u64 {
         Pool::generation(self)
     }
-    fn leases_at(&self, now: u64) -> Vec<Lease> {
-        Pool::leases_at(self, now)
+    fn leases_at(&self, now: u64) -> Result<Vec<Lease>, StoreError> {
+        Ok(Pool::leases_at(self, now))
+    }
+    fn expires(lease: &Lease) -> u64 {
+        lease.expires
+    }
+}
+
+/// The DHCPv4 server's store, whichever it is (journal or shared database).
+impl LeaseSource for dyn LeaseBackend {
+    type Lease = Lease;
+    fn generation(&self) -> u64 {
+        LeaseBackend::generation(self)
+    }
+    fn leases_at(&self, now: u64) -> Result<Vec<Lease>, StoreError> {
+        LeaseBackend::leases_at(self, now)
     }
     fn expires(lease: &Lease) -> u64 {
         lease.expires
@@ -95,7 +112,7 @@ impl<L> LeaseWatch<L> {
 }
 
 /// The publishing side, owned by the server thread.
-pub struct LeaseFeed<P: LeaseSource = Pool> {
+pub struct LeaseFeed<P: LeaseSource + ?Sized = Pool> {
     tx: Arc<watch::Sender<Arc<BoundSet<P::Lease>>>>,
     /// Pool generation of the last set.
     generation: u64,
@@ -106,9 +123,9 @@ pub struct LeaseFeed<P: LeaseSource = Pool> {
     stale: bool,
 }
 
-impl<P: LeaseSource> LeaseFeed<P> {
+impl<P: LeaseSource + ?Sized> LeaseFeed<P> {
     pub fn new(pool: &P, now: u64) -> LeaseFeed<P> {
-        let set = snapshot(pool, now);
+        let set = snapshot(pool, now).unwrap_or_default();
         let next_expiry = earliest::<P>(&set);
         let (tx, _) = watch::channel(Arc::new(set));
         LeaseFeed {
@@ -142,8 +159,11 @@ impl<P: LeaseSource> LeaseFeed<P> {
         if !(changed || self.stale) || self.last.is_some_and(|t| t.elapsed() < PUBLISH_EVERY) {
             return false;
         }
-        let set = snapshot(pool, now);
-        self.generation = pool.generation();
+        let generation = pool.generation();
+        let Ok(set) = snapshot(pool, now) else {
+            return false;
+        };
+        self.generation = generation;
         self.next_expiry = earliest::<P>(&set);
         self.last = Some(Instant::now());
         self.stale = false;
@@ -152,13 +172,13 @@ impl<P: LeaseSource> LeaseFeed<P> {
     }
 }
 
-fn snapshot<P: LeaseSource>(pool: &P, now: u64) -> BoundSet<P::Lease> {
-    BoundSet {
+fn snapshot<P: LeaseSource + ?Sized>(pool: &P, now: u64) -> Result<BoundSet<P::Lease>, StoreError> {
+    Ok(BoundSet {
         at: now,
-        leases: pool.leases_at(now),
-    }
+        leases: pool.leases_at(now)?,
+    })
 }
 
-fn earliest<P: LeaseSource>(set: &BoundSet<P::Lease>) -> u64 {
+fn earliest<P: LeaseSource + ?Sized>(set: &BoundSet<P::Lease>) -> u64 {
     set.leases.iter().map(P::expires).min().unwrap_or(u64::MAX)
 }

@@ -11,6 +11,7 @@ use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::lease_feed::LeaseSource;
+use crate::dhcp::store::StoreError;
 
 pub(crate) struct LeaseView<L> {
     /// (generation, leases): the generation moves on at every publish.
@@ -39,21 +40,30 @@ impl<L: Clone> LeaseView<L> {
     }
 
     /// Called by the serve loop between batches: publish if a reader asked.
-    pub(crate) fn publish_if_requested<P: LeaseSource<Lease = L>>(&self, pool: &P, now: u64) {
+    pub(crate) fn publish_if_requested<P: LeaseSource<Lease = L> + ?Sized>(
+        &self,
+        pool: &P,
+        now: u64,
+    ) {
         if self.requested.swap(false, Ordering::AcqRel) {
             self.publish(pool.leases_at(now), false);
         }
     }
 
     /// The serve loop ends: a last view, and readers stop waiting for another.
-    pub(crate) fn close<P: LeaseSource<Lease = L>>(&self, pool: &P, now: u64) {
+    pub(crate) fn close<P: LeaseSource<Lease = L> + ?Sized>(&self, pool: &P, now: u64) {
         self.publish(pool.leases_at(now), true);
     }
 
-    fn publish(&self, leases: Vec<L>, last: bool) {
+    /// A new view; a store that cannot be read now (a database away) keeps the last one, and a
+    /// waiting reader is still answered with it.
+    fn publish(&self, leases: Result<Vec<L>, StoreError>, last: bool) {
         let mut g = self.published.lock().unwrap_or_else(|p| p.into_inner());
         g.0 += 1;
-        g.1 = leases;
+        match leases {
+            Ok(leases) => g.1 = leases,
+            Err(e) => tracing::debug!(error = %e, "lease view not refreshed"),
+        }
         if last {
             self.closed.store(true, Ordering::Release);
         }
