@@ -524,6 +524,21 @@ PG_DB_HOSTAGENT = "hostagent"
 PG_DB_KEA = "kea"
 
 
+def proc_cpu_s(pid, reaped_children=False):
+    """CPU seconds (user + system, every thread) of a process so far; with `reaped_children`
+    also its children that have exited. 0 for a process that is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return 0.0
+    # fields[0] is stat's 3rd field (state): utime, stime, cutime, cstime are the 14th–17th.
+    ticks = int(fields[11]) + int(fields[12])
+    if reaped_children:
+        ticks += int(fields[13]) + int(fields[14])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 class PgCluster:
     """A private PostgreSQL cluster for the lease-database section: `initdb` as `postgres` in a
     temp dir, listening only on a unix socket there (no TCP), Debian's defaults otherwise (fsync
@@ -548,6 +563,23 @@ class PgCluster:
 
     def url(self, db):
         return f"postgresql:///{db}?host={self.dir}&user={PG_USER}"
+
+    def cpu_s(self):
+        """CPU seconds of the whole cluster so far: the postmaster, its live children (backends,
+        WAL writer, checkpointer …) and the ones that have exited."""
+        with open(os.path.join(self.data, "postmaster.pid")) as f:
+            pm = int(f.readline())
+        total = proc_cpu_s(pm, reaped_children=True)
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat") as f:
+                        ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+                except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+                    continue
+                if ppid == pm:
+                    total += proc_cpu_s(int(entry))
+        return total
 
     def psql(self, db, sql):
         return run(["psql", "-X", "-At", "-v", "ON_ERROR_STOP=1", "-h", self.dir, "-U", PG_USER, "-d", db, "-c", sql]).stdout
@@ -1397,7 +1429,15 @@ class Harness:
                 def one(rate):
                     tb = LeaseDbTestbed(self, stack, pg)
                     try:
+                        # CPU of the DHCP server and of the database while perfdhcp runs: where an
+                        # exchange's cost goes (both share the 2 vCPUs with perfdhcp).
+                        srv0 = sum(proc_cpu_s(p) for p in tb.pids().values())
+                        db0 = pg.cpu_s()
                         r = self.perfdhcp(tb, rate, self.dhcp_secs)
+                        exchanges = r["rate"] * self.dhcp_secs
+                        if exchanges > 0:
+                            r["server_us"] = (sum(proc_cpu_s(p) for p in tb.pids().values()) - srv0) / exchanges * 1e6
+                            r["db_us"] = (pg.cpu_s() - db0) / exchanges * 1e6
                         r["leases"] = tb.check_unique_leases(f"lease database: {name} at {rate}/s")
                         return r
                     finally:
@@ -1436,6 +1476,12 @@ class Harness:
                     "leases": median([r["leases"] for r in runs]),
                     "steps": steps,
                 }
+                cpu = [r for r in runs if "server_us" in r]
+                if cpu:
+                    out[name]["server_us"] = median([r["server_us"] for r in cpu])
+                    out[name]["db_us"] = median([r["db_us"] for r in cpu])
+                    log(f"  {name}: CPU per exchange: server {out[name]['server_us']:.0f} µs, "
+                        f"PostgreSQL {out[name]['db_us']:.0f} µs")
         finally:
             pg.close()
         self.results["leasedb"] = out
