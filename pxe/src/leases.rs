@@ -143,6 +143,9 @@ impl Held for Lease {
     fn addr(&self) -> Ipv4Addr {
         self.ip
     }
+    fn expires(&self) -> u64 {
+        self.expires
+    }
 }
 
 impl LeaseIndex {
@@ -179,6 +182,11 @@ impl LeaseIndex {
     /// Forgets an expired quarantine (in memory only; compaction then leaves it out).
     pub fn lift_quarantine(&mut self, ip: Ipv4Addr) {
         self.holdings.lift_quarantine(ip);
+    }
+
+    /// Leases unexpired at `now`, sorted by address.
+    pub fn unexpired(&self, now: u64) -> Vec<Lease> {
+        self.holdings.unexpired(now)
     }
 
     /// Every lease known, expired or not (one per client).

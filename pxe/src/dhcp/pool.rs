@@ -421,15 +421,7 @@ impl Pool {
 
     /// Leases unexpired at `now`, sorted by address.
     pub fn leases_at(&self, now: u64) -> Vec<Lease> {
-        let mut v: Vec<Lease> = self
-            .store
-            .index()
-            .leases()
-            .filter(|l| l.expires > now)
-            .cloned()
-            .collect();
-        v.sort_by_key(|l| l.ip);
-        v
+        self.store.index().unexpired(now)
     }
 
     /// The client's lease, expired or not.

@@ -227,14 +227,6 @@ impl Pool6 {
 
     /// Unexpired leases at `now`, sorted by address.
     pub fn leases_at(&self, now: u64) -> Vec<Lease6> {
-        let mut out: Vec<Lease6> = self
-            .store
-            .index()
-            .leases()
-            .filter(|l| l.expires > now)
-            .cloned()
-            .collect();
-        out.sort_by_key(|l| l.ip);
-        out
+        self.store.index().unexpired(now)
     }
 }

@@ -9,9 +9,11 @@ use std::hash::Hash;
 /// A lease as the index sees it: whose it is and which address it holds.
 pub(crate) trait Held: Clone {
     type Key: Clone + Eq + Hash;
-    type Addr: Copy + Eq + Hash;
+    type Addr: Copy + Eq + Hash + Ord;
     fn holder(&self) -> Self::Key;
     fn addr(&self) -> Self::Addr;
+    /// Unix seconds.
+    fn expires(&self) -> u64;
 }
 
 #[derive(Debug, Clone)]
@@ -86,6 +88,18 @@ impl<L: Held> Holdings<L> {
         self.quarantine.remove(&addr);
     }
 
+    /// Leases unexpired at `now`, sorted by address (what both servers publish and list).
+    pub(crate) fn unexpired(&self, now: u64) -> Vec<L> {
+        let mut v: Vec<L> = self
+            .by_holder
+            .values()
+            .filter(|l| l.expires() > now)
+            .cloned()
+            .collect();
+        v.sort_by_key(|l| l.addr());
+        v
+    }
+
     /// Every lease known, expired or not (one per holder).
     pub(crate) fn leases(&self) -> impl Iterator<Item = &L> {
         self.by_holder.values()
@@ -116,6 +130,9 @@ mod tests {
         fn addr(&self) -> u8 {
             self.1
         }
+        fn expires(&self) -> u64 {
+            u64::from(self.1) * 10
+        }
     }
 
     #[test]
@@ -139,6 +156,13 @@ mod tests {
         );
         h.grant(&L("c", 2));
         assert_eq!(h.quarantined_until(2), None);
+        h.grant(&L("d", 9));
+        assert_eq!(
+            h.unexpired(20),
+            vec![L("d", 9)],
+            "c's ends at 20, d's at 90"
+        );
+        h.release(&"d", 9);
         h.release(&"c", 2);
         assert_eq!((h.leases().count(), h.live_count()), (0, 0));
     }

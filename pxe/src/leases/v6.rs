@@ -256,6 +256,9 @@ impl Held for Lease6 {
     fn addr(&self) -> Ipv6Addr {
         self.ip
     }
+    fn expires(&self) -> u64 {
+        self.expires
+    }
 }
 
 impl Lease6Index {
@@ -280,6 +283,11 @@ impl Lease6Index {
 
     pub fn quarantined_until(&self, ip: Ipv6Addr) -> Option<u64> {
         self.holdings.quarantined_until(ip)
+    }
+
+    /// Leases unexpired at `now`, sorted by address.
+    pub fn unexpired(&self, now: u64) -> Vec<Lease6> {
+        self.holdings.unexpired(now)
     }
 
     /// Every lease known, expired or not.
