@@ -6,8 +6,9 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Lines};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Stdio};
+use std::time::Duration;
 
-use testkit::{wait_for, Netns};
+use testkit::{wait_for, wait_until, Netns};
 
 use crate::console::read_log;
 use crate::{helper_bin, hostagent_bin, Scratch};
@@ -41,6 +42,36 @@ impl Daemon {
     /// with stdout and stderr in a log under the scratch root; returns once the control socket
     /// answers, panics with the log if the process exits first or takes too long.
     pub fn spawn(ns: &Netns, s: &Scratch, argv: &[&str]) -> Daemon {
+        Daemon::spawn_signalled(ns, s, argv, None)
+    }
+
+    /// `start`, sending `sig` once during start-up: as soon as the log has `needle`, before the
+    /// control socket answers (what `systemctl reload` does to a unit that is still starting).
+    pub fn start_signalled_at(
+        ns: &Netns,
+        s: &Scratch,
+        cfg: &str,
+        needle: &str,
+        sig: i32,
+    ) -> Daemon {
+        let bin = hostagent_bin();
+        let argv = [
+            bin.to_str().expect("utf-8"),
+            "-c",
+            cfg,
+            "--root",
+            s.root_str(),
+            "run",
+        ];
+        Daemon::spawn_signalled(ns, s, &argv, Some((needle, sig)))
+    }
+
+    fn spawn_signalled(
+        ns: &Netns,
+        s: &Scratch,
+        argv: &[&str],
+        mut early: Option<(&str, i32)>,
+    ) -> Daemon {
         let log = s.root().join(format!("agent-{}.log", std::process::id()));
         let file = std::fs::File::create(&log).expect("log file");
         let child = ns
@@ -54,6 +85,21 @@ impl Daemon {
         let mut d = Daemon { child, log };
         let sock = s.root().join("run/hostagent/control.sock");
         // Connect, not just exist: a daemon killed with -9 leaves its socket file behind.
+        if let Some((needle, sig)) = early.take() {
+            // Polled every millisecond: start-up takes tens of them, and the signal must land
+            // while it is still under way.
+            let seen = wait_until(
+                Duration::from_secs(READY_SECS),
+                Duration::from_millis(1),
+                || d.log_text().contains(needle).then_some(()),
+            );
+            assert!(
+                seen.is_some(),
+                "no {needle:?} in the log during start-up; log:\n{}",
+                d.log_text()
+            );
+            d.signal(sig);
+        }
         let up = wait_for(READY_SECS, || {
             if let Ok(Some(status)) = d.child.try_wait() {
                 panic!(
@@ -83,9 +129,27 @@ impl Daemon {
         let seen = wait_for(secs, || self.log_text().contains(needle).then_some(()));
         assert!(
             seen.is_some(),
-            "no {needle:?} in the log within {secs} s; log:\n{}",
+            "no {needle:?} in the log within {secs} s ({}); log:\n{}",
+            self.liveness(),
             self.log_text()
         );
+    }
+
+    /// Whether the process still runs, for failure messages: a daemon killed by a signal it had
+    /// no handler for yet leaves a log that just stops.
+    pub fn liveness(&self) -> String {
+        match std::fs::read_to_string(format!("/proc/{}/stat", self.pid())) {
+            Ok(stat)
+                if stat
+                    .rsplit(')')
+                    .next()
+                    .is_some_and(|r| r.trim_start().starts_with('Z')) =>
+            {
+                "the daemon has exited".to_string()
+            }
+            Ok(_) => "the daemon is still running".to_string(),
+            Err(_) => "the daemon is gone".to_string(),
+        }
     }
 
     /// The process id (`ip netns exec` and wrappers exec in place: it is the daemon's).

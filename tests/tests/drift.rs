@@ -308,6 +308,25 @@ fn a_foreign_device_taking_the_bridge_name_is_left_alone() {
     assert_eq!(reports, 1, "log:\n{}", d.log_text());
 }
 
+/// `systemctl reload` right after `start` reaches a daemon that is still applying: the SIGHUP is
+/// held and acted on once it serves, never the default action (exit) half-way through start-up.
+#[test]
+fn a_sighup_during_start_up_is_held_and_reloads_once_serving() {
+    let host = Netns::new("drhup0");
+    let s = Scratch::new();
+    let cfg = s.config(config(
+        "br-dh0",
+        "10.89.2.1/24",
+        "10.89.2.100-10.89.2.199",
+        false,
+    ));
+    // The first apply step is logged before the bridge exists and long before the socket opens.
+    let d = Daemon::start_signalled_at(&host, &s, &cfg, "apply action=", libc::SIGHUP);
+    d.wait_log("config reloaded", 10);
+    assert_eq!(d.liveness(), "the daemon is still running");
+    assert!(bridge_ok(&host, "br-dh0", "10.89.2.1"));
+}
+
 #[test]
 fn after_sighup_drift_repairs_to_the_new_config() {
     let host = Netns::new("drhup");

@@ -24,6 +24,13 @@ pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
     // Guest work runs in helper processes (`guests::helper`): libvirt, once loaded, would stay
     // mapped in the daemon for good.
     crate::guests::forbid_libvirt_in_this_process();
+    // Handlers first: a SIGHUP (`systemctl reload`) or SIGTERM that arrives while the host is
+    // applied or privileges are dropped is then held for the loop below, instead of taking the
+    // default action (exit) half-way through start-up. The control socket answering is the
+    // readiness sign, and it opens after this.
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let model = hostcmd::load(cli)?;
     warn_about_guest_dns(cli, &model);
     let host = hostcmd::host_for(cli, &model);
@@ -83,9 +90,6 @@ pub async fn run(cli: &Cli, down_on_exit: bool) -> Result<ExitCode> {
     let guests = GuestApplies::new(&cli.root);
     guests.spawn(model.clone());
 
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut hup = signal(SignalKind::hangup())?;
     let mut current: Model = model;
     loop {
         tokio::select! {
