@@ -1,6 +1,7 @@
 //! What a server is started with. Plain data: the agent fills it from its validated config.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -23,8 +24,17 @@ pub struct ServerConfig {
     /// Loopback is allowed only when listed (tests do).
     pub allowed: Vec<IpNet>,
     pub upstreams: Upstreams,
+    /// The host's resolvers are followed: the resolv.conf files under this root (`/` on a real
+    /// host) are looked at every [`RESOLVER_POLL`] and, when one changed, `upstreams` is
+    /// discovered again (a laptop joining another network, systemd-resolved learning new
+    /// servers). `None`: `upstreams` is fixed (configured forwarders, local-only).
+    pub follow_resolvers: Option<PathBuf>,
     pub limits: Limits,
 }
+
+/// How often followed resolver files are looked at: two `stat`s, so cheap; dnsmasq looks at
+/// its resolv.conf at most once a second, when queries come.
+pub const RESOLVER_POLL: Duration = Duration::from_secs(2);
 
 /// Bounds on what one server holds and does.
 #[derive(Debug, Clone, PartialEq)]

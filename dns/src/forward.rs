@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,20 +18,37 @@ const TRY_NEXT: [u8; 3] = [2, 4, 5];
 
 #[derive(Debug)]
 pub(crate) struct Forwarder {
-    servers: Vec<SocketAddr>,
+    /// Replaced whole when the host's resolvers change; a query in flight keeps the list it
+    /// started with.
+    servers: RwLock<Arc<[SocketAddr]>>,
     timeout: Duration,
 }
 
 impl Forwarder {
     pub(crate) fn new(servers: Vec<SocketAddr>, timeout: Duration) -> Forwarder {
-        Forwarder { servers, timeout }
+        Forwarder {
+            servers: RwLock::new(servers.into()),
+            timeout,
+        }
+    }
+
+    pub(crate) fn set_servers(&self, servers: &[SocketAddr]) {
+        let mut held = self.servers.write().unwrap_or_else(|p| p.into_inner());
+        *held = servers.into();
+    }
+
+    fn servers(&self) -> Arc<[SocketAddr]> {
+        self.servers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The first answer an upstream gives that is not a refusal or failure; else the last such
     /// answer (relayed as it is); `None` when none answered at all.
     pub(crate) async fn ask(&self, job: &Forward) -> Option<Vec<u8>> {
         let mut fallback = None;
-        for &server in &self.servers {
+        for &server in self.servers().iter() {
             let id: u16 = rand::random();
             let query = job.upstream_query(id);
             if query.is_empty() {

@@ -4,6 +4,7 @@
 //! last the upstreams.
 
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
@@ -84,14 +85,14 @@ pub struct QueryHandler {
     counters: Counters,
 }
 
-/// What happens to a question that is neither local nor cached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Onward {
-    Forward,
-    /// No upstream could be found: a failure (SERVFAIL, counted as one).
-    Fail,
-    /// Local names only, by choice ([`QueryHandler::local_only`]): REFUSED.
-    Refuse,
+/// What happens to a question that is neither local nor cached: forwarded while there are
+/// upstreams; SERVFAIL (counted as a failure) while none can be found, which can change as the
+/// host's resolvers do ([`QueryHandler::set_has_upstreams`]); REFUSED when the server answers
+/// local names only by choice ([`QueryHandler::local_only`]).
+#[derive(Debug)]
+struct Onward {
+    local_only: bool,
+    has_upstreams: AtomicBool,
 }
 
 impl QueryHandler {
@@ -115,10 +116,9 @@ impl QueryHandler {
             limiter: limits.rate.map(Limiter::new),
             cache: Cache::new(limits.cache_entries),
             max_cache_ttl: limits.max_cache_ttl,
-            onward: if has_upstreams {
-                Onward::Forward
-            } else {
-                Onward::Fail
+            onward: Onward {
+                local_only: false,
+                has_upstreams: AtomicBool::new(has_upstreams),
             },
             counters: Counters::default(),
         }
@@ -127,8 +127,14 @@ impl QueryHandler {
     /// Answer only the local zone: every other name is REFUSED, and nothing is forwarded (an
     /// isolated network, whose guests must not reach the outside through the host).
     pub fn local_only(mut self) -> QueryHandler {
-        self.onward = Onward::Refuse;
+        self.onward.local_only = true;
         self
+    }
+
+    /// Whether questions that are not local can be forwarded now (the upstream list became
+    /// empty, or not empty any more).
+    pub fn set_has_upstreams(&self, yes: bool) {
+        self.onward.has_upstreams.store(yes, Ordering::Relaxed);
     }
 
     pub fn counters(&self) -> CountersSnapshot {
@@ -256,16 +262,13 @@ impl QueryHandler {
                     Counters::bump(&c.cache_hits);
                     return Outcome::Reply(self.send_relayed(&hit, &asker, now));
                 }
-                match self.onward {
-                    Onward::Forward => {}
-                    Onward::Fail => {
-                        Counters::bump(&c.upstream_failures);
-                        return Outcome::Reply(self.error(&req, ResponseCode::ServFail, edns));
-                    }
-                    Onward::Refuse => {
-                        Counters::bump(&c.refused);
-                        return Outcome::Reply(self.error(&req, ResponseCode::Refused, edns));
-                    }
+                if self.onward.local_only {
+                    Counters::bump(&c.refused);
+                    return Outcome::Reply(self.error(&req, ResponseCode::Refused, edns));
+                }
+                if !self.onward.has_upstreams.load(Ordering::Relaxed) {
+                    Counters::bump(&c.upstream_failures);
+                    return Outcome::Reply(self.error(&req, ResponseCode::ServFail, edns));
                 }
                 Counters::bump(&c.forwarded);
                 Outcome::Forward(Forward { asker, query, key })

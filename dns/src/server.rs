@@ -5,7 +5,7 @@
 //! number and idle time and answer their queries in order.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -15,13 +15,13 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
-use crate::config::{Limits, ServerConfig};
+use crate::config::{Limits, ServerConfig, RESOLVER_POLL};
 use crate::counters::CountersSnapshot;
 use crate::error::DnsError;
 use crate::forward::Forwarder;
 use crate::handler::{Outcome, QueryHandler, Transport};
 use crate::records::RecordStore;
-use crate::upstreams::{UpstreamSource, Upstreams};
+use crate::upstreams::{ResolverFiles, UpstreamSource, Upstreams};
 use crate::zone::Zone;
 
 /// Largest query taken over UDP; anything longer is cut by the kernel and fails to decode.
@@ -30,7 +30,7 @@ const UDP_QUERY_BUFFER: usize = 4096;
 /// A running server. Dropping it stops it.
 pub struct DnsServer {
     handler: Arc<QueryHandler>,
-    upstreams: Upstreams,
+    upstreams: Arc<Mutex<Upstreams>>,
     local: Vec<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -63,7 +63,15 @@ impl DnsServer {
             local.push(bound);
             sockets.push((udp, tcp));
         }
-        let upstreams = config.upstreams.clone().without(&local);
+        // Followed resolvers are read now, not when the config was made: a server restarted
+        // later (its bridge was recreated) starts from what the host has then.
+        let mut resolver_files = config.follow_resolvers.as_deref().map(ResolverFiles::new);
+        let upstreams = match resolver_files.as_mut().map(ResolverFiles::discover) {
+            None => config.upstreams.clone(),
+            Some(Ok(found)) => found,
+            Some(Err(_)) => Upstreams::none(),
+        }
+        .without(&local);
         let mut handler = QueryHandler::new(
             zone,
             records,
@@ -104,6 +112,17 @@ impl DnsServer {
             upstreams = ?upstreams.servers(),
             "DNS server started"
         );
+        let upstreams = Arc::new(Mutex::new(upstreams));
+        if let Some(files) = resolver_files {
+            tasks.push(tokio::spawn(follow_resolvers(
+                files,
+                config.network.clone(),
+                local.clone(),
+                upstreams.clone(),
+                handler.clone(),
+                forwarder.clone(),
+            )));
+        }
         Ok(DnsServer {
             handler,
             upstreams,
@@ -126,9 +145,13 @@ impl DnsServer {
         &self.local
     }
 
-    /// The upstreams in use (the configured ones minus this server's own addresses).
-    pub fn upstreams(&self) -> &Upstreams {
-        &self.upstreams
+    /// The upstreams in use (the configured or discovered ones minus this server's own
+    /// addresses).
+    pub fn upstreams(&self) -> Upstreams {
+        self.upstreams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn zone(&self) -> &Zone {
@@ -156,6 +179,44 @@ impl Drop for DnsServer {
         for task in &self.tasks {
             task.abort();
         }
+    }
+}
+
+/// Discovers the host's resolvers again whenever their files change, and switches the server
+/// to them: queries already waiting finish with the old list, the cache is kept (its TTLs bound
+/// it, as dnsmasq keeps its cache over a resolv.conf change unless told `clear-on-reload`).
+async fn follow_resolvers(
+    mut files: ResolverFiles,
+    network: String,
+    local: Vec<SocketAddr>,
+    upstreams: Arc<Mutex<Upstreams>>,
+    handler: Arc<QueryHandler>,
+    forwarder: Arc<Forwarder>,
+) {
+    let mut tick = tokio::time::interval(RESOLVER_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(found) = files.changed() else {
+            continue;
+        };
+        let new = match found {
+            Ok(u) => u.without(&local),
+            Err(e) => {
+                tracing::warn!(network = %network, "DNS: the host's resolvers changed and none is left: {e}; names outside the network's domain get SERVFAIL until one is");
+                Upstreams::none()
+            }
+        };
+        let old = {
+            let mut held = upstreams.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *held, new.clone())
+        };
+        if old.servers() == new.servers() {
+            continue;
+        }
+        forwarder.set_servers(new.servers());
+        handler.set_has_upstreams(!new.is_empty());
+        tracing::info!(network = %network, from = ?old.servers(), to = ?new.servers(), "DNS: the host's resolvers changed; forwarding to the new ones");
     }
 }
 

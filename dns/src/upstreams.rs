@@ -116,6 +116,56 @@ impl Upstreams {
     }
 }
 
+/// The files [`Upstreams::discover`] reads under a root, and how they looked when last seen:
+/// a changed fingerprint (another inode, size or mtime; a symlink is followed, so
+/// systemd-resolved's rename into place and a re-pointed link both count) means the host's
+/// resolvers may have changed.
+#[derive(Debug)]
+pub struct ResolverFiles {
+    root: PathBuf,
+    seen: Vec<Option<Fingerprint>>,
+}
+
+type Fingerprint = (u64, u64, u64, i64, i64);
+
+impl ResolverFiles {
+    pub fn new(root: &Path) -> ResolverFiles {
+        ResolverFiles {
+            root: root.to_path_buf(),
+            seen: Vec::new(),
+        }
+    }
+
+    /// The upstreams as the files say now ([`Upstreams::discover`]), remembering how the files
+    /// looked first, so that a change while they are read is seen by the next [`changed`].
+    ///
+    /// [`changed`]: ResolverFiles::changed
+    pub fn discover(&mut self) -> Result<Upstreams, UpstreamError> {
+        self.seen = fingerprints(&self.root);
+        Upstreams::discover(&self.root, &[])
+    }
+
+    /// `Some` with the upstreams discovered again when a file changed since the last look,
+    /// `None` when nothing did.
+    pub fn changed(&mut self) -> Option<Result<Upstreams, UpstreamError>> {
+        if fingerprints(&self.root) == self.seen {
+            return None;
+        }
+        Some(self.discover())
+    }
+}
+
+fn fingerprints(root: &Path) -> Vec<Option<Fingerprint>> {
+    use std::os::unix::fs::MetadataExt;
+    [RESOLV_CONF, RESOLVED_CONF]
+        .iter()
+        .map(|rel| {
+            let m = std::fs::metadata(root.join(rel)).ok()?;
+            Some((m.dev(), m.ino(), m.size(), m.mtime(), m.mtime_nsec()))
+        })
+        .collect()
+}
+
 /// The `nameserver` addresses of a resolv.conf (port 53); a missing file has none.
 fn read_nameservers(path: &Path) -> Result<Vec<SocketAddr>, UpstreamError> {
     let text = match std::fs::read_to_string(path) {
@@ -189,6 +239,30 @@ mod tests {
         let u = Upstreams::discover(r.path(), &[]).unwrap();
         assert_eq!(addrs(&u), ["198.51.100.1:53", "198.51.100.2:53"]);
         assert!(matches!(u.source(), UpstreamSource::SystemdResolved(_)));
+    }
+
+    #[test]
+    fn a_changed_file_is_seen_once_and_discovered_again() {
+        let r = root(Some("nameserver 192.0.2.1\n"), None);
+        let mut files = ResolverFiles::new(r.path());
+        assert_eq!(addrs(&files.discover().unwrap()), ["192.0.2.1:53"]);
+        assert!(files.changed().is_none(), "nothing changed yet");
+        // systemd-resolved's way: write a new file, rename it over the old one.
+        let tmp = r.path().join("etc/.resolv.conf.new");
+        std::fs::write(&tmp, "nameserver 127.0.0.53\n").unwrap();
+        std::fs::rename(&tmp, r.path().join(RESOLV_CONF)).unwrap();
+        std::fs::create_dir_all(r.path().join("run/systemd/resolve")).unwrap();
+        std::fs::write(r.path().join(RESOLVED_CONF), "nameserver 198.51.100.7\n").unwrap();
+        let u = files.changed().expect("a change").unwrap();
+        assert_eq!(addrs(&u), ["198.51.100.7:53"]);
+        assert!(files.changed().is_none(), "seen once");
+        // Both gone: discovery fails, and says where it looked.
+        std::fs::remove_file(r.path().join(RESOLV_CONF)).unwrap();
+        std::fs::remove_file(r.path().join(RESOLVED_CONF)).unwrap();
+        assert!(matches!(
+            files.changed(),
+            Some(Err(UpstreamError::NoneFound { .. }))
+        ));
     }
 
     #[test]

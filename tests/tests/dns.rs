@@ -5,7 +5,8 @@
 //! entries resolve, forward and reverse; foreign names are forwarded to a dnsmasq in an
 //! "upstream" namespace (also through systemd-resolved's list when resolv.conf names only the
 //! stub); a released lease stops resolving; the counters move; outsiders are refused; port 53
-//! is bound again on a recreated bridge after the privilege drop.
+//! is bound again on a recreated bridge after the privilege drop; the host's resolv.conf files are
+//! followed as they change.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -313,6 +314,93 @@ fn foreign_names_are_forwarded_upstream_also_through_systemd_resolveds_list_and_
     resolves(&alpha, &format!("{net}.1"), "alpha.lab", &alpha_ip)
         .unwrap_or_else(|t| panic!("lease name lost over the reload:\n{t}"));
     d.assert_alive();
+}
+
+/// A host's resolvers change under a running daemon (DHCP on the uplink renews, a VPN comes up,
+/// systemd-resolved learns new servers): the server follows the files, no SIGHUP needed, and
+/// says so in the log; when no resolver is left it fails forwarded names (SERVFAIL) until one
+/// comes back.
+#[test]
+fn the_hosts_resolvers_are_followed_as_they_change_without_a_reload() {
+    let host = Netns::new("dnsw");
+    let s = Scratch::new();
+    let net = "10.98.0";
+    let up = Upstream::start(
+        &host,
+        "10.98.1.1/24",
+        "10.98.1.2/24",
+        &[
+            "--address=/first.test/10.9.9.1",
+            "--address=/second.test/10.9.9.2",
+            "--address=/third.test/10.9.9.3",
+        ],
+    );
+    // At start the host has no resolver at all.
+    let cfg = s.config(config("br-dnsw", net, Dns::new()));
+    let cli = Cli::new(&host, &s, &cfg);
+    let d = Daemon::start(&host, &s, &cfg, &[]);
+    let probe = host.plug("br-dnsw", "vdnsw");
+    probe.ok(&["ip", "addr", "add", &format!("{net}.250/24"), "dev", "eth0"]);
+    let at = format!("@{net}.1");
+    let none = dig(Some(&probe), &[&at, "first.test", "A"]);
+    assert_eq!(none.status, "SERVFAIL", "{}", none.text);
+    assert_eq!(up.dnsmasq.queries(), 0);
+
+    let answers = |name: &str, want: &str| {
+        wait_for(10, || {
+            let r = dig(Some(&probe), &[&at, name, "A"]);
+            (r.data() == [want]).then_some(())
+        })
+        .is_some()
+    };
+    // A plain resolv.conf appears.
+    s.write("etc/resolv.conf", "nameserver 10.98.1.2\n");
+    assert!(
+        answers("second.test", "10.9.9.2"),
+        "not forwarded once resolv.conf named a server; log:\n{}",
+        d.log_text()
+    );
+    assert_eq!(dns_status(&cli)["upstreams"][0], "10.98.1.2:53");
+    d.wait_log("the host's resolvers changed", 1);
+
+    // systemd-resolved takes over: the stub in resolv.conf, the real list beside it.
+    s.write("etc/resolv.conf", "nameserver 127.0.0.53\n");
+    s.write("run/systemd/resolve/resolv.conf", "nameserver 10.98.1.2\n");
+    assert!(
+        answers("third.test", "10.9.9.3"),
+        "not forwarded through resolved's list; log:\n{}",
+        d.log_text()
+    );
+    assert_eq!(
+        dns_status(&cli)["upstreams"][0],
+        "10.98.1.2:53",
+        "the stub is not used when resolved's list is there"
+    );
+
+    // Every resolver gone: once the server has seen it, forwarded names fail (first.test was
+    // never asked, so no cached answer hides it), local names still answer.
+    std::fs::remove_file(s.root().join("etc/resolv.conf")).expect("rm resolv.conf");
+    std::fs::remove_file(s.root().join("run/systemd/resolve/resolv.conf")).expect("rm resolved");
+    d.wait_log("none is left", 10);
+    let failed = dig(Some(&probe), &[&at, "first.test", "A"]);
+    assert_eq!(failed.status, "SERVFAIL", "{}", failed.text);
+    assert_eq!(
+        up.dnsmasq.queries_for("first.test"),
+        0,
+        "{}",
+        up.dnsmasq.log_text()
+    );
+    let status = dns_status(&cli);
+    assert!(
+        status["upstreams"].as_array().is_some_and(|u| u.is_empty()),
+        "{status}"
+    );
+    resolves(&probe, &format!("{net}.1"), "nas", &format!("{net}.50"))
+        .unwrap_or_else(|t| panic!("{t}"));
+    assert!(
+        !d.log_text().contains("config reloaded"),
+        "no reload was asked for"
+    );
 }
 
 #[test]

@@ -51,6 +51,7 @@ pub(crate) fn config(block: &Block, upstreams: Upstreams, limits: Limits) -> Ser
         // test lists its own block's first 16 addresses (.200 stays outside).
         allowed: vec![format!("127.53.{}.0/28", block.0).parse().unwrap()],
         upstreams,
+        follow_resolvers: None,
         limits,
     }
 }

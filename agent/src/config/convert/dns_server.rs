@@ -89,6 +89,8 @@ impl Model {
                     // The zone's own subnet: a query from anywhere else is REFUSED.
                     allowed: Vec::new(),
                     upstreams,
+                    follow_resolvers: matches!(dns.upstream, Upstream::HostResolvers)
+                        .then(|| root.to_path_buf()),
                     limits: Limits {
                         rate: (dns.rate_limit > 0).then(|| RateLimit {
                             per_second: f64::from(dns.rate_limit),
