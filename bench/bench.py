@@ -539,6 +539,17 @@ def proc_cpu_s(pid, reaped_children=False):
     return ticks / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu_s():
+    """(busy, total) CPU seconds of the whole machine so far, summed over its CPUs, from the first
+    line of /proc/stat (idle and iowait are not busy)."""
+    with open("/proc/stat") as f:
+        ticks = [int(v) for v in f.readline().split()[1:]]
+    total = sum(ticks[:8])  # user nice system idle iowait irq softirq steal (guest is in user)
+    busy = total - ticks[3] - ticks[4]
+    hz = os.sysconf("SC_CLK_TCK")
+    return busy / hz, total / hz
+
+
 class PgCluster:
     """A private PostgreSQL cluster for the lease-database section: `initdb` as `postgres` in a
     temp dir, listening only on a unix socket there (no TCP), Debian's defaults otherwise (fsync
@@ -1013,6 +1024,12 @@ class Harness:
             r = {}
             r["lockstep"], argv = self.rate_of(tb, "tftp", "big.bin")
             self.commands["tftp lock-step"] = shlex.join(argv[:-6] + ["--get", "-r", "big.bin", "-l", "OUT", SERVER_IP])
+            # The per-block counters of one lock-step transfer, on its own run: perf attached to the
+            # server must not touch the rate above.
+            c = self.fleet(tb, "tftp", ["mid.bin"], 1, counters=True)
+            for k in ("server_us", "ctxsw", "client_us"):
+                r[f"one_{k}"] = c.get(k)
+            r["single_failed"] = c["failed"]
             r["lockstep512"], _ = self.rate_of(tb, "tftp", "mid.bin", blksize=512)
             r["window16"], argv = self.rate_of(tb, "tftp", "big.bin", window=16)
             self.commands["tftp windowsize 16"] = shlex.join(argv[:-6] + ["--get", "-r", "big.bin", "-l", "OUT", SERVER_IP])
@@ -1213,6 +1230,10 @@ class Harness:
             argv = [self.flood, "eth0", str(n), "112", str(n), "60"]
             self.commands["storm"] = (f"dhcp-flood eth0 {n} 112 {n} 60, then per ACK: atftp --option 'blksize 1468' "
                                       f"--get -r undionly.kpxe ... && curl http://{SERVER_IP}:{HTTP_PORT}/vmlinuz")
+            # Where the storm's CPU goes: the servers (perf, children included), the clients and this
+            # harness (rusage of what it ran and reaped, and its own threads), the whole machine.
+            cpu = ServerCpu(self, tb)
+            c0, s0, m0 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF), machine_cpu_s()
             t0 = time.monotonic()
             fl = subprocess.Popen(tb.cli.argv(argv), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
             acks = []
@@ -1229,6 +1250,9 @@ class Harness:
                 stop(fl)
             for t in threads:
                 t.join(600)
+            wall = time.monotonic() - t0
+            c1, s1, m1 = resource.getrusage(resource.RUSAGE_CHILDREN), resource.getrusage(resource.RUSAGE_SELF), machine_cpu_s()
+            server = cpu.stop()
             done.set()
             sampler.join()
             ips = [ip for _, ip in acks]
@@ -1238,8 +1262,14 @@ class Harness:
             finished = [r for r in results if r[2]]
             last = max((r[3] for r in finished), default=t0) - t0
             hwm = {k: proc_mem(p)[1] for k, p in pids.items()}
+            def used(a, b):
+                return (b.ru_utime - a.ru_utime) + (b.ru_stime - a.ru_stime)
+
             return {"last": last, "finished": len(finished), "acked": len(acks), "peak_rss_kib": peak["rss"],
-                    "agent_rss_kib": peak.get("agent", 0), "agent_anon_kib": peak.get("anon", 0), "hwm_kib": hwm}
+                    "agent_rss_kib": peak.get("agent", 0), "agent_anon_kib": peak.get("anon", 0), "hwm_kib": hwm,
+                    "server_cpu_s": server["cpu_ms"] / 1000 if server else None,
+                    "client_cpu_s": used(c0, c1) + used(s0, s1),
+                    "machine_busy": (m1[0] - m0[0]) / max(m1[1] - m0[1], 1e-9), "wall": wall}
         finally:
             tb.close()
 
@@ -1263,6 +1293,9 @@ class Harness:
                 "agent_anon_kib": max(r["agent_anon_kib"] for r in runs),
                 "hwm_kib": {k: max(r["hwm_kib"].get(k, 0) for r in runs) for k in runs[0]["hwm_kib"]},
             }
+            for k in ("server_cpu_s", "client_cpu_s", "machine_busy", "wall"):
+                vals = [r[k] for r in runs if r.get(k) is not None]
+                out[name][k] = median(vals) if vals else None
         self.results["storm"] = out
 
     # -- memory idle

@@ -89,6 +89,49 @@ def tftp_limit(ha, peer, floor, key, n):
     return text
 
 
+def single_lockstep_limit(ha, peer, floor):
+    """Where one lock-step transfer is bound: it is one round trip per block, so its rate is the
+    round trip's latency; the kernel path alone (one udp-pingpong pair) is the floor of that."""
+    f = (floor or {}).get(1)
+    if not f or not f.get("rate"):
+        return ""
+    def rtt(rate):  # µs per 1468-byte block
+        return 1468 / (rate * 2**20) * 1e6
+
+    text = (f". Limit, measured: lock-step is one round trip per block, so the rate is that round trip: "
+            f"{rtt(ha['lockstep']):.0f} µs per block here, tftpd-hpa {rtt(peer['lockstep']):.0f}. The kernel path alone "
+            f"(one udp-pingpong pair: receive 4 bytes, send 1472, nothing else) takes {rtt(f['rate']):.0f} µs "
+            f"({f['rate']:.1f} MiB/s): a server costing nothing beyond the kernel would reach "
+            f"{fmt_ratio(ratio(f['rate'], peer['lockstep']))} tftpd-hpa, hostagent is at "
+            f"{ha['lockstep'] / f['rate'] * 100:.0f} % of that floor")
+    if ha.get("one_server_us") is not None and peer.get("one_server_us") is not None:
+        text += (f"; the server's own CPU per block is {ha['one_server_us']:.1f} µs (tftpd-hpa {peer['one_server_us']:.1f}, "
+                 f"the pingpong server {f['server_us']:.1f}), so the rest of the round trip is the kernel's and the "
+                 "vCPUs' wake-ups, not the server's work")
+    return text
+
+
+def storm_limit(s):
+    """Where the storm's time goes, from its CPU figures: when both vCPUs are busy throughout, the
+    time is the CPU everything used divided by two, and the clients use most of it."""
+    ha = s.get("hostagent", {})
+    if ha.get("server_cpu_s") is None or ha.get("client_cpu_s") is None:
+        return ""
+    peers = {n: v for n, v in s.items() if n != "hostagent" and v.get("server_cpu_s") is not None}
+    text = (f". Limit, measured: the storm keeps both vCPUs {ha['machine_busy'] * 100:.0f} % busy; of its CPU, "
+            f"hostagent took {ha['server_cpu_s']:.2f} s and the clients and harness {ha['client_cpu_s']:.2f} s")
+    if peers:
+        text += " (" + ", ".join(f"{n}: servers {v['server_cpu_s']:.2f} s, clients {v['client_cpu_s']:.2f} s"
+                                 for n, v in peers.items()) + ")"
+    if ha["machine_busy"] >= 0.9:
+        text += (f". The storm is CPU-bound: even a server costing nothing would finish no sooner than the clients' "
+                 f"CPU over two vCPUs, {ha['client_cpu_s'] / 2:.2f} s, against the {ha['last']:.2f} s measured")
+    else:
+        text += (f". The vCPUs were idle {100 - ha['machine_busy'] * 100:.0f} % of the time: the time to the last "
+                 "client is waiting (DHCP retransmission timers, lock-step round trips), not the servers' CPU")
+    return text
+
+
 def perfdhcp_table(w, d, cfgs, client):
     """The rate-search results of one DHCP family: a row per server, then its search steps."""
     w("| server | config | 4-way exchanges/s (median) | drops | leases after run (all unique) | hostagent ratio |")
@@ -320,7 +363,7 @@ def write_report(h, path):
             ("concurrent", f"{h.concurrent_n} lock-step clients aggregate (MiB/s)"),
             ("concurrent_w16", f"{h.concurrent_n} clients asking windowsize 16, aggregate (MiB/s)"),
             ("rack", f"{h.rack_n} lock-step clients aggregate (MiB/s)"),
-        ], failed=("concurrent_failed", "rack_failed"))
+        ], failed=("concurrent_failed", "rack_failed", "single_failed"))
         floor = r.get("tftp_floor")
         ha, peer = t.get("hostagent"), t.get("tftpd-hpa")
         w("")
@@ -331,7 +374,7 @@ def write_report(h, path):
             w("| server | clients at once | server CPU (µs/block) | server context switches per block | clients' CPU (µs/block) |")
             w("|---|---|---|---|---|")
             for name, v in t.items():
-                for key, n in (("c24", h.concurrent_n), ("rack", h.rack_n)):
+                for key, n in (("one", 1), ("c24", h.concurrent_n), ("rack", h.rack_n)):
                     if v.get(f"{key}_server_us") is not None:
                         w(f"| {name} | {n} | {v[f'{key}_server_us']:.1f} | {v[f'{key}_ctxsw']:.2f} | {v[f'{key}_client_us']:.1f} |")
             if floor:
@@ -340,9 +383,11 @@ def write_report(h, path):
                       f"{v['server_us']:.1f} | | {v['client_us']:.1f} (its own client) |")
             w("")
         if ha and peer:
-            target("TFTP single lock-step ≥ 1.2× tftpd-hpa", ha["lockstep"] >= 1.2 * peer["lockstep"],
+            ok = ha["lockstep"] >= 1.2 * peer["lockstep"]
+            target("TFTP single lock-step ≥ 1.2× tftpd-hpa", ok,
                    f"{ha['lockstep']:.1f} vs {peer['lockstep']:.1f} MiB/s ({fmt_ratio(ratio(ha['lockstep'], peer['lockstep']))}); "
-                   f"blksize 512: {ha['lockstep512']:.1f} vs {peer['lockstep512']:.1f} ({fmt_ratio(ratio(ha['lockstep512'], peer['lockstep512']))})")
+                   f"blksize 512: {ha['lockstep512']:.1f} vs {peer['lockstep512']:.1f} ({fmt_ratio(ratio(ha['lockstep512'], peer['lockstep512']))})"
+                   + ("" if ok else single_lockstep_limit(ha, peer, floor)))
             target("TFTP windowsize 16 ≥ 4× tftpd-hpa's lock-step", ha["window16"] >= 4 * peer["lockstep"],
                    f"{ha['window16']:.1f} vs {peer['lockstep']:.1f} MiB/s ({fmt_ratio(ratio(ha['window16'], peer['lockstep']))})")
             for key, n in (("concurrent", h.concurrent_n), ("rack", h.rack_n)):
@@ -432,20 +477,30 @@ def write_report(h, path):
           "unique (in the ACKs and in the server's lease record). All simulated clients share the client namespace's "
           "address for TFTP/HTTP. Time = start of DHCP to the last client's finished kernel download (median of "
           f"{h.repeats}).\n")
-        w("| stack | finished (worst run) | time to last client (s) | peak memory: PSS summed over the server namespace's processes (MiB) | ratio (time) |")
-        w("|---|---|---|---|---|")
+        w("| stack | finished (worst run) | time to last client (s) | peak memory: PSS summed over the server namespace's processes (MiB) | servers' CPU (s) | clients' and harness CPU (s) | both vCPUs busy | ratio (time) |")
+        w("|---|---|---|---|---|---|---|---|")
         ha = s.get("hostagent", {}).get("last")
         for name, v in s.items():
             rt = "—" if name == "hostagent" else fmt_ratio(ratio(ha, v["last"], higher_is_better=False))
-            w(f"| {name} | {v['finished_min']}/{h.storm_clients} | {v['last']:.2f} | {v['peak_rss_kib'] / 1024:.1f} | {rt} |")
+            srv = "n/a" if v.get("server_cpu_s") is None else f"{v['server_cpu_s']:.2f}"
+            cli = "n/a" if v.get("client_cpu_s") is None else f"{v['client_cpu_s']:.2f}"
+            busy = "n/a" if v.get("machine_busy") is None else f"{v['machine_busy'] * 100:.0f} %"
+            w(f"| {name} | {v['finished_min']}/{h.storm_clients} | {v['last']:.2f} | {v['peak_rss_kib'] / 1024:.1f} | "
+              f"{srv} | {cli} | {busy} | {rt} |")
         w("")
+        w("CPU over the storm (medians): the servers' from `perf stat -e task-clock --inherit` on every server "
+          "process, the children they fork included (tftpd-hpa and busybox httpd fork per transfer); the clients' "
+          "(dhcp-flood, every atftp and curl, `ip netns exec`) and the harness's own threads from rusage; "
+          "\"both vCPUs busy\" from /proc/stat over the same interval.\n")
         if "hostagent" in s:
             target(f"Boot storm: all {h.storm_clients} clients finish, none duplicated",
                    s["hostagent"]["finished_min"] == h.storm_clients, f"{s['hostagent']['finished_min']}/{h.storm_clients}, last at {ha:.2f} s")
             peers = {n: v["last"] for n, v in s.items() if n != "hostagent"}
             if peers:
-                target("Boot storm finishes faster than every peer stack", all(ha < v for v in peers.values()),
-                       f"{ha:.2f} s vs " + ", ".join(f"{n} {v:.2f} s" for n, v in peers.items()))
+                ok = all(ha < v for v in peers.values())
+                target("Boot storm finishes faster than every peer stack", ok,
+                       f"{ha:.2f} s vs " + ", ".join(f"{n} {v:.2f} s" for n, v in peers.items())
+                       + ("" if ok else storm_limit(s)))
 
     # -- memory
     mi = r.get("memory_idle")
