@@ -10,6 +10,7 @@
 //! (`nft -j list table`) and compares them, expression by expression, with what we render, so a
 //! rule deleted, added or edited by hand inside the table is noticed. (nft 1.0.6 prints table and
 //! chain comments only in its text listing, not in JSON, so the fingerprint is read from there.)
+//! Both listings are of the whole ruleset, read once per observe ([`RulesetListing`]).
 //!
 //! A second table, `bridge hostagent` ([`bridge`]: the per-port DHCP limit), travels with it:
 //! rendered into the same batch, observed, compared (its own fingerprint, rules and set) and
@@ -355,12 +356,50 @@ pub fn restore_script(saved: &str) -> String {
     )
 }
 
+/// The host's whole ruleset, read once for everything an observe needs from it: our tables and
+/// the foreign chains [`crate::coexist`] looks at. Two `nft` runs in all (JSON for the structure,
+/// terse text for the table comments, which nft 1.0.6 leaves out of JSON), where reading each of
+/// our tables on its own took four and the foreign chains a fifth; the daemon's drift check does
+/// this every second.
+#[derive(Debug, Clone)]
+pub struct RulesetListing {
+    pub(crate) json: String,
+    text: String,
+}
+
+impl RulesetListing {
+    pub fn read() -> Result<RulesetListing, Error> {
+        let json = list_ruleset()?;
+        let text = run::run(&["-t", "list", "ruleset"], None, "list ruleset")?;
+        Ok(RulesetListing { json, text })
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_parts(json: &str, text: &str) -> RulesetListing {
+        RulesetListing {
+            json: json.into(),
+            text: text.into(),
+        }
+    }
+}
+
 /// Read the agent's tables back. Both absent is `present: false`, not an error. A bridge table
 /// left without its inet table still counts as present (with no inet content), so a plan sees
 /// something to repair or delete.
 pub fn observe() -> Result<NftObserved, Error> {
-    let bridge = observe_table("bridge")?;
-    let mut observed = match observe_table("inet")? {
+    observe_in(&RulesetListing::read()?)
+}
+
+/// [`observe`] from a listing already read.
+pub fn observe_in(listing: &RulesetListing) -> Result<NftObserved, Error> {
+    let doc: Value =
+        serde_json::from_str(&listing.json).map_err(|e| NftError::Output(e.to_string()))?;
+    let items = doc
+        .get("nftables")
+        .and_then(Value::as_array)
+        .ok_or_else(|| NftError::Output("no \"nftables\" array".into()))?;
+    let bridge = observe_table(items, &listing.text, "bridge");
+    let mut observed = match observe_table(items, &listing.text, "inet") {
         Some(inet) => inet,
         None if bridge.is_some() => NftObserved {
             present: true,
@@ -372,26 +411,42 @@ pub fn observe() -> Result<NftObserved, Error> {
     Ok(observed)
 }
 
-/// One of our tables, None when it does not exist.
-fn observe_table(family: &str) -> Result<Option<NftObserved>, Error> {
-    let action = format!("list table {family} {TABLE}");
-    let json = match run::run(&["-j", "list", "table", family, TABLE], None, &action) {
-        Ok(out) => out,
-        Err(NftError::Absent { .. }) => return Ok(None),
-        Err(e) => return Err(e.into()),
+/// One of our tables out of the whole ruleset, None when it does not exist.
+fn observe_table(items: &[Value], text: &str, family: &str) -> Option<NftObserved> {
+    let ours = |obj: &Value, table_key: &str| {
+        obj.get("family").and_then(Value::as_str) == Some(family)
+            && obj.get(table_key).and_then(Value::as_str) == Some(TABLE)
     };
-    let mut observed = parse_listing(&json)?;
-    let text = run::run(&["list", "table", family, TABLE], None, &action)?;
-    observed.fingerprint = parse_fingerprint(&text);
-    Ok(Some(observed))
+    let mut present = false;
+    let mut table_items = Vec::new();
+    for item in items {
+        let Some((kind, obj)) = item.as_object().and_then(|o| o.iter().next()) else {
+            continue;
+        };
+        match kind.as_str() {
+            "metainfo" => {}
+            "table" => present |= ours(obj, "name"),
+            _ if ours(obj, "table") => table_items.push(item),
+            _ => {}
+        }
+    }
+    if !present {
+        return None;
+    }
+    let mut observed = parse_items(table_items);
+    observed.fingerprint = parse_fingerprint(text, family);
+    Some(observed)
 }
 
-/// The table comment's fingerprint from nft's text listing: the `comment` line that comes before
-/// the first chain.
-fn parse_fingerprint(text: &str) -> Option<String> {
+/// The table comment's fingerprint from nft's text listing of the ruleset: the `comment` line
+/// inside `table FAMILY hostagent {`, before its first chain.
+fn parse_fingerprint(text: &str, family: &str) -> Option<String> {
+    let header = format!("table {family} {TABLE} {{");
     let prefix = format!("comment \"{TABLE} ");
-    for line in text.lines().map(str::trim) {
-        if line.starts_with("chain ") {
+    let mut lines = text.lines().map(str::trim);
+    lines.find(|l| *l == header)?;
+    for line in lines {
+        if line.starts_with("chain ") || line.starts_with("set ") || line == "}" {
             return None;
         }
         if let Some(rest) = line.strip_prefix(&prefix) {
@@ -405,16 +460,11 @@ fn str_field(obj: &Value, key: &str) -> Option<String> {
     obj.get(key).and_then(Value::as_str).map(str::to_string)
 }
 
-/// Normalize `nft -j list table <family> hostagent` output: drop handles and names of the table,
+/// Normalize the `nft -j` objects of one of our tables: drop handles and names of the table,
 /// zero rule counters (they count traffic, not configuration), reduce sets to their
 /// declarations, sort chains and sets by name and rules by chain (keeping their order inside
 /// each chain).
-fn parse_listing(json: &str) -> Result<NftObserved, Error> {
-    let doc: Value = serde_json::from_str(json).map_err(|e| NftError::Output(e.to_string()))?;
-    let items = doc
-        .get("nftables")
-        .and_then(Value::as_array)
-        .ok_or_else(|| NftError::Output("no \"nftables\" array".into()))?;
+fn parse_items(items: Vec<&Value>) -> NftObserved {
     let mut observed = NftObserved {
         present: true,
         ..NftObserved::default()
@@ -449,7 +499,7 @@ fn parse_listing(json: &str) -> Result<NftObserved, Error> {
     observed
         .sets
         .sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Ok(observed)
+    observed
 }
 
 /// A rule's expressions with every anonymous `counter` reset to 0 packets, 0 bytes.

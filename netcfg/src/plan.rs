@@ -552,8 +552,10 @@ pub(crate) async fn observe_with(
         let content = files::read_opt(&host.path(&path))?;
         observed_files.push(ObservedFile { path, content });
     }
-    let firewall = FirewallState::of(&nft::observe()?, desired);
-    let firewalls = coexist::observe_for(host, desired)?;
+    // One read of the ruleset serves our tables and the foreign chains alike.
+    let listing = nft::RulesetListing::read()?;
+    let firewall = FirewallState::of(&nft::observe_in(&listing)?, desired);
+    let firewalls = coexist::observe_for_in(host, desired, &listing)?;
     let addr_details = nl.addr_details().await?;
     let routes = nl.routes().await?;
     let mut ra_uplinks = Vec::new();

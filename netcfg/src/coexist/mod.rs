@@ -233,7 +233,12 @@ fn driver_for(host: &Host, system: System) -> Box<dyn Driver> {
 
 /// Read the ruleset once and ask every driver.
 pub fn observe(host: &Host) -> Result<Found, Error> {
-    let chains = ruleset::parse(&crate::nft::list_ruleset()?)?;
+    observe_json(host, &crate::nft::list_ruleset()?)
+}
+
+/// [`observe`] from `nft -j list ruleset` output already read.
+fn observe_json(host: &Host, json: &str) -> Result<Found, Error> {
+    let chains = ruleset::parse(json)?;
     let mut found = Found {
         host: host_facts(host),
         chains,
@@ -252,6 +257,18 @@ pub fn observe(host: &Host) -> Result<Found, Error> {
 /// [`observe`], plus the accepts `desired` needs where the blockers are.
 pub fn observe_for(host: &Host, desired: &Desired) -> Result<Found, Error> {
     let mut found = observe(host)?;
+    found.wanted = accepts(host, desired, &found);
+    Ok(found)
+}
+
+/// [`observe_for`] from a ruleset listing already read (a plan's, which reads our own tables
+/// from the same listing).
+pub fn observe_for_in(
+    host: &Host,
+    desired: &Desired,
+    listing: &crate::nft::RulesetListing,
+) -> Result<Found, Error> {
+    let mut found = observe_json(host, &listing.json)?;
     found.wanted = accepts(host, desired, &found);
     Ok(found)
 }

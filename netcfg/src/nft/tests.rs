@@ -542,7 +542,14 @@ fn a_missing_or_different_bridge_table_is_a_difference() {
     }
     assert!(!matches(&no_set, &d));
     // Counters count traffic: a listing with packets counted still matches once normalized.
+    // The whole ruleset: a foreign table's objects (same chain name, same family) are not ours.
     let listing = serde_json::json!({"nftables": [
+        {"metainfo": {"version": "1.0.6", "json_schema_version": 1}},
+        {"table": {"family": "bridge", "name": "filter", "handle": 1}},
+        {"chain": {"family": "bridge", "table": "filter", "name": "input", "handle": 1,
+                   "type": "filter", "hook": "input", "prio": -200, "policy": "drop"}},
+        {"rule": {"family": "bridge", "table": "filter", "chain": "input", "handle": 2,
+                  "expr": [{"accept": null}]}},
         {"table": {"family": "bridge", "name": "hostagent", "handle": 9}},
         {"set": {"family": "bridge", "name": "dhcp_ports", "table": "hostagent", "type": "ifname",
                  "handle": 2, "size": 4096, "flags": ["timeout"], "timeout": 60,
@@ -557,10 +564,18 @@ fn a_missing_or_different_bridge_table_is_a_difference() {
                       } else { x.clone() }
                   }).collect::<Vec<_>>()}}
     ]});
-    let mut seen = parse_listing(&listing.to_string()).expect("parse");
-    seen.fingerprint = e.bridge.as_ref().and_then(|b| b.fingerprint.clone());
+    let fp = e
+        .bridge
+        .as_ref()
+        .and_then(|b| b.fingerprint.clone())
+        .expect("fp");
+    let text = format!(
+        "table bridge filter {{\n\tchain input {{\n\t}}\n}}\ntable bridge hostagent {{\n\tcomment \"hostagent {fp}\"\n\tchain input {{\n\t}}\n}}\n"
+    );
+    let seen = observe_in(&RulesetListing::from_parts(&listing.to_string(), &text)).expect("parse");
+    assert!(seen.present, "a bridge table alone still counts as present");
     let mut whole = e.clone();
-    whole.bridge = Some(Box::new(seen));
+    whole.bridge = seen.bridge;
     assert_eq!(whole.differences(&d), Vec::<String>::new());
 }
 
@@ -576,9 +591,13 @@ fn unquotable_bridge_names_are_refused_before_nft_runs() {
 #[test]
 fn fingerprint_is_read_from_the_table_comment_only() {
     let text = "table inet hostagent {\n\tcomment \"hostagent 00ff\"\n\tchain input {\n";
-    assert_eq!(parse_fingerprint(text).as_deref(), Some("00ff"));
+    assert_eq!(parse_fingerprint(text, "inet").as_deref(), Some("00ff"));
     let chain_comment = "table inet hostagent {\n\tchain input {\n\t\tcomment \"hostagent 11\"\n";
-    assert_eq!(parse_fingerprint(chain_comment), None);
+    assert_eq!(parse_fingerprint(chain_comment, "inet"), None);
+    // In the whole ruleset: each family's own table, never another table's comment.
+    let ruleset = "table inet filter {\n\tcomment \"hostagent 22\"\n}\ntable bridge hostagent {\n\tcomment \"hostagent 33\"\n}\ntable inet hostagent {\n\tchain input {\n\t}\n}\n";
+    assert_eq!(parse_fingerprint(ruleset, "bridge").as_deref(), Some("33"));
+    assert_eq!(parse_fingerprint(ruleset, "inet"), None);
 }
 
 #[test]
