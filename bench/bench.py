@@ -1308,8 +1308,16 @@ class Harness:
             pid = tb.procs["hostagent"].pid
             rss, hwm = proc_mem(pid)
             split = proc_rss_split(pid)
-            self.results["memory_idle"] = {"rss_kib": rss, "hwm_kib": hwm, "pss_kib": proc_pss(pid), **split}
-            log(f"  hostagent idle with 4 networks: VmRSS {rss} KiB (anon {split['anon_kib']}, file {split['file_kib']}), VmHWM {hwm} KiB")
+            # What idling costs: the drift check (netlink, sysctls, the nft ruleset read by its
+            # `nft` children, reaped) every second, RAs, timers.
+            secs = 3 if self.smoke else 20
+            c0 = proc_cpu_s(pid, reaped_children=True)
+            time.sleep(secs)
+            idle_cpu_ms = (proc_cpu_s(pid, reaped_children=True) - c0) * 1000 / secs
+            self.results["memory_idle"] = {"rss_kib": rss, "hwm_kib": hwm, "pss_kib": proc_pss(pid), **split,
+                                           "idle_cpu_ms_per_s": idle_cpu_ms, "idle_secs": secs}
+            log(f"  hostagent idle with 4 networks: VmRSS {rss} KiB (anon {split['anon_kib']}, file {split['file_kib']}), VmHWM {hwm} KiB, "
+                f"CPU {idle_cpu_ms:.1f} ms/s")
         finally:
             tb.close()
 

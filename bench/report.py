@@ -527,6 +527,11 @@ def write_report(h, path):
             w(f"| boot storm, {h.storm_clients} clients (peak VmRSS sampled every 100 ms) | {s['hostagent'].get('agent_rss_kib', 0) / 1024:.1f} | "
               f"{s['hostagent'].get('agent_anon_kib', 0) / 1024:.1f} (peak) | | | {s['hostagent']['hwm_kib'].get('hostagent', 0) / 1024:.1f} |")
         w("")
+        if mi and mi.get("idle_cpu_ms_per_s") is not None:
+            w(f"CPU while idle with 4 networks: {mi['idle_cpu_ms_per_s']:.1f} ms per second over {mi['idle_secs']} s "
+              "(utime + stime of the daemon and of its reaped `nft` children, from /proc/PID/stat): mostly the drift "
+              "check, which reads links, addresses, sysctls and the nftables ruleset (one `nft -j` and one `nft -t` "
+              "listing) every second.\n")
         if mg and "error" in mg:
             w(f"With guests: {mg['error']}.\n")
         elif mg:
