@@ -25,17 +25,7 @@ pub struct Daemon {
 impl Daemon {
     /// `hostagent -c CFG --root ROOT run EXTRA...`.
     pub fn start(ns: &Netns, s: &Scratch, cfg: &str, extra: &[&str]) -> Daemon {
-        let bin = hostagent_bin();
-        let mut argv = vec![
-            bin.to_str().expect("utf-8"),
-            "-c",
-            cfg,
-            "--root",
-            s.root_str(),
-            "run",
-        ];
-        argv.extend_from_slice(extra);
-        Daemon::spawn(ns, s, &argv)
+        Daemon::start_with(ns, s, cfg, extra, None)
     }
 
     /// Start `argv` in `ns` (a `hostagent run`, possibly behind wrappers that exec it in place)
@@ -54,8 +44,18 @@ impl Daemon {
         needle: &str,
         sig: i32,
     ) -> Daemon {
+        Daemon::start_with(ns, s, cfg, &[], Some((needle, sig)))
+    }
+
+    fn start_with(
+        ns: &Netns,
+        s: &Scratch,
+        cfg: &str,
+        extra: &[&str],
+        early: Option<(&str, i32)>,
+    ) -> Daemon {
         let bin = hostagent_bin();
-        let argv = [
+        let mut argv = vec![
             bin.to_str().expect("utf-8"),
             "-c",
             cfg,
@@ -63,7 +63,8 @@ impl Daemon {
             s.root_str(),
             "run",
         ];
-        Daemon::spawn_signalled(ns, s, &argv, Some((needle, sig)))
+        argv.extend_from_slice(extra);
+        Daemon::spawn_signalled(ns, s, &argv, early)
     }
 
     fn spawn_signalled(
