@@ -7,4 +7,5 @@ pub mod dhcp6;
 pub mod http;
 pub mod leases;
 pub mod saferoot;
+mod server_thread;
 pub mod tftp;

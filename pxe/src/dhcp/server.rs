@@ -21,7 +21,6 @@ use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +30,7 @@ use crate::dhcp::pool::{unix_now, Lease, LeaseError, Pool, PoolConfig};
 use crate::dhcp::proxy::{ProxyHandler, Via, BOOT_SERVER_PORT};
 use crate::dhcp::store::{LeaseBackend, StoreHealth, StoreStatus};
 use crate::dhcp::wire::{self, DropReason};
+use crate::server_thread::ServerThread;
 
 use delivery::{LinkSender, Sender, SERVER_PORT};
 use handler::{Handler, Outgoing};
@@ -217,7 +217,6 @@ impl DhcpServer {
         let leases = Arc::new(LeaseView::new(store.leases().unwrap_or_default()));
         let feed = LeaseFeed::new(store.as_ref(), unix_now());
         let watch = feed.watch();
-        let stop = Arc::new(AtomicBool::new(false));
         let sender = Sender {
             udp: socket,
             link,
@@ -225,8 +224,8 @@ impl DhcpServer {
         };
         let handler = Handler::with_store(cfg, store, stats.clone());
         let thread = {
-            let (leases, stop) = (leases.clone(), stop.clone());
-            spawn_thread(&network, "dhcp", move || {
+            let leases = leases.clone();
+            spawn_thread(&network, "dhcp", move |stop| {
                 serve(handler, sender, leases, feed, stop)
             })?
         };
@@ -237,8 +236,7 @@ impl DhcpServer {
             health,
             leases,
             watch,
-            stop,
-            thread: Some(thread),
+            thread,
         })
     }
 
@@ -266,19 +264,15 @@ impl DhcpServer {
         let stats = Arc::new(DhcpStats::default());
         let leases = Arc::new(LeaseView::empty());
         let watch = LeaseWatch::fixed(BoundLeases::default());
-        let stop = Arc::new(AtomicBool::new(false));
         let sender = Sender {
             udp: dhcp,
             link,
             server_ip: cfg.server_ip,
         };
         let handler = ProxyHandler::new(cfg, stats.clone());
-        let thread = {
-            let stop = stop.clone();
-            spawn_thread(&network, "proxydhcp", move || {
-                serve_proxy(handler, sender, boot, stop)
-            })?
-        };
+        let thread = spawn_thread(&network, "proxydhcp", move |stop| {
+            serve_proxy(handler, sender, boot, stop)
+        })?;
         tracing::info!(network = %network, "proxyDHCP server started (UDP 67 and 4011)");
         Ok(DhcpHandle {
             network,
@@ -286,8 +280,7 @@ impl DhcpServer {
             health: None,
             leases,
             watch,
-            stop,
-            thread: Some(thread),
+            thread,
         })
     }
 }
@@ -296,15 +289,12 @@ impl DhcpServer {
 fn spawn_thread(
     network: &str,
     kind: &str,
-    f: impl FnOnce() + Send + 'static,
-) -> Result<JoinHandle<()>, DhcpError> {
-    std::thread::Builder::new()
-        .name(format!("{kind}-{network}"))
-        .spawn(f)
-        .map_err(|source| DhcpError::Thread {
-            network: network.to_string(),
-            source,
-        })
+    serve: impl FnOnce(Arc<AtomicBool>) + Send + 'static,
+) -> Result<ServerThread, DhcpError> {
+    ServerThread::spawn(kind, network, serve).map_err(|source| DhcpError::Thread {
+        network: network.to_string(),
+        source,
+    })
 }
 
 pub fn pool_config(cfg: &DhcpConfig) -> PoolConfig {
@@ -360,8 +350,7 @@ pub struct DhcpHandle {
     health: Option<Arc<StoreHealth>>,
     leases: Arc<LeaseView<Lease>>,
     watch: LeaseWatch,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: ServerThread,
 }
 
 impl DhcpHandle {
@@ -395,24 +384,9 @@ impl DhcpHandle {
         self.watch.subscribe()
     }
 
-    /// Stop the thread (within ~200 ms) and wait for it.
+    /// Stop the thread (within ~200 ms) and wait for it (dropping the handle does the same).
     pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                tracing::error!(network = %self.network, "DHCP thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for DhcpHandle {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.thread.stop();
     }
 }
 

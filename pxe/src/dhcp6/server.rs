@@ -9,7 +9,6 @@ use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -27,6 +26,7 @@ use crate::dhcp::server::{
 use crate::dhcp::store::StoreError;
 use crate::leases::v6::Lease6;
 use crate::leases::LeaseError;
+use crate::server_thread::ServerThread;
 
 /// The DHCPv6 server port.
 pub const SERVER_PORT: u16 = 547;
@@ -139,20 +139,16 @@ impl Dhcp6Server {
         // Not a receiver: one held here would count as a follower, and every busy 100 ms would
         // copy and sort the whole table for nobody.
         let watch = feed.watch();
-        let stop = Arc::new(AtomicBool::new(false));
         let handler = Handler6::new(cfg, pool, duid, stats.clone());
         let thread = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name(format!("dhcp6-{network}"))
-                .spawn({
-                    let leases = leases.clone();
-                    move || serve(handler, socket, leases, feed, stop)
-                })
-                .map_err(|source| Dhcp6Error::Thread {
-                    network: network.clone(),
-                    source,
-                })?
+            let leases = leases.clone();
+            ServerThread::spawn("dhcp6", &network, move |stop| {
+                serve(handler, socket, leases, feed, stop)
+            })
+            .map_err(|source| Dhcp6Error::Thread {
+                network: network.clone(),
+                source,
+            })?
         };
         tracing::info!(network = %network, "DHCPv6 server started");
         Ok(Dhcp6Handle {
@@ -160,8 +156,7 @@ impl Dhcp6Server {
             stats,
             leases,
             watch,
-            stop,
-            thread: Some(thread),
+            thread,
         })
     }
 }
@@ -194,8 +189,7 @@ pub struct Dhcp6Handle {
     stats: Arc<Dhcp6Stats>,
     leases: Arc<LeaseView<Lease6>>,
     watch: LeaseWatch<Lease6>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    thread: ServerThread,
 }
 
 impl Dhcp6Handle {
@@ -221,24 +215,9 @@ impl Dhcp6Handle {
         self.watch.subscribe()
     }
 
-    /// Stop the thread (within ~200 ms) and wait for it.
+    /// Stop the thread (within ~200 ms) and wait for it (dropping the handle does the same).
     pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(t) = self.thread.take() {
-            if t.join().is_err() {
-                tracing::error!(network = %self.network, "DHCPv6 thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for Dhcp6Handle {
-    fn drop(&mut self) {
-        self.shutdown();
+        self.thread.stop();
     }
 }
 
