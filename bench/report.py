@@ -315,10 +315,18 @@ def write_report(h, path):
                 continue  # judged on the ceiling below: perfdhcp runs out of CPU first
             if peer in d and ha:
                 rr = ratio(ha, d[peer]["rate"])
-                target(f"DHCP exchanges/s at ≤ 1 % drops ≥ {want:g}× {peer}",
-                       rr is not None and rr >= want and d["hostagent"]["drop"] <= 0.01,
-                       f"{ha:.0f} vs {d[peer]['rate']:.0f} /s ({fmt_ratio(rr)}); hostagent's median drops "
-                       f"{d['hostagent']['drop']*100:.2f} %, {peer}'s {d[peer]['drop']*100:.2f} %")
+                ok = rr is not None and rr >= want and d["hostagent"]["drop"] <= 0.01
+                detail = (f"{ha:.0f} vs {d[peer]['rate']:.0f} /s ({fmt_ratio(rr)}); hostagent's median drops "
+                          f"{d['hostagent']['drop']*100:.2f} %, {peer}'s {d[peer]['drop']*100:.2f} %")
+                top = (ceiling.get("hostagent") or {}).get("rate")
+                if not ok and top:
+                    # The peer is far below one perfdhcp's reach; hostagent is not.
+                    detail += (f". Limit, measured: hostagent's figure here is one perfdhcp's (it overflows its own "
+                               f"socket first: see the profile section); the same server holds {top:.0f}/s from "
+                               f"{h.load_instances} dhcp-load generators (the ceiling below), "
+                               f"{fmt_ratio(ratio(top, d[peer]['rate']))} {peer}'s figure, which one perfdhcp does not "
+                               f"bound ({peer} answers {d[peer]['rate']:.0f}/s where perfdhcp drives hostagent to {ha:.0f})")
+                target(f"DHCP exchanges/s at ≤ 1 % drops ≥ {want:g}× {peer}", ok, detail)
         target("DHCP: zero duplicate addresses", True, "every run's leases checked unique (a duplicate aborts the run)")
         if ceiling:
             dhcp_ceiling_table(w, h, ceiling, target)
