@@ -321,8 +321,8 @@ def write_report(h, path):
                 top = (ceiling.get("hostagent") or {}).get("rate")
                 if not ok and top:
                     # The peer is far below one perfdhcp's reach; hostagent is not.
-                    detail += (f". Limit, measured: hostagent's figure here is one perfdhcp's (it overflows its own "
-                               f"socket first: see the profile section); the same server holds {top:.0f}/s from "
+                    detail += (f". Limit, measured: hostagent's figure here is one perfdhcp's (its steps above show the "
+                               f"overflows in perfdhcp's socket, none in the server's); the same server holds {top:.0f}/s from "
                                f"{h.load_instances} dhcp-load generators (the ceiling below), "
                                f"{fmt_ratio(ratio(top, d[peer]['rate']))} {peer}'s figure, which one perfdhcp does not "
                                f"bound ({peer} answers {d[peer]['rate']:.0f}/s where perfdhcp drives hostagent to {ha:.0f})")
