@@ -11,7 +11,9 @@
 //! `default` storage pool the agent creates at /var/lib/libvirt/images is a directory of this
 //! daemon's temp dir, never the machine's own. Private copies over /etc/passwd and /etc/group add
 //! the `libvirt-qemu` user and group as Debian's libvirt-daemon-system package creates them
-//! (uid/gid 64055, primary group kvm), when the host has none. On a host with AppArmor, a private
+//! (uid/gid 64055, primary group kvm), when the host has none. /dev/kvm is a private node with
+//! the owner and mode Debian's udev gives it (root:kvm, 0660), whatever the host's is (this
+//! machine has no udev: root-only). On a host with AppArmor, a private
 //! copy of /etc/apparmor.d/libvirt takes the per-guest profiles virt-aa-helper writes. The client
 //! reaches the daemon through `qemu:///system?socket=<dir>/sock/libvirt-sock`. The mount points
 //! themselves are created on the host if missing (empty directories the libvirt-daemon package
@@ -78,6 +80,7 @@ impl Libvirtd {
             std::fs::create_dir_all(target).unwrap_or_else(|e| panic!("mount point {target}: {e}"));
         }
         std::fs::create_dir_all(d.join("sock")).expect("sock dir");
+        std::fs::create_dir_all(d.join("dev")).expect("dev dir");
         // The modes Debian gives these directories: QEMU, running as libvirt-qemu, must get
         // through /var/lib/libvirt to its per-domain directory and the images pool.
         for (sub, mode) in [
@@ -132,6 +135,23 @@ impl Libvirtd {
             script.push_str(&format!(
                 "mount --bind '{}' {APPARMOR_LIBVIRT}\n",
                 d.join("apparmor").display()
+            ));
+        }
+        if let Some((major, minor)) = kvm_device() {
+            // /dev/kvm as Debian's udev makes it (50-udev-default.rules: group kvm, mode 0660),
+            // so QEMU as libvirt-qemu (primary group kvm) may open it. This machine has no udev
+            // and leaves it root-only (0600), and libvirt then re-probes QEMU on every call:
+            // its probe may open /dev/kvm (libvirt gives the probe CAP_DAC_OVERRIDE) and finds
+            // KVM, its cache check asks whether libvirt-qemu may (no), and drops the x86_64
+            // capabilities as stale, seconds per call. The node is made on a small tmpfs of
+            // this mount namespace, so the temp dir's mount options do not matter.
+            let dev = d.join("dev");
+            script.push_str(&format!(
+                "mount -t tmpfs -o mode=0755,size=16k hostagent-dev '{dev}'\n\
+                 mknod -m 0660 '{dev}/kvm' c {major} {minor}\n\
+                 chgrp kvm '{dev}/kvm'\n\
+                 mount --bind '{dev}/kvm' /dev/kvm\n",
+                dev = dev.display()
             ));
         }
         // Own pid files: the default ones in /run would make parallel tests' daemons refuse.
@@ -261,6 +281,15 @@ impl Libvirtd {
             })
             .collect()
     }
+}
+
+/// The device numbers of the host's /dev/kvm, if it has one.
+fn kvm_device() -> Option<(u32, u32)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata("/dev/kvm").ok()?;
+    meta.file_type()
+        .is_char_device()
+        .then(|| (libc::major(meta.rdev()), libc::minor(meta.rdev())))
 }
 
 /// Per-guest AppArmor profiles go here (virt-aa-helper).
