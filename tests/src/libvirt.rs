@@ -81,6 +81,7 @@ impl Libvirtd {
         }
         std::fs::create_dir_all(d.join("sock")).expect("sock dir");
         std::fs::create_dir_all(d.join("dev")).expect("dev dir");
+        seed_capabilities(&d.join(CAPABILITIES));
         // The modes Debian gives these directories: QEMU, running as libvirt-qemu, must get
         // through /var/lib/libvirt to its per-domain directory and the images pool.
         for (sub, mode) in [
@@ -190,6 +191,8 @@ impl Libvirtd {
             "libvirtd did not answer in 30 s; its log:\n{}",
             lv.log()
         );
+        // It answers once its QEMU driver has the capabilities of every QEMU binary.
+        keep_capabilities(&lv.dir.path().join(CAPABILITIES));
         lv
     }
 
@@ -280,6 +283,57 @@ impl Libvirtd {
                 rest.find("</model>").map(|e| rest[..e].to_string())
             })
             .collect()
+    }
+}
+
+/// libvirtd's QEMU capabilities cache (/var/cache/libvirt/qemu/capabilities), in the private
+/// directories.
+const CAPABILITIES: &str = "cache/qemu/capabilities";
+
+/// Where the daemons' probed QEMU capabilities are kept between daemons and runs.
+fn capabilities_store() -> PathBuf {
+    crate::target_dir().join("libvirt-qemu-capabilities")
+}
+
+/// Give a new daemon the capabilities an earlier one probed, as a host's libvirtd finds its
+/// /var/cache/libvirt after a restart: it loads each file only if it is still valid (same QEMU
+/// and libvirt binaries, same KVM access) and probes QEMU itself otherwise. Without them each
+/// daemon spends ~11 s probing four QEMU binaries before it answers.
+fn seed_capabilities(cache: &Path) {
+    let Ok(files) = std::fs::read_dir(capabilities_store()) else {
+        return;
+    };
+    std::fs::create_dir_all(cache).expect("capabilities cache dir");
+    for f in files.flatten() {
+        if f.path().extension().is_some_and(|e| e == "xml") {
+            // A file another test is replacing right now is renamed in whole, never half.
+            let _ = std::fs::copy(f.path(), cache.join(f.file_name()));
+        }
+    }
+}
+
+/// Keep a daemon's capabilities for the next one (each file replaced whole, by rename: daemons
+/// start side by side).
+fn keep_capabilities(cache: &Path) {
+    let store = capabilities_store();
+    let Ok(files) = std::fs::read_dir(cache) else {
+        return;
+    };
+    if std::fs::create_dir_all(&store).is_err() {
+        return;
+    }
+    for f in files.flatten() {
+        let name = f.file_name();
+        let tmp = store.join(format!(
+            ".{}.{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        if std::fs::copy(f.path(), &tmp).is_ok()
+            && std::fs::rename(&tmp, store.join(&name)).is_err()
+        {
+            let _ = std::fs::remove_file(&tmp);
+        }
     }
 }
 
