@@ -25,16 +25,23 @@ impl<'a> Cli<'a> {
 
     /// The command, for callers that add environment or redirections.
     pub fn cmd(&self, args: &[&str]) -> Command {
+        let argv = self.argv(args);
+        let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+        self.ns.cmd(&argv)
+    }
+
+    /// `hostagent -c CONFIG --root ROOT ARGS`, for running elsewhere than in the namespace.
+    pub fn argv(&self, args: &[&str]) -> Vec<String> {
         let bin = hostagent_bin();
         let mut argv = vec![
-            bin.to_str().expect("utf-8 path"),
-            "-c",
-            &self.config,
-            "--root",
-            &self.root,
+            bin.to_str().expect("utf-8 path").to_string(),
+            "-c".into(),
+            self.config.clone(),
+            "--root".into(),
+            self.root.clone(),
         ];
-        argv.extend_from_slice(args);
-        self.ns.cmd(&argv)
+        argv.extend(args.iter().map(|a| a.to_string()));
+        argv
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

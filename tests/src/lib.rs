@@ -19,15 +19,19 @@ pub mod qemu;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// The workspace's cargo target directory.
+pub fn target_dir() -> PathBuf {
+    std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
+
 /// Path of the hostagent binary built by this workspace.
 pub fn hostagent_bin() -> PathBuf {
     if let Ok(p) = std::env::var("HOSTAGENT_BIN") {
         return PathBuf::from(p);
     }
-    let target = std::env::var("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug/hostagent");
+    let bin = target_dir().join("debug/hostagent");
     assert!(
         bin.exists(),
         "{} missing: build it first (cargo build -p hostagent)",

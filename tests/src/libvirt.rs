@@ -11,7 +11,10 @@
 //! `default` storage pool the agent creates at /var/lib/libvirt/images is a directory of this
 //! daemon's temp dir, never the machine's own. Private copies over /etc/passwd and /etc/group add
 //! the `libvirt-qemu` user and group as Debian's libvirt-daemon-system package creates them
-//! (uid/gid 64055, primary group kvm), when the host has none. On a host with AppArmor, a private
+//! (uid/gid 64055, primary group kvm), when the host has none. /dev/kvm is a private node with
+//! the owner and mode Debian's udev gives it (root:kvm, 0660), whatever the host's is (this
+//! machine has no udev: root-only), or root-only on purpose ([`Libvirtd::start_without_udev`]).
+//! On a host with AppArmor, a private
 //! copy of /etc/apparmor.d/libvirt takes the per-guest profiles virt-aa-helper writes. The client
 //! reaches the daemon through `qemu:///system?socket=<dir>/sock/libvirt-sock`. The mount points
 //! themselves are created on the host if missing (empty directories the libvirt-daemon package
@@ -42,6 +45,15 @@ pub struct Libvirtd {
     child: std::process::Child,
 }
 
+/// The /dev/kvm a private daemon sees (where the host has one).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum KvmDevice {
+    /// As Debian's udev makes it (50-udev-default.rules): root:kvm, mode 0660.
+    Udev,
+    /// As a host without udev leaves it (this machine): root:root, mode 0600.
+    RootOnly,
+}
+
 impl Libvirtd {
     /// Start virtlogd and libvirtd in `ns`; waits until the daemon answers.
     pub fn start(ns: &Netns) -> Libvirtd {
@@ -51,17 +63,23 @@ impl Libvirtd {
     /// [`Libvirtd::start`] in the network namespace named `netns`, which someone else owns (the
     /// benchmark harness's).
     pub fn start_in(netns: &str) -> Libvirtd {
-        Libvirtd::start_with(netns, None)
+        Libvirtd::start_with(netns, None, KvmDevice::Udev)
+    }
+
+    /// [`Libvirtd::start`] on a host whose /dev/kvm is root-only, as it is without udev: libvirt
+    /// then re-probes QEMU on nearly every call (seconds each) and KVM guests cannot start.
+    pub fn start_without_udev(ns: &Netns) -> Libvirtd {
+        Libvirtd::start_with(&ns.name, None, KvmDevice::RootOnly)
     }
 
     /// [`Libvirtd::start`], also listening on TCP port 16509 at `addr` (an address of `ns`),
     /// without authentication (`auth_tcp = "none"`: a test deviation, a real remote host is
     /// reached over SSH or TLS); `tcp_uri` is then set.
     pub fn start_listening(ns: &Netns, addr: std::net::Ipv4Addr) -> Libvirtd {
-        Libvirtd::start_with(&ns.name, Some(addr))
+        Libvirtd::start_with(&ns.name, Some(addr), KvmDevice::Udev)
     }
 
-    fn start_with(netns: &str, listen: Option<std::net::Ipv4Addr>) -> Libvirtd {
+    fn start_with(netns: &str, listen: Option<std::net::Ipv4Addr>, kvm: KvmDevice) -> Libvirtd {
         for bin in ["/usr/sbin/libvirtd", "/usr/sbin/virtlogd", "/usr/bin/virsh"] {
             assert!(
                 Path::new(bin).exists(),
@@ -78,6 +96,8 @@ impl Libvirtd {
             std::fs::create_dir_all(target).unwrap_or_else(|e| panic!("mount point {target}: {e}"));
         }
         std::fs::create_dir_all(d.join("sock")).expect("sock dir");
+        std::fs::create_dir_all(d.join("dev")).expect("dev dir");
+        seed_capabilities(&d.join(CAPABILITIES));
         // The modes Debian gives these directories: QEMU, running as libvirt-qemu, must get
         // through /var/lib/libvirt to its per-domain directory and the images pool.
         for (sub, mode) in [
@@ -134,6 +154,27 @@ impl Libvirtd {
                 d.join("apparmor").display()
             ));
         }
+        if let Some((major, minor)) = kvm_device() {
+            // Udev: /dev/kvm as Debian's udev makes it, so QEMU as libvirt-qemu (primary group
+            // kvm) may open it. This machine has no udev and leaves it root-only (0600), and
+            // libvirt then re-probes QEMU on every call: its probe may open /dev/kvm (libvirt
+            // gives the probe CAP_DAC_OVERRIDE) and finds KVM, its cache check asks whether
+            // libvirt-qemu may (no), and drops the x86_64 capabilities as stale, seconds per
+            // call. The node is made on a small tmpfs of this mount namespace, so the temp
+            // dir's mount options do not matter.
+            let (mode, group) = match kvm {
+                KvmDevice::Udev => ("0660", "kvm"),
+                KvmDevice::RootOnly => ("0600", "root"),
+            };
+            let dev = d.join("dev");
+            script.push_str(&format!(
+                "mount -t tmpfs -o mode=0755,size=16k hostagent-dev '{dev}'\n\
+                 mknod -m {mode} '{dev}/kvm' c {major} {minor}\n\
+                 chgrp {group} '{dev}/kvm'\n\
+                 mount --bind '{dev}/kvm' /dev/kvm\n",
+                dev = dev.display()
+            ));
+        }
         // Own pid files: the default ones in /run would make parallel tests' daemons refuse.
         script.push_str(&format!(
             "virtlogd -p '{}' &\n",
@@ -170,11 +211,23 @@ impl Libvirtd {
             "libvirtd did not answer in 30 s; its log:\n{}",
             lv.log()
         );
+        // It answers once its QEMU driver has the capabilities of every QEMU binary.
+        keep_capabilities(&lv.dir.path().join(CAPABILITIES));
         lv
     }
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("daemon.log")).unwrap_or_default()
+    }
+
+    /// `argv` in the daemon's network and mount namespaces: it sees the daemon's files (its
+    /// accounts, /dev/kvm, /var/lib/libvirt) as a program on the daemon's host does.
+    pub fn beside(&self, argv: &[String]) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--target={}", self.child.id()))
+            .args(["--mount", "--net", "--"])
+            .args(argv);
+        c
     }
 
     /// `virsh -c URI ARGS` (from the host namespace: the socket is a file).
@@ -261,6 +314,66 @@ impl Libvirtd {
             })
             .collect()
     }
+}
+
+/// libvirtd's QEMU capabilities cache (/var/cache/libvirt/qemu/capabilities), in the private
+/// directories.
+const CAPABILITIES: &str = "cache/qemu/capabilities";
+
+/// Where the daemons' probed QEMU capabilities are kept between daemons and runs.
+fn capabilities_store() -> PathBuf {
+    crate::target_dir().join("libvirt-qemu-capabilities")
+}
+
+/// Give a new daemon the capabilities an earlier one probed, as a host's libvirtd finds its
+/// /var/cache/libvirt after a restart: it loads each file only if it is still valid (same QEMU
+/// and libvirt binaries, same KVM access) and probes QEMU itself otherwise. Without them each
+/// daemon spends ~11 s probing four QEMU binaries before it answers.
+fn seed_capabilities(cache: &Path) {
+    let Ok(files) = std::fs::read_dir(capabilities_store()) else {
+        return;
+    };
+    std::fs::create_dir_all(cache).expect("capabilities cache dir");
+    for f in files.flatten() {
+        if f.path().extension().is_some_and(|e| e == "xml") {
+            // A file another test is replacing right now is renamed in whole, never half.
+            let _ = std::fs::copy(f.path(), cache.join(f.file_name()));
+        }
+    }
+}
+
+/// Keep a daemon's capabilities for the next one (each file replaced whole, by rename: daemons
+/// start side by side).
+fn keep_capabilities(cache: &Path) {
+    let store = capabilities_store();
+    let Ok(files) = std::fs::read_dir(cache) else {
+        return;
+    };
+    if std::fs::create_dir_all(&store).is_err() {
+        return;
+    }
+    for f in files.flatten() {
+        let name = f.file_name();
+        let tmp = store.join(format!(
+            ".{}.{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        if std::fs::copy(f.path(), &tmp).is_ok()
+            && std::fs::rename(&tmp, store.join(&name)).is_err()
+        {
+            let _ = std::fs::remove_file(&tmp);
+        }
+    }
+}
+
+/// The device numbers of the host's /dev/kvm, if it has one.
+pub fn kvm_device() -> Option<(u32, u32)> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata("/dev/kvm").ok()?;
+    meta.file_type()
+        .is_char_device()
+        .then(|| (libc::major(meta.rdev()), libc::minor(meta.rdev())))
 }
 
 /// Per-guest AppArmor profiles go here (virt-aa-helper).

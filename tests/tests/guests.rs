@@ -75,13 +75,18 @@ fn fleet_boot_root(s: &Scratch) -> std::path::PathBuf {
     boot_root
 }
 
-/// The status ("pass", "warn", "fail") of the result `name` in `check --json` output `v`.
-fn check_status(v: &serde_json::Value, name: &str) -> String {
+/// The result `name` of `check --json` output `v`.
+fn check_result<'a>(v: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
     v.as_array()
         .expect("results")
         .iter()
         .find(|r| r["name"] == name)
-        .unwrap_or_else(|| panic!("no {name} in {v:#}"))["status"]
+        .unwrap_or_else(|| panic!("no {name} in {v:#}"))
+}
+
+/// The status ("pass", "warn", "fail") of the result `name` in `check --json` output `v`.
+fn check_status(v: &serde_json::Value, name: &str) -> String {
+    check_result(v, name)["status"]
         .as_str()
         .expect("status")
         .to_string()
@@ -986,26 +991,72 @@ fn guest_edits_refuse_a_running_guest_without_next_boot() {
     assert!(o.status.success(), "{}", stderr(&o));
 }
 
+/// `check --json` run beside `lv` (its /dev/kvm and accounts, as on the daemon's host): the
+/// parsed results and the exit code.
+fn check_beside(lv: &Libvirtd, cli: &Cli) -> (serde_json::Value, Option<i32>) {
+    let out = lv
+        .beside(&cli.argv(&["check", "--json"]))
+        .output()
+        .expect("nsenter");
+    let v = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+    (v, out.status.code())
+}
+
 /// `check` asks the daemon, its QEMU driver (KVM or only TCG) and sums the guests' vCPUs and
-/// memory against the host: a guest far beyond the host warns.
+/// memory against the host: a guest far beyond the host warns. KVM counts only where the user
+/// libvirt runs QEMU as may open /dev/kvm: on a host without udev (root-only /dev/kvm) libvirt
+/// itself reports KVM, and `check` says why a KVM guest would not start.
 #[test]
 fn guest_check_reports_libvirt_and_overcommit() {
     let ns = Netns::new("gk");
     let s = Scratch::new();
     let lv = Libvirtd::start(&ns);
     let big = Guest::new("big", "lab").vcpus(64).memory("1024GiB");
-    let cfg = s.config(config(&lv.uri, &[big]));
+    let cfg = s.config(config(&lv.uri, std::slice::from_ref(&big)));
     let cli = Cli::new(&ns, &s, &cfg);
-    let out = cli.run(&["check", "--json"]);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}{}", stdout(&out), stderr(&out)));
+    let (v, _) = check_beside(&lv, &cli);
     let status = |name: &str| check_status(&v, name);
     assert_eq!(status("libvirt daemon"), "pass");
     assert_eq!(status("libvirt qemu driver"), "pass");
-    // This host's KVM may or may not be usable; virt_type = "qemu" never makes that a failure.
-    assert_ne!(status("libvirt kvm"), "fail");
+    // With /dev/kvm as udev makes it, libvirt-qemu may open it; without one, only TCG (never a
+    // failure with virt_type = "qemu").
+    let has_kvm = hostagent_tests::libvirt::kvm_device().is_some();
+    assert_eq!(
+        status("libvirt kvm"),
+        if has_kvm { "pass" } else { "warn" },
+        "{v:#}"
+    );
     assert_eq!(status("libvirt cpu overcommit"), "warn");
     assert_eq!(status("libvirt memory overcommit"), "warn");
+
+    // A host without udev: /dev/kvm root:root 0600. libvirt's probe still finds KVM, but a KVM
+    // guest's QEMU (libvirt-qemu) could not open it: check fails for a config that wants KVM.
+    if has_kvm {
+        let bare = Libvirtd::start_without_udev(&ns);
+        let cfg = s.config(
+            Config::new(STATE_DIR)
+                .libvirt(&bare.uri, Some("kvm"))
+                .network(lab())
+                .guest(big),
+        );
+        let (v, code) = check_beside(&bare, &Cli::new(&ns, &s, &cfg));
+        let kvm = check_result(&v, "libvirt kvm");
+        assert_eq!(kvm["status"], "fail", "{v:#}");
+        assert_eq!(code, Some(1), "{v:#}");
+        let detail = kvm["detail"].as_str().expect("detail");
+        assert!(
+            detail.contains("libvirt reports KVM")
+                && detail.contains(&format!("uid {} (libvirt-qemu)", bare.qemu_ids().0))
+                && detail.contains("cannot open /dev/kvm (root:root, mode 0600)"),
+            "{detail}"
+        );
+        let hint = kvm["hint"].as_str().expect("hint");
+        assert!(
+            hint.contains("chgrp kvm /dev/kvm && chmod 0660 /dev/kvm"),
+            "{hint}"
+        );
+    }
 
     // An unreachable daemon fails the check when the config has guests.
     let cfg = s.config(config(

@@ -4,6 +4,7 @@
 use netcfg::check::{CheckResult, Status};
 
 use super::conn::{self, Conn};
+use super::kvm_access;
 use crate::config::{Guest, Libvirt, VirtType};
 
 fn result(
@@ -95,7 +96,15 @@ fn checks_blocking(c: &Conn, libvirt: &Libvirt, guests: &[Guest]) -> Vec<CheckRe
     let kvm = caps("kvm");
     let wants_kvm = libvirt.virt_type == VirtType::Kvm && !guests.is_empty();
     out.push(match (&kvm, wants_kvm) {
-        (Ok(_), _) => result("libvirt kvm", Status::Pass, "KVM acceleration available", ""),
+        (Ok(_), _) => match qemu_blocked_from_kvm(c) {
+            None => result("libvirt kvm", Status::Pass, "KVM acceleration available", ""),
+            Some(why) => result(
+                "libvirt kvm",
+                if wants_kvm { Status::Fail } else { Status::Warn },
+                format!("libvirt reports KVM, but {why}: KVM guests fail to start (\"Could not access KVM kernel module: Permission denied\"), and libvirtd probes QEMU again on nearly every call (seconds each, for any guest)"),
+                "give /dev/kvm the group kvm and mode 0660, as udev's 50-udev-default.rules does: chgrp kvm /dev/kvm && chmod 0660 /dev/kvm, and keep it so at boot (install udev, or a tmpfiles.d line \"z /dev/kvm 0660 root kvm\")",
+            ),
+        },
         (Err(e), true) => result(
             "libvirt kvm",
             Status::Fail,
@@ -123,6 +132,26 @@ fn checks_blocking(c: &Conn, libvirt: &Libvirt, guests: &[Guest]) -> Vec<CheckRe
         )),
     }
     out
+}
+
+/// Why the guests' QEMU cannot open /dev/kvm, for a libvirtd on this host (None: it can, or
+/// libvirtd is elsewhere, or it does not say whom it runs QEMU as).
+fn qemu_blocked_from_kvm(c: &Conn) -> Option<String> {
+    if !is_local(&c.uri) {
+        return None;
+    }
+    let (uid, gid) = kvm_access::qemu_ids(&c.capabilities().ok()?)?;
+    kvm_access::blocked(
+        std::path::Path::new(kvm_access::KVM_DEVICE),
+        &kvm_access::QemuUser::lookup(uid, gid),
+    )
+}
+
+/// A URI without a host part (`qemu:///system`, `qemu+unix:///system?socket=…`): the daemon
+/// shares this host's /dev and user database.
+fn is_local(uri: &str) -> bool {
+    uri.split_once("://")
+        .is_some_and(|(_, rest)| rest.starts_with('/'))
 }
 
 /// Every defined guest, plus the config's guests not defined yet (they will be).
@@ -184,6 +213,16 @@ fn libvirt_message(e: &conn::LibvirtError) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_uri_without_a_host_is_this_host() {
+        assert!(is_local("qemu:///system"));
+        assert!(is_local("qemu:///system?socket=/tmp/x/libvirt-sock"));
+        assert!(is_local("qemu+unix:///system"));
+        assert!(!is_local("qemu+tcp://10.79.0.2/system"));
+        assert!(!is_local("qemu+ssh://root@kvm2/system"));
+        assert!(!is_local("test:default"));
+    }
 
     #[test]
     fn overcommit_warns_only_past_the_ratio() {

@@ -113,6 +113,11 @@ impl Conn {
             .map_err(call(format!("domain capabilities for {virt_type}")))
     }
 
+    /// The host's capabilities XML.
+    pub fn capabilities(&self) -> Result<String> {
+        self.raw().capabilities().map_err(call("host capabilities"))
+    }
+
     /// (host CPUs, host memory in KiB).
     pub fn node_info(&self) -> Result<(u32, u64)> {
         self.raw().node_info().map_err(call("node info"))

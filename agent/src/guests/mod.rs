@@ -9,6 +9,7 @@ pub mod check;
 pub mod conn;
 mod disks;
 pub mod helper;
+pub mod kvm_access;
 pub mod ops;
 mod qemu_img;
 pub mod stage;

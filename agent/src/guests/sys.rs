@@ -58,6 +58,7 @@ struct Api {
         c_uint,
     ) -> *mut c_char,
     node_info: unsafe extern "C" fn(ConnPtr, *mut NodeInfo) -> c_int,
+    capabilities: unsafe extern "C" fn(ConnPtr) -> *mut c_char,
     lookup_by_name: unsafe extern "C" fn(ConnPtr, *const c_char) -> DomPtr,
     define_xml: unsafe extern "C" fn(ConnPtr, *const c_char) -> DomPtr,
     xml_desc: unsafe extern "C" fn(DomPtr, c_uint) -> *mut c_char,
@@ -173,6 +174,7 @@ fn load() -> Result<Api, String> {
         list_all_domains: sym!("virConnectListAllDomains"),
         domain_capabilities: sym!("virConnectGetDomainCapabilities"),
         node_info: sym!("virNodeGetInfo"),
+        capabilities: sym!("virConnectGetCapabilities"),
         lookup_by_name: sym!("virDomainLookupByName"),
         define_xml: sym!("virDomainDefineXML"),
         xml_desc: sym!("virDomainGetXMLDesc"),
@@ -367,6 +369,13 @@ impl Connect {
                 0,
             )
         };
+        take_string(self.api, p)
+    }
+
+    /// `virConnectGetCapabilities`: the host's capabilities XML (guests, security models).
+    pub(super) fn capabilities(&self) -> Result<String, Error> {
+        // SAFETY: open connection.
+        let p = unsafe { (self.api.capabilities)(self.ptr) };
         take_string(self.api, p)
     }
 
