@@ -1415,6 +1415,15 @@ class Harness:
             noop_json = os.path.join(d, "noop.json")
             run(["hyperfine", "--shell=sh", "--runs", str(runs * 2), "--warmup", "1", "--export-json", noop_json, f"{agent} apply"], timeout=600)
             res["noop"] = hyperfine_median(noop_json)
+            # What a no-op apply is made of: the process start (`--version` loads the same binary)
+            # and the two ruleset listings every observe reads, each timed alone.
+            for key, cmd in (("start", f"ip netns exec {ns} {self.hostagent} --version"),
+                             ("nft_json", f"ip netns exec {ns} nft -j list ruleset"),
+                             ("nft_text", f"ip netns exec {ns} nft -t list ruleset")):
+                part_json = os.path.join(d, f"{key}.json")
+                run(["hyperfine", "--shell=sh", "--runs", str(runs * 2), "--warmup", "1", "--export-json", part_json, cmd],
+                    timeout=600)
+                res[f"noop_{key}"] = hyperfine_median(part_json)
             self.commands["apply"] = (f"hyperfine --runs {runs} --prepare '<fresh namespace and root>' "
                                       f"'ip netns exec NS hostagent -c apply.toml --root ROOT apply'  (and without --prepare: no-op)")
             log(f"  from scratch {res['scratch']*1000:.0f} ms, no-op {res['noop']*1000:.0f} ms (medians)")

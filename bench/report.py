@@ -581,7 +581,15 @@ def write_report(h, path):
         w(f"| no-op | {a['noop'] * 1000:.0f} |")
         w("")
         target("apply of 32 nat networks from scratch ≤ 2 s", a["scratch"] <= 2.0, f"{a['scratch'] * 1000:.0f} ms")
-        target("no-op apply ≤ 100 ms", a["noop"] <= 0.1, f"{a['noop'] * 1000:.0f} ms")
+        detail = f"{a['noop'] * 1000:.0f} ms"
+        if a["noop"] > 0.1 and a.get("noop_nft_json") is not None:
+            parts = a["noop_start"] + a["noop_nft_json"] + a["noop_nft_text"]
+            detail += (f". Limit, measured (each part timed alone by hyperfine, medians): starting the process under "
+                       f"`ip netns exec` {a['noop_start'] * 1000:.0f} ms, `nft -j list ruleset` "
+                       f"{a['noop_nft_json'] * 1000:.0f} ms, `nft -t list ruleset` {a['noop_nft_text'] * 1000:.0f} ms: "
+                       f"{parts * 1000:.0f} ms before any reading of links, addresses and sysctls or any comparing; "
+                       "nft has no cheaper way to read a ruleset back (1.0.6 puts table comments in text only)")
+        target("no-op apply ≤ 100 ms", a["noop"] <= 0.1, detail)
 
     # -- targets
     w("## Targets\n")
