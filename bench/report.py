@@ -98,16 +98,21 @@ def single_lockstep_limit(ha, peer, floor):
     def rtt(rate):  # µs per 1468-byte block
         return 1468 / (rate * 2**20) * 1e6
 
+    floor_ratio = ratio(f["rate"], peer["lockstep"])
     text = (f". Limit, measured: lock-step is one round trip per block, so the rate is that round trip: "
             f"{rtt(ha['lockstep']):.0f} µs per block here, tftpd-hpa {rtt(peer['lockstep']):.0f}. The kernel path alone "
             f"(one udp-pingpong pair: receive 4 bytes, send 1472, nothing else) takes {rtt(f['rate']):.0f} µs "
             f"({f['rate']:.1f} MiB/s): a server costing nothing beyond the kernel would reach "
-            f"{fmt_ratio(ratio(f['rate'], peer['lockstep']))} tftpd-hpa, hostagent is at "
-            f"{ha['lockstep'] / f['rate'] * 100:.0f} % of that floor")
+            f"{fmt_ratio(floor_ratio)} tftpd-hpa")
+    if floor_ratio is not None and floor_ratio < 1.2:
+        text += ", below the target: even a server doing nothing but the kernel's part misses 1.2× on this VM"
+    else:
+        text += ", so the gap to the target is the server's own"
+    text += f"; hostagent is at {ha['lockstep'] / f['rate'] * 100:.0f} % of that floor"
     if ha.get("one_server_us") is not None and peer.get("one_server_us") is not None:
-        text += (f"; the server's own CPU per block is {ha['one_server_us']:.1f} µs (tftpd-hpa {peer['one_server_us']:.1f}, "
-                 f"the pingpong server {f['server_us']:.1f}), so the rest of the round trip is the kernel's and the "
-                 "vCPUs' wake-ups, not the server's work")
+        text += (f". Per block the server's CPU is {ha['one_server_us']:.1f} µs (tftpd-hpa {peer['one_server_us']:.1f}, "
+                 f"the pingpong server {f['server_us']:.1f}: on an idle VM the wake-ups of a halted vCPU are counted "
+                 "to the task they wake)")
     return text
 
 
