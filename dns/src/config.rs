@@ -34,7 +34,7 @@ pub struct ServerConfig {
 
 /// How often followed resolver files are looked at: two `stat`s, so cheap; dnsmasq looks at
 /// its resolv.conf at most once a second, when queries come.
-pub const RESOLVER_POLL: Duration = Duration::from_secs(2);
+pub(crate) const RESOLVER_POLL: Duration = Duration::from_secs(2);
 
 /// Bounds on what one server holds and does.
 #[derive(Debug, Clone, PartialEq)]

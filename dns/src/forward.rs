@@ -12,6 +12,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::timeout;
 
 use crate::handler::{Forward, MAX_UDP_PAYLOAD};
+use crate::upstreams::Upstreams;
 
 /// RCODEs after which the next upstream is tried: SERVFAIL, NOTIMP, REFUSED.
 const TRY_NEXT: [u8; 3] = [2, 4, 5];
@@ -20,35 +21,37 @@ const TRY_NEXT: [u8; 3] = [2, 4, 5];
 pub(crate) struct Forwarder {
     /// Replaced whole when the host's resolvers change; a query in flight keeps the list it
     /// started with.
-    servers: RwLock<Arc<[SocketAddr]>>,
+    upstreams: RwLock<Arc<Upstreams>>,
     timeout: Duration,
 }
 
 impl Forwarder {
-    pub(crate) fn new(servers: Vec<SocketAddr>, timeout: Duration) -> Forwarder {
+    pub(crate) fn new(upstreams: Upstreams, timeout: Duration) -> Forwarder {
         Forwarder {
-            servers: RwLock::new(servers.into()),
+            upstreams: RwLock::new(Arc::new(upstreams)),
             timeout,
         }
     }
 
-    pub(crate) fn set_servers(&self, servers: &[SocketAddr]) {
-        let mut held = self.servers.write().unwrap_or_else(|p| p.into_inner());
-        *held = servers.into();
-    }
-
-    fn servers(&self) -> Arc<[SocketAddr]> {
-        self.servers
+    /// The upstreams in use now.
+    pub(crate) fn upstreams(&self) -> Arc<Upstreams> {
+        self.upstreams
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    /// Switches to `new`; returns the list it replaces.
+    pub(crate) fn replace(&self, new: Upstreams) -> Arc<Upstreams> {
+        let mut held = self.upstreams.write().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut *held, Arc::new(new))
     }
 
     /// The first answer an upstream gives that is not a refusal or failure; else the last such
     /// answer (relayed as it is); `None` when none answered at all.
     pub(crate) async fn ask(&self, job: &Forward) -> Option<Vec<u8>> {
         let mut fallback = None;
-        for &server in self.servers().iter() {
+        for &server in self.upstreams().servers() {
             let id: u16 = rand::random();
             let query = job.upstream_query(id);
             if query.is_empty() {

@@ -68,7 +68,7 @@ mod server;
 mod upstreams;
 mod zone;
 
-pub use config::{Limits, ServerConfig, RESOLVER_POLL};
+pub use config::{Limits, ServerConfig};
 pub use counters::{Counters, CountersSnapshot};
 pub use error::{DnsError, HostnameError, UpstreamError};
 pub use handler::{Forward, Outcome, QueryHandler, Transport, MAX_UDP_PAYLOAD};
@@ -76,5 +76,5 @@ pub use hostname::normalize as normalize_hostname;
 pub use ratelimit::RateLimit;
 pub use records::{Addrs, HostRecord, RecordStore, Records, Rejected, Source};
 pub use server::DnsServer;
-pub use upstreams::{ResolverFiles, UpstreamSource, Upstreams};
+pub use upstreams::{UpstreamSource, Upstreams};
 pub use zone::{Zone, ZoneConfig};

@@ -5,7 +5,7 @@
 //! number and idle time and answer their queries in order.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use socket2::{Domain, Protocol, Socket, Type};
@@ -30,7 +30,7 @@ const UDP_QUERY_BUFFER: usize = 4096;
 /// A running server. Dropping it stops it.
 pub struct DnsServer {
     handler: Arc<QueryHandler>,
-    upstreams: Arc<Mutex<Upstreams>>,
+    forwarder: Arc<Forwarder>,
     local: Vec<SocketAddr>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -83,10 +83,14 @@ impl DnsServer {
             handler = handler.local_only();
         }
         let handler = Arc::new(handler);
-        let forwarder = Arc::new(Forwarder::new(
-            upstreams.servers().to_vec(),
-            config.limits.upstream_timeout,
-        ));
+        tracing::info!(
+            network = %config.network,
+            listen = ?local,
+            domain = %handler.zone().domain(),
+            upstreams = ?upstreams.servers(),
+            "DNS server started"
+        );
+        let forwarder = Arc::new(Forwarder::new(upstreams, config.limits.upstream_timeout));
         let in_flight = Arc::new(Semaphore::new(config.limits.max_forwards_in_flight.max(1)));
         let connections = Arc::new(Semaphore::new(config.limits.max_tcp_connections.max(1)));
         let mut tasks = Vec::new();
@@ -105,27 +109,18 @@ impl DnsServer {
                 config.limits.clone(),
             )));
         }
-        tracing::info!(
-            network = %config.network,
-            listen = ?local,
-            domain = %handler.zone().domain(),
-            upstreams = ?upstreams.servers(),
-            "DNS server started"
-        );
-        let upstreams = Arc::new(Mutex::new(upstreams));
         if let Some(files) = resolver_files {
             tasks.push(tokio::spawn(follow_resolvers(
                 files,
                 config.network.clone(),
                 local.clone(),
-                upstreams.clone(),
                 handler.clone(),
                 forwarder.clone(),
             )));
         }
         Ok(DnsServer {
             handler,
-            upstreams,
+            forwarder,
             local,
             tasks,
         })
@@ -148,10 +143,7 @@ impl DnsServer {
     /// The upstreams in use (the configured or discovered ones minus this server's own
     /// addresses).
     pub fn upstreams(&self) -> Upstreams {
-        self.upstreams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        Upstreams::clone(&self.forwarder.upstreams())
     }
 
     pub fn zone(&self) -> &Zone {
@@ -189,7 +181,6 @@ async fn follow_resolvers(
     mut files: ResolverFiles,
     network: String,
     local: Vec<SocketAddr>,
-    upstreams: Arc<Mutex<Upstreams>>,
     handler: Arc<QueryHandler>,
     forwarder: Arc<Forwarder>,
 ) {
@@ -207,16 +198,14 @@ async fn follow_resolvers(
                 Upstreams::none()
             }
         };
-        let old = {
-            let mut held = upstreams.lock().unwrap_or_else(|p| p.into_inner());
-            std::mem::replace(&mut *held, new.clone())
-        };
-        if old.servers() == new.servers() {
-            continue;
+        // The list first, then the flag: a query between the two is forwarded to the new list,
+        // or to none (then SERVFAIL), never to a list that is gone.
+        let (to, any) = (new.servers().to_vec(), !new.is_empty());
+        let old = forwarder.replace(new);
+        handler.set_has_upstreams(any);
+        if old.servers() != to {
+            tracing::info!(network = %network, from = ?old.servers(), to = ?to, "DNS: the host's resolvers changed; forwarding to the new ones");
         }
-        forwarder.set_servers(new.servers());
-        handler.set_has_upstreams(!new.is_empty());
-        tracing::info!(network = %network, from = ?old.servers(), to = ?new.servers(), "DNS: the host's resolvers changed; forwarding to the new ones");
     }
 }
 

@@ -121,7 +121,7 @@ impl Upstreams {
 /// systemd-resolved's rename into place and a re-pointed link both count) means the host's
 /// resolvers may have changed.
 #[derive(Debug)]
-pub struct ResolverFiles {
+pub(crate) struct ResolverFiles {
     root: PathBuf,
     seen: Vec<Option<Fingerprint>>,
 }
@@ -129,7 +129,7 @@ pub struct ResolverFiles {
 type Fingerprint = (u64, u64, u64, i64, i64);
 
 impl ResolverFiles {
-    pub fn new(root: &Path) -> ResolverFiles {
+    pub(crate) fn new(root: &Path) -> ResolverFiles {
         ResolverFiles {
             root: root.to_path_buf(),
             seen: Vec::new(),
@@ -140,14 +140,14 @@ impl ResolverFiles {
     /// looked first, so that a change while they are read is seen by the next [`changed`].
     ///
     /// [`changed`]: ResolverFiles::changed
-    pub fn discover(&mut self) -> Result<Upstreams, UpstreamError> {
+    pub(crate) fn discover(&mut self) -> Result<Upstreams, UpstreamError> {
         self.seen = fingerprints(&self.root);
         Upstreams::discover(&self.root, &[])
     }
 
     /// `Some` with the upstreams discovered again when a file changed since the last look,
     /// `None` when nothing did.
-    pub fn changed(&mut self) -> Option<Result<Upstreams, UpstreamError>> {
+    pub(crate) fn changed(&mut self) -> Option<Result<Upstreams, UpstreamError>> {
         if fingerprints(&self.root) == self.seen {
             return None;
         }
