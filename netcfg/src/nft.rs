@@ -363,41 +363,50 @@ pub fn restore_script(saved: &str) -> String {
 /// this every second.
 #[derive(Debug, Clone)]
 pub struct RulesetListing {
-    pub(crate) json: String,
+    /// The objects of the JSON listing, parsed once for every reader.
+    pub(crate) items: Vec<Value>,
     text: String,
 }
 
 impl RulesetListing {
     pub fn read() -> Result<RulesetListing, Error> {
-        let json = list_ruleset()?;
+        let items = listing_items(&list_ruleset()?)?;
         let text = run::run(&["-t", "list", "ruleset"], None, "list ruleset")?;
-        Ok(RulesetListing { json, text })
+        Ok(RulesetListing { items, text })
     }
 
     #[cfg(test)]
-    pub(crate) fn from_parts(json: &str, text: &str) -> RulesetListing {
-        RulesetListing {
-            json: json.into(),
+    pub(crate) fn from_parts(json: &str, text: &str) -> Result<RulesetListing, Error> {
+        Ok(RulesetListing {
+            items: listing_items(json)?,
             text: text.into(),
-        }
+        })
     }
+}
+
+/// The objects of an `nft -j list ...` output (its `nftables` array).
+pub(crate) fn listing_items(json: &str) -> Result<Vec<Value>, Error> {
+    let doc: Value = serde_json::from_str(json).map_err(|e| NftError::Output(e.to_string()))?;
+    match doc {
+        Value::Object(mut o) => match o.remove("nftables") {
+            Some(Value::Array(items)) => Some(items),
+            _ => None,
+        },
+        _ => None,
+    }
+    .ok_or_else(|| NftError::Output("no \"nftables\" array".into()).into())
 }
 
 /// Read the agent's tables back. Both absent is `present: false`, not an error. A bridge table
 /// left without its inet table still counts as present (with no inet content), so a plan sees
 /// something to repair or delete.
 pub fn observe() -> Result<NftObserved, Error> {
-    observe_in(&RulesetListing::read()?)
+    Ok(observe_in(&RulesetListing::read()?))
 }
 
 /// [`observe`] from a listing already read.
-pub fn observe_in(listing: &RulesetListing) -> Result<NftObserved, Error> {
-    let doc: Value =
-        serde_json::from_str(&listing.json).map_err(|e| NftError::Output(e.to_string()))?;
-    let items = doc
-        .get("nftables")
-        .and_then(Value::as_array)
-        .ok_or_else(|| NftError::Output("no \"nftables\" array".into()))?;
+pub fn observe_in(listing: &RulesetListing) -> NftObserved {
+    let items = &listing.items;
     let bridge = observe_table(items, &listing.text, "bridge");
     let mut observed = match observe_table(items, &listing.text, "inet") {
         Some(inet) => inet,
@@ -405,10 +414,10 @@ pub fn observe_in(listing: &RulesetListing) -> Result<NftObserved, Error> {
             present: true,
             ..NftObserved::default()
         },
-        None => return Ok(NftObserved::default()),
+        None => return NftObserved::default(),
     };
     observed.bridge = bridge.map(Box::new);
-    Ok(observed)
+    observed
 }
 
 /// One of our tables out of the whole ruleset, None when it does not exist.

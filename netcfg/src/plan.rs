@@ -554,7 +554,7 @@ pub(crate) async fn observe_with(
     }
     // One read of the ruleset serves our tables and the foreign chains alike.
     let listing = nft::RulesetListing::read()?;
-    let firewall = FirewallState::of(&nft::observe_in(&listing)?, desired);
+    let firewall = FirewallState::of(&nft::observe_in(&listing), desired);
     let firewalls = coexist::observe_for_in(host, desired, &listing)?;
     let addr_details = nl.addr_details().await?;
     let routes = nl.routes().await?;

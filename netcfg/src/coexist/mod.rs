@@ -233,12 +233,15 @@ fn driver_for(host: &Host, system: System) -> Box<dyn Driver> {
 
 /// Read the ruleset once and ask every driver.
 pub fn observe(host: &Host) -> Result<Found, Error> {
-    observe_json(host, &crate::nft::list_ruleset()?)
+    observe_items(
+        host,
+        &crate::nft::listing_items(&crate::nft::list_ruleset()?)?,
+    )
 }
 
-/// [`observe`] from `nft -j list ruleset` output already read.
-fn observe_json(host: &Host, json: &str) -> Result<Found, Error> {
-    let chains = ruleset::parse(json)?;
+/// [`observe`] from the objects of `nft -j list ruleset` already read.
+fn observe_items(host: &Host, items: &[serde_json::Value]) -> Result<Found, Error> {
+    let chains = ruleset::parse_items(items);
     let mut found = Found {
         host: host_facts(host),
         chains,
@@ -268,7 +271,7 @@ pub fn observe_for_in(
     desired: &Desired,
     listing: &crate::nft::RulesetListing,
 ) -> Result<Found, Error> {
-    let mut found = observe_json(host, &listing.json)?;
+    let mut found = observe_items(host, &listing.items)?;
     found.wanted = accepts(host, desired, &found);
     Ok(found)
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::error::Error;
-use crate::nft::{NftError, TABLE};
+use crate::nft::TABLE;
 
 /// Table names iptables-nft makes (as iptables' own tables), with its upper-case built-in chains.
 const IPTABLES_TABLES: [&str; 5] = ["filter", "nat", "mangle", "raw", "security"];
@@ -248,11 +248,11 @@ fn text(obj: &Value, key: &str) -> Option<String> {
 
 /// Every chain of every table except the agent's own, rules in listed order.
 pub fn parse(json: &str) -> Result<Vec<ForeignChain>, Error> {
-    let doc: Value = serde_json::from_str(json).map_err(|e| NftError::Output(e.to_string()))?;
-    let items = doc
-        .get("nftables")
-        .and_then(Value::as_array)
-        .ok_or_else(|| NftError::Output("no \"nftables\" array".into()))?;
+    Ok(parse_items(&crate::nft::listing_items(json)?))
+}
+
+/// [`parse`] over the objects of a listing already read.
+pub(crate) fn parse_items(items: &[Value]) -> Vec<ForeignChain> {
     let mut chains: Vec<ForeignChain> = Vec::new();
     let ours = |o: &Value| text(o, "table").as_deref() == Some(TABLE);
     for item in items {
@@ -295,7 +295,7 @@ pub fn parse(json: &str) -> Result<Vec<ForeignChain>, Error> {
             _ => {}
         }
     }
-    Ok(chains)
+    chains
 }
 
 /// The base chains among `chains` that drop, in the families the agent's traffic meets (ip,

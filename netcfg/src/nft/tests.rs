@@ -572,7 +572,8 @@ fn a_missing_or_different_bridge_table_is_a_difference() {
     let text = format!(
         "table bridge filter {{\n\tchain input {{\n\t}}\n}}\ntable bridge hostagent {{\n\tcomment \"hostagent {fp}\"\n\tchain input {{\n\t}}\n}}\n"
     );
-    let seen = observe_in(&RulesetListing::from_parts(&listing.to_string(), &text)).expect("parse");
+    let listing = RulesetListing::from_parts(&listing.to_string(), &text).expect("parse");
+    let seen = observe_in(&listing);
     assert!(seen.present, "a bridge table alone still counts as present");
     let mut whole = e.clone();
     whole.bridge = seen.bridge;
