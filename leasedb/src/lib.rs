@@ -6,7 +6,8 @@
 //! - [`config`]: the URL and settings (`[leases]` in the agent's config), URL checks, redaction.
 //! - [`schema`]: the versioned schema, created and migrated by the agent (`schema/v*.sql`).
 //! - [`database`]: one connection pool per agent, shared by its networks.
-//! - [`store`]: [`PgStore`], one network's `LeaseBackend`: one transaction per DHCP batch.
+//! - [`store`]: [`PgStore`], one network's `LeaseBackend`: one transaction and one `batch4`
+//!   call per DHCP batch; the bound leases kept in memory for the lease watch.
 //! - `listen`: LISTEN/NOTIFY, so a lease another agent grants reaches this agent's lease
 //!   watch (DNS) within one poll.
 //!
@@ -39,8 +40,9 @@
 //! the loop could use; sqlx likewise. `postgres` is rust-postgres' own blocking client (the same
 //! protocol code as tokio-postgres); `r2d2` with `r2d2_postgres` (the same authors') is the
 //! blocking pool Diesel uses: connection timeouts, a size limit, broken connections replaced.
-//! Each statement is one round trip (`query_typed`: no prepare), and each client message is one
-//! statement (the allocation rules are SQL functions of the schema). TLS is not built in: use a
+//! Each statement is one round trip (`query_typed`: no prepare), and a whole DHCP batch is one
+//! statement (`hostagent.batch4` calls the allocation functions of the schema, one per client
+//! message, in order). TLS is not built in: use a
 //! unix socket, or a network you trust (the URL's `sslmode=require` is refused at config check).
 
 pub mod config;

@@ -12,6 +12,7 @@
 //! |---|---|
 //! | 1 | `lease4` (one row per address: lease, offer hold, quarantine), `reservation4`, and the allocation functions `prepare4`, `set_reservations4`, `offer4`, `request4`, `release4`, `decline4`, `forget_holds4` |
 //! | 2 | triggers that `NOTIFY hostagent_lease4, '<network>'` on every change to a bound lease |
+//! | 3 | the notification names the session too: `'<network>\n<application_name>'` (an agent's own changes are told apart from others'); `batch4`, a DHCP batch's operations in one call |
 
 use postgres::GenericClient;
 
@@ -37,6 +38,12 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 2,
         description: "NOTIFY hostagent_lease4 on every lease change",
         sql: include_str!("schema/v2.sql"),
+    },
+    Migration {
+        version: 3,
+        description:
+            "lease-change notifications name the session; batch4 answers a DHCP batch in one call",
+        sql: include_str!("schema/v3.sql"),
     },
 ];
 

@@ -2,18 +2,28 @@
 //! server of that network allocates through.
 //!
 //! A batch is one transaction: the first operation of a batch takes a connection from the pool
-//! and sends BEGIN, each client message is one call of a schema function (`offer4`,
-//! `request4`, …; one round trip each), and `commit` sends COMMIT and gives the connection
-//! back. Any failure inside a batch fails the whole batch: the transaction is rolled back, its
+//! and sends BEGIN; the server asks all the batch's questions at once (`answer_all`), which is
+//! ONE call of `hostagent.batch4`: every client message answered by its schema function
+//! (`offer4`, `request4`, …) in order, in one round trip; `commit` sends COMMIT and gives the
+//! connection back. (A round trip per message made the batch a chain of waits: the DHCP thread
+//! and the database backend took turns, each waking the other twice per message, and the rate
+//! stopped near 2,000 exchanges/s with both CPUs half idle; one call per batch reached 5,000.) Any failure inside a batch fails the whole batch: the transaction is rolled back, its
 //! clients get nothing (no ACK and no OFFER whose hold was not stored), and they retry.
+//!
+//! The bound leases the lease watch follows (DNS names, `status`' counts by agent) are read whole
+//! from the database once, then kept as this agent commits its own changes (a [`LeaseIndex`], as the
+//! journal keeps them), and read whole again only when a change this agent did not make is
+//! notified (another agent's, a hand edit's: see `listen`), or after [`MIRROR_REFRESH`]. Reading
+//! the whole table at every publish (up to 10 a second while leases change) cost the database
+//! more than the leases themselves under load.
 //!
 //! While the database is unreachable, a new attempt is made at most every [`RETRY_EVERY`];
 //! batches in between fail at once instead of each waiting the connect timeout. The outage is
 //! logged when it starts and when it ends, and [`StoreHealth`] (`hostagent status`) says so.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,16 +33,30 @@ use pxe::dhcp::pool::{
     is_host_address, Client, ClientId, ClientKey, Lease, Nak, DECLINE_QUARANTINE_SECS,
     OFFER_HOLD_SECS,
 };
-use pxe::dhcp::store::{LeaseBackend, StoreError, StoreHealth};
+use pxe::dhcp::store::{LeaseBackend, StoreAnswer, StoreError, StoreHealth, StoreOp};
+use pxe::leases::{LeaseIndex, Record};
 
 use crate::database::{Conn, Database, DbError};
-use crate::listen::Listener;
+use crate::listen::{Listener, Moved};
 
 /// Longest a network's preparation (its range's rows, its reservations) may take.
 const PREPARE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// How often an unreachable database is tried again.
 pub const RETRY_EVERY: Duration = Duration::from_secs(1);
+
+/// The longest the copy of the bound leases is kept without reading them whole again: what it
+/// cannot follow (a row another transaction had locked when a REQUEST freed the client's other
+/// addresses, a lost notification) is set right within this.
+pub const MIRROR_REFRESH: Duration = Duration::from_secs(60);
+
+/// The network's bound leases as this agent knows them (see the module docs).
+struct Mirror {
+    index: LeaseIndex,
+    /// `Moved::foreign` when they were read.
+    foreign: u64,
+    read_at: Instant,
+}
 
 /// The network as the database functions need it.
 #[derive(Debug, Clone)]
@@ -62,8 +86,15 @@ pub struct PgStore {
     last_offer: Option<Ipv4Addr>,
     /// While the database is away: no attempt before this.
     retry_at: Cell<Option<Instant>>,
-    /// This agent's committed lease changes plus every NOTIFY for the network.
-    generation: Arc<AtomicU64>,
+    /// This agent's committed lease changes plus every NOTIFY for the network; and the changes
+    /// this agent did not make.
+    moved: Moved,
+    /// The bound leases, read whole at the first `leases_at` and kept since.
+    mirror: RefCell<Option<Mirror>>,
+    /// The batch's lease changes, applied to the mirror once committed.
+    pending: Vec<Record>,
+    /// How often the bound leases were read whole.
+    mirror_reads: Cell<u64>,
     health: Arc<StoreHealth>,
     _listener: Listener,
 }
@@ -82,8 +113,8 @@ impl PgStore {
             lease_secs: cfg.lease_time.as_secs(),
             reservations: cfg.hosts.iter().map(|h| (h.mac, h.ip)).collect(),
         };
-        let generation = Arc::new(AtomicU64::new(0));
-        let listener = Listener::start(db.clone(), net.name.clone(), generation.clone());
+        let moved = Moved::default();
+        let listener = Listener::start(db.clone(), net.name.clone(), moved.clone());
         let mut store = PgStore {
             health: StoreHealth::new("postgres", db.location().to_string()),
             db,
@@ -94,7 +125,10 @@ impl PgStore {
             prepared: false,
             retry_at: Cell::new(None),
             last_offer: None,
-            generation,
+            moved,
+            mirror: RefCell::new(None),
+            pending: Vec::new(),
+            mirror_reads: Cell::new(0),
             _listener: listener,
         };
         match store.connect() {
@@ -288,6 +322,13 @@ impl PgStore {
     fn agent(&self) -> String {
         self.db.agent().to_string()
     }
+
+    /// How many times the bound leases were read whole from the database: every `leases_at`
+    /// (`hostagent leases`), and for the lease watch the first time, then only after a change
+    /// this agent did not make, or after [`MIRROR_REFRESH`].
+    pub fn mirror_reads(&self) -> u64 {
+        self.mirror_reads.get()
+    }
 }
 
 /// The bytes a client is known by in `lease4.client`: `01` + MAC (an Ethernet-type identifier,
@@ -329,6 +370,116 @@ fn lease_of(row: &postgres::Row) -> Option<Lease> {
     })
 }
 
+/// The arrays `hostagent.batch4` takes: element i is asked message i.
+#[derive(Default)]
+struct BatchArrays {
+    op: Vec<&'static str>,
+    key: Vec<Vec<u8>>,
+    mac: Vec<String>,
+    client_id: Vec<Option<Vec<u8>>>,
+    ip: Vec<Option<IpAddr>>,
+    hostname: Vec<Option<String>>,
+}
+
+impl BatchArrays {
+    fn push(
+        &mut self,
+        op: &'static str,
+        client: &Client,
+        ip: Option<Ipv4Addr>,
+        hostname: Option<&str>,
+    ) {
+        self.op.push(op);
+        self.key.push(key_bytes(&client.key()));
+        self.mac.push(client.mac.to_string());
+        self.client_id
+            .push(client.id.as_ref().map(|i| i.as_bytes().to_vec()));
+        self.ip.push(ip.map(IpAddr::V4));
+        self.hostname
+            .push(hostname.map(|h| pxe::leases::truncate_hostname(h).to_string()));
+    }
+}
+
+fn unexpected(answer: StoreAnswer) -> StoreError {
+    StoreError::Database(format!("lease database: unexpected answer {answer:?}"))
+}
+
+impl PgStore {
+    /// One op alone: a batch of one.
+    fn ask(&mut self, op: StoreOp, now: u64) -> Result<StoreAnswer, StoreError> {
+        self.answer_all(std::slice::from_ref(&op), now)
+            .pop()
+            .unwrap_or_else(|| Err(StoreError::Database("lease database: no answer".into())))
+    }
+
+    /// Row `row` of `batch4` as the answer to `op`; the lease changes it makes are staged for
+    /// the mirror and make the COMMIT synchronous.
+    fn answer_of(&mut self, op: &StoreOp, row: &postgres::Row, now: u64) -> StoreAnswer {
+        match op {
+            StoreOp::Offer { .. } => {
+                let ip = match row.get::<_, Option<IpAddr>>(0) {
+                    Some(IpAddr::V4(ip)) => Some(ip),
+                    _ => None,
+                };
+                if ip.is_some() {
+                    self.last_offer = ip;
+                }
+                StoreAnswer::Offered(ip)
+            }
+            StoreOp::Request { client, ip, .. } => {
+                let outcome: Option<String> = row.get(1);
+                StoreAnswer::Requested(match outcome.as_deref() {
+                    Some("ack") => {
+                        self.leases_changed = true;
+                        let lease = Lease {
+                            mac: client.mac,
+                            ip: *ip,
+                            expires: now.saturating_add(self.net.lease_secs),
+                            hostname: row.get(2),
+                            client_id: client.id.clone(),
+                            agent: Some(self.agent()),
+                        };
+                        self.pending.push(Record::Lease(lease.clone()));
+                        Ok(lease)
+                    }
+                    Some("reserved") => Err(Nak::Reserved(*ip)),
+                    Some("not_its_reservation") => match row.get::<_, Option<IpAddr>>(3) {
+                        Some(IpAddr::V4(reserved)) => Err(Nak::NotItsReservation {
+                            requested: *ip,
+                            reserved,
+                        }),
+                        _ => Err(Nak::Reserved(*ip)),
+                    },
+                    Some("out_of_range") => Err(Nak::OutOfRange(*ip)),
+                    _ => Err(Nak::Taken(*ip)),
+                })
+            }
+            StoreOp::Release { client, ip } => {
+                let held = row.get::<_, Option<bool>>(4).unwrap_or(false);
+                if held {
+                    self.leases_changed = true;
+                    self.pending.push(match client.key() {
+                        ClientKey::Mac(mac) => Record::Release { mac, ip: *ip },
+                        ClientKey::Id(id) => Record::ReleaseClient { id, ip: *ip },
+                    });
+                }
+                StoreAnswer::Released(held)
+            }
+            StoreOp::Decline { client, ip } => {
+                let honoured = row.get::<_, Option<bool>>(4).unwrap_or(false);
+                if honoured {
+                    let until = now.saturating_add(DECLINE_QUARANTINE_SECS);
+                    self.leases_changed = true;
+                    self.pending.push(Record::Decline { ip: *ip, until });
+                    tracing::warn!(network = %self.net.name, %ip, mac = %client.mac, until, "address declined, quarantined for every agent");
+                }
+                StoreAnswer::Declined(honoured)
+            }
+            StoreOp::OfferNotTaken { .. } => StoreAnswer::OfferDropped,
+        }
+    }
+}
+
 impl LeaseBackend for PgStore {
     fn offer(
         &mut self,
@@ -336,38 +487,14 @@ impl LeaseBackend for PgStore {
         requested: Option<Ipv4Addr>,
         now: u64,
     ) -> Result<Option<Ipv4Addr>, StoreError> {
-        let key = key_bytes(&client.key());
-        let mac = client.mac.to_string();
-        let requested = requested.map(IpAddr::V4);
-        let (n, agent) = (self.net.clone(), self.agent());
-        let after = self.last_offer.map(IpAddr::V4);
-        let ip: Option<IpAddr> = self.call("offer an address (offer4)", |c| {
-            Ok(c.query_typed_one(
-                "SELECT hostagent.offer4($1, $2, $3::macaddr, $4, $5, $6, $7, $8, $9, $10, $11)",
-                &[
-                    (&n.name, Type::TEXT),
-                    (&key, Type::BYTEA),
-                    (&mac, Type::TEXT),
-                    (&requested, Type::INET),
-                    (&secs(now), Type::INT8),
-                    (&n.first, Type::INET),
-                    (&n.last, Type::INET),
-                    (&n.server, Type::INET),
-                    (&secs(OFFER_HOLD_SECS), Type::INT8),
-                    (&agent, Type::TEXT),
-                    (&after, Type::INET),
-                ],
-            )?
-            .get(0))
-        })?;
-        let ip = match ip {
-            Some(IpAddr::V4(ip)) => Some(ip),
-            _ => None,
+        let op = StoreOp::Offer {
+            client: client.clone(),
+            requested,
         };
-        if ip.is_some() {
-            self.last_offer = ip;
+        match self.ask(op, now)? {
+            StoreAnswer::Offered(ip) => Ok(ip),
+            other => Err(unexpected(other)),
         }
-        Ok(ip)
     }
 
     fn request(
@@ -377,130 +504,148 @@ impl LeaseBackend for PgStore {
         hostname: Option<&str>,
         now: u64,
     ) -> Result<Result<Lease, Nak>, StoreError> {
-        if !is_host_address(self.net.subnet, ip) {
-            return Ok(Err(Nak::WrongNetwork(ip)));
+        let op = StoreOp::Request {
+            client: client.clone(),
+            ip,
+            hostname: hostname.map(str::to_string),
+        };
+        match self.ask(op, now)? {
+            StoreAnswer::Requested(r) => Ok(r),
+            other => Err(unexpected(other)),
         }
-        let key = key_bytes(&client.key());
-        let mac = client.mac.to_string();
-        let id: Option<Vec<u8>> = client.id.as_ref().map(|i| i.as_bytes().to_vec());
-        let hostname = hostname.map(|h| pxe::leases::truncate_hostname(h).to_string());
-        let expires = now.saturating_add(self.net.lease_secs);
-        let (n, agent) = (self.net.clone(), self.agent());
-        let addr = IpAddr::V4(ip);
-        let row = self.call("grant a lease (request4)", |c| {
-            c.query_typed_one(
-                "SELECT o_outcome, o_hostname, o_reserved FROM hostagent.request4(\
-                 $1, $2, $3::macaddr, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-                &[
-                    (&n.name, Type::TEXT),
-                    (&key, Type::BYTEA),
-                    (&mac, Type::TEXT),
-                    (&id, Type::BYTEA),
-                    (&addr, Type::INET),
-                    (&hostname, Type::TEXT),
-                    (&secs(now), Type::INT8),
-                    (&secs(expires), Type::INT8),
-                    (&n.first, Type::INET),
-                    (&n.last, Type::INET),
-                    (&n.server, Type::INET),
-                    (&agent, Type::TEXT),
-                ],
-            )
-        })?;
-        let outcome: String = row.get(0);
-        Ok(match outcome.as_str() {
-            "ack" => {
-                self.leases_changed = true;
-                Ok(Lease {
-                    mac: client.mac,
-                    ip,
-                    expires,
-                    hostname: row.get(1),
-                    client_id: client.id.clone(),
-                    agent: Some(agent),
-                })
-            }
-            "reserved" => Err(Nak::Reserved(ip)),
-            "not_its_reservation" => match row.get::<_, Option<IpAddr>>(2) {
-                Some(IpAddr::V4(reserved)) => Err(Nak::NotItsReservation {
-                    requested: ip,
-                    reserved,
-                }),
-                _ => Err(Nak::Reserved(ip)),
-            },
-            "out_of_range" => Err(Nak::OutOfRange(ip)),
-            _ => Err(Nak::Taken(ip)),
-        })
     }
 
     fn release(&mut self, client: &Client, ip: Ipv4Addr) -> Result<bool, StoreError> {
-        let key = key_bytes(&client.key());
-        let (name, agent, addr) = (self.net.name.clone(), self.agent(), IpAddr::V4(ip));
-        let held: bool = self.call("release a lease (release4)", |c| {
-            Ok(c.query_typed_one(
-                "SELECT hostagent.release4($1, $2, $3, $4)",
-                &[
-                    (&name, Type::TEXT),
-                    (&key, Type::BYTEA),
-                    (&addr, Type::INET),
-                    (&agent, Type::TEXT),
-                ],
-            )?
-            .get(0))
-        })?;
-        self.leases_changed |= held;
-        Ok(held)
+        let op = StoreOp::Release {
+            client: client.clone(),
+            ip,
+        };
+        // A release decides nothing by the clock.
+        match self.ask(op, 0)? {
+            StoreAnswer::Released(held) => Ok(held),
+            other => Err(unexpected(other)),
+        }
     }
 
     fn decline(&mut self, client: &Client, ip: Ipv4Addr, now: u64) -> Result<bool, StoreError> {
-        let key = key_bytes(&client.key());
-        let (name, agent, addr) = (self.net.name.clone(), self.agent(), IpAddr::V4(ip));
-        let until = now.saturating_add(DECLINE_QUARANTINE_SECS);
-        let honoured: bool = self.call("quarantine an address (decline4)", |c| {
-            Ok(c.query_typed_one(
-                "SELECT hostagent.decline4($1, $2, $3, $4, $5, $6)",
-                &[
-                    (&name, Type::TEXT),
-                    (&key, Type::BYTEA),
-                    (&addr, Type::INET),
-                    (&secs(now), Type::INT8),
-                    (&secs(until), Type::INT8),
-                    (&agent, Type::TEXT),
-                ],
-            )?
-            .get(0))
-        })?;
-        if honoured {
-            self.leases_changed = true;
-            tracing::warn!(network = %self.net.name, %ip, mac = %client.mac, until, "address declined, quarantined for every agent");
+        let op = StoreOp::Decline {
+            client: client.clone(),
+            ip,
+        };
+        match self.ask(op, now)? {
+            StoreAnswer::Declined(honoured) => Ok(honoured),
+            other => Err(unexpected(other)),
         }
-        Ok(honoured)
     }
 
     fn offer_not_taken(
         &mut self,
         client: &Client,
         chosen: Option<Ipv4Addr>,
-        _now: u64,
+        now: u64,
     ) -> Result<(), StoreError> {
-        let key = key_bytes(&client.key());
-        let name = self.net.name.clone();
-        let keep = chosen.map(IpAddr::V4);
-        self.call("drop an offer hold (forget_holds4)", |c| {
-            c.query_typed(
-                "SELECT hostagent.forget_holds4($1, $2, $3)",
-                &[
-                    (&name, Type::TEXT),
-                    (&key, Type::BYTEA),
-                    (&keep, Type::INET),
-                ],
-            )
-            .map(|_| ())
-        })
+        let op = StoreOp::OfferNotTaken {
+            client: client.clone(),
+            chosen,
+        };
+        self.ask(op, now).map(|_| ())
+    }
+
+    /// The batch's ops in one call of `hostagent.batch4` (one round trip, inside the batch's
+    /// transaction), but a REQUEST for an address outside the network, which is refused here.
+    fn answer_all(&mut self, ops: &[StoreOp], now: u64) -> Vec<Result<StoreAnswer, StoreError>> {
+        let mut answers: Vec<Option<Result<StoreAnswer, StoreError>>> =
+            ops.iter().map(|_| None).collect();
+        let mut asked = Vec::with_capacity(ops.len());
+        let mut arrays = BatchArrays::default();
+        for (i, op) in ops.iter().enumerate() {
+            match op {
+                StoreOp::Offer { client, requested } => {
+                    arrays.push("offer", client, *requested, None)
+                }
+                StoreOp::Request { ip, .. } if !is_host_address(self.net.subnet, *ip) => {
+                    answers[i] = Some(Ok(StoreAnswer::Requested(Err(Nak::WrongNetwork(*ip)))));
+                    continue;
+                }
+                StoreOp::Request {
+                    client,
+                    ip,
+                    hostname,
+                } => arrays.push("request", client, Some(*ip), hostname.as_deref()),
+                StoreOp::Release { client, ip } => arrays.push("release", client, Some(*ip), None),
+                StoreOp::Decline { client, ip } => arrays.push("decline", client, Some(*ip), None),
+                StoreOp::OfferNotTaken { client, chosen } => {
+                    arrays.push("forget", client, *chosen, None)
+                }
+            }
+            asked.push(i);
+        }
+        if !asked.is_empty() {
+            let n = self.net.clone();
+            let agent = self.agent();
+            let after = self.last_offer.map(IpAddr::V4);
+            let expires = secs(now.saturating_add(n.lease_secs));
+            let until = secs(now.saturating_add(DECLINE_QUARANTINE_SECS));
+            let a = &arrays;
+            let rows = self.call("answer the batch (batch4)", |c| {
+                c.query_typed(
+                    "SELECT o_ip, o_outcome, o_hostname, o_reserved, o_done FROM hostagent.batch4(\
+                     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
+                     $11, $12, $13::text[]::macaddr[], $14, $15, $16)",
+                    &[
+                        (&n.name, Type::TEXT),
+                        (&n.first, Type::INET),
+                        (&n.last, Type::INET),
+                        (&n.server, Type::INET),
+                        (&agent, Type::TEXT),
+                        (&secs(now), Type::INT8),
+                        (&secs(OFFER_HOLD_SECS), Type::INT8),
+                        (&expires, Type::INT8),
+                        (&until, Type::INT8),
+                        (&after, Type::INET),
+                        (&a.op, Type::TEXT_ARRAY),
+                        (&a.key, Type::BYTEA_ARRAY),
+                        (&a.mac, Type::TEXT_ARRAY),
+                        (&a.client_id, Type::BYTEA_ARRAY),
+                        (&a.ip, Type::INET_ARRAY),
+                        (&a.hostname, Type::TEXT_ARRAY),
+                    ],
+                )
+            });
+            match rows {
+                Ok(rows) if rows.len() == asked.len() => {
+                    for (row, &i) in rows.iter().zip(&asked) {
+                        answers[i] = Some(Ok(self.answer_of(&ops[i], row, now)));
+                    }
+                }
+                Ok(rows) => {
+                    let e = format!(
+                        "lease database: batch4 answered {} of {} operations",
+                        rows.len(),
+                        asked.len()
+                    );
+                    self.batch_error = Some(e.clone());
+                    for &i in &asked {
+                        answers[i] = Some(Err(StoreError::Database(e.clone())));
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    for &i in &asked {
+                        answers[i] = Some(Err(StoreError::Database(e.clone())));
+                    }
+                }
+            }
+        }
+        answers
+            .into_iter()
+            .map(|a| a.unwrap_or_else(|| Err(StoreError::Database("not asked".into()))))
+            .collect()
     }
 
     fn commit(&mut self) -> Result<(), StoreError> {
         let changed = std::mem::take(&mut self.leases_changed);
+        let pending = std::mem::take(&mut self.pending);
         if let Some(e) = self.batch_error.take() {
             if let Some(mut conn) = self.conn.take() {
                 if !conn.is_closed() {
@@ -521,7 +666,12 @@ impl LeaseBackend for PgStore {
         match conn.batch_execute(sql) {
             Ok(()) => {
                 if changed {
-                    self.generation.fetch_add(1, Ordering::Relaxed);
+                    self.moved.generation.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(m) = self.mirror.get_mut() {
+                    for r in &pending {
+                        m.index.apply(r);
+                    }
                 }
                 if self.health.succeeded() {
                     tracing::info!(network = %self.net.name, location = %self.db.location(), "lease database reachable again: serving");
@@ -547,10 +697,12 @@ impl LeaseBackend for PgStore {
     }
 
     fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
+        self.moved.generation.load(Ordering::Relaxed)
     }
 
     fn leases_at(&self, now: u64) -> Result<Vec<Lease>, StoreError> {
+        // Read before the table is: a change notified during the read is read again next time.
+        let foreign = self.moved.foreign.load(Ordering::Acquire);
         let name = self.net.name.clone();
         let rows = self.read("read the leases", |c| {
             c.query_typed(
@@ -561,7 +713,28 @@ impl LeaseBackend for PgStore {
                 &[(&name, Type::TEXT), (&secs(now), Type::INT8)],
             )
         })?;
-        Ok(rows.iter().filter_map(lease_of).collect())
+        let mut index = LeaseIndex::default();
+        for lease in rows.iter().filter_map(lease_of) {
+            index.apply(&Record::Lease(lease));
+        }
+        let leases = index.unexpired(now);
+        self.mirror_reads.set(self.mirror_reads.get() + 1);
+        *self.mirror.borrow_mut() = Some(Mirror {
+            index,
+            foreign,
+            read_at: Instant::now(),
+        });
+        Ok(leases)
+    }
+
+    fn watched_leases(&self, now: u64) -> Result<Vec<Lease>, StoreError> {
+        let foreign = self.moved.foreign.load(Ordering::Acquire);
+        if let Some(m) = self.mirror.borrow().as_ref() {
+            if m.foreign == foreign && m.read_at.elapsed() < MIRROR_REFRESH {
+                return Ok(m.index.unexpired(now));
+            }
+        }
+        self.leases_at(now)
     }
 
     fn lease_for(&self, client: &Client) -> Result<Option<Lease>, StoreError> {

@@ -160,7 +160,8 @@ fn a_version_1_database_is_migrated_with_its_leases_and_then_notifies_changes() 
         (ip(105), Some("old-guest"), Some("old"), NOW + 3600)
     );
 
-    // Version 2's trigger: a lease change reaches a listener.
+    // Version 2's trigger, with version 3's payload: a lease change reaches a listener, naming
+    // the network and the session that made it.
     let mut listener = postgres::Client::connect(&pg.url(DB), postgres::NoTls).expect("connect");
     listener
         .batch_execute("LISTEN hostagent_lease4")
@@ -176,7 +177,78 @@ fn a_version_1_database_is_migrated_with_its_leases_and_then_notifies_changes() 
         .next()
         .expect("notification stream")
         .expect("a notification within 5 s");
-    assert_eq!(note.payload(), "lab");
+    assert_eq!(note.payload(), "lab\npsql");
+}
+
+/// The lease watch's copy of the bound leases: this agent's own grants, releases and declines
+/// reach it as they commit, with no read of the table; a change it did not make (a hand edit,
+/// another agent's lease) is notified, and the table is read again.
+#[test]
+fn the_watched_leases_follow_own_commits_unread_and_other_changes_by_notification() {
+    let pg = cluster();
+    let mut a = PgStore::new(db(&pg, "a"), &net("lab", 20, 40, &[]));
+    let first = lease(&mut a, &client(1), NOW).expect("lease");
+    // A hand edit seen in the watch proves the listener is connected (its connect counts as a
+    // change, as changes may have been missed before it).
+    pg.psql(
+        DB,
+        &format!("UPDATE hostagent.lease4 SET hostname = 'by-hand' WHERE ip = '{first}'"),
+    );
+    let hostname_of = |a: &PgStore, ip: Ipv4Addr| {
+        a.watched_leases(NOW)
+            .expect("watched leases")
+            .into_iter()
+            .find(|l| l.ip == ip)
+            .and_then(|l| l.hostname)
+    };
+    assert!(
+        testkit::wait_for(5, || (hostname_of(&a, first).as_deref() == Some("by-hand"))
+            .then_some(()))
+        .is_some(),
+        "a hand edit reaches the watch"
+    );
+    let reads = a.mirror_reads();
+
+    let more: Vec<Ipv4Addr> = (2..=4)
+        .map(|n| lease(&mut a, &client(n), NOW).expect("lease"))
+        .collect();
+    assert!(a.release(&client(2), more[0]).expect("release"));
+    a.commit().expect("commit the release");
+    assert!(a.decline(&client(3), more[1], NOW).expect("decline"));
+    a.commit().expect("commit the decline");
+    // This agent's own notifications arrive meanwhile: they must not cost a read.
+    std::thread::sleep(Duration::from_millis(500));
+    let watched: Vec<Ipv4Addr> = a
+        .watched_leases(NOW)
+        .expect("watched")
+        .iter()
+        .map(|l| l.ip)
+        .collect();
+    let fresh: Vec<Ipv4Addr> = a
+        .leases_at(NOW)
+        .expect("read")
+        .iter()
+        .map(|l| l.ip)
+        .collect();
+    assert_eq!(watched, vec![first, more[2]]);
+    assert_eq!(watched, fresh, "the copy is what the table holds");
+    assert_eq!(
+        a.mirror_reads(),
+        reads + 1,
+        "own commits applied to the copy; only leases_at read the table"
+    );
+
+    // Another agent's lease: notified, read, shown with its agent.
+    let mut b = PgStore::new(db(&pg, "b"), &net("lab", 20, 40, &[]));
+    let theirs = lease(&mut b, &client(9), NOW).expect("b's lease");
+    let seen = testkit::wait_for(5, || {
+        a.watched_leases(NOW)
+            .expect("watched")
+            .into_iter()
+            .find(|l| l.ip == theirs)
+    })
+    .expect("b's lease reaches a's watch");
+    assert_eq!(seen.agent.as_deref(), Some("b"));
 }
 
 #[test]
@@ -584,5 +656,102 @@ fn the_database_going_away_fails_batches_and_its_return_is_noticed() {
         s.lease_for(&c).unwrap().map(|l| l.ip),
         Some(ip(20)),
         "the lease survived"
+    );
+}
+
+/// A DHCP batch's questions asked together (`answer_all`, one `batch4` call): each is answered
+/// in order as if asked alone after the ones before it — offers of one batch get different
+/// addresses, a REQUEST sees the hold its DISCOVER took earlier in the batch, a release frees
+/// what a request of the same batch granted, an address outside the network is refused
+/// without the database — and nothing of it is durable before the commit.
+#[test]
+fn a_batch_of_questions_is_answered_in_order_as_if_asked_one_by_one() {
+    use pxe::dhcp::store::{StoreAnswer, StoreOp};
+    let pg = cluster();
+    let mut a = PgStore::new(db(&pg, "a"), &net("lab", 20, 40, &[]));
+    let offers: Vec<StoreOp> = (1..=3)
+        .map(|n| StoreOp::Offer {
+            client: client(n),
+            requested: None,
+        })
+        .collect();
+    let answers = a.answer_all(&offers, NOW);
+    let offered: Vec<Ipv4Addr> = answers
+        .iter()
+        .map(|r| match r {
+            Ok(StoreAnswer::Offered(Some(ip))) => *ip,
+            other => panic!("an offer: {other:?}"),
+        })
+        .collect();
+    assert_eq!(offered, vec![ip(20), ip(21), ip(22)], "one address each");
+    a.commit().expect("commit the offers");
+
+    let batch = vec![
+        StoreOp::Request {
+            client: client(1),
+            ip: offered[0],
+            hostname: Some("one".into()),
+        },
+        // Another client's hold: taken.
+        StoreOp::Request {
+            client: client(4),
+            ip: offered[1],
+            hostname: None,
+        },
+        StoreOp::Request {
+            client: client(2),
+            ip: offered[1],
+            hostname: None,
+        },
+        StoreOp::Release {
+            client: client(2),
+            ip: offered[1],
+        },
+        StoreOp::Request {
+            client: client(3),
+            ip: Ipv4Addr::new(192, 168, 9, 9),
+            hostname: None,
+        },
+        StoreOp::Offer {
+            client: client(5),
+            requested: None,
+        },
+    ];
+    let answers: Vec<StoreAnswer> = a
+        .answer_all(&batch, NOW)
+        .into_iter()
+        .map(|r| r.expect("answered"))
+        .collect();
+    let granted = |a: &StoreAnswer| match a {
+        StoreAnswer::Requested(Ok(l)) => (l.ip, l.hostname.clone()),
+        other => panic!("a lease: {other:?}"),
+    };
+    assert_eq!(granted(&answers[0]), (offered[0], Some("one".into())));
+    assert_eq!(
+        answers[1],
+        StoreAnswer::Requested(Err(Nak::Taken(offered[1])))
+    );
+    assert_eq!(granted(&answers[2]).0, offered[1]);
+    assert_eq!(answers[3], StoreAnswer::Released(true));
+    assert_eq!(
+        answers[4],
+        StoreAnswer::Requested(Err(Nak::WrongNetwork(Ipv4Addr::new(192, 168, 9, 9))))
+    );
+    // Not .21 (just released, but the search goes on after the last address offered) nor .22
+    // (client 3's hold).
+    assert_eq!(answers[5], StoreAnswer::Offered(Some(ip(23))));
+    let bound = || {
+        pg.psql(
+            DB,
+            "SELECT string_agg(host(ip), ',' ORDER BY ip) FROM hostagent.lease4 \
+             WHERE client IS NOT NULL",
+        )
+    };
+    assert_eq!(bound(), "\n", "nothing is visible before the commit");
+    a.commit().expect("commit the batch");
+    assert_eq!(
+        bound(),
+        format!("{}\n", offered[0]),
+        "the release of the same batch stands"
     );
 }

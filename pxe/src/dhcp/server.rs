@@ -157,10 +157,7 @@ impl DhcpStats {
 /// INFORM ACKs always; lease ACKs, and OFFERs that wait for the commit, only if the commit
 /// succeeded). Socket-free, for tests too.
 pub fn answer_batch(handler: &mut Handler, packets: &[&[u8]], now: u64) -> Vec<Outgoing> {
-    let mut out: Vec<Outgoing> = packets
-        .iter()
-        .filter_map(|p| handler.handle_packet(p, now))
-        .collect();
+    let mut out = handler.handle_batch(packets, now);
     if !handler.pool().has_pending() {
         return out;
     }

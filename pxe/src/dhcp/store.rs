@@ -13,6 +13,11 @@
 //! Ok  → send every reply;  Err → send none of those with `needs_flush`
 //! ```
 //!
+//! The handler asks every question of a batch at once ([`LeaseBackend::answer_all`], one
+//! [`StoreOp`] per client message that needs the store, in arrival order), then builds the
+//! replies from the answers: a store may send the whole batch in one round trip (the database
+//! store does; the journal answers each in memory).
+//!
 //! An operation that fails (`Err(StoreError)`: the database is unreachable, the journal's disk
 //! is gone) leaves its client unanswered: no ACK for a lease that could not be stored, and no
 //! NAK either (a NAK would make a bound client give up an address that is still its own).
@@ -113,6 +118,66 @@ impl StoreHealth {
     }
 }
 
+/// One client message's question to the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreOp {
+    /// [`LeaseBackend::offer`].
+    Offer {
+        client: Client,
+        requested: Option<Ipv4Addr>,
+    },
+    /// [`LeaseBackend::request`].
+    Request {
+        client: Client,
+        ip: Ipv4Addr,
+        hostname: Option<String>,
+    },
+    /// [`LeaseBackend::release`].
+    Release { client: Client, ip: Ipv4Addr },
+    /// [`LeaseBackend::decline`].
+    Decline { client: Client, ip: Ipv4Addr },
+    /// [`LeaseBackend::offer_not_taken`].
+    OfferNotTaken {
+        client: Client,
+        chosen: Option<Ipv4Addr>,
+    },
+}
+
+/// The store's answer to a [`StoreOp`], variant for variant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreAnswer {
+    Offered(Option<Ipv4Addr>),
+    Requested(Result<Lease, Nak>),
+    Released(bool),
+    Declined(bool),
+    OfferDropped,
+}
+
+/// `op` asked of `store` alone: what [`LeaseBackend::answer_all`] does for each op unless a
+/// store answers a batch better.
+pub fn answer_one<S: LeaseBackend + ?Sized>(
+    store: &mut S,
+    op: &StoreOp,
+    now: u64,
+) -> Result<StoreAnswer, StoreError> {
+    Ok(match op {
+        StoreOp::Offer { client, requested } => {
+            StoreAnswer::Offered(store.offer(client, *requested, now)?)
+        }
+        StoreOp::Request {
+            client,
+            ip,
+            hostname,
+        } => StoreAnswer::Requested(store.request(client, *ip, hostname.as_deref(), now)?),
+        StoreOp::Release { client, ip } => StoreAnswer::Released(store.release(client, *ip)?),
+        StoreOp::Decline { client, ip } => StoreAnswer::Declined(store.decline(client, *ip, now)?),
+        StoreOp::OfferNotTaken { client, chosen } => {
+            store.offer_not_taken(client, *chosen, now)?;
+            StoreAnswer::OfferDropped
+        }
+    })
+}
+
 /// What the DHCP server needs from a lease store. Every operation is part of the current batch;
 /// nothing of it is durable (and no ACK for it may leave) before [`LeaseBackend::commit`]
 /// returned Ok. See the module docs.
@@ -154,6 +219,12 @@ pub trait LeaseBackend: Send {
         Ok(())
     }
 
+    /// Every op of a batch, in order, each answered as if asked alone after the ones before it
+    /// (one answer per op, in the same order). A store may send them together.
+    fn answer_all(&mut self, ops: &[StoreOp], now: u64) -> Vec<Result<StoreAnswer, StoreError>> {
+        ops.iter().map(|op| answer_one(self, op, now)).collect()
+    }
+
     /// Make the batch durable: one fdatasync, or one database COMMIT. On Err nothing of the
     /// batch may be acknowledged.
     fn commit(&mut self) -> Result<(), StoreError>;
@@ -171,6 +242,13 @@ pub trait LeaseBackend: Send {
 
     /// Leases unexpired at `now`, sorted by address (a shared store: every agent's).
     fn leases_at(&self, now: u64) -> Result<Vec<Lease>, StoreError>;
+
+    /// The same leases for whoever follows them live (the lease watch, asked up to 10 times a
+    /// second while leases change): a store may answer from a copy it keeps current with its
+    /// own commits and reads again when [`LeaseBackend::generation`] moved for another writer.
+    fn watched_leases(&self, now: u64) -> Result<Vec<Lease>, StoreError> {
+        self.leases_at(now)
+    }
 
     /// The client's lease, expired or not.
     fn lease_for(&self, client: &Client) -> Result<Option<Lease>, StoreError>;

@@ -10,8 +10,8 @@ use crate::config::{DhcpConfig, Mac, StaticHost, StaticRoute};
 use crate::dhcp::classify::{classify, ClientKind};
 use crate::dhcp::ipxe_build::IpxeBuilds;
 use crate::dhcp::policy::{boot_reply, BootReply, NoBoot};
-use crate::dhcp::pool::Nak;
-use crate::dhcp::store::{LeaseBackend, StoreError};
+use crate::dhcp::pool::{Lease, Nak};
+use crate::dhcp::store::{answer_one, LeaseBackend, StoreAnswer, StoreError, StoreOp};
 use crate::dhcp::wire::{opt, ClientMessage, DropReason, MessageType, ReplyMessage};
 use crate::leases::ClientId;
 
@@ -70,6 +70,13 @@ const EXHAUSTED_WARN_EVERY: Duration = Duration::from_secs(10);
 const RATE_LIMITED_WARN_EVERY: Duration = Duration::from_secs(10);
 /// How often the "lease store failed" warning may repeat.
 const STORE_WARN_EVERY: Duration = Duration::from_secs(10);
+
+/// A message planned: answered already (or dropped), or waiting for the store's answer to `op`.
+enum Step {
+    /// Boxed: only an INFORM's ACK is answered without the store.
+    Answered(Option<Box<Outgoing>>),
+    Ask(StoreOp),
+}
 
 /// Answers client messages for one network.
 pub struct Handler {
@@ -157,13 +164,57 @@ impl Handler {
 
     /// `handle_packet` with the rate limiter's clock given (`clock`), for tests.
     pub fn handle_packet_at(&mut self, bytes: &[u8], now: u64, clock: Instant) -> Option<Outgoing> {
+        let msg = self.admit(bytes, clock)?;
+        self.handle(&msg, now)
+    }
+
+    /// Decode and answer a batch of packets, asking the store every question of the batch at
+    /// once (`LeaseBackend::answer_all`); the replies in arrival order. The caller commits.
+    pub fn handle_batch(&mut self, packets: &[&[u8]], now: u64) -> Vec<Outgoing> {
+        let clock = Instant::now();
+        let msgs: Vec<ClientMessage> = packets
+            .iter()
+            .filter_map(|p| self.admit(p, clock))
+            .collect();
+        let mut ops = Vec::new();
+        let steps: Vec<Step> = msgs
+            .iter()
+            .map(|msg| {
+                let step = self.plan(msg);
+                if let Step::Ask(op) = &step {
+                    ops.push(op.clone());
+                }
+                step
+            })
+            .collect();
+        let mut answers = self.pool.answer_all(&ops, now).into_iter();
+        let mut out = Vec::with_capacity(msgs.len());
+        for (msg, step) in msgs.iter().zip(steps) {
+            let reply = match step {
+                Step::Answered(reply) => reply.map(|r| *r),
+                Step::Ask(op) => {
+                    let answer = answers.next().unwrap_or_else(|| {
+                        Err(StoreError::Database(
+                            "the store answered fewer questions than it was asked".into(),
+                        ))
+                    });
+                    self.finish(msg, &op, answer)
+                }
+            };
+            out.extend(reply);
+        }
+        out
+    }
+
+    /// The packet decoded, if it is one and its MAC is within its rate; counted either way.
+    fn admit(&mut self, bytes: &[u8], clock: Instant) -> Option<ClientMessage> {
         self.stats.received.fetch_add(1, Ordering::Relaxed);
         match crate::dhcp::wire::decode(bytes) {
             Ok(msg) if !self.limiter.allow(msg.chaddr, clock) => {
                 self.rate_limited(&msg);
                 None
             }
-            Ok(msg) => self.handle(&msg, now),
+            Ok(msg) => Some(msg),
             Err(reason) => {
                 self.stats.count_drop(reason);
                 tracing::debug!(network = %self.cfg.network, reason = reason.as_str(), "dropped DHCP packet");
@@ -174,20 +225,121 @@ impl Handler {
 
     /// Answer one decoded client message (RFC 2131 §4.3).
     pub fn handle(&mut self, msg: &ClientMessage, now: u64) -> Option<Outgoing> {
-        match msg.msg_type {
-            MessageType::Discover => self.discover(msg, now),
-            MessageType::Request => self.request(msg, now),
+        match self.plan(msg) {
+            Step::Answered(reply) => reply.map(|r| *r),
+            Step::Ask(op) => {
+                let answer = answer_one(self.pool.as_mut(), &op, now);
+                self.finish(msg, &op, answer)
+            }
+        }
+    }
+
+    /// What a message needs from the store, or its answer when it needs nothing (RFC 2131
+    /// §4.3: which messages are answered, and from which fields).
+    fn plan(&mut self, msg: &ClientMessage) -> Step {
+        let client = msg.client();
+        let op = match msg.msg_type {
+            MessageType::Discover => StoreOp::Offer {
+                client,
+                requested: msg.requested_ip,
+            },
+            MessageType::Request => {
+                if !self.is_ours(msg.server_id) {
+                    // The client chose another server's offer (RFC 2131 §4.3.2): what we hold
+                    // for it may go.
+                    tracing::debug!(network = %self.cfg.network, mac = %msg.chaddr, "client chose another server");
+                    StoreOp::OfferNotTaken {
+                        client,
+                        chosen: msg.requested_ip,
+                    }
+                } else {
+                    // SELECTING (server id + requested ip), INIT-REBOOT (requested ip, no
+                    // server id, no ciaddr), RENEWING/REBINDING (ciaddr, no requested ip).
+                    let ip = match (msg.server_id, msg.requested_ip, msg.ciaddr) {
+                        (Some(_), Some(ip), _) => ip,
+                        (None, Some(ip), Ipv4Addr::UNSPECIFIED) => ip,
+                        (None, _, ciaddr) if !ciaddr.is_unspecified() => ciaddr,
+                        _ => {
+                            self.stats.count_drop(DropReason::BadRequestState);
+                            return Step::Answered(None);
+                        }
+                    };
+                    StoreOp::Request {
+                        client,
+                        ip,
+                        hostname: self.hostname(msg),
+                    }
+                }
+            }
             MessageType::Release => {
-                self.release(msg);
-                None
+                if !self.is_ours(msg.server_id) || msg.ciaddr.is_unspecified() {
+                    return Step::Answered(None);
+                }
+                self.stats.releases.fetch_add(1, Ordering::Relaxed);
+                StoreOp::Release {
+                    client,
+                    ip: msg.ciaddr,
+                }
             }
             MessageType::Decline => {
-                self.decline(msg, now);
+                let Some(ip) = msg.requested_ip else {
+                    return Step::Answered(None);
+                };
+                if !self.is_ours(msg.server_id) {
+                    return Step::Answered(None);
+                }
+                self.stats.declines.fetch_add(1, Ordering::Relaxed);
+                StoreOp::Decline { client, ip }
+            }
+            MessageType::Inform => return Step::Answered(self.inform(msg).map(Box::new)),
+            // decode() refuses server message types already.
+            MessageType::Offer | MessageType::Ack | MessageType::Nak => {
+                return Step::Answered(None)
+            }
+        };
+        Step::Ask(op)
+    }
+
+    /// The reply to `msg` from the store's answer to its `op`.
+    fn finish(
+        &mut self,
+        msg: &ClientMessage,
+        op: &StoreOp,
+        answer: Result<StoreAnswer, StoreError>,
+    ) -> Option<Outgoing> {
+        if let StoreOp::OfferNotTaken { .. } = op {
+            // A store that cannot say so now lets the hold lapse on its own.
+            if let Err(e) = answer {
+                tracing::debug!(network = %self.cfg.network, error = %e, "could not drop the offer hold");
+            }
+            return None;
+        }
+        match (op, self.stored(msg, answer)?) {
+            (_, StoreAnswer::Offered(offered)) => self.offered(msg, offered),
+            (StoreOp::Request { ip, hostname, .. }, StoreAnswer::Requested(granted)) => {
+                self.requested(msg, *ip, hostname.clone(), granted)
+            }
+            (StoreOp::Release { ip, .. }, StoreAnswer::Released(held)) => {
+                let detail = (!held).then(|| "not this client's lease: ignored".to_string());
+                self.event("release", msg, *ip, detail)
+                    .log(&self.cfg.network);
                 None
             }
-            MessageType::Inform => self.inform(msg),
-            // decode() refuses server message types already.
-            MessageType::Offer | MessageType::Ack | MessageType::Nak => None,
+            (StoreOp::Decline { ip, .. }, StoreAnswer::Declined(honoured)) => {
+                let detail = if honoured {
+                    "address in use: quarantined"
+                } else {
+                    "not offered or leased to this client: ignored"
+                };
+                self.event("decline", msg, *ip, Some(detail.into()))
+                    .log(&self.cfg.network);
+                None
+            }
+            (op, answer) => {
+                let e = StoreError::Database(format!("the store answered {answer:?} to {op:?}"));
+                self.store_failed(msg, &e);
+                None
+            }
         }
     }
 
@@ -199,9 +351,15 @@ impl Handler {
         server_id.is_none_or(|id| id == self.cfg.server_ip)
     }
 
-    fn discover(&mut self, msg: &ClientMessage, now: u64) -> Option<Outgoing> {
-        let offered = self.pool.offer(&msg.client(), msg.requested_ip, now);
-        let Some(ip) = self.stored(msg, offered)? else {
+    /// The host name a lease gets: the reservation's, else the client's option 12.
+    fn hostname(&self, msg: &ClientMessage) -> Option<String> {
+        self.static_host(&msg.chaddr)
+            .and_then(|h| h.name.clone())
+            .or_else(|| msg.hostname.clone())
+    }
+
+    fn offered(&mut self, msg: &ClientMessage, offered: Option<Ipv4Addr>) -> Option<Outgoing> {
+        let Some(ip) = offered else {
             self.exhausted(msg);
             return None;
         };
@@ -289,39 +447,15 @@ impl Handler {
         }
     }
 
-    /// RFC 2131 §4.3.2: SELECTING (server id + requested ip), INIT-REBOOT (requested ip, no
-    /// server id, no ciaddr), RENEWING/REBINDING (ciaddr, no requested ip).
-    fn request(&mut self, msg: &ClientMessage, now: u64) -> Option<Outgoing> {
-        if !self.is_ours(msg.server_id) {
-            // The client chose another server's offer (RFC 2131 §4.3.2): what we hold for it may
-            // go. A store that cannot say so now lets the hold lapse on its own.
-            tracing::debug!(network = %self.cfg.network, mac = %msg.chaddr, "client chose another server");
-            if let Err(e) = self
-                .pool
-                .offer_not_taken(&msg.client(), msg.requested_ip, now)
-            {
-                tracing::debug!(network = %self.cfg.network, error = %e, "could not drop the offer hold");
-            }
-            return None;
-        }
-        let ip = match (msg.server_id, msg.requested_ip, msg.ciaddr) {
-            (Some(_), Some(ip), _) => ip,
-            (None, Some(ip), Ipv4Addr::UNSPECIFIED) => ip,
-            (None, _, ciaddr) if !ciaddr.is_unspecified() => ciaddr,
-            _ => {
-                self.stats.count_drop(DropReason::BadRequestState);
-                return None;
-            }
-        };
+    fn requested(
+        &mut self,
+        msg: &ClientMessage,
+        ip: Ipv4Addr,
+        hostname: Option<String>,
+        granted: Result<Lease, Nak>,
+    ) -> Option<Outgoing> {
         let kind = classify(msg);
-        let hostname = self
-            .static_host(&msg.chaddr)
-            .and_then(|h| h.name.clone())
-            .or_else(|| msg.hostname.clone());
-        let requested = self
-            .pool
-            .request(&msg.client(), ip, hostname.as_deref(), now);
-        match self.stored(msg, requested)? {
+        match granted {
             Ok(lease) => {
                 self.stats.acks.fetch_add(1, Ordering::Relaxed);
                 let (reply, boot) = self.lease_reply(MessageType::Ack, msg, lease.ip, kind);
@@ -354,39 +488,6 @@ impl Handler {
         }
     }
 
-    fn release(&mut self, msg: &ClientMessage) {
-        if !self.is_ours(msg.server_id) || msg.ciaddr.is_unspecified() {
-            return;
-        }
-        self.stats.releases.fetch_add(1, Ordering::Relaxed);
-        let released = self.pool.release(&msg.client(), msg.ciaddr);
-        let Some(held) = self.stored(msg, released) else {
-            return;
-        };
-        let detail = (!held).then(|| "not this client's lease: ignored".to_string());
-        self.event("release", msg, msg.ciaddr, detail)
-            .log(&self.cfg.network);
-    }
-
-    fn decline(&mut self, msg: &ClientMessage, now: u64) {
-        let Some(ip) = msg.requested_ip else { return };
-        if !self.is_ours(msg.server_id) {
-            return;
-        }
-        self.stats.declines.fetch_add(1, Ordering::Relaxed);
-        let declined = self.pool.decline(&msg.client(), ip, now);
-        let Some(honoured) = self.stored(msg, declined) else {
-            return;
-        };
-        let detail = if honoured {
-            "address in use: quarantined"
-        } else {
-            "not offered or leased to this client: ignored"
-        };
-        self.event("decline", msg, ip, Some(detail.into()))
-            .log(&self.cfg.network);
-    }
-
     /// DHCPINFORM: configuration only, no lease, no yiaddr (RFC 2131 §4.3.5).
     fn inform(&mut self, msg: &ClientMessage) -> Option<Outgoing> {
         if msg.ciaddr.is_unspecified() {
@@ -414,10 +515,7 @@ impl Handler {
             mac: msg.chaddr,
             client_id: msg.client_id.clone(),
             ip,
-            hostname: self
-                .static_host(&msg.chaddr)
-                .and_then(|h| h.name.clone())
-                .or_else(|| msg.hostname.clone()),
+            hostname: self.hostname(msg),
             kind: classify(msg),
             boot: None,
             detail,

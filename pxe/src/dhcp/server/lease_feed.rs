@@ -58,6 +58,11 @@ pub trait LeaseSource {
     fn generation(&self) -> u64;
     /// Unexpired leases at `now`, sorted by address; Err when they cannot be read now.
     fn leases_at(&self, now: u64) -> Result<Vec<Self::Lease>, StoreError>;
+    /// The same set for the feed, which asks up to [`PUBLISH_EVERY`]: a store may answer from
+    /// a copy it keeps current (see `LeaseBackend::watched_leases`).
+    fn watched_leases(&self, now: u64) -> Result<Vec<Self::Lease>, StoreError> {
+        self.leases_at(now)
+    }
     fn expires(lease: &Self::Lease) -> u64;
 }
 
@@ -82,6 +87,9 @@ impl LeaseSource for dyn LeaseBackend {
     }
     fn leases_at(&self, now: u64) -> Result<Vec<Lease>, StoreError> {
         LeaseBackend::leases_at(self, now)
+    }
+    fn watched_leases(&self, now: u64) -> Result<Vec<Lease>, StoreError> {
+        LeaseBackend::watched_leases(self, now)
     }
     fn expires(lease: &Lease) -> u64 {
         lease.expires
@@ -175,7 +183,7 @@ impl<P: LeaseSource + ?Sized> LeaseFeed<P> {
 fn snapshot<P: LeaseSource + ?Sized>(pool: &P, now: u64) -> Result<BoundSet<P::Lease>, StoreError> {
     Ok(BoundSet {
         at: now,
-        leases: pool.leases_at(now)?,
+        leases: pool.watched_leases(now)?,
     })
 }
 
