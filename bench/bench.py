@@ -1050,17 +1050,20 @@ class Harness:
             return r
 
         self.results["tftp"] = self.interleaved(("hostagent", ["tftpd-hpa"]), measure)
-        self.results["tftp_floor"] = self.lockstep_floor()
+        self.results["tftp_floor"], self.results["tftp_floor_atftp"] = self.lockstep_floor()
 
     def lockstep_floor(self):
         """What the kernel path alone costs per lock-step block: udp-pingpong pairs (a server
         that only receives 4 bytes and sends 1472, a client that only sends and waits), 1 pair
-        and `concurrent_n` pairs at once, on the same bridge and veth path."""
+        and `concurrent_n` pairs at once, on the same bridge and veth path; then the real row's
+        atftp command against `udp-pingpong tftp` (the protocol from memory, nothing else).
+        Returns ({pairs: figures}, the atftp floor's figures)."""
         if not os.path.exists(self.pingpong):
-            return None
+            return None, None
         tb = Testbed(self, [])
         out = {}
         try:
+            atftp = self.atftp_floor(tb)
             for k in (1, self.concurrent_n):
                 srv = [subprocess.Popen(tb.srv.argv([self.pingpong, "srv", SERVER_IP, str(7000 + i), str(self.floor_rounds)]),
                                         stdout=subprocess.PIPE, text=True) for i in range(k)]
@@ -1083,7 +1086,48 @@ class Harness:
                     f"{out[k]['client_us']:.1f} us/block, {out[k]['rate']:.1f} MiB/s")
         finally:
             tb.close()
-        return out
+        return out, atftp
+
+    def atftp_floor(self, tb):
+        """The single lock-step row's atftp command (same file size, into tmpfs, checked) against
+        `udp-pingpong tftp`, `repeats` times: median MiB/s, the server's CPU per block (its own
+        thread's rusage) and atftp's (rusage of the child, `ip netns exec` included, as in fleet)."""
+        size = self.size["big"]
+        blocks = size // 1468 + 1
+        want = pattern_sha256(size)
+        runs = []
+        self.commands["tftp floor"] = f"udp-pingpong tftp {SERVER_IP} 69 {size}"
+        for _ in range(self.repeats):
+            srv = subprocess.Popen(tb.srv.argv([self.pingpong, "tftp", SERVER_IP, "69", str(size)]),
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            try:
+                def up():
+                    if srv.poll() is not None:
+                        raise RuntimeError(f"udp-pingpong tftp exited: {srv.communicate()}")
+                    return ":69 " in run(tb.srv.argv(["ss", "-lnu"]), check=False).stdout
+                wait_until(15, up, "udp-pingpong tftp to listen")
+                dest = tempfile.mktemp(dir=self.dl, prefix="dl-")
+                argv = self.client_argv("tftp", ["big.bin"], [dest])
+                r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                t0 = time.monotonic()
+                p = run(tb.cli.argv(argv), timeout=600, check=False)
+                secs = time.monotonic() - t0
+                r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+                text, err = srv.communicate(timeout=30)
+            finally:
+                stop(srv)
+            got = sha256_file(dest) if os.path.exists(dest) else None
+            if os.path.exists(dest):
+                os.unlink(dest)
+            parts = text.split()
+            if p.returncode != 0 or srv.returncode != 0 or got != want or len(parts) < 2:
+                raise RuntimeError(f"atftp against udp-pingpong tftp: atftp rc={p.returncode} {p.stderr.strip()[:300]}, "
+                                   f"server rc={srv.returncode} {text.strip()} {err.strip()[:300]}, sha256 ok: {got == want}")
+            client_s = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+            runs.append({"rate": size / secs / 2**20, "server_us": float(parts[-1]), "client_us": client_s * 1e6 / blocks})
+            log(f"  floor, atftp against udp-pingpong tftp: {runs[-1]['rate']:.1f} MiB/s, server "
+                f"{runs[-1]['server_us']:.1f} us/block, atftp {runs[-1]['client_us']:.1f} us/block")
+        return {k: median([r[k] for r in runs]) for k in ("rate", "server_us", "client_us")}
 
     def http_section(self):
         log("HTTP")
@@ -1646,6 +1690,18 @@ def wait_for_answer(ask, secs=10):
         time.sleep(0.2)
         got = ask()
     return got
+
+
+def pattern_sha256(size):
+    """The sha256 of `udp-pingpong tftp`'s SIZE bytes (byte i is i % 251)."""
+    unit = memoryview(bytes(range(251)) * 4177)  # ~1 MiB, a whole number of periods
+    h = hashlib.sha256()
+    left = size
+    while left:
+        n = min(left, len(unit))
+        h.update(unit[:n])
+        left -= n
+    return h.hexdigest()
 
 
 def hyperfine_median(path):
