@@ -1014,6 +1014,8 @@ class Harness:
             for k in rows[0]:
                 vals = [r[k] for r in rows if r.get(k) is not None]
                 out[n][k] = sum(vals) if k.endswith("failed") else median(vals)
+                if not k.endswith("failed") and all(isinstance(v, (int, float)) for v in vals):
+                    out[n][k + "_runs"] = vals
         return out
 
     def tftp_section(self):

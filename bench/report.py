@@ -89,6 +89,17 @@ def tftp_limit(ha, peer, floor, key, n):
     return text
 
 
+def spread(a, b, key, names, unit="MiB/s"):
+    """'; runs (interleaved): A x–y, B x–y UNIT', and whether the two ranges overlap (the median's
+    difference is then within what one run differs from the next)."""
+    ra, rb = a.get(key + "_runs"), b.get(key + "_runs")
+    if not ra or not rb or len(ra) < 2:
+        return "", False
+    overlap = max(ra) >= min(rb) and max(rb) >= min(ra)
+    return (f"; its {len(ra)} interleaved runs: {names[0]} {min(ra):.1f}–{max(ra):.1f}, {names[1]} "
+            f"{min(rb):.1f}–{max(rb):.1f} {unit}"), overlap
+
+
 def single_lockstep_limit(ha, peer, floor, atftp_floor):
     """Where one lock-step transfer is bound: it is one round trip per block, so its rate is the
     round trip's latency. Its floor is the same atftp command against a server doing nothing but
@@ -409,8 +420,9 @@ def write_report(h, path):
             w("")
         if ha and peer:
             ok = ha["lockstep"] >= 1.2 * peer["lockstep"]
+            runs, _ = spread(ha, peer, "lockstep", ("hostagent", "tftpd-hpa"))
             target("TFTP single lock-step ≥ 1.2× tftpd-hpa", ok,
-                   f"{ha['lockstep']:.1f} vs {peer['lockstep']:.1f} MiB/s ({fmt_ratio(ratio(ha['lockstep'], peer['lockstep']))}); "
+                   f"{ha['lockstep']:.1f} vs {peer['lockstep']:.1f} MiB/s ({fmt_ratio(ratio(ha['lockstep'], peer['lockstep']))}){runs}; "
                    f"blksize 512: {ha['lockstep512']:.1f} vs {peer['lockstep512']:.1f} ({fmt_ratio(ratio(ha['lockstep512'], peer['lockstep512']))})"
                    + ("" if ok else single_lockstep_limit(ha, peer, floor, floor_atftp)))
             target("TFTP windowsize 16 ≥ 4× tftpd-hpa's lock-step", ha["window16"] >= 4 * peer["lockstep"],
@@ -450,8 +462,14 @@ def write_report(h, path):
                 cpu = (f"; in the {h.rack_n}-client run the server used {ha['boot_server_us']:.0f} µs of CPU per MiB "
                        f"(busybox {bb['boot_server_us']:.0f}), the curl clients {ha['boot_client_us']:.0f} "
                        f"({bb['boot_client_us']:.0f}): the clients' own receive and write is where the time goes")
-            target("HTTP boot into a file ≥ 1.1× busybox httpd", ha["single"] >= 1.1 * bb["single"],
-                   f"{ha['single']:.1f} vs {bb['single']:.1f} MiB/s ({fmt_ratio(ratio(ha['single'], bb['single']))})" + cpu)
+            runs, overlap = spread(ha, bb, "single", ("hostagent", "busybox"))
+            met = ha["single"] >= 1.1 * bb["single"]
+            if not met and overlap:
+                runs += (": the two ranges overlap, so the medians' difference is within what one run differs "
+                         "from the next on this VM")
+            target("HTTP boot into a file ≥ 1.1× busybox httpd", met,
+                   f"{ha['single']:.1f} vs {bb['single']:.1f} MiB/s ({fmt_ratio(ratio(ha['single'], bb['single']))})"
+                   + runs + cpu)
             if "boot" in ha:
                 target(f"HTTP {h.rack_n} concurrent kernel+initrd downloads without errors (sha256)", ha["boot_failed"] == 0,
                        f"{ha['boot_failed']} failed, {ha['boot']:.1f} MiB/s aggregate (busybox {bb.get('boot', 0):.1f})")
