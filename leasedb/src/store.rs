@@ -7,12 +7,13 @@
 //! (`offer4`, `request4`, …) in order, in one round trip; `commit` sends COMMIT and gives the
 //! connection back. (A round trip per message made the batch a chain of waits: the DHCP thread
 //! and the database backend took turns, each waking the other twice per message, and the rate
-//! stopped near 2,000 exchanges/s with both CPUs half idle; one call per batch reached 5,000.) Any failure inside a batch fails the whole batch: the transaction is rolled back, its
+//! stopped near 2,000 exchanges/s with both CPUs half idle; one call per batch reached 5,000.)
+//! Any failure inside a batch fails the whole batch: the transaction is rolled back, its
 //! clients get nothing (no ACK and no OFFER whose hold was not stored), and they retry.
 //!
-//! The bound leases the lease watch follows (DNS names, `status`' counts by agent) are read whole
-//! from the database once, then kept as this agent commits its own changes (a [`LeaseIndex`], as the
-//! journal keeps them), and read whole again only when a change this agent did not make is
+//! The bound leases the lease watch follows (DNS names, `status`' counts by agent) are read
+//! whole from the database once, then kept as this agent commits its own changes (a
+//! [`LeaseIndex`], as the journal keeps them), and read whole again only when a change this agent did not make is
 //! notified (another agent's, a hand edit's: see `listen`), or after [`MIRROR_REFRESH`]. Reading
 //! the whole table at every publish (up to 10 a second while leases change) cost the database
 //! more than the leases themselves under load.

@@ -218,18 +218,11 @@ fn the_watched_leases_follow_own_commits_unread_and_other_changes_by_notificatio
     a.commit().expect("commit the decline");
     // This agent's own notifications arrive meanwhile: they must not cost a read.
     std::thread::sleep(Duration::from_millis(500));
-    let watched: Vec<Ipv4Addr> = a
-        .watched_leases(NOW)
-        .expect("watched")
-        .iter()
-        .map(|l| l.ip)
-        .collect();
-    let fresh: Vec<Ipv4Addr> = a
-        .leases_at(NOW)
-        .expect("read")
-        .iter()
-        .map(|l| l.ip)
-        .collect();
+    let ips = |leases: Vec<pxe::dhcp::pool::Lease>| -> Vec<Ipv4Addr> {
+        leases.iter().map(|l| l.ip).collect()
+    };
+    let watched = ips(a.watched_leases(NOW).expect("watched"));
+    let fresh = ips(a.leases_at(NOW).expect("read"));
     assert_eq!(watched, vec![first, more[2]]);
     assert_eq!(watched, fresh, "the copy is what the table holds");
     assert_eq!(

@@ -176,29 +176,30 @@ impl Handler {
             .iter()
             .filter_map(|p| self.admit(p, clock))
             .collect();
+        // Each message answered already (Err) or asked as the op at its index (Ok).
         let mut ops = Vec::new();
-        let steps: Vec<Step> = msgs
+        let steps: Vec<Result<usize, Option<Box<Outgoing>>>> = msgs
             .iter()
-            .map(|msg| {
-                let step = self.plan(msg);
-                if let Step::Ask(op) = &step {
-                    ops.push(op.clone());
+            .map(|msg| match self.plan(msg) {
+                Step::Ask(op) => {
+                    ops.push(op);
+                    Ok(ops.len() - 1)
                 }
-                step
+                Step::Answered(reply) => Err(reply),
             })
             .collect();
         let mut answers = self.pool.answer_all(&ops, now).into_iter();
         let mut out = Vec::with_capacity(msgs.len());
         for (msg, step) in msgs.iter().zip(steps) {
             let reply = match step {
-                Step::Answered(reply) => reply.map(|r| *r),
-                Step::Ask(op) => {
+                Err(reply) => reply.map(|r| *r),
+                Ok(i) => {
                     let answer = answers.next().unwrap_or_else(|| {
                         Err(StoreError::Database(
                             "the store answered fewer questions than it was asked".into(),
                         ))
                     });
-                    self.finish(msg, &op, answer)
+                    self.finish(msg, &ops[i], answer)
                 }
             };
             out.extend(reply);
